@@ -1,0 +1,38 @@
+//! Gatehouse configuration: the file format, its validation, and the validated model.
+//!
+//! Configuration exists in three shapes (see `docs/configuration.md`):
+//! 1. [`file`]: what operators write (YAML files, Admin API JSON). Serde types, unknown keys
+//!    rejected, no defaults applied, so export writes back exactly what was written.
+//! 2. [`model`]: the validated form built by [`validate()`]: defaults filled in, references
+//!    resolved, patterns parsed, secrets hashed.
+//! 3. The runtime snapshot compiled from the model by `gw-proxy` and swapped atomically.
+//!
+//! How to use:
+//! ```no_run
+//! let cfg = gw_config::load_file(std::path::Path::new("gatehouse.yaml"))
+//!     .unwrap_or_else(|e| { eprintln!("{e}"); std::process::exit(1) });
+//! println!("{} routes", cfg.routes.len());
+//! ```
+//! Errors print as `file:line:column: key.path: message`, one per line.
+
+pub mod file;
+mod load;
+pub mod model;
+pub mod plugins;
+pub mod template;
+mod validate;
+pub mod value;
+
+pub use load::{
+    LoadError, LocatedError, load_file, load_file_with_env, parse_json, parse_yaml, process_env,
+    validate_located,
+};
+pub use model::Config;
+pub use validate::{
+    KeyPath, Seg, ValidateOptions, ValidationError, config_hash, hash_api_key, hash_password, validate,
+};
+
+/// Serialize a document back to YAML (for `gatehouse config export`).
+pub fn to_yaml(file: &file::FileConfig) -> Result<String, String> {
+    serde_saphyr::to_string(file).map_err(|e| e.to_string())
+}

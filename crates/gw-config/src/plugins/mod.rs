@@ -1,0 +1,245 @@
+//! Plugin instances and the typed configuration schema of every built-in plugin.
+//!
+//! A plugin has two halves, like Kong's `schema.lua` and `handler.lua`: its configuration schema
+//! lives here (pure data, serde, unknown keys rejected, validated at load time), and its
+//! implementation lives in `gw-plugins`. Keeping schemas here lets the file loader, the Admin API
+//! and the OpenAPI document share one definition, and report a bad key with its line and column.
+//!
+//! To add a plugin: write its config struct in a module here, implement [`PluginSchema`], and add
+//! one line to the `plugin_configs!` list below.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+
+mod request_termination;
+
+pub use request_termination::RequestTermination;
+
+/// A validation failure inside a plugin config: the key path below `config` and a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaError {
+    /// Dotted key path relative to the plugin's `config`, e.g. `origins[2]`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl SchemaError {
+    /// An error at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        SchemaError { path: path.into(), message: message.into() }
+    }
+}
+
+/// Checks a plugin config beyond what serde checks (value ranges, regex syntax, ...).
+pub trait PluginSchema: DeserializeOwned + Serialize {
+    /// Validate the config; the default accepts everything serde accepted.
+    fn validate(&self) -> Result<(), SchemaError> {
+        Ok(())
+    }
+}
+
+macro_rules! plugin_configs {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
+        /// The typed configuration of one plugin instance; the variant is the plugin.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum PluginConfig {
+            $( $(#[$doc])* $variant($ty), )*
+        }
+
+        impl PluginConfig {
+            /// Names of every built-in plugin.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The plugin's name, e.g. `"key-auth"`.
+            pub fn plugin_name(&self) -> &'static str {
+                match self { $( Self::$variant(_) => $name, )* }
+            }
+
+            /// Run the plugin's own validation.
+            pub fn validate(&self) -> Result<(), SchemaError> {
+                match self { $( Self::$variant(c) => c.validate(), )* }
+            }
+
+            /// Deserialize the config of plugin `name`.
+            pub fn deserialize_named<'de, D: Deserializer<'de>>(name: &str, d: D) -> Result<Self, D::Error> {
+                match name {
+                    $( $name => <$ty>::deserialize(d).map(Self::$variant), )*
+                    other => Err(de::Error::unknown_variant(other, Self::NAMES)),
+                }
+            }
+        }
+
+        impl Serialize for PluginConfig {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self { $( Self::$variant(c) => c.serialize(s), )* }
+            }
+        }
+    };
+}
+
+plugin_configs! {
+    /// Answer every request with a fixed response (maintenance mode, blocking a route).
+    RequestTermination(RequestTermination) = "request-termination",
+}
+
+/// A plugin instance (`plugins[]`): which plugin, where it applies, and its config.
+///
+/// Scope: no `route`/`service`/`consumer` = global. When one plugin is configured at several
+/// scopes, the most specific applies (see `docs/plugins.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilePlugin {
+    /// Instance name, unique among plugins. Default: `<plugin>` plus its scope.
+    pub name: Option<String>,
+    /// Route this instance applies to.
+    pub route: Option<String>,
+    /// Service this instance applies to.
+    pub service: Option<String>,
+    /// Consumer this instance applies to.
+    pub consumer: Option<String>,
+    /// Default `true`.
+    pub enabled: Option<bool>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// The plugin and its typed config.
+    pub config: PluginConfig,
+}
+
+impl FilePlugin {
+    /// The instance name: the explicit `name`, or `<plugin>[@route:x][@service:y][@consumer:z]`.
+    pub fn instance_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let mut s = self.config.plugin_name().to_string();
+        for (k, v) in [("route", &self.route), ("service", &self.service), ("consumer", &self.consumer)] {
+            if let Some(v) = v {
+                s.push('@');
+                s.push_str(k);
+                s.push(':');
+                s.push_str(v);
+            }
+        }
+        s
+    }
+}
+
+impl Serialize for FilePlugin {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("plugin", self.config.plugin_name())?;
+        if let Some(v) = &self.name {
+            m.serialize_entry("name", v)?;
+        }
+        if let Some(v) = &self.route {
+            m.serialize_entry("route", v)?;
+        }
+        if let Some(v) = &self.service {
+            m.serialize_entry("service", v)?;
+        }
+        if let Some(v) = &self.consumer {
+            m.serialize_entry("consumer", v)?;
+        }
+        if let Some(v) = &self.enabled {
+            m.serialize_entry("enabled", v)?;
+        }
+        if !self.tags.is_empty() {
+            m.serialize_entry("tags", &self.tags)?;
+        }
+        m.serialize_entry("config", &self.config)?;
+        m.end()
+    }
+}
+
+const PLUGIN_FIELDS: &[&str] = &["plugin", "name", "route", "service", "consumer", "enabled", "tags", "config"];
+
+/// Deserializes `config` with the schema of the already-read plugin name.
+struct ConfigSeed<'a>(&'a str);
+
+impl<'de> de::DeserializeSeed<'de> for ConfigSeed<'_> {
+    type Value = PluginConfig;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<PluginConfig, D::Error> {
+        PluginConfig::deserialize_named(self.0, d)
+    }
+}
+
+impl<'de> Deserialize<'de> for FilePlugin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FilePlugin;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a plugin instance with `plugin` and `config`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FilePlugin, A::Error> {
+                let mut plugin: Option<String> = None;
+                let mut name = None;
+                let mut route = None;
+                let mut service = None;
+                let mut consumer = None;
+                let mut enabled = None;
+                let mut tags = None;
+                let mut config: Option<PluginConfig> = None;
+                // `config` met before `plugin`: kept untyped until the plugin is known. Errors in
+                // it then point at the plugin entry rather than the exact key.
+                let mut early_config: Option<serde_json::Value> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "plugin" => {
+                            if plugin.is_some() {
+                                return Err(de::Error::duplicate_field("plugin"));
+                            }
+                            let p: String = map.next_value()?;
+                            if !PluginConfig::NAMES.contains(&p.as_str()) {
+                                return Err(de::Error::unknown_variant(&p, PluginConfig::NAMES));
+                            }
+                            plugin = Some(p);
+                        }
+                        "name" => name = Some(map.next_value()?),
+                        "route" => route = Some(map.next_value()?),
+                        "service" => service = Some(map.next_value()?),
+                        "consumer" => consumer = Some(map.next_value()?),
+                        "enabled" => enabled = Some(map.next_value()?),
+                        "tags" => tags = Some(map.next_value()?),
+                        "config" => {
+                            if config.is_some() || early_config.is_some() {
+                                return Err(de::Error::duplicate_field("config"));
+                            }
+                            match &plugin {
+                                Some(p) => config = Some(map.next_value_seed(ConfigSeed(p))?),
+                                None => early_config = Some(map.next_value()?),
+                            }
+                        }
+                        other => return Err(de::Error::unknown_field(other, PLUGIN_FIELDS)),
+                    }
+                }
+                let plugin = plugin.ok_or_else(|| de::Error::missing_field("plugin"))?;
+                let config = match (config, early_config) {
+                    (Some(c), _) => c,
+                    (None, Some(v)) => PluginConfig::deserialize_named(&plugin, v)
+                        .map_err(|e| de::Error::custom(format!("config: {e}")))?,
+                    (None, None) => {
+                        let empty = de::value::MapDeserializer::<_, de::value::Error>::new(
+                            std::iter::empty::<(String, String)>(),
+                        );
+                        PluginConfig::deserialize_named(&plugin, empty)
+                            .map_err(|e| de::Error::custom(format!("config: {e}")))?
+                    }
+                };
+                Ok(FilePlugin {
+                    name,
+                    route,
+                    service,
+                    consumer,
+                    enabled,
+                    tags: tags.unwrap_or_default(),
+                    config,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}

@@ -1,0 +1,115 @@
+//! The per-request context shared by every phase and plugin.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Extensions, HeaderMap, HeaderValue};
+
+/// The matched route, as plugins see it.
+#[derive(Debug)]
+pub struct RouteInfo {
+    /// Route name.
+    pub name: Arc<str>,
+    /// Service name.
+    pub service: Arc<str>,
+}
+
+/// The authenticated consumer.
+#[derive(Debug)]
+pub struct ConsumerInfo {
+    /// Index of the consumer in the configuration (stable within one config version).
+    pub index: usize,
+    /// User name.
+    pub username: String,
+    /// External id.
+    pub custom_id: Option<String>,
+    /// ACL groups.
+    pub groups: Vec<String>,
+    /// Whether this is the anonymous consumer of a route that allows anonymous access.
+    pub anonymous: bool,
+}
+
+/// Per-request state. Created by the proxy when the request head arrives; dropped after `log`.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Request id (received from a trusted client or generated), sent upstream and back.
+    pub request_id: HeaderValue,
+    /// The real client IP (after trusted-proxy processing).
+    pub client_ip: IpAddr,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the downstream connection is TLS.
+    pub tls: bool,
+    /// SNI sent by the client.
+    pub sni: Option<Arc<str>>,
+    /// DER certificate chain the client presented (mTLS), leaf first.
+    pub client_certs: Option<Arc<Vec<Vec<u8>>>>,
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Request host (lowercase, no port).
+    pub host: String,
+    /// Matched route.
+    pub route: Option<Arc<RouteInfo>>,
+    /// Route path parameters (`{id}`, regex named groups).
+    pub params: Vec<(String, String)>,
+    /// Authenticated consumer.
+    pub consumer: Option<Arc<ConsumerInfo>>,
+    /// Identifier of the credential that authenticated the request.
+    pub credential_id: Option<String>,
+    /// When the request head was received.
+    pub started: Instant,
+    /// Upstream target address of the last attempt.
+    pub upstream_addr: Option<Arc<str>>,
+    /// Time from sending the upstream request to its response head.
+    pub upstream_latency: Option<Duration>,
+    /// Headers added to the final response, whatever produced it (e.g. rate-limit headers).
+    pub response_headers: HeaderMap,
+    /// Plugin scratch space, keyed by type.
+    pub vars: Extensions,
+}
+
+impl Ctx {
+    /// A context for a request from `peer`.
+    pub fn new(peer: SocketAddr, listener: Arc<str>, tls: bool, request_id: HeaderValue) -> Self {
+        Ctx {
+            request_id,
+            client_ip: peer.ip(),
+            peer,
+            tls,
+            sni: None,
+            client_certs: None,
+            listener,
+            host: String::new(),
+            route: None,
+            params: Vec::new(),
+            consumer: None,
+            credential_id: None,
+            started: Instant::now(),
+            upstream_addr: None,
+            upstream_latency: None,
+            response_headers: HeaderMap::new(),
+            vars: Extensions::new(),
+        }
+    }
+
+    /// A route parameter by name.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the log phase sees about a finished request.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// Final status sent to the client.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes_sent: u64,
+    /// Request body bytes received.
+    pub bytes_received: u64,
+    /// Total latency.
+    pub latency: Duration,
+    /// Error code when the request failed.
+    pub error: Option<&'static str>,
+}

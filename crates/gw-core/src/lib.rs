@@ -1,0 +1,27 @@
+//! The Gatehouse request pipeline contract, independent of the HTTP engine.
+//!
+//! A request flows through named phases (see `docs/request-lifecycle.md`):
+//!
+//! ```text
+//! request ─► route ─► access (auth ─► ACL ─► rate limit) ─► [request body] ─► upstream select
+//!         ─► upstream request ─► proxy ─► upstream response ─► [response body] ─► response ─► log
+//! ```
+//!
+//! Plugins implement [`Plugin`]: only the phases they need (declared in [`Plugin::hooks`]), on
+//! gateway-owned types ([`RequestHead`], [`ResponseHead`], [`Ctx`]) rather than the engine's.
+//! A phase hook returns [`Flow::Continue`] or [`Flow::Respond`] to answer the client at once.
+//! Any `Err` becomes an error response in one place, in `gw-proxy`.
+//!
+//! How to use: implement [`Plugin`] for a struct, then register a constructor for it in
+//! `gw-plugins` (see `docs/writing-a-plugin.md`).
+
+mod ctx;
+mod flow;
+mod head;
+mod plugin;
+
+pub use ctx::{ConsumerInfo, Ctx, LogEntry, RouteInfo};
+pub use flow::{Flow, Reply};
+pub use gw_error::{Error, ErrorKind, OrErr, Result, Retry, Side};
+pub use head::{RequestHead, ResponseHead};
+pub use plugin::{AuthOutcome, Hooks, Plugin, priority};

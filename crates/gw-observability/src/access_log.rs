@@ -1,0 +1,190 @@
+//! The structured access log: one JSON object per line, written by a dedicated thread so the
+//! request path never blocks on stdout or disk.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Appended to a file (created if missing).
+    File(PathBuf),
+}
+
+/// One access log line. Field names are stable (documented in `docs/configuration.md`).
+#[derive(Debug, Serialize)]
+pub struct AccessLogLine<'a> {
+    /// RFC 3339 UTC time the request started.
+    pub time: String,
+    /// Request id.
+    pub request_id: &'a str,
+    /// Real client IP.
+    pub client_ip: IpAddr,
+    /// Method.
+    pub method: &'a str,
+    /// Host.
+    pub host: &'a str,
+    /// Path (without query: queries often carry secrets).
+    pub path: &'a str,
+    /// HTTP version.
+    pub protocol: &'a str,
+    /// Route name.
+    pub route: Option<&'a str>,
+    /// Service name.
+    pub service: Option<&'a str>,
+    /// Consumer user name.
+    pub consumer: Option<&'a str>,
+    /// Upstream target of the last attempt.
+    pub upstream: Option<&'a str>,
+    /// Status sent.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes_sent: u64,
+    /// Request body bytes received.
+    pub bytes_received: u64,
+    /// Total latency, milliseconds.
+    pub latency_ms: f64,
+    /// Upstream latency, milliseconds.
+    pub upstream_latency_ms: Option<f64>,
+    /// Gateway error code, if any.
+    pub error: Option<&'static str>,
+}
+
+/// The access log writer handle. Cloning shares the writer thread.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: SyncSender<Vec<u8>>,
+}
+
+/// Lines buffered between the request path and the writer; beyond this, lines are dropped and
+/// counted rather than slowing requests down.
+const QUEUE: usize = 16 * 1024;
+
+impl AccessLog {
+    /// Start the writer thread. `on_drop` is called for each line dropped under overload.
+    pub fn start(target: AccessLogTarget) -> std::io::Result<AccessLog> {
+        let out: Box<dyn Write + Send> = match &target {
+            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+            AccessLogTarget::Stderr => Box::new(std::io::stderr()),
+            AccessLogTarget::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+        };
+        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
+        std::thread::Builder::new().name("access-log".into()).spawn(move || writer(rx, out))?;
+        Ok(AccessLog { tx })
+    }
+
+    /// Queue a line. Returns `false` if it was dropped (queue full or writer gone).
+    pub fn log(&self, line: &AccessLogLine<'_>) -> bool {
+        let mut buf = Vec::with_capacity(384);
+        if serde_json::to_writer(&mut buf, line).is_err() {
+            return false;
+        }
+        buf.push(b'\n');
+        match self.tx.try_send(buf) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+fn writer(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    loop {
+        // Block for the first line, then drain what is queued and flush once.
+        let Ok(line) = rx.recv() else { break };
+        let _ = out.write_all(&line);
+        let deadline = std::time::Instant::now() + Duration::from_millis(50);
+        while let Ok(line) = rx.try_recv() {
+            let _ = out.write_all(&line);
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", d.subsec_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Timestamps are RFC 3339 in UTC.
+    #[test]
+    fn rfc3339_formats() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    /// Lines are written as JSON objects to a file.
+    #[test]
+    fn writes_json_lines_to_file() {
+        let dir = std::env::temp_dir().join(format!("gw-al-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let log = AccessLog::start(AccessLogTarget::File(path.clone())).unwrap();
+        let line = AccessLogLine {
+            time: rfc3339(SystemTime::now()),
+            request_id: "abc",
+            client_ip: "127.0.0.1".parse().unwrap(),
+            method: "GET",
+            host: "h",
+            path: "/p",
+            protocol: "HTTP/1.1",
+            route: Some("r"),
+            service: Some("s"),
+            consumer: None,
+            upstream: Some("127.0.0.1:1"),
+            status: 200,
+            bytes_sent: 5,
+            bytes_received: 0,
+            latency_ms: 1.5,
+            upstream_latency_ms: Some(1.0),
+            error: None,
+        };
+        assert!(log.log(&line));
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.ends_with('\n') {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["route"], "r");
+    }
+}

@@ -1,0 +1,22 @@
+//! Gatehouse observability: Prometheus metrics with bounded label cardinality, and the
+//! structured JSON access log.
+//!
+//! How to use: create one [`Metrics`] per process, fetch [`RouteMetrics`] handles for each route
+//! when a configuration is compiled (labels are route and service *names*, never raw paths), and
+//! record on the request path through those handles without any label lookup. Send one
+//! [`AccessLogLine`] per request to an [`AccessLog`], which writes on its own thread.
+
+mod access_log;
+mod metrics;
+
+pub use access_log::{AccessLog, AccessLogLine, AccessLogTarget, rfc3339};
+pub use metrics::{Metrics, RouteMetrics, TargetHealthLabels};
+
+/// Install the process-wide `tracing` subscriber: JSON lines or human-readable text on stderr,
+/// filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+}

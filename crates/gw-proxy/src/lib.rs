@@ -1,0 +1,33 @@
+//! The Gatehouse data plane, built on hyper 1, tokio and rustls. This is the only crate that
+//! knows the HTTP engine; plugins see `gw-core` types.
+//!
+//! How to use:
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = gw_config::load_file(std::path::Path::new("gatehouse.yaml"))?;
+//! let gw = gw_proxy::Gateway::start(config).await?;
+//! // ... on SIGHUP: gw.reload(new_config).await?;
+//! gw.shutdown(std::time::Duration::from_secs(30)).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Module map, in the order a request meets them: [`server`] (listeners, TLS, connections,
+//! reload, shutdown) ─► `conn` (timeouts, framing checks) ─► `pipeline` (the phases) ─►
+//! `chain` (which plugins) ─► `pool` (upstream connections) ─► `body` (streaming both ways,
+//! the log phase). `runtime` compiles a configuration into what all of these read.
+
+mod body;
+mod chain;
+mod conn;
+mod forwarding;
+mod health;
+mod pipeline;
+mod pool;
+mod runtime;
+pub mod server;
+mod services;
+mod tls;
+mod upgrade;
+
+pub use runtime::check;
+pub use server::{Gateway, StartError};

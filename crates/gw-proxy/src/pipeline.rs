@@ -1,0 +1,957 @@
+//! The request pipeline: one function per phase, called in order by [`serve`].
+//!
+//! ```text
+//! precheck ─► route ─► access: pre-auth plugins ─► authenticate ─► post-auth plugins
+//!          ─► [request body plugins] ─► upstream request (rewrite, headers, plugins)
+//!          ─► service: proxy (select target ─► send ─► retry?) | echo | static
+//!          ─► upstream response plugins ─► [response body plugins] ─► response plugins
+//!          ─► (body streams to the client) ─► log
+//! ```
+//!
+//! Every failure is a [`gw_error::Error`]; [`error_reply`] is the only place that turns one into
+//! a response, and that response still goes through the response and log phases.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use gw_config::model::{AuthMode, HashOn, UpstreamProtocol};
+use gw_core::{AuthOutcome, Ctx, Flow, LogEntry, Reply, RequestHead, ResponseHead};
+use gw_error::{Error, ErrorKind, Retry};
+use gw_observability::{AccessLogLine, rfc3339};
+use gw_upstream::{Outcome, SelectError};
+
+use crate::body::{BodyTooLarge, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody};
+use crate::chain::Chain;
+use crate::conn::ConnState;
+use crate::forwarding::{self, Forwarding};
+use crate::pool::Conn;
+use crate::runtime::{RouteRt, Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
+use crate::server::Shared;
+
+/// Facts about the downstream connection a request arrived on.
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) listener: Arc<str>,
+    pub(crate) tls: bool,
+    pub(crate) sni: Option<Arc<str>>,
+    pub(crate) client_certs: Option<Arc<Vec<Vec<u8>>>>,
+    pub(crate) state: Arc<ConnState>,
+}
+
+/// Largest body a body plugin may buffer (beyond this, 413).
+const MAX_BUFFERED_BODY: u64 = 8 << 20;
+
+/// The consumer headers set upstream after authentication; any client-sent copy is removed.
+const CONSUMER_HEADERS: [&str; 5] =
+    ["x-consumer-id", "x-consumer-username", "x-consumer-custom-id", "x-credential-identifier", "x-anonymous-consumer"];
+
+/// Entry point for one request.
+pub(crate) async fn serve(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    conn.state.request_started();
+    let rt = shared.runtime.load_full();
+    let request_id = forwarding::request_id(req.headers(), &rt.gateway.request_id_header);
+    let mut cx = Ctx::new(conn.peer, conn.listener.clone(), conn.tls, request_id);
+    cx.client_ip = forwarding::client_ip(conn.peer.ip(), req.headers(), &rt.gateway.trusted_proxies);
+    cx.sni = conn.sni.clone();
+    cx.client_certs = conn.client_certs.clone();
+    let mut p = Pending {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        version: req.version(),
+        route: None,
+        chain: rt.global_chain.clone(),
+        received: Arc::new(AtomicU64::new(0)),
+        error: None,
+    };
+    let resp = match handle(req, &conn, &shared, &rt, &mut cx, &mut p).await {
+        Ok(r) => r,
+        Err(e) => {
+            p.error = Some(e.kind().code());
+            if e.side() != gw_error::Side::Downstream || e.kind().status().is_server_error() {
+                tracing::warn!(request_id = ?cx.request_id, error = %e, "request failed");
+            } else {
+                tracing::debug!(request_id = ?cx.request_id, error = %e, "request refused");
+            }
+            shared.metrics.error(e.kind().code());
+            let mut r = reply_response(error_reply(&e, &cx));
+            if e.kind() == ErrorKind::BadRequest || e.kind() == ErrorKind::HeadersTooLarge {
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            run_response_phase(r, &p.chain, &mut cx).await
+        }
+    };
+    Ok(finish(resp, cx, p, rt, conn, shared))
+}
+
+/// What the log phase needs besides the context.
+struct Pending {
+    method: Method,
+    path: String,
+    version: Version,
+    route: Option<usize>,
+    chain: Arc<Chain>,
+    received: Arc<AtomicU64>,
+    error: Option<&'static str>,
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    shared: &Arc<Shared>,
+    rt: &Arc<Runtime>,
+    cx: &mut Ctx,
+    p: &mut Pending,
+) -> Result<Response<ResponseBody>, Error> {
+    precheck(&req, conn, rt)?;
+    cx.host = request_host(&req)?;
+
+    let listener = rt.listeners.get(&*conn.listener);
+    if let Some(port) = listener.and_then(|l| l.redirect_https_port) {
+        return Ok(redirect_https(&req, &cx.host, port));
+    }
+
+    // === route ===
+    let found = {
+        let parts = gw_router::RequestParts {
+            host: &cx.host,
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+            query: req.uri().query(),
+        };
+        rt.router.find(&parts).map(|m| {
+            let params: Vec<(String, String)> = m.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            (*m.value, params, m.matched_len)
+        })
+    };
+    let Some((route_idx, params, matched_len)) = found else {
+        shared.metrics.no_route();
+        return Err(Error::new(ErrorKind::NoRoute, "no route matched"));
+    };
+    let route = &rt.routes[route_idx];
+    p.route = Some(route_idx);
+    p.chain = route.chain.clone();
+    cx.route = Some(route.info.clone());
+    cx.params = params;
+    if (conn.tls && !route.route.https) || (!conn.tls && !route.route.http) {
+        if !conn.tls {
+            return Err(Error::new(ErrorKind::HttpsRequired, "route accepts HTTPS only"));
+        }
+        return Err(Error::new(ErrorKind::NoRoute, "route accepts clear-text HTTP only"));
+    }
+
+    // === request head ===
+    let upgrade = is_upgrade(&req);
+    let on_upgrade: Option<OnUpgrade> = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
+    let (parts, body) = req.into_parts();
+    let mut head = RequestHead {
+        method: parts.method,
+        uri: origin_form(&parts.uri)?,
+        version: parts.version,
+        headers: parts.headers,
+    };
+    let upgrade_proto = if upgrade { head.headers.get(header::UPGRADE).cloned() } else { None };
+    forwarding::strip_hop_by_hop(&mut head.headers, upgrade);
+    head.headers.remove(header::EXPECT);
+    for h in CONSUMER_HEADERS {
+        head.headers.remove(h);
+    }
+
+    // === access ===
+    if let Some(r) = access_phase(&mut head, cx, p, rt, route_idx).await? {
+        return Ok(r);
+    }
+
+    // === body limit ===
+    let limit = route.route.max_body_bytes;
+    if limit > 0 {
+        if let Some(len) = content_length(&head.headers) {
+            if len > limit {
+                return Err(Error::new(ErrorKind::PayloadTooLarge, format!("content-length {len} exceeds {limit}")));
+            }
+        }
+    }
+    let sent = Arc::new(SentSignal::default());
+    let mut body = if body.is_end_stream() {
+        sent.set();
+        RequestBody::Empty
+    } else {
+        RequestBody::stream(body, limit, p.received.clone(), sent.clone())
+    };
+    if !p.chain.request_body.is_empty() && !upgrade {
+        let cap = if limit == 0 { MAX_BUFFERED_BODY } else { limit.min(MAX_BUFFERED_BODY) };
+        let mut bytes = collect_body(body, cap).await?;
+        for pl in &p.chain.request_body {
+            if let Flow::Respond(r) = pl.request_body(&mut head, &mut bytes, cx).await? {
+                return Ok(reply_response(r));
+            }
+        }
+        head.headers.remove(header::TRANSFER_ENCODING);
+        head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        sent.set();
+        body = RequestBody::Full(Some(bytes));
+    }
+
+    // === upstream request ===
+    let service = &route.service;
+    if let ServiceRtKind::Proxy { path_prefix, .. } = &service.kind {
+        rewrite_path(&mut head, route, cx, matched_len, path_prefix)?;
+    }
+    set_consumer_headers(&mut head.headers, cx);
+    let port = conn.local.port();
+    forwarding::set_forwarding_headers(
+        &mut head.headers,
+        &Forwarding {
+            peer: conn.peer.ip(),
+            peer_trusted: forwarding::is_trusted(conn.peer.ip(), &rt.gateway.trusted_proxies),
+            tls: conn.tls,
+            host: &cx.host,
+            port,
+        },
+    );
+    head.headers.insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
+    for pl in &p.chain.upstream_request {
+        if let Flow::Respond(r) = pl.upstream_request(&mut head, cx).await? {
+            return Ok(reply_response(r));
+        }
+    }
+
+    // === service ===
+    let resp = match &service.kind {
+        ServiceRtKind::Echo => crate::services::echo(&head, body, cx, &conn.listener).await?,
+        ServiceRtKind::Static(s) => crate::services::static_response(s),
+        ServiceRtKind::Proxy { upstream, protocol, .. } => {
+            if let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade_proto) {
+                crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks).await?
+            } else {
+                forward(head, body, &sent, upstream, *protocol, service, route, cx).await?
+            }
+        }
+    };
+    let resp = upstream_response_phase(resp, &p.chain, cx).await?;
+    Ok(run_response_phase(resp, &p.chain, cx).await)
+}
+
+/// Reject malformed, ambiguous or oversized requests before anything else looks at them.
+fn precheck(req: &Request<Incoming>, conn: &ConnInfo, rt: &Runtime) -> Result<(), Error> {
+    let limits = &rt.gateway.limits;
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > limits.max_uri_bytes {
+        return Err(Error::new(ErrorKind::UriTooLong, format!("URI of {uri_len} bytes")));
+    }
+    if req.headers().len() > limits.max_headers {
+        return Err(Error::new(ErrorKind::HeadersTooLarge, format!("{} header fields", req.headers().len())));
+    }
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(Error::new(ErrorKind::BadRequest, "duplicate Host header"));
+    }
+    if req.version() == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
+        return Err(Error::new(ErrorKind::BadRequest, "HTTP/1.1 request without Host"));
+    }
+    if req.headers().contains_key(header::TRANSFER_ENCODING) {
+        if req.headers().contains_key(header::CONTENT_LENGTH) || conn.state.take_ambiguous_framing() {
+            return Err(Error::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
+        }
+    }
+    if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        return Err(Error::new(ErrorKind::BadRequest, "several Content-Length headers"));
+    }
+    check_path(req.method(), req.uri().path())
+}
+
+/// Paths are routed as received, so anything an upstream might normalise differently from the
+/// router is refused: dot segments (raw or percent-encoded), backslashes, encoded NULs.
+fn check_path(method: &Method, path: &str) -> Result<(), Error> {
+    if path == "*" && method == Method::OPTIONS {
+        return Ok(());
+    }
+    if !path.starts_with('/') {
+        return Err(Error::new(ErrorKind::BadRequest, "path must start with '/'"));
+    }
+    let bad = |why: &'static str| Err(Error::new(ErrorKind::BadRequest, why));
+    if path.contains('\\') {
+        return bad("backslash in path");
+    }
+    if path.contains('%') {
+        let lower = path.to_ascii_lowercase();
+        if lower.contains("%00") {
+            return bad("encoded NUL in path");
+        }
+        if lower.contains("%2e") || lower.contains("%5c") {
+            // Decode just the dot and backslash escapes and re-check the segments.
+            let decoded = lower.replace("%2e", ".").replace("%5c", "\\");
+            if decoded.contains('\\') {
+                return bad("encoded backslash in path");
+            }
+            if decoded.split('/').any(|s| s == "." || s == "..") {
+                return bad("encoded dot segment in path");
+            }
+        }
+    }
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return bad("dot segment in path");
+    }
+    Ok(())
+}
+
+/// The request host: the URI authority (HTTP/2, absolute-form) or the Host header; lowercase,
+/// no port. The two must agree when both are present.
+fn request_host(req: &Request<Incoming>) -> Result<String, Error> {
+    let header_host = match req.headers().get(header::HOST) {
+        Some(h) => Some(h.to_str().map_err(|_| Error::new(ErrorKind::BadRequest, "Host is not text"))?),
+        None => None,
+    };
+    let uri_host = req.uri().authority().map(|a| a.as_str());
+    let raw = match (uri_host, header_host) {
+        (Some(u), Some(h)) => {
+            if req.version() == Version::HTTP_2 && !u.eq_ignore_ascii_case(h) {
+                return Err(Error::new(ErrorKind::BadRequest, ":authority and Host disagree"));
+            }
+            u
+        }
+        (Some(u), None) => u,
+        (None, Some(h)) => h,
+        (None, None) => "",
+    };
+    let host = strip_port(raw);
+    if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
+        return Err(Error::new(ErrorKind::BadRequest, "invalid Host"));
+    }
+    Ok(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn strip_port(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
+    }
+}
+
+fn origin_form(uri: &Uri) -> Result<Uri, Error> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return Ok(uri.clone());
+    }
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    pq.parse().map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn redirect_https(req: &Request<Incoming>, host: &str, port: u16) -> Response<ResponseBody> {
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
+    let mut r = Response::new(ResponseBody::empty());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Access phase: pre-auth plugins, authentication, then post-auth plugins (with the consumer's
+/// own plugin instances merged in). `Some(response)` ends the request.
+async fn access_phase(
+    head: &mut RequestHead,
+    cx: &mut Ctx,
+    p: &mut Pending,
+    rt: &Runtime,
+    route_idx: usize,
+) -> Result<Option<Response<ResponseBody>>, Error> {
+    let route = &rt.routes[route_idx];
+    let chain = p.chain.clone();
+    for pl in &chain.pre_auth {
+        if let Flow::Respond(r) = pl.access(head, cx).await? {
+            return Ok(Some(reply_response(r)));
+        }
+    }
+    if !chain.auth.is_empty() {
+        if let Some(r) = authenticate(&chain, route.route.auth_mode, head, cx).await? {
+            return Ok(Some(reply_response(r)));
+        }
+        if let Some(c) = &cx.consumer {
+            if rt.plugins.has_consumer_plugins(c.index) {
+                if let Some(ch) = rt.plugins.consumer_chain(&rt.config, &chain, route_idx, route.route.service, c.index) {
+                    p.chain = ch;
+                }
+            }
+        }
+    }
+    let chain = p.chain.clone();
+    for pl in &chain.post_auth {
+        if let Flow::Respond(r) = pl.access(head, cx).await? {
+            return Ok(Some(reply_response(r)));
+        }
+    }
+    Ok(None)
+}
+
+/// Run the auth plugins per `mode`. `Some(reply)` refuses the request.
+async fn authenticate(chain: &Chain, mode: AuthMode, head: &mut RequestHead, cx: &mut Ctx) -> Result<Option<Reply>, Error> {
+    let mut first_challenge: Option<Reply> = None;
+    let mut first_rejection: Option<Reply> = None;
+    for pl in &chain.auth {
+        match pl.authenticate(head, cx).await? {
+            AuthOutcome::Authenticated => {
+                if mode == AuthMode::Any {
+                    return Ok(None);
+                }
+            }
+            AuthOutcome::NoCredentials { challenge } => {
+                if mode == AuthMode::All {
+                    return Ok(Some(challenge));
+                }
+                first_challenge.get_or_insert(challenge);
+            }
+            AuthOutcome::Rejected(r) => {
+                if mode == AuthMode::All {
+                    return Ok(Some(r));
+                }
+                first_rejection.get_or_insert(r);
+            }
+        }
+    }
+    if mode == AuthMode::All {
+        return Ok(None);
+    }
+    // No plugin authenticated: prefer the answer about credentials that were present.
+    Ok(Some(first_rejection.or(first_challenge).unwrap_or_else(|| {
+        Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized")
+    })))
+}
+
+async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
+    let limited = http_body_util::Limited::new(body, cap as usize);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.is::<http_body_util::LengthLimitError>() || e.is::<BodyTooLarge>() {
+                Err(Error::new(ErrorKind::PayloadTooLarge, "request body too large to buffer"))
+            } else if e.is::<DownstreamBodyError>() {
+                Err(Error::new(ErrorKind::DownstreamClosed, "reading request body").with_cause(e))
+            } else {
+                Err(Error::new(ErrorKind::BadRequest, "reading request body").with_cause(e))
+            }
+        }
+    }
+}
+
+/// strip_path / rewrite / service path prefix.
+fn rewrite_path(head: &mut RequestHead, route: &RouteRt, cx: &Ctx, matched_len: usize, prefix: &str) -> Result<(), Error> {
+    let r = &route.route;
+    if !r.strip_path && r.rewrite.is_none() && prefix.is_empty() {
+        return Ok(());
+    }
+    let path = head.uri.path();
+    let mut new_path = if let Some(t) = &r.rewrite {
+        t.render(|n| cx.param(n))
+    } else if r.strip_path {
+        let rest = path.get(matched_len..).unwrap_or("");
+        if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+    } else {
+        path.to_string()
+    };
+    if !prefix.is_empty() {
+        new_path = if new_path == "/" { prefix.to_string() } else { format!("{prefix}{new_path}") };
+    }
+    head.set_path(&new_path).map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten path is invalid").with_cause(e))
+}
+
+fn set_consumer_headers(h: &mut HeaderMap, cx: &Ctx) {
+    let Some(c) = &cx.consumer else { return };
+    let mut set = |name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("x-consumer-id", c.custom_id.as_deref().unwrap_or(&c.username));
+    set("x-consumer-username", &c.username);
+    if let Some(id) = &c.custom_id {
+        set("x-consumer-custom-id", id);
+    }
+    if let Some(id) = &cx.credential_id {
+        set("x-credential-identifier", id);
+    }
+    if c.anonymous {
+        set("x-anonymous-consumer", "true");
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+fn hash_key(upstream: &UpstreamRt, head: &RequestHead, cx: &Ctx) -> Option<Vec<u8>> {
+    match upstream.hash_on.as_ref()? {
+        HashOn::ClientIp => Some(cx.client_ip.to_string().into_bytes()),
+        HashOn::Header(h) => head.headers.get(h).map(|v| v.as_bytes().to_vec()),
+        HashOn::Cookie(name) => head
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| v.as_bytes().to_vec())
+            }),
+    }
+}
+
+/// Proxy to the upstream: pick a target, send, retry where safe, and stream the response back.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    head: RequestHead,
+    body: RequestBody,
+    sent: &Arc<SentSignal>,
+    upstream: &Arc<UpstreamRt>,
+    protocol: UpstreamProtocol,
+    service: &ServiceRt,
+    route: &RouteRt,
+    cx: &mut Ctx,
+) -> Result<Response<ResponseBody>, Error> {
+    let t = &service.timeouts;
+    let deadline = t.total.map(|d| tokio::time::Instant::now() + d);
+    let started = Instant::now();
+    service.budget.deposit(started);
+    let key = hash_key(upstream, &head, cx);
+    let idempotent = is_idempotent(&head.method);
+    let mut body = Some(body);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut attempt: u32 = 0;
+    let host_header = if route.route.preserve_host { Some(cx.host.clone()) } else { None };
+    loop {
+        let now = Instant::now();
+        let sel = upstream.balancer.select(key.as_deref(), &tried, now).map_err(|e| match e {
+            SelectError::NoHealthyTarget => Error::new(ErrorKind::NoHealthyUpstream, format!("upstream {}", upstream.name)),
+            SelectError::AllAtCapacity => Error::new(ErrorKind::UpstreamOverloaded, format!("upstream {}", upstream.name)),
+        })?;
+        let permit = match &upstream.breaker {
+            Some(b) => Some(b.try_acquire(now).map_err(|_| Error::new(ErrorKind::CircuitOpen, format!("upstream {}", upstream.name)))?),
+            None => None,
+        };
+        tried.push(sel.index);
+        let endpoint = upstream.endpoints[sel.index].clone();
+        cx.upstream_addr = Some(endpoint.authority.clone());
+        let inflight = sel.target.begin();
+        let req_body = body.take().unwrap_or(RequestBody::Empty);
+        let req = build_upstream_request(&head, req_body, &endpoint.authority, host_header.as_deref(), protocol)?;
+
+        let attempt_start = Instant::now();
+        let result = send(&endpoint, req, t.connect, t.read, t.write, sent, deadline).await;
+        let latency = attempt_start.elapsed();
+        match result {
+            Ok((resp, conn)) => {
+                let status = resp.status().as_u16();
+                let failed = upstream.failure_statuses.contains(&status);
+                if let Some(p) = permit {
+                    p.record(!failed && status < 500, Instant::now());
+                }
+                let can_retry = attempt < service.retries.attempts
+                    && service.retries.on_statuses.contains(&status)
+                    && idempotent
+                    && sent_nothing(&head)
+                    && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
+                    && service.budget.try_withdraw(Instant::now());
+                let outcome = if failed { Outcome::Failure } else { Outcome::Success };
+                if can_retry {
+                    inflight.finish(outcome, latency, Instant::now());
+                    tracing::debug!(status, target = %endpoint.authority, attempt, "retrying after upstream status");
+                    attempt += 1;
+                    body = Some(RequestBody::Empty);
+                    continue;
+                }
+                cx.upstream_latency = Some(started.elapsed());
+                let (mut parts, incoming) = resp.into_parts();
+                forwarding::strip_hop_by_hop(&mut parts.headers, false);
+                let ep = endpoint.clone();
+                let on_done = Box::new(move |ok: bool| {
+                    inflight.finish(outcome, latency, Instant::now());
+                    if let (true, Some(Conn::H1 { sender, write_timeout, .. })) = (ok, conn) {
+                        ep.release(sender, write_timeout);
+                    }
+                });
+                let body = ResponseBody::upstream(UpstreamBody::new(incoming, t.read, on_done));
+                return Ok(Response::from_parts(parts, body));
+            }
+            Err((err, returned)) => {
+                inflight.finish(if err.kind().is_upstream_failure() { Outcome::Failure } else { Outcome::Success }, latency, Instant::now());
+                if let Some(p) = permit {
+                    p.record(!err.kind().is_upstream_failure(), Instant::now());
+                }
+                if err.is_caused_by::<BodyTooLarge>() {
+                    return Err(Error::new(ErrorKind::PayloadTooLarge, "request body exceeds the route limit"));
+                }
+                if err.is_caused_by::<DownstreamBodyError>() {
+                    return Err(Error::new(ErrorKind::DownstreamClosed, "client body failed").with_cause(err));
+                }
+                let replayable = returned.is_some() || sent_nothing(&head);
+                let safe = match err.retry() {
+                    Retry::Safe => true,
+                    Retry::IfIdempotent => idempotent,
+                    Retry::Never => false,
+                };
+                let can_retry = safe
+                    && replayable
+                    && attempt < service.retries.attempts
+                    && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
+                    && service.budget.try_withdraw(Instant::now());
+                if !can_retry {
+                    return Err(err);
+                }
+                tracing::debug!(error = %err, target = %endpoint.authority, attempt, "retrying on another target");
+                attempt += 1;
+                body = Some(returned.unwrap_or(RequestBody::Empty));
+            }
+        }
+    }
+}
+
+/// A request can be re-sent from scratch only when it had no body.
+fn sent_nothing(head: &RequestHead) -> bool {
+    content_length(&head.headers).is_none_or(|l| l == 0) && !head.headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+fn build_upstream_request(
+    head: &RequestHead,
+    body: RequestBody,
+    authority: &str,
+    host: Option<&str>,
+    protocol: UpstreamProtocol,
+) -> Result<Request<RequestBody>, Error> {
+    let mut b = Request::builder().method(head.method.clone());
+    let mut headers = head.headers.clone();
+    if protocol.is_http2() {
+        let scheme = if protocol.is_tls() { "https" } else { "http" };
+        let auth = host.unwrap_or(authority);
+        let pq = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let uri: Uri = format!("{scheme}://{auth}{pq}")
+            .parse()
+            .map_err(|_| Error::new(ErrorKind::BadRequest, "cannot build upstream URI"))?;
+        headers.remove(header::HOST);
+        b = b.uri(uri).version(Version::HTTP_2);
+    } else {
+        let host_value = HeaderValue::from_str(host.unwrap_or(authority))
+            .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid Host"))?;
+        headers.insert(header::HOST, host_value);
+        b = b.uri(head.uri.clone()).version(Version::HTTP_11);
+    }
+    let mut req = b.body(body).map_err(|e| Error::new(ErrorKind::Internal, "building upstream request").with_cause(e))?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+type SendResult = Result<(Response<Incoming>, Option<Conn>), (Error, Option<RequestBody>)>;
+
+/// One attempt: check out a connection, send, and wait for the response head. On failure, the
+/// request body is handed back when hyper did not send it (so a retry can reuse it).
+async fn send(
+    endpoint: &Arc<crate::pool::Endpoint>,
+    req: Request<RequestBody>,
+    connect: Duration,
+    read: Duration,
+    write: Duration,
+    sent: &Arc<SentSignal>,
+    deadline: Option<tokio::time::Instant>,
+) -> SendResult {
+    let (parts, body) = req.into_parts();
+    let attempt = async {
+        let conn = match endpoint.checkout(connect, write).await {
+            Ok(c) => c,
+            Err(e) => return Err((e, Some(body))),
+        };
+        let req = Request::from_parts(parts, body);
+        let (fut, conn): (std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>, Conn) = match conn {
+            Conn::H1 { mut sender, write_timeout, reused } => {
+                if let Err(e) = sender.ready().await {
+                    let retry = if reused { Retry::Safe } else { Retry::IfIdempotent };
+                    let err = Error::new(ErrorKind::UpstreamProtocol, format!("connection to {} closed", endpoint.authority))
+                        .with_cause(e)
+                        .with_retry(retry);
+                    return Err((err, Some(req.into_body())));
+                }
+                let f = sender.try_send_request(req);
+                (Box::pin(f), Conn::H1 { sender, write_timeout, reused })
+            }
+            Conn::H2(mut sender) => {
+                if let Err(e) = sender.ready().await {
+                    let err = Error::new(ErrorKind::UpstreamProtocol, format!("HTTP/2 connection to {} closed", endpoint.authority))
+                        .with_cause(e)
+                        .with_retry(Retry::Safe);
+                    return Err((err, Some(req.into_body())));
+                }
+                let f = sender.try_send_request(req);
+                (Box::pin(f), Conn::H2(sender))
+            }
+        };
+        let reused = matches!(conn, Conn::H1 { reused: true, .. });
+        let read_timer = async {
+            sent.wait().await;
+            tokio::time::sleep(read).await;
+        };
+        tokio::select! {
+            r = fut => match r {
+                Ok(resp) => Ok((resp, Some(conn))),
+                Err(mut e) => {
+                    let unsent = e.take_message().map(|m| m.into_body());
+                    let herr = e.into_error();
+                    let kind = if herr.is_timeout() || herr.source().is_some_and(|s| s.to_string().contains("stalled")) {
+                        ErrorKind::UpstreamWriteTimeout
+                    } else {
+                        ErrorKind::UpstreamProtocol
+                    };
+                    let retry = if unsent.is_some() || (reused && herr.is_incomplete_message()) {
+                        Retry::Safe
+                    } else {
+                        Retry::IfIdempotent
+                    };
+                    let err = Error::new(kind, format!("request to {}", endpoint.authority)).with_cause(herr).with_retry(retry);
+                    Err((err, unsent))
+                }
+            },
+            () = read_timer => Err((
+                Error::new(ErrorKind::UpstreamTimeout, format!("{} sent no response head within {read:?}", endpoint.authority))
+                    .with_retry(Retry::IfIdempotent),
+                None,
+            )),
+        }
+    };
+    match deadline {
+        None => attempt.await,
+        Some(d) => match tokio::time::timeout_at(d, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err((Error::new(ErrorKind::TotalTimeout, "total timeout reached"), None)),
+        },
+    }
+}
+
+use std::error::Error as _;
+
+async fn upstream_response_phase(resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Result<Response<ResponseBody>, Error> {
+    if chain.upstream_response.is_empty() && chain.response_body.is_empty() {
+        return Ok(resp);
+    }
+    let (parts, body) = resp.into_parts();
+    let mut rh = ResponseHead { status: parts.status, version: parts.version, headers: parts.headers };
+    for pl in &chain.upstream_response {
+        pl.upstream_response(&mut rh, cx).await?;
+    }
+    let body = if chain.response_body.is_empty() {
+        body
+    } else {
+        let limited = http_body_util::Limited::new(body, MAX_BUFFERED_BODY as usize);
+        let mut bytes = match limited.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => return Err(Error::new(ErrorKind::UpstreamProtocol, "reading upstream body").with_cause(e)),
+        };
+        for pl in &chain.response_body {
+            pl.response_body(&mut rh, &mut bytes, cx).await?;
+        }
+        rh.headers.remove(header::TRANSFER_ENCODING);
+        rh.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        ResponseBody::full(bytes)
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = rh.status;
+    *r.version_mut() = parts.version;
+    *r.headers_mut() = rh.headers;
+    *r.extensions_mut() = parts.extensions;
+    Ok(r)
+}
+
+/// The response phase runs for every response, including errors and plugin replies; its own
+/// failures are logged and the response is sent as it is.
+async fn run_response_phase(resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    if !chain.response.is_empty() {
+        let mut rh = ResponseHead { status: parts.status, version: parts.version, headers: std::mem::take(&mut parts.headers) };
+        for pl in &chain.response {
+            if let Err(e) = pl.response(&mut rh, cx).await {
+                tracing::warn!(plugin = pl.name(), error = %e, "response phase failed");
+            }
+        }
+        parts.status = rh.status;
+        parts.headers = rh.headers;
+    }
+    for (k, v) in cx.response_headers.drain() {
+        if let Some(k) = k {
+            parts.headers.insert(k, v);
+        }
+    }
+    Response::from_parts(parts, body)
+}
+
+/// The single mapping from an error to what the client sees: status, stable code, a safe
+/// message and the request id. Context and causes go to the log only.
+pub(crate) fn error_reply(e: &Error, cx: &Ctx) -> Reply {
+    let kind = e.kind();
+    let mut r = Reply::json(
+        kind.status(),
+        &serde_json::json!({
+            "error": kind.code(),
+            "message": kind.public_message(),
+            "request_id": cx.request_id.to_str().unwrap_or(""),
+        }),
+    );
+    if kind == ErrorKind::HttpsRequired {
+        r.headers.insert(header::UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
+    }
+    r
+}
+
+fn reply_response(r: Reply) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(r.body.clone()));
+    *resp.status_mut() = r.status;
+    if !r.body.is_empty() {
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.body.len()));
+    }
+    for (k, v) in r.headers.iter() {
+        resp.headers_mut().append(k, v.clone());
+    }
+    resp
+}
+
+/// Attach the request id and the log phase to the response.
+fn finish(
+    mut resp: Response<ResponseBody>,
+    cx: Ctx,
+    p: Pending,
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Response<ResponseBody> {
+    resp.headers_mut().insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
+    let status = resp.status().as_u16();
+    let log = Box::new(LogPhase { cx, p, rt, conn, shared, status });
+    resp.body_mut().set_finish(log);
+    resp
+}
+
+/// The log phase, run when the response body ends or is dropped.
+struct LogPhase {
+    cx: Ctx,
+    p: Pending,
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    status: u16,
+}
+
+impl Finish for LogPhase {
+    fn finish(self: Box<Self>, bytes_sent: u64, complete: bool, at: Instant) {
+        let LogPhase { cx, p, rt, conn, shared, status } = *self;
+        conn.state.request_finished();
+        let latency = at.duration_since(cx.started);
+        let error = p.error.or(if complete { None } else { Some(ErrorKind::DownstreamClosed.code()) });
+        let route = p.route.map(|i| &rt.routes[i]);
+        if let Some(r) = route {
+            r.metrics.record(status, latency, cx.upstream_latency);
+        }
+        let entry = LogEntry {
+            status,
+            bytes_sent,
+            bytes_received: p.received.load(Ordering::Relaxed),
+            latency,
+            error,
+        };
+        for pl in &p.chain.log {
+            pl.log(&cx, &entry);
+        }
+        if rt.gateway.access_log {
+            if let Some(al) = &shared.access_log {
+                let started_wall = SystemTime::now() - latency;
+                let line = AccessLogLine {
+                    time: rfc3339(started_wall),
+                    request_id: cx.request_id.to_str().unwrap_or(""),
+                    client_ip: cx.client_ip,
+                    method: p.method.as_str(),
+                    host: &cx.host,
+                    path: &p.path,
+                    protocol: version_str(p.version),
+                    route: route.map(|r| &*r.info.name),
+                    service: route.map(|r| &*r.info.service),
+                    consumer: cx.consumer.as_ref().map(|c| c.username.as_str()),
+                    upstream: cx.upstream_addr.as_deref(),
+                    status,
+                    bytes_sent,
+                    bytes_received: entry.bytes_received,
+                    latency_ms: latency.as_secs_f64() * 1000.0,
+                    upstream_latency_ms: cx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+                    error,
+                };
+                if !al.log(&line) {
+                    shared.metrics.access_log_dropped();
+                }
+            }
+        }
+    }
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dot segments, encoded or not, and backslashes are refused; ordinary paths pass.
+    #[test]
+    fn path_checks() {
+        let get = Method::GET;
+        for ok in ["/", "/a/b", "/a.b/c..d", "/%41", "/a%2fb"] {
+            assert!(check_path(&get, ok).is_ok(), "{ok}");
+        }
+        for bad in ["/a/../b", "/a/./b", "/..", "/a/%2e%2e/b", "/a/.%2E/b", "/a\\b", "/a%5c..", "/x%00", "a/b"] {
+            assert!(check_path(&get, bad).is_err(), "{bad}");
+        }
+        assert!(check_path(&Method::OPTIONS, "*").is_ok());
+    }
+
+    /// Ports are stripped from hosts, IPv6 included.
+    #[test]
+    fn host_ports() {
+        assert_eq!(strip_port("a.example:8080"), "a.example");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("a.example"), "a.example");
+    }
+}

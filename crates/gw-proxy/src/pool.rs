@@ -1,0 +1,402 @@
+//! Upstream connections: one [`Endpoint`] per (upstream, target), keeping idle HTTP/1.1
+//! connections (LIFO, capped, aged out) or one shared HTTP/2 connection.
+//!
+//! HTTP/1.1 connections return to the pool only when their response body has been read to the
+//! end (see `body::UpstreamBody`), so a reused connection is always idle. Every connection is
+//! wrapped in [`StallIo`], which fails a write that stays blocked longer than the service's write
+//! timeout (the upstream stopped reading the request).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use gw_config::model::UpstreamProtocol;
+use gw_error::{Error, ErrorKind, Retry};
+
+use crate::body::RequestBody;
+
+/// A connection's current write-stall limit in milliseconds, set by each request that uses it.
+pub(crate) type WriteTimeout = Arc<AtomicU64>;
+
+// === StallIo ===
+
+/// TCP or TLS stream with a write-stall timeout.
+pub(crate) struct StallIo {
+    inner: Stream,
+    write_timeout: WriteTimeout,
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl StallIo {
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let ms = self.write_timeout.load(Ordering::Relaxed);
+        let sleep = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(ms.max(1)))));
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.stall = None;
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "upstream write stalled")));
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for StallIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for StallIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = match &mut self.inner {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        };
+        match r {
+            Poll::Pending => match self.check_stall(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                self.stall = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = match &mut self.inner {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        };
+        match r {
+            Poll::Pending => match self.check_stall(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                self.stall = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.inner {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+// === Endpoint ===
+
+struct Idle {
+    sender: http1::SendRequest<RequestBody>,
+    write_timeout: WriteTimeout,
+    since: Instant,
+}
+
+/// Connection settings of an endpoint that, when changed by a reload, require new connections.
+#[derive(Clone)]
+pub(crate) struct EndpointSpec {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) protocol: UpstreamProtocol,
+    pub(crate) tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    pub(crate) max_idle: usize,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// The connections to one target of one upstream.
+pub(crate) struct Endpoint {
+    pub(crate) spec: EndpointSpec,
+    /// `host:port`, for logs and the Host header.
+    pub(crate) authority: Arc<str>,
+    /// Idle HTTP/1.1 connections, most recently used last. A `std` mutex: held for a push or pop
+    /// only, never across an await.
+    idle: Mutex<Vec<Idle>>,
+    /// The shared HTTP/2 connection; read lock-free on every request.
+    h2: ArcSwapOption<(http2::SendRequest<RequestBody>, WriteTimeout)>,
+    /// Serialises HTTP/2 (re)connects so a burst opens one connection, not one per request.
+    h2_connect: tokio::sync::Mutex<()>,
+}
+
+/// A connection checked out for one request.
+pub(crate) enum Conn {
+    /// HTTP/1.1, exclusive to this request until its response body ends.
+    H1 {
+        /// The sender.
+        sender: http1::SendRequest<RequestBody>,
+        /// Its write-stall limit.
+        write_timeout: WriteTimeout,
+        /// Taken from the idle pool (a failure may be a stale connection: retry is safe if
+        /// nothing was sent).
+        reused: bool,
+    },
+    /// HTTP/2, shared.
+    H2(http2::SendRequest<RequestBody>),
+}
+
+impl Endpoint {
+    pub(crate) fn new(spec: EndpointSpec) -> Arc<Self> {
+        let authority: Arc<str> = if spec.host.contains(':') {
+            format!("[{}]:{}", spec.host, spec.port).into()
+        } else {
+            format!("{}:{}", spec.host, spec.port).into()
+        };
+        Arc::new(Endpoint {
+            spec,
+            authority,
+            idle: Mutex::new(Vec::new()),
+            h2: ArcSwapOption::empty(),
+            h2_connect: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether a reload can keep this endpoint's connections for `spec`.
+    pub(crate) fn same_spec(&self, spec: &EndpointSpec) -> bool {
+        let s = &self.spec;
+        let tls_same = match (&s.tls, &spec.tls) {
+            (None, None) => true,
+            (Some((a, an)), Some((b, bn))) => Arc::ptr_eq(a, b) && an == bn,
+            _ => false,
+        };
+        s.host == spec.host && s.port == spec.port && s.protocol == spec.protocol && tls_same
+    }
+
+    /// Get a connection: an idle or shared one, or a new one within `connect_timeout`.
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        connect_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Result<Conn, Error> {
+        let wt = write_timeout.as_millis() as u64;
+        if self.spec.protocol.is_http2() {
+            if let Some(c) = self.h2.load_full() {
+                if !c.0.is_closed() {
+                    c.1.store(wt, Ordering::Relaxed);
+                    return Ok(Conn::H2(c.0.clone()));
+                }
+            }
+            let _guard = self.h2_connect.lock().await;
+            if let Some(c) = self.h2.load_full() {
+                if !c.0.is_closed() {
+                    c.1.store(wt, Ordering::Relaxed);
+                    return Ok(Conn::H2(c.0.clone()));
+                }
+            }
+            let (io, timeout) = self.connect(connect_timeout, wt).await?;
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .adaptive_window(true)
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.h2.store(Some(Arc::new((sender.clone(), timeout))));
+            return Ok(Conn::H2(sender));
+        }
+        if let Some(idle) = self.pop_idle() {
+            idle.write_timeout.store(wt, Ordering::Relaxed);
+            return Ok(Conn::H1 { sender: idle.sender, write_timeout: idle.write_timeout, reused: true });
+        }
+        let (io, write_timeout) = self.connect(connect_timeout, wt).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn::H1 { sender, write_timeout, reused: false })
+    }
+
+    /// A new HTTP/1.1 connection that supports protocol upgrades (WebSocket); never pooled.
+    pub(crate) async fn connect_upgradable(
+        self: &Arc<Self>,
+        connect_timeout: Duration,
+    ) -> Result<http1::SendRequest<RequestBody>, Error> {
+        let (io, _) = self.connect(connect_timeout, 60_000).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// Put an HTTP/1.1 connection back after its response body ended.
+    pub(crate) fn release(&self, sender: http1::SendRequest<RequestBody>, write_timeout: WriteTimeout) {
+        if sender.is_closed() || self.spec.max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            // Age out the oldest (front) entries; keep at most max_idle.
+            let ttl = self.spec.idle_timeout;
+            let expired = idle.iter().take_while(|i| now.duration_since(i.since) > ttl).count();
+            idle.drain(..expired);
+            if idle.len() >= self.spec.max_idle {
+                idle.remove(0);
+            }
+            idle.push(Idle { sender, write_timeout, since: now });
+        }
+    }
+
+    fn pop_idle(&self) -> Option<Idle> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(i) = idle.pop() {
+            if !i.sender.is_closed() && i.sender.is_ready() && now.duration_since(i.since) <= self.spec.idle_timeout {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// An active health probe: `GET path` on a fresh connection (never a pooled one, so probes
+    /// neither disturb nor depend on traffic). Healthy when the status is in `healthy`
+    /// (200-399 when empty). The caller bounds the time.
+    pub(crate) async fn probe(&self, path: &str, host: Option<&str>, healthy: &[u16], connect_timeout: Duration) -> bool {
+        let Ok((io, _)) = self.connect(connect_timeout, connect_timeout.as_millis() as u64).await else {
+            return false;
+        };
+        let host = host.unwrap_or(&self.authority);
+        let status = if self.spec.protocol.is_http2() {
+            let Ok((mut sender, conn)) = http2::Builder::new(TokioExecutor::new()).handshake(TokioIo::new(io)).await else {
+                return false;
+            };
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let scheme = if self.spec.protocol.is_tls() { "https" } else { "http" };
+            let Ok(req) = http::Request::get(format!("{scheme}://{host}{path}")).body(RequestBody::Empty) else {
+                return false;
+            };
+            match sender.send_request(req).await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => return false,
+            }
+        } else {
+            let Ok((mut sender, conn)) = http1::Builder::new().handshake(TokioIo::new(io)).await else {
+                return false;
+            };
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let Ok(req) = http::Request::get(path)
+                .header(http::header::HOST, host)
+                .header(http::header::USER_AGENT, "gatehouse-health-check")
+                .header(http::header::CONNECTION, "close")
+                .body(RequestBody::Empty)
+            else {
+                return false;
+            };
+            match sender.send_request(req).await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => return false,
+            }
+        };
+        if healthy.is_empty() { (200..400).contains(&status) } else { healthy.contains(&status) }
+    }
+
+    /// Idle connections held now.
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+    }
+
+    fn connect_error(&self, kind: ErrorKind, e: impl Into<gw_error::BoxError>) -> Error {
+        Error::new(kind, format!("connecting to {}", self.authority)).with_cause(e).with_retry(Retry::Safe)
+    }
+
+    async fn resolve(&self) -> Result<SocketAddr, Error> {
+        if let Ok(ip) = self.spec.host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.spec.port));
+        }
+        let mut addrs = tokio::net::lookup_host((self.spec.host.as_str(), self.spec.port))
+            .await
+            .map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
+        addrs.next().ok_or_else(|| {
+            Error::new(ErrorKind::ConnectFailed, format!("{} resolved to no address", self.spec.host))
+                .with_retry(Retry::Safe)
+        })
+    }
+
+    async fn connect(&self, connect_timeout: Duration, write_timeout_ms: u64) -> Result<(StallIo, WriteTimeout), Error> {
+        let fut = async {
+            let addr = self.resolve().await?;
+            let tcp = TcpStream::connect(addr).await.map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
+            let _ = tcp.set_nodelay(true);
+            let inner = match &self.spec.tls {
+                None => Stream::Plain(tcp),
+                Some((cfg, name)) => {
+                    let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|e| self.connect_error(ErrorKind::UpstreamTls, e))?;
+                    Stream::Tls(Box::new(tls))
+                }
+            };
+            Ok::<_, Error>(inner)
+        };
+        let inner = match tokio::time::timeout(connect_timeout, fut).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::ConnectTimeout,
+                    format!("connecting to {} took longer than {connect_timeout:?}", self.authority),
+                )
+                .with_retry(Retry::Safe));
+            }
+        };
+        let wt: WriteTimeout = Arc::new(AtomicU64::new(write_timeout_ms));
+        Ok((StallIo { inner, write_timeout: wt.clone(), stall: None }, wt))
+    }
+}

@@ -1,0 +1,328 @@
+//! The runtime snapshot: a validated [`Config`] compiled into what the request path uses (the
+//! router, per-route plugin chains, upstream balancers and connection pools, TLS configs).
+//!
+//! A snapshot is immutable. A reload compiles a new one off the request path, carrying over
+//! per-target state (health, ejections, EWMA, pooled connections) where a target is unchanged,
+//! then swaps it in atomically; requests in flight finish on the snapshot they started with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use rustls::{ClientConfig, ServerConfig};
+
+use gw_config::model::{self, Config, HashOn, Route, ServiceKind, StaticResponse, Timeouts, UpstreamProtocol};
+use gw_core::{Plugin, RouteInfo};
+use gw_observability::{Metrics, RouteMetrics, TargetHealthLabels};
+use gw_router::{RouteSpec, Router};
+use gw_upstream::{
+    ActiveHealthConfig, Balancer, BalancerConfig, CircuitBreaker, CircuitBreakerConfig, HealthConfig,
+    PassiveHealthConfig, RetryBudget, RetryBudgetConfig, TargetConfig,
+};
+
+use crate::chain::{Chain, Plugins};
+use crate::pool::{Endpoint, EndpointSpec};
+use crate::tls;
+
+/// One listener's settings, looked up by name for each new connection.
+pub(crate) struct ListenerRt {
+    pub(crate) http2: bool,
+    pub(crate) tls: Option<Arc<ServerConfig>>,
+    pub(crate) redirect_https_port: Option<u16>,
+}
+
+/// An upstream, compiled.
+pub(crate) struct UpstreamRt {
+    pub(crate) name: Arc<str>,
+    pub(crate) balancer: Arc<Balancer>,
+    pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    /// One endpoint per target, same order as the balancer's targets.
+    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+    pub(crate) hash_on: Option<HashOn>,
+    /// Upstream statuses that count as a failed attempt for passive health.
+    pub(crate) failure_statuses: Vec<u16>,
+    pub(crate) config: model::Upstream,
+}
+
+/// A service, compiled.
+pub(crate) struct ServiceRt {
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: ServiceRtKind,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) retries: model::Retries,
+    pub(crate) budget: RetryBudget,
+}
+
+/// What a compiled service does.
+pub(crate) enum ServiceRtKind {
+    Proxy {
+        upstream: Arc<UpstreamRt>,
+        protocol: UpstreamProtocol,
+        /// Prepended to the upstream request path.
+        path_prefix: String,
+    },
+    Echo,
+    Static(StaticResponse),
+}
+
+/// A route, compiled.
+pub(crate) struct RouteRt {
+    pub(crate) info: Arc<RouteInfo>,
+    pub(crate) route: Route,
+    pub(crate) service: Arc<ServiceRt>,
+    /// Plugins for requests without consumer-specific instances.
+    pub(crate) chain: Arc<Chain>,
+    pub(crate) metrics: RouteMetrics,
+}
+
+/// Process-level settings the request path reads.
+pub(crate) struct GatewayRt {
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) request_id_header: HeaderName,
+    pub(crate) limits: model::Limits,
+    pub(crate) access_log: bool,
+}
+
+/// The whole compiled configuration.
+pub(crate) struct Runtime {
+    pub(crate) config: Arc<Config>,
+    pub(crate) gateway: GatewayRt,
+    pub(crate) router: Router<usize>,
+    pub(crate) routes: Vec<RouteRt>,
+    pub(crate) upstreams: Vec<Arc<UpstreamRt>>,
+    pub(crate) listeners: HashMap<String, ListenerRt>,
+    /// Global plugins, run for requests that match no route (response and log phases).
+    pub(crate) global_chain: Arc<Chain>,
+    /// Every plugin instance, for merging consumer-scoped ones after authentication.
+    pub(crate) plugins: Plugins,
+    pub(crate) compiled_at: Instant,
+}
+
+impl Runtime {
+    /// Compile `config`. `previous` lends per-target state to carry over.
+    pub(crate) fn compile(config: Arc<Config>, previous: Option<&Runtime>, metrics: &Arc<Metrics>) -> Result<Runtime, String> {
+        let cfg = &*config;
+        let mut listeners = HashMap::new();
+        for l in &cfg.listeners {
+            let tls = match &l.tls {
+                Some(t) => Some(tls::server_config(t, &cfg.certificates, l.http2).map_err(|e| format!("listener {:?}: {e}", l.name))?),
+                None => None,
+            };
+            listeners.insert(
+                l.name.clone(),
+                ListenerRt { http2: l.http2, tls, redirect_https_port: l.redirect_https_port },
+            );
+        }
+
+        // Upstream TLS client configs are shared by every target of a service: build them per
+        // service, keyed by the upstream they use.
+        let mut tls_by_upstream: HashMap<usize, (UpstreamProtocol, Option<Arc<ClientConfig>>, Option<String>)> = HashMap::new();
+        for s in &cfg.services {
+            if let ServiceKind::Proxy(p) = &s.kind {
+                let client = match &p.tls {
+                    Some(t) => Some(tls::client_config(t, p.protocol.is_http2()).map_err(|e| format!("service {:?}: {e}", s.name))?),
+                    None => None,
+                };
+                let sni = p.tls.as_ref().and_then(|t| t.sni.clone());
+                if let Some((proto, _, _)) = tls_by_upstream.get(&p.upstream) {
+                    if *proto != p.protocol {
+                        return Err(format!(
+                            "service {:?}: upstream {:?} is already used with another protocol; use one protocol per upstream",
+                            s.name, cfg.upstreams[p.upstream].name
+                        ));
+                    }
+                }
+                tls_by_upstream.insert(p.upstream, (p.protocol, client, sni));
+            }
+        }
+
+        let prev_upstreams: HashMap<&str, &Arc<UpstreamRt>> = previous
+            .map(|p| p.upstreams.iter().map(|u| (&*u.name, u)).collect())
+            .unwrap_or_default();
+        let mut upstreams = Vec::with_capacity(cfg.upstreams.len());
+        for (i, u) in cfg.upstreams.iter().enumerate() {
+            let (protocol, client, sni) = tls_by_upstream.get(&i).cloned().unwrap_or((UpstreamProtocol::Http1, None, None));
+            let prev = prev_upstreams.get(u.name.as_str()).copied();
+            upstreams.push(Arc::new(compile_upstream(u, protocol, client, sni.as_deref(), prev)?));
+        }
+        // Health gauges: drop series of targets that disappeared.
+        if let Some(p) = previous {
+            for old in &p.upstreams {
+                for t in old.balancer.targets() {
+                    let still = upstreams.iter().any(|u| {
+                        u.name == old.name && u.balancer.targets().iter().any(|n| n.address() == t.address())
+                    });
+                    if !still {
+                        metrics.forget_target(&TargetHealthLabels { upstream: old.name.to_string(), target: t.address().to_string() });
+                    }
+                }
+            }
+        }
+
+        let mut services = Vec::with_capacity(cfg.services.len());
+        for s in &cfg.services {
+            let kind = match &s.kind {
+                ServiceKind::Proxy(p) => ServiceRtKind::Proxy {
+                    upstream: upstreams[p.upstream].clone(),
+                    protocol: p.protocol,
+                    path_prefix: p.path_prefix.clone(),
+                },
+                ServiceKind::Echo => ServiceRtKind::Echo,
+                ServiceKind::Static(r) => ServiceRtKind::Static(r.clone()),
+            };
+            let budget = RetryBudget::new(RetryBudgetConfig {
+                ratio: s.retries.budget_ratio,
+                min_per_second: s.retries.budget_min_per_second,
+                ttl: std::time::Duration::from_secs(10),
+            });
+            services.push(Arc::new(ServiceRt {
+                name: s.name.as_str().into(),
+                kind,
+                timeouts: s.timeouts.clone(),
+                retries: s.retries.clone(),
+                budget,
+            }));
+        }
+
+        let plugins = Plugins::build(cfg, metrics)?;
+        let mut routes = Vec::with_capacity(cfg.routes.len());
+        let mut specs = Vec::with_capacity(cfg.routes.len());
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let service = services[r.service].clone();
+            let info = Arc::new(RouteInfo { name: r.name.as_str().into(), service: service.name.clone() });
+            let chain = plugins.route_chain(cfg, i, r.service);
+            routes.push(RouteRt {
+                metrics: metrics.route(&r.name, &service.name),
+                info,
+                route: r.clone(),
+                service,
+                chain,
+            });
+            specs.push(RouteSpec {
+                hosts: r.hosts.clone(),
+                paths: r.paths.clone(),
+                methods: r.methods.clone(),
+                headers: r.headers.clone(),
+                query: r.query.clone(),
+                priority: r.priority,
+                value: i,
+            });
+        }
+        let router = Router::new(specs).map_err(|e| e.to_string())?;
+        if router.fallback_count() > 0 {
+            tracing::warn!(
+                routes = router.fallback_count(),
+                "some path templates conflict in the radix tree and are matched linearly"
+            );
+        }
+        if let Some(p) = previous {
+            for old in &p.routes {
+                if !routes.iter().any(|r| r.info.name == old.info.name && r.info.service == old.info.service) {
+                    metrics.forget_route(&old.info.name, &old.info.service);
+                }
+            }
+        }
+        let global_chain = plugins.global_chain(cfg);
+        let g = &cfg.gateway;
+        Ok(Runtime {
+            gateway: GatewayRt {
+                trusted_proxies: g.trusted_proxies.clone(),
+                request_id_header: g.request_id_header.clone(),
+                limits: g.limits.clone(),
+                access_log: g.access_log.enabled,
+            },
+            config: config.clone(),
+            router,
+            routes,
+            upstreams,
+            listeners,
+            global_chain,
+            plugins,
+            compiled_at: Instant::now(),
+        })
+    }
+}
+
+fn compile_upstream(
+    u: &model::Upstream,
+    protocol: UpstreamProtocol,
+    client: Option<Arc<ClientConfig>>,
+    sni: Option<&str>,
+    prev: Option<&Arc<UpstreamRt>>,
+) -> Result<UpstreamRt, String> {
+    let health = HealthConfig {
+        active: u.active_health.as_ref().map(|a| ActiveHealthConfig {
+            interval: a.interval,
+            timeout: a.timeout,
+            healthy_threshold: a.healthy_threshold,
+            unhealthy_threshold: a.unhealthy_threshold,
+        }),
+        passive: u.passive_health.as_ref().map(|p| PassiveHealthConfig {
+            consecutive_failures: p.consecutive_failures,
+            ejection_time: p.ejection_time,
+            max_ejection_time: p.max_ejection_time,
+        }),
+    };
+    let bcfg = BalancerConfig {
+        algorithm: match u.algorithm {
+            model::Algorithm::RoundRobin => gw_upstream::Algorithm::RoundRobin,
+            model::Algorithm::LeastConnections => gw_upstream::Algorithm::LeastConnections,
+            model::Algorithm::ConsistentHash => gw_upstream::Algorithm::ConsistentHash,
+            model::Algorithm::Ewma => gw_upstream::Algorithm::Ewma,
+        },
+        targets: u.targets.iter().map(|t| TargetConfig { address: t.authority(), weight: t.weight }).collect(),
+        health,
+        max_connections_per_target: u.max_connections_per_target,
+    };
+    let balancer = Arc::new(Balancer::new(bcfg, prev.map(|p| &*p.balancer)));
+    let mut endpoints = Vec::with_capacity(u.targets.len());
+    for t in &u.targets {
+        let tls = match &client {
+            Some(c) => Some((c.clone(), tls::server_name(sni, &t.host)?)),
+            None => None,
+        };
+        let spec = EndpointSpec {
+            host: t.host.clone(),
+            port: t.port,
+            protocol,
+            tls,
+            max_idle: u.max_idle_per_target,
+            idle_timeout: u.idle_timeout,
+        };
+        let reuse = prev.and_then(|p| p.endpoints.iter().find(|e| e.same_spec(&spec)).cloned());
+        endpoints.push(reuse.unwrap_or_else(|| Endpoint::new(spec)));
+    }
+    let breaker = u.circuit_breaker.as_ref().map(|c| {
+        let same = prev.is_some_and(|p| p.config.circuit_breaker.as_ref() == Some(c));
+        match prev.and_then(|p| p.breaker.clone()) {
+            Some(b) if same => b,
+            _ => Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+                failure_ratio: c.failure_ratio,
+                min_requests: c.min_requests,
+                window: c.window,
+                open_duration: c.open_duration,
+                half_open_requests: c.half_open_requests,
+            })),
+        }
+    });
+    Ok(UpstreamRt {
+        name: u.name.as_str().into(),
+        balancer,
+        breaker,
+        endpoints,
+        hash_on: u.hash_on.clone(),
+        failure_statuses: u.passive_health.as_ref().map(|p| p.failure_statuses.clone()).unwrap_or_default(),
+        config: u.clone(),
+    })
+}
+
+/// Compile a configuration without serving it (for `gatehouse validate`).
+pub fn check(config: Config) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new());
+    Runtime::compile(Arc::new(config), None, &metrics).map(|_| ())
+}
+
+/// A plugin trait object, for chain building.
+pub(crate) type PluginRef = Arc<dyn Plugin>;

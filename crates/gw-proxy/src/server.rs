@@ -1,0 +1,486 @@
+//! Listeners, connections, the status listener, reload and graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use gw_config::model::{Config, LogTarget};
+use gw_observability::{AccessLog, AccessLogTarget, Metrics, TargetHealthLabels};
+
+use crate::conn::{ConnState, TrackedIo, Verdict, watchdog};
+use crate::health::HealthChecks;
+use crate::pipeline::{self, ConnInfo};
+use crate::runtime::Runtime;
+
+/// Process-wide state shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) runtime: ArcSwap<Runtime>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access_log: Option<AccessLog>,
+    /// Connection tasks and upgraded tunnels, awaited on shutdown.
+    pub(crate) tasks: TaskTracker,
+    shutdown: watch::Sender<bool>,
+    draining: AtomicBool,
+    connections: AtomicUsize,
+    listeners: Mutex<HashMap<String, ListenerHandle>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    health: Mutex<HealthChecks>,
+    started: Instant,
+    status_addr: Mutex<Option<SocketAddr>>,
+}
+
+struct ListenerHandle {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+/// A running gateway: the data plane plus its status listener.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        let _ = s.set_only_v6(true);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    TcpListener::from_std(s.into())
+}
+
+impl Gateway {
+    /// Compile `config`, bind every listener and start serving.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let config = Arc::new(config);
+        let rt = Runtime::compile(config.clone(), None, &metrics).map_err(StartError)?;
+        let access_log = if config.gateway.access_log.enabled {
+            let target = match &config.gateway.access_log.target {
+                LogTarget::Stdout => AccessLogTarget::Stdout,
+                LogTarget::Stderr => AccessLogTarget::Stderr,
+                LogTarget::File(p) => AccessLogTarget::File(p.clone()),
+            };
+            Some(AccessLog::start(target).map_err(|e| StartError(format!("access log: {e}")))?)
+        } else {
+            None
+        };
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(rt),
+            metrics: metrics.clone(),
+            access_log,
+            tasks: TaskTracker::new(),
+            shutdown,
+            draining: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            listeners: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            health: Mutex::new(HealthChecks::default()),
+            started: Instant::now(),
+            status_addr: Mutex::new(None),
+        });
+        let gw = Gateway { shared };
+        gw.sync_listeners(&config).await.map_err(StartError)?;
+        if let Some(addr) = config.gateway.status_listener {
+            let l = bind(addr).map_err(|e| StartError(format!("status listener {addr}: {e}")))?;
+            let local = l.local_addr().map_err(|e| StartError(e.to_string()))?;
+            if let Ok(mut s) = gw.shared.status_addr.lock() {
+                *s = Some(local);
+            }
+            tokio::spawn(status_loop(l, gw.shared.clone()));
+        }
+        gw.restart_health();
+        metrics.reload(true);
+        tracing::info!(hash = %config.hash, routes = config.routes.len(), "configuration loaded");
+        Ok(gw)
+    }
+
+    /// The bound address of a listener (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.shared.listeners.lock().ok()?.get(name).map(|l| l.addr)
+    }
+
+    /// The bound address of the status listener.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        *self.shared.status_addr.lock().ok()?
+    }
+
+    /// The configuration being served.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.runtime.load().config.clone()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Time since start.
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// Open downstream connections.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Replace the configuration: compile off the request path, bind new listeners, swap
+    /// atomically. On any error nothing changes and the old configuration keeps serving.
+    pub async fn reload(&self, config: Config) -> Result<(), String> {
+        let _g = self.shared.reload_lock.lock().await;
+        let old = self.shared.runtime.load_full();
+        let metrics = self.shared.metrics.clone();
+        let config = Arc::new(config);
+        let cfg = config.clone();
+        let compiled = tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics))
+            .await
+            .map_err(|e| format!("compile task failed: {e}"))
+            .and_then(|r| r);
+        let rt = match compiled {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.shared.metrics.reload(false);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.sync_listeners(&config).await {
+            self.shared.metrics.reload(false);
+            return Err(e);
+        }
+        self.shared.runtime.store(Arc::new(rt));
+        self.restart_health();
+        self.shared.metrics.reload(true);
+        tracing::info!(hash = %config.hash, routes = config.routes.len(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Bind listeners that are new (by name and address), stop those that are gone.
+    async fn sync_listeners(&self, config: &Config) -> Result<(), String> {
+        let mut new_ones = Vec::new();
+        {
+            let current = self.shared.listeners.lock().map_err(|_| "listener table poisoned")?;
+            for l in &config.listeners {
+                match current.get(&l.name) {
+                    Some(h) if h.addr == l.address || (l.address.port() == 0 && h.addr.ip() == l.address.ip()) => {}
+                    _ => new_ones.push(l.clone()),
+                }
+            }
+        }
+        let mut bound = Vec::new();
+        for l in &new_ones {
+            let tcp = bind(l.address).map_err(|e| format!("listener {:?} on {}: {e}", l.name, l.address))?;
+            bound.push((l.name.clone(), tcp));
+        }
+        let mut current = self.shared.listeners.lock().map_err(|_| "listener table poisoned")?;
+        for (name, tcp) in bound {
+            let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+            let (stop, stop_rx) = watch::channel(false);
+            if let Some(old) = current.insert(name.clone(), ListenerHandle { addr, stop }) {
+                let _ = old.stop.send(true);
+            }
+            tracing::info!(listener = %name, %addr, "listening");
+            tokio::spawn(accept_loop(tcp, name.into(), self.shared.clone(), stop_rx));
+        }
+        let keep: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+        current.retain(|name, h| {
+            let k = keep.contains(&name.as_str());
+            if !k {
+                tracing::info!(listener = %name, "listener removed");
+                let _ = h.stop.send(true);
+            }
+            k
+        });
+        Ok(())
+    }
+
+    fn restart_health(&self) {
+        let rt = self.shared.runtime.load_full();
+        if let Ok(mut h) = self.shared.health.lock() {
+            h.restart(&rt, &self.shared.metrics);
+        }
+    }
+
+    /// Stop accepting, let in-flight requests and tunnels finish for up to `timeout`, then return.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        let _ = self.shared.shutdown.send(true);
+        if let Ok(mut l) = self.shared.listeners.lock() {
+            for h in l.values() {
+                let _ = h.stop.send(true);
+            }
+            l.clear();
+        }
+        if let Ok(mut h) = self.shared.health.lock() {
+            h.stop();
+        }
+        self.shared.tasks.close();
+        if tokio::time::timeout(timeout, self.shared.tasks.wait()).await.is_err() {
+            tracing::warn!(remaining = self.shared.tasks.len(), "shutdown timeout: closing remaining connections");
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: Arc<str>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => {
+                let (tcp, peer) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = %name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let max = shared.runtime.load().gateway.limits.max_connections;
+                if shared.connections.load(Ordering::Relaxed) >= max {
+                    shared.metrics.connection_rejected();
+                    drop(tcp);
+                    continue;
+                }
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.connection_opened();
+                let s = shared.clone();
+                let n = name.clone();
+                shared.tasks.spawn(async move {
+                    serve_conn(tcp, peer, n, s.clone()).await;
+                    s.connections.fetch_sub(1, Ordering::Relaxed);
+                    s.metrics.connection_closed();
+                });
+            }
+        }
+    }
+}
+
+async fn serve_conn(tcp: TcpStream, peer: SocketAddr, listener: Arc<str>, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let local = match tcp.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let rt = shared.runtime.load_full();
+    let Some(lrt) = rt.listeners.get(&*listener) else { return };
+    let limits = rt.gateway.limits.clone();
+    let http2 = lrt.http2;
+    let tls = lrt.tls.clone();
+    drop(rt);
+    let state = ConnState::new();
+    match tls {
+        None => {
+            let info = ConnInfo { peer, local, listener, tls: false, sni: None, client_certs: None, state: state.clone() };
+            let mode = if http2 { Mode::Auto } else { Mode::Http1 };
+            serve_http(TrackedIo::new(tcp, state), info, mode, &limits, shared).await;
+        }
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let (_, sc) = stream.get_ref();
+            let sni = sc.server_name().map(Arc::from);
+            let h2 = sc.alpn_protocol() == Some(b"h2");
+            let client_certs = sc
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(|c| Arc::new(c.iter().map(|d| d.as_ref().to_vec()).collect::<Vec<_>>()));
+            let info = ConnInfo { peer, local, listener, tls: true, sni, client_certs, state: state.clone() };
+            let mode = if h2 { Mode::Http2 } else { Mode::Http1 };
+            serve_http(TrackedIo::new(stream, state), info, mode, &limits, shared).await;
+        }
+    }
+}
+
+enum Mode {
+    Auto,
+    Http1,
+    Http2,
+}
+
+async fn serve_http<I>(io: TrackedIo<I>, info: ConnInfo, mode: Mode, limits: &gw_config::model::Limits, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let state = info.state.clone();
+    let info = Arc::new(info);
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req: Request<Incoming>| pipeline::serve(req, info.clone(), svc_shared.clone()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // The watchdog enforces the head-read and idle timeouts (see `conn`).
+        .header_read_timeout(None)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size((limits.max_header_bytes * 2).max(128 * 1024))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .adaptive_window(true);
+    let builder = match mode {
+        Mode::Auto => builder,
+        Mode::Http1 => builder.http1_only(),
+        Mode::Http2 => builder.http2_only(),
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let dog = watchdog(state, limits.header_read_timeout, limits.idle_timeout);
+    tokio::pin!(dog);
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            v = &mut dog, if !closing => {
+                match v {
+                    Verdict::SlowHead => break,
+                    Verdict::Idle => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+// === status listener ===
+
+async fn status_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.shutdown.subscribe();
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let s = s.clone();
+                async move { Ok::<_, std::convert::Infallible>(status_response(&req, &s)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>> {
+    let rt = s.runtime.load();
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => {
+            let now = Instant::now();
+            for u in &rt.upstreams {
+                for t in u.balancer.health_snapshot(now) {
+                    let labels = TargetHealthLabels { upstream: u.name.to_string(), target: t.address.to_string() };
+                    s.metrics.set_target_health(&labels, t.healthy);
+                }
+            }
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", s.metrics.encode())
+        }
+        "/health" | "/live" => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({ "status": "ok", "config_hash": rt.config.hash }).to_string(),
+        ),
+        "/ready" => {
+            if s.draining.load(Ordering::Relaxed) {
+                (StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"draining"}"#.to_string())
+            } else {
+                (StatusCode::OK, "application/json", r#"{"status":"ready"}"#.to_string())
+            }
+        }
+        "/status/upstreams" => {
+            let now = Instant::now();
+            let ups: Vec<_> = rt
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let targets: Vec<_> = u
+                        .balancer
+                        .health_snapshot(now)
+                        .into_iter()
+                        .map(|t| serde_json::json!({ "target": t.address, "healthy": t.healthy, "in_flight": t.in_flight }))
+                        .collect();
+                    let circuit = u.breaker.as_ref().map(|b| format!("{:?}", b.state(now)).to_lowercase());
+                    serde_json::json!({ "name": &*u.name, "targets": targets, "circuit": circuit })
+                })
+                .collect();
+            (StatusCode::OK, "application/json", serde_json::json!({ "upstreams": ups }).to_string())
+        }
+        _ => (StatusCode::NOT_FOUND, "application/json", r#"{"error":"not_found"}"#.to_string()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}

@@ -1,0 +1,247 @@
+//! Test harness for Gatehouse integration tests (never used by the gateway itself).
+//!
+//! * [`TestGateway::start`]: a gateway in this process, from YAML, with every listener and the
+//!   status listener on `127.0.0.1:0`.
+//! * [`Upstream`]: a real HTTP/1.1 + HTTP/2 (h2c) server on `127.0.0.1:0` whose behaviour each
+//!   test chooses ([`Behavior`]), counting the requests it receives.
+//!
+//! Only loopback addresses are ever used.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A gateway running in the test process.
+pub struct TestGateway {
+    /// The gateway.
+    pub gw: gw_proxy::Gateway,
+}
+
+impl TestGateway {
+    /// Start from YAML. `${VAR}` values come from `vars`.
+    pub async fn start(yaml: &str, vars: &[(&str, String)]) -> TestGateway {
+        let cfg = config(yaml, vars);
+        let gw = gw_proxy::Gateway::start(cfg).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        TestGateway { gw }
+    }
+
+    /// Address of listener `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.gw.listener_addr(name).unwrap_or_else(|| panic!("no listener {name}"))
+    }
+
+    /// `http://addr` of listener `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}", self.addr(name))
+    }
+
+    /// `http://addr` of the status listener.
+    pub fn status_url(&self) -> String {
+        format!("http://{}", self.gw.status_addr().unwrap_or_else(|| panic!("no status listener")))
+    }
+
+    /// Reload from YAML; panics on rejection unless `expect_err`.
+    pub async fn reload(&self, yaml: &str, vars: &[(&str, String)]) -> Result<(), String> {
+        self.gw.reload(config(yaml, vars)).await
+    }
+}
+
+/// Parse and validate YAML into a model config (panics with the located errors on failure).
+pub fn config(yaml: &str, vars: &[(&str, String)]) -> gw_config::Config {
+    let env: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let file = gw_config::parse_yaml(yaml, "test.yaml", env).unwrap_or_else(|e| panic!("{e}"));
+    gw_config::validate_located(&file, "test.yaml", Some(yaml), &gw_config::ValidateOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Body type of upstream responses.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How an [`Upstream`] answers.
+#[derive(Clone)]
+pub enum Behavior {
+    /// 200 with a JSON echo of method, path, query, headers and body length; header
+    /// `x-upstream: <name>`.
+    Echo(&'static str),
+    /// This status, empty body.
+    Status(u16),
+    /// Echo after this delay.
+    Delay(Duration),
+    /// Accept the request and never answer.
+    Hang,
+    /// Custom handler.
+    Custom(Arc<dyn Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> + Send + Sync>),
+}
+
+/// A real upstream server on loopback.
+pub struct Upstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Requests received.
+    pub hits: Arc<AtomicUsize>,
+    stop: watch::Sender<bool>,
+}
+
+impl Upstream {
+    /// Start on an ephemeral port.
+    pub async fn start(b: Behavior) -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+        Self::serve(l, b)
+    }
+
+    /// Start on a specific address (to bring a stopped upstream back on the same port).
+    pub async fn start_on(addr: SocketAddr, b: Behavior) -> Upstream {
+        let mut last = None;
+        for _ in 0..50 {
+            match TcpListener::bind(addr).await {
+                Ok(l) => return Self::serve(l, b),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("bind {addr}: {last:?}")
+    }
+
+    fn serve(l: TcpListener, b: Behavior) -> Upstream {
+        let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stop_rx) = watch::channel(false);
+        let h = hits.clone();
+        tokio::spawn(async move {
+            let mut conns = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = stop_rx.changed() => break,
+                    r = l.accept() => {
+                        let Ok((tcp, _)) = r else { continue };
+                        let b = b.clone();
+                        let h = h.clone();
+                        conns.push(tokio::spawn(async move {
+                            let svc = service_fn(move |req| {
+                                h.fetch_add(1, Ordering::SeqCst);
+                                let b = b.clone();
+                                async move { Ok::<_, Infallible>(respond(b, req).await) }
+                            });
+                            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                                .await;
+                        }));
+                    }
+                }
+            }
+            // Stopping closes the listener and every open connection.
+            for c in conns {
+                c.abort();
+            }
+        });
+        Upstream { addr, hits, stop }
+    }
+
+    /// `host:port`.
+    pub fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stop listening and close every connection.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A full body.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn respond(b: Behavior, req: Request<Incoming>) -> Response<Body> {
+    match b {
+        Behavior::Echo(name) => echo(name, req).await,
+        Behavior::Status(s) => {
+            let mut r = Response::new(full(Bytes::new()));
+            *r.status_mut() = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            r
+        }
+        Behavior::Delay(d) => {
+            tokio::time::sleep(d).await;
+            echo("delayed", req).await
+        }
+        Behavior::Hang => {
+            std::future::pending::<()>().await;
+            Response::new(full(Bytes::new()))
+        }
+        Behavior::Custom(f) => f(req).await,
+    }
+}
+
+/// The echo response of [`Behavior::Echo`].
+pub async fn echo(name: &str, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let mut len: u64 = 0;
+    let mut body = body;
+    let mut kept = Vec::new();
+    while let Some(f) = body.frame().await {
+        match f {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    len += d.len() as u64;
+                    if kept.len() < 65536 {
+                        kept.extend_from_slice(&d[..d.len().min(65536 - kept.len())]);
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(prev)) => {
+                let joined = format!("{prev}, {v}");
+                *prev = joined;
+            }
+            _ => {
+                headers.insert(k.to_string(), serde_json::Value::String(v));
+            }
+        }
+    }
+    let doc = serde_json::json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": len,
+        "body": String::from_utf8_lossy(&kept),
+    });
+    let mut r = Response::new(full(doc.to_string()));
+    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    if let Ok(v) = http::HeaderValue::from_str(name) {
+        r.headers_mut().insert("x-upstream", v);
+    }
+    r
+}

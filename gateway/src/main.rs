@@ -1,0 +1,160 @@
+//! `gatehouse`: parse the command line, load and validate the configuration, run the gateway
+//! until SIGTERM, reloading on SIGHUP and on file change.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod reload;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Gatehouse API gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Configuration file (YAML).
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: PathBuf,
+        /// Log format on stderr: text or json.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+        /// Do not reload when the file changes (SIGHUP still reloads).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Check a configuration file and exit 0 if it is valid.
+    Validate {
+        /// Configuration file (YAML).
+        file: PathBuf,
+    },
+    /// Read a password on stdin and print its argon2id hash for `password_hash`.
+    HashPassword,
+    /// Read an API key on stdin and print its hash for `key_hash`.
+    HashKey,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, log_format, no_watch } => run(&config, log_format == "json", !no_watch),
+        Command::Validate { file } => validate(&file),
+        Command::HashPassword => match read_stdin_secret().and_then(|p| gw_config::hash_password(&p)) {
+            Ok(h) => {
+                println!("{h}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::HashKey => match read_stdin_secret() {
+            Ok(k) => {
+                let h = gw_config::hash_api_key(&k);
+                let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+                println!("sha256:{hex}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn read_stdin_secret() -> Result<String, String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| e.to_string())?;
+    let s = s.trim_end_matches(['\n', '\r']).to_string();
+    if s.is_empty() {
+        return Err("nothing on stdin".into());
+    }
+    Ok(s)
+}
+
+fn validate(file: &Path) -> ExitCode {
+    let cfg = match gw_config::load_file(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let routes = cfg.routes.len();
+    let hash = cfg.hash.clone();
+    if let Err(e) = gw_proxy::check(cfg) {
+        eprintln!("{}: {e}", file.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{}: valid ({routes} routes, hash {})", file.display(), &hash[..12]);
+    ExitCode::SUCCESS
+}
+
+fn run(path: &Path, json_logs: bool, watch: bool) -> ExitCode {
+    gw_observability::init_tracing(json_logs);
+    let config = match gw_config::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.gateway.worker_threads {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().thread_name("gatehouse-worker").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let shutdown_timeout = config.gateway.shutdown_timeout;
+        let gw = match gw_proxy::Gateway::start(config).await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "gatehouse started");
+        let reloader = reload::spawn(gw.clone(), path.to_path_buf(), watch);
+        wait_for_termination().await;
+        tracing::info!(timeout = ?shutdown_timeout, "draining");
+        reloader.abort();
+        gw.shutdown(shutdown_timeout).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Debounce between a file change and the reload it triggers.
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
