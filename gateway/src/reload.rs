@@ -16,7 +16,11 @@ use crate::DEBOUNCE;
 pub(crate) fn spawn(gw: gw_proxy::Gateway, path: PathBuf, watch: bool) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<&'static str>(16);
-        let _watcher = if watch { start_watcher(&path, tx.clone()) } else { None };
+        let _watcher = if watch {
+            start_watcher(&path, tx.clone())
+        } else {
+            None
+        };
         let sig_tx = tx.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -38,8 +42,15 @@ pub(crate) fn spawn(gw: gw_proxy::Gateway, path: PathBuf, watch: bool) -> JoinHa
     })
 }
 
-fn start_watcher(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::RecommendedWatcher> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+fn start_watcher(
+    path: &Path,
+    tx: mpsc::Sender<&'static str>,
+) -> Option<notify::RecommendedWatcher> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let name = path.file_name()?.to_os_string();
     let mut w = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
@@ -47,7 +58,10 @@ fn start_watcher(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::
             return;
         }
         // Match on the file name, and on any change to a `..data` symlink (ConfigMaps).
-        let relevant = ev.paths.iter().any(|p| p.file_name() == Some(&name) || p.ends_with("..data"));
+        let relevant = ev
+            .paths
+            .iter()
+            .any(|p| p.file_name() == Some(&name) || p.ends_with("..data"));
         if relevant {
             let _ = tx.try_send("file change");
         }
@@ -88,6 +102,8 @@ async fn reload(gw: &gw_proxy::Gateway, path: &Path, cause: &str) {
     }
     match gw.reload(config).await {
         Ok(()) => tracing::info!(cause, "reload complete"),
-        Err(e) => tracing::error!(cause, error = %e, "configuration rejected; still serving the previous one"),
+        Err(e) => {
+            tracing::error!(cause, error = %e, "configuration rejected; still serving the previous one")
+        }
     }
 }

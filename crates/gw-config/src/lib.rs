@@ -29,7 +29,8 @@ pub use load::{
 };
 pub use model::Config;
 pub use validate::{
-    KeyPath, Seg, ValidateOptions, ValidationError, config_hash, hash_api_key, hash_password, validate,
+    KeyPath, Seg, ValidateOptions, ValidationError, config_hash, hash_api_key, hash_password,
+    validate,
 };
 
 /// Serialize a document back to YAML (for `gatehouse config export`).

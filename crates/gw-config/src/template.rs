@@ -33,7 +33,10 @@ impl PathTemplate {
                 .ok_or_else(|| format!("rewrite {text:?}: unclosed '{{'"))?;
             let raw = &after[..close];
             let name = raw.strip_prefix('*').unwrap_or(raw);
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("rewrite {text:?}: invalid parameter name {raw:?}"));

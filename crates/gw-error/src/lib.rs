@@ -121,7 +121,10 @@ impl ErrorKind {
             ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            NoHealthyUpstream | CircuitOpen | UpstreamOverloaded | Overloaded
+            NoHealthyUpstream
+            | CircuitOpen
+            | UpstreamOverloaded
+            | Overloaded
             | DependencyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             // 499 is nginx's "client closed request"; only ever seen in logs.
             DownstreamClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
@@ -225,7 +228,13 @@ pub struct Error {
 impl Error {
     /// A new error of `kind`, with the kind's default side and no retry.
     pub fn new(kind: ErrorKind, context: impl Into<Cow<'static, str>>) -> Self {
-        Error { kind, side: kind.side(), retry: Retry::Never, context: context.into(), cause: None }
+        Error {
+            kind,
+            side: kind.side(),
+            retry: Retry::Never,
+            context: context.into(),
+            cause: None,
+        }
     }
 
     /// Attach the underlying cause.
@@ -281,8 +290,10 @@ impl Error {
 
     /// Whether `self` was caused, directly or transitively, by an error of type `E`.
     pub fn is_caused_by<E: std::error::Error + 'static>(&self) -> bool {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> =
-            self.cause.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = self
+            .cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
         while let Some(e) = cur {
             if e.is::<E>() {
                 return true;
@@ -319,7 +330,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -360,7 +373,10 @@ mod tests {
     fn display_chains_causes_and_is_caused_by_finds_them() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let e = Error::new(ErrorKind::ConnectFailed, "connecting to 127.0.0.1:1").with_cause(io);
-        assert_eq!(e.to_string(), "upstream_connect_failed: connecting to 127.0.0.1:1: refused");
+        assert_eq!(
+            e.to_string(),
+            "upstream_connect_failed: connecting to 127.0.0.1:1: refused"
+        );
         assert!(e.is_caused_by::<std::io::Error>());
         assert!(!e.is_caused_by::<std::fmt::Error>());
         assert_eq!(e.side(), Side::Upstream);

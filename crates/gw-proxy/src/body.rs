@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
@@ -102,8 +101,18 @@ pub(crate) enum RequestBody {
 }
 
 impl RequestBody {
-    pub(crate) fn stream(inner: Incoming, limit: u64, received: Arc<AtomicU64>, sent: Arc<SentSignal>) -> Self {
-        RequestBody::Stream { inner, remaining: if limit == 0 { u64::MAX } else { limit }, received, sent }
+    pub(crate) fn stream(
+        inner: Incoming,
+        limit: u64,
+        received: Arc<AtomicU64>,
+        sent: Arc<SentSignal>,
+    ) -> Self {
+        RequestBody::Stream {
+            inner,
+            remaining: if limit == 0 { u64::MAX } else { limit },
+            received,
+            sent,
+        }
     }
 }
 
@@ -111,33 +120,39 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut *self {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream { inner, remaining, received, sent } => {
-                match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
-                    None => {
-                        sent.set();
-                        Poll::Ready(None)
-                    }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(DownstreamBodyError(e))))),
-                    Some(Ok(frame)) => {
-                        if let Some(d) = frame.data_ref() {
-                            let n = d.len() as u64;
-                            received.fetch_add(n, Ordering::Relaxed);
-                            if n > *remaining {
-                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
-                            }
-                            *remaining -= n;
-                        }
-                        if inner.is_end_stream() {
-                            sent.set();
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
+            RequestBody::Stream {
+                inner,
+                remaining,
+                received,
+                sent,
+            } => match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+                None => {
+                    sent.set();
+                    Poll::Ready(None)
                 }
-            }
+                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(DownstreamBodyError(e))))),
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        let n = d.len() as u64;
+                        received.fetch_add(n, Ordering::Relaxed);
+                        if n > *remaining {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                        }
+                        *remaining -= n;
+                    }
+                    if inner.is_end_stream() {
+                        sent.set();
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+            },
         }
     }
 
@@ -186,7 +201,12 @@ pub(crate) struct UpstreamBody {
 
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, read_timeout: Duration, on_done: OnUpstreamDone) -> Self {
-        let mut b = UpstreamBody { inner, read_timeout, stall: None, on_done: Some(on_done) };
+        let mut b = UpstreamBody {
+            inner,
+            read_timeout,
+            stall: None,
+            on_done: Some(on_done),
+        };
         if b.inner.is_end_stream() {
             b.done(true);
         }
@@ -211,7 +231,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -231,7 +254,9 @@ impl Body for UpstreamBody {
             }
             Poll::Pending => {
                 let timeout = this.read_timeout;
-                let sleep = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let sleep = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if sleep.as_mut().poll(cx).is_ready() {
                     this.done(false);
                     return Poll::Ready(Some(Err(Box::new(UpstreamReadTimeout))));
@@ -262,11 +287,10 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
-    Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 /// The body sent to the client.
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     kind: Kind,
     sent: u64,
     finish: Option<Box<dyn Finish>>,
@@ -274,22 +298,30 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub(crate) fn empty() -> Self {
-        ResponseBody { kind: Kind::Empty, sent: 0, finish: None }
+        ResponseBody {
+            kind: Kind::Empty,
+            sent: 0,
+            finish: None,
+        }
     }
 
     pub(crate) fn full(b: Bytes) -> Self {
         if b.is_empty() {
             return Self::empty();
         }
-        ResponseBody { kind: Kind::Full(Some(b)), sent: 0, finish: None }
+        ResponseBody {
+            kind: Kind::Full(Some(b)),
+            sent: 0,
+            finish: None,
+        }
     }
 
     pub(crate) fn upstream(b: UpstreamBody) -> Self {
-        ResponseBody { kind: Kind::Upstream(b), sent: 0, finish: None }
-    }
-
-    pub(crate) fn boxed(b: UnsyncBoxBody<Bytes, BoxError>) -> Self {
-        ResponseBody { kind: Kind::Boxed(b), sent: 0, finish: None }
+        ResponseBody {
+            kind: Kind::Upstream(b),
+            sent: 0,
+            finish: None,
+        }
     }
 
     pub(crate) fn set_finish(&mut self, f: Box<dyn Finish>) {
@@ -313,13 +345,15 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let res = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
-            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         };
         match &res {
             Poll::Ready(Some(Ok(f))) => {
@@ -342,7 +376,6 @@ impl Body for ResponseBody {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b) => b.is_end_stream(),
-            Kind::Boxed(b) => b.is_end_stream(),
         }
     }
 
@@ -351,7 +384,6 @@ impl Body for ResponseBody {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b) => b.size_hint(),
-            Kind::Boxed(b) => b.size_hint(),
         }
     }
 }

@@ -28,10 +28,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
         .collect();
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     for n in named {
         if keep_upgrade && n == header::UPGRADE {
             continue;
@@ -115,9 +117,16 @@ pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &Forwarding<'_>
     let proto = if f.tls { "https" } else { "http" };
     let peer = f.peer.to_string();
     if f.peer_trusted {
-        let prior: Vec<String> =
-            headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
-        let joined = if prior.is_empty() { peer } else { format!("{}, {peer}", prior.join(", ")) };
+        let prior: Vec<String> = headers
+            .get_all(&xff)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let joined = if prior.is_empty() {
+            peer
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        };
         if let Ok(v) = HeaderValue::from_str(&joined) {
             headers.insert(xff.clone(), v);
         }
@@ -149,7 +158,11 @@ pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &Forwarding<'_>
         headers.remove(header::FORWARDED);
     }
     let mut elem = format!("for={};proto={proto}", forwarded_node(f.peer));
-    if !f.host.is_empty() && f.host.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+    if !f.host.is_empty()
+        && f.host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
         elem.push_str(";host=\"");
         elem.push_str(f.host);
         elem.push('"');
@@ -199,7 +212,10 @@ mod tests {
     fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -230,32 +246,59 @@ mod tests {
     fn client_ip_honours_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = hm(&[("x-forwarded-for", "203.0.113.9, 198.51.100.1, 10.1.1.1")]);
-        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &h, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip("192.0.2.1".parse().unwrap(), &h, &trusted), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.2".parse().unwrap(), &h, &trusted),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip("192.0.2.1".parse().unwrap(), &h, &trusted),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
         let bad = hm(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &bad, &trusted), "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.2".parse().unwrap(), &bad, &trusted),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
     }
 
     /// Untrusted peers cannot forge X-Forwarded-For or Forwarded.
     #[test]
     fn forwarding_headers_from_untrusted_peer_are_replaced() {
         let mut h = hm(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
-        let f = Forwarding { peer: "192.0.2.7".parse().unwrap(), peer_trusted: false, tls: true, host: "api.example", port: 443 };
+        let f = Forwarding {
+            peer: "192.0.2.7".parse().unwrap(),
+            peer_trusted: false,
+            tls: true,
+            host: "api.example",
+            port: 443,
+        };
         set_forwarding_headers(&mut h, &f);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.7");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example");
-        assert_eq!(h.get("forwarded").unwrap(), "for=192.0.2.7;proto=https;host=\"api.example\"");
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=192.0.2.7;proto=https;host=\"api.example\""
+        );
     }
 
     /// Trusted peers' chains are extended.
     #[test]
     fn forwarding_headers_from_trusted_peer_are_appended() {
         let mut h = hm(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
-        let f = Forwarding { peer: "::1".parse().unwrap(), peer_trusted: true, tls: false, host: "h", port: 80 };
+        let f = Forwarding {
+            peer: "::1".parse().unwrap(),
+            peer_trusted: true,
+            tls: false,
+            host: "h",
+            port: 80,
+        };
         set_forwarding_headers(&mut h, &f);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, ::1");
-        assert_eq!(h.get("forwarded").unwrap(), "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h\"");
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h\""
+        );
     }
 
     /// Request ids are kept when sane and generated otherwise.

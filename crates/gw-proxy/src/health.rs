@@ -23,7 +23,9 @@ impl HealthChecks {
     pub(crate) fn restart(&mut self, rt: &Runtime, metrics: &Arc<Metrics>) {
         self.stop();
         for u in &rt.upstreams {
-            let Some(a) = &u.config.active_health else { continue };
+            let Some(a) = &u.config.active_health else {
+                continue;
+            };
             let prober = Arc::new(HttpProber {
                 upstream: u.name.to_string(),
                 endpoints: u.endpoints.clone(),
@@ -39,7 +41,11 @@ impl HealthChecks {
                 healthy_threshold: a.healthy_threshold,
                 unhealthy_threshold: a.unhealthy_threshold,
             };
-            self.tasks.push(gw_upstream::spawn_active_checks(u.balancer.clone(), cfg, prober));
+            self.tasks.push(gw_upstream::spawn_active_checks(
+                u.balancer.clone(),
+                cfg,
+                prober,
+            ));
         }
     }
 
@@ -70,13 +76,29 @@ struct HttpProber {
 #[async_trait]
 impl Prober for HttpProber {
     async fn probe(&self, target: &Target) -> bool {
-        let Some(ep) = self.endpoints.iter().find(|e| *e.authority == *target.address()) else { return false };
-        ep.probe(&self.path, self.host.as_deref(), &self.healthy, self.timeout).await
+        let Some(ep) = self
+            .endpoints
+            .iter()
+            .find(|e| *e.authority == *target.address())
+        else {
+            return false;
+        };
+        ep.probe(
+            &self.path,
+            self.host.as_deref(),
+            &self.healthy,
+            self.timeout,
+        )
+        .await
     }
 
     fn on_state_change(&self, target: &Target, state: HealthState) {
-        let labels = TargetHealthLabels { upstream: self.upstream.clone(), target: target.address().to_string() };
-        self.metrics.set_target_health(&labels, state == HealthState::Healthy);
+        let labels = TargetHealthLabels {
+            upstream: self.upstream.clone(),
+            target: target.address().to_string(),
+        };
+        self.metrics
+            .set_target_health(&labels, state == HealthState::Healthy);
         self.metrics.target_state_changed(&labels);
         tracing::warn!(upstream = %self.upstream, target = %target.address(), ?state, "active health check changed target state");
     }

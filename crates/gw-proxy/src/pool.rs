@@ -53,14 +53,21 @@ impl StallIo {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(ms.max(1)))));
         if sleep.as_mut().poll(cx).is_ready() {
             self.stall = None;
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "upstream write stalled")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream write stalled",
+            )));
         }
         Poll::Pending
     }
 }
 
 impl AsyncRead for StallIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match &mut self.inner {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -69,7 +76,11 @@ impl AsyncRead for StallIo {
 }
 
 impl AsyncWrite for StallIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let r = match &mut self.inner {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -243,7 +254,11 @@ impl Endpoint {
         }
         if let Some(idle) = self.pop_idle() {
             idle.write_timeout.store(wt, Ordering::Relaxed);
-            return Ok(Conn::H1 { sender: idle.sender, write_timeout: idle.write_timeout, reused: true });
+            return Ok(Conn::H1 {
+                sender: idle.sender,
+                write_timeout: idle.write_timeout,
+                reused: true,
+            });
         }
         let (io, write_timeout) = self.connect(connect_timeout, wt).await?;
         let (sender, conn) = http1::Builder::new()
@@ -253,7 +268,11 @@ impl Endpoint {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Conn::H1 { sender, write_timeout, reused: false })
+        Ok(Conn::H1 {
+            sender,
+            write_timeout,
+            reused: false,
+        })
     }
 
     /// A new HTTP/1.1 connection that supports protocol upgrades (WebSocket); never pooled.
@@ -273,7 +292,11 @@ impl Endpoint {
     }
 
     /// Put an HTTP/1.1 connection back after its response body ended.
-    pub(crate) fn release(&self, sender: http1::SendRequest<RequestBody>, write_timeout: WriteTimeout) {
+    pub(crate) fn release(
+        &self,
+        sender: http1::SendRequest<RequestBody>,
+        write_timeout: WriteTimeout,
+    ) {
         if sender.is_closed() || self.spec.max_idle == 0 {
             return;
         }
@@ -281,12 +304,19 @@ impl Endpoint {
         if let Ok(mut idle) = self.idle.lock() {
             // Age out the oldest (front) entries; keep at most max_idle.
             let ttl = self.spec.idle_timeout;
-            let expired = idle.iter().take_while(|i| now.duration_since(i.since) > ttl).count();
+            let expired = idle
+                .iter()
+                .take_while(|i| now.duration_since(i.since) > ttl)
+                .count();
             idle.drain(..expired);
             if idle.len() >= self.spec.max_idle {
                 idle.remove(0);
             }
-            idle.push(Idle { sender, write_timeout, since: now });
+            idle.push(Idle {
+                sender,
+                write_timeout,
+                since: now,
+            });
         }
     }
 
@@ -294,7 +324,10 @@ impl Endpoint {
         let now = Instant::now();
         let mut idle = self.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() && i.sender.is_ready() && now.duration_since(i.since) <= self.spec.idle_timeout {
+            if !i.sender.is_closed()
+                && i.sender.is_ready()
+                && now.duration_since(i.since) <= self.spec.idle_timeout
+            {
                 return Some(i);
             }
         }
@@ -304,20 +337,38 @@ impl Endpoint {
     /// An active health probe: `GET path` on a fresh connection (never a pooled one, so probes
     /// neither disturb nor depend on traffic). Healthy when the status is in `healthy`
     /// (200-399 when empty). The caller bounds the time.
-    pub(crate) async fn probe(&self, path: &str, host: Option<&str>, healthy: &[u16], connect_timeout: Duration) -> bool {
-        let Ok((io, _)) = self.connect(connect_timeout, connect_timeout.as_millis() as u64).await else {
+    pub(crate) async fn probe(
+        &self,
+        path: &str,
+        host: Option<&str>,
+        healthy: &[u16],
+        connect_timeout: Duration,
+    ) -> bool {
+        let Ok((io, _)) = self
+            .connect(connect_timeout, connect_timeout.as_millis() as u64)
+            .await
+        else {
             return false;
         };
         let host = host.unwrap_or(&self.authority);
         let status = if self.spec.protocol.is_http2() {
-            let Ok((mut sender, conn)) = http2::Builder::new(TokioExecutor::new()).handshake(TokioIo::new(io)).await else {
+            let Ok((mut sender, conn)) = http2::Builder::new(TokioExecutor::new())
+                .handshake(TokioIo::new(io))
+                .await
+            else {
                 return false;
             };
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let scheme = if self.spec.protocol.is_tls() { "https" } else { "http" };
-            let Ok(req) = http::Request::get(format!("{scheme}://{host}{path}")).body(RequestBody::Empty) else {
+            let scheme = if self.spec.protocol.is_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            let Ok(req) =
+                http::Request::get(format!("{scheme}://{host}{path}")).body(RequestBody::Empty)
+            else {
                 return false;
             };
             match sender.send_request(req).await {
@@ -325,7 +376,8 @@ impl Endpoint {
                 Err(_) => return false,
             }
         } else {
-            let Ok((mut sender, conn)) = http1::Builder::new().handshake(TokioIo::new(io)).await else {
+            let Ok((mut sender, conn)) = http1::Builder::new().handshake(TokioIo::new(io)).await
+            else {
                 return false;
             };
             tokio::spawn(async move {
@@ -344,16 +396,17 @@ impl Endpoint {
                 Err(_) => return false,
             }
         };
-        if healthy.is_empty() { (200..400).contains(&status) } else { healthy.contains(&status) }
-    }
-
-    /// Idle connections held now.
-    pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+        if healthy.is_empty() {
+            (200..400).contains(&status)
+        } else {
+            healthy.contains(&status)
+        }
     }
 
     fn connect_error(&self, kind: ErrorKind, e: impl Into<gw_error::BoxError>) -> Error {
-        Error::new(kind, format!("connecting to {}", self.authority)).with_cause(e).with_retry(Retry::Safe)
+        Error::new(kind, format!("connecting to {}", self.authority))
+            .with_cause(e)
+            .with_retry(Retry::Safe)
     }
 
     async fn resolve(&self) -> Result<SocketAddr, Error> {
@@ -364,15 +417,24 @@ impl Endpoint {
             .await
             .map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
         addrs.next().ok_or_else(|| {
-            Error::new(ErrorKind::ConnectFailed, format!("{} resolved to no address", self.spec.host))
-                .with_retry(Retry::Safe)
+            Error::new(
+                ErrorKind::ConnectFailed,
+                format!("{} resolved to no address", self.spec.host),
+            )
+            .with_retry(Retry::Safe)
         })
     }
 
-    async fn connect(&self, connect_timeout: Duration, write_timeout_ms: u64) -> Result<(StallIo, WriteTimeout), Error> {
+    async fn connect(
+        &self,
+        connect_timeout: Duration,
+        write_timeout_ms: u64,
+    ) -> Result<(StallIo, WriteTimeout), Error> {
         let fut = async {
             let addr = self.resolve().await?;
-            let tcp = TcpStream::connect(addr).await.map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
             let _ = tcp.set_nodelay(true);
             let inner = match &self.spec.tls {
                 None => Stream::Plain(tcp),
@@ -391,12 +453,22 @@ impl Endpoint {
             Err(_) => {
                 return Err(Error::new(
                     ErrorKind::ConnectTimeout,
-                    format!("connecting to {} took longer than {connect_timeout:?}", self.authority),
+                    format!(
+                        "connecting to {} took longer than {connect_timeout:?}",
+                        self.authority
+                    ),
                 )
                 .with_retry(Retry::Safe));
             }
         };
         let wt: WriteTimeout = Arc::new(AtomicU64::new(write_timeout_ms));
-        Ok((StallIo { inner, write_timeout: wt.clone(), stall: None }, wt))
+        Ok((
+            StallIo {
+                inner,
+                write_timeout: wt.clone(),
+                stall: None,
+            },
+            wt,
+        ))
     }
 }

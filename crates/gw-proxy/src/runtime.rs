@@ -7,19 +7,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::HeaderName;
 use ipnet::IpNet;
 use rustls::{ClientConfig, ServerConfig};
 
-use gw_config::model::{self, Config, HashOn, Route, ServiceKind, StaticResponse, Timeouts, UpstreamProtocol};
+use gw_config::model::{
+    self, Config, HashOn, Route, ServiceKind, StaticResponse, Timeouts, UpstreamProtocol,
+};
 use gw_core::{Plugin, RouteInfo};
 use gw_observability::{Metrics, RouteMetrics, TargetHealthLabels};
 use gw_router::{RouteSpec, Router};
 use gw_upstream::{
-    ActiveHealthConfig, Balancer, BalancerConfig, CircuitBreaker, CircuitBreakerConfig, HealthConfig,
-    PassiveHealthConfig, RetryBudget, RetryBudgetConfig, TargetConfig,
+    ActiveHealthConfig, Balancer, BalancerConfig, CircuitBreaker, CircuitBreakerConfig,
+    HealthConfig, PassiveHealthConfig, RetryBudget, RetryBudgetConfig, TargetConfig,
 };
 
 use crate::chain::{Chain, Plugins};
@@ -97,32 +98,48 @@ pub(crate) struct Runtime {
     pub(crate) global_chain: Arc<Chain>,
     /// Every plugin instance, for merging consumer-scoped ones after authentication.
     pub(crate) plugins: Plugins,
-    pub(crate) compiled_at: Instant,
 }
 
 impl Runtime {
     /// Compile `config`. `previous` lends per-target state to carry over.
-    pub(crate) fn compile(config: Arc<Config>, previous: Option<&Runtime>, metrics: &Arc<Metrics>) -> Result<Runtime, String> {
+    pub(crate) fn compile(
+        config: Arc<Config>,
+        previous: Option<&Runtime>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Runtime, String> {
         let cfg = &*config;
         let mut listeners = HashMap::new();
         for l in &cfg.listeners {
             let tls = match &l.tls {
-                Some(t) => Some(tls::server_config(t, &cfg.certificates, l.http2).map_err(|e| format!("listener {:?}: {e}", l.name))?),
+                Some(t) => Some(
+                    tls::server_config(t, &cfg.certificates, l.http2)
+                        .map_err(|e| format!("listener {:?}: {e}", l.name))?,
+                ),
                 None => None,
             };
             listeners.insert(
                 l.name.clone(),
-                ListenerRt { http2: l.http2, tls, redirect_https_port: l.redirect_https_port },
+                ListenerRt {
+                    http2: l.http2,
+                    tls,
+                    redirect_https_port: l.redirect_https_port,
+                },
             );
         }
 
         // Upstream TLS client configs are shared by every target of a service: build them per
         // service, keyed by the upstream they use.
-        let mut tls_by_upstream: HashMap<usize, (UpstreamProtocol, Option<Arc<ClientConfig>>, Option<String>)> = HashMap::new();
+        let mut tls_by_upstream: HashMap<
+            usize,
+            (UpstreamProtocol, Option<Arc<ClientConfig>>, Option<String>),
+        > = HashMap::new();
         for s in &cfg.services {
             if let ServiceKind::Proxy(p) = &s.kind {
                 let client = match &p.tls {
-                    Some(t) => Some(tls::client_config(t, p.protocol.is_http2()).map_err(|e| format!("service {:?}: {e}", s.name))?),
+                    Some(t) => Some(
+                        tls::client_config(t, p.protocol.is_http2())
+                            .map_err(|e| format!("service {:?}: {e}", s.name))?,
+                    ),
                     None => None,
                 };
                 let sni = p.tls.as_ref().and_then(|t| t.sni.clone());
@@ -143,19 +160,36 @@ impl Runtime {
             .unwrap_or_default();
         let mut upstreams = Vec::with_capacity(cfg.upstreams.len());
         for (i, u) in cfg.upstreams.iter().enumerate() {
-            let (protocol, client, sni) = tls_by_upstream.get(&i).cloned().unwrap_or((UpstreamProtocol::Http1, None, None));
+            let (protocol, client, sni) =
+                tls_by_upstream
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or((UpstreamProtocol::Http1, None, None));
             let prev = prev_upstreams.get(u.name.as_str()).copied();
-            upstreams.push(Arc::new(compile_upstream(u, protocol, client, sni.as_deref(), prev)?));
+            upstreams.push(Arc::new(compile_upstream(
+                u,
+                protocol,
+                client,
+                sni.as_deref(),
+                prev,
+            )?));
         }
         // Health gauges: drop series of targets that disappeared.
         if let Some(p) = previous {
             for old in &p.upstreams {
                 for t in old.balancer.targets() {
                     let still = upstreams.iter().any(|u| {
-                        u.name == old.name && u.balancer.targets().iter().any(|n| n.address() == t.address())
+                        u.name == old.name
+                            && u.balancer
+                                .targets()
+                                .iter()
+                                .any(|n| n.address() == t.address())
                     });
                     if !still {
-                        metrics.forget_target(&TargetHealthLabels { upstream: old.name.to_string(), target: t.address().to_string() });
+                        metrics.forget_target(&TargetHealthLabels {
+                            upstream: old.name.to_string(),
+                            target: t.address().to_string(),
+                        });
                     }
                 }
             }
@@ -191,7 +225,10 @@ impl Runtime {
         let mut specs = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let service = services[r.service].clone();
-            let info = Arc::new(RouteInfo { name: r.name.as_str().into(), service: service.name.clone() });
+            let info = Arc::new(RouteInfo {
+                name: r.name.as_str().into(),
+                service: service.name.clone(),
+            });
             let chain = plugins.route_chain(cfg, i, r.service);
             routes.push(RouteRt {
                 metrics: metrics.route(&r.name, &service.name),
@@ -219,7 +256,10 @@ impl Runtime {
         }
         if let Some(p) = previous {
             for old in &p.routes {
-                if !routes.iter().any(|r| r.info.name == old.info.name && r.info.service == old.info.service) {
+                if !routes
+                    .iter()
+                    .any(|r| r.info.name == old.info.name && r.info.service == old.info.service)
+                {
                     metrics.forget_route(&old.info.name, &old.info.service);
                 }
             }
@@ -240,7 +280,6 @@ impl Runtime {
             listeners,
             global_chain,
             plugins,
-            compiled_at: Instant::now(),
         })
     }
 }
@@ -272,7 +311,14 @@ fn compile_upstream(
             model::Algorithm::ConsistentHash => gw_upstream::Algorithm::ConsistentHash,
             model::Algorithm::Ewma => gw_upstream::Algorithm::Ewma,
         },
-        targets: u.targets.iter().map(|t| TargetConfig { address: t.authority(), weight: t.weight }).collect(),
+        targets: u
+            .targets
+            .iter()
+            .map(|t| TargetConfig {
+                address: t.authority(),
+                weight: t.weight,
+            })
+            .collect(),
         health,
         max_connections_per_target: u.max_connections_per_target,
     };
@@ -313,7 +359,11 @@ fn compile_upstream(
         breaker,
         endpoints,
         hash_on: u.hash_on.clone(),
-        failure_statuses: u.passive_health.as_ref().map(|p| p.failure_statuses.clone()).unwrap_or_default(),
+        failure_statuses: u
+            .passive_health
+            .as_ref()
+            .map(|p| p.failure_statuses.clone())
+            .unwrap_or_default(),
         config: u.clone(),
     })
 }

@@ -68,7 +68,11 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -165,10 +169,11 @@ impl Gateway {
         let metrics = self.shared.metrics.clone();
         let config = Arc::new(config);
         let cfg = config.clone();
-        let compiled = tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics))
-            .await
-            .map_err(|e| format!("compile task failed: {e}"))
-            .and_then(|r| r);
+        let compiled =
+            tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics))
+                .await
+                .map_err(|e| format!("compile task failed: {e}"))
+                .and_then(|r| r);
         let rt = match compiled {
             Ok(rt) => rt,
             Err(e) => {
@@ -191,20 +196,31 @@ impl Gateway {
     async fn sync_listeners(&self, config: &Config) -> Result<(), String> {
         let mut new_ones = Vec::new();
         {
-            let current = self.shared.listeners.lock().map_err(|_| "listener table poisoned")?;
+            let current = self
+                .shared
+                .listeners
+                .lock()
+                .map_err(|_| "listener table poisoned")?;
             for l in &config.listeners {
                 match current.get(&l.name) {
-                    Some(h) if h.addr == l.address || (l.address.port() == 0 && h.addr.ip() == l.address.ip()) => {}
+                    Some(h)
+                        if h.addr == l.address
+                            || (l.address.port() == 0 && h.addr.ip() == l.address.ip()) => {}
                     _ => new_ones.push(l.clone()),
                 }
             }
         }
         let mut bound = Vec::new();
         for l in &new_ones {
-            let tcp = bind(l.address).map_err(|e| format!("listener {:?} on {}: {e}", l.name, l.address))?;
+            let tcp = bind(l.address)
+                .map_err(|e| format!("listener {:?} on {}: {e}", l.name, l.address))?;
             bound.push((l.name.clone(), tcp));
         }
-        let mut current = self.shared.listeners.lock().map_err(|_| "listener table poisoned")?;
+        let mut current = self
+            .shared
+            .listeners
+            .lock()
+            .map_err(|_| "listener table poisoned")?;
         for (name, tcp) in bound {
             let addr = tcp.local_addr().map_err(|e| e.to_string())?;
             let (stop, stop_rx) = watch::channel(false);
@@ -247,13 +263,24 @@ impl Gateway {
             h.stop();
         }
         self.shared.tasks.close();
-        if tokio::time::timeout(timeout, self.shared.tasks.wait()).await.is_err() {
-            tracing::warn!(remaining = self.shared.tasks.len(), "shutdown timeout: closing remaining connections");
+        if tokio::time::timeout(timeout, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.shared.tasks.len(),
+                "shutdown timeout: closing remaining connections"
+            );
         }
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: Arc<str>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -294,7 +321,9 @@ async fn serve_conn(tcp: TcpStream, peer: SocketAddr, listener: Arc<str>, shared
         Err(_) => return,
     };
     let rt = shared.runtime.load_full();
-    let Some(lrt) = rt.listeners.get(&*listener) else { return };
+    let Some(lrt) = rt.listeners.get(&*listener) else {
+        return;
+    };
     let limits = rt.gateway.limits.clone();
     let http2 = lrt.http2;
     let tls = lrt.tls.clone();
@@ -302,13 +331,26 @@ async fn serve_conn(tcp: TcpStream, peer: SocketAddr, listener: Arc<str>, shared
     let state = ConnState::new();
     match tls {
         None => {
-            let info = ConnInfo { peer, local, listener, tls: false, sni: None, client_certs: None, state: state.clone() };
+            let info = ConnInfo {
+                peer,
+                local,
+                listener,
+                tls: false,
+                sni: None,
+                client_certs: None,
+                state: state.clone(),
+            };
             let mode = if http2 { Mode::Auto } else { Mode::Http1 };
             serve_http(TrackedIo::new(tcp, state), info, mode, &limits, shared).await;
         }
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(
+                limits.header_read_timeout,
+                acceptor.accept(tcp),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -326,7 +368,15 @@ async fn serve_conn(tcp: TcpStream, peer: SocketAddr, listener: Arc<str>, shared
                 .peer_certificates()
                 .filter(|c| !c.is_empty())
                 .map(|c| Arc::new(c.iter().map(|d| d.as_ref().to_vec()).collect::<Vec<_>>()));
-            let info = ConnInfo { peer, local, listener, tls: true, sni, client_certs, state: state.clone() };
+            let info = ConnInfo {
+                peer,
+                local,
+                listener,
+                tls: true,
+                sni,
+                client_certs,
+                state: state.clone(),
+            };
             let mode = if h2 { Mode::Http2 } else { Mode::Http1 };
             serve_http(TrackedIo::new(stream, state), info, mode, &limits, shared).await;
         }
@@ -339,14 +389,21 @@ enum Mode {
     Http2,
 }
 
-async fn serve_http<I>(io: TrackedIo<I>, info: ConnInfo, mode: Mode, limits: &gw_config::model::Limits, shared: Arc<Shared>)
-where
+async fn serve_http<I>(
+    io: TrackedIo<I>,
+    info: ConnInfo,
+    mode: Mode,
+    limits: &gw_config::model::Limits,
+    shared: Arc<Shared>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let state = info.state.clone();
     let info = Arc::new(info);
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req: Request<Incoming>| pipeline::serve(req, info.clone(), svc_shared.clone()));
+    let svc = service_fn(move |req: Request<Incoming>| {
+        pipeline::serve(req, info.clone(), svc_shared.clone())
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -354,8 +411,9 @@ where
         // The watchdog enforces the head-read and idle timeouts (see `conn`).
         .header_read_timeout(None)
         .max_headers(limits.max_headers)
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size((limits.max_header_bytes * 2).max(128 * 1024))
+        // A head that does not fit the read buffer is answered 431 by hyper. Bodies stream
+        // through the same buffer, in chunks of at most this size.
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
         .http2()
@@ -441,11 +499,18 @@ fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>>
             let now = Instant::now();
             for u in &rt.upstreams {
                 for t in u.balancer.health_snapshot(now) {
-                    let labels = TargetHealthLabels { upstream: u.name.to_string(), target: t.address.to_string() };
+                    let labels = TargetHealthLabels {
+                        upstream: u.name.to_string(),
+                        target: t.address.to_string(),
+                    };
                     s.metrics.set_target_health(&labels, t.healthy);
                 }
             }
-            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", s.metrics.encode())
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                s.metrics.encode(),
+            )
         }
         "/health" | "/live" => (
             StatusCode::OK,
@@ -454,9 +519,17 @@ fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>>
         ),
         "/ready" => {
             if s.draining.load(Ordering::Relaxed) {
-                (StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"draining"}"#.to_string())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    r#"{"status":"draining"}"#.to_string(),
+                )
             } else {
-                (StatusCode::OK, "application/json", r#"{"status":"ready"}"#.to_string())
+                (
+                    StatusCode::OK,
+                    "application/json",
+                    r#"{"status":"ready"}"#.to_string(),
+                )
             }
         }
         "/status/upstreams" => {
@@ -475,12 +548,21 @@ fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>>
                     serde_json::json!({ "name": &*u.name, "targets": targets, "circuit": circuit })
                 })
                 .collect();
-            (StatusCode::OK, "application/json", serde_json::json!({ "upstreams": ups }).to_string())
+            (
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({ "upstreams": ups }).to_string(),
+            )
         }
-        _ => (StatusCode::NOT_FOUND, "application/json", r#"{"error":"not_found"}"#.to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"error":"not_found"}"#.to_string(),
+        ),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
 }

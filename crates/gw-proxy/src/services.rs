@@ -16,13 +16,21 @@ use crate::body::{BodyTooLarge, RequestBody, ResponseBody};
 const ECHO_BODY_MAX: usize = 64 * 1024;
 
 /// Answer with a JSON description of the request as the gateway would send it upstream.
-pub(crate) async fn echo(head: &RequestHead, mut body: RequestBody, cx: &Ctx, listener: &str) -> Result<Response<ResponseBody>, Error> {
+pub(crate) async fn echo(
+    head: &RequestHead,
+    mut body: RequestBody,
+    cx: &Ctx,
+    listener: &str,
+) -> Result<Response<ResponseBody>, Error> {
     let mut kept = Vec::new();
     let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             if e.is::<BodyTooLarge>() {
-                Error::new(ErrorKind::PayloadTooLarge, "request body exceeds the route limit")
+                Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    "request body exceeds the route limit",
+                )
             } else {
                 Error::new(ErrorKind::DownstreamClosed, "reading request body").with_cause(e)
             }
@@ -67,8 +75,12 @@ pub(crate) async fn echo(head: &RequestHead, mut body: RequestBody, cx: &Ctx, li
     });
     let bytes = Bytes::from(serde_json::to_vec_pretty(&doc).unwrap_or_default());
     let mut r = Response::new(ResponseBody::full(bytes.clone()));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     *r.status_mut() = StatusCode::OK;
     Ok(r)
 }
@@ -81,6 +93,7 @@ pub(crate) fn static_response(s: &StaticResponse) -> Response<ResponseBody> {
     for (k, v) in &s.headers {
         r.headers_mut().insert(k.clone(), v.clone());
     }
-    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     r
 }

@@ -30,7 +30,10 @@ pub struct SchemaError {
 impl SchemaError {
     /// An error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        SchemaError { path: path.into(), message: message.into() }
+        SchemaError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -115,7 +118,11 @@ impl FilePlugin {
             return n.clone();
         }
         let mut s = self.config.plugin_name().to_string();
-        for (k, v) in [("route", &self.route), ("service", &self.service), ("consumer", &self.consumer)] {
+        for (k, v) in [
+            ("route", &self.route),
+            ("service", &self.service),
+            ("consumer", &self.consumer),
+        ] {
             if let Some(v) = v {
                 s.push('@');
                 s.push_str(k);
@@ -154,7 +161,9 @@ impl Serialize for FilePlugin {
     }
 }
 
-const PLUGIN_FIELDS: &[&str] = &["plugin", "name", "route", "service", "consumer", "enabled", "tags", "config"];
+const PLUGIN_FIELDS: &[&str] = &[
+    "plugin", "name", "route", "service", "consumer", "enabled", "tags", "config",
+];
 
 /// Deserializes `config` with the schema of the already-read plugin name.
 struct ConfigSeed<'a>(&'a str);
