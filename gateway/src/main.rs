@@ -45,24 +45,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run {
-            config,
-            log_format,
-            no_watch,
-        } => run(&config, log_format == "json", !no_watch),
+        Command::Run { config, log_format, no_watch } => run(&config, log_format == "json", !no_watch),
         Command::Validate { file } => validate(&file),
-        Command::HashPassword => {
-            match read_stdin_secret().and_then(|p| gw_config::hash_password(&p)) {
-                Ok(h) => {
-                    println!("{h}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::HashPassword => match read_stdin_secret().and_then(|p| gw_config::hash_password(&p)) {
+            Ok(h) => {
+                println!("{h}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::HashKey => match read_stdin_secret() {
             Ok(k) => {
                 let h = gw_config::hash_api_key(&k);
@@ -80,9 +74,7 @@ fn main() -> ExitCode {
 
 fn read_stdin_secret() -> Result<String, String> {
     let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .map_err(|e| e.to_string())?;
+    std::io::stdin().read_to_string(&mut s).map_err(|e| e.to_string())?;
     let s = s.trim_end_matches(['\n', '\r']).to_string();
     if s.is_empty() {
         return Err("nothing on stdin".into());
@@ -104,11 +96,7 @@ fn validate(file: &Path) -> ExitCode {
         eprintln!("{}: {e}", file.display());
         return ExitCode::FAILURE;
     }
-    println!(
-        "{}: valid ({routes} routes, hash {})",
-        file.display(),
-        &hash[..12]
-    );
+    println!("{}: valid ({routes} routes, hash {})", file.display(), &hash[..12]);
     ExitCode::SUCCESS
 }
 

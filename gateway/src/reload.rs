@@ -16,11 +16,7 @@ use crate::DEBOUNCE;
 pub(crate) fn spawn(gw: gw_proxy::Gateway, path: PathBuf, watch: bool) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<&'static str>(16);
-        let _watcher = if watch {
-            start_watcher(&path, tx.clone())
-        } else {
-            None
-        };
+        let _watcher = if watch { start_watcher(&path, tx.clone()) } else { None };
         let sig_tx = tx.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -42,15 +38,8 @@ pub(crate) fn spawn(gw: gw_proxy::Gateway, path: PathBuf, watch: bool) -> JoinHa
     })
 }
 
-fn start_watcher(
-    path: &Path,
-    tx: mpsc::Sender<&'static str>,
-) -> Option<notify::RecommendedWatcher> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+fn start_watcher(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::RecommendedWatcher> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let name = path.file_name()?.to_os_string();
     let mut w = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
@@ -58,10 +47,7 @@ fn start_watcher(
             return;
         }
         // Match on the file name, and on any change to a `..data` symlink (ConfigMaps).
-        let relevant = ev
-            .paths
-            .iter()
-            .any(|p| p.file_name() == Some(&name) || p.ends_with("..data"));
+        let relevant = ev.paths.iter().any(|p| p.file_name() == Some(&name) || p.ends_with("..data"));
         if relevant {
             let _ = tx.try_send("file change");
         }

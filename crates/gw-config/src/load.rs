@@ -86,11 +86,7 @@ fn yaml_options(env: HashMap<String, String>) -> serde_saphyr::Options {
 
 /// Parse YAML text into the file format. `${VAR}` in unquoted values is replaced from `env`
 /// (an unset variable is an error; `${VAR:-default}` gives a default).
-pub fn parse_yaml(
-    text: &str,
-    source: &str,
-    env: HashMap<String, String>,
-) -> Result<FileConfig, LoadError> {
+pub fn parse_yaml(text: &str, source: &str, env: HashMap<String, String>) -> Result<FileConfig, LoadError> {
     let opts = yaml_options(env);
     let res = serde_saphyr::with_deserializer_from_str_with_options(text, opts, |de| {
         Ok(serde_path_to_error::deserialize::<_, FileConfig>(de))
@@ -200,9 +196,7 @@ pub fn load_file_with_env(path: &Path, env: HashMap<String, String>) -> Result<C
         })
     })?;
     let file = parse_yaml(&text, &source, env)?;
-    let opts = ValidateOptions {
-        base_dir: path.parent().map(PathBuf::from),
-    };
+    let opts = ValidateOptions { base_dir: path.parent().map(PathBuf::from) };
     validate_located(&file, &source, Some(&text), &opts)
 }
 
@@ -357,16 +351,9 @@ mod tests {
     fn semantic_error_is_located() {
         let yaml = "services:\n  - name: a\n    url: http://127.0.0.1:${UP_PORT}\nroutes:\n  - name: r\n    service: nope\n    paths: [/x]\n";
         let file = parse_yaml(yaml, "gw.yaml", env()).unwrap();
-        assert_eq!(
-            file.services[0].url.as_deref(),
-            Some("http://127.0.0.1:9001")
-        );
-        let err = validate_located(&file, "gw.yaml", Some(yaml), &ValidateOptions::default())
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "gw.yaml:6:5: routes[0].service: unknown service \"nope\""
-        );
+        assert_eq!(file.services[0].url.as_deref(), Some("http://127.0.0.1:9001"));
+        let err = validate_located(&file, "gw.yaml", Some(yaml), &ValidateOptions::default()).unwrap_err();
+        assert_eq!(err.to_string(), "gw.yaml:6:5: routes[0].service: unknown service \"nope\"");
     }
 
     /// An unset environment variable is an error naming the variable, not an empty value.
@@ -390,11 +377,7 @@ mod tests {
     /// JSON errors name the failing field.
     #[test]
     fn json_errors_name_the_field() {
-        let err = parse_json(
-            r#"{"routes":[{"name":"r","service":"s","priority":"high"}]}"#,
-            "<admin>",
-        )
-        .unwrap_err();
+        let err = parse_json(r#"{"routes":[{"name":"r","service":"s","priority":"high"}]}"#, "<admin>").unwrap_err();
         let e = &err.errors[0];
         assert_eq!(e.path.as_deref(), Some("routes[0].priority"), "{err}");
     }

@@ -28,15 +28,10 @@ impl PathTemplate {
                 pieces.push(Piece::Lit(rest[..open].to_string()));
             }
             let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| format!("rewrite {text:?}: unclosed '{{'"))?;
+            let close = after.find('}').ok_or_else(|| format!("rewrite {text:?}: unclosed '{{'"))?;
             let raw = &after[..close];
             let name = raw.strip_prefix('*').unwrap_or(raw);
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("rewrite {text:?}: invalid parameter name {raw:?}"));

@@ -136,10 +136,7 @@ struct V {
 
 impl V {
     fn err(&mut self, path: KeyPath, message: impl Into<String>) {
-        self.errors.push(ValidationError {
-            path,
-            message: message.into(),
-        });
+        self.errors.push(ValidationError { path, message: message.into() });
     }
 
     fn read_file(&mut self, path: KeyPath, file: &str) -> Option<Vec<u8>> {
@@ -159,9 +156,7 @@ impl V {
     fn name(&mut self, path: KeyPath, name: &str, seen: &mut HashSet<String>, what: &str) {
         let ok = !name.is_empty()
             && name.len() <= 128
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
         if !ok {
             self.err(
                 path,
@@ -179,27 +174,15 @@ fn dur(d: &Option<Dur>, default: Duration) -> Duration {
 
 /// Validate a configuration document into the model.
 pub fn validate(file: &FileConfig, opts: &ValidateOptions) -> Result<Config, Vec<ValidationError>> {
-    let mut v = V {
-        errors: Vec::new(),
-        base_dir: opts.base_dir.clone(),
-    };
+    let mut v = V { errors: Vec::new(), base_dir: opts.base_dir.clone() };
     let gateway = gateway(&mut v, file.gateway.as_ref());
     let certificates = certificates(&mut v, &file.certificates);
     let listeners = listeners(&mut v, &file.listeners, &file.certificates, &certificates);
     let (mut upstreams, upstream_index) = upstreams(&mut v, &file.upstreams);
     let services = services(&mut v, &file.services, &mut upstreams, &upstream_index);
-    let service_index: HashMap<&str, usize> = file
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let routes = routes(
-        &mut v,
-        &file.routes,
-        &service_index,
-        gateway.limits.max_body_bytes,
-    );
+    let service_index: HashMap<&str, usize> =
+        file.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let routes = routes(&mut v, &file.routes, &service_index, gateway.limits.max_body_bytes);
     let consumers = consumers(&mut v, &file.consumers);
     let plugins = plugins(&mut v, file);
     if !v.errors.is_empty() {
@@ -243,10 +226,7 @@ fn parse_listen(v: &mut V, path: KeyPath, text: Option<&str>, default: &str) -> 
     match t.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            v.err(
-                path,
-                format!("{t:?} is not an ip:port address (or \"off\")"),
-            );
+            v.err(path, format!("{t:?} is not an ip:port address (or \"off\")"));
             None
         }
     }
@@ -256,12 +236,7 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
     let d = FileGateway::default();
     let g = g.unwrap_or(&d);
     let base = kp!["gateway"];
-    let status_listener = parse_listen(
-        v,
-        base.join("status_listener"),
-        g.status_listener.as_deref(),
-        "127.0.0.1:9100",
-    );
+    let status_listener = parse_listen(v, base.join("status_listener"), g.status_listener.as_deref(), "127.0.0.1:9100");
     let admin_listener = parse_listen(
         v,
         base.join("admin").join("listen"),
@@ -270,23 +245,13 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
     );
     let mut trusted_proxies = Vec::new();
     for (i, t) in g.trusted_proxies.iter().flatten().enumerate() {
-        match t
-            .parse::<IpNet>()
-            .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
-        {
+        match t.parse::<IpNet>().or_else(|_| t.parse::<IpAddr>().map(IpNet::from)) {
             Ok(n) => trusted_proxies.push(n.trunc()),
-            Err(_) => v.err(
-                base.join("trusted_proxies").join(i),
-                format!("{t:?} is not an IP or CIDR"),
-            ),
+            Err(_) => v.err(base.join("trusted_proxies").join(i), format!("{t:?} is not an IP or CIDR")),
         }
     }
     let request_id_header = match HeaderName::from_bytes(
-        g.request_id_header
-            .as_deref()
-            .unwrap_or("x-request-id")
-            .to_ascii_lowercase()
-            .as_bytes(),
+        g.request_id_header.as_deref().unwrap_or("x-request-id").to_ascii_lowercase().as_bytes(),
     ) {
         Ok(h) => h,
         Err(_) => {
@@ -304,30 +269,16 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         }
         Some(p) => LogTarget::File(PathBuf::from(p)),
     };
-    let access_log = AccessLog {
-        enabled: al.enabled.unwrap_or(true),
-        target,
-    };
+    let access_log = AccessLog { enabled: al.enabled.unwrap_or(true), target };
     let l = g.limits.clone().unwrap_or_default();
     let lp = base.join("limits");
-    let max_header_bytes = l
-        .max_header_bytes
-        .as_ref()
-        .map(|b| b.get())
-        .unwrap_or(32 * 1024);
+    let max_header_bytes = l.max_header_bytes.as_ref().map(|b| b.get()).unwrap_or(32 * 1024);
     if !(8192..=1 << 20).contains(&max_header_bytes) {
         v.err(lp.join("max_header_bytes"), "must be between 8KiB and 1MiB");
     }
-    let max_uri_bytes = l
-        .max_uri_bytes
-        .as_ref()
-        .map(|b| b.get())
-        .unwrap_or(8 * 1024);
+    let max_uri_bytes = l.max_uri_bytes.as_ref().map(|b| b.get()).unwrap_or(8 * 1024);
     if !(256..=max_header_bytes).contains(&max_uri_bytes) {
-        v.err(
-            lp.join("max_uri_bytes"),
-            "must be between 256 bytes and max_header_bytes",
-        );
+        v.err(lp.join("max_uri_bytes"), "must be between 256 bytes and max_header_bytes");
     }
     let max_headers = l.max_headers.unwrap_or(100);
     if !(1..=1000).contains(&max_headers) {
@@ -345,20 +296,13 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         max_header_bytes: max_header_bytes as usize,
         max_headers,
         max_uri_bytes: max_uri_bytes as usize,
-        max_body_bytes: l
-            .max_body_bytes
-            .as_ref()
-            .map(|b| b.get())
-            .unwrap_or(100 << 20),
+        max_body_bytes: l.max_body_bytes.as_ref().map(|b| b.get()).unwrap_or(100 << 20),
         header_read_timeout: dur(&l.header_read_timeout, Duration::from_secs(10)),
         idle_timeout: dur(&l.idle_timeout, Duration::from_secs(60)),
         max_connections,
         max_concurrent_streams,
     };
-    for (k, d) in [
-        ("header_read_timeout", limits.header_read_timeout),
-        ("idle_timeout", limits.idle_timeout),
-    ] {
+    for (k, d) in [("header_read_timeout", limits.header_read_timeout), ("idle_timeout", limits.idle_timeout)] {
         if d.is_zero() {
             v.err(lp.join(k), "must be greater than zero");
         }
@@ -383,19 +327,11 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         for (i, u) in urls.iter().enumerate() {
             let s = u.expose();
             if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
-                let p = if cluster {
-                    rp.join("cluster_urls").join(i)
-                } else {
-                    rp.join("url")
-                };
+                let p = if cluster { rp.join("cluster_urls").join(i) } else { rp.join("url") };
                 v.err(p, "must start with redis:// or rediss://");
             }
         }
-        Some(Redis {
-            urls,
-            cluster,
-            timeout: dur(&r.timeout, Duration::from_millis(100)),
-        })
+        Some(Redis { urls, cluster, timeout: dur(&r.timeout, Duration::from_millis(100)) })
     });
     let node_id = g.node_id.clone().unwrap_or_else(default_node_id);
     Gateway {
@@ -448,35 +384,21 @@ fn certificates(v: &mut V, certs: &[FileCertificate]) -> Vec<Certificate> {
         let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) else {
             continue;
         };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .filter_map(Result::ok)
-            .collect();
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
         if chain.is_empty() {
-            v.err(
-                p.join(if c.cert.is_some() {
-                    "cert"
-                } else {
-                    "cert_file"
-                }),
-                "no PEM certificate found",
-            );
+            v.err(p.join(if c.cert.is_some() { "cert" } else { "cert_file" }), "no PEM certificate found");
             continue;
         }
         if PrivateKeyDer::from_pem_slice(&key_pem).is_err() {
-            v.err(
-                p.join(if c.key.is_some() { "key" } else { "key_file" }),
-                "no PEM private key found",
-            );
+            v.err(p.join(if c.key.is_some() { "key" } else { "key_file" }), "no PEM private key found");
             continue;
         }
         let snis = match &c.snis {
             Some(s) => {
                 for (j, n) in s.iter().enumerate() {
                     if gw_router::HostPattern::parse(n).is_err() {
-                        v.err(
-                            p.join("snis").join(j),
-                            format!("{n:?} is not a valid server name"),
-                        );
+                        v.err(p.join("snis").join(j), format!("{n:?} is not a valid server name"));
                     }
                 }
                 s.iter().map(|n| n.to_ascii_lowercase()).collect()
@@ -484,21 +406,13 @@ fn certificates(v: &mut V, certs: &[FileCertificate]) -> Vec<Certificate> {
             None => {
                 let names = dns_sans(&chain[0]);
                 if names.is_empty() {
-                    v.err(
-                        p.clone(),
-                        "the certificate has no DNS names; list its `snis`",
-                    );
+                    v.err(p.clone(), "the certificate has no DNS names; list its `snis`");
                 }
                 names
             }
         };
         let key_text = String::from_utf8_lossy(&key_pem).into_owned();
-        out.push(Certificate {
-            name: c.name.clone(),
-            cert_pem,
-            key_pem: Secret(key_text),
-            snis,
-        });
+        out.push(Certificate { name: c.name.clone(), cert_pem, key_pem: Secret(key_text), snis });
     }
     out
 }
@@ -522,12 +436,7 @@ pub(crate) fn dns_sans(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn listeners(
-    v: &mut V,
-    ls: &[FileListener],
-    file_certs: &[FileCertificate],
-    certs: &[Certificate],
-) -> Vec<Listener> {
+fn listeners(v: &mut V, ls: &[FileListener], file_certs: &[FileCertificate], certs: &[Certificate]) -> Vec<Listener> {
     if ls.is_empty() {
         return vec![Listener {
             name: "default".into(),
@@ -537,11 +446,7 @@ fn listeners(
             redirect_https_port: None,
         }];
     }
-    let cert_index: HashMap<&str, usize> = file_certs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_str(), i))
-        .collect();
+    let cert_index: HashMap<&str, usize> = file_certs.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut addrs = HashSet::new();
@@ -551,18 +456,12 @@ fn listeners(
         let address: SocketAddr = match l.address.parse() {
             Ok(a) => a,
             Err(_) => {
-                v.err(
-                    p.join("address"),
-                    format!("{:?} is not an ip:port address", l.address),
-                );
+                v.err(p.join("address"), format!("{:?} is not an ip:port address", l.address));
                 continue;
             }
         };
         if !addrs.insert(address) {
-            v.err(
-                p.join("address"),
-                format!("address {address} is used by another listener"),
-            );
+            v.err(p.join("address"), format!("address {address} is used by another listener"));
         }
         let tls = l.tls.as_ref().and_then(|t| {
             let tp = p.join("tls");
@@ -573,10 +472,7 @@ fn listeners(
                     .filter_map(|(j, n)| {
                         let r = cert_index.get(n.as_str()).copied();
                         if r.is_none() {
-                            v.err(
-                                tp.join("certificates").join(j),
-                                format!("unknown certificate {n:?}"),
-                            );
+                            v.err(tp.join("certificates").join(j), format!("unknown certificate {n:?}"));
                         }
                         r
                     })
@@ -591,10 +487,7 @@ fn listeners(
                 Some(n) => match cert_index.get(n.as_str()) {
                     Some(&i) => i,
                     None => {
-                        v.err(
-                            tp.join("default_certificate"),
-                            format!("unknown certificate {n:?}"),
-                        );
+                        v.err(tp.join("default_certificate"), format!("unknown certificate {n:?}"));
                         return None;
                     }
                 },
@@ -604,17 +497,11 @@ fn listeners(
                 None | Some("1.2") => false,
                 Some("1.3") => true,
                 Some(o) => {
-                    v.err(
-                        tp.join("min_version"),
-                        format!("{o:?}: use \"1.2\" or \"1.3\""),
-                    );
+                    v.err(tp.join("min_version"), format!("{o:?}: use \"1.2\" or \"1.3\""));
                     false
                 }
             };
-            let client_ca_pem = t
-                .client_ca_file
-                .as_ref()
-                .and_then(|f| v.read_file(tp.join("client_ca_file"), f));
+            let client_ca_pem = t.client_ca_file.as_ref().and_then(|f| v.read_file(tp.join("client_ca_file"), f));
             let client_cert_required = t.client_cert_required.unwrap_or(false);
             if client_cert_required && t.client_ca_file.is_none() {
                 v.err(tp.join("client_cert_required"), "requires `client_ca_file`");
@@ -631,10 +518,7 @@ fn listeners(
             })
         });
         if l.redirect_https_port.is_some() && l.tls.is_some() {
-            v.err(
-                p.join("redirect_https_port"),
-                "only clear-text listeners can redirect to HTTPS",
-            );
+            v.err(p.join("redirect_https_port"), "only clear-text listeners can redirect to HTTPS");
         }
         out.push(Listener {
             name: l.name.clone(),
@@ -650,29 +534,21 @@ fn listeners(
 /// Parse `host:port` (`[v6]:port`).
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let end = rest
-            .find(']')
-            .ok_or_else(|| format!("{s:?}: unclosed '['"))?;
+        let end = rest.find(']').ok_or_else(|| format!("{s:?}: unclosed '['"))?;
         let host = &rest[..end];
-        let port = rest[end + 1..]
-            .strip_prefix(':')
-            .ok_or_else(|| format!("{s:?} needs a port, like [::1]:8080"))?;
+        let port = rest[end + 1..].strip_prefix(':').ok_or_else(|| format!("{s:?} needs a port, like [::1]:8080"))?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(format!("{s:?}: {host:?} is not an IPv6 address"));
         }
         (host.to_string(), port)
     } else {
-        let (h, p) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} needs a port, like host:8080"))?;
+        let (h, p) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} needs a port, like host:8080"))?;
         if h.contains(':') {
             return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"));
         }
         (h.to_string(), p)
     };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{s:?}: invalid port {port:?}"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{s:?}: invalid port {port:?}"))?;
     if port == 0 {
         return Err(format!("{s:?}: port 0 is not allowed"));
     }
@@ -689,16 +565,9 @@ fn check_host(host: &str) -> Result<(), String> {
     }
     let ok = host.len() <= 253
         && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{host:?} is not a valid host name or IP"))
-    }
+    if ok { Ok(()) } else { Err(format!("{host:?} is not a valid host name or IP")) }
 }
 
 fn upstreams(v: &mut V, ups: &[FileUpstream]) -> (Vec<Upstream>, HashMap<String, usize>) {
@@ -723,32 +592,21 @@ fn upstreams(v: &mut V, ups: &[FileUpstream]) -> (Vec<Upstream>, HashMap<String,
         };
         let hash_on = match &u.hash_on {
             None => None,
-            Some(FileHashOn::Header(h)) => {
-                match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
-                    Ok(h) => Some(HashOn::Header(h)),
-                    Err(_) => {
-                        v.err(
-                            p.join("hash_on").join("header"),
-                            format!("{h:?} is not a header name"),
-                        );
-                        None
-                    }
+            Some(FileHashOn::Header(h)) => match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                Ok(h) => Some(HashOn::Header(h)),
+                Err(_) => {
+                    v.err(p.join("hash_on").join("header"), format!("{h:?} is not a header name"));
+                    None
                 }
-            }
+            },
             Some(FileHashOn::Cookie(c)) => Some(HashOn::Cookie(c.clone())),
             Some(FileHashOn::ClientIp) => Some(HashOn::ClientIp),
         };
         if algorithm == Algorithm::ConsistentHash && hash_on.is_none() && u.hash_on.is_none() {
-            v.err(
-                p.join("hash_on"),
-                "consistent-hash needs `hash_on` (header, cookie or client_ip)",
-            );
+            v.err(p.join("hash_on"), "consistent-hash needs `hash_on` (header, cookie or client_ip)");
         }
         if algorithm != Algorithm::ConsistentHash && u.hash_on.is_some() {
-            v.err(
-                p.join("hash_on"),
-                "`hash_on` only applies to algorithm consistent-hash",
-            );
+            v.err(p.join("hash_on"), "`hash_on` only applies to algorithm consistent-hash");
         }
         if u.targets.is_empty() {
             v.err(p.join("targets"), "an upstream needs at least one target");
@@ -760,10 +618,7 @@ fn upstreams(v: &mut V, ups: &[FileUpstream]) -> (Vec<Upstream>, HashMap<String,
             match parse_host_port(&t.address) {
                 Ok((host, port)) => {
                     if !taddrs.insert((host.clone(), port)) {
-                        v.err(
-                            tp.join("address"),
-                            format!("duplicate target {:?}", t.address),
-                        );
+                        v.err(tp.join("address"), format!("duplicate target {:?}", t.address));
                     }
                     let weight = t.weight.unwrap_or(100);
                     if weight > 10_000 {
@@ -808,19 +663,13 @@ fn upstreams(v: &mut V, ups: &[FileUpstream]) -> (Vec<Upstream>, HashMap<String,
                 consecutive_failures: a.consecutive_failures.unwrap_or(5),
                 ejection_time: dur(&a.ejection_time, Duration::from_secs(10)),
                 max_ejection_time: dur(&a.max_ejection_time, Duration::from_secs(300)),
-                failure_statuses: a
-                    .failure_statuses
-                    .clone()
-                    .unwrap_or_else(|| vec![502, 503, 504]),
+                failure_statuses: a.failure_statuses.clone().unwrap_or_else(|| vec![502, 503, 504]),
             };
             if h.consecutive_failures == 0 {
                 v.err(pp.join("consecutive_failures"), "must be at least 1");
             }
             if h.max_ejection_time < h.ejection_time {
-                v.err(
-                    pp.join("max_ejection_time"),
-                    "must not be shorter than ejection_time",
-                );
+                v.err(pp.join("max_ejection_time"), "must not be shorter than ejection_time");
             }
             check_statuses(v, pp.join("failure_statuses"), &h.failure_statuses);
             h
@@ -838,24 +687,15 @@ fn upstreams(v: &mut V, ups: &[FileUpstream]) -> (Vec<Upstream>, HashMap<String,
                 v.err(cp.join("failure_ratio"), "must be in (0, 1]");
             }
             if cb.min_requests == 0 || cb.half_open_requests == 0 {
-                v.err(
-                    cp.clone(),
-                    "min_requests and half_open_requests must be at least 1",
-                );
+                v.err(cp.clone(), "min_requests and half_open_requests must be at least 1");
             }
             if cb.window.is_zero() || cb.open_duration.is_zero() {
-                v.err(
-                    cp.clone(),
-                    "window and open_duration must be greater than zero",
-                );
+                v.err(cp.clone(), "window and open_duration must be greater than zero");
             }
             cb
         });
         if u.max_connections_per_target == Some(0) {
-            v.err(
-                p.join("max_connections_per_target"),
-                "must be at least 1 (omit it for no cap)",
-            );
+            v.err(p.join("max_connections_per_target"), "must be at least 1 (omit it for no cap)");
         }
         index.insert(u.name.clone(), out.len());
         out.push(Upstream {
@@ -911,11 +751,7 @@ fn services(
             write: dur(&t.write, Duration::from_secs(60)),
             total: t.total.as_ref().map(Dur::get),
         };
-        for (k, d) in [
-            ("connect", timeouts.connect),
-            ("read", timeouts.read),
-            ("write", timeouts.write),
-        ] {
+        for (k, d) in [("connect", timeouts.connect), ("read", timeouts.read), ("write", timeouts.write)] {
             if d.is_zero() {
                 v.err(p.join("timeouts").join(k), "must be greater than zero");
             }
@@ -931,23 +767,13 @@ fn services(
             v.err(p.join("retries").join("attempts"), "at most 10 retries");
         }
         if !(0.0..=1.0).contains(&retries.budget_ratio) {
-            v.err(
-                p.join("retries").join("budget_ratio"),
-                "must be between 0 and 1",
-            );
+            v.err(p.join("retries").join("budget_ratio"), "must be between 0 and 1");
         }
-        check_statuses(
-            v,
-            p.join("retries").join("on_statuses"),
-            &retries.on_statuses,
-        );
+        check_statuses(v, p.join("retries").join("on_statuses"), &retries.on_statuses);
         let kind = match s.kind.as_deref() {
             None | Some("proxy") => {
                 if s.response.is_some() {
-                    v.err(
-                        p.join("response"),
-                        "`response` is only for services of type static",
-                    );
+                    v.err(p.join("response"), "`response` is only for services of type static");
                 }
                 proxy_target(v, &p, s, upstreams, upstream_index).map(ServiceKind::Proxy)
             }
@@ -959,18 +785,12 @@ fn services(
                     ("tls", s.tls.is_some()),
                 ] {
                     if set {
-                        v.err(
-                            p.join(key),
-                            format!("`{key}` does not apply to a service of type {k}"),
-                        );
+                        v.err(p.join(key), format!("`{key}` does not apply to a service of type {k}"));
                     }
                 }
                 if k == "echo" {
                     if s.response.is_some() {
-                        v.err(
-                            p.join("response"),
-                            "`response` is only for services of type static",
-                        );
+                        v.err(p.join("response"), "`response` is only for services of type static");
                     }
                     Some(ServiceKind::Echo)
                 } else {
@@ -978,28 +798,16 @@ fn services(
                 }
             }
             Some(o) => {
-                v.err(
-                    p.join("type"),
-                    format!("unknown service type {o:?}; use proxy, echo or static"),
-                );
+                v.err(p.join("type"), format!("unknown service type {o:?}; use proxy, echo or static"));
                 None
             }
         };
-        out.push(Service {
-            name: s.name.clone(),
-            kind: kind.unwrap_or(ServiceKind::Echo),
-            timeouts,
-            retries,
-        });
+        out.push(Service { name: s.name.clone(), kind: kind.unwrap_or(ServiceKind::Echo), timeouts, retries });
     }
     out
 }
 
-fn static_response(
-    v: &mut V,
-    p: &KeyPath,
-    r: Option<&FileStaticResponse>,
-) -> Option<StaticResponse> {
+fn static_response(v: &mut V, p: &KeyPath, r: Option<&FileStaticResponse>) -> Option<StaticResponse> {
     let d = FileStaticResponse::default();
     let r = r.unwrap_or(&d);
     let rp = p.join("response");
@@ -1012,22 +820,12 @@ fn static_response(
     };
     let mut headers = Vec::new();
     for (k, val) in &r.headers {
-        match (
-            HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
-            HeaderValue::from_str(val),
-        ) {
+        match (HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()), HeaderValue::from_str(val)) {
             (Ok(n), Ok(hv)) => headers.push((n, hv)),
-            _ => v.err(
-                rp.join("headers").join(k.as_str()),
-                "invalid header name or value",
-            ),
+            _ => v.err(rp.join("headers").join(k.as_str()), "invalid header name or value"),
         }
     }
-    Some(StaticResponse {
-        status,
-        body: r.body.clone().unwrap_or_default(),
-        headers,
-    })
+    Some(StaticResponse { status, body: r.body.clone().unwrap_or_default(), headers })
 }
 
 fn proxy_target(
@@ -1043,10 +841,7 @@ fn proxy_target(
         Some(pr) => match parse_protocol(pr) {
             Some(x) => Some(x),
             None => {
-                v.err(
-                    p.join("protocol"),
-                    format!("unknown protocol {pr:?}; use http, https, h2c, h2, grpc or grpcs"),
-                );
+                v.err(p.join("protocol"), format!("unknown protocol {pr:?}; use http, https, h2c, h2, grpc or grpcs"));
                 return None;
             }
         },
@@ -1055,17 +850,11 @@ fn proxy_target(
         (Some(url), None) => {
             let up = p.join("url");
             let Some((scheme, rest)) = url.split_once("://") else {
-                v.err(
-                    up,
-                    format!("{url:?} is not a URL like http://host:port/path"),
-                );
+                v.err(up, format!("{url:?} is not a URL like http://host:port/path"));
                 return None;
             };
             let Some(proto) = parse_protocol(scheme) else {
-                v.err(
-                    up,
-                    format!("unknown scheme {scheme:?}; use http, https, h2c, h2, grpc or grpcs"),
-                );
+                v.err(up, format!("unknown scheme {scheme:?}; use http, https, h2c, h2, grpc or grpcs"));
                 return None;
             };
             if protocol.is_some_and(|x| x != proto) {
@@ -1077,10 +866,7 @@ fn proxy_target(
                 None => (rest, ""),
             };
             if authority.contains('@') {
-                v.err(
-                    up,
-                    "credentials in the URL are not supported; use a plugin to add auth headers",
-                );
+                v.err(up, "credentials in the URL are not supported; use a plugin to add auth headers");
                 return None;
             }
             let default_port = if proto.is_tls() { 443 } else { 80 };
@@ -1097,10 +883,7 @@ fn proxy_target(
                 }
             };
             if path.contains('?') || path.contains('#') {
-                v.err(
-                    p.join("url"),
-                    "the service URL must not have a query or fragment",
-                );
+                v.err(p.join("url"), "the service URL must not have a query or fragment");
             }
             path_prefix = path.trim_end_matches('/').to_string();
             let idx = upstreams.len();
@@ -1108,11 +891,7 @@ fn proxy_target(
                 name: s.name.clone(),
                 algorithm: Algorithm::RoundRobin,
                 hash_on: None,
-                targets: vec![Target {
-                    host,
-                    port,
-                    weight: 100,
-                }],
+                targets: vec![Target { host, port, weight: 100 }],
                 active_health: None,
                 passive_health: None,
                 circuit_breaker: None,
@@ -1131,10 +910,7 @@ fn proxy_target(
             }
         },
         _ => {
-            v.err(
-                p.clone(),
-                "a proxy service needs exactly one of `url` and `upstream`",
-            );
+            v.err(p.clone(), "a proxy service needs exactly one of `url` and `upstream`");
             return None;
         }
     };
@@ -1151,16 +927,12 @@ fn proxy_target(
     let tls = if protocol.is_tls() {
         let t = s.tls.clone().unwrap_or_default();
         let tp = p.join("tls");
-        let ca_pem = t
-            .ca_file
-            .as_ref()
-            .and_then(|f| v.read_file(tp.join("ca_file"), f));
+        let ca_pem = t.ca_file.as_ref().and_then(|f| v.read_file(tp.join("ca_file"), f));
         let client_cert = match (&t.client_cert_file, &t.client_key_file) {
             (Some(c), Some(k)) => {
                 let c = v.read_file(tp.join("client_cert_file"), c);
                 let k = v.read_file(tp.join("client_key_file"), k);
-                c.zip(k)
-                    .map(|(c, k)| (c, Secret(String::from_utf8_lossy(&k).into_owned())))
+                c.zip(k).map(|(c, k)| (c, Secret(String::from_utf8_lossy(&k).into_owned())))
             }
             (None, None) => None,
             _ => {
@@ -1173,27 +945,14 @@ fn proxy_target(
                 v.err(tp.join("sni"), e);
             }
         }
-        Some(UpstreamTls {
-            verify: t.verify.unwrap_or(true),
-            ca_pem,
-            sni: t.sni.clone(),
-            client_cert,
-        })
+        Some(UpstreamTls { verify: t.verify.unwrap_or(true), ca_pem, sni: t.sni.clone(), client_cert })
     } else {
         if s.tls.is_some() {
-            v.err(
-                p.join("tls"),
-                "`tls` needs a TLS protocol (https, h2, grpcs)",
-            );
+            v.err(p.join("tls"), "`tls` needs a TLS protocol (https, h2, grpcs)");
         }
         None
     };
-    Some(ProxyTarget {
-        upstream,
-        protocol,
-        tls,
-        path_prefix,
-    })
+    Some(ProxyTarget { upstream, protocol, tls, path_prefix })
 }
 
 fn str_match(v: &mut V, path: KeyPath, value: &str) -> Option<Option<StrMatch>> {
@@ -1209,12 +968,7 @@ fn str_match(v: &mut V, path: KeyPath, value: &str) -> Option<Option<StrMatch>> 
     }
 }
 
-fn routes(
-    v: &mut V,
-    rs: &[FileRoute],
-    services: &HashMap<&str, usize>,
-    default_body: u64,
-) -> Vec<Route> {
+fn routes(v: &mut V, rs: &[FileRoute], services: &HashMap<&str, usize>, default_body: u64) -> Vec<Route> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for (i, r) in rs.iter().enumerate() {
@@ -1223,10 +977,7 @@ fn routes(
         let service = match services.get(r.service.as_str()) {
             Some(&s) => s,
             None => {
-                v.err(
-                    p.join("service"),
-                    format!("unknown service {:?}", r.service),
-                );
+                v.err(p.join("service"), format!("unknown service {:?}", r.service));
                 0
             }
         };
@@ -1249,10 +1000,7 @@ fn routes(
             let up = m.to_ascii_uppercase();
             match Method::from_bytes(up.as_bytes()) {
                 Ok(x) if up == *m => methods.push(x),
-                _ => v.err(
-                    p.join("methods").join(j),
-                    format!("{m:?} is not an upper-case HTTP method"),
-                ),
+                _ => v.err(p.join("methods").join(j), format!("{m:?} is not an upper-case HTTP method")),
             }
         }
         let mut headers = Vec::new();
@@ -1270,10 +1018,7 @@ fn routes(
         for (k, val) in &r.query {
             let qp = p.join("query").join(k.as_str());
             if let Some(value) = str_match(v, qp, val) {
-                query.push(QueryMatch {
-                    name: k.clone(),
-                    value,
-                });
+                query.push(QueryMatch { name: k.clone(), value });
             }
         }
         let (mut http, mut https) = (true, true);
@@ -1284,10 +1029,7 @@ fn routes(
                 match pr.as_str() {
                     "http" => http = true,
                     "https" => https = true,
-                    o => v.err(
-                        p.join("protocols").join(j),
-                        format!("{o:?}: use http or https"),
-                    ),
+                    o => v.err(p.join("protocols").join(j), format!("{o:?}: use http or https")),
                 }
             }
             if protos.is_empty() {
@@ -1298,11 +1040,8 @@ fn routes(
             None => None,
             Some(t) => match PathTemplate::parse(t) {
                 Ok(tpl) => {
-                    let known: HashSet<String> = paths
-                        .iter()
-                        .flat_map(|pp| pp.param_names())
-                        .map(str::to_string)
-                        .collect();
+                    let known: HashSet<String> =
+                        paths.iter().flat_map(|pp| pp.param_names()).map(str::to_string).collect();
                     for name in tpl.params() {
                         if !known.contains(name) {
                             v.err(
@@ -1320,10 +1059,7 @@ fn routes(
             },
         };
         if rewrite.is_some() && r.strip_path == Some(true) {
-            v.err(
-                p.join("strip_path"),
-                "`strip_path` and `rewrite` cannot be combined",
-            );
+            v.err(p.join("strip_path"), "`strip_path` and `rewrite` cannot be combined");
         }
         let auth_mode = match r.auth_mode.as_deref() {
             None | Some("any") => AuthMode::Any,
@@ -1347,11 +1083,7 @@ fn routes(
             strip_path: r.strip_path.unwrap_or(false),
             rewrite,
             preserve_host: r.preserve_host.unwrap_or(false),
-            max_body_bytes: r
-                .max_body_bytes
-                .as_ref()
-                .map(|b| b.get())
-                .unwrap_or(default_body),
+            max_body_bytes: r.max_body_bytes.as_ref().map(|b| b.get()).unwrap_or(default_body),
             auth_mode,
         });
     }
@@ -1373,10 +1105,8 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-const JWT_ALGORITHMS: &[&str] = &[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
-    "ES384", "EdDSA",
-];
+const JWT_ALGORITHMS: &[&str] =
+    &["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
 
 fn consumers(v: &mut V, cs: &[FileConsumer]) -> Vec<Consumer> {
     let mut out = Vec::new();
@@ -1418,33 +1148,18 @@ fn consumers(v: &mut V, cs: &[FileConsumer]) -> Vec<Consumer> {
                     };
                     if let Some(h) = hash {
                         if !keys.insert(h) {
-                            v.err(
-                                cp.clone(),
-                                "this API key is already used by another credential",
-                            );
+                            v.err(cp.clone(), "this API key is already used by another credential");
                         }
-                        let id = id
-                            .clone()
-                            .unwrap_or_else(|| format!("{}:key-auth:{j}", c.username));
+                        let id = id.clone().unwrap_or_else(|| format!("{}:key-auth:{j}", c.username));
                         credentials.push(Credential::KeyAuth { id, key_sha256: h });
                     }
                 }
-                FileCredential::BasicAuth {
-                    username,
-                    password,
-                    password_hash,
-                } => {
+                FileCredential::BasicAuth { username, password, password_hash } => {
                     if username.is_empty() || username.contains(':') {
-                        v.err(
-                            cp.join("username"),
-                            "must be non-empty and must not contain ':'",
-                        );
+                        v.err(cp.join("username"), "must be non-empty and must not contain ':'");
                     }
                     if !basic.insert(username.clone()) {
-                        v.err(
-                            cp.join("username"),
-                            format!("basic-auth user {username:?} is already defined"),
-                        );
+                        v.err(cp.join("username"), format!("basic-auth user {username:?} is already defined"));
                     }
                     let hash = match (password, password_hash) {
                         (Some(pw), None) => match hash_password(pw.expose()) {
@@ -1456,66 +1171,37 @@ fn consumers(v: &mut V, cs: &[FileConsumer]) -> Vec<Consumer> {
                         },
                         (None, Some(h)) => {
                             if argon2::PasswordHash::new(h).is_err() || !h.starts_with("$argon2") {
-                                v.err(
-                                    cp.join("password_hash"),
-                                    "expected an argon2 PHC string ($argon2id$...)",
-                                );
+                                v.err(cp.join("password_hash"), "expected an argon2 PHC string ($argon2id$...)");
                                 None
                             } else {
                                 Some(h.clone())
                             }
                         }
                         _ => {
-                            v.err(
-                                cp.clone(),
-                                "give exactly one of `password` and `password_hash`",
-                            );
+                            v.err(cp.clone(), "give exactly one of `password` and `password_hash`");
                             None
                         }
                     };
                     if let Some(password_hash) = hash {
-                        credentials.push(Credential::BasicAuth {
-                            username: username.clone(),
-                            password_hash,
-                        });
+                        credentials.push(Credential::BasicAuth { username: username.clone(), password_hash });
                     }
                 }
-                FileCredential::Jwt {
-                    key,
-                    algorithm,
-                    secret,
-                    public_key,
-                } => {
+                FileCredential::Jwt { key, algorithm, secret, public_key } => {
                     if !JWT_ALGORITHMS.contains(&algorithm.as_str()) {
-                        v.err(
-                            cp.join("algorithm"),
-                            format!("{algorithm:?}: use one of {}", JWT_ALGORITHMS.join(", ")),
-                        );
+                        v.err(cp.join("algorithm"), format!("{algorithm:?}: use one of {}", JWT_ALGORITHMS.join(", ")));
                     } else if algorithm.starts_with("HS") {
                         if secret.is_none() || public_key.is_some() {
-                            v.err(
-                                cp.clone(),
-                                format!("{algorithm} needs `secret` (and no `public_key`)"),
-                            );
+                            v.err(cp.clone(), format!("{algorithm} needs `secret` (and no `public_key`)"));
                         } else if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
                             v.err(cp.join("secret"), "HMAC secrets must be at least 32 bytes");
                         }
                     } else if public_key.is_none() || secret.is_some() {
-                        v.err(
-                            cp.clone(),
-                            format!("{algorithm} needs `public_key` (and no `secret`)"),
-                        );
-                    } else if public_key
-                        .as_ref()
-                        .is_some_and(|k| !k.contains("-----BEGIN"))
-                    {
+                        v.err(cp.clone(), format!("{algorithm} needs `public_key` (and no `secret`)"));
+                    } else if public_key.as_ref().is_some_and(|k| !k.contains("-----BEGIN")) {
                         v.err(cp.join("public_key"), "expected a PEM public key");
                     }
                     if !jwt.insert(key.clone()) {
-                        v.err(
-                            cp.join("key"),
-                            format!("jwt key {key:?} is already defined"),
-                        );
+                        v.err(cp.join("key"), format!("jwt key {key:?} is already defined"));
                     }
                     credentials.push(Credential::Jwt {
                         key: key.clone(),
@@ -1526,32 +1212,18 @@ fn consumers(v: &mut V, cs: &[FileConsumer]) -> Vec<Consumer> {
                 }
                 FileCredential::HmacAuth { username, secret } => {
                     if !hmac.insert(username.clone()) {
-                        v.err(
-                            cp.join("username"),
-                            format!("hmac-auth user {username:?} is already defined"),
-                        );
+                        v.err(cp.join("username"), format!("hmac-auth user {username:?} is already defined"));
                     }
                     if secret.expose().len() < 16 {
-                        v.err(
-                            cp.join("secret"),
-                            "HMAC secrets must be at least 16 characters",
-                        );
+                        v.err(cp.join("secret"), "HMAC secrets must be at least 16 characters");
                     }
-                    credentials.push(Credential::HmacAuth {
-                        username: username.clone(),
-                        secret: secret.clone(),
-                    });
+                    credentials.push(Credential::HmacAuth { username: username.clone(), secret: secret.clone() });
                 }
                 FileCredential::Mtls { subject_name } => {
                     if !mtls.insert(subject_name.clone()) {
-                        v.err(
-                            cp.join("subject_name"),
-                            format!("mtls subject {subject_name:?} is already mapped"),
-                        );
+                        v.err(cp.join("subject_name"), format!("mtls subject {subject_name:?} is already mapped"));
                     }
-                    credentials.push(Credential::Mtls {
-                        subject_name: subject_name.clone(),
-                    });
+                    credentials.push(Credential::Mtls { subject_name: subject_name.clone() });
                 }
             }
         }
@@ -1581,11 +1253,7 @@ fn parse_sha256(s: &str) -> Option<[u8; 32]> {
 
 fn plugins(v: &mut V, file: &FileConfig) -> Vec<Plugin> {
     let idx = |names: Vec<&str>| -> HashMap<String, usize> {
-        names
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| (n.to_string(), i))
-            .collect()
+        names.into_iter().enumerate().map(|(i, n)| (n.to_string(), i)).collect()
     };
     let routes = idx(file.routes.iter().map(|r| r.name.as_str()).collect());
     let services = idx(file.services.iter().map(|r| r.name.as_str()).collect());
@@ -1597,10 +1265,7 @@ fn plugins(v: &mut V, file: &FileConfig) -> Vec<Plugin> {
         let p = kp!["plugins", i];
         let instance = pl.instance_name();
         if !instances.insert(instance.clone()) {
-            v.err(
-                p.join("name"),
-                format!("duplicate plugin instance name {instance:?}"),
-            );
+            v.err(p.join("name"), format!("duplicate plugin instance name {instance:?}"));
         }
         let mut resolve = |key: &str, name: &Option<String>, map: &HashMap<String, usize>| {
             name.as_ref().and_then(|n| {
@@ -1617,31 +1282,15 @@ fn plugins(v: &mut V, file: &FileConfig) -> Vec<Plugin> {
         if let Err(e) = pl.config.validate() {
             v.err(p.join("config").extend_dotted(&e.path), e.message);
         }
-        if !scopes.insert((
-            pl.config.plugin_name(),
-            pl.route.clone(),
-            pl.service.clone(),
-            pl.consumer.clone(),
-        )) && pl.enabled != Some(false)
+        if !scopes.insert((pl.config.plugin_name(), pl.route.clone(), pl.service.clone(), pl.consumer.clone()))
+            && pl.enabled != Some(false)
         {
-            v.err(
-                p.clone(),
-                format!(
-                    "plugin {} is already configured for this scope",
-                    pl.config.plugin_name()
-                ),
-            );
+            v.err(p.clone(), format!("plugin {} is already configured for this scope", pl.config.plugin_name()));
         }
         if pl.enabled == Some(false) {
             continue;
         }
-        out.push(Plugin {
-            instance,
-            route,
-            service,
-            consumer,
-            config: pl.config.clone(),
-        });
+        out.push(Plugin { instance, route, service, consumer, config: pl.config.clone() });
     }
     out
 }
@@ -1660,10 +1309,7 @@ mod tests {
     /// host:port parsing covers names, IPv4, bracketed IPv6 and errors.
     #[test]
     fn host_port_parsing() {
-        assert_eq!(
-            parse_host_port("a.example:80").unwrap(),
-            ("a.example".into(), 80)
-        );
+        assert_eq!(parse_host_port("a.example:80").unwrap(), ("a.example".into(), 80));
         assert_eq!(parse_host_port("[::1]:8080").unwrap(), ("::1".into(), 8080));
         assert!(parse_host_port("::1:80").is_err());
         assert!(parse_host_port("host").is_err());

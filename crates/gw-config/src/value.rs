@@ -21,12 +21,7 @@ pub struct Dur {
 impl Dur {
     /// A duration from a value; its text is the humantime rendering.
     pub fn new(value: Duration) -> Self {
-        Dur {
-            value,
-            text: humantime::format_duration(value)
-                .to_string()
-                .replace(' ', ""),
-        }
+        Dur { value, text: humantime::format_duration(value).to_string().replace(' ', "") }
     }
 
     /// From whole seconds.
@@ -51,15 +46,10 @@ impl Dur {
             return Err("empty duration; write e.g. \"5s\" or \"250ms\"".into());
         }
         if t.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "duration {t:?} has no unit; write e.g. \"{t}s\" or \"{t}ms\""
-            ));
+            return Err(format!("duration {t:?} has no unit; write e.g. \"{t}s\" or \"{t}ms\""));
         }
         humantime::parse_duration(t)
-            .map(|value| Dur {
-                value,
-                text: t.to_string(),
-            })
+            .map(|value| Dur { value, text: t.to_string() })
             .map_err(|e| format!("invalid duration {t:?}: {e}; write e.g. \"5s\" or \"250ms\""))
     }
 }
@@ -100,14 +90,10 @@ impl<'de> Deserialize<'de> for Dur {
                 Dur::parse(v).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-                Err(E::custom(format!(
-                    "duration {v} has no unit; write e.g. \"{v}s\" or \"{v}ms\""
-                )))
+                Err(E::custom(format!("duration {v} has no unit; write e.g. \"{v}s\" or \"{v}ms\"")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                Err(E::custom(format!(
-                    "duration {v} has no unit; write e.g. \"{v}s\" or \"{v}ms\""
-                )))
+                Err(E::custom(format!("duration {v} has no unit; write e.g. \"{v}s\" or \"{v}ms\"")))
             }
         }
         d.deserialize_any(V)
@@ -139,9 +125,8 @@ impl ByteSize {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| {
-            format!("invalid size {t:?}; write e.g. 1048576, \"64KiB\" or \"10MiB\"")
-        })?;
+        let n: u64 =
+            num.parse().map_err(|_| format!("invalid size {t:?}; write e.g. 1048576, \"64KiB\" or \"10MiB\""))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" | "K" => 1 << 10,
@@ -151,18 +136,11 @@ impl ByteSize {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             other => {
-                return Err(format!(
-                    "unknown size unit {other:?} in {t:?}; use B, KiB, MiB, GiB, kB, MB or GB"
-                ));
+                return Err(format!("unknown size unit {other:?} in {t:?}; use B, KiB, MiB, GiB, kB, MB or GB"));
             }
         };
-        let value = n
-            .checked_mul(mult)
-            .ok_or_else(|| format!("size {t:?} is too large"))?;
-        Ok(ByteSize {
-            value,
-            text: Some(t.to_string()),
-        })
+        let value = n.checked_mul(mult).ok_or_else(|| format!("size {t:?} is too large"))?;
+        Ok(ByteSize { value, text: Some(t.to_string()) })
     }
 }
 
@@ -205,9 +183,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize::bytes(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize::bytes)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize::bytes).map_err(|_| E::custom("a size cannot be negative"))
             }
         }
         d.deserialize_any(V)
@@ -256,11 +232,7 @@ mod tests {
         assert_eq!(ByteSize::parse("10MB").unwrap().get(), 10_000_000);
         assert_eq!(ByteSize::parse("1GiB").unwrap().get(), 1 << 30);
         assert!(ByteSize::parse("5 furlongs").is_err());
-        assert!(
-            ByteSize::parse("99999999999999GiB")
-                .unwrap_err()
-                .contains("too large")
-        );
+        assert!(ByteSize::parse("99999999999999GiB").unwrap_err().contains("too large"));
     }
 
     /// Secrets never show in Debug output.

@@ -28,11 +28,7 @@ pub struct Reply {
 impl Reply {
     /// An empty response.
     pub fn empty(status: StatusCode) -> Self {
-        Reply {
-            status,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-        }
+        Reply { status, headers: HeaderMap::new(), body: Bytes::new() }
     }
 
     /// A JSON response.
@@ -40,20 +36,13 @@ impl Reply {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = serde_json::to_vec(value).unwrap_or_default();
-        Reply {
-            status,
-            headers,
-            body: Bytes::from(body),
-        }
+        Reply { status, headers, body: Bytes::from(body) }
     }
 
     /// The gateway's standard error body: `{"error": code, "message": msg}`. The proxy adds the
     /// request id when it sends the reply.
     pub fn error(status: StatusCode, code: &str, message: &str) -> Self {
-        Reply::json(
-            status,
-            &serde_json::json!({ "error": code, "message": message }),
-        )
+        Reply::json(status, &serde_json::json!({ "error": code, "message": message }))
     }
 
     /// Add a header (builder style).

@@ -110,9 +110,7 @@ pub trait Plugin: Send + Sync + 'static {
     /// `cx.credential_id`, and strip credentials from `req` unless configured otherwise.
     /// Default: no credentials.
     async fn authenticate(&self, _req: &mut RequestHead, _cx: &mut Ctx) -> Result<AuthOutcome> {
-        Ok(AuthOutcome::NoCredentials {
-            challenge: Reply::empty(http::StatusCode::UNAUTHORIZED),
-        })
+        Ok(AuthOutcome::NoCredentials { challenge: Reply::empty(http::StatusCode::UNAUTHORIZED) })
     }
 
     /// Access phase, after authentication: allow, deny, limit. `Flow::Respond` answers the client
@@ -123,12 +121,7 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The whole request body, buffered (only when some plugin of the route has this hook, and
     /// within the route's body limit). May edit head and body. Default: continue.
-    async fn request_body(
-        &self,
-        _req: &mut RequestHead,
-        _body: &mut Bytes,
-        _cx: &mut Ctx,
-    ) -> Result<Flow> {
+    async fn request_body(&self, _req: &mut RequestHead, _body: &mut Bytes, _cx: &mut Ctx) -> Result<Flow> {
         Ok(Flow::Continue)
     }
 
@@ -145,12 +138,7 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The whole upstream response body, buffered (only when some plugin has this hook).
     /// Default: nothing.
-    async fn response_body(
-        &self,
-        _resp: &mut ResponseHead,
-        _body: &mut Bytes,
-        _cx: &mut Ctx,
-    ) -> Result<()> {
+    async fn response_body(&self, _resp: &mut ResponseHead, _body: &mut Bytes, _cx: &mut Ctx) -> Result<()> {
         Ok(())
     }
 

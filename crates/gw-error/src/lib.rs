@@ -118,14 +118,10 @@ impl ErrorKind {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpsRequired => StatusCode::UPGRADE_REQUIRED,
             ConnectFailed | UpstreamTls | UpstreamProtocol => StatusCode::BAD_GATEWAY,
-            ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => {
-                StatusCode::GATEWAY_TIMEOUT
+            ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => StatusCode::GATEWAY_TIMEOUT,
+            NoHealthyUpstream | CircuitOpen | UpstreamOverloaded | Overloaded | DependencyUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
-            NoHealthyUpstream
-            | CircuitOpen
-            | UpstreamOverloaded
-            | Overloaded
-            | DependencyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             // 499 is nginx's "client closed request"; only ever seen in logs.
             DownstreamClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,9 +176,7 @@ impl ErrorKind {
             RequestTimeout => "request timeout",
             HttpsRequired => "please use HTTPS",
             ConnectFailed | UpstreamTls | UpstreamProtocol => "bad gateway",
-            ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => {
-                "upstream timed out"
-            }
+            ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => "upstream timed out",
             NoHealthyUpstream => "no healthy upstream",
             CircuitOpen => "upstream unavailable (circuit open)",
             UpstreamOverloaded | Overloaded => "service overloaded",
@@ -196,12 +190,10 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            NoRoute | MethodNotAllowed | BadRequest | UriTooLong | HeadersTooLarge
-            | PayloadTooLarge | Unauthorized | Forbidden | TooManyRequests | RequestTimeout
-            | HttpsRequired | DownstreamClosed => Side::Downstream,
-            ConnectFailed | ConnectTimeout | UpstreamTls | UpstreamTimeout
-            | UpstreamWriteTimeout | TotalTimeout | UpstreamProtocol | NoHealthyUpstream
-            | CircuitOpen | UpstreamOverloaded => Side::Upstream,
+            NoRoute | MethodNotAllowed | BadRequest | UriTooLong | HeadersTooLarge | PayloadTooLarge | Unauthorized
+            | Forbidden | TooManyRequests | RequestTimeout | HttpsRequired | DownstreamClosed => Side::Downstream,
+            ConnectFailed | ConnectTimeout | UpstreamTls | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout
+            | UpstreamProtocol | NoHealthyUpstream | CircuitOpen | UpstreamOverloaded => Side::Upstream,
             Overloaded | DependencyUnavailable | Internal => Side::Internal,
         }
     }
@@ -209,10 +201,7 @@ impl ErrorKind {
     /// Whether this kind of failure counts against an upstream target's health.
     pub fn is_upstream_failure(self) -> bool {
         use ErrorKind::*;
-        matches!(
-            self,
-            ConnectFailed | ConnectTimeout | UpstreamTls | UpstreamTimeout | UpstreamProtocol
-        )
+        matches!(self, ConnectFailed | ConnectTimeout | UpstreamTls | UpstreamTimeout | UpstreamProtocol)
     }
 }
 
@@ -228,13 +217,7 @@ pub struct Error {
 impl Error {
     /// A new error of `kind`, with the kind's default side and no retry.
     pub fn new(kind: ErrorKind, context: impl Into<Cow<'static, str>>) -> Self {
-        Error {
-            kind,
-            side: kind.side(),
-            retry: Retry::Never,
-            context: context.into(),
-            cause: None,
-        }
+        Error { kind, side: kind.side(), retry: Retry::Never, context: context.into(), cause: None }
     }
 
     /// Attach the underlying cause.
@@ -290,10 +273,8 @@ impl Error {
 
     /// Whether `self` was caused, directly or transitively, by an error of type `E`.
     pub fn is_caused_by<E: std::error::Error + 'static>(&self) -> bool {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = self
-            .cause
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static));
+        let mut cur: Option<&(dyn std::error::Error + 'static)> =
+            self.cause.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
         while let Some(e) = cur {
             if e.is::<E>() {
                 return true;
@@ -330,9 +311,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.cause.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -373,10 +352,7 @@ mod tests {
     fn display_chains_causes_and_is_caused_by_finds_them() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let e = Error::new(ErrorKind::ConnectFailed, "connecting to 127.0.0.1:1").with_cause(io);
-        assert_eq!(
-            e.to_string(),
-            "upstream_connect_failed: connecting to 127.0.0.1:1: refused"
-        );
+        assert_eq!(e.to_string(), "upstream_connect_failed: connecting to 127.0.0.1:1: refused");
         assert!(e.is_caused_by::<std::io::Error>());
         assert!(!e.is_caused_by::<std::fmt::Error>());
         assert_eq!(e.side(), Side::Upstream);

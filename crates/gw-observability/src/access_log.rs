@@ -75,17 +75,10 @@ impl AccessLog {
         let out: Box<dyn Write + Send> = match &target {
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
             AccessLogTarget::Stderr => Box::new(std::io::stderr()),
-            AccessLogTarget::File(p) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
+            AccessLogTarget::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
         };
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || writer(rx, out))?;
+        std::thread::Builder::new().name("access-log".into()).spawn(move || writer(rx, out))?;
         Ok(AccessLog { tx })
     }
 
@@ -138,10 +131,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
-        d.subsec_millis()
-    )
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", d.subsec_millis())
 }
 
 #[cfg(test)]

@@ -51,11 +51,7 @@ struct NameLabels {
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        60.0,
-    ]
-    .into_iter()
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0].into_iter()
 }
 
 /// Every metric of the gateway. One per process; cheap to share in an `Arc`.
@@ -117,51 +113,24 @@ impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::with_prefix("gatehouse");
         let requests = Family::<RequestLabels, Counter>::default();
-        r.register(
-            "http_requests",
-            "Requests by route, service and status class",
-            requests.clone(),
-        );
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
-        });
-        r.register(
-            "http_request_duration_seconds",
-            "Total request latency seen by the gateway",
-            latency.clone(),
-        );
-        let upstream_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
-        });
+        r.register("http_requests", "Requests by route, service and status class", requests.clone());
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        r.register("http_request_duration_seconds", "Total request latency seen by the gateway", latency.clone());
+        let upstream_latency =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
         r.register(
             "upstream_duration_seconds",
             "Time from sending the upstream request to its response head",
             upstream_latency.clone(),
         );
         let no_route = Counter::default();
-        r.register(
-            "http_no_route",
-            "Requests that matched no route",
-            no_route.clone(),
-        );
+        r.register("http_no_route", "Requests that matched no route", no_route.clone());
         let errors = Family::<CodeLabels, Counter>::default();
-        r.register(
-            "http_errors",
-            "Requests answered with a gateway error, by error code",
-            errors.clone(),
-        );
+        r.register("http_errors", "Requests answered with a gateway error, by error code", errors.clone());
         let active_connections = Gauge::default();
-        r.register(
-            "downstream_connections_active",
-            "Open client connections",
-            active_connections.clone(),
-        );
+        r.register("downstream_connections_active", "Open client connections", active_connections.clone());
         let connections_total = Counter::default();
-        r.register(
-            "downstream_connections",
-            "Accepted client connections",
-            connections_total.clone(),
-        );
+        r.register("downstream_connections", "Accepted client connections", connections_total.clone());
         let connections_rejected = Counter::default();
         r.register(
             "downstream_connections_rejected",
@@ -181,11 +150,7 @@ impl Metrics {
             upstream_ejections.clone(),
         );
         let reloads = Family::<ResultLabels, Counter>::default();
-        r.register(
-            "config_reloads",
-            "Configuration reloads by result",
-            reloads.clone(),
-        );
+        r.register("config_reloads", "Configuration reloads by result", reloads.clone());
         let config_timestamp = Gauge::<f64, AtomicU64>::default();
         r.register(
             "config_last_reload_success_timestamp_seconds",
@@ -199,11 +164,7 @@ impl Metrics {
             access_log_dropped.clone(),
         );
         let plugin_counters = Family::<NameLabels, Counter>::default();
-        r.register(
-            "plugin_events",
-            "Plugin events by name (e.g. redis fail-open)",
-            plugin_counters.clone(),
-        );
+        r.register("plugin_events", "Plugin events by name (e.g. redis fail-open)", plugin_counters.clone());
         Metrics {
             registry: Mutex::new(r),
             requests,
@@ -227,17 +188,10 @@ impl Metrics {
     pub fn route(&self, route: &str, service: &str) -> RouteMetrics {
         let by_class = CLASSES.map(|c| {
             self.requests
-                .get_or_create(&RequestLabels {
-                    route: route.into(),
-                    service: service.into(),
-                    status_class: c,
-                })
+                .get_or_create(&RequestLabels { route: route.into(), service: service.into(), status_class: c })
                 .clone()
         });
-        let rl = RouteLabels {
-            route: route.into(),
-            service: service.into(),
-        };
+        let rl = RouteLabels { route: route.into(), service: service.into() };
         RouteMetrics {
             by_class,
             latency: self.latency.get_or_create(&rl).clone(),
@@ -249,16 +203,9 @@ impl Metrics {
     /// reloads).
     pub fn forget_route(&self, route: &str, service: &str) {
         for c in CLASSES {
-            self.requests.remove(&RequestLabels {
-                route: route.into(),
-                service: service.into(),
-                status_class: c,
-            });
+            self.requests.remove(&RequestLabels { route: route.into(), service: service.into(), status_class: c });
         }
-        let rl = RouteLabels {
-            route: route.into(),
-            service: service.into(),
-        };
+        let rl = RouteLabels { route: route.into(), service: service.into() };
         self.latency.remove(&rl);
         self.upstream_latency.remove(&rl);
     }
@@ -296,9 +243,7 @@ impl Metrics {
 
     /// Set a target's health gauge.
     pub fn set_target_health(&self, labels: &TargetHealthLabels, healthy: bool) {
-        self.upstream_health
-            .get_or_create(labels)
-            .set(i64::from(healthy));
+        self.upstream_health.get_or_create(labels).set(i64::from(healthy));
     }
 
     /// Count a target health change.
@@ -314,11 +259,7 @@ impl Metrics {
 
     /// Count a reload attempt.
     pub fn reload(&self, ok: bool) {
-        self.reloads
-            .get_or_create(&ResultLabels {
-                result: if ok { "success" } else { "failure" },
-            })
-            .inc();
+        self.reloads.get_or_create(&ResultLabels { result: if ok { "success" } else { "failure" } }).inc();
         if ok {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -335,11 +276,7 @@ impl Metrics {
 
     /// Count a named plugin event.
     pub fn plugin_event(&self, name: &str) {
-        self.plugin_counters
-            .get_or_create(&NameLabels {
-                name: name.to_string(),
-            })
-            .inc();
+        self.plugin_counters.get_or_create(&NameLabels { name: name.to_string() }).inc();
     }
 
     /// Register extra metrics (plugins) under `gatehouse_<prefix>_...`.

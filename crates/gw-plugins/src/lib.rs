@@ -29,8 +29,6 @@ pub struct BuildEnv<'a> {
 pub fn build(config: &PluginConfig, env: &BuildEnv<'_>) -> Result<Arc<dyn Plugin>, String> {
     let _ = env;
     Ok(match config {
-        PluginConfig::RequestTermination(c) => {
-            Arc::new(request_termination::RequestTermination::new(c)?)
-        }
+        PluginConfig::RequestTermination(c) => Arc::new(request_termination::RequestTermination::new(c)?),
     })
 }

@@ -18,28 +18,15 @@ impl RequestTermination {
         let status = StatusCode::from_u16(c.status).map_err(|e| e.to_string())?;
         let reply = match (&c.body, &c.message) {
             (Some(body), _) => {
-                let ct = c
-                    .content_type
-                    .as_deref()
-                    .unwrap_or("text/plain; charset=utf-8");
+                let ct = c.content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
                 let mut headers = HeaderMap::new();
-                headers.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_str(ct).map_err(|e| format!("content_type: {e}"))?,
-                );
-                Reply {
-                    status,
-                    headers,
-                    body: Bytes::from(body.clone()),
-                }
+                headers.insert(CONTENT_TYPE, HeaderValue::from_str(ct).map_err(|e| format!("content_type: {e}"))?);
+                Reply { status, headers, body: Bytes::from(body.clone()) }
             }
             (None, msg) => {
-                let message = msg.clone().unwrap_or_else(|| {
-                    status
-                        .canonical_reason()
-                        .unwrap_or("request terminated")
-                        .to_string()
-                });
+                let message = msg
+                    .clone()
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("request terminated").to_string());
                 Reply::json(status, &serde_json::json!({ "message": message }))
             }
         };

@@ -69,6 +69,11 @@ impl SentSignal {
         }
     }
 
+    /// Whether the whole body was handed over.
+    pub(crate) fn is_set(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
     /// Resolves once the whole body was handed over.
     pub(crate) async fn wait(&self) {
         loop {
@@ -101,18 +106,8 @@ pub(crate) enum RequestBody {
 }
 
 impl RequestBody {
-    pub(crate) fn stream(
-        inner: Incoming,
-        limit: u64,
-        received: Arc<AtomicU64>,
-        sent: Arc<SentSignal>,
-    ) -> Self {
-        RequestBody::Stream {
-            inner,
-            remaining: if limit == 0 { u64::MAX } else { limit },
-            received,
-            sent,
-        }
+    pub(crate) fn stream(inner: Incoming, limit: u64, received: Arc<AtomicU64>, sent: Arc<SentSignal>) -> Self {
+        RequestBody::Stream { inner, remaining: if limit == 0 { u64::MAX } else { limit }, received, sent }
     }
 }
 
@@ -120,39 +115,33 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut *self {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream {
-                inner,
-                remaining,
-                received,
-                sent,
-            } => match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
-                None => {
-                    sent.set();
-                    Poll::Ready(None)
-                }
-                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(DownstreamBodyError(e))))),
-                Some(Ok(frame)) => {
-                    if let Some(d) = frame.data_ref() {
-                        let n = d.len() as u64;
-                        received.fetch_add(n, Ordering::Relaxed);
-                        if n > *remaining {
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
-                        }
-                        *remaining -= n;
-                    }
-                    if inner.is_end_stream() {
+            RequestBody::Stream { inner, remaining, received, sent } => {
+                match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+                    None => {
                         sent.set();
+                        Poll::Ready(None)
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(DownstreamBodyError(e))))),
+                    Some(Ok(frame)) => {
+                        if let Some(d) = frame.data_ref() {
+                            let n = d.len() as u64;
+                            received.fetch_add(n, Ordering::Relaxed);
+                            if n > *remaining {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                            }
+                            *remaining -= n;
+                        }
+                        if inner.is_end_stream() {
+                            sent.set();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -201,12 +190,7 @@ pub(crate) struct UpstreamBody {
 
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, read_timeout: Duration, on_done: OnUpstreamDone) -> Self {
-        let mut b = UpstreamBody {
-            inner,
-            read_timeout,
-            stall: None,
-            on_done: Some(on_done),
-        };
+        let mut b = UpstreamBody { inner, read_timeout, stall: None, on_done: Some(on_done) };
         if b.inner.is_end_stream() {
             b.done(true);
         }
@@ -231,10 +215,7 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -254,9 +235,7 @@ impl Body for UpstreamBody {
             }
             Poll::Pending => {
                 let timeout = this.read_timeout;
-                let sleep = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let sleep = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if sleep.as_mut().poll(cx).is_ready() {
                     this.done(false);
                     return Poll::Ready(Some(Err(Box::new(UpstreamReadTimeout))));
@@ -298,30 +277,18 @@ pub(crate) struct ResponseBody {
 
 impl ResponseBody {
     pub(crate) fn empty() -> Self {
-        ResponseBody {
-            kind: Kind::Empty,
-            sent: 0,
-            finish: None,
-        }
+        ResponseBody { kind: Kind::Empty, sent: 0, finish: None }
     }
 
     pub(crate) fn full(b: Bytes) -> Self {
         if b.is_empty() {
             return Self::empty();
         }
-        ResponseBody {
-            kind: Kind::Full(Some(b)),
-            sent: 0,
-            finish: None,
-        }
+        ResponseBody { kind: Kind::Full(Some(b)), sent: 0, finish: None }
     }
 
     pub(crate) fn upstream(b: UpstreamBody) -> Self {
-        ResponseBody {
-            kind: Kind::Upstream(b),
-            sent: 0,
-            finish: None,
-        }
+        ResponseBody { kind: Kind::Upstream(b), sent: 0, finish: None }
     }
 
     pub(crate) fn set_finish(&mut self, f: Box<dyn Finish>) {
@@ -345,10 +312,7 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let res = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),

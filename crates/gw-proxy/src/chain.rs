@@ -80,24 +80,15 @@ impl Chain {
 
     /// This chain with a consumer's own instances replacing less specific ones of the same name.
     fn with_overrides(&self, overrides: Vec<Selected>) -> Chain {
-        let mut merged: Vec<Selected> = self
-            .selected
-            .iter()
-            .filter(|s| !overrides.iter().any(|o| o.name == s.name))
-            .cloned()
-            .collect();
+        let mut merged: Vec<Selected> =
+            self.selected.iter().filter(|s| !overrides.iter().any(|o| o.name == s.name)).cloned().collect();
         merged.extend(overrides);
         Chain::from_selected(merged)
     }
 }
 
 /// Specificity rank of an instance that applies (higher wins), or `None` if it does not apply.
-fn rank(
-    p: &PluginConf,
-    route: Option<usize>,
-    service: Option<usize>,
-    consumer: Option<usize>,
-) -> Option<u8> {
+fn rank(p: &PluginConf, route: Option<usize>, service: Option<usize>, consumer: Option<usize>) -> Option<u8> {
     fn scope(set: Option<usize>, want: Option<usize>) -> Option<bool> {
         match set {
             None => Some(false),
@@ -105,11 +96,7 @@ fn rank(
             Some(_) => None,
         }
     }
-    let (r, s, c) = (
-        scope(p.route, route)?,
-        scope(p.service, service)?,
-        scope(p.consumer, consumer)?,
-    );
+    let (r, s, c) = (scope(p.route, route)?, scope(p.service, service)?, scope(p.consumer, consumer)?);
     Some(u8::from(c) * 4 + u8::from(r) * 2 + u8::from(s))
 }
 
@@ -125,17 +112,11 @@ pub(crate) struct Plugins {
 impl Plugins {
     /// Build every enabled instance (off the request path; a failure fails the reload).
     pub(crate) fn build(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Plugins, String> {
-        let env = gw_plugins::BuildEnv {
-            config: cfg,
-            metrics,
-        };
+        let env = gw_plugins::BuildEnv { config: cfg, metrics };
         let built = cfg
             .plugins
             .iter()
-            .map(|p| {
-                gw_plugins::build(&p.config, &env)
-                    .map_err(|e| format!("plugin {:?}: {e}", p.instance))
-            })
+            .map(|p| gw_plugins::build(&p.config, &env).map_err(|e| format!("plugin {:?}: {e}", p.instance)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut ix = Plugins {
             built,
@@ -173,16 +154,9 @@ impl Plugins {
                 }
             }
         }
-        let mut v: Vec<(&'static str, u8, usize)> =
-            best.into_iter().map(|(n, (r, i))| (n, r, i)).collect();
+        let mut v: Vec<(&'static str, u8, usize)> = best.into_iter().map(|(n, (r, i))| (n, r, i)).collect();
         v.sort_unstable_by_key(|x| x.2);
-        v.into_iter()
-            .map(|(name, rank, i)| Selected {
-                name,
-                rank,
-                plugin: self.built[i].clone(),
-            })
-            .collect()
+        v.into_iter().map(|(name, rank, i)| Selected { name, rank, plugin: self.built[i].clone() }).collect()
     }
 
     /// The chain of a route for requests without consumer-specific instances.
@@ -195,24 +169,12 @@ impl Plugins {
             .chain(self.by_service.get(&service).into_iter().flatten())
             .chain(&self.global)
             .copied();
-        Arc::new(Chain::from_selected(self.select(
-            cfg,
-            cands,
-            Some(route),
-            Some(service),
-            None,
-        )))
+        Arc::new(Chain::from_selected(self.select(cfg, cands, Some(route), Some(service), None)))
     }
 
     /// The global chain, for requests that match no route.
     pub(crate) fn global_chain(&self, cfg: &Config) -> Arc<Chain> {
-        Arc::new(Chain::from_selected(self.select(
-            cfg,
-            self.global.iter().copied(),
-            None,
-            None,
-            None,
-        )))
+        Arc::new(Chain::from_selected(self.select(cfg, self.global.iter().copied(), None, None, None)))
     }
 
     /// Whether some instance is scoped to this consumer.
@@ -231,13 +193,7 @@ impl Plugins {
         consumer: usize,
     ) -> Option<Arc<Chain>> {
         let cands = self.by_consumer.get(&consumer)?;
-        let own = self.select(
-            cfg,
-            cands.iter().copied(),
-            Some(route),
-            Some(service),
-            Some(consumer),
-        );
+        let own = self.select(cfg, cands.iter().copied(), Some(route), Some(service), Some(consumer));
         if own.is_empty() {
             return None;
         }

@@ -19,7 +19,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -76,10 +78,7 @@ fn header_line_is(line: &[u8], name: &[u8]) -> bool {
     if line.len() <= name.len() || !line[..name.len()].eq_ignore_ascii_case(name) {
         return false;
     }
-    line[name.len()..]
-        .iter()
-        .find(|&&b| b != b' ' && b != b'\t')
-        == Some(&b':')
+    line[name.len()..].iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b':')
 }
 
 /// Whether `buf` holds a header line for both Content-Length and Transfer-Encoding.
@@ -112,11 +111,7 @@ impl<T> TrackedIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
@@ -133,11 +128,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -172,11 +163,7 @@ pub(crate) enum Verdict {
 }
 
 /// Wait until the connection violates a timeout. Never returns while requests are in flight.
-pub(crate) async fn watchdog(
-    state: Arc<ConnState>,
-    header_read: Duration,
-    idle: Duration,
-) -> Verdict {
+pub(crate) async fn watchdog(state: Arc<ConnState>, header_read: Duration, idle: Duration) -> Verdict {
     let step = header_read.min(idle);
     loop {
         let now = state.now_ms();
@@ -191,11 +178,7 @@ pub(crate) async fn watchdog(
             if elapsed >= limit {
                 // Re-check the in-flight count: a request may have started meanwhile.
                 if state.in_flight.load(Ordering::Relaxed) == 0 {
-                    return if reading {
-                        Verdict::SlowHead
-                    } else {
-                        Verdict::Idle
-                    };
+                    return if reading { Verdict::SlowHead } else { Verdict::Idle };
                 }
                 step
             } else if reading {
@@ -218,8 +201,7 @@ mod tests {
     fn detects_conflicting_framing() {
         let both = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(has_conflicting_framing(both));
-        let both_lower =
-            b"POST / HTTP/1.1\r\ntransfer-encoding : chunked\r\ncontent-length:4\r\n\r\n";
+        let both_lower = b"POST / HTTP/1.1\r\ntransfer-encoding : chunked\r\ncontent-length:4\r\n\r\n";
         assert!(has_conflicting_framing(both_lower));
         let cl = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody";
         assert!(!has_conflicting_framing(cl));
@@ -249,11 +231,7 @@ mod tests {
     async fn watchdog_waits_for_requests() {
         let s = ConnState::new();
         s.request_started();
-        let w = tokio::spawn(watchdog(
-            s.clone(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        ));
+        let w = tokio::spawn(watchdog(s.clone(), Duration::from_secs(1), Duration::from_secs(1)));
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(!w.is_finished());
         s.request_finished();

@@ -6,48 +6,76 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-/// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// Remove hop-by-hop headers, including those named in `Connection`. `TE: trailers` is kept
-/// (gRPC needs it end to end). `Upgrade` is removed unless `keep_upgrade`.
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1: `Connection`, `Keep-Alive`, `Proxy-Connection`,
+/// `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
+/// and those named in `Connection`. `TE: trailers` is kept (gRPC needs it end to end). `Upgrade`
+/// is kept when `keep_upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    for n in named {
-        if keep_upgrade && n == header::UPGRADE {
-            continue;
+    scrub(headers, keep_upgrade, false);
+}
+
+/// [`strip_hop_by_hop`] for requests: also removes `Expect` (the gateway answers
+/// `100-continue` itself) and the consumer headers (`X-Consumer-*`, `X-Credential-Identifier`,
+/// `X-Anonymous-Consumer`), which only authentication plugins may set.
+pub(crate) fn scrub_request(headers: &mut HeaderMap, keep_upgrade: bool) {
+    scrub(headers, keep_upgrade, true);
+}
+
+fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
+    // One pass: a match on the name string per header (a length switch and a compare), then
+    // removals only for what is present.
+    let mut remove: Vec<HeaderName> = Vec::new();
+    let (mut connection, mut te) = (false, false);
+    for k in headers.keys() {
+        match k.as_str() {
+            "connection" => connection = true,
+            "te" => te = true,
+            "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "trailer"
+            | "transfer-encoding" => remove.push(k.clone()),
+            "upgrade" if !keep_upgrade => remove.push(k.clone()),
+            "expect"
+            | "x-consumer-id"
+            | "x-consumer-username"
+            | "x-consumer-custom-id"
+            | "x-credential-identifier"
+            | "x-anonymous-consumer"
+                if request =>
+            {
+                remove.push(k.clone());
+            }
+            _ => {}
         }
-        headers.remove(n);
     }
-    for h in &HOP_BY_HOP {
+    if connection {
+        for v in headers.get_all(header::CONNECTION) {
+            let Ok(v) = v.to_str() else { continue };
+            for n in v.split(',') {
+                if let Ok(n) = HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()) {
+                    if !(keep_upgrade && n == header::UPGRADE) && n != header::CONNECTION {
+                        remove.push(n);
+                    }
+                }
+            }
+        }
+        remove.push(header::CONNECTION);
+    }
+    if te {
+        let trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        } else {
+            remove.push(header::TE);
+        }
+    }
+    for h in remove {
         headers.remove(h);
-    }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -91,13 +119,29 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
     ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// Facts about the downstream request used to build the forwarding headers.
-pub(crate) struct Forwarding<'a> {
-    pub(crate) peer: IpAddr,
-    pub(crate) peer_trusted: bool,
-    pub(crate) tls: bool,
-    pub(crate) host: &'a str,
-    pub(crate) port: u16,
+/// Forwarding header values that depend only on the connection, computed once per connection.
+#[derive(Debug)]
+pub(crate) struct ConnForwarding {
+    /// The peer IP as a header value (`X-Forwarded-For` from an untrusted peer).
+    pub(crate) peer: HeaderValue,
+    /// `for=<peer>;proto=<scheme>`, the start of this hop's `Forwarded` element.
+    pub(crate) forwarded_for: String,
+    /// `http` or `https`.
+    pub(crate) proto: HeaderValue,
+    /// The local port.
+    pub(crate) port: HeaderValue,
+}
+
+impl ConnForwarding {
+    pub(crate) fn new(peer: IpAddr, tls: bool, port: u16) -> Self {
+        let proto = if tls { "https" } else { "http" };
+        ConnForwarding {
+            peer: HeaderValue::from_str(&peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            forwarded_for: format!("for={};proto={proto}", forwarded_node(peer)),
+            proto: HeaderValue::from_static(proto),
+            port: HeaderValue::from(port),
+        }
+    }
 }
 
 fn forwarded_node(ip: IpAddr) -> String {
@@ -109,66 +153,55 @@ fn forwarded_node(ip: IpAddr) -> String {
 
 /// Set `X-Forwarded-For/-Proto/-Host/-Port` and append to `Forwarded`. From an untrusted peer,
 /// incoming values are discarded so a client cannot forge its address.
-pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding, peer_trusted: bool, host: &str) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let xfp = HeaderName::from_static("x-forwarded-proto");
     let xfh = HeaderName::from_static("x-forwarded-host");
     let xfport = HeaderName::from_static("x-forwarded-port");
-    let proto = if f.tls { "https" } else { "http" };
-    let peer = f.peer.to_string();
-    if f.peer_trusted {
-        let prior: Vec<String> = headers
-            .get_all(&xff)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        let joined = if prior.is_empty() {
-            peer
+    let host_value = HeaderValue::from_str(host).ok();
+    if peer_trusted {
+        let prior: Vec<&str> = headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()).collect();
+        if prior.is_empty() {
+            headers.insert(xff, f.peer.clone());
         } else {
-            format!("{}, {peer}", prior.join(", "))
-        };
-        if let Ok(v) = HeaderValue::from_str(&joined) {
-            headers.insert(xff.clone(), v);
+            let joined = format!("{}, {}", prior.join(", "), f.peer.to_str().unwrap_or(""));
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert(xff, v);
+            }
         }
         if !headers.contains_key(&xfp) {
-            headers.insert(xfp, HeaderValue::from_static(proto));
+            headers.insert(xfp, f.proto.clone());
         }
         if !headers.contains_key(&xfh) {
-            if let Ok(v) = HeaderValue::from_str(f.host) {
+            if let Some(v) = host_value {
                 headers.insert(xfh, v);
             }
         }
         if !headers.contains_key(&xfport) {
-            headers.insert(xfport, HeaderValue::from(f.port));
+            headers.insert(xfport, f.port.clone());
         }
     } else {
-        if let Ok(v) = HeaderValue::from_str(&peer) {
-            headers.insert(xff, v);
-        }
-        headers.insert(xfp, HeaderValue::from_static(proto));
-        match HeaderValue::from_str(f.host) {
-            Ok(v) => {
+        headers.insert(xff, f.peer.clone());
+        headers.insert(xfp, f.proto.clone());
+        match host_value {
+            Some(v) => {
                 headers.insert(xfh, v);
             }
-            Err(_) => {
+            None => {
                 headers.remove(xfh);
             }
         }
-        headers.insert(xfport, HeaderValue::from(f.port));
-        headers.remove(header::FORWARDED);
+        headers.insert(xfport, f.port.clone());
     }
-    let mut elem = format!("for={};proto={proto}", forwarded_node(f.peer));
-    if !f.host.is_empty()
-        && f.host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
+    let mut elem = String::with_capacity(f.forwarded_for.len() + host.len() + 10);
+    elem.push_str(&f.forwarded_for);
+    if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
         elem.push_str(";host=\"");
-        elem.push_str(f.host);
+        elem.push_str(host);
         elem.push('"');
     }
     let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) if f.peer_trusted => format!("{prior}, {elem}"),
+        Some(prior) if peer_trusted => format!("{prior}, {elem}"),
         _ => elem,
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
@@ -212,10 +245,7 @@ mod tests {
     fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -246,59 +276,32 @@ mod tests {
     fn client_ip_honours_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = hm(&[("x-forwarded-for", "203.0.113.9, 198.51.100.1, 10.1.1.1")]);
-        assert_eq!(
-            client_ip("10.0.0.2".parse().unwrap(), &h, &trusted),
-            "198.51.100.1".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            client_ip("192.0.2.1".parse().unwrap(), &h, &trusted),
-            "192.0.2.1".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &h, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip("192.0.2.1".parse().unwrap(), &h, &trusted), "192.0.2.1".parse::<IpAddr>().unwrap());
         let bad = hm(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(
-            client_ip("10.0.0.2".parse().unwrap(), &bad, &trusted),
-            "10.0.0.2".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &bad, &trusted), "10.0.0.2".parse::<IpAddr>().unwrap());
     }
 
     /// Untrusted peers cannot forge X-Forwarded-For or Forwarded.
     #[test]
     fn forwarding_headers_from_untrusted_peer_are_replaced() {
         let mut h = hm(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
-        let f = Forwarding {
-            peer: "192.0.2.7".parse().unwrap(),
-            peer_trusted: false,
-            tls: true,
-            host: "api.example",
-            port: 443,
-        };
-        set_forwarding_headers(&mut h, &f);
+        let f = ConnForwarding::new("192.0.2.7".parse().unwrap(), true, 443);
+        set_forwarding_headers(&mut h, &f, false, "api.example");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.7");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example");
-        assert_eq!(
-            h.get("forwarded").unwrap(),
-            "for=192.0.2.7;proto=https;host=\"api.example\""
-        );
+        assert_eq!(h.get("forwarded").unwrap(), "for=192.0.2.7;proto=https;host=\"api.example\"");
     }
 
     /// Trusted peers' chains are extended.
     #[test]
     fn forwarding_headers_from_trusted_peer_are_appended() {
         let mut h = hm(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
-        let f = Forwarding {
-            peer: "::1".parse().unwrap(),
-            peer_trusted: true,
-            tls: false,
-            host: "h",
-            port: 80,
-        };
-        set_forwarding_headers(&mut h, &f);
+        let f = ConnForwarding::new("::1".parse().unwrap(), false, 80);
+        set_forwarding_headers(&mut h, &f, true, "h");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, ::1");
-        assert_eq!(
-            h.get("forwarded").unwrap(),
-            "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h\""
-        );
+        assert_eq!(h.get("forwarded").unwrap(), "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h\"");
     }
 
     /// Request ids are kept when sane and generated otherwise.

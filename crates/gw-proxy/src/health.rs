@@ -41,11 +41,7 @@ impl HealthChecks {
                 healthy_threshold: a.healthy_threshold,
                 unhealthy_threshold: a.unhealthy_threshold,
             };
-            self.tasks.push(gw_upstream::spawn_active_checks(
-                u.balancer.clone(),
-                cfg,
-                prober,
-            ));
+            self.tasks.push(gw_upstream::spawn_active_checks(u.balancer.clone(), cfg, prober));
         }
     }
 
@@ -76,29 +72,15 @@ struct HttpProber {
 #[async_trait]
 impl Prober for HttpProber {
     async fn probe(&self, target: &Target) -> bool {
-        let Some(ep) = self
-            .endpoints
-            .iter()
-            .find(|e| *e.authority == *target.address())
-        else {
+        let Some(ep) = self.endpoints.iter().find(|e| *e.authority == *target.address()) else {
             return false;
         };
-        ep.probe(
-            &self.path,
-            self.host.as_deref(),
-            &self.healthy,
-            self.timeout,
-        )
-        .await
+        ep.probe(&self.path, self.host.as_deref(), &self.healthy, self.timeout).await
     }
 
     fn on_state_change(&self, target: &Target, state: HealthState) {
-        let labels = TargetHealthLabels {
-            upstream: self.upstream.clone(),
-            target: target.address().to_string(),
-        };
-        self.metrics
-            .set_target_health(&labels, state == HealthState::Healthy);
+        let labels = TargetHealthLabels { upstream: self.upstream.clone(), target: target.address().to_string() };
+        self.metrics.set_target_health(&labels, state == HealthState::Healthy);
         self.metrics.target_state_changed(&labels);
         tracing::warn!(upstream = %self.upstream, target = %target.address(), ?state, "active health check changed target state");
     }

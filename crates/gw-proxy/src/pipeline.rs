@@ -31,12 +31,10 @@ use gw_error::{Error, ErrorKind, Retry};
 use gw_observability::{AccessLogLine, rfc3339};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{
-    BodyTooLarge, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody,
-};
+use crate::body::{BodyTooLarge, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody};
 use crate::chain::Chain;
 use crate::conn::ConnState;
-use crate::forwarding::{self, Forwarding};
+use crate::forwarding::{self, ConnForwarding};
 use crate::pool::Conn;
 use crate::runtime::{RouteRt, Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
 use crate::server::Shared;
@@ -44,25 +42,17 @@ use crate::server::Shared;
 /// Facts about the downstream connection a request arrived on.
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
     pub(crate) listener: Arc<str>,
     pub(crate) tls: bool,
     pub(crate) sni: Option<Arc<str>>,
     pub(crate) client_certs: Option<Arc<Vec<Vec<u8>>>>,
     pub(crate) state: Arc<ConnState>,
+    /// Forwarding header values computed once for the connection.
+    pub(crate) forwarding: ConnForwarding,
 }
 
 /// Largest body a body plugin may buffer (beyond this, 413).
 const MAX_BUFFERED_BODY: u64 = 8 << 20;
-
-/// The consumer headers set upstream after authentication; any client-sent copy is removed.
-const CONSUMER_HEADERS: [&str; 5] = [
-    "x-consumer-id",
-    "x-consumer-username",
-    "x-consumer-custom-id",
-    "x-credential-identifier",
-    "x-anonymous-consumer",
-];
 
 /// Entry point for one request.
 pub(crate) async fn serve(
@@ -74,13 +64,12 @@ pub(crate) async fn serve(
     let rt = shared.runtime.load_full();
     let request_id = forwarding::request_id(req.headers(), &rt.gateway.request_id_header);
     let mut cx = Ctx::new(conn.peer, conn.listener.clone(), conn.tls, request_id);
-    cx.client_ip =
-        forwarding::client_ip(conn.peer.ip(), req.headers(), &rt.gateway.trusted_proxies);
+    cx.client_ip = forwarding::client_ip(conn.peer.ip(), req.headers(), &rt.gateway.trusted_proxies);
     cx.sni = conn.sni.clone();
     cx.client_certs = conn.client_certs.clone();
     let mut p = Pending {
         method: req.method().clone(),
-        path: req.uri().path().to_string(),
+        uri: req.uri().clone(),
         version: req.version(),
         route: None,
         chain: rt.global_chain.clone(),
@@ -99,8 +88,7 @@ pub(crate) async fn serve(
             shared.metrics.error(e.kind().code());
             let mut r = reply_response(error_reply(&e, &cx));
             if e.kind() == ErrorKind::BadRequest || e.kind() == ErrorKind::HeadersTooLarge {
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             run_response_phase(r, &p.chain, &mut cx).await
         }
@@ -111,7 +99,8 @@ pub(crate) async fn serve(
 /// What the log phase needs besides the context.
 struct Pending {
     method: Method,
-    path: String,
+    /// The request target as received (the access log shows its path).
+    uri: Uri,
     version: Version,
     route: Option<usize>,
     chain: Arc<Chain>,
@@ -145,11 +134,7 @@ async fn handle(
             query: req.uri().query(),
         };
         rt.router.find(&parts).map(|m| {
-            let params: Vec<(String, String)> = m
-                .params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let params: Vec<(String, String)> = m.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             (*m.value, params, m.matched_len)
         })
     };
@@ -164,24 +149,14 @@ async fn handle(
     cx.params = params;
     if (conn.tls && !route.route.https) || (!conn.tls && !route.route.http) {
         if !conn.tls {
-            return Err(Error::new(
-                ErrorKind::HttpsRequired,
-                "route accepts HTTPS only",
-            ));
+            return Err(Error::new(ErrorKind::HttpsRequired, "route accepts HTTPS only"));
         }
-        return Err(Error::new(
-            ErrorKind::NoRoute,
-            "route accepts clear-text HTTP only",
-        ));
+        return Err(Error::new(ErrorKind::NoRoute, "route accepts clear-text HTTP only"));
     }
 
     // === request head ===
     let upgrade = is_upgrade(&req);
-    let on_upgrade: Option<OnUpgrade> = if upgrade {
-        Some(hyper::upgrade::on(&mut req))
-    } else {
-        None
-    };
+    let on_upgrade: Option<OnUpgrade> = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
     let (parts, body) = req.into_parts();
     let mut head = RequestHead {
         method: parts.method,
@@ -189,16 +164,8 @@ async fn handle(
         version: parts.version,
         headers: parts.headers,
     };
-    let upgrade_proto = if upgrade {
-        head.headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
-    forwarding::strip_hop_by_hop(&mut head.headers, upgrade);
-    head.headers.remove(header::EXPECT);
-    for h in CONSUMER_HEADERS {
-        head.headers.remove(h);
-    }
+    let upgrade_proto = if upgrade { head.headers.get(header::UPGRADE).cloned() } else { None };
+    forwarding::scrub_request(&mut head.headers, upgrade);
 
     // === access ===
     if let Some(r) = access_phase(&mut head, cx, p, rt, route_idx).await? {
@@ -210,10 +177,7 @@ async fn handle(
     if limit > 0 {
         if let Some(len) = content_length(&head.headers) {
             if len > limit {
-                return Err(Error::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("content-length {len} exceeds {limit}"),
-                ));
+                return Err(Error::new(ErrorKind::PayloadTooLarge, format!("content-length {len} exceeds {limit}")));
             }
         }
     }
@@ -225,11 +189,7 @@ async fn handle(
         RequestBody::stream(body, limit, p.received.clone(), sent.clone())
     };
     if !p.chain.request_body.is_empty() && !upgrade {
-        let cap = if limit == 0 {
-            MAX_BUFFERED_BODY
-        } else {
-            limit.min(MAX_BUFFERED_BODY)
-        };
+        let cap = if limit == 0 { MAX_BUFFERED_BODY } else { limit.min(MAX_BUFFERED_BODY) };
         let mut bytes = collect_body(body, cap).await?;
         for pl in &p.chain.request_body {
             if let Flow::Respond(r) = pl.request_body(&mut head, &mut bytes, cx).await? {
@@ -237,8 +197,7 @@ async fn handle(
             }
         }
         head.headers.remove(header::TRANSFER_ENCODING);
-        head.headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         sent.set();
         body = RequestBody::Full(Some(bytes));
     }
@@ -249,19 +208,9 @@ async fn handle(
         rewrite_path(&mut head, route, cx, matched_len, path_prefix)?;
     }
     set_consumer_headers(&mut head.headers, cx);
-    let port = conn.local.port();
-    forwarding::set_forwarding_headers(
-        &mut head.headers,
-        &Forwarding {
-            peer: conn.peer.ip(),
-            peer_trusted: forwarding::is_trusted(conn.peer.ip(), &rt.gateway.trusted_proxies),
-            tls: conn.tls,
-            host: &cx.host,
-            port,
-        },
-    );
-    head.headers
-        .insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
+    let peer_trusted = forwarding::is_trusted(conn.peer.ip(), &rt.gateway.trusted_proxies);
+    forwarding::set_forwarding_headers(&mut head.headers, &conn.forwarding, peer_trusted, &cx.host);
+    head.headers.insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
     for pl in &p.chain.upstream_request {
         if let Flow::Respond(r) = pl.upstream_request(&mut head, cx).await? {
             return Ok(reply_response(r));
@@ -272,21 +221,9 @@ async fn handle(
     let resp = match &service.kind {
         ServiceRtKind::Echo => crate::services::echo(&head, body, cx, &conn.listener).await?,
         ServiceRtKind::Static(s) => crate::services::static_response(s),
-        ServiceRtKind::Proxy {
-            upstream, protocol, ..
-        } => {
+        ServiceRtKind::Proxy { upstream, protocol, .. } => {
             if let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade_proto) {
-                crate::upgrade::forward(
-                    head,
-                    proto,
-                    on_upgrade,
-                    upstream,
-                    service,
-                    route,
-                    cx,
-                    &shared.tasks,
-                )
-                .await?
+                crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks).await?
             } else {
                 forward(head, body, &sent, upstream, *protocol, service, route, cx).await?
             }
@@ -301,41 +238,25 @@ fn precheck(req: &Request<Incoming>, conn: &ConnInfo, rt: &Runtime) -> Result<()
     let limits = &rt.gateway.limits;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > limits.max_uri_bytes {
-        return Err(Error::new(
-            ErrorKind::UriTooLong,
-            format!("URI of {uri_len} bytes"),
-        ));
+        return Err(Error::new(ErrorKind::UriTooLong, format!("URI of {uri_len} bytes")));
     }
     if req.headers().len() > limits.max_headers {
-        return Err(Error::new(
-            ErrorKind::HeadersTooLarge,
-            format!("{} header fields", req.headers().len()),
-        ));
+        return Err(Error::new(ErrorKind::HeadersTooLarge, format!("{} header fields", req.headers().len())));
     }
     let hosts = req.headers().get_all(header::HOST).iter().count();
     if hosts > 1 {
         return Err(Error::new(ErrorKind::BadRequest, "duplicate Host header"));
     }
     if req.version() == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
-        return Err(Error::new(
-            ErrorKind::BadRequest,
-            "HTTP/1.1 request without Host",
-        ));
+        return Err(Error::new(ErrorKind::BadRequest, "HTTP/1.1 request without Host"));
     }
     if req.headers().contains_key(header::TRANSFER_ENCODING) {
-        if req.headers().contains_key(header::CONTENT_LENGTH) || conn.state.take_ambiguous_framing()
-        {
-            return Err(Error::new(
-                ErrorKind::BadRequest,
-                "both Content-Length and Transfer-Encoding",
-            ));
+        if req.headers().contains_key(header::CONTENT_LENGTH) || conn.state.take_ambiguous_framing() {
+            return Err(Error::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
         }
     }
     if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
-        return Err(Error::new(
-            ErrorKind::BadRequest,
-            "several Content-Length headers",
-        ));
+        return Err(Error::new(ErrorKind::BadRequest, "several Content-Length headers"));
     }
     check_path(req.method(), req.uri().path())
 }
@@ -347,10 +268,7 @@ fn check_path(method: &Method, path: &str) -> Result<(), Error> {
         return Ok(());
     }
     if !path.starts_with('/') {
-        return Err(Error::new(
-            ErrorKind::BadRequest,
-            "path must start with '/'",
-        ));
+        return Err(Error::new(ErrorKind::BadRequest, "path must start with '/'"));
     }
     let bad = |why: &'static str| Err(Error::new(ErrorKind::BadRequest, why));
     if path.contains('\\') {
@@ -382,20 +300,14 @@ fn check_path(method: &Method, path: &str) -> Result<(), Error> {
 /// no port. The two must agree when both are present.
 fn request_host(req: &Request<Incoming>) -> Result<String, Error> {
     let header_host = match req.headers().get(header::HOST) {
-        Some(h) => Some(
-            h.to_str()
-                .map_err(|_| Error::new(ErrorKind::BadRequest, "Host is not text"))?,
-        ),
+        Some(h) => Some(h.to_str().map_err(|_| Error::new(ErrorKind::BadRequest, "Host is not text"))?),
         None => None,
     };
     let uri_host = req.uri().authority().map(|a| a.as_str());
     let raw = match (uri_host, header_host) {
         (Some(u), Some(h)) => {
             if req.version() == Version::HTTP_2 && !u.eq_ignore_ascii_case(h) {
-                return Err(Error::new(
-                    ErrorKind::BadRequest,
-                    ":authority and Host disagree",
-                ));
+                return Err(Error::new(ErrorKind::BadRequest, ":authority and Host disagree"));
             }
             u
         }
@@ -404,10 +316,7 @@ fn request_host(req: &Request<Incoming>) -> Result<String, Error> {
         (None, None) => "",
     };
     let host = strip_port(raw);
-    if host
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@')
-    {
+    if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
         return Err(Error::new(ErrorKind::BadRequest, "invalid Host"));
     }
     Ok(host.trim_end_matches('.').to_ascii_lowercase())
@@ -428,8 +337,7 @@ fn origin_form(uri: &Uri) -> Result<Uri, Error> {
         return Ok(uri.clone());
     }
     let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    pq.parse()
-        .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))
+    pq.parse().map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -440,33 +348,17 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn redirect_https(req: &Request<Incoming>, host: &str, port: u16) -> Response<ResponseBody> {
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    let location = if port == 443 {
-        format!("https://{host}{pq}")
-    } else {
-        format!("https://{host}:{port}{pq}")
-    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
     let mut r = Response::new(ResponseBody::empty());
     *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -497,13 +389,8 @@ async fn access_phase(
         }
         if let Some(c) = &cx.consumer {
             if rt.plugins.has_consumer_plugins(c.index) {
-                if let Some(ch) = rt.plugins.consumer_chain(
-                    &rt.config,
-                    &chain,
-                    route_idx,
-                    route.route.service,
-                    c.index,
-                ) {
+                if let Some(ch) = rt.plugins.consumer_chain(&rt.config, &chain, route_idx, route.route.service, c.index)
+                {
                     p.chain = ch;
                 }
             }
@@ -552,9 +439,11 @@ async fn authenticate(
         return Ok(None);
     }
     // No plugin authenticated: prefer the answer about credentials that were present.
-    Ok(Some(first_rejection.or(first_challenge).unwrap_or_else(
-        || Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized"),
-    )))
+    Ok(Some(
+        first_rejection
+            .or(first_challenge)
+            .unwrap_or_else(|| Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized")),
+    ))
 }
 
 async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
@@ -563,10 +452,7 @@ async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
             if e.is::<http_body_util::LengthLimitError>() || e.is::<BodyTooLarge>() {
-                Err(Error::new(
-                    ErrorKind::PayloadTooLarge,
-                    "request body too large to buffer",
-                ))
+                Err(Error::new(ErrorKind::PayloadTooLarge, "request body too large to buffer"))
             } else if e.is::<DownstreamBodyError>() {
                 Err(Error::new(ErrorKind::DownstreamClosed, "reading request body").with_cause(e))
             } else {
@@ -593,23 +479,14 @@ fn rewrite_path(
         t.render(|n| cx.param(n))
     } else if r.strip_path {
         let rest = path.get(matched_len..).unwrap_or("");
-        if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
-        }
+        if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
     } else {
         path.to_string()
     };
     if !prefix.is_empty() {
-        new_path = if new_path == "/" {
-            prefix.to_string()
-        } else {
-            format!("{prefix}{new_path}")
-        };
+        new_path = if new_path == "/" { prefix.to_string() } else { format!("{prefix}{new_path}") };
     }
-    head.set_path(&new_path)
-        .map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten path is invalid").with_cause(e))
+    head.set_path(&new_path).map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten path is invalid").with_cause(e))
 }
 
 fn set_consumer_headers(h: &mut HeaderMap, cx: &Ctx) {
@@ -619,10 +496,7 @@ fn set_consumer_headers(h: &mut HeaderMap, cx: &Ctx) {
             h.insert(HeaderName::from_static(name), v);
         }
     };
-    set(
-        "x-consumer-id",
-        c.custom_id.as_deref().unwrap_or(&c.username),
-    );
+    set("x-consumer-id", c.custom_id.as_deref().unwrap_or(&c.username));
     set("x-consumer-username", &c.username);
     if let Some(id) = &c.custom_id {
         set("x-consumer-custom-id", id);
@@ -636,10 +510,7 @@ fn set_consumer_headers(h: &mut HeaderMap, cx: &Ctx) {
 }
 
 fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 fn hash_key(upstream: &UpstreamRt, head: &RequestHead, cx: &Ctx) -> Option<Vec<u8>> {
@@ -680,33 +551,22 @@ async fn forward(
     let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::new();
     let mut attempt: u32 = 0;
-    let host_header = if route.route.preserve_host {
-        Some(cx.host.clone())
-    } else {
-        None
-    };
+    let host_header = if route.route.preserve_host { Some(cx.host.clone()) } else { None };
     loop {
         let now = Instant::now();
-        let sel = upstream
-            .balancer
-            .select(key.as_deref(), &tried, now)
-            .map_err(|e| match e {
-                SelectError::NoHealthyTarget => Error::new(
-                    ErrorKind::NoHealthyUpstream,
-                    format!("upstream {}", upstream.name),
-                ),
-                SelectError::AllAtCapacity => Error::new(
-                    ErrorKind::UpstreamOverloaded,
-                    format!("upstream {}", upstream.name),
-                ),
-            })?;
+        let sel = upstream.balancer.select(key.as_deref(), &tried, now).map_err(|e| match e {
+            SelectError::NoHealthyTarget => {
+                Error::new(ErrorKind::NoHealthyUpstream, format!("upstream {}", upstream.name))
+            }
+            SelectError::AllAtCapacity => {
+                Error::new(ErrorKind::UpstreamOverloaded, format!("upstream {}", upstream.name))
+            }
+        })?;
         let permit = match &upstream.breaker {
-            Some(b) => Some(b.try_acquire(now).map_err(|_| {
-                Error::new(
-                    ErrorKind::CircuitOpen,
-                    format!("upstream {}", upstream.name),
-                )
-            })?),
+            Some(b) => Some(
+                b.try_acquire(now)
+                    .map_err(|_| Error::new(ErrorKind::CircuitOpen, format!("upstream {}", upstream.name)))?,
+            ),
             None => None,
         };
         tried.push(sel.index);
@@ -714,13 +574,7 @@ async fn forward(
         cx.upstream_addr = Some(endpoint.authority.clone());
         let inflight = sel.target.begin();
         let req_body = body.take().unwrap_or(RequestBody::Empty);
-        let req = build_upstream_request(
-            &head,
-            req_body,
-            &endpoint.authority,
-            host_header.as_deref(),
-            protocol,
-        )?;
+        let req = build_upstream_request(&head, req_body, &endpoint.authority, host_header.as_deref(), protocol)?;
 
         let attempt_start = Instant::now();
         let result = send(&endpoint, req, t.connect, t.read, t.write, sent, deadline).await;
@@ -738,11 +592,7 @@ async fn forward(
                     && sent_nothing(&head)
                     && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
                     && service.budget.try_withdraw(Instant::now());
-                let outcome = if failed {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                };
+                let outcome = if failed { Outcome::Failure } else { Outcome::Success };
                 if can_retry {
                     inflight.finish(outcome, latency, Instant::now());
                     tracing::debug!(status, target = %endpoint.authority, attempt, "retrying after upstream status");
@@ -756,15 +606,7 @@ async fn forward(
                 let ep = endpoint.clone();
                 let on_done = Box::new(move |ok: bool| {
                     inflight.finish(outcome, latency, Instant::now());
-                    if let (
-                        true,
-                        Some(Conn::H1 {
-                            sender,
-                            write_timeout,
-                            ..
-                        }),
-                    ) = (ok, conn)
-                    {
+                    if let (true, Some(Conn::H1 { sender, write_timeout, .. })) = (ok, conn) {
                         ep.release(sender, write_timeout);
                     }
                 });
@@ -773,11 +615,7 @@ async fn forward(
             }
             Err((err, returned)) => {
                 inflight.finish(
-                    if err.kind().is_upstream_failure() {
-                        Outcome::Failure
-                    } else {
-                        Outcome::Success
-                    },
+                    if err.kind().is_upstream_failure() { Outcome::Failure } else { Outcome::Success },
                     latency,
                     Instant::now(),
                 );
@@ -785,16 +623,10 @@ async fn forward(
                     p.record(!err.kind().is_upstream_failure(), Instant::now());
                 }
                 if err.is_caused_by::<BodyTooLarge>() {
-                    return Err(Error::new(
-                        ErrorKind::PayloadTooLarge,
-                        "request body exceeds the route limit",
-                    ));
+                    return Err(Error::new(ErrorKind::PayloadTooLarge, "request body exceeds the route limit"));
                 }
                 if err.is_caused_by::<DownstreamBodyError>() {
-                    return Err(
-                        Error::new(ErrorKind::DownstreamClosed, "client body failed")
-                            .with_cause(err),
-                    );
+                    return Err(Error::new(ErrorKind::DownstreamClosed, "client body failed").with_cause(err));
                 }
                 let replayable = returned.is_some() || sent_nothing(&head);
                 let safe = match err.retry() {
@@ -820,8 +652,7 @@ async fn forward(
 
 /// A request can be re-sent from scratch only when it had no body.
 fn sent_nothing(head: &RequestHead) -> bool {
-    content_length(&head.headers).is_none_or(|l| l == 0)
-        && !head.headers.contains_key(header::TRANSFER_ENCODING)
+    content_length(&head.headers).is_none_or(|l| l == 0) && !head.headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 fn build_upstream_request(
@@ -848,9 +679,8 @@ fn build_upstream_request(
         headers.insert(header::HOST, host_value);
         b = b.uri(head.uri.clone()).version(Version::HTTP_11);
     }
-    let mut req = b
-        .body(body)
-        .map_err(|e| Error::new(ErrorKind::Internal, "building upstream request").with_cause(e))?;
+    let mut req =
+        b.body(body).map_err(|e| Error::new(ErrorKind::Internal, "building upstream request").with_cause(e))?;
     *req.headers_mut() = headers;
     Ok(req)
 }
@@ -868,101 +698,100 @@ async fn send(
     sent: &Arc<SentSignal>,
     deadline: Option<tokio::time::Instant>,
 ) -> SendResult {
-    let (parts, body) = req.into_parts();
-    let attempt = async {
-        let conn = match endpoint.checkout(connect, write).await {
-            Ok(c) => c,
-            Err(e) => return Err((e, Some(body))),
-        };
-        let req = Request::from_parts(parts, body);
-        let (fut, conn): (
-            std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
-            Conn,
-        ) = match conn {
-            Conn::H1 {
-                mut sender,
-                write_timeout,
-                reused,
-            } => {
-                if let Err(e) = sender.ready().await {
-                    let retry = if reused {
-                        Retry::Safe
-                    } else {
-                        Retry::IfIdempotent
-                    };
-                    let err = Error::new(
-                        ErrorKind::UpstreamProtocol,
-                        format!("connection to {} closed", endpoint.authority),
-                    )
-                    .with_cause(e)
-                    .with_retry(retry);
-                    return Err((err, Some(req.into_body())));
-                }
-                let f = sender.try_send_request(req);
-                (
-                    Box::pin(f),
-                    Conn::H1 {
-                        sender,
-                        write_timeout,
-                        reused,
-                    },
+    let attempt = attempt(endpoint, req, connect, read, write, sent);
+    match deadline {
+        None => attempt.await,
+        Some(d) => match tokio::time::timeout_at(d, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err((Error::new(ErrorKind::TotalTimeout, "total timeout reached"), None)),
+        },
+    }
+}
+
+async fn attempt(
+    endpoint: &Arc<crate::pool::Endpoint>,
+    req: Request<RequestBody>,
+    connect: Duration,
+    read: Duration,
+    write: Duration,
+    sent: &Arc<SentSignal>,
+) -> SendResult {
+    use futures_util::future::Either;
+    let conn = match endpoint.checkout(connect, write).await {
+        Ok(c) => c,
+        Err(e) => return Err((e, Some(req.into_body()))),
+    };
+    let (fut, conn) = match conn {
+        Conn::H1 { mut sender, write_timeout, reused } => {
+            if let Err(e) = sender.ready().await {
+                let retry = if reused { Retry::Safe } else { Retry::IfIdempotent };
+                let err =
+                    Error::new(ErrorKind::UpstreamProtocol, format!("connection to {} closed", endpoint.authority))
+                        .with_cause(e)
+                        .with_retry(retry);
+                return Err((err, Some(req.into_body())));
+            }
+            let f = sender.try_send_request(req);
+            (Either::Left(f), Conn::H1 { sender, write_timeout, reused })
+        }
+        Conn::H2(mut sender) => {
+            if let Err(e) = sender.ready().await {
+                let err = Error::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("HTTP/2 connection to {} closed", endpoint.authority),
                 )
+                .with_cause(e)
+                .with_retry(Retry::Safe);
+                return Err((err, Some(req.into_body())));
             }
-            Conn::H2(mut sender) => {
-                if let Err(e) = sender.ready().await {
-                    let err = Error::new(
-                        ErrorKind::UpstreamProtocol,
-                        format!("HTTP/2 connection to {} closed", endpoint.authority),
-                    )
-                    .with_cause(e)
-                    .with_retry(Retry::Safe);
-                    return Err((err, Some(req.into_body())));
-                }
-                let f = sender.try_send_request(req);
-                (Box::pin(f), Conn::H2(sender))
-            }
-        };
-        let reused = matches!(conn, Conn::H1 { reused: true, .. });
+            let f = sender.try_send_request(req);
+            (Either::Right(f), Conn::H2(sender))
+        }
+    };
+    let timed_out = || {
+        Err((
+            Error::new(
+                ErrorKind::UpstreamTimeout,
+                format!("{} sent no response head within {read:?}", endpoint.authority),
+            )
+            .with_retry(Retry::IfIdempotent),
+            None,
+        ))
+    };
+    // The read timeout starts once the request body is fully sent (a slow upload is bounded by
+    // the write timeout instead). Requests without a body skip the wait.
+    let result = if sent.is_set() {
+        match tokio::time::timeout(read, fut).await {
+            Ok(r) => r,
+            Err(_) => return timed_out(),
+        }
+    } else {
         let read_timer = async {
             sent.wait().await;
             tokio::time::sleep(read).await;
         };
         tokio::select! {
-            r = fut => match r {
-                Ok(resp) => Ok((resp, Some(conn))),
-                Err(mut e) => {
-                    let unsent = e.take_message().map(|m| m.into_body());
-                    let herr = e.into_error();
-                    let kind = if herr.is_timeout() || herr.source().is_some_and(|s| s.to_string().contains("stalled")) {
-                        ErrorKind::UpstreamWriteTimeout
-                    } else {
-                        ErrorKind::UpstreamProtocol
-                    };
-                    let retry = if unsent.is_some() || (reused && herr.is_incomplete_message()) {
-                        Retry::Safe
-                    } else {
-                        Retry::IfIdempotent
-                    };
-                    let err = Error::new(kind, format!("request to {}", endpoint.authority)).with_cause(herr).with_retry(retry);
-                    Err((err, unsent))
-                }
-            },
-            () = read_timer => Err((
-                Error::new(ErrorKind::UpstreamTimeout, format!("{} sent no response head within {read:?}", endpoint.authority))
-                    .with_retry(Retry::IfIdempotent),
-                None,
-            )),
+            r = fut => r,
+            () = read_timer => return timed_out(),
         }
     };
-    match deadline {
-        None => attempt.await,
-        Some(d) => match tokio::time::timeout_at(d, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err((
-                Error::new(ErrorKind::TotalTimeout, "total timeout reached"),
-                None,
-            )),
-        },
+    match result {
+        Ok(resp) => Ok((resp, Some(conn))),
+        Err(mut e) => {
+            let unsent = e.take_message().map(|m| m.into_body());
+            let herr = e.into_error();
+            let stalled = herr.source().is_some_and(|s| s.to_string().contains("stalled"));
+            let kind = if herr.is_timeout() || stalled {
+                ErrorKind::UpstreamWriteTimeout
+            } else {
+                ErrorKind::UpstreamProtocol
+            };
+            // Only a request hyper hands back unsent is safe to retry whatever its method: an
+            // incomplete response, even on a reused connection, may follow a processed request.
+            let retry = if unsent.is_some() { Retry::Safe } else { Retry::IfIdempotent };
+            let err = Error::new(kind, format!("request to {}", endpoint.authority)).with_cause(herr).with_retry(retry);
+            Err((err, unsent))
+        }
     }
 }
 
@@ -977,11 +806,7 @@ async fn upstream_response_phase(
         return Ok(resp);
     }
     let (parts, body) = resp.into_parts();
-    let mut rh = ResponseHead {
-        status: parts.status,
-        version: parts.version,
-        headers: parts.headers,
-    };
+    let mut rh = ResponseHead { status: parts.status, version: parts.version, headers: parts.headers };
     for pl in &chain.upstream_response {
         pl.upstream_response(&mut rh, cx).await?;
     }
@@ -992,17 +817,14 @@ async fn upstream_response_phase(
         let mut bytes = match limited.collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) => {
-                return Err(
-                    Error::new(ErrorKind::UpstreamProtocol, "reading upstream body").with_cause(e),
-                );
+                return Err(Error::new(ErrorKind::UpstreamProtocol, "reading upstream body").with_cause(e));
             }
         };
         for pl in &chain.response_body {
             pl.response_body(&mut rh, &mut bytes, cx).await?;
         }
         rh.headers.remove(header::TRANSFER_ENCODING);
-        rh.headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        rh.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         ResponseBody::full(bytes)
     };
     let mut r = Response::new(body);
@@ -1015,18 +837,11 @@ async fn upstream_response_phase(
 
 /// The response phase runs for every response, including errors and plugin replies; its own
 /// failures are logged and the response is sent as it is.
-async fn run_response_phase(
-    resp: Response<ResponseBody>,
-    chain: &Chain,
-    cx: &mut Ctx,
-) -> Response<ResponseBody> {
+async fn run_response_phase(resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     if !chain.response.is_empty() {
-        let mut rh = ResponseHead {
-            status: parts.status,
-            version: parts.version,
-            headers: std::mem::take(&mut parts.headers),
-        };
+        let mut rh =
+            ResponseHead { status: parts.status, version: parts.version, headers: std::mem::take(&mut parts.headers) };
         for pl in &chain.response {
             if let Err(e) = pl.response(&mut rh, cx).await {
                 tracing::warn!(plugin = pl.name(), error = %e, "response phase failed");
@@ -1056,10 +871,7 @@ pub(crate) fn error_reply(e: &Error, cx: &Ctx) -> Reply {
         }),
     );
     if kind == ErrorKind::HttpsRequired {
-        r.headers.insert(
-            header::UPGRADE,
-            HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
-        );
+        r.headers.insert(header::UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
     }
     r
 }
@@ -1068,8 +880,7 @@ fn reply_response(r: Reply) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(r.body.clone()));
     *resp.status_mut() = r.status;
     if !r.body.is_empty() {
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(r.body.len()));
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.body.len()));
     }
     for (k, v) in r.headers.iter() {
         resp.headers_mut().append(k, v.clone());
@@ -1086,17 +897,9 @@ fn finish(
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
 ) -> Response<ResponseBody> {
-    resp.headers_mut()
-        .insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
+    resp.headers_mut().insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
     let status = resp.status().as_u16();
-    let log = Box::new(LogPhase {
-        cx,
-        p,
-        rt,
-        conn,
-        shared,
-        status,
-    });
+    let log = Box::new(LogPhase { cx, p, rt, conn, shared, status });
     resp.body_mut().set_finish(log);
     resp
 }
@@ -1113,32 +916,15 @@ struct LogPhase {
 
 impl Finish for LogPhase {
     fn finish(self: Box<Self>, bytes_sent: u64, complete: bool, at: Instant) {
-        let LogPhase {
-            cx,
-            p,
-            rt,
-            conn,
-            shared,
-            status,
-        } = *self;
+        let LogPhase { cx, p, rt, conn, shared, status } = *self;
         conn.state.request_finished();
         let latency = at.duration_since(cx.started);
-        let error = p.error.or(if complete {
-            None
-        } else {
-            Some(ErrorKind::DownstreamClosed.code())
-        });
+        let error = p.error.or(if complete { None } else { Some(ErrorKind::DownstreamClosed.code()) });
         let route = p.route.map(|i| &rt.routes[i]);
         if let Some(r) = route {
             r.metrics.record(status, latency, cx.upstream_latency);
         }
-        let entry = LogEntry {
-            status,
-            bytes_sent,
-            bytes_received: p.received.load(Ordering::Relaxed),
-            latency,
-            error,
-        };
+        let entry = LogEntry { status, bytes_sent, bytes_received: p.received.load(Ordering::Relaxed), latency, error };
         for pl in &p.chain.log {
             pl.log(&cx, &entry);
         }
@@ -1151,7 +937,7 @@ impl Finish for LogPhase {
                     client_ip: cx.client_ip,
                     method: p.method.as_str(),
                     host: &cx.host,
-                    path: &p.path,
+                    path: p.uri.path(),
                     protocol: version_str(p.version),
                     route: route.map(|r| &*r.info.name),
                     service: route.map(|r| &*r.info.service),
@@ -1194,17 +980,7 @@ mod tests {
         for ok in ["/", "/a/b", "/a.b/c..d", "/%41", "/a%2fb"] {
             assert!(check_path(&get, ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "/a/../b",
-            "/a/./b",
-            "/..",
-            "/a/%2e%2e/b",
-            "/a/.%2E/b",
-            "/a\\b",
-            "/a%5c..",
-            "/x%00",
-            "a/b",
-        ] {
+        for bad in ["/a/../b", "/a/./b", "/..", "/a/%2e%2e/b", "/a/.%2E/b", "/a\\b", "/a%5c..", "/x%00", "a/b"] {
             assert!(check_path(&get, bad).is_err(), "{bad}");
         }
         assert!(check_path(&Method::OPTIONS, "*").is_ok());

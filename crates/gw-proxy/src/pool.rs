@@ -48,26 +48,17 @@ enum Stream {
 impl StallIo {
     fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let ms = self.write_timeout.load(Ordering::Relaxed);
-        let sleep = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(ms.max(1)))));
+        let sleep = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(ms.max(1)))));
         if sleep.as_mut().poll(cx).is_ready() {
             self.stall = None;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "upstream write stalled",
-            )));
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "upstream write stalled")));
         }
         Poll::Pending
     }
 }
 
 impl AsyncRead for StallIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match &mut self.inner {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -76,11 +67,7 @@ impl AsyncRead for StallIo {
 }
 
 impl AsyncWrite for StallIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = match &mut self.inner {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -157,6 +144,9 @@ pub(crate) struct EndpointSpec {
     pub(crate) tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     pub(crate) max_idle: usize,
     pub(crate) idle_timeout: Duration,
+    /// Data-plane workers: idle connections are kept per worker, so a connection is reused on
+    /// the thread whose runtime drives it.
+    pub(crate) workers: usize,
 }
 
 /// The connections to one target of one upstream.
@@ -164,9 +154,9 @@ pub(crate) struct Endpoint {
     pub(crate) spec: EndpointSpec,
     /// `host:port`, for logs and the Host header.
     pub(crate) authority: Arc<str>,
-    /// Idle HTTP/1.1 connections, most recently used last. A `std` mutex: held for a push or pop
-    /// only, never across an await.
-    idle: Mutex<Vec<Idle>>,
+    /// Idle HTTP/1.1 connections per worker, most recently used last. `std` mutexes: held for a
+    /// push or pop only, never across an await, and uncontended (each worker uses its own).
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// The shared HTTP/2 connection; read lock-free on every request.
     h2: ArcSwapOption<(http2::SendRequest<RequestBody>, WriteTimeout)>,
     /// Serialises HTTP/2 (re)connects so a burst opens one connection, not one per request.
@@ -196,10 +186,11 @@ impl Endpoint {
         } else {
             format!("{}:{}", spec.host, spec.port).into()
         };
+        let idle = (0..spec.workers.max(1)).map(|_| Mutex::new(Vec::new())).collect();
         Arc::new(Endpoint {
             spec,
             authority,
-            idle: Mutex::new(Vec::new()),
+            idle,
             h2: ArcSwapOption::empty(),
             h2_connect: tokio::sync::Mutex::new(()),
         })
@@ -213,7 +204,15 @@ impl Endpoint {
             (Some((a, an)), Some((b, bn))) => Arc::ptr_eq(a, b) && an == bn,
             _ => false,
         };
-        s.host == spec.host && s.port == spec.port && s.protocol == spec.protocol && tls_same
+        s.host == spec.host
+            && s.port == spec.port
+            && s.protocol == spec.protocol
+            && tls_same
+            && s.workers == spec.workers
+    }
+
+    fn idle_list(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[crate::server::worker_index() % self.idle.len()]
     }
 
     /// Get a connection: an idle or shared one, or a new one within `connect_timeout`.
@@ -254,11 +253,7 @@ impl Endpoint {
         }
         if let Some(idle) = self.pop_idle() {
             idle.write_timeout.store(wt, Ordering::Relaxed);
-            return Ok(Conn::H1 {
-                sender: idle.sender,
-                write_timeout: idle.write_timeout,
-                reused: true,
-            });
+            return Ok(Conn::H1 { sender: idle.sender, write_timeout: idle.write_timeout, reused: true });
         }
         let (io, write_timeout) = self.connect(connect_timeout, wt).await?;
         let (sender, conn) = http1::Builder::new()
@@ -268,11 +263,7 @@ impl Endpoint {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Conn::H1 {
-            sender,
-            write_timeout,
-            reused: false,
-        })
+        Ok(Conn::H1 { sender, write_timeout, reused: false })
     }
 
     /// A new HTTP/1.1 connection that supports protocol upgrades (WebSocket); never pooled.
@@ -292,42 +283,28 @@ impl Endpoint {
     }
 
     /// Put an HTTP/1.1 connection back after its response body ended.
-    pub(crate) fn release(
-        &self,
-        sender: http1::SendRequest<RequestBody>,
-        write_timeout: WriteTimeout,
-    ) {
+    pub(crate) fn release(&self, sender: http1::SendRequest<RequestBody>, write_timeout: WriteTimeout) {
         if sender.is_closed() || self.spec.max_idle == 0 {
             return;
         }
         let now = Instant::now();
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.idle_list().lock() {
             // Age out the oldest (front) entries; keep at most max_idle.
             let ttl = self.spec.idle_timeout;
-            let expired = idle
-                .iter()
-                .take_while(|i| now.duration_since(i.since) > ttl)
-                .count();
+            let expired = idle.iter().take_while(|i| now.duration_since(i.since) > ttl).count();
             idle.drain(..expired);
             if idle.len() >= self.spec.max_idle {
                 idle.remove(0);
             }
-            idle.push(Idle {
-                sender,
-                write_timeout,
-                since: now,
-            });
+            idle.push(Idle { sender, write_timeout, since: now });
         }
     }
 
     fn pop_idle(&self) -> Option<Idle> {
         let now = Instant::now();
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle_list().lock().ok()?;
         while let Some(i) = idle.pop() {
-            if !i.sender.is_closed()
-                && i.sender.is_ready()
-                && now.duration_since(i.since) <= self.spec.idle_timeout
-            {
+            if !i.sender.is_closed() && i.sender.is_ready() && now.duration_since(i.since) <= self.spec.idle_timeout {
                 return Some(i);
             }
         }
@@ -344,31 +321,20 @@ impl Endpoint {
         healthy: &[u16],
         connect_timeout: Duration,
     ) -> bool {
-        let Ok((io, _)) = self
-            .connect(connect_timeout, connect_timeout.as_millis() as u64)
-            .await
-        else {
+        let Ok((io, _)) = self.connect(connect_timeout, connect_timeout.as_millis() as u64).await else {
             return false;
         };
         let host = host.unwrap_or(&self.authority);
         let status = if self.spec.protocol.is_http2() {
-            let Ok((mut sender, conn)) = http2::Builder::new(TokioExecutor::new())
-                .handshake(TokioIo::new(io))
-                .await
+            let Ok((mut sender, conn)) = http2::Builder::new(TokioExecutor::new()).handshake(TokioIo::new(io)).await
             else {
                 return false;
             };
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let scheme = if self.spec.protocol.is_tls() {
-                "https"
-            } else {
-                "http"
-            };
-            let Ok(req) =
-                http::Request::get(format!("{scheme}://{host}{path}")).body(RequestBody::Empty)
-            else {
+            let scheme = if self.spec.protocol.is_tls() { "https" } else { "http" };
+            let Ok(req) = http::Request::get(format!("{scheme}://{host}{path}")).body(RequestBody::Empty) else {
                 return false;
             };
             match sender.send_request(req).await {
@@ -376,8 +342,7 @@ impl Endpoint {
                 Err(_) => return false,
             }
         } else {
-            let Ok((mut sender, conn)) = http1::Builder::new().handshake(TokioIo::new(io)).await
-            else {
+            let Ok((mut sender, conn)) = http1::Builder::new().handshake(TokioIo::new(io)).await else {
                 return false;
             };
             tokio::spawn(async move {
@@ -396,17 +361,11 @@ impl Endpoint {
                 Err(_) => return false,
             }
         };
-        if healthy.is_empty() {
-            (200..400).contains(&status)
-        } else {
-            healthy.contains(&status)
-        }
+        if healthy.is_empty() { (200..400).contains(&status) } else { healthy.contains(&status) }
     }
 
     fn connect_error(&self, kind: ErrorKind, e: impl Into<gw_error::BoxError>) -> Error {
-        Error::new(kind, format!("connecting to {}", self.authority))
-            .with_cause(e)
-            .with_retry(Retry::Safe)
+        Error::new(kind, format!("connecting to {}", self.authority)).with_cause(e).with_retry(Retry::Safe)
     }
 
     async fn resolve(&self) -> Result<SocketAddr, Error> {
@@ -417,11 +376,8 @@ impl Endpoint {
             .await
             .map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
         addrs.next().ok_or_else(|| {
-            Error::new(
-                ErrorKind::ConnectFailed,
-                format!("{} resolved to no address", self.spec.host),
-            )
-            .with_retry(Retry::Safe)
+            Error::new(ErrorKind::ConnectFailed, format!("{} resolved to no address", self.spec.host))
+                .with_retry(Retry::Safe)
         })
     }
 
@@ -432,9 +388,7 @@ impl Endpoint {
     ) -> Result<(StallIo, WriteTimeout), Error> {
         let fut = async {
             let addr = self.resolve().await?;
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
+            let tcp = TcpStream::connect(addr).await.map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
             let _ = tcp.set_nodelay(true);
             let inner = match &self.spec.tls {
                 None => Stream::Plain(tcp),
@@ -453,22 +407,12 @@ impl Endpoint {
             Err(_) => {
                 return Err(Error::new(
                     ErrorKind::ConnectTimeout,
-                    format!(
-                        "connecting to {} took longer than {connect_timeout:?}",
-                        self.authority
-                    ),
+                    format!("connecting to {} took longer than {connect_timeout:?}", self.authority),
                 )
                 .with_retry(Retry::Safe));
             }
         };
         let wt: WriteTimeout = Arc::new(AtomicU64::new(write_timeout_ms));
-        Ok((
-            StallIo {
-                inner,
-                write_timeout: wt.clone(),
-                stall: None,
-            },
-            wt,
-        ))
+        Ok((StallIo { inner, write_timeout: wt.clone(), stall: None }, wt))
     }
 }

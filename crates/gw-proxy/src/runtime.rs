@@ -12,15 +12,13 @@ use http::HeaderName;
 use ipnet::IpNet;
 use rustls::{ClientConfig, ServerConfig};
 
-use gw_config::model::{
-    self, Config, HashOn, Route, ServiceKind, StaticResponse, Timeouts, UpstreamProtocol,
-};
+use gw_config::model::{self, Config, HashOn, Route, ServiceKind, StaticResponse, Timeouts, UpstreamProtocol};
 use gw_core::{Plugin, RouteInfo};
 use gw_observability::{Metrics, RouteMetrics, TargetHealthLabels};
 use gw_router::{RouteSpec, Router};
 use gw_upstream::{
-    ActiveHealthConfig, Balancer, BalancerConfig, CircuitBreaker, CircuitBreakerConfig,
-    HealthConfig, PassiveHealthConfig, RetryBudget, RetryBudgetConfig, TargetConfig,
+    ActiveHealthConfig, Balancer, BalancerConfig, CircuitBreaker, CircuitBreakerConfig, HealthConfig,
+    PassiveHealthConfig, RetryBudget, RetryBudgetConfig, TargetConfig,
 };
 
 use crate::chain::{Chain, Plugins};
@@ -106,6 +104,7 @@ impl Runtime {
         config: Arc<Config>,
         previous: Option<&Runtime>,
         metrics: &Arc<Metrics>,
+        workers: usize,
     ) -> Result<Runtime, String> {
         let cfg = &*config;
         let mut listeners = HashMap::new();
@@ -117,22 +116,14 @@ impl Runtime {
                 ),
                 None => None,
             };
-            listeners.insert(
-                l.name.clone(),
-                ListenerRt {
-                    http2: l.http2,
-                    tls,
-                    redirect_https_port: l.redirect_https_port,
-                },
-            );
+            listeners
+                .insert(l.name.clone(), ListenerRt { http2: l.http2, tls, redirect_https_port: l.redirect_https_port });
         }
 
         // Upstream TLS client configs are shared by every target of a service: build them per
         // service, keyed by the upstream they use.
-        let mut tls_by_upstream: HashMap<
-            usize,
-            (UpstreamProtocol, Option<Arc<ClientConfig>>, Option<String>),
-        > = HashMap::new();
+        let mut tls_by_upstream: HashMap<usize, (UpstreamProtocol, Option<Arc<ClientConfig>>, Option<String>)> =
+            HashMap::new();
         for s in &cfg.services {
             if let ServiceKind::Proxy(p) = &s.kind {
                 let client = match &p.tls {
@@ -155,36 +146,22 @@ impl Runtime {
             }
         }
 
-        let prev_upstreams: HashMap<&str, &Arc<UpstreamRt>> = previous
-            .map(|p| p.upstreams.iter().map(|u| (&*u.name, u)).collect())
-            .unwrap_or_default();
+        let prev_upstreams: HashMap<&str, &Arc<UpstreamRt>> =
+            previous.map(|p| p.upstreams.iter().map(|u| (&*u.name, u)).collect()).unwrap_or_default();
         let mut upstreams = Vec::with_capacity(cfg.upstreams.len());
         for (i, u) in cfg.upstreams.iter().enumerate() {
             let (protocol, client, sni) =
-                tls_by_upstream
-                    .get(&i)
-                    .cloned()
-                    .unwrap_or((UpstreamProtocol::Http1, None, None));
+                tls_by_upstream.get(&i).cloned().unwrap_or((UpstreamProtocol::Http1, None, None));
             let prev = prev_upstreams.get(u.name.as_str()).copied();
-            upstreams.push(Arc::new(compile_upstream(
-                u,
-                protocol,
-                client,
-                sni.as_deref(),
-                prev,
-            )?));
+            upstreams.push(Arc::new(compile_upstream(u, protocol, client, sni.as_deref(), prev, workers)?));
         }
         // Health gauges: drop series of targets that disappeared.
         if let Some(p) = previous {
             for old in &p.upstreams {
                 for t in old.balancer.targets() {
-                    let still = upstreams.iter().any(|u| {
-                        u.name == old.name
-                            && u.balancer
-                                .targets()
-                                .iter()
-                                .any(|n| n.address() == t.address())
-                    });
+                    let still = upstreams
+                        .iter()
+                        .any(|u| u.name == old.name && u.balancer.targets().iter().any(|n| n.address() == t.address()));
                     if !still {
                         metrics.forget_target(&TargetHealthLabels {
                             upstream: old.name.to_string(),
@@ -225,10 +202,7 @@ impl Runtime {
         let mut specs = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let service = services[r.service].clone();
-            let info = Arc::new(RouteInfo {
-                name: r.name.as_str().into(),
-                service: service.name.clone(),
-            });
+            let info = Arc::new(RouteInfo { name: r.name.as_str().into(), service: service.name.clone() });
             let chain = plugins.route_chain(cfg, i, r.service);
             routes.push(RouteRt {
                 metrics: metrics.route(&r.name, &service.name),
@@ -256,10 +230,7 @@ impl Runtime {
         }
         if let Some(p) = previous {
             for old in &p.routes {
-                if !routes
-                    .iter()
-                    .any(|r| r.info.name == old.info.name && r.info.service == old.info.service)
-                {
+                if !routes.iter().any(|r| r.info.name == old.info.name && r.info.service == old.info.service) {
                     metrics.forget_route(&old.info.name, &old.info.service);
                 }
             }
@@ -290,6 +261,7 @@ fn compile_upstream(
     client: Option<Arc<ClientConfig>>,
     sni: Option<&str>,
     prev: Option<&Arc<UpstreamRt>>,
+    workers: usize,
 ) -> Result<UpstreamRt, String> {
     let health = HealthConfig {
         active: u.active_health.as_ref().map(|a| ActiveHealthConfig {
@@ -311,14 +283,7 @@ fn compile_upstream(
             model::Algorithm::ConsistentHash => gw_upstream::Algorithm::ConsistentHash,
             model::Algorithm::Ewma => gw_upstream::Algorithm::Ewma,
         },
-        targets: u
-            .targets
-            .iter()
-            .map(|t| TargetConfig {
-                address: t.authority(),
-                weight: t.weight,
-            })
-            .collect(),
+        targets: u.targets.iter().map(|t| TargetConfig { address: t.authority(), weight: t.weight }).collect(),
         health,
         max_connections_per_target: u.max_connections_per_target,
     };
@@ -336,6 +301,7 @@ fn compile_upstream(
             tls,
             max_idle: u.max_idle_per_target,
             idle_timeout: u.idle_timeout,
+            workers,
         };
         let reuse = prev.and_then(|p| p.endpoints.iter().find(|e| e.same_spec(&spec)).cloned());
         endpoints.push(reuse.unwrap_or_else(|| Endpoint::new(spec)));
@@ -359,11 +325,7 @@ fn compile_upstream(
         breaker,
         endpoints,
         hash_on: u.hash_on.clone(),
-        failure_statuses: u
-            .passive_health
-            .as_ref()
-            .map(|p| p.failure_statuses.clone())
-            .unwrap_or_default(),
+        failure_statuses: u.passive_health.as_ref().map(|p| p.failure_statuses.clone()).unwrap_or_default(),
         config: u.clone(),
     })
 }
@@ -371,7 +333,7 @@ fn compile_upstream(
 /// Compile a configuration without serving it (for `gatehouse validate`).
 pub fn check(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
-    Runtime::compile(Arc::new(config), None, &metrics).map(|_| ())
+    Runtime::compile(Arc::new(config), None, &metrics, 1).map(|_| ())
 }
 
 /// A plugin trait object, for chain building.

@@ -27,10 +27,7 @@ pub(crate) async fn echo(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             if e.is::<BodyTooLarge>() {
-                Error::new(
-                    ErrorKind::PayloadTooLarge,
-                    "request body exceeds the route limit",
-                )
+                Error::new(ErrorKind::PayloadTooLarge, "request body exceeds the route limit")
             } else {
                 Error::new(ErrorKind::DownstreamClosed, "reading request body").with_cause(e)
             }
@@ -75,12 +72,8 @@ pub(crate) async fn echo(
     });
     let bytes = Bytes::from(serde_json::to_vec_pretty(&doc).unwrap_or_default());
     let mut r = Response::new(ResponseBody::full(bytes.clone()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     *r.status_mut() = StatusCode::OK;
     Ok(r)
 }
@@ -93,7 +86,6 @@ pub(crate) fn static_response(s: &StaticResponse) -> Response<ResponseBody> {
     for (k, v) in &s.headers {
         r.headers_mut().insert(k.clone(), v.clone());
     }
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     r
 }

@@ -16,8 +16,7 @@ use gw_config::model::{Certificate, ListenerTls, UpstreamTls};
 
 fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .clone()
+    P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())).clone()
 }
 
 fn certified_key(c: &Certificate) -> Result<Arc<CertifiedKey>, String> {
@@ -31,12 +30,7 @@ fn certified_key(c: &Certificate) -> Result<Arc<CertifiedKey>, String> {
         .load_private_key(key)
         .map_err(|e| format!("certificate {:?}: unsupported private key: {e}", c.name))?;
     let ck = CertifiedKey::new(chain, signer);
-    ck.keys_match().map_err(|e| {
-        format!(
-            "certificate {:?}: key does not match certificate: {e}",
-            c.name
-        )
-    })?;
+    ck.keys_match().map_err(|e| format!("certificate {:?}: key does not match certificate: {e}", c.name))?;
     Ok(Arc::new(ck))
 }
 
@@ -88,9 +82,7 @@ pub(crate) fn server_config(
         for sni in &c.snis {
             match sni.strip_prefix("*.") {
                 Some(parent) => {
-                    wildcard
-                        .entry(parent.to_string())
-                        .or_insert_with(|| ck.clone());
+                    wildcard.entry(parent.to_string()).or_insert_with(|| ck.clone());
                 }
                 None => {
                     exact.entry(sni.clone()).or_insert_with(|| ck.clone());
@@ -101,25 +93,13 @@ pub(crate) fn server_config(
     }
     let default = match by_index.get(&tls.default_certificate) {
         Some(k) => k.clone(),
-        None => certified_key(
-            certs
-                .get(tls.default_certificate)
-                .ok_or("default certificate missing")?,
-        )?,
+        None => certified_key(certs.get(tls.default_certificate).ok_or("default certificate missing")?)?,
     };
-    let resolver = Arc::new(SniResolver {
-        exact,
-        wildcard,
-        default,
-    });
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls.tls13_only {
-        &[&rustls::version::TLS13]
-    } else {
-        &[&rustls::version::TLS12, &rustls::version::TLS13]
-    };
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?;
+    let resolver = Arc::new(SniResolver { exact, wildcard, default });
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        if tls.tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS12, &rustls::version::TLS13] };
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions).map_err(|e| e.to_string())?;
     let builder = match &tls.client_ca_pem {
         Some(pem) => {
             let mut roots = RootCertStore::empty();
@@ -128,22 +108,13 @@ pub(crate) fn server_config(
                 roots.add(c).map_err(|e| format!("client_ca_file: {e}"))?;
             }
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            let v = if tls.client_cert_required {
-                v
-            } else {
-                v.allow_unauthenticated()
-            };
-            builder
-                .with_client_cert_verifier(v.build().map_err(|e| format!("client_ca_file: {e}"))?)
+            let v = if tls.client_cert_required { v } else { v.allow_unauthenticated() };
+            builder.with_client_cert_verifier(v.build().map_err(|e| format!("client_ca_file: {e}"))?)
         }
         None => builder.with_no_client_auth(),
     };
     let mut cfg = builder.with_cert_resolver(resolver);
-    cfg.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
+    cfg.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(Arc::new(cfg))
 }
 
@@ -167,9 +138,7 @@ pub(crate) fn client_config(tls: &UpstreamTls, http2: bool) -> Result<Arc<Client
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .map_err(|e| e.to_string())?;
     let builder = if !tls.verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
     } else {
         let roots = match &tls.ca_pem {
             Some(pem) => {
@@ -192,30 +161,20 @@ pub(crate) fn client_config(tls: &UpstreamTls, http2: bool) -> Result<Arc<Client
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("client_cert_file: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
-                .map_err(|e| format!("client_key_file: {e}"))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))?
+            let key =
+                PrivateKeyDer::from_pem_slice(key.expose().as_bytes()).map_err(|e| format!("client_key_file: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
         }
         None => builder.with_no_client_auth(),
     };
-    cfg.alpn_protocols = if http2 {
-        vec![b"h2".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
+    cfg.alpn_protocols = if http2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(Arc::new(cfg))
 }
 
 /// The server name to present and verify: the configured SNI, else the target host.
-pub(crate) fn server_name(
-    tls_sni: Option<&str>,
-    host: &str,
-) -> Result<ServerName<'static>, String> {
+pub(crate) fn server_name(tls_sni: Option<&str>, host: &str) -> Result<ServerName<'static>, String> {
     let name = tls_sni.unwrap_or(host);
-    ServerName::try_from(name.to_string())
-        .map_err(|e| format!("invalid TLS server name {name:?}: {e}"))
+    ServerName::try_from(name.to_string()).map_err(|e| format!("invalid TLS server name {name:?}: {e}"))
 }
 
 /// Accepts any upstream certificate (`tls.verify: false`): signatures are still checked so the
@@ -241,12 +200,7 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -255,12 +209,7 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -31,31 +31,21 @@ pub(crate) async fn forward(
     tasks: &TaskTracker,
 ) -> Result<Response<ResponseBody>, Error> {
     let now = Instant::now();
-    let sel = upstream
-        .balancer
-        .select(None, &[], now)
-        .map_err(|e| match e {
-            SelectError::NoHealthyTarget => Error::new(ErrorKind::NoHealthyUpstream, "upgrade"),
-            SelectError::AllAtCapacity => Error::new(ErrorKind::UpstreamOverloaded, "upgrade"),
-        })?;
+    let sel = upstream.balancer.select(None, &[], now).map_err(|e| match e {
+        SelectError::NoHealthyTarget => Error::new(ErrorKind::NoHealthyUpstream, "upgrade"),
+        SelectError::AllAtCapacity => Error::new(ErrorKind::UpstreamOverloaded, "upgrade"),
+    })?;
     let endpoint = upstream.endpoints[sel.index].clone();
     cx.upstream_addr = Some(endpoint.authority.clone());
     let inflight = sel.target.begin();
-    let mut sender = endpoint
-        .connect_upgradable(service.timeouts.connect)
-        .await?;
+    let mut sender = endpoint.connect_upgradable(service.timeouts.connect).await?;
     let mut headers = head.headers.clone();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol);
-    let host = if route.route.preserve_host {
-        cx.host.clone()
-    } else {
-        endpoint.authority.to_string()
-    };
+    let host = if route.route.preserve_host { cx.host.clone() } else { endpoint.authority.to_string() };
     headers.insert(
         header::HOST,
-        HeaderValue::from_str(&host)
-            .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid Host"))?,
+        HeaderValue::from_str(&host).map_err(|_| Error::new(ErrorKind::BadRequest, "invalid Host"))?,
     );
     let mut req = Request::builder()
         .method(head.method.clone())
@@ -67,9 +57,7 @@ pub(crate) async fn forward(
     let start = Instant::now();
     let mut resp = tokio::time::timeout(service.timeouts.read, sender.send_request(req))
         .await
-        .map_err(|_| {
-            Error::new(ErrorKind::UpstreamTimeout, "upgrade response").with_retry(Retry::Never)
-        })?
+        .map_err(|_| Error::new(ErrorKind::UpstreamTimeout, "upgrade response").with_retry(Retry::Never))?
         .map_err(|e| Error::new(ErrorKind::UpstreamProtocol, "upgrade request").with_cause(e))?;
     cx.upstream_latency = Some(start.elapsed());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -83,9 +71,7 @@ pub(crate) async fn forward(
     let up = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
     forwarding::strip_hop_by_hop(&mut parts.headers, true);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     let latency = start.elapsed();
     tasks.spawn(async move {
         let (down, up) = match tokio::try_join!(downstream, up) {

@@ -50,39 +50,26 @@ impl HostPattern {
             return err("empty host pattern");
         }
         if h.starts_with('[') || (h.contains(':') && h.parse::<std::net::Ipv6Addr>().is_err()) {
-            return err(format!(
-                "host pattern {s:?}: host patterns do not include a port"
-            ));
+            return err(format!("host pattern {s:?}: host patterns do not include a port"));
         }
         let (wild, rest) = match h.strip_prefix("*.") {
             Some(r) => (true, r),
             None => (false, h.as_str()),
         };
         if rest.contains('*') {
-            return err(format!(
-                "host pattern {s:?}: only a single leading \"*.\" wildcard is allowed"
-            ));
+            return err(format!("host pattern {s:?}: only a single leading \"*.\" wildcard is allowed"));
         }
         if rest.parse::<std::net::IpAddr>().is_err() {
             let ok = rest.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
             if !ok || rest.len() > 253 {
                 return err(format!("host pattern {s:?} is not a valid host name"));
             }
         } else if wild {
-            return err(format!(
-                "host pattern {s:?}: an IP address cannot have a wildcard"
-            ));
+            return err(format!("host pattern {s:?}: an IP address cannot have a wildcard"));
         }
-        Ok(if wild {
-            HostPattern::Wildcard(rest.to_string())
-        } else {
-            HostPattern::Exact(rest.to_string())
-        })
+        Ok(if wild { HostPattern::Wildcard(rest.to_string()) } else { HostPattern::Exact(rest.to_string()) })
     }
 }
 
@@ -137,9 +124,7 @@ impl PartialEq for PathPattern {
 
 fn valid_param(name: &str) -> bool {
     let mut b = name.bytes();
-    b.next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+    b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 impl PathPattern {
@@ -153,36 +138,22 @@ impl PathPattern {
             let src = src.strip_suffix('$').unwrap_or(src);
             let re = compile_anchored(src)?;
             let names = re.capture_names().flatten().map(Arc::from).collect();
-            return Ok(PathPattern::Regex(RegexPath {
-                raw: s.to_string(),
-                re,
-                names,
-            }));
+            return Ok(PathPattern::Regex(RegexPath { raw: s.to_string(), re, names }));
         }
         if !s.starts_with('/') {
-            return err(format!(
-                "path pattern {s:?} must start with '/' (or '~' for a regex)"
-            ));
+            return err(format!("path pattern {s:?} must start with '/' (or '~' for a regex)"));
         }
-        if s.bytes()
-            .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#')
-        {
-            return err(format!(
-                "path pattern {s:?} must not contain spaces, '?' or '#'"
-            ));
+        if s.bytes().any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#') {
+            return err(format!("path pattern {s:?} must not contain spaces, '?' or '#'"));
         }
         if let Some(prefix) = s.strip_suffix("/*") {
             if prefix.contains('*') || prefix.contains('{') || prefix.contains('}') {
-                return err(format!(
-                    "path pattern {s:?}: a prefix pattern cannot also have parameters or '*'"
-                ));
+                return err(format!("path pattern {s:?}: a prefix pattern cannot also have parameters or '*'"));
             }
             return Ok(PathPattern::Prefix(prefix.to_string()));
         }
         if s.contains('*') && !s.contains("{*") {
-            return err(format!(
-                "path pattern {s:?}: '*' is only allowed as a final \"/*\" or in \"{{*name}}\""
-            ));
+            return err(format!("path pattern {s:?}: '*' is only allowed as a final \"/*\" or in \"{{*name}}\""));
         }
         if !s.contains('{') && !s.contains('}') {
             return Ok(PathPattern::Exact(s.to_string()));
@@ -199,19 +170,13 @@ impl PathPattern {
                     None => (false, inner),
                 };
                 if !valid_param(name) {
-                    return err(format!(
-                        "path pattern {s:?}: invalid parameter name {name:?}"
-                    ));
+                    return err(format!("path pattern {s:?}: invalid parameter name {name:?}"));
                 }
                 if names.iter().any(|n| &**n == name) {
-                    return err(format!(
-                        "path pattern {s:?}: parameter {name:?} appears twice"
-                    ));
+                    return err(format!("path pattern {s:?}: parameter {name:?} appears twice"));
                 }
                 if catch && i + 1 != parts.len() {
-                    return err(format!(
-                        "path pattern {s:?}: {{*{name}}} must be the last segment"
-                    ));
+                    return err(format!("path pattern {s:?}: {{*{name}}} must be the last segment"));
                 }
                 let pos = names.len();
                 names.push(Arc::from(name));
@@ -223,20 +188,13 @@ impl PathPattern {
                     segs.push(Seg::Param);
                 }
             } else if part.contains('{') || part.contains('}') {
-                return err(format!(
-                    "path pattern {s:?}: a parameter must be a whole segment, like /users/{{id}}"
-                ));
+                return err(format!("path pattern {s:?}: a parameter must be a whole segment, like /users/{{id}}"));
             } else {
                 normalized.push_str(part);
                 segs.push(Seg::Lit((*part).to_string()));
             }
         }
-        Ok(PathPattern::Template(Template {
-            raw: s.to_string(),
-            normalized,
-            names: names.into(),
-            segs,
-        }))
+        Ok(PathPattern::Template(Template { raw: s.to_string(), normalized, names: names.into(), segs }))
     }
 
     /// The pattern as written.
@@ -362,48 +320,25 @@ mod tests {
     /// Host patterns: exact, wildcard, normalisation and errors.
     #[test]
     fn host_patterns() {
-        assert_eq!(
-            HostPattern::parse("API.Example.com.").unwrap(),
-            HostPattern::Exact("api.example.com".into())
-        );
-        assert_eq!(
-            HostPattern::parse("*.example.com").unwrap(),
-            HostPattern::Wildcard("example.com".into())
-        );
-        assert!(
-            HostPattern::parse("example.com:80")
-                .unwrap_err()
-                .0
-                .contains("port")
-        );
+        assert_eq!(HostPattern::parse("API.Example.com.").unwrap(), HostPattern::Exact("api.example.com".into()));
+        assert_eq!(HostPattern::parse("*.example.com").unwrap(), HostPattern::Wildcard("example.com".into()));
+        assert!(HostPattern::parse("example.com:80").unwrap_err().0.contains("port"));
         assert!(HostPattern::parse("a.*.com").is_err());
         assert!(HostPattern::parse("*").is_err());
         assert!(HostPattern::parse("bad host").is_err());
         assert!(HostPattern::parse("").is_err());
-        assert_eq!(
-            HostPattern::parse("10.0.0.1").unwrap(),
-            HostPattern::Exact("10.0.0.1".into())
-        );
+        assert_eq!(HostPattern::parse("10.0.0.1").unwrap(), HostPattern::Exact("10.0.0.1".into()));
     }
 
     /// Path patterns of every kind parse; malformed ones are rejected with a message.
     #[test]
     fn path_patterns() {
-        assert!(matches!(
-            PathPattern::parse("/users").unwrap(),
-            PathPattern::Exact(_)
-        ));
-        assert!(
-            matches!(PathPattern::parse("/api/*").unwrap(), PathPattern::Prefix(p) if p == "/api")
-        );
-        assert!(
-            matches!(PathPattern::parse("/*").unwrap(), PathPattern::Prefix(p) if p.is_empty())
-        );
+        assert!(matches!(PathPattern::parse("/users").unwrap(), PathPattern::Exact(_)));
+        assert!(matches!(PathPattern::parse("/api/*").unwrap(), PathPattern::Prefix(p) if p == "/api"));
+        assert!(matches!(PathPattern::parse("/*").unwrap(), PathPattern::Prefix(p) if p.is_empty()));
         let t = PathPattern::parse("/users/{id}/posts/{post}").unwrap();
         assert_eq!(t.param_names(), ["id", "post"]);
-        let PathPattern::Template(t) = t else {
-            panic!()
-        };
+        let PathPattern::Template(t) = t else { panic!() };
         assert_eq!(t.normalized, "/users/{p0}/posts/{p1}");
         let r = PathPattern::parse("~/v(?P<ver>[0-9]+)/items").unwrap();
         assert_eq!(r.param_names(), ["ver"]);
@@ -428,15 +363,11 @@ mod tests {
     /// The fallback template matcher agrees with the template semantics.
     #[test]
     fn template_fallback_matching() {
-        let PathPattern::Template(t) = PathPattern::parse("/a/{x}/c/{*rest}").unwrap() else {
-            panic!()
-        };
+        let PathPattern::Template(t) = PathPattern::parse("/a/{x}/c/{*rest}").unwrap() else { panic!() };
         assert_eq!(t.match_path("/a/1/c/d/e"), Some(vec!["1", "d/e"]));
         assert_eq!(t.match_path("/a/1/c/"), None);
         assert_eq!(t.match_path("/a//c/d"), None);
-        let PathPattern::Template(t) = PathPattern::parse("/u/{id}").unwrap() else {
-            panic!()
-        };
+        let PathPattern::Template(t) = PathPattern::parse("/u/{id}").unwrap() else { panic!() };
         assert_eq!(t.match_path("/u/7"), Some(vec!["7"]));
         assert_eq!(t.match_path("/u/7/x"), None);
         assert_eq!(t.match_path("/u/"), None);

@@ -49,10 +49,7 @@ pub struct Params(Vec<(Arc<str>, String)>);
 impl Params {
     /// Value of parameter `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| &**k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| v.as_str())
     }
 
     /// `(name, value)` pairs.
@@ -157,11 +154,7 @@ impl Bucket {
 
     fn sort(&mut self) {
         // Stable: declaration order breaks the remaining ties.
-        self.cands.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(b.specificity.cmp(&a.specificity))
-        });
+        self.cands.sort_by(|a, b| b.priority.cmp(&a.priority).then(b.specificity.cmp(&a.specificity)));
     }
 
     fn first(&self, conds: &[Conditions], req: &RequestParts<'_>) -> Option<&Cand> {
@@ -206,11 +199,7 @@ impl Tier {
                     self.template_buckets[i].1.push(cand);
                     return;
                 }
-                if let Some(f) = self
-                    .fallback
-                    .iter_mut()
-                    .find(|(ft, _)| ft.normalized == t.normalized)
-                {
+                if let Some(f) = self.fallback.iter_mut().find(|(ft, _)| ft.normalized == t.normalized) {
                     f.1.push(cand);
                     return;
                 }
@@ -233,18 +222,10 @@ impl Tier {
         for b in self.exact.values_mut().chain(self.prefixes.values_mut()) {
             b.sort();
         }
-        for (_, b) in self
-            .template_buckets
-            .iter_mut()
-            .chain(self.fallback.iter_mut())
-        {
+        for (_, b) in self.template_buckets.iter_mut().chain(self.fallback.iter_mut()) {
             b.sort();
         }
-        self.regexes.sort_by(|a, b| {
-            b.1.priority
-                .cmp(&a.1.priority)
-                .then(a.1.route.cmp(&b.1.route))
-        });
+        self.regexes.sort_by(|a, b| b.1.priority.cmp(&a.1.priority).then(a.1.route.cmp(&b.1.route)));
         if !self.regexes.is_empty() {
             let set = RegexSet::new(self.regexes.iter().map(|(r, _)| r.re.as_str()))
                 .map_err(|e| RouterError(format!("regex paths: {e}")))?;
@@ -253,11 +234,7 @@ impl Tier {
         Ok(())
     }
 
-    fn find<'t>(
-        &'t self,
-        conds: &[Conditions],
-        req: &RequestParts<'_>,
-    ) -> Option<(usize, PathHit<'t>, usize)> {
+    fn find<'t>(&'t self, conds: &[Conditions], req: &RequestParts<'_>) -> Option<(usize, PathHit<'t>, usize)> {
         let path = req.path;
         if let Some(c) = self.exact.get(path).and_then(|b| b.first(conds, req)) {
             return Some((c.route, PathHit::Plain, path.len()));
@@ -297,11 +274,7 @@ impl Tier {
                 end = full[..end].rfind('/').unwrap_or(0);
             }
             loop {
-                if let Some(c) = self
-                    .prefixes
-                    .get(&full[..end])
-                    .and_then(|b| b.first(conds, req))
-                {
+                if let Some(c) = self.prefixes.get(&full[..end]).and_then(|b| b.first(conds, req)) {
                     return Some((c.route, PathHit::Plain, end));
                 }
                 if end == 0 {
@@ -338,20 +311,9 @@ impl<T> Router<T> {
         let any_path = [PathPattern::Prefix(String::new())];
         let no_names: Arc<[Arc<str>]> = Arc::from(Vec::new());
         for (i, spec) in routes.into_iter().enumerate() {
-            let specificity = u32::from(!spec.methods.is_empty())
-                + spec.headers.len() as u32
-                + spec.query.len() as u32;
-            let cand = Cand {
-                route: i,
-                priority: spec.priority,
-                specificity,
-                names: no_names.clone(),
-            };
-            let paths: &[PathPattern] = if spec.paths.is_empty() {
-                &any_path
-            } else {
-                &spec.paths
-            };
+            let specificity = u32::from(!spec.methods.is_empty()) + spec.headers.len() as u32 + spec.query.len() as u32;
+            let cand = Cand { route: i, priority: spec.priority, specificity, names: no_names.clone() };
+            let paths: &[PathPattern] = if spec.paths.is_empty() { &any_path } else { &spec.paths };
             if spec.hosts.is_empty() {
                 for p in paths {
                     r.any_host.add(p, cand.clone());
@@ -367,17 +329,9 @@ impl<T> Router<T> {
                 }
             }
             r.values.push(spec.value);
-            r.conds.push(Conditions {
-                methods: spec.methods,
-                headers: spec.headers,
-                query: spec.query,
-            });
+            r.conds.push(Conditions { methods: spec.methods, headers: spec.headers, query: spec.query });
         }
-        for t in r
-            .exact_hosts
-            .values_mut()
-            .chain(r.wildcard_hosts.values_mut())
-            .chain(std::iter::once(&mut r.any_host))
+        for t in r.exact_hosts.values_mut().chain(r.wildcard_hosts.values_mut()).chain(std::iter::once(&mut r.any_host))
         {
             t.finish()?;
             r.fallbacks += t.fallback.iter().map(|(_, b)| b.cands.len()).sum::<usize>();
@@ -403,22 +357,14 @@ impl<T> Router<T> {
     /// Find the best route for a request.
     pub fn find<'r>(&'r self, req: &RequestParts<'_>) -> Option<Match<'r, T>> {
         let host = normalize_host(req.host);
-        if let Some(m) = self
-            .exact_hosts
-            .get(host.as_ref())
-            .and_then(|t| self.find_in(t, req))
-        {
+        if let Some(m) = self.exact_hosts.get(host.as_ref()).and_then(|t| self.find_in(t, req)) {
             return Some(m);
         }
         if !self.wildcard_hosts.is_empty() {
             // Longest suffix first: "a.b.example.com" tries "b.example.com", "example.com", "com".
             let mut rest: &str = host.as_ref();
             while let Some((_, parent)) = rest.split_once('.') {
-                if let Some(m) = self
-                    .wildcard_hosts
-                    .get(parent)
-                    .and_then(|t| self.find_in(t, req))
-                {
+                if let Some(m) = self.wildcard_hosts.get(parent).and_then(|t| self.find_in(t, req)) {
                     return Some(m);
                 }
                 rest = parent;
@@ -438,20 +384,14 @@ impl<T> Router<T> {
                     Some(caps) if !r.names.is_empty() => Params(
                         r.names
                             .iter()
-                            .filter_map(|n| {
-                                caps.name(n).map(|m| (n.clone(), m.as_str().to_string()))
-                            })
+                            .filter_map(|n| caps.name(n).map(|m| (n.clone(), m.as_str().to_string())))
                             .collect(),
                     ),
                     _ => Params::default(),
                 }
             }
         };
-        Some(Match {
-            value: &self.values[route],
-            params,
-            matched_len,
-        })
+        Some(Match { value: &self.values[route], params, matched_len })
     }
 }
 
@@ -461,11 +401,7 @@ fn normalize_host(h: &str) -> std::borrow::Cow<'_, str> {
         rest.split(']').next().unwrap_or(rest)
     } else {
         match h.rsplit_once(':') {
-            Some((host, port))
-                if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                host
-            }
+            Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
             _ => h,
         }
     };

@@ -6,14 +6,8 @@ use crate::*;
 
 fn spec(hosts: &[&str], paths: &[&str], value: &'static str) -> RouteSpec<&'static str> {
     RouteSpec {
-        hosts: hosts
-            .iter()
-            .map(|h| HostPattern::parse(h).unwrap())
-            .collect(),
-        paths: paths
-            .iter()
-            .map(|p| PathPattern::parse(p).unwrap())
-            .collect(),
+        hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
+        paths: paths.iter().map(|p| PathPattern::parse(p).unwrap()).collect(),
         methods: vec![],
         headers: vec![],
         query: vec![],
@@ -31,13 +25,7 @@ struct Req {
 }
 
 fn req(host: &'static str, path: &'static str) -> Req {
-    Req {
-        host,
-        path,
-        method: Method::GET,
-        headers: HeaderMap::new(),
-        query: None,
-    }
+    Req { host, path, method: Method::GET, headers: HeaderMap::new(), query: None }
 }
 
 impl Req {
@@ -76,11 +64,8 @@ fn path_kind_order() {
 /// Regex routes are chosen over prefixes when the template does not apply.
 #[test]
 fn regex_before_prefix() {
-    let r = Router::new(vec![
-        spec(&[], &["/v1/*"], "prefix"),
-        spec(&[], &["~/v1/items/[0-9]+/detail"], "regex"),
-    ])
-    .unwrap();
+    let r =
+        Router::new(vec![spec(&[], &["/v1/*"], "prefix"), spec(&[], &["~/v1/items/[0-9]+/detail"], "regex")]).unwrap();
     assert_eq!(find(&r, &req("h", "/v1/items/7/detail")), Some("regex"));
     assert_eq!(find(&r, &req("h", "/v1/items/x/detail")), Some("prefix"));
 }
@@ -88,11 +73,7 @@ fn regex_before_prefix() {
 /// The longest prefix wins, on segment boundaries only.
 #[test]
 fn longest_prefix_on_boundaries() {
-    let r = Router::new(vec![
-        spec(&[], &["/api/*"], "api"),
-        spec(&[], &["/api/v2/*"], "v2"),
-    ])
-    .unwrap();
+    let r = Router::new(vec![spec(&[], &["/api/*"], "api"), spec(&[], &["/api/v2/*"], "v2")]).unwrap();
     assert_eq!(find(&r, &req("h", "/api/v2/x")), Some("v2"));
     assert_eq!(find(&r, &req("h", "/api/v2")), Some("v2"));
     assert_eq!(find(&r, &req("h", "/api/v2/")), Some("v2"));
@@ -139,10 +120,8 @@ fn bucket_ordering() {
     with_method.methods = vec![Method::GET];
     let mut with_header = spec(&[], &["/p"], "method+header");
     with_header.methods = vec![Method::GET];
-    with_header.headers = vec![HeaderMatch {
-        name: HeaderName::from_static("x-v"),
-        value: Some(StrMatch::parse("2").unwrap()),
-    }];
+    with_header.headers =
+        vec![HeaderMatch { name: HeaderName::from_static("x-v"), value: Some(StrMatch::parse("2").unwrap()) }];
     let plain_first = spec(&[], &["/p"], "plain-1");
     let plain_second = spec(&[], &["/p"], "plain-2");
     let r = Router::new(vec![plain_first, plain_second, with_method, with_header]).unwrap();
@@ -192,30 +171,19 @@ fn template_params() {
 fn catch_all() {
     let r = Router::new(vec![spec(&[], &["/files/{*path}"], "files")]).unwrap();
     let q = req("h", "/files/a/b/c.txt");
-    assert_eq!(
-        r.find(&q.parts()).unwrap().params.get("path"),
-        Some("a/b/c.txt")
-    );
+    assert_eq!(r.find(&q.parts()).unwrap().params.get("path"), Some("a/b/c.txt"));
     assert!(r.find(&req("h", "/files/").parts()).is_none());
 }
 
 /// Regex named groups become parameters.
 #[test]
 fn regex_params() {
-    let r = Router::new(vec![spec(
-        &[],
-        &["~/v(?P<ver>[0-9]+)/items/(?P<id>[a-z]+)"],
-        "items",
-    )])
-    .unwrap();
+    let r = Router::new(vec![spec(&[], &["~/v(?P<ver>[0-9]+)/items/(?P<id>[a-z]+)"], "items")]).unwrap();
     let q = req("h", "/v3/items/abc");
     let m = r.find(&q.parts()).unwrap();
     assert_eq!(m.params.get("ver"), Some("3"));
     assert_eq!(m.params.get("id"), Some("abc"));
-    assert!(
-        r.find(&req("h", "/v3/items/abc/x").parts()).is_none(),
-        "regex paths are anchored"
-    );
+    assert!(r.find(&req("h", "/v3/items/abc/x").parts()).is_none(), "regex paths are anchored");
 }
 
 /// Header and query conditions: exact, regex, presence; raw query comparison.
@@ -227,23 +195,15 @@ fn header_and_query_conditions() {
         value: Some(StrMatch::parse("~t[0-9]+").unwrap()),
     }];
     let mut q = spec(&[], &["/c"], "query");
-    q.query = vec![QueryMatch {
-        name: "beta".into(),
-        value: None,
-    }];
+    q.query = vec![QueryMatch { name: "beta".into(), value: None }];
     let mut qv = spec(&[], &["/c"], "query-value");
-    qv.query = vec![QueryMatch {
-        name: "v".into(),
-        value: Some(StrMatch::parse("2").unwrap()),
-    }];
+    qv.query = vec![QueryMatch { name: "v".into(), value: Some(StrMatch::parse("2").unwrap()) }];
     let r = Router::new(vec![h, q, qv]).unwrap();
     let mut a = req("h", "/c");
-    a.headers
-        .insert("x-tenant", HeaderValue::from_static("t42"));
+    a.headers.insert("x-tenant", HeaderValue::from_static("t42"));
     assert_eq!(find(&r, &a), Some("header"));
     let mut b = req("h", "/c");
-    b.headers
-        .insert("x-tenant", HeaderValue::from_static("other"));
+    b.headers.insert("x-tenant", HeaderValue::from_static("other"));
     b.query = Some("x=1&beta");
     assert_eq!(find(&r, &b), Some("query"));
     let mut c = req("h", "/c");
@@ -257,16 +217,9 @@ fn header_and_query_conditions() {
 /// matched_len per pattern kind (for strip_path).
 #[test]
 fn matched_len() {
-    let r = Router::new(vec![
-        spec(&[], &["/api/*"], "p"),
-        spec(&[], &["/exact"], "e"),
-        spec(&[], &["/*"], "root"),
-    ])
-    .unwrap();
-    assert_eq!(
-        r.find(&req("h", "/api/x/y").parts()).unwrap().matched_len,
-        4
-    );
+    let r = Router::new(vec![spec(&[], &["/api/*"], "p"), spec(&[], &["/exact"], "e"), spec(&[], &["/*"], "root")])
+        .unwrap();
+    assert_eq!(r.find(&req("h", "/api/x/y").parts()).unwrap().matched_len, 4);
     assert_eq!(r.find(&req("h", "/api").parts()).unwrap().matched_len, 4);
     assert_eq!(r.find(&req("h", "/exact").parts()).unwrap().matched_len, 6);
     assert_eq!(r.find(&req("h", "/zzz").parts()).unwrap().matched_len, 0);
@@ -276,21 +229,14 @@ fn matched_len() {
 #[test]
 fn pathless_routes_match_everything() {
     let r = Router::new(vec![spec(&["a.test"], &[], "host-only")]).unwrap();
-    assert_eq!(
-        find(&r, &req("a.test", "/anything/at/all")),
-        Some("host-only")
-    );
+    assert_eq!(find(&r, &req("a.test", "/anything/at/all")), Some("host-only"));
     assert_eq!(find(&r, &req("b.test", "/")), None);
 }
 
 /// Templates that the radix tree refuses still route, through the fallback list.
 #[test]
 fn conflicting_templates_fall_back() {
-    let r = Router::new(vec![
-        spec(&[], &["/a/{x}"], "param"),
-        spec(&[], &["/a/{*rest}"], "catch"),
-    ])
-    .unwrap();
+    let r = Router::new(vec![spec(&[], &["/a/{x}"], "param"), spec(&[], &["/a/{*rest}"], "catch")]).unwrap();
     assert_eq!(find(&r, &req("h", "/a/1")), Some("param"));
     assert_eq!(find(&r, &req("h", "/a/1/2")), Some("catch"));
 }
@@ -322,21 +268,10 @@ fn ten_thousand_routes() {
     assert_eq!(r.len(), 10_000);
     let h = HeaderMap::new();
     for (host, path, i) in &expect {
-        let m = r.find(&RequestParts {
-            host,
-            path,
-            method: &Method::GET,
-            headers: &h,
-            query: None,
-        });
+        let m = r.find(&RequestParts { host, path, method: &Method::GET, headers: &h, query: None });
         assert_eq!(m.map(|m| *m.value), Some(*i), "{host}{path}");
     }
-    let miss = r.find(&RequestParts {
-        host: "h1.test",
-        path: "/svc0/items",
-        method: &Method::GET,
-        headers: &h,
-        query: None,
-    });
+    let miss =
+        r.find(&RequestParts { host: "h1.test", path: "/svc0/items", method: &Method::GET, headers: &h, query: None });
     assert!(miss.is_none(), "route 0 belongs to host h0.test");
 }

@@ -33,17 +33,13 @@ impl TestGateway {
     /// Start from YAML. `${VAR}` values come from `vars`.
     pub async fn start(yaml: &str, vars: &[(&str, String)]) -> TestGateway {
         let cfg = config(yaml, vars);
-        let gw = gw_proxy::Gateway::start(cfg)
-            .await
-            .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        let gw = gw_proxy::Gateway::start(cfg).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"));
         TestGateway { gw }
     }
 
     /// Address of listener `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
-        self.gw
-            .listener_addr(name)
-            .unwrap_or_else(|| panic!("no listener {name}"))
+        self.gw.listener_addr(name).unwrap_or_else(|| panic!("no listener {name}"))
     }
 
     /// `http://addr` of listener `name`.
@@ -53,12 +49,7 @@ impl TestGateway {
 
     /// `http://addr` of the status listener.
     pub fn status_url(&self) -> String {
-        format!(
-            "http://{}",
-            self.gw
-                .status_addr()
-                .unwrap_or_else(|| panic!("no status listener"))
-        )
+        format!("http://{}", self.gw.status_addr().unwrap_or_else(|| panic!("no status listener")))
     }
 
     /// Reload from YAML; panics on rejection unless `expect_err`.
@@ -69,18 +60,10 @@ impl TestGateway {
 
 /// Parse and validate YAML into a model config (panics with the located errors on failure).
 pub fn config(yaml: &str, vars: &[(&str, String)]) -> gw_config::Config {
-    let env: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+    let env: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let file = gw_config::parse_yaml(yaml, "test.yaml", env).unwrap_or_else(|e| panic!("{e}"));
-    gw_config::validate_located(
-        &file,
-        "test.yaml",
-        Some(yaml),
-        &gw_config::ValidateOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    gw_config::validate_located(&file, "test.yaml", Some(yaml), &gw_config::ValidateOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Body type of upstream responses.
@@ -101,10 +84,7 @@ pub enum Behavior {
     /// Custom handler.
     Custom(
         Arc<
-            dyn Fn(
-                    Request<Incoming>,
-                )
-                    -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+            dyn Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
                 + Send
                 + Sync,
         >,
@@ -123,9 +103,7 @@ pub struct Upstream {
 impl Upstream {
     /// Start on an ephemeral port.
     pub async fn start(b: Behavior) -> Upstream {
-        let l = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
         Self::serve(l, b)
     }
 
@@ -267,10 +245,7 @@ pub async fn echo(name: &str, req: Request<Incoming>) -> Response<Body> {
         "body": String::from_utf8_lossy(&kept),
     });
     let mut r = Response::new(full(doc.to_string()));
-    r.headers_mut().insert(
-        "content-type",
-        http::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
     if let Ok(v) = http::HeaderValue::from_str(name) {
         r.headers_mut().insert("x-upstream", v);
     }

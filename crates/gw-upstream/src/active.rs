@@ -38,9 +38,7 @@ pub fn spawn_active_checks(
                 let prober = prober.clone();
                 let timeout = cfg.timeout;
                 async move {
-                    let ok = tokio::time::timeout(timeout, prober.probe(&t))
-                        .await
-                        .unwrap_or(false);
+                    let ok = tokio::time::timeout(timeout, prober.probe(&t)).await.unwrap_or(false);
                     if let Some(state) = t.record_probe(ok, Instant::now()) {
                         prober.on_state_change(&t, state);
                     }
@@ -52,9 +50,7 @@ pub fn spawn_active_checks(
 }
 
 /// Await every future (a tiny join_all, to avoid a dependency for one call).
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
-    futs: impl Iterator<Item = F>,
-) {
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
     for h in handles {
         let _ = h.await;
@@ -98,23 +94,13 @@ mod tests {
         let b = Arc::new(Balancer::new(
             BalancerConfig {
                 algorithm: Algorithm::RoundRobin,
-                targets: vec![TargetConfig {
-                    address: "127.0.0.1:1".into(),
-                    weight: 1,
-                }],
-                health: HealthConfig {
-                    active: Some(cfg.clone()),
-                    passive: None,
-                },
+                targets: vec![TargetConfig { address: "127.0.0.1:1".into(), weight: 1 }],
+                health: HealthConfig { active: Some(cfg.clone()), passive: None },
                 max_connections_per_target: None,
             },
             None,
         ));
-        let p = Arc::new(Flaky {
-            up: AtomicBool::new(false),
-            probes: AtomicUsize::new(0),
-            flips: Default::default(),
-        });
+        let p = Arc::new(Flaky { up: AtomicBool::new(false), probes: AtomicUsize::new(0), flips: Default::default() });
         let task = spawn_active_checks(b.clone(), cfg, p.clone());
         let wait = |want: bool| {
             let b = b.clone();
@@ -132,10 +118,7 @@ mod tests {
         p.up.store(true, Ordering::SeqCst);
         assert!(wait(true).await, "target should recover");
         task.abort();
-        assert_eq!(
-            *p.flips.lock().unwrap(),
-            [HealthState::Unhealthy, HealthState::Healthy]
-        );
+        assert_eq!(*p.flips.lock().unwrap(), [HealthState::Unhealthy, HealthState::Healthy]);
         assert!(p.probes.load(Ordering::SeqCst) >= 4);
     }
 }

@@ -94,26 +94,17 @@ impl Balancer {
     /// Build from config, keeping the dynamic state (health, ejection, latency, in-flight
     /// counts) of targets of `previous` with the same address.
     pub fn new(cfg: BalancerConfig, previous: Option<&Balancer>) -> Balancer {
-        let old: HashMap<&str, &Arc<Target>> = previous
-            .map(|p| p.targets.iter().map(|t| (t.address(), t)).collect())
-            .unwrap_or_default();
+        let old: HashMap<&str, &Arc<Target>> =
+            previous.map(|p| p.targets.iter().map(|t| (t.address(), t)).collect()).unwrap_or_default();
         let targets: Vec<Arc<Target>> = cfg
             .targets
             .iter()
             .map(|t| {
-                let fresh = Target::new(
-                    t.address.clone(),
-                    t.weight,
-                    cfg.max_connections_per_target,
-                    &cfg.health,
-                );
+                let fresh = Target::new(t.address.clone(), t.weight, cfg.max_connections_per_target, &cfg.health);
                 match old.get(t.address.as_str()) {
                     // In-flight counts live in the old Arc, which running requests still hold;
                     // reuse it when nothing about the target changed.
-                    Some(o)
-                        if o.weight() == t.weight
-                            && previous.is_some_and(|p| p.same_settings(&cfg)) =>
-                    {
+                    Some(o) if o.weight() == t.weight && previous.is_some_and(|p| p.same_settings(&cfg)) => {
                         (*o).clone()
                     }
                     Some(o) => Arc::new(fresh.inherit(o)),
@@ -122,11 +113,7 @@ impl Balancer {
             })
             .collect();
         let sequence = smooth_wrr(&targets);
-        let ring = if cfg.algorithm == Algorithm::ConsistentHash {
-            hash_ring(&targets)
-        } else {
-            Vec::new()
-        };
+        let ring = if cfg.algorithm == Algorithm::ConsistentHash { hash_ring(&targets) } else { Vec::new() };
         Balancer {
             algorithm: cfg.algorithm,
             targets,
@@ -153,23 +140,12 @@ impl Balancer {
 
     /// Pick a target. `hash_key` drives consistent hashing (without it, round robin is used).
     /// Targets in `tried` are avoided when another one is available.
-    pub fn select(
-        &self,
-        hash_key: Option<&[u8]>,
-        tried: &[usize],
-        now: Instant,
-    ) -> Result<Selection, SelectError> {
-        if let Some(i) = self.pick(hash_key, tried, now).or_else(|| {
-            if tried.is_empty() {
-                None
-            } else {
-                self.pick(hash_key, &[], now)
-            }
-        }) {
-            return Ok(Selection {
-                index: i,
-                target: self.targets[i].clone(),
-            });
+    pub fn select(&self, hash_key: Option<&[u8]>, tried: &[usize], now: Instant) -> Result<Selection, SelectError> {
+        if let Some(i) = self
+            .pick(hash_key, tried, now)
+            .or_else(|| if tried.is_empty() { None } else { self.pick(hash_key, &[], now) })
+        {
+            return Ok(Selection { index: i, target: self.targets[i].clone() });
         }
         if self.targets.iter().any(|t| t.is_healthy(now)) {
             Err(SelectError::AllAtCapacity)
@@ -184,9 +160,7 @@ impl Balancer {
 
     fn pick(&self, hash_key: Option<&[u8]>, tried: &[usize], now: Instant) -> Option<usize> {
         match (self.algorithm, hash_key) {
-            (Algorithm::ConsistentHash, Some(k)) if !self.ring.is_empty() => {
-                self.pick_hash(k, tried, now)
-            }
+            (Algorithm::ConsistentHash, Some(k)) if !self.ring.is_empty() => self.pick_hash(k, tried, now),
             (Algorithm::LeastConnections, _) => self.pick_least(tried, now),
             (Algorithm::Ewma, _) => self.pick_p2c(tried, now),
             _ => self.pick_rr(tried, now),
@@ -199,9 +173,7 @@ impl Balancer {
             return None;
         }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| self.sequence[(start + k) % n])
-            .find(|&i| self.eligible(i, tried, now))
+        (0..n).map(|k| self.sequence[(start + k) % n]).find(|&i| self.eligible(i, tried, now))
     }
 
     fn pick_least(&self, tried: &[usize], now: Instant) -> Option<usize> {
@@ -224,9 +196,7 @@ impl Balancer {
     }
 
     fn pick_p2c(&self, tried: &[usize], now: Instant) -> Option<usize> {
-        let candidates: Vec<usize> = (0..self.targets.len())
-            .filter(|&i| self.eligible(i, tried, now))
-            .collect();
+        let candidates: Vec<usize> = (0..self.targets.len()).filter(|&i| self.eligible(i, tried, now)).collect();
         match candidates.len() {
             0 => None,
             1 => Some(candidates[0]),
@@ -277,10 +247,7 @@ struct SettingsKey {
 
 impl SettingsKey {
     fn of(cfg: &BalancerConfig) -> Self {
-        SettingsKey {
-            health: cfg.health.clone(),
-            cap: cfg.max_connections_per_target,
-        }
+        SettingsKey { health: cfg.health.clone(), cap: cfg.max_connections_per_target }
     }
 }
 
@@ -366,10 +333,7 @@ mod tests {
             targets: weights
                 .iter()
                 .enumerate()
-                .map(|(i, &w)| TargetConfig {
-                    address: format!("10.0.0.{i}:80"),
-                    weight: w,
-                })
+                .map(|(i, &w)| TargetConfig { address: format!("10.0.0.{i}:80"), weight: w })
                 .collect(),
             health: HealthConfig::default(),
             max_connections_per_target: None,
@@ -378,9 +342,7 @@ mod tests {
 
     fn picks(b: &Balancer, n: usize) -> Vec<usize> {
         let now = Instant::now();
-        (0..n)
-            .map(|_| b.select(None, &[], now).unwrap().index)
-            .collect()
+        (0..n).map(|_| b.select(None, &[], now).unwrap().index).collect()
     }
 
     /// Weights 5,1,1 give nginx's smooth sequence a a b a c a a.
@@ -415,17 +377,10 @@ mod tests {
         });
         let b = Balancer::new(c, None);
         let now = Instant::now();
-        b.targets()[0]
-            .begin()
-            .finish(Outcome::Failure, Duration::from_millis(1), now);
+        b.targets()[0].begin().finish(Outcome::Failure, Duration::from_millis(1), now);
         assert!(picks(&b, 6).iter().all(|&i| i == 1));
-        b.targets()[1]
-            .begin()
-            .finish(Outcome::Failure, Duration::from_millis(1), now);
-        assert_eq!(
-            b.select(None, &[], now).unwrap_err(),
-            SelectError::NoHealthyTarget
-        );
+        b.targets()[1].begin().finish(Outcome::Failure, Duration::from_millis(1), now);
+        assert_eq!(b.select(None, &[], now).unwrap_err(), SelectError::NoHealthyTarget);
     }
 
     /// Retries avoid tried targets when possible and fall back to them otherwise.
@@ -449,10 +404,7 @@ mod tests {
         let b = Balancer::new(c, None);
         let now = Instant::now();
         let g = b.select(None, &[], now).unwrap().target.begin();
-        assert_eq!(
-            b.select(None, &[], now).unwrap_err(),
-            SelectError::AllAtCapacity
-        );
+        assert_eq!(b.select(None, &[], now).unwrap_err(), SelectError::AllAtCapacity);
         drop(g);
         assert!(b.select(None, &[], now).is_ok());
     }
@@ -507,9 +459,7 @@ mod tests {
         let b = Balancer::new(c, None);
         let now = Instant::now();
         let first = b.select(Some(b"k"), &[], now).unwrap().index;
-        b.targets()[first]
-            .begin()
-            .finish(Outcome::Failure, Duration::from_millis(1), now);
+        b.targets()[first].begin().finish(Outcome::Failure, Duration::from_millis(1), now);
         let second = b.select(Some(b"k"), &[], now).unwrap().index;
         assert_ne!(first, second);
     }
@@ -520,13 +470,9 @@ mod tests {
         let b = Balancer::new(cfg(Algorithm::Ewma, &[100, 100, 100]), None);
         let now = Instant::now();
         for (i, ms) in [(0, 50u64), (1, 2), (2, 50)] {
-            b.targets()[i]
-                .begin()
-                .finish(Outcome::Success, Duration::from_millis(ms), now);
+            b.targets()[i].begin().finish(Outcome::Success, Duration::from_millis(ms), now);
         }
-        let fast = (0..1000)
-            .filter(|_| b.select(None, &[], now).unwrap().index == 1)
-            .count();
+        let fast = (0..1000).filter(|_| b.select(None, &[], now).unwrap().index == 1).count();
         // Target 1 wins every pair it is in: 2/3 of pairs.
         assert!(fast > 600, "{fast}");
     }
@@ -542,9 +488,7 @@ mod tests {
         });
         let b1 = Balancer::new(c.clone(), None);
         let now = Instant::now();
-        b1.targets()[0]
-            .begin()
-            .finish(Outcome::Failure, Duration::from_millis(1), now);
+        b1.targets()[0].begin().finish(Outcome::Failure, Duration::from_millis(1), now);
         let g = b1.targets()[1].begin();
         let b2 = Balancer::new(c.clone(), Some(&b1));
         assert!(!b2.targets()[0].is_available(now));
@@ -553,19 +497,13 @@ mod tests {
         assert_eq!(b2.targets()[1].in_flight(), 0);
         c.targets[1].weight = 5;
         let b3 = Balancer::new(c, Some(&b2));
-        assert!(
-            !b3.targets()[0].is_available(now),
-            "ejection kept across a weight change"
-        );
+        assert!(!b3.targets()[0].is_available(now), "ejection kept across a weight change");
     }
 
     /// Concurrent select/begin/finish from 4 threads leaves no request counted in flight.
     #[test]
     fn concurrent_use_balances_counts() {
-        let b = Arc::new(Balancer::new(
-            cfg(Algorithm::LeastConnections, &[1, 2, 3]),
-            None,
-        ));
+        let b = Arc::new(Balancer::new(cfg(Algorithm::LeastConnections, &[1, 2, 3]), None));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let b = b.clone();

@@ -78,13 +78,7 @@ pub struct CircuitPermit {
 impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(cfg: CircuitBreakerConfig) -> Self {
-        CircuitBreaker {
-            cfg,
-            inner: Mutex::new(Inner {
-                state: State::Closed,
-                buckets: [(None, 0, 0); BUCKETS],
-            }),
-        }
+        CircuitBreaker { cfg, inner: Mutex::new(Inner { state: State::Closed, buckets: [(None, 0, 0); BUCKETS] }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -100,27 +94,16 @@ impl CircuitBreaker {
             if now < until {
                 return Err(CircuitOpen);
             }
-            g.state = State::HalfOpen {
-                admitted: 0,
-                succeeded: 0,
-            };
+            g.state = State::HalfOpen { admitted: 0, succeeded: 0 };
         }
         match &mut g.state {
-            State::Closed => Ok(CircuitPermit {
-                breaker: self.clone(),
-                half_open: false,
-                recorded: false,
-            }),
+            State::Closed => Ok(CircuitPermit { breaker: self.clone(), half_open: false, recorded: false }),
             State::HalfOpen { admitted, .. } => {
                 if *admitted >= self.cfg.half_open_requests {
                     return Err(CircuitOpen);
                 }
                 *admitted += 1;
-                Ok(CircuitPermit {
-                    breaker: self.clone(),
-                    half_open: true,
-                    recorded: false,
-                })
+                Ok(CircuitPermit { breaker: self.clone(), half_open: true, recorded: false })
             }
             State::Open { .. } => Err(CircuitOpen),
         }
@@ -140,9 +123,7 @@ impl CircuitBreaker {
         if half_open {
             if let State::HalfOpen { succeeded, .. } = &mut g.state {
                 if !success {
-                    g.state = State::Open {
-                        until: now + self.cfg.open_duration,
-                    };
+                    g.state = State::Open { until: now + self.cfg.open_duration };
                     g.buckets = [(None, 0, 0); BUCKETS];
                     tracing::warn!("circuit re-opened by a failed trial request");
                 } else {
@@ -163,15 +144,12 @@ impl CircuitBreaker {
         let slot = {
             // Bucket index from a fixed origin: the first bucket's start, or now.
             let origin = g.buckets.iter().filter_map(|b| b.0).min().unwrap_or(now);
-            let k = (now.saturating_duration_since(origin).as_nanos() / width.as_nanos().max(1))
-                as usize;
+            let k = (now.saturating_duration_since(origin).as_nanos() / width.as_nanos().max(1)) as usize;
             k % BUCKETS
         };
         let start = now;
         let b = &mut g.buckets[slot];
-        if b.0
-            .is_none_or(|s| now.saturating_duration_since(s) >= width)
-        {
+        if b.0.is_none_or(|s| now.saturating_duration_since(s) >= width) {
             *b = (Some(start), 0, 0);
         }
         if success {
@@ -187,12 +165,8 @@ impl CircuitBreaker {
             }
         }
         let total = ok + bad;
-        if total >= u64::from(self.cfg.min_requests)
-            && bad as f64 / total as f64 >= self.cfg.failure_ratio
-        {
-            g.state = State::Open {
-                until: now + self.cfg.open_duration,
-            };
+        if total >= u64::from(self.cfg.min_requests) && bad as f64 / total as f64 >= self.cfg.failure_ratio {
+            g.state = State::Open { until: now + self.cfg.open_duration };
             tracing::warn!(failures = bad, requests = total, "circuit opened");
         }
     }

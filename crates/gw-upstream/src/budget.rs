@@ -33,12 +33,7 @@ pub struct RetryBudget {
 impl RetryBudget {
     /// A new, empty budget.
     pub fn new(cfg: RetryBudgetConfig) -> Self {
-        RetryBudget {
-            cfg,
-            slots: Mutex::new(Slots {
-                ring: [(None, 0, 0); SLOTS],
-            }),
-        }
+        RetryBudget { cfg, slots: Mutex::new(Slots { ring: [(None, 0, 0); SLOTS] }) }
     }
 
     fn width(&self) -> Duration {
@@ -49,13 +44,10 @@ impl RetryBudget {
         let width = self.width();
         let idx = {
             let origin = s.ring.iter().filter_map(|x| x.0).min().unwrap_or(now);
-            (now.saturating_duration_since(origin).as_nanos() / width.as_nanos().max(1)) as usize
-                % SLOTS
+            (now.saturating_duration_since(origin).as_nanos() / width.as_nanos().max(1)) as usize % SLOTS
         };
         let e = &mut s.ring[idx];
-        if e.0
-            .is_none_or(|st| now.saturating_duration_since(st) >= width)
-        {
+        if e.0.is_none_or(|st| now.saturating_duration_since(st) >= width) {
             *e = (Some(now), 0, 0);
         }
         e
@@ -77,8 +69,7 @@ impl RetryBudget {
                 wd += w;
             }
         }
-        let allowed = f64::from(self.cfg.min_per_second) * self.cfg.ttl.as_secs_f64()
-            + self.cfg.ratio * dep as f64;
+        let allowed = f64::from(self.cfg.min_per_second) * self.cfg.ttl.as_secs_f64() + self.cfg.ratio * dep as f64;
         if (wd as f64) < allowed.floor() {
             self.slot(&mut s, now).2 += 1;
             true
@@ -95,11 +86,7 @@ mod tests {
     /// The floor allows min_per_second * ttl retries; then each request adds `ratio`.
     #[test]
     fn floor_then_ratio() {
-        let b = RetryBudget::new(RetryBudgetConfig {
-            ratio: 0.2,
-            min_per_second: 1,
-            ttl: Duration::from_secs(10),
-        });
+        let b = RetryBudget::new(RetryBudgetConfig { ratio: 0.2, min_per_second: 1, ttl: Duration::from_secs(10) });
         let t = Instant::now();
         for _ in 0..10 {
             assert!(b.try_withdraw(t));
@@ -118,11 +105,7 @@ mod tests {
     /// Zero floor and zero ratio means no retries.
     #[test]
     fn empty_budget() {
-        let b = RetryBudget::new(RetryBudgetConfig {
-            ratio: 0.0,
-            min_per_second: 0,
-            ttl: Duration::from_secs(10),
-        });
+        let b = RetryBudget::new(RetryBudgetConfig { ratio: 0.0, min_per_second: 0, ttl: Duration::from_secs(10) });
         b.deposit(Instant::now());
         assert!(!b.try_withdraw(Instant::now()));
     }

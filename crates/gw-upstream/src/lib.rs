@@ -26,6 +26,5 @@ pub use balancer::{Algorithm, Balancer, BalancerConfig, SelectError, Selection, 
 pub use breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitOpen, CircuitPermit, CircuitState};
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use target::{
-    ActiveHealthConfig, HealthConfig, HealthState, InFlight, Outcome, PassiveHealthConfig, Target,
-    TargetHealth,
+    ActiveHealthConfig, HealthConfig, HealthState, InFlight, Outcome, PassiveHealthConfig, Target, TargetHealth,
 };

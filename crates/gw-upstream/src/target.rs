@@ -110,12 +110,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub(crate) fn new(
-        address: String,
-        weight: u32,
-        max_connections: Option<u32>,
-        health: &HealthConfig,
-    ) -> Self {
+    pub(crate) fn new(address: String, weight: u32, max_connections: Option<u32>, health: &HealthConfig) -> Self {
         Target {
             address,
             weight,
@@ -165,9 +160,7 @@ impl Target {
 
     /// Healthy per active checks and not passively ejected at `now` (ignores the connection cap).
     pub fn is_healthy(&self, now: Instant) -> bool {
-        self.weight > 0
-            && self.healthy.load(Ordering::Relaxed)
-            && self.ejected_until.load(Ordering::Relaxed) <= ms(now)
+        self.weight > 0 && self.healthy.load(Ordering::Relaxed) && self.ejected_until.load(Ordering::Relaxed) <= ms(now)
     }
 
     /// Whether new requests may go to this target now.
@@ -187,9 +180,7 @@ impl Target {
     /// A request starts using this target; the guard ends it.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            target: Some(self.clone()),
-        }
+        InFlight { target: Some(self.clone()) }
     }
 
     /// Record an active probe result. Returns the new state when it flipped.
@@ -249,10 +240,7 @@ impl Target {
                 if n >= p.consecutive_failures {
                     self.failures.store(0, r);
                     let k = self.ejections.fetch_add(1, r).min(20);
-                    let d = p
-                        .ejection_time
-                        .saturating_mul(1u32 << k)
-                        .min(p.max_ejection_time);
+                    let d = p.ejection_time.saturating_mul(1u32 << k).min(p.max_ejection_time);
                     self.ejected_until.store(at + d.as_millis() as u64, r);
                     tracing::warn!(target = %self.address, ejected_for = ?d, "target ejected after consecutive failures");
                 }
@@ -319,20 +307,14 @@ mod tests {
     }
 
     fn fail(t: &Arc<Target>, now: Instant) {
-        t.begin()
-            .finish(Outcome::Failure, Duration::from_millis(1), now);
+        t.begin().finish(Outcome::Failure, Duration::from_millis(1), now);
     }
 
     /// N consecutive failures eject; the target returns after the ejection time; re-ejection
     /// doubles it up to the cap; a success after return resets the back-off.
     #[test]
     fn passive_ejection_with_backoff() {
-        let t = Arc::new(Target::new(
-            "a:1".into(),
-            100,
-            None,
-            &passive(3, 1000, 3000),
-        ));
+        let t = Arc::new(Target::new("a:1".into(), 100, None, &passive(3, 1000, 3000)));
         let t0 = Instant::now();
         fail(&t, t0);
         fail(&t, t0);
@@ -345,46 +327,30 @@ mod tests {
         for _ in 0..3 {
             fail(&t, t1);
         }
-        assert!(
-            !t.is_available(t1 + Duration::from_millis(1999)),
-            "second ejection lasts 2s"
-        );
+        assert!(!t.is_available(t1 + Duration::from_millis(1999)), "second ejection lasts 2s");
         let t2 = t1 + Duration::from_millis(2001);
         assert!(t.is_available(t2));
         for _ in 0..3 {
             fail(&t, t2);
         }
-        assert!(
-            !t.is_available(t2 + Duration::from_millis(2999)),
-            "third would be 4s, capped at 3s"
-        );
+        assert!(!t.is_available(t2 + Duration::from_millis(2999)), "third would be 4s, capped at 3s");
         let t3 = t2 + Duration::from_millis(3001);
         assert!(t.is_available(t3));
-        t.begin()
-            .finish(Outcome::Success, Duration::from_millis(1), t3);
+        t.begin().finish(Outcome::Success, Duration::from_millis(1), t3);
         for _ in 0..3 {
             fail(&t, t3);
         }
-        assert!(
-            t.is_available(t3 + Duration::from_millis(1001)),
-            "back-off reset to 1s after a success"
-        );
+        assert!(t.is_available(t3 + Duration::from_millis(1001)), "back-off reset to 1s after a success");
     }
 
     /// Failures interleaved with successes never eject.
     #[test]
     fn non_consecutive_failures_do_not_eject() {
-        let t = Arc::new(Target::new(
-            "a:1".into(),
-            100,
-            None,
-            &passive(2, 1000, 1000),
-        ));
+        let t = Arc::new(Target::new("a:1".into(), 100, None, &passive(2, 1000, 1000)));
         let now = Instant::now();
         for _ in 0..10 {
             fail(&t, now);
-            t.begin()
-                .finish(Outcome::Success, Duration::from_millis(1), now);
+            t.begin().finish(Outcome::Success, Duration::from_millis(1), now);
         }
         assert!(t.is_available(now));
     }
@@ -418,12 +384,7 @@ mod tests {
     /// The in-flight count follows begin/finish/drop, and the cap makes a target unavailable.
     #[test]
     fn in_flight_and_cap() {
-        let t = Arc::new(Target::new(
-            "a:1".into(),
-            100,
-            Some(2),
-            &HealthConfig::default(),
-        ));
+        let t = Arc::new(Target::new("a:1".into(), 100, Some(2), &HealthConfig::default()));
         let now = Instant::now();
         let a = t.begin();
         let b = t.begin();

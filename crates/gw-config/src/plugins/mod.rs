@@ -30,10 +30,7 @@ pub struct SchemaError {
 impl SchemaError {
     /// An error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        SchemaError {
-            path: path.into(),
-            message: message.into(),
-        }
+        SchemaError { path: path.into(), message: message.into() }
     }
 }
 
@@ -118,11 +115,7 @@ impl FilePlugin {
             return n.clone();
         }
         let mut s = self.config.plugin_name().to_string();
-        for (k, v) in [
-            ("route", &self.route),
-            ("service", &self.service),
-            ("consumer", &self.consumer),
-        ] {
+        for (k, v) in [("route", &self.route), ("service", &self.service), ("consumer", &self.consumer)] {
             if let Some(v) = v {
                 s.push('@');
                 s.push_str(k);
@@ -161,9 +154,7 @@ impl Serialize for FilePlugin {
     }
 }
 
-const PLUGIN_FIELDS: &[&str] = &[
-    "plugin", "name", "route", "service", "consumer", "enabled", "tags", "config",
-];
+const PLUGIN_FIELDS: &[&str] = &["plugin", "name", "route", "service", "consumer", "enabled", "tags", "config"];
 
 /// Deserializes `config` with the schema of the already-read plugin name.
 struct ConfigSeed<'a>(&'a str);
@@ -231,22 +222,15 @@ impl<'de> Deserialize<'de> for FilePlugin {
                     (None, Some(v)) => PluginConfig::deserialize_named(&plugin, v)
                         .map_err(|e| de::Error::custom(format!("config: {e}")))?,
                     (None, None) => {
-                        let empty = de::value::MapDeserializer::<_, de::value::Error>::new(
-                            std::iter::empty::<(String, String)>(),
-                        );
+                        let empty =
+                            de::value::MapDeserializer::<_, de::value::Error>::new(
+                                std::iter::empty::<(String, String)>(),
+                            );
                         PluginConfig::deserialize_named(&plugin, empty)
                             .map_err(|e| de::Error::custom(format!("config: {e}")))?
                     }
                 };
-                Ok(FilePlugin {
-                    name,
-                    route,
-                    service,
-                    consumer,
-                    enabled,
-                    tags: tags.unwrap_or_default(),
-                    config,
-                })
+                Ok(FilePlugin { name, route, service, consumer, enabled, tags: tags.unwrap_or_default(), config })
             }
         }
         d.deserialize_map(V)

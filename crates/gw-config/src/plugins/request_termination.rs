@@ -29,16 +29,10 @@ fn default_status() -> u16 {
 impl PluginSchema for RequestTermination {
     fn validate(&self) -> Result<(), SchemaError> {
         if !(100..=599).contains(&self.status) {
-            return Err(SchemaError::new(
-                "status",
-                format!("status {} is not in 100..=599", self.status),
-            ));
+            return Err(SchemaError::new("status", format!("status {} is not in 100..=599", self.status)));
         }
         if self.body.is_some() && self.message.is_some() {
-            return Err(SchemaError::new(
-                "body",
-                "give either `message` or `body`, not both",
-            ));
+            return Err(SchemaError::new("body", "give either `message` or `body`, not both"));
         }
         Ok(())
     }

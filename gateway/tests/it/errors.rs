@@ -1,0 +1,88 @@
+//! Failures become small JSON responses with the request id, and never leak internals.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn assert_error_body(v: &serde_json::Value, code: &str) {
+    assert_eq!(v["error"], code, "{v}");
+    assert_eq!(v["request_id"].as_str().map(str::len), Some(32), "{v}");
+    let text = v.to_string();
+    assert!(!text.contains("127.0.0.1") && !text.contains("refused"), "internals leaked: {text}");
+}
+
+/// No route: 404 JSON.
+#[tokio::test]
+async fn no_route_is_404_json() {
+    let gw =
+        gateway("services:\n  - name: s\n    type: echo\nroutes:\n  - name: r\n    service: s\n    paths: [/only]\n")
+            .await;
+    let (status, h, v) = get_json(&format!("{}/other", gw.url("main"))).await;
+    assert_eq!(status, 404);
+    assert_eq!(h["content-type"], "application/json");
+    assert_error_body(&v, "no_route");
+    assert_eq!(h["x-request-id"], v["request_id"].as_str().unwrap());
+}
+
+/// A refused connection is a 502 (after the one default retry, also refused).
+#[tokio::test]
+async fn connect_refused_is_502() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://127.0.0.1:{port}\nroutes:\n  - name: r\n    service: s\n"
+    ))
+    .await;
+    let (status, _, v) = get_json(&gw.url("main")).await;
+    assert_eq!(status, 502);
+    assert_error_body(&v, "upstream_connect_failed");
+}
+
+/// A hung upstream hits the read timeout: 504 within the timeout, not forever.
+#[tokio::test]
+async fn hung_upstream_is_504() {
+    let up = Upstream::start(Behavior::Hang).await;
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://{}\n    timeouts: {{ read: 300ms }}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: r\n    service: s\n",
+        up.authority()
+    ))
+    .await;
+    let t = Instant::now();
+    let (status, _, v) = get_json(&gw.url("main")).await;
+    assert_eq!(status, 504);
+    assert_error_body(&v, "upstream_timeout");
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(t.elapsed() >= Duration::from_millis(290));
+}
+
+/// The total timeout bounds a request across retries.
+#[tokio::test]
+async fn total_timeout() {
+    let up = Upstream::start(Behavior::Hang).await;
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://{}\n    timeouts: {{ read: 10s, total: 400ms }}\nroutes:\n  - name: r\n    service: s\n",
+        up.authority()
+    ))
+    .await;
+    let t = Instant::now();
+    let (status, _, v) = get_json(&gw.url("main")).await;
+    assert_eq!(status, 504);
+    assert_error_body(&v, "request_timeout_total");
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+/// Upstream errors are passed through as responses (not rewritten) when not retried.
+#[tokio::test]
+async fn upstream_status_is_relayed() {
+    let up = Upstream::start(Behavior::Status(500)).await;
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\n",
+        up.authority()
+    ))
+    .await;
+    let r = client().get(gw.url("main")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(up.hits(), 1, "500 is not in on_statuses: no retry");
+}

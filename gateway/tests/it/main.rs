@@ -1,0 +1,9 @@
+//! End-to-end tests of the gateway over real sockets: real upstream servers on ephemeral
+//! loopback ports, real clients (reqwest, hyper, raw TCP, curl, Python where a third-party
+//! client proves more). One test binary with a module per area keeps link time down.
+
+mod support;
+
+mod errors;
+mod hardening;
+mod proxy;
