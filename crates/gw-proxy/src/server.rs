@@ -535,9 +535,9 @@ async fn serve_http<I>(
             // The watchdog enforces the head-read and idle timeouts (see `conn`).
             .header_read_timeout(None)
             .max_headers(limits.max_headers)
-            // A head that does not fit the read buffer is answered 431 by hyper. Bodies stream
-            // through the same buffer, in chunks of at most this size.
-            .max_buf_size(limits.max_header_bytes.max(8192))
+            // A larger head is answered 431 by hyper, as is one that cannot fit the read buffer.
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size((limits.max_header_bytes * 2).max(64 * 1024))
             .keep_alive(true)
             .serve_connection(io, svc)
             .with_upgrades();
