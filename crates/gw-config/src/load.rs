@@ -88,18 +88,16 @@ fn yaml_options(env: HashMap<String, String>) -> serde_saphyr::Options {
 /// (an unset variable is an error; `${VAR:-default}` gives a default).
 pub fn parse_yaml(text: &str, source: &str, env: HashMap<String, String>) -> Result<FileConfig, LoadError> {
     let opts = yaml_options(env);
+    // The error goes back to serde-saphyr (which adds its location); the key path where it
+    // happened is kept aside.
+    let mut path = None;
     let res = serde_saphyr::with_deserializer_from_str_with_options(text, opts, |de| {
-        Ok(serde_path_to_error::deserialize::<_, FileConfig>(de))
+        serde_path_to_error::deserialize::<_, FileConfig>(de).map_err(|e| {
+            path = Some(e.path().to_string());
+            e.into_inner()
+        })
     });
-    match res {
-        Ok(Ok(cfg)) => Ok(cfg),
-        Ok(Err(e)) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            Err(LoadError::one(saphyr_error(source, Some(path), &inner)))
-        }
-        Err(e) => Err(LoadError::one(saphyr_error(source, None, &e))),
-    }
+    res.map_err(|e| LoadError::one(saphyr_error(source, path, &e)))
 }
 
 fn saphyr_error(source: &str, path: Option<String>, e: &serde_saphyr::Error) -> LocatedError {
@@ -113,6 +111,14 @@ fn saphyr_error(source: &str, path: Option<String>, e: &serde_saphyr::Error) -> 
     // leading location so it is not printed twice.
     if let Some(rest) = message.strip_prefix("error: ") {
         message = rest.to_string();
+    }
+    // Drop a leading "line X column Y: " (the location is printed in front already).
+    if let Some(rest) = message.strip_prefix("line ") {
+        if let Some((_, after)) = rest.split_once(": ") {
+            if rest.split(": ").next().is_some_and(|p| p.contains(" column ")) {
+                message = after.to_string();
+            }
+        }
     }
     LocatedError {
         source: source.to_string(),
@@ -159,8 +165,8 @@ pub fn validate_located(
 
 fn locate_all(errs: Vec<ValidationError>, source: &str, yaml: Option<&str>) -> LoadError {
     let tree = yaml.and_then(|y| {
-        let opts = serde_saphyr::options! {}.with_properties(HashMap::new());
-        serde_saphyr::from_str_with_options::<Spanned<Node>>(y, opts).ok()
+        // No property map: `${VAR}` stays literal text, which is all locating needs.
+        serde_saphyr::from_str_with_options::<Spanned<Node>>(y, serde_saphyr::options! {}).ok()
     });
     let errors = errs
         .into_iter()

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod binary;
 mod errors;
 mod hardening;
 mod proxy;
