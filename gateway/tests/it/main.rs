@@ -7,4 +7,5 @@ mod support;
 mod binary;
 mod errors;
 mod hardening;
+mod lb;
 mod proxy;
