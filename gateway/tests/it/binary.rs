@@ -14,14 +14,14 @@ use crate::support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
 /// A running gatehouse process and its stderr lines.
-struct Proc {
-    child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     lines: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
 }
 
 impl Proc {
-    async fn start(config: &std::path::Path) -> (Proc, std::net::SocketAddr) {
+    pub(crate) async fn start(config: &std::path::Path) -> (Proc, std::net::SocketAddr) {
         let mut child = Command::new(BIN)
             .args(["run", "--log-format", "json", "--config"])
             .arg(config)
@@ -46,7 +46,7 @@ impl Proc {
     }
 
     /// Wait for a stderr line containing `needle`.
-    async fn wait_for(&mut self, needle: &str, within: Duration) -> String {
+    pub(crate) async fn wait_for(&mut self, needle: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -75,7 +75,7 @@ fn config_with_route(path: &str, route: &str) -> String {
     )
 }
 
-fn write(path: &std::path::Path, text: &str) {
+pub(crate) fn write(path: &std::path::Path, text: &str) {
     // Write-then-rename, as editors and config management do.
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).expect("create");

@@ -6,7 +6,10 @@ use crate::support::*;
 
 async fn upstream_of(url: &str) -> String {
     let r = client().get(url).send().await.expect("request");
-    r.headers().get("x-upstream").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_else(|| r.status().to_string())
+    r.headers()
+        .get("x-upstream")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_else(|| r.status().to_string())
 }
 
 fn count(v: &[String], x: &str) -> usize {
@@ -34,7 +37,11 @@ async fn weighted_round_robin() {
 /// Consistent hashing on a header sends one key to one target, and spreads keys.
 #[tokio::test]
 async fn consistent_hash_on_header() {
-    let ups = [Upstream::start(Behavior::Echo("a")).await, Upstream::start(Behavior::Echo("b")).await, Upstream::start(Behavior::Echo("c")).await];
+    let ups = [
+        Upstream::start(Behavior::Echo("a")).await,
+        Upstream::start(Behavior::Echo("b")).await,
+        Upstream::start(Behavior::Echo("c")).await,
+    ];
     let targets: String = ups.iter().map(|u| format!("      - address: \"{}\"\n", u.authority())).collect();
     let gw = gateway(&format!(
         "upstreams:\n  - name: u\n    algorithm: consistent-hash\n    hash_on: {{ header: x-user }}\n    targets:\n{targets}services:\n  - name: s\n    upstream: u\nroutes:\n  - name: r\n    service: s\n"
@@ -212,7 +219,11 @@ async fn retry_budget_caps_retries() {
     for _ in 0..10 {
         seen.push(upstream_of(&gw.url("main")).await);
     }
-    assert_eq!(count(&seen, "503 Service Unavailable"), 5, "no budget: every request to the bad target fails: {seen:?}");
+    assert_eq!(
+        count(&seen, "503 Service Unavailable"),
+        5,
+        "no budget: every request to the bad target fails: {seen:?}"
+    );
 }
 
 /// max_connections_per_target turns excess concurrency into 503 upstream_overloaded.

@@ -8,4 +8,6 @@ mod binary;
 mod errors;
 mod hardening;
 mod lb;
+mod protocols;
 mod proxy;
+mod streaming;
