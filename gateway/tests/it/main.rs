@@ -8,6 +8,7 @@ mod binary;
 mod errors;
 mod hardening;
 mod lb;
+mod observability;
 mod protocols;
 mod proxy;
 mod streaming;
