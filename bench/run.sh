@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# bench/run.sh — Gatehouse beside nginx on loopback. Prints the tables recorded in
+# docs/benchmarks.md. Only 127.0.0.1 is ever targeted and every load run is bounded.
+#
+#   bench/run.sh            # everything (about 10 minutes on 2 cores)
+#   bench/run.sh http1      # wrk, HTTP/1.1 keep-alive: gateway vs nginx vs haproxy (peer-bench.sh)
+#   bench/run.sh http2      # h2load, HTTP/2 (h2c prior knowledge): gateway vs nginx
+#   bench/run.sh routes     # 10 vs 10,000 routes
+#   bench/run.sh memory     # idle RSS, and RSS with 10,000 idle client connections
+#
+# Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
+# Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-10}
+REPEATS=${REPEATS:-5}
+CONNS=${CONNS:-50}
+PEER=${PEER_BENCH:-$ROOT/../shared/bench/peer-bench.sh}
+WHAT=${1:-all}
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+need=()
+for t in nginx wrk h2load curl taskset haproxy; do command -v $t >/dev/null || need+=($t); done
+if ((${#need[@]})); then
+  log "installing: ${need[*]}"
+  pkgs=$(printf '%s\n' "${need[@]}" | sed 's/^h2load$/nghttp2-client/; s/^taskset$/util-linux/; s/^nginx$/nginx-light/')
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+fi
+PATH=$PATH:/usr/sbin:/sbin
+
+log "building the release binary"
+cargo build --release -q -p gatehouse
+BIN=$ROOT/target/release/gatehouse
+
+TMP=$(mktemp -d -t gw-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+UP_PORT=18180 NG_PORT=18181 GW_PORT=18182
+BODY='0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz\n'
+nginx_conf() { # nginx_conf NAME SERVER_BLOCK
+  cat <<NGX
+worker_processes 1; daemon off; pid $TMP/$1.pid; error_log $TMP/$1.err warn;
+events { worker_connections 16384; }
+http { access_log off; keepalive_timeout 65; keepalive_requests 100000000;
+  client_body_temp_path $TMP/b; proxy_temp_path $TMP/p; fastcgi_temp_path $TMP/f; uwsgi_temp_path $TMP/u; scgi_temp_path $TMP/s;
+  upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 100000000; }
+  $2 }
+NGX
+}
+start_upstream() {
+  nginx_conf up "server { listen 127.0.0.1:$UP_PORT backlog=4096; location / { default_type text/plain; return 200 \"$BODY\"; } }" >"$TMP/up.conf"
+  taskset -c 0 nginx -p "$TMP" -c "$TMP/up.conf" & PIDS+=($!)
+  wait_port $UP_PORT
+}
+wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; log "port $1 not ready"; exit 1; }
+start_gateway() { # start_gateway CONFIG -> sets GW_PID
+  GATEWAY_ADDR=127.0.0.1:$GW_PORT UPSTREAM_ADDR=127.0.0.1:$UP_PORT taskset -c 1 "$BIN" run --no-watch --config "$1" >/dev/null 2>"$TMP/gw.err" &
+  GW_PID=$!; PIDS+=($GW_PID)
+  for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/" && return 0; sleep 0.1; done
+  log "gateway did not start:"; cat "$TMP/gw.err" >&2; exit 1
+}
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+
+http1() {
+  log "HTTP/1.1: peer-bench.sh (wrk -c$CONNS, ${DURATION}s x $REPEATS)"
+  DURATION=$DURATION REPEATS=$REPEATS CONNS=$CONNS \
+    GATEWAY_CMD="$BIN run --no-watch --config $ROOT/bench/gateway-plain.yaml" GATEWAY_PORT=18090 "$PEER"
+}
+
+http2() {
+  log "HTTP/2: h2load -c$CONNS -m10 (h2c prior knowledge), ${DURATION}s x $REPEATS"
+  start_upstream
+  nginx_conf ng "server { listen 127.0.0.1:$NG_PORT http2 backlog=4096; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" >"$TMP/ng.conf"
+  taskset -c 1 nginx -p "$TMP" -c "$TMP/ng.conf" & NG_PID=$!; PIDS+=($NG_PID)
+  start_gateway "$ROOT/bench/gateway-plain.yaml"
+  for port in $NG_PORT $GW_PORT; do taskset -c 0 h2load -c $CONNS -m 10 -D 2 "http://127.0.0.1:$port/" >/dev/null 2>&1; done
+  : >"$TMP/h2.csv"
+  for r in $(seq "$REPEATS"); do
+    for t in nginx gateway; do
+      port=$([[ $t == nginx ]] && echo $NG_PORT || echo $GW_PORT)
+      out=$(taskset -c 0 h2load -c $CONNS -m 10 -D "$DURATION" "http://127.0.0.1:$port/" 2>&1)
+      rps=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+      mean=$(awk '/^time for request:/ {print $6}' <<<"$out")
+      fail=$(sed -n 's/^requests: .* \([0-9]*\) failed.*/\1/p' <<<"$out")
+      echo "$t,$rps,$mean,$fail" >>"$TMP/h2.csv"
+      log "run $r $t: $rps req/s, mean $mean, failed $fail"
+    done
+  done
+  n=$(grep '^nginx' "$TMP/h2.csv" | cut -d, -f2 | median)
+  g=$(grep '^gateway' "$TMP/h2.csv" | cut -d, -f2 | median)
+  printf '\nHTTP/2 (h2load -c%s -m10, %ss x %s, median req/s)\nnginx    %10.0f\ngateway  %10.0f\nratio gateway/nginx: %.2f\n' \
+    "$CONNS" "$DURATION" "$REPEATS" "$n" "$g" "$(echo "$g / $n" | bc -l)"
+  stop_pid "$GW_PID"; stop_pid "$NG_PID"
+}
+
+routes() {
+  log "routes: 10 vs 10,000 (wrk -c$CONNS, ${DURATION}s x $REPEATS, alternating)"
+  start_upstream
+  python3 bench/gen_routes.py 10 >"$TMP/r10.yaml"
+  python3 bench/gen_routes.py 10000 >"$TMP/r10000.yaml"
+  : >"$TMP/routes.csv"
+  for r in $(seq "$REPEATS"); do
+    for n in 10 10000; do
+      start_gateway "$TMP/r$n.yaml"
+      path="/svc$((n / 2))/items/42"
+      code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT$path")
+      [[ $code == 200 ]] || { log "route table $n: $path answered $code"; exit 1; }
+      taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$GW_PORT$path" >/dev/null
+      rps=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$GW_PORT$path" | awk '/Requests\/sec/ {print $2}')
+      echo "$n,$rps" >>"$TMP/routes.csv"; log "run $r: $n routes: $rps req/s"
+      stop_pid "$GW_PID"
+    done
+  done
+  a=$(grep '^10,' "$TMP/routes.csv" | cut -d, -f2 | median)
+  b=$(grep '^10000,' "$TMP/routes.csv" | cut -d, -f2 | median)
+  printf '\nRoute table size (median req/s)\n10 routes      %10.0f\n10,000 routes  %10.0f\nratio 10,000/10: %.3f\n' "$a" "$b" "$(echo "$b / $a" | bc -l)"
+}
+
+memory() {
+  log "memory: idle RSS, then 10,000 idle keep-alive connections"
+  start_upstream
+  start_gateway "$ROOT/bench/gateway-plain.yaml"
+  sleep 1
+  idle=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
+  python3 bench/idle_conns.py 127.0.0.1 $GW_PORT 10000 >"$TMP/idle.out" 2>&1 &
+  HOLD=$!; PIDS+=($HOLD)
+  for _ in $(seq 600); do grep -q holding "$TMP/idle.out" 2>/dev/null && break; sleep 0.1; done
+  sleep 2
+  held=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
+  conns=$(ls /proc/$GW_PID/fd | wc -l)
+  stop_pid "$HOLD"; sleep 2
+  after=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
+  fds_after=$(ls /proc/$GW_PID/fd | wc -l)
+  # A second round: memory freed by the first is reused, so the peak does not grow.
+  python3 bench/idle_conns.py 127.0.0.1 $GW_PORT 10000 >"$TMP/idle2.out" 2>&1 &
+  HOLD=$!; PIDS+=($HOLD)
+  for _ in $(seq 600); do grep -q holding "$TMP/idle2.out" 2>/dev/null && break; sleep 0.1; done
+  sleep 2
+  held2=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
+  stop_pid "$HOLD"
+  printf '\nMemory (RSS, release build, 1 worker)\nidle after start:                  %6.1f MiB\nwith 10,000 idle connections:      %6.1f MiB (%s open fds; %.1f KiB per connection)\nafter they closed:                 %6.1f MiB (%s open fds; freed memory stays mapped for reuse)\nwith 10,000 again (second round):  %6.1f MiB\n' \
+    "$(echo "$idle/1024" | bc -l)" "$(echo "$held/1024" | bc -l)" "$conns" "$(echo "($held-$idle)/10000" | bc -l)" \
+    "$(echo "$after/1024" | bc -l)" "$fds_after" "$(echo "$held2/1024" | bc -l)"
+  stop_pid "$GW_PID"
+}
+
+case $WHAT in
+  http1) http1 ;;
+  http2) http2 ;;
+  routes) routes ;;
+  memory) memory ;;
+  all) http1; http2; routes; memory ;;
+  *) echo "unknown: $WHAT" >&2; exit 2 ;;
+esac
