@@ -460,7 +460,8 @@ fn listeners(v: &mut V, ls: &[FileListener], file_certs: &[FileCertificate], cer
                 continue;
             }
         };
-        if !addrs.insert(address) {
+        // Port 0 asks the OS for a free port: never a conflict.
+        if address.port() != 0 && !addrs.insert(address) {
             v.err(p.join("address"), format!("address {address} is used by another listener"));
         }
         let tls = l.tls.as_ref().and_then(|t| {

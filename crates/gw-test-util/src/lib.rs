@@ -251,3 +251,59 @@ pub async fn echo(name: &str, req: Request<Incoming>) -> Response<Body> {
     }
     r
 }
+
+/// A throw-away certificate authority for TLS tests (generated in memory, never checked in).
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate and its key, PEM encoded.
+pub struct TestCert {
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// Private key PEM.
+    pub key_pem: String,
+    /// Certificate DER.
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    /// A new CA named `name`.
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        TestCa { issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap_or_else(|e| panic!("{e}")) }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn issue(&self, names: &[&str], cn: &str, client: bool) -> TestCert {
+        let mut params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{e}"));
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let cert = params.signed_by(&key, &self.issuer).unwrap_or_else(|e| panic!("{e}"));
+        TestCert { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+    }
+
+    /// A server certificate for these DNS names.
+    pub fn server(&self, names: &[&str]) -> TestCert {
+        self.issue(names, names.first().copied().unwrap_or("server"), false)
+    }
+
+    /// A client certificate with this common name (and the name as a DNS SAN).
+    pub fn client(&self, cn: &str) -> TestCert {
+        self.issue(&[cn], cn, true)
+    }
+}

@@ -12,3 +12,4 @@ mod observability;
 mod protocols;
 mod proxy;
 mod streaming;
+mod tls;

@@ -25,7 +25,10 @@ async fn metrics_and_access_log() {
     assert_eq!(r.status(), 404);
 
     let m = client().get(format!("{}/metrics", gw.status_url())).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("gatehouse_http_requests_total{route=\"users\",service=\"users-svc\",status_class=\"2xx\"} 5"), "{m}");
+    assert!(
+        m.contains("gatehouse_http_requests_total{route=\"users\",service=\"users-svc\",status_class=\"2xx\"} 5"),
+        "{m}"
+    );
     assert!(m.contains("gatehouse_http_no_route_total 1"), "{m}");
     assert!(m.contains("gatehouse_http_request_duration_seconds_count{route=\"users\",service=\"users-svc\"} 5"));
     assert!(m.contains("gatehouse_upstream_duration_seconds_count{route=\"users\",service=\"users-svc\"} 5"));
@@ -43,7 +46,21 @@ async fn metrics_and_access_log() {
     }
     assert_eq!(lines.len(), 6, "{lines:?}");
     let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
-    for field in ["time", "request_id", "client_ip", "method", "host", "path", "route", "service", "upstream", "status", "bytes_sent", "latency_ms", "upstream_latency_ms"] {
+    for field in [
+        "time",
+        "request_id",
+        "client_ip",
+        "method",
+        "host",
+        "path",
+        "route",
+        "service",
+        "upstream",
+        "status",
+        "bytes_sent",
+        "latency_ms",
+        "upstream_latency_ms",
+    ] {
         assert!(v.get(field).is_some(), "access log lacks {field}: {v}");
     }
     assert_eq!(v["route"], "users");
