@@ -86,3 +86,56 @@ async fn upstream_status_is_relayed() {
     assert_eq!(r.status(), 500);
     assert_eq!(up.hits(), 1, "500 is not in on_statuses: no retry");
 }
+
+/// A connect that hangs (loopback listener with a full accept queue) hits the connect timeout.
+#[tokio::test]
+async fn connect_timeout_is_504() {
+    // listen(0) and never accept: once the queue is full, further SYNs are dropped and
+    // connect() hangs.
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        {
+            fillers.push(c);
+        }
+    }
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://{addr}\n    timeouts: {{ connect: 300ms }}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: r\n    service: s\n"
+    ))
+    .await;
+    let t = Instant::now();
+    let (status, _, v) = get_json(&gw.url("main")).await;
+    assert_eq!(status, 504);
+    assert_error_body(&v, "upstream_connect_timeout");
+    assert!(t.elapsed() >= Duration::from_millis(290) && t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(s);
+}
+
+/// An upstream that stops reading the request body hits the write timeout.
+#[tokio::test]
+async fn write_stall_is_504() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s); // accepted, never read
+        }
+    });
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://{addr}\n    timeouts: {{ write: 300ms, read: 30s }}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: r\n    service: s\n    max_body_bytes: 0\n"
+    ))
+    .await;
+    let t = Instant::now();
+    let r = client().post(gw.url("main")).body(vec![b'w'; 64 << 20]).send().await;
+    let r = r.expect("the gateway answers even though the upload stalled");
+    assert_eq!(r.status(), 504);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_error_body(&v, "upstream_write_timeout");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    holder.abort();
+}

@@ -228,3 +228,26 @@ routes:
     assert_eq!(r.headers()["x-a"], "b");
     assert_eq!(r.text().await.unwrap(), "hi");
 }
+
+/// A reload can add and remove listeners; the others keep their sockets.
+#[tokio::test]
+async fn reload_adds_and_removes_listeners() {
+    let yaml = |extra: &str| {
+        format!(
+            "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{extra}services:\n  - name: s\n    type: echo\nroutes:\n  - name: r\n    service: s\n"
+        )
+    };
+    let gw = TestGateway::start(&yaml(""), &[]).await;
+    let main = gw.addr("main");
+    gw.reload(&yaml("  - name: second\n    address: 127.0.0.1:0\n"), &[]).await.unwrap();
+    let second = gw.addr("second");
+    assert_eq!(gw.addr("main"), main, "an unchanged listener keeps its socket");
+    for a in [main, second] {
+        assert_eq!(client().get(format!("http://{a}/")).send().await.unwrap().status(), 200);
+    }
+    gw.reload(&yaml(""), &[]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(gw.gw.listener_addr("second").is_none());
+    let r = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("http://{second}/")).send().await;
+    assert!(r.is_err(), "the removed listener no longer accepts");
+}
