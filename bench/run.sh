@@ -51,6 +51,8 @@ http { access_log off; keepalive_timeout 65; keepalive_requests 100000000;
 NGX
 }
 start_upstream() {
+  # One upstream for every section of a run.
+  curl -s -o /dev/null "http://127.0.0.1:$UP_PORT/" && return 0
   nginx_conf up "server { listen 127.0.0.1:$UP_PORT backlog=4096; location / { default_type text/plain; return 200 \"$BODY\"; } }" >"$TMP/up.conf"
   taskset -c 0 nginx -p "$TMP" -c "$TMP/up.conf" & PIDS+=($!)
   wait_port $UP_PORT
