@@ -1283,6 +1283,14 @@ fn plugins(v: &mut V, file: &FileConfig) -> Vec<Plugin> {
         if let Err(e) = pl.config.validate() {
             v.err(p.join("config").extend_dotted(&e.path), e.message);
         }
+        if let Some(anon) = pl.config.anonymous_consumer() {
+            if !consumers.contains_key(anon) {
+                v.err(p.join("config").join("anonymous"), format!("unknown consumer {anon:?}"));
+            }
+        }
+        if pl.consumer.is_some() && pl.config.is_auth() {
+            v.err(p.join("consumer"), "an authentication plugin cannot be scoped to a consumer");
+        }
         if !scopes.insert((pl.config.plugin_name(), pl.route.clone(), pl.service.clone(), pl.consumer.clone()))
             && pl.enabled != Some(false)
         {

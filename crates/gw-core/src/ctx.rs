@@ -65,6 +65,9 @@ pub struct Ctx {
     pub upstream_latency: Option<Duration>,
     /// Headers added to the final response, whatever produced it (e.g. rate-limit headers).
     pub response_headers: HeaderMap,
+    /// A body limit set by a plugin in the access phase (the smaller of this and the route's
+    /// limit applies).
+    pub max_body_bytes: Option<u64>,
     /// Plugin scratch space, keyed by type.
     pub vars: Extensions,
 }
@@ -89,6 +92,7 @@ impl Ctx {
             upstream_addr: None,
             upstream_latency: None,
             response_headers: HeaderMap::new(),
+            max_body_bytes: None,
             vars: Extensions::new(),
         }
     }

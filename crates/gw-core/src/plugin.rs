@@ -113,6 +113,12 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(AuthOutcome::NoCredentials { challenge: Reply::empty(http::StatusCode::UNAUTHORIZED) })
     }
 
+    /// For authentication plugins: the consumer to use when authentication fails as a whole (the
+    /// route's auth plugins all failed, or one failed in `all` mode). Default: none.
+    fn anonymous(&self) -> Option<std::sync::Arc<crate::ConsumerInfo>> {
+        None
+    }
+
     /// Access phase, after authentication: allow, deny, limit. `Flow::Respond` answers the client
     /// without calling the upstream. Default: continue.
     async fn access(&self, _req: &mut RequestHead, _cx: &mut Ctx) -> Result<Flow> {

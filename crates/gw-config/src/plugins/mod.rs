@@ -14,9 +14,16 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
+mod access;
+mod auth;
+mod common;
 mod request_termination;
+mod transform;
 
+pub use access::{Acl, BotDetection, Cors, FailureMode, ForwardAuth, IpRestriction, RequestSizeLimiting, parse_net};
+pub use auth::{BasicAuth, HmacAuth, JWT_ALGORITHMS, Jwt, JwksConfig, KeyAuth, MtlsAuth};
 pub use request_termination::RequestTermination;
+pub use transform::{RemoveSpec, RenameSpec, RequestTransformer, ResponseTransformer, ValueSpec, check_template};
 
 /// A validation failure inside a plugin config: the key path below `config` and a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,8 +89,53 @@ macro_rules! plugin_configs {
 }
 
 plugin_configs! {
+    /// API keys in a header or query parameter.
+    KeyAuth(KeyAuth) = "key-auth",
+    /// HTTP Basic authentication (RFC 7617).
+    BasicAuth(BasicAuth) = "basic-auth",
+    /// JSON Web Tokens, with consumer keys or a JWKS.
+    Jwt(Jwt) = "jwt",
+    /// HTTP message signatures with shared secrets.
+    HmacAuth(HmacAuth) = "hmac-auth",
+    /// Client certificates (mutual TLS).
+    MtlsAuth(MtlsAuth) = "mtls-auth",
+    /// External authorization by an auth service.
+    ForwardAuth(ForwardAuth) = "forward-auth",
+    /// Allow or deny consumer groups.
+    Acl(Acl) = "acl",
+    /// Allow or deny client IPs and networks.
+    IpRestriction(IpRestriction) = "ip-restriction",
+    /// Refuse large request bodies.
+    RequestSizeLimiting(RequestSizeLimiting) = "request-size-limiting",
+    /// Refuse clients by User-Agent.
+    BotDetection(BotDetection) = "bot-detection",
+    /// Cross-origin resource sharing.
+    Cors(Cors) = "cors",
+    /// Edit the request before it goes upstream.
+    RequestTransformer(RequestTransformer) = "request-transformer",
+    /// Edit the upstream response.
+    ResponseTransformer(ResponseTransformer) = "response-transformer",
     /// Answer every request with a fixed response (maintenance mode, blocking a route).
     RequestTermination(RequestTermination) = "request-termination",
+}
+
+impl PluginConfig {
+    /// The anonymous consumer an authentication plugin falls back to, if any.
+    pub fn anonymous_consumer(&self) -> Option<&str> {
+        match self {
+            Self::KeyAuth(c) => c.anonymous.as_deref(),
+            Self::BasicAuth(c) => c.anonymous.as_deref(),
+            Self::Jwt(c) => c.anonymous.as_deref(),
+            Self::HmacAuth(c) => c.anonymous.as_deref(),
+            Self::MtlsAuth(c) => c.anonymous.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is an authentication plugin (consumer-scoped instances make no sense).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Self::KeyAuth(_) | Self::BasicAuth(_) | Self::Jwt(_) | Self::HmacAuth(_) | Self::MtlsAuth(_))
+    }
 }
 
 /// A plugin instance (`plugins[]`): which plugin, where it applies, and its config.

@@ -1,0 +1,59 @@
+//! `acl`: allow or deny consumers by group. Runs after authentication; without a consumer the
+//! request is refused with 401, an authenticated consumer that is not allowed gets 403.
+
+use async_trait::async_trait;
+use gw_config::plugins::Acl as Conf;
+use gw_core::{Ctx, Flow, Hooks, Plugin, RequestHead, Result, priority};
+use http::{HeaderName, HeaderValue};
+
+use crate::util::{forbidden, missing_credentials};
+
+pub(crate) struct Acl {
+    allow: Vec<String>,
+    deny: Vec<String>,
+    send_groups: bool,
+}
+
+impl Acl {
+    pub(crate) fn new(c: &Conf) -> Self {
+        Acl { allow: c.allow.clone(), deny: c.deny.clone(), send_groups: !c.hide_groups_header }
+    }
+}
+
+#[async_trait]
+impl Plugin for Acl {
+    fn name(&self) -> &'static str {
+        "acl"
+    }
+
+    fn priority(&self) -> i32 {
+        priority::ACL
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::ACCESS
+    }
+
+    async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
+        let Some(c) = &cx.consumer else {
+            return Ok(Flow::Respond(missing_credentials("")));
+        };
+        let in_any = |list: &[String]| c.groups.iter().any(|g| list.contains(g));
+        let allowed = if !self.allow.is_empty() { in_any(&self.allow) } else { !in_any(&self.deny) };
+        if !allowed {
+            return Ok(Flow::Respond(forbidden("you are not allowed to use this route")));
+        }
+        if self.send_groups {
+            let h = HeaderName::from_static("x-consumer-groups");
+            match HeaderValue::from_str(&c.groups.join(", ")) {
+                Ok(v) if !c.groups.is_empty() => {
+                    req.headers.insert(h, v);
+                }
+                _ => {
+                    req.headers.remove(h);
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}

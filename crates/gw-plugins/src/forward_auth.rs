@@ -1,0 +1,122 @@
+//! `forward-auth`: external authorization. The request's headers (plus `X-Forwarded-Method`,
+//! `-Uri`, `-Host`, `-Proto`, `-For`) go to an auth service in a GET; a 2xx lets the request
+//! through (optionally copying headers of the answer upstream); any other status is returned to
+//! the client as it is. Timeouts and unreachable services fail closed (503) or open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gw_config::plugins::{FailureMode, ForwardAuth as Conf};
+use gw_core::{Ctx, Error, ErrorKind, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_observability::Metrics;
+use http::HeaderName;
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+
+use crate::util::{header_name, http_client};
+
+pub(crate) struct ForwardAuth {
+    url: String,
+    timeout: Duration,
+    request_headers: Option<Vec<HeaderName>>,
+    upstream_headers: Vec<HeaderName>,
+    client_headers: Vec<HeaderName>,
+    fail_open: bool,
+    metrics: Arc<Metrics>,
+}
+
+/// Largest auth-service body relayed to the client.
+const MAX_BODY: usize = 64 * 1024;
+
+impl ForwardAuth {
+    pub(crate) fn new(c: &Conf, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let names = |v: &[String]| v.iter().map(|n| header_name(n)).collect::<Result<Vec<_>, _>>();
+        Ok(ForwardAuth {
+            url: c.url.clone(),
+            timeout: c.timeout.as_ref().map(|d| d.get()).unwrap_or(Duration::from_secs(2)),
+            request_headers: c.request_headers.as_deref().map(names).transpose()?,
+            upstream_headers: names(&c.upstream_headers)?,
+            client_headers: match &c.client_headers {
+                Some(h) => names(h)?,
+                None => names(&["www-authenticate".into(), "content-type".into(), "location".into()])?,
+            },
+            fail_open: c.failure_mode == FailureMode::Open,
+            metrics,
+        })
+    }
+}
+
+#[async_trait]
+impl Plugin for ForwardAuth {
+    fn name(&self) -> &'static str {
+        "forward-auth"
+    }
+
+    fn priority(&self) -> i32 {
+        priority::FORWARD_AUTH
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::ACCESS
+    }
+
+    async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
+        let mut b = http_client().get(&self.url).timeout(self.timeout);
+        for (k, v) in &req.headers {
+            if k == HOST || k == CONTENT_LENGTH || k == TRANSFER_ENCODING || k == CONNECTION {
+                continue;
+            }
+            if self.request_headers.as_ref().is_some_and(|only| !only.contains(k)) {
+                continue;
+            }
+            b = b.header(k, v);
+        }
+        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+        b = b
+            .header("x-forwarded-method", req.method.as_str())
+            .header("x-forwarded-uri", target)
+            .header("x-forwarded-host", cx.host.as_str())
+            .header("x-forwarded-proto", if cx.tls { "https" } else { "http" })
+            .header("x-forwarded-for", cx.client_ip.to_string())
+            .header("x-request-id", cx.request_id.clone());
+        let resp = match b.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                if self.fail_open {
+                    self.metrics.plugin_event("forward_auth_fail_open");
+                    tracing::warn!(error = %e, "forward-auth unreachable; letting the request through (fail open)");
+                    return Ok(Flow::Continue);
+                }
+                self.metrics.plugin_event("forward_auth_fail_closed");
+                return Err(Error::new(ErrorKind::DependencyUnavailable, "forward-auth service unreachable").with_cause(e));
+            }
+        };
+        if resp.status().is_success() {
+            for h in &self.upstream_headers {
+                req.headers.remove(h);
+                for v in resp.headers().get_all(h) {
+                    req.headers.append(h.clone(), v.clone());
+                }
+            }
+            return Ok(Flow::Continue);
+        }
+        let status = resp.status();
+        let mut reply = Reply::empty(status);
+        for h in &self.client_headers {
+            for v in resp.headers().get_all(h) {
+                reply.headers.append(h.clone(), v.clone());
+            }
+        }
+        let mut body = Vec::new();
+        let mut resp = resp;
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            if body.len() + chunk.len() > MAX_BODY {
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        reply.body = Bytes::from(body);
+        Ok(Flow::Respond(reply))
+    }
+}

@@ -1,0 +1,109 @@
+//! Helpers shared by plugins: standard refusals, constant-time comparison, header helpers, the
+//! outbound HTTP client.
+
+use std::sync::{Arc, OnceLock};
+
+use gw_core::{Ctx, Reply};
+use http::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use http::StatusCode;
+
+/// 401 for a request without credentials, with the scheme's challenge.
+pub(crate) fn missing_credentials(challenge: &str) -> Reply {
+    with_challenge(Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "missing credentials"), challenge)
+}
+
+/// 401 for credentials that are not valid. The message never says which part was wrong.
+pub(crate) fn invalid_credentials(challenge: &str) -> Reply {
+    with_challenge(Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid credentials"), challenge)
+}
+
+fn with_challenge(r: Reply, challenge: &str) -> Reply {
+    match HeaderValue::from_str(challenge) {
+        Ok(v) if !challenge.is_empty() => r.with_header(WWW_AUTHENTICATE, v),
+        _ => r,
+    }
+}
+
+/// 403 for an authenticated request that is not allowed.
+pub(crate) fn forbidden(message: &str) -> Reply {
+    Reply::error(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// Constant-time equality of byte strings (lengths may leak, contents do not).
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Mark the request authenticated as `consumer` with credential `id`.
+pub(crate) fn set_consumer(cx: &mut Ctx, consumer: Arc<gw_core::ConsumerInfo>, id: Option<&str>) {
+    cx.consumer = Some(consumer);
+    cx.credential_id = id.map(str::to_string);
+}
+
+/// Parse a header name from configuration (validated already); lower-cased.
+pub(crate) fn header_name(n: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).map_err(|e| format!("{n:?}: {e}"))
+}
+
+/// Remove the query parameters whose (decoded) name is in `names`, keeping the others as they
+/// were written. Returns the new query (None when empty).
+pub(crate) fn remove_query_params(query: &str, names: &[&str]) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let raw = pair.split('=').next().unwrap_or("");
+            let name: String = form_urlencoded::parse(raw.as_bytes()).map(|(k, _)| k.into_owned()).next().unwrap_or_default();
+            !names.contains(&name.as_str())
+        })
+        .collect();
+    let q = kept.join("&");
+    if q.is_empty() { None } else { Some(q) }
+}
+
+/// Decoded query parameters.
+pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+/// The process-wide client for calls plugins make (JWKS, forward-auth): rustls with aws-lc-rs
+/// and the system roots, no proxy from the environment, pooled connections.
+pub(crate) fn http_client() -> reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(c);
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+        let mut b = reqwest::Client::builder().no_proxy().pool_idle_timeout(std::time::Duration::from_secs(60));
+        if let Ok(tls) = tls {
+            b = b.use_preconfigured_tls(tls);
+        }
+        b.build().unwrap_or_else(|_| reqwest::Client::new())
+    })
+    .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Query parameters are removed by decoded name; the others keep their encoding.
+    #[test]
+    fn removes_query_params() {
+        assert_eq!(remove_query_params("apikey=abc&x=%20y&b", &["apikey"]).as_deref(), Some("x=%20y&b"));
+        assert_eq!(remove_query_params("api%6Bey=abc", &["apikey"]), None);
+        assert_eq!(remove_query_params("a=1", &["b"]).as_deref(), Some("a=1"));
+    }
+
+    /// Constant-time comparison agrees with ==.
+    #[test]
+    fn ct() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}
