@@ -68,6 +68,9 @@ pub struct Ctx {
     /// A body limit set by a plugin in the access phase (the smaller of this and the route's
     /// limit applies).
     pub max_body_bytes: Option<u64>,
+    /// Whether the request has a body (declared by `Content-Length` > 0 or chunked / HTTP/2
+    /// framing); set before the access phase.
+    pub has_body: bool,
     /// Plugin scratch space, keyed by type.
     pub vars: Extensions,
 }
@@ -93,6 +96,7 @@ impl Ctx {
             upstream_latency: None,
             response_headers: HeaderMap::new(),
             max_body_bytes: None,
+            has_body: false,
             vars: Extensions::new(),
         }
     }

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! (or `Signature: keyId="alice", ...`). The signing string has one line per listed header,
-//! `name: value`; `@request-target` / `(request-target)` is `<method lower> <path?query>` and
+//! `name: value`; `@request-target` / `(request-target)` is `<name>: <method lower> <path?query>` and
 //! `request-line` is `<METHOD> <path?query> HTTP/1.1`. `Date` (or `X-Date`) must be signed and
 //! within `clock_skew`; with `validate_request_body`, a signed `Digest: SHA-256=<base64>` must
 //! match the body.
@@ -47,6 +47,7 @@ struct Params {
 }
 
 /// Marker in `Ctx::vars`: the body digest still has to be checked.
+#[derive(Clone)]
 struct PendingDigest(Vec<u8>);
 
 impl HmacAuth {
@@ -105,7 +106,9 @@ fn signing_string(req: &RequestHead, headers: &[String]) -> Option<String> {
     let mut lines = Vec::with_capacity(headers.len());
     for h in headers {
         let line = match h.as_str() {
-            "@request-target" | "(request-target)" => format!("{} {target}", req.method.as_str().to_ascii_lowercase()),
+            "@request-target" | "(request-target)" => {
+                format!("{h}: {} {target}", req.method.as_str().to_ascii_lowercase())
+            }
             "request-line" => format!("{} {target} HTTP/1.1", req.method),
             name => {
                 let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();

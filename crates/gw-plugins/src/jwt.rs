@@ -47,7 +47,7 @@ pub(crate) struct JwtPlugin {
 /// Where the token was found (to remove it when hiding credentials).
 enum Source {
     Header(HeaderName),
-    Query(String),
+    Query,
     Cookie(String),
 }
 
@@ -103,7 +103,7 @@ impl JwtPlugin {
         if !self.query.is_empty() {
             for (k, v) in query_pairs(req.query()) {
                 if self.query.contains(&k) {
-                    return Some((v, Source::Query(k)));
+                    return Some((v, Source::Query));
                 }
             }
         }
@@ -126,7 +126,7 @@ impl JwtPlugin {
             Source::Header(h) => {
                 req.headers.remove(h);
             }
-            Source::Query(_) => {
+            Source::Query => {
                 let names: Vec<&str> = self.query.iter().map(String::as_str).collect();
                 let q = req.query().and_then(|q| remove_query_params(q, &names));
                 let _ = req.set_query(q.as_deref());

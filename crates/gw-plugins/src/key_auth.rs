@@ -24,7 +24,7 @@ pub(crate) struct KeyAuth {
 
 enum Found {
     Header(HeaderName),
-    Query(String),
+    Query,
 }
 
 impl KeyAuth {
@@ -44,7 +44,7 @@ impl KeyAuth {
         if !self.query_names.is_empty() {
             for (k, v) in query_pairs(req.query()) {
                 if self.query_names.iter().any(|n| *n == k) {
-                    return Some((v, Found::Query(k)));
+                    return Some((v, Found::Query));
                 }
             }
         }
@@ -84,7 +84,7 @@ impl Plugin for KeyAuth {
                 Found::Header(h) => {
                     req.headers.remove(h);
                 }
-                Found::Query(_) => {
+                Found::Query => {
                     let names: Vec<&str> = self.query_names.iter().map(String::as_str).collect();
                     let q = req.query().and_then(|q| remove_query_params(q, &names));
                     let _ = req.set_query(q.as_deref());

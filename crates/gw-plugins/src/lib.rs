@@ -14,7 +14,24 @@ use gw_config::plugins::PluginConfig;
 use gw_core::Plugin;
 use gw_observability::Metrics;
 
+mod acl;
+mod basic_auth;
+mod bot_detection;
+mod cors;
+mod directory;
+mod forward_auth;
+mod hmac_auth;
+mod ip_restriction;
+mod jwt;
+mod key_auth;
+mod mtls_auth;
+mod request_size_limiting;
 mod request_termination;
+mod template;
+mod transformer;
+mod util;
+
+pub use directory::Directory;
 
 /// What plugin constructors may use: the whole validated configuration (consumers,
 /// credentials) and process-wide services.
@@ -23,12 +40,27 @@ pub struct BuildEnv<'a> {
     pub config: &'a Config,
     /// Process metrics.
     pub metrics: &'a Arc<Metrics>,
+    /// Consumers and their credentials, indexed once per configuration.
+    pub directory: Arc<Directory>,
 }
 
 /// Build the plugin instance described by `config`.
 pub fn build(config: &PluginConfig, env: &BuildEnv<'_>) -> Result<Arc<dyn Plugin>, String> {
-    let _ = env;
+    let dir = || env.directory.clone();
     Ok(match config {
+        PluginConfig::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c, dir())?),
+        PluginConfig::BasicAuth(c) => Arc::new(basic_auth::BasicAuth::new(c, dir())?),
+        PluginConfig::Jwt(c) => Arc::new(jwt::JwtPlugin::new(c, dir())?),
+        PluginConfig::HmacAuth(c) => Arc::new(hmac_auth::HmacAuth::new(c, dir())),
+        PluginConfig::MtlsAuth(c) => Arc::new(mtls_auth::MtlsAuth::new(c, dir())),
+        PluginConfig::ForwardAuth(c) => Arc::new(forward_auth::ForwardAuth::new(c, env.metrics.clone())?),
+        PluginConfig::Acl(c) => Arc::new(acl::Acl::new(c)),
+        PluginConfig::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction::new(c)?),
+        PluginConfig::RequestSizeLimiting(c) => Arc::new(request_size_limiting::RequestSizeLimiting::new(c)),
+        PluginConfig::BotDetection(c) => Arc::new(bot_detection::BotDetection::new(c)?),
+        PluginConfig::Cors(c) => Arc::new(cors::Cors::new(c)?),
+        PluginConfig::RequestTransformer(c) => Arc::new(transformer::RequestTransformer::new(c)?),
+        PluginConfig::ResponseTransformer(c) => Arc::new(transformer::ResponseTransformer::new(c)?),
         PluginConfig::RequestTermination(c) => Arc::new(request_termination::RequestTermination::new(c)?),
     })
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use gw_config::plugins::RequestSizeLimiting as Conf;
 use gw_core::{Ctx, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
 use http::StatusCode;
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::CONTENT_LENGTH;
 
 pub(crate) struct RequestSizeLimiting {
     limit: u64,
@@ -41,7 +41,7 @@ impl Plugin for RequestSizeLimiting {
                     &format!("request body larger than {} bytes", self.limit),
                 )));
             }
-            None if self.require_length && req.headers.contains_key(TRANSFER_ENCODING) => {
+            None if self.require_length && cx.has_body => {
                 return Ok(Flow::Respond(Reply::error(StatusCode::LENGTH_REQUIRED, "length_required", "Content-Length required")));
             }
             _ => {}

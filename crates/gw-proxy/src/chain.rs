@@ -112,7 +112,8 @@ pub(crate) struct Plugins {
 impl Plugins {
     /// Build every enabled instance (off the request path; a failure fails the reload).
     pub(crate) fn build(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Plugins, String> {
-        let env = gw_plugins::BuildEnv { config: cfg, metrics };
+        let directory = Arc::new(gw_plugins::Directory::new(cfg)?);
+        let env = gw_plugins::BuildEnv { config: cfg, metrics, directory };
         let built = cfg
             .plugins
             .iter()

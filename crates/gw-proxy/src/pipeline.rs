@@ -168,12 +168,17 @@ async fn handle(
     forwarding::scrub_request(&mut head.headers, upgrade);
 
     // === access ===
+    cx.has_body = !body.is_end_stream();
     if let Some(r) = access_phase(&mut head, cx, p, rt, route_idx).await? {
         return Ok(r);
     }
 
     // === body limit ===
-    let limit = route.route.max_body_bytes;
+    let limit = match (route.route.max_body_bytes, cx.max_body_bytes) {
+        (0, Some(p)) => p,
+        (r, Some(p)) => r.min(p),
+        (r, None) => r,
+    };
     if limit > 0 {
         if let Some(len) = content_length(&head.headers) {
             if len > limit {
@@ -438,7 +443,13 @@ async fn authenticate(
     if mode == AuthMode::All {
         return Ok(None);
     }
-    // No plugin authenticated: prefer the answer about credentials that were present.
+    // No plugin authenticated: the first anonymous consumer configured on one of them, if any.
+    if let Some(anon) = chain.auth.iter().find_map(|pl| pl.anonymous()) {
+        cx.consumer = Some(anon);
+        cx.credential_id = None;
+        return Ok(None);
+    }
+    // Otherwise prefer the answer about credentials that were present.
     Ok(Some(
         first_rejection
             .or(first_challenge)

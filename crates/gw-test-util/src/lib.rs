@@ -52,18 +52,24 @@ impl TestGateway {
         format!("http://{}", self.gw.status_addr().unwrap_or_else(|| panic!("no status listener")))
     }
 
-    /// Reload from YAML; panics on rejection unless `expect_err`.
+    /// Reload from YAML: parse, validate and compile; any error (located) is returned and the
+    /// previous configuration keeps serving.
     pub async fn reload(&self, yaml: &str, vars: &[(&str, String)]) -> Result<(), String> {
-        self.gw.reload(config(yaml, vars)).await
+        self.gw.reload(try_config(yaml, vars)?).await
     }
 }
 
 /// Parse and validate YAML into a model config (panics with the located errors on failure).
 pub fn config(yaml: &str, vars: &[(&str, String)]) -> gw_config::Config {
+    try_config(yaml, vars).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Parse and validate YAML into a model config, or the located errors.
+pub fn try_config(yaml: &str, vars: &[(&str, String)]) -> Result<gw_config::Config, String> {
     let env: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let file = gw_config::parse_yaml(yaml, "test.yaml", env).unwrap_or_else(|e| panic!("{e}"));
+    let file = gw_config::parse_yaml(yaml, "test.yaml", env).map_err(|e| e.to_string())?;
     gw_config::validate_located(&file, "test.yaml", Some(yaml), &gw_config::ValidateOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .map_err(|e| e.to_string())
 }
 
 /// Body type of upstream responses.

@@ -11,5 +11,6 @@ mod lb;
 mod observability;
 mod protocols;
 mod proxy;
+mod security;
 mod streaming;
 mod tls;
