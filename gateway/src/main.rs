@@ -129,9 +129,10 @@ fn run(path: &Path, json_logs: bool, watch: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "gatehouse started");
         let reloader = reload::spawn(gw.clone(), path.to_path_buf(), watch);
-        wait_for_termination().await;
+        let terminated = termination();
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "gatehouse started");
+        terminated.await;
         tracing::info!(timeout = ?shutdown_timeout, "draining");
         reloader.abort();
         gw.shutdown(shutdown_timeout).await;
@@ -140,19 +141,23 @@ fn run(path: &Path, json_logs: bool, watch: bool) -> ExitCode {
     })
 }
 
-async fn wait_for_termination() {
+/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed before this returns.
+fn termination() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            std::future::pending::<()>().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    async move {
+        let mut term = match term {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

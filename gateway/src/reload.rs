@@ -14,20 +14,30 @@ use tokio::task::JoinHandle;
 use crate::DEBOUNCE;
 
 pub(crate) fn spawn(gw: gw_proxy::Gateway, path: PathBuf, watch: bool) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let (tx, mut rx) = mpsc::channel::<&'static str>(16);
-        let _watcher = if watch { start_watcher(&path, tx.clone()) } else { None };
+    // The watcher and the SIGHUP handler are installed before this returns (and before the
+    // "started" log line), so no change or signal right after start-up is missed.
+    let (tx, mut rx) = mpsc::channel::<&'static str>(16);
+    let watcher = if watch { start_watcher(&path, tx.clone()) } else { None };
+    let hup = {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        }
+    };
+    if let Some(mut hup) = hup {
         let sig_tx = tx.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                tracing::error!("cannot listen for SIGHUP");
-                return;
-            };
             while hup.recv().await.is_some() {
                 let _ = sig_tx.send("SIGHUP").await;
             }
         });
+    }
+    tokio::spawn(async move {
+        let _watcher = watcher;
         while let Some(cause) = rx.recv().await {
             if cause == "file change" {
                 tokio::time::sleep(DEBOUNCE).await;

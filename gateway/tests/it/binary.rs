@@ -42,6 +42,8 @@ impl Proc {
         let line = p.wait_for("listening", Duration::from_secs(20)).await;
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         let addr = v["addr"].as_str().expect("addr field").parse().expect("socket address");
+        // Logged once the file watcher and signal handlers are installed.
+        p.wait_for("gatehouse started", Duration::from_secs(20)).await;
         (p, addr)
     }
 
