@@ -7,9 +7,11 @@
 #   bench/run.sh http2      # h2load, HTTP/2 (h2c prior knowledge): gateway vs nginx
 #   bench/run.sh routes     # 10 vs 10,000 routes
 #   bench/run.sh memory     # idle RSS, and RSS with 10,000 idle client connections
+#   bench/run.sh plugins    # plain proxy vs key-auth + acl + access log (file)
 #
 # Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
-# Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50).
+# Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50), NO_BUILD=1 (use the
+# release binary already built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,8 +31,10 @@ if ((${#need[@]})); then
 fi
 PATH=$PATH:/usr/sbin:/sbin
 
-log "building the release binary"
-cargo build --release -q -p gatehouse
+if [[ ${NO_BUILD:-0} != 1 ]]; then
+  log "building the release binary"
+  cargo build --release -q -p gatehouse
+fi
 BIN=$ROOT/target/release/gatehouse
 
 TMP=$(mktemp -d -t gw-bench.XXXXXX)
@@ -150,11 +154,55 @@ memory() {
   stop_pid "$GW_PID"
 }
 
+# compare TITLE "NAME CONFIG [wrk header]" ... : alternating wrk runs of several gateway
+# configurations against the same upstream; prints the median req/s, p99 and the ratio of each
+# to the first.
+compare() {
+  local title=$1; shift
+  start_upstream
+  : >"$TMP/cmp.csv"
+  for r in $(seq "$REPEATS"); do
+    for spec in "$@"; do
+      read -r name cfg hdr <<<"$spec"
+      ACCESS_LOG=$TMP/access.log start_gateway "$cfg"
+      args=(-t1 -c"$CONNS" --latency)
+      [[ -n ${hdr:-} ]] && args+=(-H "$hdr")
+      code=$(curl -s -o /dev/null -w '%{http_code}' ${hdr:+-H "$hdr"} "http://127.0.0.1:$GW_PORT/")
+      [[ $code == 200 ]] || { log "$name answered $code"; cat "$TMP/gw.err" >&2; exit 1; }
+      taskset -c 0 wrk "${args[@]}" -d2s "http://127.0.0.1:$GW_PORT/" >/dev/null
+      out=$(taskset -c 0 wrk "${args[@]}" -d"${DURATION}s" "http://127.0.0.1:$GW_PORT/")
+      rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+      p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+      non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+      echo "$name,$rps,$p99,${non2xx:-0}" >>"$TMP/cmp.csv"
+      log "run $r $name: $rps req/s, p99 $p99, non-2xx ${non2xx:-0}"
+      stop_pid "$GW_PID"; rm -f "$TMP/access.log"
+    done
+  done
+  printf '\n%s (wrk -c%s, %ss x %s, alternating, median)\n' "$title" "$CONNS" "$DURATION" "$REPEATS"
+  local base=""
+  for spec in "$@"; do
+    read -r name _ <<<"$spec"
+    m=$(grep "^$name," "$TMP/cmp.csv" | cut -d, -f2 | median)
+    p=$(grep "^$name," "$TMP/cmp.csv" | cut -d, -f3 | tr '\n' ' ')
+    [[ -z $base ]] && base=$m
+    printf '%-22s %10.0f req/s  ratio %.3f  p99s: %s\n' "$name" "$m" "$(echo "$m / $base" | bc -l)" "$p"
+  done
+}
+
+plugins() {
+  log "plugins: plain vs key-auth + acl + access log"
+  compare "Plain proxy vs key-auth + acl + JSON access log to a file" \
+    "plain $ROOT/bench/gateway-plain.yaml" \
+    "key-auth+acl+log $ROOT/bench/gateway-auth.yaml x-api-key: bench-api-key-0001"
+}
+
 case $WHAT in
   http1) http1 ;;
   http2) http2 ;;
   routes) routes ;;
   memory) memory ;;
-  all) http1; http2; routes; memory ;;
+  plugins) plugins ;;
+  all) http1; http2; routes; memory; plugins ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac

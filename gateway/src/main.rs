@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: fewer cycles per allocation than glibc malloc on the request path, and less
+/// fragmentation with many connections.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod reload;
 
 #[derive(Parser)]

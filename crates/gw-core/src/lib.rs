@@ -15,11 +15,13 @@
 //! How to use: implement [`Plugin`] for a struct, then register a constructor for it in
 //! `gw-plugins` (see `docs/writing-a-plugin.md`).
 
+mod clock;
 mod ctx;
 mod flow;
 mod head;
 mod plugin;
 
+pub use clock::{Clock, OffsetClock, SystemClock};
 pub use ctx::{ConsumerInfo, Ctx, LogEntry, RouteInfo};
 pub use flow::{Flow, Reply};
 pub use gw_error::{Error, ErrorKind, OrErr, Result, Retry, Side};

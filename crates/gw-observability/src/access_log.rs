@@ -96,22 +96,33 @@ impl AccessLog {
     }
 }
 
+/// How often the writer drains the queue. Polling (instead of blocking on each line) means a
+/// busy gateway never pays a thread wake-up per request: senders only push to the queue.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+
 fn writer(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+    use std::sync::mpsc::TryRecvError;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     loop {
-        // Block for the first line, then drain what is queued and flush once.
-        let Ok(line) = rx.recv() else { break };
-        let _ = out.write_all(&line);
-        let deadline = std::time::Instant::now() + Duration::from_millis(50);
-        while let Ok(line) = rx.try_recv() {
-            let _ = out.write_all(&line);
-            if std::time::Instant::now() > deadline {
-                break;
+        let mut wrote = false;
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    let _ = out.write_all(&line);
+                    wrote = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
         }
-        let _ = out.flush();
+        if wrote {
+            let _ = out.flush();
+        }
+        std::thread::sleep(DRAIN_EVERY);
     }
-    let _ = out.flush();
 }
 
 /// RFC 3339 UTC timestamp with milliseconds.

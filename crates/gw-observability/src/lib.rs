@@ -8,9 +8,11 @@
 
 mod access_log;
 mod metrics;
+mod usage;
 
 pub use access_log::{AccessLog, AccessLogLine, AccessLogTarget, rfc3339};
 pub use metrics::{Metrics, RouteMetrics, TargetHealthLabels};
+pub use usage::{Usage, UsageRow};
 
 /// Install the process-wide `tracing` subscriber: JSON lines or human-readable text on stderr,
 /// filtered by `RUST_LOG` (default `info`).

@@ -48,11 +48,13 @@ impl BasicAuth {
     }
 
     async fn verify(&self, phc: &str, password: String) -> Result<bool> {
-        let _permit = self.slots.acquire().await.map_err(|e| Error::new(ErrorKind::Internal, "verifier").with_cause(e))?;
+        let _permit =
+            self.slots.acquire().await.map_err(|e| Error::new(ErrorKind::Internal, "verifier").with_cause(e))?;
         let phc = phc.to_string();
         tokio::task::spawn_blocking(move || {
             use argon2::password_hash::{PasswordHash, PasswordVerifier};
-            PasswordHash::new(&phc).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            PasswordHash::new(&phc)
+                .is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
         })
         .await
         .map_err(|e| Error::new(ErrorKind::Internal, "password verification").with_cause(e))

@@ -68,7 +68,10 @@ impl Cors {
 }
 
 fn add_vary_origin(h: &mut http::HeaderMap) {
-    let has = h.get_all(header::VARY).iter().any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("origin"))));
+    let has = h
+        .get_all(header::VARY)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("origin"))));
     if !has {
         h.append(header::VARY, HeaderValue::from_static("Origin"));
     }
@@ -91,14 +94,16 @@ impl Plugin for Cors {
     async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
         let Some(origin) = req.headers.get(header::ORIGIN).cloned() else { return Ok(Flow::Continue) };
         let allowed = self.allow_origin(&origin);
-        let preflight = req.method == Method::OPTIONS && req.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let preflight =
+            req.method == Method::OPTIONS && req.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if preflight && !self.preflight_continue {
             let mut r = Reply::empty(StatusCode::NO_CONTENT);
             add_vary_origin(&mut r.headers);
             if let Some(allow) = allowed {
                 r.headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
                 r.headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
-                let hdrs = self.headers.clone().or_else(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned());
+                let hdrs =
+                    self.headers.clone().or_else(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned());
                 if let Some(h) = hdrs {
                     r.headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, h);
                 }

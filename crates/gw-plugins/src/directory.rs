@@ -86,10 +86,14 @@ impl Directory {
                         d.basic.insert(username.clone(), (i, password_hash.clone()));
                     }
                     Credential::Jwt { key, algorithm: alg, secret, public_key } => {
-                        let a = algorithm(alg).ok_or_else(|| format!("consumer {:?}: unknown JWT algorithm {alg}", c.username))?;
+                        let a = algorithm(alg)
+                            .ok_or_else(|| format!("consumer {:?}: unknown JWT algorithm {alg}", c.username))?;
                         let dk = decoding_key(a, secret.as_ref(), public_key.as_deref())
                             .map_err(|e| format!("consumer {:?}: jwt credential {key:?}: {e}", c.username))?;
-                        d.jwt.insert(key.clone(), JwtKey { consumer: i, algorithm: a, key: dk, id: Arc::from(key.as_str()) });
+                        d.jwt.insert(
+                            key.clone(),
+                            JwtKey { consumer: i, algorithm: a, key: dk, id: Arc::from(key.as_str()) },
+                        );
                     }
                     Credential::HmacAuth { username, secret } => {
                         d.hmac.insert(username.clone(), (i, secret.clone()));
@@ -159,13 +163,12 @@ fn decoding_key(a: Algorithm, secret: Option<&Secret>, public_key: Option<&str>)
             secret.map(|s| DecodingKey::from_secret(s.expose().as_bytes())).ok_or_else(|| "needs `secret`".into())
         }
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
-            DecodingKey::from_rsa_pem(public_key.ok_or("needs `public_key`")?.as_bytes()).map_err(|e| format!("public_key: {e}"))
+            DecodingKey::from_rsa_pem(public_key.ok_or("needs `public_key`")?.as_bytes())
+                .map_err(|e| format!("public_key: {e}"))
         }
-        ES256 | ES384 => {
-            DecodingKey::from_ec_pem(public_key.ok_or("needs `public_key`")?.as_bytes()).map_err(|e| format!("public_key: {e}"))
-        }
-        EdDSA => {
-            DecodingKey::from_ed_pem(public_key.ok_or("needs `public_key`")?.as_bytes()).map_err(|e| format!("public_key: {e}"))
-        }
+        ES256 | ES384 => DecodingKey::from_ec_pem(public_key.ok_or("needs `public_key`")?.as_bytes())
+            .map_err(|e| format!("public_key: {e}")),
+        EdDSA => DecodingKey::from_ed_pem(public_key.ok_or("needs `public_key`")?.as_bytes())
+            .map_err(|e| format!("public_key: {e}")),
     }
 }

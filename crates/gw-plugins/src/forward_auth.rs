@@ -89,7 +89,9 @@ impl Plugin for ForwardAuth {
                     return Ok(Flow::Continue);
                 }
                 self.metrics.plugin_event("forward_auth_fail_closed");
-                return Err(Error::new(ErrorKind::DependencyUnavailable, "forward-auth service unreachable").with_cause(e));
+                return Err(
+                    Error::new(ErrorKind::DependencyUnavailable, "forward-auth service unreachable").with_cause(e)
+                );
             }
         };
         if resp.status().is_success() {

@@ -94,9 +94,13 @@ fn parse_params(req: &RequestHead) -> Option<Option<Params>> {
         }
     }
     Some(match (key_id, algorithm, signature) {
-        (Some(key_id), Some(algorithm), Some(signature)) => {
-            Some(Params { key_id, algorithm, headers: headers.unwrap_or_else(|| vec!["date".into()]), signature, header })
-        }
+        (Some(key_id), Some(algorithm), Some(signature)) => Some(Params {
+            key_id,
+            algorithm,
+            headers: headers.unwrap_or_else(|| vec!["date".into()]),
+            signature,
+            header,
+        }),
         _ => None,
     })
 }

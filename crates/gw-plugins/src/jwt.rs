@@ -21,7 +21,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use crate::directory::{Directory, algorithm};
-use crate::util::{header_name, invalid_credentials, missing_credentials, query_pairs, remove_query_params, set_consumer};
+use crate::util::{
+    header_name, invalid_credentials, missing_credentials, query_pairs, remove_query_params, set_consumer,
+};
 
 const CHALLENGE: &str = "Bearer realm=\"gatehouse\"";
 
@@ -81,7 +83,11 @@ impl JwtPlugin {
             leeway: c.leeway.as_ref().map(|d| d.get().as_secs()).unwrap_or(30),
             max_lifetime: c.maximum_expiration.as_ref().map(|d| d.get().as_secs()),
             max_bytes: c.max_token_bytes.as_ref().map(|b| b.get() as usize).unwrap_or(8192),
-            forward: c.forward_claims.iter().map(|(k, h)| Ok((k.clone(), header_name(h)?))).collect::<Result<_, String>>()?,
+            forward: c
+                .forward_claims
+                .iter()
+                .map(|(k, h)| Ok((k.clone(), header_name(h)?)))
+                .collect::<Result<_, String>>()?,
             hide: c.hide_credentials,
             anonymous: dir.anonymous(c.anonymous.as_deref()),
             dir,
@@ -182,7 +188,9 @@ impl JwtPlugin {
                 if !k.algorithms.contains(&header.alg) {
                     return None;
                 }
-                let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &self.validation(header.alg)).ok()?.claims;
+                let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &self.validation(header.alg))
+                    .ok()?
+                    .claims;
                 self.check_times(&claims)?;
                 let consumer = match &self.consumer_claim {
                     Some(c) => Some(self.dir.by_name_or_custom_id(claims.get(c)?.as_str()?)?.clone()),
@@ -201,7 +209,8 @@ impl JwtPlugin {
         if header.alg != k.algorithm {
             return None;
         }
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &self.validation(k.algorithm)).ok()?.claims;
+        let claims =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &self.validation(k.algorithm)).ok()?.claims;
         self.check_times(&claims)?;
         let consumer = self.dir.consumer(k.consumer)?.clone();
         Some((Some(consumer), k.id.to_string(), claims))
@@ -367,7 +376,8 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, Arc<JwksKey>>, String> {
-        let resp = crate::util::http_client().get(&self.url).timeout(self.timeout).send().await.map_err(|e| e.to_string())?;
+        let resp =
+            crate::util::http_client().get(&self.url).timeout(self.timeout).send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));
         }

@@ -10,7 +10,9 @@ use http::HeaderName;
 use sha2::{Digest, Sha256};
 
 use crate::directory::Directory;
-use crate::util::{header_name, invalid_credentials, missing_credentials, query_pairs, remove_query_params, set_consumer};
+use crate::util::{
+    header_name, invalid_credentials, missing_credentials, query_pairs, remove_query_params, set_consumer,
+};
 
 const CHALLENGE: &str = "Key realm=\"gatehouse\"";
 
@@ -29,7 +31,11 @@ enum Found {
 
 impl KeyAuth {
     pub(crate) fn new(c: &Conf, dir: Arc<Directory>) -> Result<Self, String> {
-        let headers = if c.key_in_header { c.key_names.iter().map(|n| header_name(n)).collect::<Result<_, _>>()? } else { Vec::new() };
+        let headers = if c.key_in_header {
+            c.key_names.iter().map(|n| header_name(n)).collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         let query_names = if c.key_in_query { c.key_names.clone() } else { Vec::new() };
         let anonymous = dir.anonymous(c.anonymous.as_deref());
         Ok(KeyAuth { headers, query_names, hide: c.hide_credentials, dir, anonymous })

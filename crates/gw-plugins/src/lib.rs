@@ -17,6 +17,7 @@ use gw_observability::Metrics;
 mod acl;
 mod basic_auth;
 mod bot_detection;
+mod concurrency_limit;
 mod cors;
 mod directory;
 mod forward_auth;
@@ -24,7 +25,10 @@ mod hmac_auth;
 mod ip_restriction;
 mod jwt;
 mod key_auth;
+mod limits;
 mod mtls_auth;
+mod quota;
+mod rate_limiting;
 mod request_size_limiting;
 mod request_termination;
 mod template;
@@ -42,10 +46,13 @@ pub struct BuildEnv<'a> {
     pub metrics: &'a Arc<Metrics>,
     /// Consumers and their credentials, indexed once per configuration.
     pub directory: Arc<Directory>,
+    /// Wall clock for counters per period (injectable in tests).
+    pub clock: Arc<dyn gw_core::Clock>,
 }
 
-/// Build the plugin instance described by `config`.
-pub fn build(config: &PluginConfig, env: &BuildEnv<'_>) -> Result<Arc<dyn Plugin>, String> {
+/// Build the plugin instance described by `config`. `instance` is its stable name: plugins
+/// that count (rate limits, quotas) key their state by it so that counters survive reloads.
+pub fn build(config: &PluginConfig, env: &BuildEnv<'_>, instance: &str) -> Result<Arc<dyn Plugin>, String> {
     let dir = || env.directory.clone();
     Ok(match config {
         PluginConfig::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c, dir())?),
@@ -56,6 +63,11 @@ pub fn build(config: &PluginConfig, env: &BuildEnv<'_>) -> Result<Arc<dyn Plugin
         PluginConfig::ForwardAuth(c) => Arc::new(forward_auth::ForwardAuth::new(c, env.metrics.clone())?),
         PluginConfig::Acl(c) => Arc::new(acl::Acl::new(c)),
         PluginConfig::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction::new(c)?),
+        PluginConfig::RateLimiting(c) => Arc::new(rate_limiting::RateLimiting::new(c, env, instance)?),
+        PluginConfig::ConcurrencyLimit(c) => {
+            Arc::new(concurrency_limit::ConcurrencyLimit::new(c, env.metrics.clone(), instance)?)
+        }
+        PluginConfig::Quota(c) => Arc::new(quota::Quota::new(c, env, instance)?),
         PluginConfig::RequestSizeLimiting(c) => Arc::new(request_size_limiting::RequestSizeLimiting::new(c)),
         PluginConfig::BotDetection(c) => Arc::new(bot_detection::BotDetection::new(c)?),
         PluginConfig::Cors(c) => Arc::new(cors::Cors::new(c)?),

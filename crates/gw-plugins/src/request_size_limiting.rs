@@ -42,7 +42,11 @@ impl Plugin for RequestSizeLimiting {
                 )));
             }
             None if self.require_length && cx.has_body => {
-                return Ok(Flow::Respond(Reply::error(StatusCode::LENGTH_REQUIRED, "length_required", "Content-Length required")));
+                return Ok(Flow::Respond(Reply::error(
+                    StatusCode::LENGTH_REQUIRED,
+                    "length_required",
+                    "Content-Length required",
+                )));
             }
             _ => {}
         }

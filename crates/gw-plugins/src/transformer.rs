@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gw_config::plugins::{RemoveSpec, RenameSpec, RequestTransformer as ReqConf, ResponseTransformer as RespConf, ValueSpec};
+use gw_config::plugins::{
+    RemoveSpec, RenameSpec, RequestTransformer as ReqConf, ResponseTransformer as RespConf, ValueSpec,
+};
 use gw_core::{Ctx, Error, ErrorKind, Flow, Hooks, Plugin, RequestHead, ResponseHead, Result, priority};
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
@@ -26,7 +28,11 @@ struct Edits<V> {
 
 impl<V> Edits<V> {
     fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.rename.is_empty() && self.replace.is_empty() && self.add.is_empty() && self.append.is_empty()
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.replace.is_empty()
+            && self.add.is_empty()
+            && self.append.is_empty()
     }
 }
 
@@ -60,9 +66,17 @@ fn json_values(m: &BTreeMap<String, Value>) -> Result<Vec<(String, JsonValue)>, 
         .collect()
 }
 
-fn compile(remove: &RemoveSpec, rename: &RenameSpec, replace: &ValueSpec, add: &ValueSpec, append: &ValueSpec) -> Result<Compiled, String> {
+fn compile(
+    remove: &RemoveSpec,
+    rename: &RenameSpec,
+    replace: &ValueSpec,
+    add: &ValueSpec,
+    append: &ValueSpec,
+) -> Result<Compiled, String> {
     let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
-    let lower_pairs = |m: &BTreeMap<String, String>| m.iter().map(|(a, b)| (a.to_ascii_lowercase(), b.to_ascii_lowercase())).collect();
+    let lower_pairs = |m: &BTreeMap<String, String>| {
+        m.iter().map(|(a, b)| (a.to_ascii_lowercase(), b.to_ascii_lowercase())).collect()
+    };
     let lower_keys = |v: Vec<(String, Template)>| v.into_iter().map(|(k, t)| (k.to_ascii_lowercase(), t)).collect();
     Ok(Compiled {
         headers: Edits {
@@ -235,7 +249,11 @@ impl RequestTransformer {
     pub(crate) fn new(c: &ReqConf) -> Result<Self, String> {
         Ok(RequestTransformer {
             edits: compile(&c.remove, &c.rename, &c.replace, &c.add, &c.append)?,
-            method: c.http_method.as_deref().map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string())).transpose()?,
+            method: c
+                .http_method
+                .as_deref()
+                .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string()))
+                .transpose()?,
             path: c.path.as_deref().map(Template::parse).transpose()?,
         })
     }
@@ -266,10 +284,12 @@ impl Plugin for RequestTransformer {
         edit_headers(&mut req.headers, &self.edits.headers, original_query.as_deref(), cx);
         if let Some(p) = &self.path {
             let path = p.render(&req.headers, original_query.as_deref(), cx);
-            req.set_path(&path).map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten path is invalid").with_cause(e))?;
+            req.set_path(&path)
+                .map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten path is invalid").with_cause(e))?;
         }
         if query.as_deref() != original_query.as_deref() {
-            req.set_query(query.as_deref()).map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten query is invalid").with_cause(e))?;
+            req.set_query(query.as_deref())
+                .map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten query is invalid").with_cause(e))?;
         }
         if let Some(m) = &self.method {
             req.method = m.clone();
@@ -303,7 +323,11 @@ impl Plugin for ResponseTransformer {
     }
 
     fn hooks(&self) -> Hooks {
-        if self.edits.json.is_empty() { Hooks::UPSTREAM_RESPONSE } else { Hooks::UPSTREAM_RESPONSE | Hooks::RESPONSE_BODY }
+        if self.edits.json.is_empty() {
+            Hooks::UPSTREAM_RESPONSE
+        } else {
+            Hooks::UPSTREAM_RESPONSE | Hooks::RESPONSE_BODY
+        }
     }
 
     async fn upstream_response(&self, resp: &mut ResponseHead, cx: &mut Ctx) -> Result<()> {

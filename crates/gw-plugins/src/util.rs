@@ -4,8 +4,8 @@
 use std::sync::{Arc, OnceLock};
 
 use gw_core::{Ctx, Reply};
-use http::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::StatusCode;
+use http::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
 
 /// 401 for a request without credentials, with the scheme's challenge.
 pub(crate) fn missing_credentials(challenge: &str) -> Reply {
@@ -53,7 +53,8 @@ pub(crate) fn remove_query_params(query: &str, names: &[&str]) -> Option<String>
         .split('&')
         .filter(|pair| {
             let raw = pair.split('=').next().unwrap_or("");
-            let name: String = form_urlencoded::parse(raw.as_bytes()).map(|(k, _)| k.into_owned()).next().unwrap_or_default();
+            let name: String =
+                form_urlencoded::parse(raw.as_bytes()).map(|(k, _)| k.into_owned()).next().unwrap_or_default();
             !names.contains(&name.as_str())
         })
         .collect();

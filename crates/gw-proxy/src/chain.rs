@@ -111,13 +111,19 @@ pub(crate) struct Plugins {
 
 impl Plugins {
     /// Build every enabled instance (off the request path; a failure fails the reload).
-    pub(crate) fn build(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Plugins, String> {
+    pub(crate) fn build(
+        cfg: &Config,
+        metrics: &Arc<Metrics>,
+        clock: &Arc<dyn gw_core::Clock>,
+    ) -> Result<Plugins, String> {
         let directory = Arc::new(gw_plugins::Directory::new(cfg)?);
-        let env = gw_plugins::BuildEnv { config: cfg, metrics, directory };
+        let env = gw_plugins::BuildEnv { config: cfg, metrics, directory, clock: clock.clone() };
         let built = cfg
             .plugins
             .iter()
-            .map(|p| gw_plugins::build(&p.config, &env).map_err(|e| format!("plugin {:?}: {e}", p.instance)))
+            .map(|p| {
+                gw_plugins::build(&p.config, &env, &p.instance).map_err(|e| format!("plugin {:?}: {e}", p.instance))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut ix = Plugins {
             built,

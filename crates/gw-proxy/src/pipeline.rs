@@ -169,8 +169,10 @@ async fn handle(
 
     // === access ===
     cx.has_body = !body.is_end_stream();
+    // Plugin replies go through the response phase too (CORS and rate-limit headers on a 401
+    // or a 429).
     if let Some(r) = access_phase(&mut head, cx, p, rt, route_idx).await? {
-        return Ok(r);
+        return Ok(run_response_phase(r, &p.chain, cx).await);
     }
 
     // === body limit ===
@@ -198,7 +200,7 @@ async fn handle(
         let mut bytes = collect_body(body, cap).await?;
         for pl in &p.chain.request_body {
             if let Flow::Respond(r) = pl.request_body(&mut head, &mut bytes, cx).await? {
-                return Ok(reply_response(r));
+                return Ok(run_response_phase(reply_response(r), &p.chain, cx).await);
             }
         }
         head.headers.remove(header::TRANSFER_ENCODING);
@@ -218,7 +220,7 @@ async fn handle(
     head.headers.insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
     for pl in &p.chain.upstream_request {
         if let Flow::Respond(r) = pl.upstream_request(&mut head, cx).await? {
-            return Ok(reply_response(r));
+            return Ok(run_response_phase(reply_response(r), &p.chain, cx).await);
         }
     }
 
@@ -934,6 +936,9 @@ impl Finish for LogPhase {
         let route = p.route.map(|i| &rt.routes[i]);
         if let Some(r) = route {
             r.metrics.record(status, latency, cx.upstream_latency);
+            if let Some(c) = &cx.consumer {
+                shared.usage.record(shared.clock.now_ms(), &c.username, &r.info.name);
+            }
         }
         let entry = LogEntry { status, bytes_sent, bytes_received: p.received.load(Ordering::Relaxed), latency, error };
         for pl in &p.chain.log {

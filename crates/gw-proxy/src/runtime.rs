@@ -104,6 +104,7 @@ impl Runtime {
         config: Arc<Config>,
         previous: Option<&Runtime>,
         metrics: &Arc<Metrics>,
+        clock: &Arc<dyn gw_core::Clock>,
         workers: usize,
     ) -> Result<Runtime, String> {
         let cfg = &*config;
@@ -197,7 +198,7 @@ impl Runtime {
             }));
         }
 
-        let plugins = Plugins::build(cfg, metrics)?;
+        let plugins = Plugins::build(cfg, metrics, clock)?;
         let mut routes = Vec::with_capacity(cfg.routes.len());
         let mut specs = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
@@ -333,7 +334,8 @@ fn compile_upstream(
 /// Compile a configuration without serving it (for `gatehouse validate`).
 pub fn check(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
-    Runtime::compile(Arc::new(config), None, &metrics, 1).map(|_| ())
+    let clock: Arc<dyn gw_core::Clock> = Arc::new(gw_core::SystemClock);
+    Runtime::compile(Arc::new(config), None, &metrics, &clock, 1).map(|_| ())
 }
 
 /// A plugin trait object, for chain building.

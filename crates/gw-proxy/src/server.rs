@@ -31,6 +31,9 @@ use crate::runtime::Runtime;
 pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Arc<dyn gw_core::Clock>,
+    /// Requests per consumer, route and day.
+    pub(crate) usage: gw_observability::Usage,
     pub(crate) access_log: Option<AccessLog>,
     /// Connection tasks and upgraded tunnels, awaited on shutdown.
     pub(crate) tasks: TaskTracker,
@@ -158,6 +161,11 @@ fn bind_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpLi
 impl Gateway {
     /// Compile `config`, bind every listener and start serving.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        Self::start_with_clock(config, Arc::new(gw_core::SystemClock)).await
+    }
+
+    /// [`Gateway::start`] with the wall clock plugins count periods by (tests move it).
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn gw_core::Clock>) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
         let config = Arc::new(config);
         let worker_count = config
@@ -165,7 +173,7 @@ impl Gateway {
             .worker_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
             .max(1);
-        let rt = Runtime::compile(config.clone(), None, &metrics, worker_count).map_err(StartError)?;
+        let rt = Runtime::compile(config.clone(), None, &metrics, &clock, worker_count).map_err(StartError)?;
         let access_log = if config.gateway.access_log.enabled {
             let target = match &config.gateway.access_log.target {
                 LogTarget::Stdout => AccessLogTarget::Stdout,
@@ -180,6 +188,8 @@ impl Gateway {
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(rt),
             metrics: metrics.clone(),
+            usage: gw_observability::Usage::new(&metrics, 62),
+            clock,
             access_log,
             tasks: TaskTracker::new(),
             shutdown,
@@ -252,10 +262,12 @@ impl Gateway {
         let config = Arc::new(config);
         let cfg = config.clone();
         let workers = self.shared.worker_count;
-        let compiled = tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics, workers))
-            .await
-            .map_err(|e| format!("compile task failed: {e}"))
-            .and_then(|r| r);
+        let clock = self.shared.clock.clone();
+        let compiled =
+            tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics, &clock, workers))
+                .await
+                .map_err(|e| format!("compile task failed: {e}"))
+                .and_then(|r| r);
         let rt = match compiled {
             Ok(rt) => rt,
             Err(e) => {
@@ -575,6 +587,42 @@ async fn status_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// `/status/usage?consumer=NAME&from=YYYY-MM-DD&to=YYYY-MM-DD` (days inclusive, UTC; default:
+/// every consumer, the retained days).
+fn usage_report(query: Option<&str>, s: &Shared) -> (StatusCode, &'static str, String) {
+    let mut consumer = None;
+    let (mut from, mut to) = (0u32, u32::MAX);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "consumer" => consumer = Some(v.into_owned()),
+            "from" | "to" => match parse_day(&v) {
+                Some(d) if k == "from" => from = d,
+                Some(d) => to = d,
+                None => {
+                    let msg =
+                        serde_json::json!({ "error": "bad_request", "message": format!("{k}: expected YYYY-MM-DD") });
+                    return (StatusCode::BAD_REQUEST, "application/json", msg.to_string());
+                }
+            },
+            _ => {}
+        }
+    }
+    let rows = s.usage.rows(consumer.as_deref(), from, to);
+    (StatusCode::OK, "application/json", serde_json::json!({ "usage": rows }).to_string())
+}
+
+/// `YYYY-MM-DD` -> days since 1970-01-01.
+fn parse_day(v: &str) -> Option<u32> {
+    let mut it = v.splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: u32 = it.next()?.parse().ok()?;
+    let d: u32 = it.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    u32::try_from(gw_ratelimit::period::days_from_civil(y, m, d)).ok()
+}
+
 fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>> {
     let rt = s.runtime.load();
     let (status, ctype, body) = match req.uri().path() {
@@ -618,6 +666,7 @@ fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>>
                 .collect();
             (StatusCode::OK, "application/json", serde_json::json!({ "upstreams": ups }).to_string())
         }
+        "/status/usage" => usage_report(req.uri().query(), s),
         _ => (StatusCode::NOT_FOUND, "application/json", r#"{"error":"not_found"}"#.to_string()),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));

@@ -37,6 +37,15 @@ impl TestGateway {
         TestGateway { gw }
     }
 
+    /// Start from YAML with an adjustable clock for the plugins that count per period.
+    pub async fn start_with_clock(yaml: &str, clock: Arc<dyn gw_core::Clock>) -> TestGateway {
+        let cfg = config(yaml, &[]);
+        let gw = gw_proxy::Gateway::start_with_clock(cfg, clock)
+            .await
+            .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        TestGateway { gw }
+    }
+
     /// Address of listener `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.gw.listener_addr(name).unwrap_or_else(|| panic!("no listener {name}"))

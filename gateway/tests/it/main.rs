@@ -11,6 +11,7 @@ mod lb;
 mod observability;
 mod protocols;
 mod proxy;
+mod ratelimit;
 mod security;
 mod streaming;
 mod tls;

@@ -121,8 +121,11 @@ fn basic(user: &str, pw: &str) -> String {
 #[tokio::test]
 async fn basic_auth() {
     let up = Upstream::start(Behavior::Echo("a")).await;
-    let gw = gateway(&with_route(&up, &format!("plugins:\n  - plugin: basic-auth\n    config: {{ realm: api }}\n{}", consumers())))
-        .await;
+    let gw = gateway(&with_route(
+        &up,
+        &format!("plugins:\n  - plugin: basic-auth\n    config: {{ realm: api }}\n{}", consumers()),
+    ))
+    .await;
     let url = gw.url("main");
     let c = client();
     let (s, h, _) = send(c.get(&url)).await;
@@ -137,7 +140,8 @@ async fn basic_auth() {
     let (s, _, _) = send(c.get(&url).header("authorization", basic("alice", "correct horse"))).await;
     assert_eq!(s, 200);
     let mut bodies = Vec::new();
-    for auth in [basic("alice", "wrong"), basic("nobody", "correct horse"), "Basic %%%not-base64".into(), basic("alice", "")]
+    for auth in
+        [basic("alice", "wrong"), basic("nobody", "correct horse"), "Basic %%%not-base64".into(), basic("alice", "")]
     {
         let (s, h, b) = send(c.get(&url).header("authorization", auth.clone())).await;
         assert_eq!(s, 401, "{auth}");
@@ -165,7 +169,11 @@ async fn auth_modes_and_anonymous() {
     assert_eq!(send(c.get(&url).header("x-api-key", "alice-secret-key")).await.0, 200);
     assert_eq!(send(c.get(&url).header("authorization", basic("alice", "correct horse"))).await.0, 200);
     let (s, _, b) = send(c.get(&url).header("x-api-key", "wrong-key-123")).await;
-    assert_eq!((s, b["message"].as_str()), (401, Some("invalid credentials")), "a rejection beats a missing credential");
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (401, Some("invalid credentials")),
+        "a rejection beats a missing credential"
+    );
 
     gw.reload(&base(&yaml("all", "")), &[]).await.unwrap();
     assert_eq!(send(c.get(&url).header("x-api-key", "alice-secret-key")).await.0, 401, "all: basic is missing");
@@ -266,7 +274,8 @@ consumers:
         )
         .unwrap()
     };
-    let good = |iss: &str| json!({"iss": iss, "sub": "user-7", "aud": "orders-api", "exp": now() + 300, "scope": "read"});
+    let good =
+        |iss: &str| json!({"iss": iss, "sub": "user-7", "aud": "orders-api", "exp": now() + 300, "scope": "read"});
     let status = |token: String| {
         let c = c.clone();
         let url = url.clone();
@@ -312,7 +321,10 @@ consumers:
         "not yet valid",
         hs(json!({"iss": "hs-issuer", "aud": "orders-api", "exp": now() + 600, "nbf": now() + 300})),
     ));
-    attacks.push(("issued in the future", hs(json!({"iss": "hs-issuer", "aud": "orders-api", "exp": now() + 600, "iat": now() + 300}))));
+    attacks.push((
+        "issued in the future",
+        hs(json!({"iss": "hs-issuer", "aud": "orders-api", "exp": now() + 600, "iat": now() + 300})),
+    ));
     attacks.push(("wrong audience", hs(json!({"iss": "hs-issuer", "aud": "billing", "exp": now() + 300}))));
     attacks.push(("no exp", hs(json!({"iss": "hs-issuer", "aud": "orders-api"}))));
     attacks.push(("unknown issuer/key", hs(json!({"iss": "someone-else", "aud": "orders-api", "exp": now() + 300}))));
@@ -482,10 +494,7 @@ consumers:
         format!("SHA-256={}", base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body)))
     };
     let signed = |date: String, body: &'static [u8], sign_body: &[u8], path: &str, sign_path: &str| {
-        let text = format!(
-            "date: {date}\n@request-target: post {sign_path}\nx-tenant: t1\ndigest: {}",
-            sha(sign_body)
-        );
+        let text = format!("date: {date}\n@request-target: post {sign_path}\nx-tenant: t1\ndigest: {}", sha(sign_body));
         let sig = hmac_sign(secret, &text);
         c.post(format!("{url}{path}"))
             .header("date", date)
@@ -605,7 +614,8 @@ consumers:\n  - username: billing\n    credentials:\n      - {{ type: mtls, subj
 async fn forward_auth() {
     let auth = Upstream::start(Behavior::Custom(Arc::new(|req| {
         let ok = req.headers().get("authorization").is_some_and(|v| v == "Bearer letmein");
-        let uri = req.headers().get("x-forwarded-uri").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default();
+        let uri =
+            req.headers().get("x-forwarded-uri").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default();
         let method = req.headers().get("x-forwarded-method").cloned();
         Box::pin(async move {
             if ok && uri.starts_with("/allowed") && method.is_some_and(|m| m == "POST") {
@@ -703,7 +713,9 @@ async fn ip_restriction() {
         )
     };
     let gw = TestGateway::start(
-        &yaml("{ allow: [10.0.0.0/8, \"2001:db8::/32\"], deny: [10.6.0.0/16, \"2001:db8:bad::/48\"], message: go away }"),
+        &yaml(
+            "{ allow: [10.0.0.0/8, \"2001:db8::/32\"], deny: [10.6.0.0/16, \"2001:db8:bad::/48\"], message: go away }",
+        ),
         &[],
     )
     .await;
@@ -801,7 +813,12 @@ async fn bot_detection() {
 async fn request_size_limiting() {
     let up = Upstream::start(Behavior::Echo("a")).await;
     let yaml = |extra: &str| {
-        with_route(&up, &format!("plugins:\n  - plugin: request-size-limiting\n    config: {{ allowed_payload_size: 1KiB{extra} }}\n"))
+        with_route(
+            &up,
+            &format!(
+                "plugins:\n  - plugin: request-size-limiting\n    config: {{ allowed_payload_size: 1KiB{extra} }}\n"
+            ),
+        )
     };
     let gw = gateway(&yaml("")).await;
     let url = gw.url("main");
@@ -879,7 +896,6 @@ async fn transformers() {
     assert!(q.contains("search=shoes") && q.contains("v=2") && !q.contains("debug"), "{q}");
     let sent: Value = serde_json::from_str(b["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent, json!({"user_name": "al", "items": [1, 2], "source": "gateway", "version": 2}));
-
 }
 
 /// The upstream side of the request transformer, seen without a response transformer.

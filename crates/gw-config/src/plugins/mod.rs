@@ -17,11 +17,15 @@ use serde::{Deserialize, Serialize, Serializer};
 mod access;
 mod auth;
 mod common;
+mod rate;
 mod request_termination;
 mod transform;
 
 pub use access::{Acl, BotDetection, Cors, FailureMode, ForwardAuth, IpRestriction, RequestSizeLimiting, parse_net};
-pub use auth::{BasicAuth, HmacAuth, JWT_ALGORITHMS, Jwt, JwksConfig, KeyAuth, MtlsAuth};
+pub use auth::{BasicAuth, HmacAuth, JWT_ALGORITHMS, JwksConfig, Jwt, KeyAuth, MtlsAuth};
+pub use rate::{
+    ConcurrencyLimit, CounterPolicy, Quota, QuotaPeriod, RateAlgorithm, RateLimiting, StoreFailure, Throttle,
+};
 pub use request_termination::RequestTermination;
 pub use transform::{RemoveSpec, RenameSpec, RequestTransformer, ResponseTransformer, ValueSpec, check_template};
 
@@ -105,6 +109,12 @@ plugin_configs! {
     Acl(Acl) = "acl",
     /// Allow or deny client IPs and networks.
     IpRestriction(IpRestriction) = "ip-restriction",
+    /// Requests per second/minute/hour/day/month, local or on Redis.
+    RateLimiting(RateLimiting) = "rate-limiting",
+    /// Requests in flight per key.
+    ConcurrencyLimit(ConcurrencyLimit) = "concurrency-limit",
+    /// Requests per calendar period per consumer, with plans.
+    Quota(Quota) = "quota",
     /// Refuse large request bodies.
     RequestSizeLimiting(RequestSizeLimiting) = "request-size-limiting",
     /// Refuse clients by User-Agent.

@@ -130,8 +130,11 @@ pub fn check_template(t: &str) -> Result<(), String> {
         let after = &rest[i + 2..];
         let end = after.find(')').ok_or_else(|| format!("{t:?}: unclosed \"$(\""))?;
         let expr = &after[..end];
-        let ok = matches!(expr, "consumer.username" | "consumer.custom_id" | "route.name" | "service.name" | "request_id" | "client_ip")
-            || ["headers.", "query.", "params."].iter().any(|p| expr.strip_prefix(p).is_some_and(|n| !n.is_empty()));
+        let ok =
+            matches!(
+                expr,
+                "consumer.username" | "consumer.custom_id" | "route.name" | "service.name" | "request_id" | "client_ip"
+            ) || ["headers.", "query.", "params."].iter().any(|p| expr.strip_prefix(p).is_some_and(|n| !n.is_empty()));
         if !ok {
             return Err(format!(
                 "{t:?}: unknown reference $({expr}); use headers.<name>, query.<name>, params.<name>, consumer.username, consumer.custom_id, route.name, service.name, request_id or client_ip"
@@ -161,7 +164,12 @@ fn check_values(section: &str, v: &ValueSpec, query_ok: bool) -> Result<(), Sche
     Ok(())
 }
 
-fn check_all(remove: &RemoveSpec, rename: &RenameSpec, values: [(&str, &ValueSpec); 3], query_ok: bool) -> Result<(), SchemaError> {
+fn check_all(
+    remove: &RemoveSpec,
+    rename: &RenameSpec,
+    values: [(&str, &ValueSpec); 3],
+    query_ok: bool,
+) -> Result<(), SchemaError> {
     check_header_names("remove.headers", &remove.headers)?;
     check_header_names("rename.headers", &rename.headers.values().cloned().collect::<Vec<_>>())?;
     if !query_ok && (!remove.querystring.is_empty() || !rename.querystring.is_empty()) {
@@ -175,7 +183,12 @@ fn check_all(remove: &RemoveSpec, rename: &RenameSpec, values: [(&str, &ValueSpe
 
 impl PluginSchema for RequestTransformer {
     fn validate(&self) -> Result<(), SchemaError> {
-        check_all(&self.remove, &self.rename, [("replace", &self.replace), ("add", &self.add), ("append", &self.append)], true)?;
+        check_all(
+            &self.remove,
+            &self.rename,
+            [("replace", &self.replace), ("add", &self.add), ("append", &self.append)],
+            true,
+        )?;
         if let Some(m) = &self.http_method {
             if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
                 return Err(SchemaError::new("http_method", format!("{m:?} is not an upper-case method")));
@@ -193,6 +206,11 @@ impl PluginSchema for RequestTransformer {
 
 impl PluginSchema for ResponseTransformer {
     fn validate(&self) -> Result<(), SchemaError> {
-        check_all(&self.remove, &self.rename, [("replace", &self.replace), ("add", &self.add), ("append", &self.append)], false)
+        check_all(
+            &self.remove,
+            &self.rename,
+            [("replace", &self.replace), ("add", &self.add), ("append", &self.append)],
+            false,
+        )
     }
 }

@@ -1,0 +1,139 @@
+//! `quota`: requests per calendar period (hour, day, week, month; UTC) per consumer, with
+//! plans by consumer group. Requests without a consumer are counted per client IP against the
+//! default `limit`. Counted locally or on Redis; `X-Quota-*` headers; 429 with the reset time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use gw_config::plugins::{CounterPolicy, Quota as Conf, QuotaPeriod, StoreFailure};
+use gw_core::{Clock, Ctx, Error, ErrorKind, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_observability::{Metrics, rfc3339};
+use gw_ratelimit::period::Period;
+use gw_ratelimit::{LocalStore, RedisStore};
+use http::StatusCode;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+
+use crate::limits::{FailureLog, local_store, redis_store};
+
+enum Store {
+    Local(Arc<LocalStore>),
+    Redis(Arc<RedisStore>),
+}
+
+pub(crate) struct Quota {
+    scope: String,
+    limit: u64,
+    plans: BTreeMap<String, u64>,
+    period: Period,
+    store: Store,
+    fail_open: bool,
+    headers: bool,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    failures: FailureLog,
+}
+
+impl Quota {
+    pub(crate) fn new(c: &Conf, env: &crate::BuildEnv<'_>, instance: &str) -> Result<Self, String> {
+        let period = match c.period {
+            QuotaPeriod::Hour => Period::Hour,
+            QuotaPeriod::Day => Period::Day,
+            QuotaPeriod::Week => Period::Week,
+            QuotaPeriod::Month => Period::Month,
+        };
+        let scope = format!("q:{instance}");
+        let store = match c.policy {
+            // Cells live for a whole period (up to 31 days) plus a day.
+            CounterPolicy::Local => Store::Local(local_store(&scope, 1_000_000, Duration::from_secs(32 * 86_400))),
+            CounterPolicy::Redis => Store::Redis(redis_store(env.config)?),
+        };
+        Ok(Quota {
+            scope,
+            limit: c.limit,
+            plans: c.plans.clone(),
+            period,
+            store,
+            fail_open: c.failure_mode == StoreFailure::Open,
+            headers: c.headers,
+            clock: env.clock.clone(),
+            metrics: env.metrics.clone(),
+            failures: FailureLog::default(),
+        })
+    }
+
+    fn limit_for(&self, cx: &Ctx) -> u64 {
+        cx.consumer
+            .as_ref()
+            .and_then(|c| c.groups.iter().filter_map(|g| self.plans.get(g)).max().copied())
+            .unwrap_or(self.limit)
+    }
+}
+
+#[async_trait]
+impl Plugin for Quota {
+    fn name(&self) -> &'static str {
+        "quota"
+    }
+
+    fn priority(&self) -> i32 {
+        priority::QUOTA
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::ACCESS
+    }
+
+    async fn access(&self, _req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
+        let who = match &cx.consumer {
+            Some(c) => format!("{}|c:{}", self.scope, c.username),
+            None => format!("{}|ip:{}", self.scope, cx.client_ip),
+        };
+        let key = gw_ratelimit::digest(&who);
+        let max = self.limit_for(cx);
+        let now = self.clock.now_ms();
+        let (start, end) = self.period.bounds(now);
+        let counted = match &self.store {
+            Store::Local(s) => Ok(s.count_period(key, start, max)),
+            Store::Redis(s) => s.count_period(key, start, max, end - now + 86_400_000).await,
+        };
+        let counted = match counted {
+            Ok(c) => c,
+            Err(e) => {
+                self.failures.report("quota", self.fail_open, &e, now);
+                if self.fail_open {
+                    self.metrics.plugin_event("quota_store_fail_open");
+                    return Ok(Flow::Continue);
+                }
+                self.metrics.plugin_event("quota_store_fail_closed");
+                return Err(Error::new(ErrorKind::DependencyUnavailable, "quota store unavailable").with_cause(e));
+            }
+        };
+        let reset_s = (end - now).div_ceil(1000);
+        let used = match counted {
+            Ok(n) | Err(n) => n,
+        };
+        if self.headers {
+            let h = &mut cx.response_headers;
+            h.insert(HeaderName::from_static("x-quota-limit"), HeaderValue::from(max));
+            h.insert(HeaderName::from_static("x-quota-remaining"), HeaderValue::from(max.saturating_sub(used)));
+            h.insert(HeaderName::from_static("x-quota-reset"), HeaderValue::from(reset_s));
+        }
+        if counted.is_ok() {
+            return Ok(Flow::Continue);
+        }
+        self.metrics.plugin_event("quota_exceeded");
+        let reset_at = rfc3339(UNIX_EPOCH + Duration::from_millis(end));
+        let mut r = Reply::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({
+                "error": "quota_exceeded",
+                "message": format!("{} quota of {max} requests used up", self.period.name()),
+                "reset": reset_at,
+            }),
+        );
+        r.headers.insert(RETRY_AFTER, HeaderValue::from(reset_s));
+        Ok(Flow::Respond(r))
+    }
+}
