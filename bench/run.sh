@@ -8,6 +8,7 @@
 #   bench/run.sh routes     # 10 vs 10,000 routes
 #   bench/run.sh memory     # idle RSS, and RSS with 10,000 idle client connections
 #   bench/run.sh plugins    # plain proxy vs key-auth + acl + access log (file)
+#   bench/run.sh ratelimit  # plain proxy vs rate limiting, local and on Redis
 #
 # Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
 # Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50), NO_BUILD=1 (use the
@@ -197,12 +198,21 @@ plugins() {
     "key-auth+acl+log $ROOT/bench/gateway-auth.yaml x-api-key: bench-api-key-0001"
 }
 
+ratelimit() {
+  log "rate limiting: plain vs local vs redis"
+  compare "Plain proxy vs rate-limiting (sliding window, one key)" \
+    "plain $ROOT/bench/gateway-plain.yaml" \
+    "rate-limit-local $ROOT/bench/gateway-ratelimit-local.yaml" \
+    "rate-limit-redis $ROOT/bench/gateway-ratelimit-redis.yaml"
+}
+
 case $WHAT in
   http1) http1 ;;
   http2) http2 ;;
   routes) routes ;;
   memory) memory ;;
   plugins) plugins ;;
-  all) http1; http2; routes; memory; plugins ;;
+  ratelimit) ratelimit ;;
+  all) http1; http2; routes; memory; plugins; ratelimit ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac

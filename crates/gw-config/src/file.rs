@@ -103,6 +103,9 @@ pub struct FileRedis {
     /// Timeout of one Redis command. Default `100ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
+    /// CA certificates (PEM file) for `rediss://`, instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// Access log settings (`gateway.access_log`).

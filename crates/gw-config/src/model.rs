@@ -76,6 +76,9 @@ pub struct Redis {
     pub cluster: bool,
     /// Per-command timeout.
     pub timeout: Duration,
+    /// CA certificates (PEM) that sign the server certificate of a `rediss://` Redis, instead of
+    /// the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Access log settings.

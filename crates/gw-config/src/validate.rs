@@ -331,7 +331,12 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
                 v.err(p, "must start with redis:// or rediss://");
             }
         }
-        Some(Redis { urls, cluster, timeout: dur(&r.timeout, Duration::from_millis(100)) })
+        Some(Redis {
+            urls,
+            cluster,
+            timeout: dur(&r.timeout, Duration::from_millis(100)),
+            ca_file: r.ca_file.as_ref().map(std::path::PathBuf::from),
+        })
     });
     let node_id = g.node_id.clone().unwrap_or_else(default_node_id);
     Gateway {

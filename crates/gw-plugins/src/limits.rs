@@ -118,7 +118,11 @@ pub(crate) fn redis_store(cfg: &Config) -> Result<Arc<RedisStore>, String> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<RedisStore>>>> = OnceLock::new();
     let r = cfg.gateway.redis.as_ref().ok_or("policy `redis` needs `gateway.redis` to be configured")?;
     let urls: Vec<String> = r.urls.iter().map(|u| u.expose().to_string()).collect();
-    let id = format!("{}|{}|{}", urls.join(","), r.cluster, r.timeout.as_millis());
+    let ca_pem = match &r.ca_file {
+        Some(p) => Some(std::fs::read(p).map_err(|e| format!("gateway.redis.ca_file {}: {e}", p.display()))?),
+        None => None,
+    };
+    let id = format!("{}|{}|{}|{:?}", urls.join(","), r.cluster, r.timeout.as_millis(), r.ca_file);
     let m = STORES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut m = m.lock().map_err(|_| "redis registry poisoned".to_string())?;
     if let Some(s) = m.get(&id) {
@@ -130,6 +134,7 @@ pub(crate) fn redis_store(cfg: &Config) -> Result<Arc<RedisStore>, String> {
             cluster: r.cluster,
             timeout: r.timeout,
             backoff: Duration::from_millis(500),
+            ca_pem,
         })
         .map_err(|e| e.to_string())?,
     );

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use gw_config::plugins::{CounterPolicy, RateAlgorithm, RateLimiting as Conf, StoreFailure};
 use gw_core::{Clock, Ctx, Error, ErrorKind, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
 use gw_observability::Metrics;
-use gw_ratelimit::{Algorithm, Decision, Limit, LocalStore, RedisStore};
+use gw_ratelimit::{Algorithm, BatchedStore, Decision, Limit, LocalStore, RedisStore};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 
@@ -21,6 +21,7 @@ use crate::limits::{FailureLog, KeySpec, local_store, redis_store};
 enum Store {
     Local(Arc<LocalStore>),
     Redis(Arc<RedisStore>),
+    Batched(BatchedStore),
 }
 
 pub(crate) struct RateLimiting {
@@ -60,7 +61,15 @@ impl RateLimiting {
                 // Sliding windows need the previous window too.
                 Duration::from_millis(longest.saturating_mul(2)),
             )),
-            CounterPolicy::Redis => Store::Redis(redis_store(env.config)?),
+            CounterPolicy::Redis => match &c.sync_interval {
+                Some(every) => Store::Batched(BatchedStore::new(
+                    redis_store(env.config)?,
+                    every.get(),
+                    c.max_keys.unwrap_or(1_000_000),
+                    Duration::from_millis(longest.saturating_mul(2)),
+                )),
+                None => Store::Redis(redis_store(env.config)?),
+            },
         };
         let mut policy = String::new();
         for l in &limits {
@@ -93,6 +102,7 @@ impl RateLimiting {
         match &self.store {
             Store::Local(s) => Ok(s.check(self.alg, key, &self.limits, now)),
             Store::Redis(s) => s.check(self.alg, key, &self.limits, now).await,
+            Store::Batched(s) => Ok(s.check(self.alg, key, &self.limits, now)),
         }
     }
 

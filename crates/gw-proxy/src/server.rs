@@ -166,6 +166,9 @@ impl Gateway {
 
     /// [`Gateway::start`] with the wall clock plugins count periods by (tests move it).
     pub async fn start_with_clock(config: Config, clock: Arc<dyn gw_core::Clock>) -> Result<Gateway, StartError> {
+        // Libraries that build their own rustls configuration (the Redis client) use the
+        // process default provider: make it aws-lc-rs, like every TLS config of ours.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
         let config = Arc::new(config);
         let worker_count = config

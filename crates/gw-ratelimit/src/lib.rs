@@ -11,15 +11,19 @@
 //!   Lua script in one round trip per request; a short timeout, and a back-off after a failure
 //!   so that a down or slow Redis costs requests nothing while the caller applies its
 //!   fail-open or fail-closed policy.
+//! - [`BatchedStore`]: local counting synchronised with Redis every N ms, for very high
+//!   traffic where a Redis round trip per request is too much.
 //! - [`period`]: calendar periods (hour, day, week, month, UTC) for quotas.
 //!
 //! Every check takes the time as an argument (milliseconds since the Unix epoch) so that callers
 //! can use an injectable clock.
 
+mod batched;
 mod local;
 pub mod period;
 mod redis_store;
 
+pub use batched::BatchedStore;
 pub use local::LocalStore;
 pub use redis_store::{RedisConfig, RedisStore, StoreError};
 

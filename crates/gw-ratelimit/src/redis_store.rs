@@ -41,6 +41,8 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// How long to skip Redis after a failure.
     pub backoff: Duration,
+    /// CA certificates (PEM) for `rediss://`, instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 enum Conn {
@@ -155,16 +157,25 @@ impl RedisStore {
     /// is down.
     pub fn new(cfg: &RedisConfig) -> Result<RedisStore, StoreError> {
         let target = if cfg.cluster {
-            let c = redis::cluster::ClusterClientBuilder::new(cfg.urls.clone())
+            let mut b = redis::cluster::ClusterClientBuilder::new(cfg.urls.clone())
                 .connection_timeout(cfg.timeout)
                 .response_timeout(cfg.timeout)
-                .retries(1)
-                .build()
-                .map_err(|e| StoreError::Config(e.to_string()))?;
+                .retries(1);
+            if let Some(ca) = &cfg.ca_pem {
+                b = b.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) });
+            }
+            let c = b.build().map_err(|e| StoreError::Config(e.to_string()))?;
             Target::Cluster(c)
         } else {
             let url = cfg.urls.first().ok_or_else(|| StoreError::Config("no URL".into()))?;
-            Target::Single(redis::Client::open(url.as_str()).map_err(|e| StoreError::Config(e.to_string()))?)
+            let client = match &cfg.ca_pem {
+                Some(ca) => redis::Client::build_with_tls(
+                    url.as_str(),
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) },
+                ),
+                None => redis::Client::open(url.as_str()),
+            };
+            Target::Single(client.map_err(|e| StoreError::Config(e.to_string()))?)
         };
         Ok(RedisStore {
             target,
@@ -254,6 +265,52 @@ impl RedisStore {
         res
     }
 
+    /// Add locally counted requests to window counters and read the totals back (batched mode):
+    /// for each `(counter key, delta, ttl_ms, previous window key)`, the counter's new total and
+    /// the previous window's total. One pipeline, one round trip.
+    pub(crate) async fn add_and_read(
+        &self,
+        items: &[(String, u64, u64, String)],
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.in_backoff() {
+            return Err(StoreError::Unavailable("recent failure; backing off".into()));
+        }
+        let mut p = redis::pipe();
+        for (key, delta, ttl, prev) in items {
+            p.cmd("INCRBY").arg(key).arg(*delta);
+            p.cmd("PEXPIRE").arg(key).arg(*ttl).ignore();
+            p.cmd("GET").arg(prev);
+        }
+        let res = async {
+            let conn = self.connection().await?;
+            let fut = async {
+                match &*conn {
+                    Conn::Single(m) => p.query_async::<Vec<Option<u64>>>(&mut m.clone()).await,
+                    Conn::Cluster(c) => p.query_async::<Vec<Option<u64>>>(&mut c.clone()).await,
+                }
+            };
+            match tokio::time::timeout(self.timeout, fut).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+                Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))),
+            }
+        }
+        .await;
+        match res {
+            Ok(v) if v.len() == 2 * items.len() => {
+                Ok(v.chunks(2).map(|c| (c[0].unwrap_or(0), c[1].unwrap_or(0))).collect())
+            }
+            Ok(v) => Err(StoreError::Unavailable(format!("unexpected pipeline answer of {} values", v.len()))),
+            Err(e) => {
+                self.mark_down();
+                Err(e)
+            }
+        }
+    }
+
     /// Check and count one request for `key` against every limit, atomically across nodes.
     pub async fn check(
         &self,
@@ -308,6 +365,7 @@ mod tests {
             cluster: false,
             timeout: Duration::from_millis(200),
             backoff: Duration::from_millis(300),
+            ca_pem: None,
         })
         .unwrap_or_else(|e| panic!("{e}"))
     }

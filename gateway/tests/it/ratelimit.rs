@@ -292,6 +292,7 @@ impl OwnRedis {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server) must be installed");
         let r = OwnRedis { child: Some(child) };
@@ -392,19 +393,17 @@ async fn redis_outage_under_load_both_modes() {
     }
 }
 
-/// Cluster accuracy: two gateway processes sharing Redis, driven concurrently, admit the
-/// configured total.
-#[tokio::test]
-async fn two_processes_share_one_limit() {
+/// Two gateway processes sharing Redis, driven concurrently (8 clients x 100 requests each per
+/// node) against one limit of `limit` per minute: (admitted on a, on b, seconds taken).
+async fn drive_two_processes(limit: usize, extra: &str) -> (usize, usize, f64) {
     let up = Upstream::start(Behavior::Status(200)).await;
     let id = run_id();
     let dir = tempfile::tempdir().unwrap();
-    let limit = 600;
     let cfg = dir.path().join("gw.yaml");
     crate::binary::write(
         &cfg,
         &format!(
-            "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\n  redis: {{ url: \"{REDIS}\" }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: rate-limiting\n    name: shared-{id}\n    config: {{ minute: {limit}, policy: redis, algorithm: sliding-window, limit_by: [route] }}\n",
+            "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\n  redis: {{ url: \"{REDIS}\" }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: rate-limiting\n    name: shared-{id}\n    config: {{ minute: {limit}, policy: redis, algorithm: sliding-window, limit_by: [route]{extra} }}\n",
             up.authority()
         ),
     );
@@ -414,7 +413,6 @@ async fn two_processes_share_one_limit() {
     let drive = |addr: std::net::SocketAddr| {
         let c = c.clone();
         async move {
-            // 8 concurrent clients x 100 requests each on this node.
             let per_client = join_all((0..8).map(|_| {
                 let c = c.clone();
                 async move {
@@ -431,10 +429,88 @@ async fn two_processes_share_one_limit() {
             per_client.into_iter().sum::<usize>()
         }
     };
+    let t = Instant::now();
     let (a, b) = tokio::join!(drive(addr_a), drive(addr_b));
+    (a, b, t.elapsed().as_secs_f64())
+}
+
+/// Cluster accuracy: two gateway processes sharing Redis admit the configured total within 1%.
+#[tokio::test]
+async fn two_processes_share_one_limit() {
+    let limit = 600;
+    let (a, b, secs) = drive_two_processes(limit, "").await;
     let total = a + b;
-    println!("two nodes, limit {limit}/minute, 1600 requests: admitted {a} + {b} = {total}");
+    println!("atomic mode: two nodes, limit {limit}/minute, 1600 requests in {secs:.2}s: admitted {a} + {b} = {total}");
     let err = (total as f64 - limit as f64).abs() / limit as f64;
     assert!(err <= 0.01, "admitted {total} for a limit of {limit} ({:.2}% off)", err * 100.0);
     assert!(a > 100 && b > 100, "both nodes admitted traffic: {a} {b}");
+}
+
+/// Batched mode: never under the limit, and over it by at most what two nodes can admit in
+/// about one synchronisation interval each.
+#[tokio::test]
+async fn batched_mode_two_processes() {
+    let limit = 600;
+    let interval = 0.05;
+    let (a, b, secs) = drive_two_processes(limit, ", sync_interval: 50ms").await;
+    let total = a + b;
+    let rate = 1600.0 / secs;
+    let bound = limit as f64 + 2.0 * rate * interval * 2.0;
+    println!(
+        "batched mode (50ms): two nodes, limit {limit}/minute, 1600 requests in {secs:.2}s ({rate:.0} req/s): admitted {a} + {b} = {total} ({:+.1}%)",
+        (total as f64 - limit as f64) * 100.0 / limit as f64
+    );
+    assert!(total >= limit, "admitted {total} < {limit}");
+    assert!((total as f64) <= bound, "admitted {total}, more than the bound {bound:.0}");
+}
+
+/// Redis over TLS (`rediss://`), the server certificate verified against a CA file: a
+/// redis-server of our own with a certificate generated here.
+#[tokio::test]
+async fn redis_over_tls() {
+    let ca = gw_test_util::TestCa::new("redis-ca");
+    let srv = ca.server(&["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca_file) = (dir.path().join("r.crt"), dir.path().join("r.key"), dir.path().join("ca.pem"));
+    std::fs::write(&cert, &srv.cert_pem).unwrap();
+    std::fs::write(&key, &srv.key_pem).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = free_port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-cert-file", cert.to_str().unwrap(), "--tls-key-file", key.to_str().unwrap()])
+        .args(["--tls-ca-cert-file", ca_file.to_str().unwrap(), "--tls-auth-clients", "no"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let mut redis = OwnRedis { child: Some(child) };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let up = Upstream::start(Behavior::Status(200)).await;
+    let yaml = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\n  redis: {{ url: \"rediss://localhost:{port}/\", ca_file: {}, timeout: 1s }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: rate-limiting\n    config: {{ minute: 3, policy: redis, failure_mode: closed }}\n",
+        ca_file.display(),
+        up.authority()
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let res = burst(&gw.url("main"), 5, ("x", "y")).await;
+    redis.stop();
+    assert_eq!(count(&res, 200), 3, "{:?}", res.iter().map(|r| (r.0, r.2.clone())).collect::<Vec<_>>());
+    assert_eq!(count(&res, 429), 2);
 }

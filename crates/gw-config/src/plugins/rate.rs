@@ -56,7 +56,7 @@ pub struct Throttle {
 }
 
 fn default_limit_by() -> Vec<String> {
-    vec!["consumer".into(), "ip".into()]
+    vec!["consumer".into()]
 }
 
 /// Check `limit_by` entries.
@@ -103,9 +103,8 @@ pub struct RateLimiting {
     /// Requests per 30 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub month: Option<u64>,
-    /// What identifies a client, combined: `consumer` (falls through to the next entry when the
-    /// request has no consumer), `credential`, `ip`, `route`, `service`, `header:<name>`.
-    /// Default `[consumer, ip]`: the consumer, or the client IP for anonymous requests.
+    /// What identifies a client, combined: `consumer` and `credential` (the client IP when the
+    /// request has none), `ip`, `route`, `service`, `header:<name>`. Default `[consumer]`.
     #[serde(default = "default_limit_by")]
     pub limit_by: Vec<String>,
     /// Counting algorithm. Default `sliding-window`.
@@ -117,6 +116,10 @@ pub struct RateLimiting {
     /// When Redis fails: `open` (default) or `closed`.
     #[serde(default)]
     pub failure_mode: StoreFailure,
+    /// Redis batched mode: count locally and synchronise with Redis this often (e.g. `100ms`)
+    /// instead of one round trip per request. Window algorithms only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_interval: Option<Dur>,
     /// Send `RateLimit-Policy` and `RateLimit` (IETF draft) on every response. Default `true`.
     #[serde(default = "t")]
     pub headers: bool,
@@ -159,6 +162,17 @@ impl PluginSchema for RateLimiting {
         if let Some(t) = &self.throttle {
             if t.max_wait.get() > std::time::Duration::from_secs(60) {
                 return Err(SchemaError::new("throttle.max_wait", "at most 60s"));
+            }
+        }
+        if let Some(d) = &self.sync_interval {
+            if self.policy != CounterPolicy::Redis {
+                return Err(SchemaError::new("sync_interval", "only applies with `policy: redis`"));
+            }
+            if self.algorithm == RateAlgorithm::Gcra {
+                return Err(SchemaError::new("sync_interval", "batched mode needs a window algorithm, not gcra"));
+            }
+            if d.get() < std::time::Duration::from_millis(10) || d.get() > std::time::Duration::from_secs(60) {
+                return Err(SchemaError::new("sync_interval", "between 10ms and 60s"));
             }
         }
         if self.max_keys == Some(0) {
