@@ -99,7 +99,7 @@ async fn reload(gw: &gw_proxy::Gateway, path: &Path, cause: &str) {
     match gw.reload(config).await {
         Ok(()) => tracing::info!(cause, "reload complete"),
         Err(e) => {
-            tracing::error!(cause, error = %e, "configuration rejected; still serving the previous one")
+            tracing::error!(cause, error = %e, "configuration rejected; still serving the previous one");
         }
     }
 }

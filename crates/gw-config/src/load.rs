@@ -113,12 +113,11 @@ fn saphyr_error(source: &str, path: Option<String>, e: &serde_saphyr::Error) -> 
         message = rest.to_string();
     }
     // Drop a leading "line X column Y: " (the location is printed in front already).
-    if let Some(rest) = message.strip_prefix("line ") {
-        if let Some((_, after)) = rest.split_once(": ") {
-            if rest.split(": ").next().is_some_and(|p| p.contains(" column ")) {
-                message = after.to_string();
-            }
-        }
+    if let Some(rest) = message.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+        && rest.split(": ").next().is_some_and(|p| p.contains(" column "))
+    {
+        message = after.to_string();
     }
     LocatedError {
         source: source.to_string(),

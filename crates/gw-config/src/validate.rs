@@ -660,7 +660,7 @@ fn upstreams(v: &mut V, ups: &[FileUpstream]) -> (Vec<Upstream>, HashMap<String,
             if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
                 v.err(ap.clone(), "thresholds must be at least 1");
             }
-            check_statuses(v, ap.join("healthy_statuses"), &h.healthy_statuses);
+            check_statuses(v, &ap.join("healthy_statuses"), &h.healthy_statuses);
             h
         });
         let passive_health = hc.passive.as_ref().map(|a| {
@@ -677,7 +677,7 @@ fn upstreams(v: &mut V, ups: &[FileUpstream]) -> (Vec<Upstream>, HashMap<String,
             if h.max_ejection_time < h.ejection_time {
                 v.err(pp.join("max_ejection_time"), "must not be shorter than ejection_time");
             }
-            check_statuses(v, pp.join("failure_statuses"), &h.failure_statuses);
+            check_statuses(v, &pp.join("failure_statuses"), &h.failure_statuses);
             h
         });
         let circuit_breaker = u.circuit_breaker.as_ref().map(|c| {
@@ -721,7 +721,7 @@ fn upstreams(v: &mut V, ups: &[FileUpstream]) -> (Vec<Upstream>, HashMap<String,
     (out, index)
 }
 
-fn check_statuses(v: &mut V, path: KeyPath, statuses: &[u16]) {
+fn check_statuses(v: &mut V, path: &KeyPath, statuses: &[u16]) {
     for (i, s) in statuses.iter().enumerate() {
         if !(100..=599).contains(s) {
             v.err(path.join(i), format!("{s} is not an HTTP status"));
@@ -775,7 +775,7 @@ fn services(
         if !(0.0..=1.0).contains(&retries.budget_ratio) {
             v.err(p.join("retries").join("budget_ratio"), "must be between 0 and 1");
         }
-        check_statuses(v, p.join("retries").join("on_statuses"), &retries.on_statuses);
+        check_statuses(v, &p.join("retries").join("on_statuses"), &retries.on_statuses);
         let kind = match s.kind.as_deref() {
             None | Some("proxy") => {
                 if s.response.is_some() {
@@ -946,10 +946,10 @@ fn proxy_target(
                 None
             }
         };
-        if let Some(sni) = &t.sni {
-            if let Err(e) = check_host(sni) {
-                v.err(tp.join("sni"), e);
-            }
+        if let Some(sni) = &t.sni
+            && let Err(e) = check_host(sni)
+        {
+            v.err(tp.join("sni"), e);
         }
         Some(UpstreamTls { verify: t.verify.unwrap_or(true), ca_pem, sni: t.sni.clone(), client_cert })
     } else {
@@ -1126,10 +1126,10 @@ fn consumers(v: &mut V, cs: &[FileConsumer]) -> Vec<Consumer> {
     for (i, c) in cs.iter().enumerate() {
         let p = kp!["consumers", i];
         v.name(p.join("username"), &c.username, &mut names, "consumer");
-        if let Some(id) = &c.custom_id {
-            if !custom_ids.insert(id.clone()) {
-                v.err(p.join("custom_id"), format!("duplicate custom_id {id:?}"));
-            }
+        if let Some(id) = &c.custom_id
+            && !custom_ids.insert(id.clone())
+        {
+            v.err(p.join("custom_id"), format!("duplicate custom_id {id:?}"));
         }
         let mut credentials = Vec::new();
         for (j, cred) in c.credentials.iter().enumerate() {
@@ -1288,10 +1288,10 @@ fn plugins(v: &mut V, file: &FileConfig) -> Vec<Plugin> {
         if let Err(e) = pl.config.validate() {
             v.err(p.join("config").extend_dotted(&e.path), e.message);
         }
-        if let Some(anon) = pl.config.anonymous_consumer() {
-            if !consumers.contains_key(anon) {
-                v.err(p.join("config").join("anonymous"), format!("unknown consumer {anon:?}"));
-            }
+        if let Some(anon) = pl.config.anonymous_consumer()
+            && !consumers.contains_key(anon)
+        {
+            v.err(p.join("config").join("anonymous"), format!("unknown consumer {anon:?}"));
         }
         if pl.consumer.is_some() && pl.config.is_auth() {
             v.err(p.join("consumer"), "an authentication plugin cannot be scoped to a consumer");

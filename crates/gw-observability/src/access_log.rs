@@ -71,14 +71,14 @@ const QUEUE: usize = 16 * 1024;
 
 impl AccessLog {
     /// Start the writer thread. `on_drop` is called for each line dropped under overload.
-    pub fn start(target: AccessLogTarget) -> std::io::Result<AccessLog> {
-        let out: Box<dyn Write + Send> = match &target {
+    pub fn start(target: &AccessLogTarget) -> std::io::Result<AccessLog> {
+        let out: Box<dyn Write + Send> = match target {
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
             AccessLogTarget::Stderr => Box::new(std::io::stderr()),
             AccessLogTarget::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
         };
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
-        std::thread::Builder::new().name("access-log".into()).spawn(move || writer(rx, out))?;
+        std::thread::Builder::new().name("access-log".into()).spawn(move || writer(&rx, out))?;
         Ok(AccessLog { tx })
     }
 
@@ -100,7 +100,7 @@ impl AccessLog {
 /// busy gateway never pays a thread wake-up per request: senders only push to the queue.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
-fn writer(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+fn writer(rx: &Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
     use std::sync::mpsc::TryRecvError;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     loop {
@@ -164,7 +164,7 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("access.log");
         let _ = std::fs::remove_file(&path);
-        let log = AccessLog::start(AccessLogTarget::File(path.clone())).unwrap();
+        let log = AccessLog::start(&AccessLogTarget::File(path.clone())).unwrap();
         let line = AccessLogLine {
             time: rfc3339(SystemTime::now()),
             request_id: "abc",

@@ -116,10 +116,10 @@ impl JwtPlugin {
         if !self.cookies.is_empty() {
             for v in req.headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()) {
                 for c in v.split(';') {
-                    if let Some((k, val)) = c.trim().split_once('=') {
-                        if self.cookies.iter().any(|n| n == k) {
-                            return Some((val.to_string(), Source::Cookie(k.to_string())));
-                        }
+                    if let Some((k, val)) = c.trim().split_once('=')
+                        && self.cookies.iter().any(|n| n == k)
+                    {
+                        return Some((val.to_string(), Source::Cookie(k.to_string())));
                     }
                 }
             }
@@ -149,10 +149,10 @@ impl JwtPlugin {
                     .map(str::to_string)
                     .collect();
                 req.headers.remove(COOKIE);
-                if let Ok(v) = HeaderValue::from_str(&rest.join("; ")) {
-                    if !rest.is_empty() {
-                        req.headers.insert(COOKIE, v);
-                    }
+                if let Ok(v) = HeaderValue::from_str(&rest.join("; "))
+                    && !rest.is_empty()
+                {
+                    req.headers.insert(COOKIE, v);
                 }
             }
         }
@@ -183,22 +183,21 @@ impl JwtPlugin {
         }
         let header = jsonwebtoken::decode_header(token).ok()?;
         // A key from the JWKS, by kid.
-        if let (Some(jwks), Some(kid)) = (&self.jwks, header.kid.as_deref()) {
-            if let Some(k) = jwks.key(kid).await {
-                if !k.algorithms.contains(&header.alg) {
-                    return None;
-                }
-                let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &self.validation(header.alg))
-                    .ok()?
-                    .claims;
-                self.check_times(&claims)?;
-                let consumer = match &self.consumer_claim {
-                    Some(c) => Some(self.dir.by_name_or_custom_id(claims.get(c)?.as_str()?)?.clone()),
-                    None => None,
-                };
-                let id = claims.get("sub").and_then(Value::as_str).unwrap_or(kid).to_string();
-                return Some((consumer, id, claims));
+        if let (Some(jwks), Some(kid)) = (&self.jwks, header.kid.as_deref())
+            && let Some(k) = jwks.key(kid).await
+        {
+            if !k.algorithms.contains(&header.alg) {
+                return None;
             }
+            let claims =
+                jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &self.validation(header.alg)).ok()?.claims;
+            self.check_times(&claims)?;
+            let consumer = match &self.consumer_claim {
+                Some(c) => Some(self.dir.by_name_or_custom_id(claims.get(c)?.as_str()?)?.clone()),
+                None => None,
+            };
+            let id = claims.get("sub").and_then(Value::as_str).unwrap_or(kid).to_string();
+            return Some((consumer, id, claims));
         }
         // A consumer's key, by the key claim of the (not yet verified) payload.
         let payload = token.split('.').nth(1)?;
@@ -220,10 +219,10 @@ impl JwtPlugin {
     fn check_times(&self, claims: &Map<String, Value>) -> Option<()> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
         let iat = claims.get("iat").map(|v| v.as_u64());
-        if let Some(iat) = iat {
-            if iat? > now + self.leeway {
-                return None;
-            }
+        if let Some(iat) = iat
+            && iat? > now + self.leeway
+        {
+            return None;
         }
         if let Some(max) = self.max_lifetime {
             let exp = claims.get("exp")?.as_u64()?;
@@ -335,14 +334,14 @@ impl Jwks {
     pub(crate) async fn key(&self, kid: &str) -> Option<Arc<JwksKey>> {
         let now = Instant::now();
         let st = self.state.load_full();
-        if self.valid(&st, now) {
-            if let Some(k) = st.keys.get(kid) {
-                if st.fetched.is_some_and(|f| now.duration_since(f) > self.ttl / 2) {
-                    // Refresh ahead of expiry; the current keys keep serving meanwhile.
-                    let _ = self.refresh(now).await;
-                }
-                return Some(k.clone());
+        if self.valid(&st, now)
+            && let Some(k) = st.keys.get(kid)
+        {
+            if st.fetched.is_some_and(|f| now.duration_since(f) > self.ttl / 2) {
+                // Refresh ahead of expiry; the current keys keep serving meanwhile.
+                let _ = self.refresh(now).await;
             }
+            return Some(k.clone());
         }
         self.refresh(now).await;
         let st = self.state.load();

@@ -49,7 +49,7 @@ impl KeyAuth {
         }
         if !self.query_names.is_empty() {
             for (k, v) in query_pairs(req.query()) {
-                if self.query_names.iter().any(|n| *n == k) {
+                if self.query_names.contains(&k) {
                     return Some((v, Found::Query));
                 }
             }

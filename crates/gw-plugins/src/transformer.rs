@@ -129,17 +129,17 @@ fn edit_headers(h: &mut HeaderMap, e: &Edits<Template>, query: Option<&str>, cx:
         }
     }
     for (n, t) in &e.replace {
-        if h.contains_key(n.as_str()) {
-            if let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(&t.render(&before, query, cx))) {
-                h.insert(n, v);
-            }
+        if h.contains_key(n.as_str())
+            && let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(&t.render(&before, query, cx)))
+        {
+            h.insert(n, v);
         }
     }
     for (n, t) in &e.add {
-        if !h.contains_key(n.as_str()) {
-            if let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(&t.render(&before, query, cx))) {
-                h.insert(n, v);
-            }
+        if !h.contains_key(n.as_str())
+            && let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(&t.render(&before, query, cx)))
+        {
+            h.insert(n, v);
         }
     }
     for (n, t) in &e.append {

@@ -54,10 +54,11 @@ fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
         for v in headers.get_all(header::CONNECTION) {
             let Ok(v) = v.to_str() else { continue };
             for n in v.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()) {
-                    if !(keep_upgrade && n == header::UPGRADE) && n != header::CONNECTION {
-                        remove.push(n);
-                    }
+                if let Ok(n) = HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes())
+                    && !(keep_upgrade && n == header::UPGRADE)
+                    && n != header::CONNECTION
+                {
+                    remove.push(n);
                 }
             }
         }
@@ -172,10 +173,10 @@ pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding
         if !headers.contains_key(&xfp) {
             headers.insert(xfp, f.proto.clone());
         }
-        if !headers.contains_key(&xfh) {
-            if let Some(v) = host_value {
-                headers.insert(xfh, v);
-            }
+        if !headers.contains_key(&xfh)
+            && let Some(v) = host_value
+        {
+            headers.insert(xfh, v);
         }
         if !headers.contains_key(&xfport) {
             headers.insert(xfport, f.port.clone());

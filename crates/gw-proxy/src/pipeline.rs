@@ -181,12 +181,11 @@ async fn handle(
         (r, Some(p)) => r.min(p),
         (r, None) => r,
     };
-    if limit > 0 {
-        if let Some(len) = content_length(&head.headers) {
-            if len > limit {
-                return Err(Error::new(ErrorKind::PayloadTooLarge, format!("content-length {len} exceeds {limit}")));
-            }
-        }
+    if limit > 0
+        && let Some(len) = content_length(&head.headers)
+        && len > limit
+    {
+        return Err(Error::new(ErrorKind::PayloadTooLarge, format!("content-length {len} exceeds {limit}")));
     }
     let sent = Arc::new(SentSignal::default());
     let mut body = if body.is_end_stream() {
@@ -257,10 +256,10 @@ fn precheck(req: &Request<Incoming>, conn: &ConnInfo, rt: &Runtime) -> Result<()
     if req.version() == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
         return Err(Error::new(ErrorKind::BadRequest, "HTTP/1.1 request without Host"));
     }
-    if req.headers().contains_key(header::TRANSFER_ENCODING) {
-        if req.headers().contains_key(header::CONTENT_LENGTH) || conn.state.take_ambiguous_framing() {
-            return Err(Error::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
-        }
+    if req.headers().contains_key(header::TRANSFER_ENCODING)
+        && (req.headers().contains_key(header::CONTENT_LENGTH) || conn.state.take_ambiguous_framing())
+    {
+        return Err(Error::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
     }
     if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
         return Err(Error::new(ErrorKind::BadRequest, "several Content-Length headers"));
@@ -394,13 +393,11 @@ async fn access_phase(
         if let Some(r) = authenticate(&chain, route.route.auth_mode, head, cx).await? {
             return Ok(Some(reply_response(r)));
         }
-        if let Some(c) = &cx.consumer {
-            if rt.plugins.has_consumer_plugins(c.index) {
-                if let Some(ch) = rt.plugins.consumer_chain(&rt.config, &chain, route_idx, route.route.service, c.index)
-                {
-                    p.chain = ch;
-                }
-            }
+        if let Some(c) = &cx.consumer
+            && rt.plugins.has_consumer_plugins(c.index)
+            && let Some(ch) = rt.plugins.consumer_chain(&rt.config, &chain, route_idx, route.route.service, c.index)
+        {
+            p.chain = ch;
         }
     }
     let chain = p.chain.clone();
@@ -890,13 +887,17 @@ pub(crate) fn error_reply(e: &Error, cx: &Ctx) -> Reply {
 }
 
 fn reply_response(r: Reply) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(r.body.clone()));
-    *resp.status_mut() = r.status;
-    if !r.body.is_empty() {
-        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.body.len()));
+    let Reply { status, headers, body } = r;
+    let len = body.len();
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = status;
+    if len > 0 {
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    for (k, v) in r.headers.iter() {
-        resp.headers_mut().append(k, v.clone());
+    for (k, v) in headers {
+        if let Some(k) = k {
+            resp.headers_mut().append(k, v);
+        }
     }
     resp
 }
@@ -944,31 +945,31 @@ impl Finish for LogPhase {
         for pl in &p.chain.log {
             pl.log(&cx, &entry);
         }
-        if rt.gateway.access_log {
-            if let Some(al) = &shared.access_log {
-                let started_wall = SystemTime::now() - latency;
-                let line = AccessLogLine {
-                    time: rfc3339(started_wall),
-                    request_id: cx.request_id.to_str().unwrap_or(""),
-                    client_ip: cx.client_ip,
-                    method: p.method.as_str(),
-                    host: &cx.host,
-                    path: p.uri.path(),
-                    protocol: version_str(p.version),
-                    route: route.map(|r| &*r.info.name),
-                    service: route.map(|r| &*r.info.service),
-                    consumer: cx.consumer.as_ref().map(|c| c.username.as_str()),
-                    upstream: cx.upstream_addr.as_deref(),
-                    status,
-                    bytes_sent,
-                    bytes_received: entry.bytes_received,
-                    latency_ms: latency.as_secs_f64() * 1000.0,
-                    upstream_latency_ms: cx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
-                    error,
-                };
-                if !al.log(&line) {
-                    shared.metrics.access_log_dropped();
-                }
+        if rt.gateway.access_log
+            && let Some(al) = &shared.access_log
+        {
+            let started_wall = SystemTime::now() - latency;
+            let line = AccessLogLine {
+                time: rfc3339(started_wall),
+                request_id: cx.request_id.to_str().unwrap_or(""),
+                client_ip: cx.client_ip,
+                method: p.method.as_str(),
+                host: &cx.host,
+                path: p.uri.path(),
+                protocol: version_str(p.version),
+                route: route.map(|r| &*r.info.name),
+                service: route.map(|r| &*r.info.service),
+                consumer: cx.consumer.as_ref().map(|c| c.username.as_str()),
+                upstream: cx.upstream_addr.as_deref(),
+                status,
+                bytes_sent,
+                bytes_received: entry.bytes_received,
+                latency_ms: latency.as_secs_f64() * 1000.0,
+                upstream_latency_ms: cx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+                error,
+            };
+            if !al.log(&line) {
+                shared.metrics.access_log_dropped();
             }
         }
     }

@@ -223,18 +223,18 @@ impl Endpoint {
     ) -> Result<Conn, Error> {
         let wt = write_timeout.as_millis() as u64;
         if self.spec.protocol.is_http2() {
-            if let Some(c) = self.h2.load_full() {
-                if !c.0.is_closed() {
-                    c.1.store(wt, Ordering::Relaxed);
-                    return Ok(Conn::H2(c.0.clone()));
-                }
+            if let Some(c) = self.h2.load_full()
+                && !c.0.is_closed()
+            {
+                c.1.store(wt, Ordering::Relaxed);
+                return Ok(Conn::H2(c.0.clone()));
             }
             let _guard = self.h2_connect.lock().await;
-            if let Some(c) = self.h2.load_full() {
-                if !c.0.is_closed() {
-                    c.1.store(wt, Ordering::Relaxed);
-                    return Ok(Conn::H2(c.0.clone()));
-                }
+            if let Some(c) = self.h2.load_full()
+                && !c.0.is_closed()
+            {
+                c.1.store(wt, Ordering::Relaxed);
+                return Ok(Conn::H2(c.0.clone()));
             }
             let (io, timeout) = self.connect(connect_timeout, wt).await?;
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())

@@ -100,6 +100,8 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     /// Compile `config`. `previous` lends per-target state to carry over.
+    // `config` is shared into the runtime (cloned Arcs); taking it by value keeps callers simple.
+    #[allow(clippy::needless_pass_by_value)]
     pub(crate) fn compile(
         config: Arc<Config>,
         previous: Option<&Runtime>,
@@ -123,8 +125,7 @@ impl Runtime {
 
         // Upstream TLS client configs are shared by every target of a service: build them per
         // service, keyed by the upstream they use.
-        let mut tls_by_upstream: HashMap<usize, (UpstreamProtocol, Option<Arc<ClientConfig>>, Option<String>)> =
-            HashMap::new();
+        let mut tls_by_upstream: HashMap<usize, UpstreamTls> = HashMap::new();
         for s in &cfg.services {
             if let ServiceKind::Proxy(p) = &s.kind {
                 let client = match &p.tls {
@@ -135,13 +136,13 @@ impl Runtime {
                     None => None,
                 };
                 let sni = p.tls.as_ref().and_then(|t| t.sni.clone());
-                if let Some((proto, _, _)) = tls_by_upstream.get(&p.upstream) {
-                    if *proto != p.protocol {
-                        return Err(format!(
-                            "service {:?}: upstream {:?} is already used with another protocol; use one protocol per upstream",
-                            s.name, cfg.upstreams[p.upstream].name
-                        ));
-                    }
+                if let Some((proto, _, _)) = tls_by_upstream.get(&p.upstream)
+                    && *proto != p.protocol
+                {
+                    return Err(format!(
+                        "service {:?}: upstream {:?} is already used with another protocol; use one protocol per upstream",
+                        s.name, cfg.upstreams[p.upstream].name
+                    ));
                 }
                 tls_by_upstream.insert(p.upstream, (p.protocol, client, sni));
             }
@@ -256,6 +257,11 @@ impl Runtime {
     }
 }
 
+/// Protocol, TLS client configuration and SNI of the services using one upstream.
+type UpstreamTls = (UpstreamProtocol, Option<Arc<ClientConfig>>, Option<String>);
+
+// The client configuration is cloned into each target's endpoint.
+#[allow(clippy::needless_pass_by_value)]
 fn compile_upstream(
     u: &model::Upstream,
     protocol: UpstreamProtocol,

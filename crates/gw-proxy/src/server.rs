@@ -183,7 +183,7 @@ impl Gateway {
                 LogTarget::Stderr => AccessLogTarget::Stderr,
                 LogTarget::File(p) => AccessLogTarget::File(p.clone()),
             };
-            Some(AccessLog::start(target).map_err(|e| StartError(format!("access log: {e}")))?)
+            Some(AccessLog::start(&target).map_err(|e| StartError(format!("access log: {e}")))?)
         } else {
             None
         };

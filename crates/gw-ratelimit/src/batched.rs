@@ -153,10 +153,10 @@ impl Inner {
     }
 
     fn mark(&self, c: &Arc<Cell>) {
-        if !c.dirty.swap(true, Ordering::AcqRel) {
-            if let Ok(mut d) = self.dirty.lock() {
-                d.push(c.clone());
-            }
+        if !c.dirty.swap(true, Ordering::AcqRel)
+            && let Ok(mut d) = self.dirty.lock()
+        {
+            d.push(c.clone());
         }
     }
 

@@ -47,9 +47,11 @@ pub struct RedisConfig {
 
 enum Conn {
     Single(redis::aio::ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(Box<redis::cluster_async::ClusterConnection>),
 }
 
+// One per Redis configuration in the process: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Single(redis::Client),
     Cluster(redis::cluster::ClusterClient),
@@ -232,7 +234,7 @@ impl RedisStore {
                     .await
                     .map_err(|_| StoreError::Unavailable("connect timed out".into()))?
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                Conn::Cluster(c)
+                Conn::Cluster(Box::new(c))
             }
         };
         let conn = Arc::new(conn);
@@ -249,7 +251,7 @@ impl RedisStore {
             let fut = async {
                 match &*conn {
                     Conn::Single(m) => inv.invoke_async::<T>(&mut m.clone()).await,
-                    Conn::Cluster(c) => inv.invoke_async::<T>(&mut c.clone()).await,
+                    Conn::Cluster(c) => inv.invoke_async::<T>(&mut (**c).clone()).await,
                 }
             };
             match tokio::time::timeout(self.timeout, fut).await {
@@ -289,7 +291,7 @@ impl RedisStore {
             let fut = async {
                 match &*conn {
                     Conn::Single(m) => p.query_async::<Vec<Option<u64>>>(&mut m.clone()).await,
-                    Conn::Cluster(c) => p.query_async::<Vec<Option<u64>>>(&mut c.clone()).await,
+                    Conn::Cluster(c) => p.query_async::<Vec<Option<u64>>>(&mut (**c).clone()).await,
                 }
             };
             match tokio::time::timeout(self.timeout, fut).await {

@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
                     query: None,
                 });
                 black_box(m.map(|m| *m.value))
-            })
+            });
         });
     }
 }

@@ -247,11 +247,11 @@ impl Tier {
             }
         }
         for (t, b) in &self.fallback {
-            if let Some(values) = t.match_path(path) {
-                if let Some(c) = b.first(conds, req) {
-                    let values = values.into_iter().map(str::to_string).collect();
-                    return Some((c.route, PathHit::Template(&c.names, values), path.len()));
-                }
+            if let Some(values) = t.match_path(path)
+                && let Some(c) = b.first(conds, req)
+            {
+                let values = values.into_iter().map(str::to_string).collect();
+                return Some((c.route, PathHit::Template(&c.names, values), path.len()));
             }
         }
         if let Some(set) = &self.regex_set {

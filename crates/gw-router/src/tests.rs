@@ -40,7 +40,7 @@ impl Req {
     }
 }
 
-fn find<'r>(r: &'r Router<&'static str>, q: &Req) -> Option<&'static str> {
+fn find(r: &Router<&'static str>, q: &Req) -> Option<&'static str> {
     r.find(&q.parts()).map(|m| *m.value)
 }
 

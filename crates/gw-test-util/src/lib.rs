@@ -84,6 +84,13 @@ pub fn try_config(yaml: &str, vars: &[(&str, String)]) -> Result<gw_config::Conf
 /// Body type of upstream responses.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A custom upstream handler.
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// How an [`Upstream`] answers.
 #[derive(Clone)]
 pub enum Behavior {
@@ -97,13 +104,7 @@ pub enum Behavior {
     /// Accept the request and never answer.
     Hang,
     /// Custom handler.
-    Custom(
-        Arc<
-            dyn Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
-                + Send
-                + Sync,
-        >,
-    ),
+    Custom(Handler),
 }
 
 /// A real upstream server on loopback.

@@ -21,6 +21,8 @@ pub trait Prober: Send + Sync + 'static {
 /// Probe every target of `balancer` each `interval` (targets in parallel, the first round after
 /// a random fraction of the interval so many upstreams do not probe in lockstep), until the
 /// returned task is aborted.
+// The config is moved into the spawned task; clippy does not see that as a use.
+#[allow(clippy::needless_pass_by_value)]
 pub fn spawn_active_checks(
     balancer: Arc<Balancer>,
     cfg: ActiveHealthConfig,

@@ -93,6 +93,8 @@ pub struct Balancer {
 impl Balancer {
     /// Build from config, keeping the dynamic state (health, ejection, latency, in-flight
     /// counts) of targets of `previous` with the same address.
+    // Taking the config by value keeps call sites simple; it is only read.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn new(cfg: BalancerConfig, previous: Option<&Balancer>) -> Balancer {
         let old: HashMap<&str, &Arc<Target>> =
             previous.map(|p| p.targets.iter().map(|t| (t.address(), t)).collect()).unwrap_or_default();

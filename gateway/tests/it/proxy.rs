@@ -62,9 +62,7 @@ async fn keeps_client_request_id() {
 #[tokio::test]
 async fn trusted_proxies_extend_the_chain() {
     let up = Upstream::start(Behavior::Echo("a")).await;
-    let yaml = format!(
-        "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\n  trusted_proxies: [127.0.0.0/8]\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    type: echo\nroutes:\n  - name: r\n    service: s\n",
-    );
+    let yaml = "gateway:\n  status_listener: \"off\"\n  access_log: { enabled: false }\n  trusted_proxies: [127.0.0.0/8]\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    type: echo\nroutes:\n  - name: r\n    service: s\n".to_string();
     let gw = TestGateway::start(&yaml, &[]).await;
     let _ = up;
     let v: serde_json::Value = client()

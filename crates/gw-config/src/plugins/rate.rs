@@ -159,10 +159,10 @@ impl PluginSchema for RateLimiting {
             return Err(SchemaError::new("second", "set at least one of second, minute, hour, day, month"));
         }
         check_limit_by("limit_by", &self.limit_by)?;
-        if let Some(t) = &self.throttle {
-            if t.max_wait.get() > std::time::Duration::from_secs(60) {
-                return Err(SchemaError::new("throttle.max_wait", "at most 60s"));
-            }
+        if let Some(t) = &self.throttle
+            && t.max_wait.get() > std::time::Duration::from_secs(60)
+        {
+            return Err(SchemaError::new("throttle.max_wait", "at most 60s"));
         }
         if let Some(d) = &self.sync_interval {
             if self.policy != CounterPolicy::Redis {

@@ -189,10 +189,10 @@ impl PluginSchema for RequestTransformer {
             [("replace", &self.replace), ("add", &self.add), ("append", &self.append)],
             true,
         )?;
-        if let Some(m) = &self.http_method {
-            if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
-                return Err(SchemaError::new("http_method", format!("{m:?} is not an upper-case method")));
-            }
+        if let Some(m) = &self.http_method
+            && (http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m)
+        {
+            return Err(SchemaError::new("http_method", format!("{m:?} is not an upper-case method")));
         }
         if let Some(p) = &self.path {
             if !p.starts_with('/') {
