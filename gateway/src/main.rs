@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin;
 mod reload;
 
 #[derive(Parser)]
@@ -26,9 +27,14 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Run {
-        /// Configuration file (YAML).
+        /// Configuration file (YAML). Without `--store` it is the source of truth (DB-less
+        /// mode, read-only Admin API); with `--store` it seeds an empty store.
         #[arg(short, long, env = "GATEHOUSE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Configuration store: `embedded:<data dir>` (one redb file) or a `postgres://` URL
+        /// (a cluster of nodes). The Admin API then accepts writes.
+        #[arg(long, env = "GATEHOUSE_STORE")]
+        store: Option<String>,
         /// Log format on stderr: text or json.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
@@ -45,12 +51,46 @@ enum Command {
     HashPassword,
     /// Read an API key on stdin and print its hash for `key_hash`.
     HashKey,
+    /// Export or import the configuration of a store.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigAction {
+    /// Print the store's current configuration as YAML (the file format).
+    Export {
+        /// `embedded:<data dir>` or a `postgres://` URL.
+        #[arg(long, env = "GATEHOUSE_STORE")]
+        store: String,
+    },
+    /// Validate a YAML file and make it the store's current configuration (a new version).
+    Import {
+        /// Configuration file (YAML).
+        file: PathBuf,
+        /// `embedded:<data dir>` or a `postgres://` URL.
+        #[arg(long, env = "GATEHOUSE_STORE")]
+        store: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, log_format, no_watch } => run(&config, log_format == "json", !no_watch),
+        Command::Run { config, store, log_format, no_watch } => {
+            gw_observability::init_tracing(log_format == "json");
+            match (store, config) {
+                (Some(store), seed) => admin::run_with_store(&store, seed.as_deref()),
+                (None, Some(config)) => run(&config, !no_watch),
+                (None, None) => {
+                    eprintln!("error: give --config FILE, --store SPEC, or both");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config { action } => admin::config_command(action),
         Command::Validate { file } => validate(&file),
         Command::HashPassword => match read_stdin_secret().and_then(|p| gw_config::hash_password(&p)) {
             Ok(h) => {
@@ -105,8 +145,7 @@ fn validate(file: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: &Path, json_logs: bool, watch: bool) -> ExitCode {
-    gw_observability::init_tracing(json_logs);
+fn run(path: &Path, watch: bool) -> ExitCode {
     let config = match gw_config::load_file(path) {
         Ok(c) => c,
         Err(e) => {
@@ -134,12 +173,17 @@ fn run(path: &Path, json_logs: bool, watch: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let reloader = reload::spawn(gw.clone(), path.to_path_buf(), watch);
+        // The Admin API is read-only in DB-less mode; it starts when tokens are configured.
+        let admin = admin::start_read_only(&gw, path).await;
+        let reloader = reload::spawn(gw.clone(), path.to_path_buf(), watch, admin.as_ref().map(|a| a.0.clone()));
         let terminated = termination();
         tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "gatehouse started");
         terminated.await;
         tracing::info!(timeout = ?shutdown_timeout, "draining");
         reloader.abort();
+        if let Some((_, task)) = admin {
+            task.abort();
+        }
         gw.shutdown(shutdown_timeout).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
@@ -147,7 +191,7 @@ fn run(path: &Path, json_logs: bool, watch: bool) -> ExitCode {
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed before this returns.
-fn termination() -> impl std::future::Future<Output = ()> {
+pub(crate) fn termination() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     async move {

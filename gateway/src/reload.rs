@@ -13,7 +13,12 @@ use tokio::task::JoinHandle;
 
 use crate::DEBOUNCE;
 
-pub(crate) fn spawn(gw: gw_proxy::Gateway, path: PathBuf, watch: bool) -> JoinHandle<()> {
+pub(crate) fn spawn(
+    gw: gw_proxy::Gateway,
+    path: PathBuf,
+    watch: bool,
+    admin: Option<std::sync::Arc<gw_admin::AdminState>>,
+) -> JoinHandle<()> {
     // The watcher and the SIGHUP handler are installed before this returns (and before the
     // "started" log line), so no change or signal right after start-up is missed.
     let (tx, mut rx) = mpsc::channel::<&'static str>(16);
@@ -44,6 +49,9 @@ pub(crate) fn spawn(gw: gw_proxy::Gateway, path: PathBuf, watch: bool) -> JoinHa
             }
             while rx.try_recv().is_ok() {}
             reload(&gw, &path, cause).await;
+            if let Some(a) = &admin {
+                crate::admin::refresh_read_only(a, &path).await;
+            }
         }
     })
 }

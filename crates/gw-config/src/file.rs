@@ -88,6 +88,23 @@ pub struct FileAdmin {
     /// Address of the Admin API. Default `127.0.0.1:9180`; `"off"` disables it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Admin API tokens (`Authorization: Bearer <token>`), stored hashed. Without any, every
+    /// Admin API request is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<FileAdminToken>,
+}
+
+/// An Admin API token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdminToken {
+    /// Label (logs, listing).
+    pub name: String,
+    /// `sha256:<64 hex digits>` of the token (`gatehouse hash-key` prints it).
+    pub token_hash: String,
+    /// `admin` (default) or `read_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// Redis connection shared by plugins that keep cluster-wide state.

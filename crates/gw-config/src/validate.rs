@@ -243,6 +243,19 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         g.admin.as_ref().and_then(|a| a.listen.as_deref()),
         "127.0.0.1:9180",
     );
+    for (i, t) in g.admin.iter().flat_map(|a| a.tokens.iter()).enumerate() {
+        let tp = base.join("admin").join("tokens").join(i);
+        let ok = t
+            .token_hash
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            v.err(tp.join("token_hash"), "expected sha256:<64 hex digits> (see `gatehouse hash-key`)");
+        }
+        if !matches!(t.role.as_deref(), None | Some("admin" | "read_only")) {
+            v.err(tp.join("role"), "use admin or read_only");
+        }
+    }
     let mut trusted_proxies = Vec::new();
     for (i, t) in g.trusted_proxies.iter().flatten().enumerate() {
         match t.parse::<IpNet>().or_else(|_| t.parse::<IpAddr>().map(IpNet::from)) {

@@ -22,9 +22,17 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub(crate) async fn start(config: &std::path::Path) -> (Proc, std::net::SocketAddr) {
+        let c = config.to_string_lossy().to_string();
+        Self::start_args(&["--config", &c], &[]).await
+    }
+
+    /// `gatehouse run --log-format json <args>` with extra environment variables; returns once
+    /// started, with the first proxy listener's address.
+    pub(crate) async fn start_args(args: &[&str], env: &[(&str, &str)]) -> (Proc, std::net::SocketAddr) {
         let mut child = Command::new(BIN)
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(config)
+            .args(["run", "--log-format", "json"])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -45,6 +53,15 @@ impl Proc {
         // Logged once the file watcher and signal handlers are installed.
         p.wait_for("gatehouse started", Duration::from_secs(20)).await;
         (p, addr)
+    }
+
+    /// A line already seen (or the next one) containing `needle`, parsed as JSON.
+    pub(crate) async fn json_line(&mut self, needle: &str) -> serde_json::Value {
+        let line = match self.seen.iter().find(|l| l.contains(needle)) {
+            Some(l) => l.clone(),
+            None => self.wait_for(needle, Duration::from_secs(20)).await,
+        };
+        serde_json::from_str(&line).expect("json log line")
     }
 
     /// Wait for a stderr line containing `needle`.

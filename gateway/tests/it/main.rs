@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod binary;
 mod errors;
 mod hardening;

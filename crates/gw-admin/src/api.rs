@@ -1,0 +1,541 @@
+//! The Admin API: REST CRUD over the entities of the configuration document, whole-document
+//! import/export, history and rollback, status, and its own OpenAPI document.
+//!
+//! Every write builds a new document, parses and validates it with the file loader's rules
+//! (400 with the failing field), applies it to the data plane (compiled off the request path,
+//! swapped atomically), then appends it to the store. If the store refuses, the previous
+//! configuration is put back and the client gets 503: what runs is always what is stored.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::doc::{self, Kind};
+use crate::store::ConfigStore;
+
+/// Who may do what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// GET only.
+    ReadOnly,
+}
+
+/// The running document and what it was built from.
+pub(crate) struct Current {
+    pub(crate) doc: Value,
+    pub(crate) version: u64,
+    pub(crate) hash: String,
+    /// SHA-256 of each admin token, with its role.
+    pub(crate) tokens: Vec<([u8; 32], Role)>,
+}
+
+/// Shared state of the Admin API.
+pub struct AdminState {
+    pub(crate) gw: gw_proxy::Gateway,
+    pub(crate) store: Option<Arc<dyn ConfigStore>>,
+    pub(crate) current: Mutex<Current>,
+    pub(crate) node_id: String,
+    pub(crate) started: Instant,
+    pub(crate) store_ok: std::sync::atomic::AtomicBool,
+}
+
+impl AdminState {
+    /// State for a gateway running `doc` (the file format as JSON) at `version`. Without a
+    /// store, the API is read-only (the file is the source of truth).
+    pub fn new(
+        gw: gw_proxy::Gateway,
+        store: Option<Arc<dyn ConfigStore>>,
+        doc: Value,
+        version: u64,
+        node_id: String,
+    ) -> Arc<AdminState> {
+        let hash = sha256_hex(&doc.to_string());
+        let tokens = tokens_of(&doc);
+        Arc::new(AdminState {
+            gw,
+            store,
+            current: Mutex::new(Current { doc, version, hash, tokens }),
+            node_id,
+            started: Instant::now(),
+            store_ok: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// Apply a document written elsewhere (another node, via the store). Invalid documents are
+    /// logged and skipped; the current configuration keeps serving.
+    pub async fn apply_from_store(&self, v: &crate::store::Version) -> Result<(), String> {
+        let mut cur = self.current.lock().await;
+        if v.version <= cur.version {
+            return Ok(());
+        }
+        let doc: Value = serde_json::from_str(&v.document).map_err(|e| e.to_string())?;
+        let config = compile_doc(&doc).map_err(|e| e.to_string())?;
+        self.gw.reload(config).await?;
+        cur.tokens = tokens_of(&doc);
+        cur.doc = doc;
+        cur.version = v.version;
+        cur.hash = v.hash.clone();
+        Ok(())
+    }
+
+    /// DB-less mode: show `doc` (the file was reloaded).
+    pub async fn set_document(&self, doc: Value) {
+        let mut cur = self.current.lock().await;
+        cur.hash = sha256_hex(&doc.to_string());
+        cur.tokens = tokens_of(&doc);
+        cur.doc = doc;
+    }
+
+    /// The running configuration version.
+    pub async fn version(&self) -> u64 {
+        self.current.lock().await.version
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tokens_of(doc: &Value) -> Vec<([u8; 32], Role)> {
+    let mut out = Vec::new();
+    let list = doc.pointer("/gateway/admin/tokens").and_then(Value::as_array);
+    for t in list.into_iter().flatten() {
+        let Some(h) = t.get("token_hash").and_then(Value::as_str).and_then(|h| h.strip_prefix("sha256:")) else {
+            continue;
+        };
+        let Some(bytes) = hex32(h) else { continue };
+        let role = match t.get("role").and_then(Value::as_str) {
+            Some("read_only") => Role::ReadOnly,
+            _ => Role::Admin,
+        };
+        out.push((bytes, role));
+    }
+    out
+}
+
+fn hex32(h: &str) -> Option<[u8; 32]> {
+    if h.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// An API error: status, stable code, message, and field errors.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    errors: Vec<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), errors: Vec::new() }
+    }
+    fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if !self.errors.is_empty() {
+            body["errors"] = Value::Array(self.errors);
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<gw_config::LoadError> for ApiError {
+    fn from(e: gw_config::LoadError) -> Self {
+        let errors: Vec<Value> = e
+            .errors
+            .iter()
+            .map(|x| json!({ "field": x.path.clone().unwrap_or_default(), "message": x.message }))
+            .collect();
+        let message = e.errors.first().map_or_else(
+            || "invalid configuration".to_string(),
+            |x| format!("{}: {}", x.path.clone().unwrap_or_default(), x.message),
+        );
+        ApiError { status: StatusCode::BAD_REQUEST, code: "invalid", message, errors }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parse and validate a document with the file loader's rules.
+pub fn compile_doc(doc: &Value) -> Result<gw_config::Config, gw_config::LoadError> {
+    let file = gw_config::parse_json(&doc.to_string(), "admin")?;
+    gw_config::validate_located(&file, "admin", None, &gw_config::ValidateOptions::default())
+}
+
+/// The router, with authentication.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/openapi.json", get(openapi))
+        .route("/config", get(export_config).put(import_config))
+        .route("/config/history", get(history))
+        .route("/config/rollback/{version}", post(rollback))
+        .route("/{kind}", get(list).post(create))
+        .route("/{kind}/{id}", get(read).put(upsert).delete(remove))
+        .fallback(|| async { ApiError::not_found("endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    // The OpenAPI document is public (it describes the API, not the configuration).
+    if req.uri().path() == "/openapi.json" {
+        return next.run(req).await;
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(token) = token else {
+        return with_challenge(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "an admin token is required"));
+    };
+    let digest: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    };
+    let role = {
+        let cur = s.current.lock().await;
+        let mut found = None;
+        for (h, r) in &cur.tokens {
+            if bool::from(subtle::ConstantTimeEq::ct_eq(&h[..], &digest[..])) {
+                found = Some(*r);
+            }
+        }
+        found
+    };
+    let Some(role) = role else {
+        return with_challenge(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid admin token"));
+    };
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if write && role == Role::ReadOnly {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token is read-only").into_response();
+    }
+    if req.uri().path() == "/config" && req.method() == Method::GET && role != Role::Admin {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "exporting the configuration needs an admin token")
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn with_challenge(e: ApiError) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"gatehouse-admin\""));
+    r
+}
+
+fn kind_of(s: &str) -> ApiResult<Kind> {
+    Kind::parse(s).ok_or_else(|| ApiError::not_found("endpoint"))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    offset: Option<usize>,
+    size: Option<usize>,
+    tags: Option<String>,
+}
+
+async fn list(State(s): State<Arc<AdminState>>, Path(kind): Path<String>, q: Query<ListQuery>) -> ApiResult<Response> {
+    let kind = kind_of(&kind)?;
+    let size = q.size.unwrap_or(100);
+    if size == 0 || size > 1000 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "size: between 1 and 1000"));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let tags: Vec<&str> =
+        q.tags.as_deref().map(|t| t.split(',').filter(|x| !x.is_empty()).collect()).unwrap_or_default();
+    let mut cur = s.current.lock().await;
+    let all: Vec<Value> = doc::collection(&mut cur.doc, kind)
+        .map(|c| c.iter().filter(|e| doc::has_tags(e, &tags)).cloned().collect())
+        .unwrap_or_default();
+    let total = all.len();
+    let data: Vec<Value> = all.into_iter().skip(offset).take(size).map(|e| doc::redact(kind, e)).collect();
+    let next = (offset + data.len() < total).then_some(offset + data.len());
+    Ok(axum::Json(json!({ "data": data, "total": total, "offset": offset, "next": next })).into_response())
+}
+
+async fn read(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
+    let kind = kind_of(&kind)?;
+    let mut cur = s.current.lock().await;
+    let e = doc::collection(&mut cur.doc, kind)
+        .and_then(|c| c.iter().find(|e| doc::entity_id(kind, e).as_deref() == Some(id.as_str())).cloned())
+        .ok_or_else(|| ApiError::not_found(&format!("{} {id:?}", kind.key())))?;
+    Ok(axum::Json(doc::redact(kind, e)).into_response())
+}
+
+fn body_entity(body: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "body: expected a JSON object"));
+    }
+    Ok(v)
+}
+
+async fn create(
+    State(s): State<Arc<AdminState>>,
+    Path(kind): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let kind = kind_of(&kind)?;
+    let e = body_entity(&body)?;
+    let id = doc::entity_id(kind, &e)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("{}: required", kind.id_field())))?;
+    let out = s
+        .write(&format!("POST /{}", kind.key()), |d| {
+            let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
+            if c.iter().any(|x| doc::entity_id(kind, x).as_deref() == Some(id.as_str())) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("{} {id:?} already exists", kind.key()),
+                ));
+            }
+            c.push(e.clone());
+            Ok(())
+        })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(entity_after(kind, &out, &id))).into_response())
+}
+
+async fn upsert(
+    State(s): State<Arc<AdminState>>,
+    Path((kind, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let kind = kind_of(&kind)?;
+    let mut e = body_entity(&body)?;
+    if let Some(o) = e.as_object_mut() {
+        o.insert(kind.id_field().into(), Value::String(id.clone()));
+    }
+    let mut created = false;
+    let out = s
+        .write(&format!("PUT /{}/{id}", kind.key()), |d| {
+            let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
+            match c.iter_mut().find(|x| doc::entity_id(kind, x).as_deref() == Some(id.as_str())) {
+                Some(x) => *x = e.clone(),
+                None => {
+                    created = true;
+                    c.push(e.clone());
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(entity_after(kind, &out, &id))).into_response())
+}
+
+async fn remove(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
+    let kind = kind_of(&kind)?;
+    s.write(&format!("DELETE /{}/{id}", kind.key()), |d| {
+        let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
+        let before = c.len();
+        c.retain(|x| doc::entity_id(kind, x).as_deref() != Some(id.as_str()));
+        if c.len() == before {
+            return Err(ApiError::not_found(&format!("{} {id:?}", kind.key())));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn bad_doc() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the stored document is not an object")
+}
+
+fn entity_after(kind: Kind, d: &Value, id: &str) -> Value {
+    d.get(kind.key())
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|x| doc::entity_id(kind, x).as_deref() == Some(id)).cloned())
+        .map_or(Value::Null, |e| doc::redact(kind, e))
+}
+
+impl AdminState {
+    /// Apply `edit` to a copy of the document; validate, apply, store. Returns the new document.
+    async fn write(&self, comment: &str, edit: impl FnOnce(&mut Value) -> ApiResult<()>) -> ApiResult<Value> {
+        let Some(store) = &self.store else {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "read_only",
+                "DB-less mode: the configuration file is the source of truth; edit it instead",
+            ));
+        };
+        let mut cur = self.current.lock().await;
+        let mut next = cur.doc.clone();
+        edit(&mut next)?;
+        doc::hash_secrets(&mut next).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
+        self.commit(&mut cur, store, next, comment).await
+    }
+
+    async fn commit(
+        &self,
+        cur: &mut Current,
+        store: &Arc<dyn ConfigStore>,
+        next: Value,
+        comment: &str,
+    ) -> ApiResult<Value> {
+        let config = compile_doc(&next)?;
+        let previous = compile_doc(&cur.doc).ok();
+        self.gw.reload(config).await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
+        match store.commit(next.to_string(), comment.to_string()).await {
+            Ok(v) => {
+                self.store_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+                cur.tokens = tokens_of(&next);
+                cur.doc = next.clone();
+                cur.version = v.version;
+                cur.hash = v.hash;
+                Ok(next)
+            }
+            Err(e) => {
+                self.store_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                if let Some(p) = previous {
+                    let _ = self.gw.reload(p).await;
+                }
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+async fn export_config(State(s): State<Arc<AdminState>>, q: Query<ExportQuery>) -> ApiResult<Response> {
+    let cur = s.current.lock().await;
+    match q.format.as_deref() {
+        Some("yaml") => {
+            let file = gw_config::parse_json(&cur.doc.to_string(), "admin")?;
+            let text = gw_config::to_yaml(&file)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+            Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+        }
+        None | Some("json") => {
+            Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash, "document": cur.doc })).into_response())
+        }
+        Some(other) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("format: {other:?}: use json or yaml")))
+        }
+    }
+}
+
+async fn import_config(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "body: not UTF-8"))?;
+    let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("yaml"));
+    let file = if yaml {
+        gw_config::parse_yaml(text, "import", gw_config::process_env())?
+    } else {
+        gw_config::parse_json(text, "import")?
+    };
+    let doc =
+        serde_json::to_value(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    let out = s
+        .write("import", |d| {
+            *d = doc;
+            Ok(())
+        })
+        .await?;
+    let cur = s.current.lock().await;
+    let _ = out;
+    Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash })).into_response())
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    size: Option<usize>,
+}
+
+async fn history(State(s): State<Arc<AdminState>>, q: Query<HistoryQuery>) -> ApiResult<Response> {
+    let Some(store) = &s.store else {
+        return Ok(axum::Json(json!({ "data": [] })).into_response());
+    };
+    let size = q.size.unwrap_or(100).clamp(1, 1000);
+    let h = store
+        .history(size)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+    Ok(axum::Json(json!({ "data": h })).into_response())
+}
+
+async fn rollback(State(s): State<Arc<AdminState>>, Path(version): Path<u64>) -> ApiResult<Response> {
+    let Some(store) = &s.store else {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "read_only", "DB-less mode has no history"));
+    };
+    let v = store
+        .get(version)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(&format!("version {version}")))?;
+    let doc: Value = serde_json::from_str(&v.document)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    s.write(&format!("rollback to {version}"), |d| {
+        *d = doc;
+        Ok(())
+    })
+    .await?;
+    let cur = s.current.lock().await;
+    Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash, "restored": version })).into_response())
+}
+
+async fn status(State(s): State<Arc<AdminState>>) -> ApiResult<Response> {
+    let (version, hash) = {
+        let cur = s.current.lock().await;
+        (cur.version, cur.hash.clone())
+    };
+    let nodes = match &s.store {
+        Some(st) => st.nodes().await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok(axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": s.node_id,
+        "uptime_seconds": s.started.elapsed().as_secs(),
+        "config": { "version": version, "hash": hash },
+        "store": {
+            "kind": s.store.as_ref().map_or("file", |st| st.kind()),
+            "reachable": s.store_ok.load(std::sync::atomic::Ordering::Relaxed),
+            "read_only": s.store.is_none(),
+        },
+        "connections": s.gw.connections(),
+        "cluster": { "nodes": nodes },
+    }))
+    .into_response())
+}
+
+async fn openapi() -> Response {
+    axum::Json(crate::openapi::document()).into_response()
+}

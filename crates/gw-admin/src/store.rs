@@ -1,0 +1,543 @@
+//! Configuration stores. Every write appends a new version (the whole document, as JSON), so
+//! history and rollback come for free and a reader never sees half a change.
+//!
+//! - [`EmbeddedStore`]: one redb file under a data directory. redb commits are atomic and
+//!   durable (fsync before the commit returns), so a crash loses no acknowledged write and never
+//!   leaves a torn store.
+//! - [`PgStore`]: PostgreSQL for a cluster of gateway nodes. Schema migrations are applied by the
+//!   binary; a write `NOTIFY`s every node, which applies it; a periodic resync is the safety net;
+//!   each node records the version it runs in `gatehouse_nodes`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// A store error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or failed.
+    #[error("config store: {0}")]
+    Io(String),
+    /// The stored data is not what this version of Gatehouse expects.
+    #[error("config store data: {0}")]
+    Data(String),
+}
+
+/// One version of the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    /// Monotonic version number (1, 2, ...).
+    pub version: u64,
+    /// The document (file format, as JSON).
+    pub document: String,
+    /// SHA-256 of `document`, hex.
+    pub hash: String,
+    /// When it was written (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// Why (`PUT /routes/orders`, `rollback to 3`, `import`).
+    pub comment: String,
+}
+
+/// A version without its document (history listings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionMeta {
+    /// Version number.
+    pub version: u64,
+    /// SHA-256 of the document.
+    pub hash: String,
+    /// When (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// Why.
+    pub comment: String,
+}
+
+impl From<&Version> for VersionMeta {
+    fn from(v: &Version) -> Self {
+        VersionMeta { version: v.version, hash: v.hash.clone(), created_ms: v.created_ms, comment: v.comment.clone() }
+    }
+}
+
+/// A node of the cluster as the store sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node id.
+    pub node_id: String,
+    /// Configuration version it runs.
+    pub config_version: u64,
+    /// Last heartbeat (ms since the Unix epoch).
+    pub last_seen_ms: u64,
+}
+
+/// Where the configuration lives.
+#[async_trait]
+pub trait ConfigStore: Send + Sync + 'static {
+    /// Store kind, for `/status`.
+    fn kind(&self) -> &'static str;
+    /// The latest version, if any.
+    async fn latest(&self) -> Result<Option<Version>, StoreError>;
+    /// One version.
+    async fn get(&self, version: u64) -> Result<Option<Version>, StoreError>;
+    /// Append a new version; returns it.
+    async fn commit(&self, document: String, comment: String) -> Result<Version, StoreError>;
+    /// Newest first, at most `limit`.
+    async fn history(&self, limit: usize) -> Result<Vec<VersionMeta>, StoreError>;
+    /// Record that `node` runs `version` (cluster status). No-op for a single node.
+    async fn heartbeat(&self, _node: &str, _version: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Nodes seen recently (cluster status).
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The latest version number as announced by other writers (cluster stores), if the store
+    /// can tell; `None` when only this process writes.
+    fn announcements(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// === embedded (redb) ===
+
+const VERSIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("config_versions");
+
+/// One redb file: `<data_dir>/gatehouse.redb`.
+pub struct EmbeddedStore {
+    db: Arc<redb::Database>,
+}
+
+impl EmbeddedStore {
+    /// Open (or create) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(format!("{}: {e}", data_dir.display())))?;
+        let path = data_dir.join("gatehouse.redb");
+        let db = redb::Database::create(&path).map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+        // Make sure the table exists so readers never fail on a fresh store.
+        let tx = db.begin_write().map_err(io)?;
+        tx.open_table(VERSIONS).map_err(io)?;
+        tx.commit().map_err(io)?;
+        Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| StoreError::Io(e.to_string()))?
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn decode(bytes: &[u8]) -> Result<Version, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Data(e.to_string()))
+}
+
+#[async_trait]
+impl ConfigStore for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn latest(&self) -> Result<Option<Version>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(io)?;
+            let t = tx.open_table(VERSIONS).map_err(io)?;
+            match t.last().map_err(io)? {
+                Some((_, v)) => decode(v.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, version: u64) -> Result<Option<Version>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(io)?;
+            let t = tx.open_table(VERSIONS).map_err(io)?;
+            match t.get(version).map_err(io)? {
+                Some(v) => decode(v.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn commit(&self, document: String, comment: String) -> Result<Version, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(io)?;
+            let v = {
+                let mut t = tx.open_table(VERSIONS).map_err(io)?;
+                let next = t.last().map_err(io)?.map_or(1, |(k, _)| k.value() + 1);
+                let v = Version { version: next, hash: sha256_hex(&document), document, created_ms: now_ms(), comment };
+                let bytes = serde_json::to_vec(&v).map_err(|e| StoreError::Data(e.to_string()))?;
+                t.insert(next, bytes.as_slice()).map_err(io)?;
+                v
+            };
+            // Durable when this returns (redb's default durability fsyncs the commit).
+            tx.commit().map_err(io)?;
+            Ok(v)
+        })
+        .await
+    }
+
+    async fn history(&self, limit: usize) -> Result<Vec<VersionMeta>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(io)?;
+            let t = tx.open_table(VERSIONS).map_err(io)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(io)?.rev().take(limit) {
+                let (_, v) = item.map_err(io)?;
+                out.push(VersionMeta::from(&decode(v.value())?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+// === PostgreSQL ===
+
+/// Schema migrations, applied in order; the applied ones are recorded in
+/// `gatehouse_schema_migrations`.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS gatehouse_config (
+            version BIGINT PRIMARY KEY,
+            document TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            comment TEXT NOT NULL
+        )",
+    ),
+    (
+        2,
+        "CREATE TABLE IF NOT EXISTS gatehouse_nodes (
+            node_id TEXT PRIMARY KEY,
+            config_version BIGINT NOT NULL,
+            last_seen_ms BIGINT NOT NULL
+        )",
+    ),
+];
+
+/// The notification channel.
+const CHANNEL: &str = "gatehouse_config";
+
+/// PostgreSQL store for a cluster of nodes.
+pub struct PgStore {
+    url: String,
+    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    latest_tx: watch::Sender<u64>,
+}
+
+impl PgStore {
+    /// Connect, apply migrations and start listening for changes. `resync` is the period of
+    /// the safety-net full check.
+    pub async fn connect(url: &str, resync: Duration) -> Result<Arc<PgStore>, StoreError> {
+        let (latest_tx, _) = watch::channel(0);
+        let store = Arc::new(PgStore { url: url.to_string(), client: tokio::sync::Mutex::new(None), latest_tx });
+        {
+            let mut guard = store.client.lock().await;
+            let client = store.open().await?;
+            migrate(&client).await?;
+            *guard = Some(client);
+        }
+        let latest = store.latest_version().await?;
+        store.latest_tx.send_replace(latest);
+        tokio::spawn(listen(Arc::downgrade(&store), resync));
+        Ok(store)
+    }
+
+    async fn open(&self) -> Result<tokio_postgres::Client, StoreError> {
+        let (client, conn) =
+            tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
+                .await
+                .map_err(|_| StoreError::Io("connect timed out".into()))?
+                .map_err(io)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "config store connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Run `f` with a connection, reconnecting once if the connection was lost.
+    async fn with<T>(
+        &self,
+        f: impl for<'a> Fn(
+            &'a tokio_postgres::Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>,
+        >,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            *guard = Some(self.open().await?);
+        }
+        let Some(c) = guard.as_ref() else { return Err(StoreError::Io("no connection".into())) };
+        match tokio::time::timeout(Duration::from_secs(5), f(c)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if c.is_closed() {
+                    *guard = None;
+                }
+                Err(io(e))
+            }
+            Err(_) => {
+                *guard = None;
+                Err(StoreError::Io("query timed out".into()))
+            }
+        }
+    }
+
+    async fn latest_version(&self) -> Result<u64, StoreError> {
+        let v: i64 = self
+            .with(|c| {
+                Box::pin(async move {
+                    let row = c.query_one("SELECT COALESCE(MAX(version), 0) FROM gatehouse_config", &[]).await?;
+                    Ok(row.get::<_, i64>(0))
+                })
+            })
+            .await?;
+        Ok(v.max(0) as u64)
+    }
+}
+
+fn row_to_version(r: &tokio_postgres::Row) -> Version {
+    Version {
+        version: r.get::<_, i64>(0).max(0) as u64,
+        document: r.get(1),
+        hash: r.get(2),
+        created_ms: r.get::<_, i64>(3).max(0) as u64,
+        comment: r.get(4),
+    }
+}
+
+async fn migrate(c: &tokio_postgres::Client) -> Result<(), StoreError> {
+    c.batch_execute("CREATE TABLE IF NOT EXISTS gatehouse_schema_migrations (version INT PRIMARY KEY)")
+        .await
+        .map_err(io)?;
+    for (v, sql) in MIGRATIONS {
+        // One transaction per migration, serialized across nodes by an advisory lock.
+        let sql = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(7245); \
+             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM gatehouse_schema_migrations WHERE version = {v}) THEN \
+             EXECUTE $m${sql}$m$; INSERT INTO gatehouse_schema_migrations VALUES ({v}); END IF; END $$; COMMIT;"
+        );
+        c.batch_execute(&sql).await.map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Listen for change notifications; resync periodically; reconnect when the connection drops.
+async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let url = s.url.clone();
+        let tx = s.latest_tx.clone();
+        drop(s);
+        let connected = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
+        let (client, mut conn) = match connected {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "config store unreachable; serving the last good configuration");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+        // Drive the connection, forwarding notifications (the version written).
+        let driver = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                loop {
+                    match conn.poll_message(cx) {
+                        std::task::Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(n)))) => {
+                            let _ = ntx.send(n.payload().parse::<u64>().ok());
+                        }
+                        std::task::Poll::Ready(Some(Ok(_))) => {}
+                        std::task::Poll::Ready(Some(Err(_)) | None) => return std::task::Poll::Ready(()),
+                        std::task::Poll::Pending => return std::task::Poll::Pending,
+                    }
+                }
+            })
+            .await;
+        });
+        if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_err() {
+            driver.abort();
+            continue;
+        }
+        let mut tick = tokio::time::interval(resync);
+        loop {
+            tokio::select! {
+                m = nrx.recv() => match m {
+                    Some(Some(v)) => { tx.send_if_modified(|cur| { let ch = v > *cur; if ch { *cur = v; } ch }); }
+                    Some(None) => {}
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    match client.query_one("SELECT COALESCE(MAX(version), 0) FROM gatehouse_config", &[]).await {
+                        Ok(row) => {
+                            let v = row.get::<_, i64>(0).max(0) as u64;
+                            tx.send_if_modified(|cur| { let ch = v > *cur; if ch { *cur = v; } ch });
+                        }
+                        Err(_) => break,
+                    }
+                    if store.strong_count() == 0 { driver.abort(); return; }
+                }
+            }
+        }
+        driver.abort();
+        tracing::warn!("config store notification connection lost; reconnecting");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[async_trait]
+impl ConfigStore for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn latest(&self) -> Result<Option<Version>, StoreError> {
+        self.with(|c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT version, document, hash, created_ms, comment FROM gatehouse_config ORDER BY version DESC LIMIT 1",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows.first().map(row_to_version))
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, version: u64) -> Result<Option<Version>, StoreError> {
+        let v = version as i64;
+        self.with(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT version, document, hash, created_ms, comment FROM gatehouse_config WHERE version = $1",
+                        &[&v],
+                    )
+                    .await?;
+                Ok(rows.first().map(row_to_version))
+            })
+        })
+        .await
+    }
+
+    async fn commit(&self, document: String, comment: String) -> Result<Version, StoreError> {
+        let hash = sha256_hex(&document);
+        let created = now_ms() as i64;
+        let v = self
+            .with(move |c| {
+                let (document, comment, hash) = (document.clone(), comment.clone(), hash.clone());
+                Box::pin(async move {
+                    // The next version under a lock so concurrent writers on several nodes get
+                    // distinct, gap-free versions; NOTIFY is delivered on commit.
+                    let row = c
+                        .query_one(
+                            "WITH l AS (SELECT pg_advisory_xact_lock(7246)) \
+                             INSERT INTO gatehouse_config (version, document, hash, created_ms, comment) \
+                             SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4 FROM gatehouse_config, l \
+                             RETURNING version, document, hash, created_ms, comment",
+                            &[&document, &hash, &created, &comment],
+                        )
+                        .await?;
+                    let v = row_to_version(&row);
+                    c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &v.version.to_string()]).await?;
+                    Ok(v)
+                })
+            })
+            .await?;
+        self.latest_tx.send_if_modified(|cur| {
+            let ch = v.version > *cur;
+            if ch {
+                *cur = v.version;
+            }
+            ch
+        });
+        Ok(v)
+    }
+
+    async fn history(&self, limit: usize) -> Result<Vec<VersionMeta>, StoreError> {
+        let limit = limit as i64;
+        self.with(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT version, '' AS document, hash, created_ms, comment FROM gatehouse_config ORDER BY version DESC LIMIT $1",
+                        &[&limit],
+                    )
+                    .await?;
+                Ok(rows.iter().map(|r| VersionMeta::from(&row_to_version(r))).collect())
+            })
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, node: &str, version: u64) -> Result<(), StoreError> {
+        let (node, v, now) = (node.to_string(), version as i64, now_ms() as i64);
+        self.with(move |c| {
+            let node = node.clone();
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO gatehouse_nodes (node_id, config_version, last_seen_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (node_id) DO UPDATE SET config_version = $2, last_seen_ms = $3",
+                    &[&node, &v, &now],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        let since = now_ms() as i64 - 60_000;
+        self.with(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT node_id, config_version, last_seen_ms FROM gatehouse_nodes WHERE last_seen_ms > $1 ORDER BY node_id",
+                        &[&since],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| NodeInfo {
+                        node_id: r.get(0),
+                        config_version: r.get::<_, i64>(1).max(0) as u64,
+                        last_seen_ms: r.get::<_, i64>(2).max(0) as u64,
+                    })
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    fn announcements(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.latest_tx.subscribe())
+    }
+}

@@ -1,0 +1,258 @@
+//! Store mode (`--store`), the Admin API listener, and `gatehouse config export|import`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gw_admin::store::{ConfigStore, EmbeddedStore, PgStore};
+use serde_json::Value;
+
+use crate::ConfigAction;
+
+/// Open the store named by `spec`: `embedded:<dir>` or `postgres://...`.
+pub(crate) async fn open_store(spec: &str) -> Result<Arc<dyn ConfigStore>, String> {
+    if let Some(dir) = spec.strip_prefix("embedded:") {
+        let s = EmbeddedStore::open(Path::new(dir)).map_err(|e| e.to_string())?;
+        return Ok(Arc::new(s));
+    }
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let s = PgStore::connect(spec, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+        return Ok(s);
+    }
+    Err(format!("--store {spec:?}: use embedded:<data dir> or a postgres:// URL"))
+}
+
+/// Read a YAML file into the document form (file format as JSON), validated.
+fn document_of_file(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let src = path.display().to_string();
+    let file = gw_config::parse_yaml(&text, &src, gw_config::process_env()).map_err(|e| e.to_string())?;
+    gw_config::validate_located(&file, &src, Some(&text), &gw_config::ValidateOptions::default())
+        .map_err(|e| e.to_string())?;
+    let mut doc = serde_json::to_value(&file).map_err(|e| e.to_string())?;
+    gw_admin::doc::hash_secrets(&mut doc)?;
+    Ok(doc)
+}
+
+/// Run with a configuration store: the store is the source of truth; an empty store is seeded
+/// from `seed`.
+pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gatehouse-main").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let store = match open_store(spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let latest = match store.latest().await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let version = match latest {
+            Some(v) => {
+                if seed.is_some() {
+                    tracing::info!(version = v.version, "the store has a configuration; --config is ignored");
+                }
+                v
+            }
+            None => {
+                let Some(seed) = seed else {
+                    eprintln!("error: the store is empty: give --config FILE to seed it");
+                    return ExitCode::FAILURE;
+                };
+                let doc = match document_of_file(seed) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match store.commit(doc.to_string(), format!("seed from {}", seed.display())).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
+        let doc: Value = match serde_json::from_str(&version.document) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: stored configuration version {}: {e}", version.version);
+                return ExitCode::FAILURE;
+            }
+        };
+        let config = match gw_admin::api::compile_doc(&doc) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("stored configuration version {}:\n{e}", version.version);
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown_timeout = config.gateway.shutdown_timeout;
+        let admin_addr = config.gateway.admin_listener;
+        // Nodes of a cluster share the stored document: the node id comes from the environment.
+        let node_id = std::env::var("GATEHOUSE_NODE_ID").unwrap_or_else(|_| config.gateway.node_id.clone());
+        let gw = match gw_proxy::Gateway::start(config).await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let state = gw_admin::AdminState::new(gw.clone(), Some(store), doc, version.version, node_id);
+        let admin = match admin_addr {
+            Some(addr) => match gw_admin::serve(addr, state.clone()).await {
+                Ok((bound, task)) => {
+                    tracing::info!(addr = %bound, "admin API listening");
+                    Some(task)
+                }
+                Err(e) => {
+                    eprintln!("cannot start the admin API on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        let sync = gw_admin::sync::spawn(state, Duration::from_secs(1));
+        let terminated = crate::termination();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            store = spec_kind(spec),
+            config_version = version.version,
+            "gatehouse started"
+        );
+        terminated.await;
+        tracing::info!(timeout = ?shutdown_timeout, "draining");
+        sync.abort();
+        if let Some(t) = admin {
+            t.abort();
+        }
+        gw.shutdown(shutdown_timeout).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn spec_kind(spec: &str) -> &'static str {
+    if spec.starts_with("embedded:") { "embedded" } else { "postgres" }
+}
+
+/// DB-less mode: a read-only Admin API when tokens are configured.
+pub(crate) async fn start_read_only(
+    gw: &gw_proxy::Gateway,
+    path: &Path,
+) -> Option<(Arc<gw_admin::AdminState>, tokio::task::JoinHandle<()>)> {
+    let cfg = gw.config();
+    let addr = cfg.gateway.admin_listener?;
+    let doc = document_of_file(path).ok()?;
+    let has_tokens = doc.pointer("/gateway/admin/tokens").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if !has_tokens {
+        return None;
+    }
+    let state = gw_admin::AdminState::new(gw.clone(), None, doc, 0, cfg.gateway.node_id.clone());
+    match gw_admin::serve(addr, state.clone()).await {
+        Ok((bound, task)) => {
+            tracing::info!(addr = %bound, "admin API listening (read-only: the file is the source of truth)");
+            Some((state, task))
+        }
+        Err(e) => {
+            tracing::error!(addr = %addr, error = %e, "cannot start the admin API");
+            None
+        }
+    }
+}
+
+/// After a file reload in DB-less mode, show the new document.
+pub(crate) async fn refresh_read_only(state: &gw_admin::AdminState, path: &Path) {
+    if let Ok(doc) = document_of_file(path) {
+        state.set_document(doc).await;
+    }
+}
+
+/// `gatehouse config export|import`.
+pub(crate) fn config_command(action: ConfigAction) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match action {
+            ConfigAction::Export { store } => {
+                let store = match open_store(&store).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let v = match store.latest().await {
+                    Ok(Some(v)) => v,
+                    Ok(None) => {
+                        eprintln!("error: the store is empty");
+                        return ExitCode::FAILURE;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let yaml = gw_config::parse_json(&v.document, "store")
+                    .map_err(|e| e.to_string())
+                    .and_then(|f| gw_config::to_yaml(&f));
+                match yaml {
+                    Ok(y) => {
+                        print!("{y}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            ConfigAction::Import { file, store } => {
+                let doc = match document_of_file(&file) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let store = match open_store(&store).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match store.commit(doc.to_string(), format!("import {}", file.display())).await {
+                    Ok(v) => {
+                        println!("imported {} as version {}", file.display(), v.version);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
+}
