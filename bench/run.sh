@@ -9,6 +9,7 @@
 #   bench/run.sh memory     # idle RSS, and RSS with 10,000 idle client connections
 #   bench/run.sh plugins    # plain proxy vs key-auth + acl + access log (file)
 #   bench/run.sh ratelimit  # plain proxy vs rate limiting, local and on Redis
+#   bench/run.sh admin      # one route change through the Admin API on 10,000 routes, under load
 #
 # Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
 # Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50), NO_BUILD=1 (use the
@@ -203,7 +204,44 @@ ratelimit() {
   compare "Plain proxy vs rate-limiting (sliding window, one key)" \
     "plain $ROOT/bench/gateway-plain.yaml" \
     "rate-limit-local $ROOT/bench/gateway-ratelimit-local.yaml" \
-    "rate-limit-redis $ROOT/bench/gateway-ratelimit-redis.yaml"
+    "rate-limit-redis $ROOT/bench/gateway-ratelimit-redis.yaml" \
+    "rate-limit-redis-batched $ROOT/bench/gateway-ratelimit-redis-batched.yaml"
+}
+
+admin() {
+  log "admin: one route change applied to a gateway with 10,000 routes (embedded store), under load"
+  start_upstream
+  local token=bench-admin-token-0123456789 port=18190
+  local hash
+  hash=$(printf '%s' "$token" | "$BIN" hash-key)
+  python3 bench/gen_routes.py 10000 | sed "s|^gateway:|gateway:\n  admin: { listen: 127.0.0.1:$port, tokens: [{ name: bench, token_hash: \"$hash\" }] }|" >"$TMP/admin-seed.yaml"
+  GATEWAY_ADDR=127.0.0.1:$GW_PORT UPSTREAM_ADDR=127.0.0.1:$UP_PORT taskset -c 1 "$BIN" run --store "embedded:$TMP/admin-data" --config "$TMP/admin-seed.yaml" >/dev/null 2>"$TMP/gw.err" &
+  GW_PID=$!; PIDS+=($GW_PID)
+  for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/" && break; sleep 0.1; done
+  local path=/svc5000/items/42
+  taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$GW_PORT$path" >/dev/null
+  base=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$GW_PORT$path" | awk '/Requests\/sec/ {print $2}')
+  taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$GW_PORT$path" >"$TMP/wrk-changes.out" &
+  local wrk_pid=$!
+  sleep 1
+  : >"$TMP/put.times"
+  for i in $(seq 1 20); do
+    t=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -X PUT -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+      -d "{\"service\":\"up\",\"paths\":[\"/new$i\"]}" "http://127.0.0.1:$port/routes/new$i")
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT/new$i")
+    echo "$t $code" >>"$TMP/put.times"
+    sleep $(echo "$DURATION / 25" | bc -l)
+  done
+  wait $wrk_pid
+  during=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk-changes.out")
+  non2xx=$(awk '/Non-2xx/ {print $4}' "$TMP/wrk-changes.out")
+  ok=$(awk '$1==201 && $3==200' "$TMP/put.times" | wc -l)
+  med=$(awk '{print $2*1000}' "$TMP/put.times" | median)
+  max=$(awk '{print $2*1000}' "$TMP/put.times" | sort -g | tail -1)
+  printf '\nAdmin API: route change on 10,000 routes (embedded store), 20 changes during a %ss wrk run\n' "$DURATION"
+  printf 'PUT /routes/x -> served: %s/20 applied and answered at once; latency median %.1f ms, max %.1f ms\n' "$ok" "$med" "$max"
+  printf 'throughput without changes %s req/s, during changes %s req/s (ratio %.3f), non-2xx %s\n' "$base" "$during" "$(echo "$during / $base" | bc -l)" "${non2xx:-0}"
+  stop_pid "$GW_PID"
 }
 
 case $WHAT in
@@ -213,6 +251,7 @@ case $WHAT in
   memory) memory ;;
   plugins) plugins ;;
   ratelimit) ratelimit ;;
-  all) http1; http2; routes; memory; plugins; ratelimit ;;
+  admin) admin ;;
+  all) http1; http2; routes; memory; plugins; ratelimit; admin ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac

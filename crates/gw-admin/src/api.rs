@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -198,6 +199,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/{kind}/{id}", get(read).put(upsert).delete(remove))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
 }
 
@@ -243,6 +245,30 @@ async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Res
     next.run(req).await
 }
 
+/// Errors produced by the framework itself (an unreadable path or query string, a method not
+/// allowed) are plain text: make them JSON like every other error.
+async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json") || c.starts_with("application/yaml"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let code = if status == StatusCode::METHOD_NOT_ALLOWED { "method_not_allowed" } else { "invalid" };
+    let mut out = ApiError::new(status, code, String::from_utf8_lossy(&text).into_owned()).into_response();
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
 fn with_challenge(e: ApiError) -> Response {
     let mut r = e.into_response();
     r.headers_mut()
@@ -261,8 +287,13 @@ struct ListQuery {
     tags: Option<String>,
 }
 
-async fn list(State(s): State<Arc<AdminState>>, Path(kind): Path<String>, q: Query<ListQuery>) -> ApiResult<Response> {
+async fn list(
+    State(s): State<Arc<AdminState>>,
+    Path(kind): Path<String>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
+    let q = q.map_err(bad_request)?;
     let size = q.size.unwrap_or(100);
     if size == 0 || size > 1000 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "size: between 1 and 1000"));
@@ -367,6 +398,11 @@ async fn remove(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A query string or path the API cannot read: a JSON 400 like every other error.
+fn bad_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string())
+}
+
 fn bad_doc() -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the stored document is not an object")
 }
@@ -403,6 +439,14 @@ impl AdminState {
         comment: &str,
     ) -> ApiResult<Value> {
         let config = compile_doc(&next)?;
+        // A change that removes every admin token would lock the Admin API for good.
+        if !cur.tokens.is_empty() && !tokens_of(&next).iter().any(|(_, r)| *r == Role::Admin) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "gateway.admin.tokens: keep at least one admin token, or the Admin API would lock itself out",
+            ));
+        }
         let previous = compile_doc(&cur.doc).ok();
         self.gw.reload(config).await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
         match store.commit(next.to_string(), comment.to_string()).await {
@@ -430,7 +474,11 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-async fn export_config(State(s): State<Arc<AdminState>>, q: Query<ExportQuery>) -> ApiResult<Response> {
+async fn export_config(
+    State(s): State<Arc<AdminState>>,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = q.map_err(bad_request)?;
     let cur = s.current.lock().await;
     match q.format.as_deref() {
         Some("yaml") => {
@@ -479,11 +527,22 @@ struct HistoryQuery {
     size: Option<usize>,
 }
 
-async fn history(State(s): State<Arc<AdminState>>, q: Query<HistoryQuery>) -> ApiResult<Response> {
+async fn history(
+    State(s): State<Arc<AdminState>>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = q.map_err(bad_request)?;
+    let size_ok = q.size.is_none_or(|n| (1..=1000).contains(&n));
     let Some(store) = &s.store else {
+        if !size_ok {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "size: between 1 and 1000"));
+        }
         return Ok(axum::Json(json!({ "data": [] })).into_response());
     };
-    let size = q.size.unwrap_or(100).clamp(1, 1000);
+    let size = q.size.unwrap_or(100);
+    if size == 0 || size > 1000 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "size: between 1 and 1000"));
+    }
     let h = store
         .history(size)
         .await
@@ -491,7 +550,8 @@ async fn history(State(s): State<Arc<AdminState>>, q: Query<HistoryQuery>) -> Ap
     Ok(axum::Json(json!({ "data": h })).into_response())
 }
 
-async fn rollback(State(s): State<Arc<AdminState>>, Path(version): Path<u64>) -> ApiResult<Response> {
+async fn rollback(State(s): State<Arc<AdminState>>, version: Result<Path<u64>, PathRejection>) -> ApiResult<Response> {
+    let Path(version) = version.map_err(bad_request)?;
     let Some(store) = &s.store else {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "read_only", "DB-less mode has no history"));
     };

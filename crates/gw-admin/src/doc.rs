@@ -99,22 +99,23 @@ pub fn hash_secrets(doc: &mut Value) -> Result<(), String> {
             let Some(o) = cr.as_object_mut() else { continue };
             match o.get("type").and_then(Value::as_str) {
                 Some("key-auth") => {
-                    if let Some(Value::String(k)) = o.get("key").cloned() {
-                        if k.len() >= 8 && !o.contains_key("key_hash") {
-                            let h = gw_config::hash_api_key(&k);
-                            let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-                            o.remove("key");
-                            o.insert("key_hash".into(), Value::String(format!("sha256:{hex}")));
-                        }
+                    if let Some(Value::String(k)) = o.get("key").cloned()
+                        && k.len() >= 8
+                        && !o.contains_key("key_hash")
+                    {
+                        let h = gw_config::hash_api_key(&k);
+                        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+                        o.remove("key");
+                        o.insert("key_hash".into(), Value::String(format!("sha256:{hex}")));
                     }
                 }
                 Some("basic-auth") => {
-                    if let Some(Value::String(p)) = o.get("password").cloned() {
-                        if !o.contains_key("password_hash") {
-                            let h = gw_config::hash_password(&p)?;
-                            o.remove("password");
-                            o.insert("password_hash".into(), Value::String(h));
-                        }
+                    if let Some(Value::String(p)) = o.get("password").cloned()
+                        && !o.contains_key("password_hash")
+                    {
+                        let h = gw_config::hash_password(&p)?;
+                        o.remove("password");
+                        o.insert("password_hash".into(), Value::String(h));
                     }
                 }
                 _ => {}

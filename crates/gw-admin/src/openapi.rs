@@ -24,11 +24,11 @@ fn error_responses(extra: &[u16]) -> Map<String, Value> {
     m
 }
 
-fn ok(status: u16, schema: Value) -> (String, Value) {
+fn ok(status: u16, schema: &Value) -> (String, Value) {
     (status.to_string(), json!({ "description": "success", "content": { "application/json": { "schema": schema } } }))
 }
 
-fn op(summary: &str, tag: &str, params: Vec<Value>, body: Option<Value>, success: &[(String, Value)]) -> Value {
+fn op(summary: &str, tag: &str, params: &[Value], body: Option<Value>, success: &[(String, Value)]) -> Value {
     let mut responses = error_responses(&[]);
     for (k, v) in success {
         responses.insert(k.clone(), v.clone());
@@ -73,8 +73,8 @@ pub fn document() -> Value {
         paths.insert(
             format!("/{k}"),
             json!({
-                "get": op(&format!("List {k}"), k, list_params, None, &[ok(200, page)]),
-                "post": op(&format!("Create one of {k}"), k, vec![], Some(entity.clone()), &[ok(201, entity.clone())]),
+                "get": op(&format!("List {k}"), k, &list_params, None, &[ok(200, &page)]),
+                "post": op(&format!("Create one of {k}"), k, &[], Some(entity.clone()), &[ok(201, &entity.clone())]),
             }),
         );
         let mut no_content = Map::new();
@@ -82,9 +82,9 @@ pub fn document() -> Value {
         paths.insert(
             format!("/{k}/{{id}}"),
             json!({
-                "get": op(&format!("Read one of {k}"), k, vec![id("id")], None, &[ok(200, entity.clone())]),
-                "put": op(&format!("Create or replace one of {k} (upsert by {})", kind.id_field()), k, vec![id("id")], Some(entity.clone()), &[ok(200, entity.clone()), ok(201, entity.clone())]),
-                "delete": op(&format!("Delete one of {k}"), k, vec![id("id")], None, &[("204".to_string(), Value::Object(no_content))]),
+                "get": op(&format!("Read one of {k}"), k, &[id("id")], None, &[ok(200, &entity.clone())]),
+                "put": op(&format!("Create or replace one of {k} (upsert by {})", kind.id_field()), k, &[id("id")], Some(entity.clone()), &[ok(200, &entity.clone()), ok(201, &entity.clone())]),
+                "delete": op(&format!("Delete one of {k}"), k, &[id("id")], None, &[("204".to_string(), Value::Object(no_content))]),
             }),
         );
     }
@@ -103,9 +103,10 @@ pub fn document() -> Value {
             vec![]
         };
         let body = (*method == "put").then(|| json!({ "type": "object" }));
-        let mut o = op(summary, "config", params, body, &[ok(*status, json!({}))]);
+        let mut o = op(summary, "config", &params, body, &[ok(*status, &json!({}))]);
         if *path == "/config" && *method == "get" {
-            o["responses"]["200"]["content"]["application/yaml"] = json!({ "schema": { "type": "string" } });
+            // The file format: a YAML document (an object).
+            o["responses"]["200"]["content"]["application/yaml"] = json!({ "schema": { "type": "object" } });
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = o;

@@ -31,16 +31,17 @@ pub fn spawn(state: Arc<AdminState>, every: Duration) -> tokio::task::JoinHandle
                     if v.version > state.version().await {
                         match state.apply_from_store(&v).await {
                             Ok(()) => {
-                                tracing::info!(version = v.version, "applied configuration version from the store")
+                                tracing::info!(version = v.version, "applied configuration version from the store");
                             }
                             Err(e) => {
-                                tracing::error!(version = v.version, error = %e, "stored configuration rejected; still serving the previous one")
+                                tracing::error!(version = v.version, error = %e, "stored configuration rejected; still serving the previous one");
                             }
                         }
                     }
                 }
                 Ok(None) => state.store_ok.store(true, Ordering::Relaxed),
                 Err(e) => {
+                    state.gw.metrics().plugin_event("config_store_unreachable");
                     if state.store_ok.swap(false, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "config store unreachable; serving the last good configuration");
                     }
