@@ -411,3 +411,97 @@ async fn schemathesis_runs_clean() {
     println!("{summary}");
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
 }
+
+/// A TCP relay to PostgreSQL that the test can cut and restore.
+struct Relay {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(addr: Option<std::net::SocketAddr>) -> Relay {
+        let l = tokio::net::TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap())).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut down, _)) = l.accept().await else { break };
+                conns.spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, task }
+    }
+
+    /// Close the listener and every relayed connection.
+    fn cut(self) -> std::net::SocketAddr {
+        self.task.abort();
+        self.addr
+    }
+}
+
+/// A node that loses the database keeps serving its last good configuration, says so in
+/// /status, and catches up by itself when the database is back.
+#[tokio::test]
+async fn postgres_outage_keeps_serving() {
+    let db = format!("gatehouse_out_{}", std::process::id());
+    let (c, conn) =
+        tokio_postgres::connect("host=127.0.0.1 port=5432 user=postgres dbname=test", tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (database test)");
+    tokio::spawn(conn);
+    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    c.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.yaml");
+    crate::binary::write(&seed, &seed_yaml("127.0.0.1:0"));
+    let direct = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let relay = Relay::start(None).await;
+    let via_relay = format!("postgres://postgres@{}/{db}", relay.addr);
+    let (mut a, _) = crate::binary::Proc::start_args(
+        &["--store", &direct, "--config", seed.to_str().unwrap()],
+        &[("GATEHOUSE_NODE_ID", "a")],
+    )
+    .await;
+    let (mut b, proxy_b) =
+        crate::binary::Proc::start_args(&["--store", &via_relay], &[("GATEHOUSE_NODE_ID", "b")]).await;
+    let admin_a = a.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let admin_b = b.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+
+    // Cut B from the database; change the configuration through A.
+    let relay_addr = relay.cut();
+    let (s, _) = call(
+        M::PUT,
+        &format!("http://{admin_a}/routes/later"),
+        Some(ADMIN_TOKEN),
+        Some(json!({"service": "echo", "paths": ["/later"]})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(client().get(format!("http://{proxy_b}/home")).send().await.unwrap().status(), 200, "B keeps serving");
+    assert_eq!(client().get(format!("http://{proxy_b}/later")).send().await.unwrap().status(), 404);
+    let (_, st) = call(M::GET, &format!("http://{admin_b}/status"), Some(READ_TOKEN), None).await;
+    assert_eq!(st["store"]["reachable"], false, "{st}");
+
+    // The database is back: B catches up by itself.
+    let _relay = Relay::start(Some(relay_addr)).await;
+    let t = Instant::now();
+    loop {
+        if client().get(format!("http://{proxy_b}/later")).send().await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "B did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, st) = call(M::GET, &format!("http://{admin_b}/status"), Some(READ_TOKEN), None).await;
+    assert_eq!(st["store"]["reachable"], true, "{st}");
+    println!("postgres outage: B caught up {:?} after the database came back", t.elapsed());
+    drop(a);
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+}
