@@ -447,7 +447,7 @@ impl AdminState {
                 "gateway.admin.tokens: keep at least one admin token, or the Admin API would lock itself out",
             ));
         }
-        let previous = compile_doc(&cur.doc).ok();
+        let previous = self.gw.config();
         self.gw.reload(config).await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
         match store.commit(next.to_string(), comment.to_string()).await {
             Ok(v) => {
@@ -460,9 +460,7 @@ impl AdminState {
             }
             Err(e) => {
                 self.store_ok.store(false, std::sync::atomic::Ordering::Relaxed);
-                if let Some(p) = previous {
-                    let _ = self.gw.reload(p).await;
-                }
+                let _ = self.gw.reload((*previous).clone()).await;
                 Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))
             }
         }

@@ -28,6 +28,39 @@ pub struct ConsumerInfo {
     pub groups: Vec<String>,
     /// Whether this is the anonymous consumer of a route that allows anonymous access.
     pub anonymous: bool,
+    /// `X-Consumer-Id`, `X-Consumer-Username`, `X-Consumer-Custom-Id`, `X-Anonymous-Consumer`,
+    /// built once per configuration (the request path only copies them).
+    pub upstream_headers: http::HeaderMap,
+    /// `X-Consumer-Groups` (for `acl`), built once.
+    pub groups_header: Option<HeaderValue>,
+}
+
+impl ConsumerInfo {
+    /// A consumer, with its upstream headers precomputed.
+    pub fn new(
+        index: usize,
+        username: String,
+        custom_id: Option<String>,
+        groups: Vec<String>,
+        anonymous: bool,
+    ) -> Self {
+        let mut h = http::HeaderMap::new();
+        let mut set = |name: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(http::HeaderName::from_static(name), v);
+            }
+        };
+        set("x-consumer-id", custom_id.as_deref().unwrap_or(&username));
+        set("x-consumer-username", &username);
+        if let Some(id) = &custom_id {
+            set("x-consumer-custom-id", id);
+        }
+        if anonymous {
+            set("x-anonymous-consumer", "true");
+        }
+        let groups_header = if groups.is_empty() { None } else { HeaderValue::from_str(&groups.join(", ")).ok() };
+        ConsumerInfo { index, username, custom_id, groups, anonymous, upstream_headers: h, groups_header }
+    }
 }
 
 /// Per-request state. Created by the proxy when the request head arrives; dropped after `log`.

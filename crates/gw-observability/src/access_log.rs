@@ -24,7 +24,7 @@ pub enum AccessLogTarget {
 #[derive(Debug, Serialize)]
 pub struct AccessLogLine<'a> {
     /// RFC 3339 UTC time the request started.
-    pub time: String,
+    pub time: Rfc3339,
     /// Request id.
     pub request_id: &'a str,
     /// Real client IP.
@@ -127,10 +127,27 @@ fn writer(rx: &Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
 
 /// RFC 3339 UTC timestamp with milliseconds.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut buf = [0u8; 24];
+    format_rfc3339(t, &mut buf).to_string()
+}
+
+/// A wall-clock time serialized as RFC 3339 with milliseconds, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339(pub SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 24];
+        s.serialize_str(format_rfc3339(self.0, &mut buf))
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` into `buf`.
+fn format_rfc3339(t: SystemTime, buf: &mut [u8; 24]) -> &str {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let (h, m, sec) = (rem / 3600, (rem % 3600) / 60, rem % 60);
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -142,7 +159,25 @@ pub fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = if month <= 2 { y + 1 } else { y };
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", d.subsec_millis())
+    let ms = i64::from(d.subsec_millis());
+    let mut put = |at: usize, v: i64, width: usize| {
+        let mut v = v.rem_euclid(10_i64.pow(width as u32));
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, h, 2);
+    put(14, m, 2);
+    put(17, sec, 2);
+    put(20, ms, 3);
+    for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+        buf[i] = c;
+    }
+    std::str::from_utf8(&buf[..]).unwrap_or("1970-01-01T00:00:00.000Z")
 }
 
 #[cfg(test)]
@@ -166,7 +201,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let log = AccessLog::start(&AccessLogTarget::File(path.clone())).unwrap();
         let line = AccessLogLine {
-            time: rfc3339(SystemTime::now()),
+            time: Rfc3339(SystemTime::now()),
             request_id: "abc",
             client_ip: "127.0.0.1".parse().unwrap(),
             method: "GET",

@@ -10,7 +10,7 @@ mod access_log;
 mod metrics;
 mod usage;
 
-pub use access_log::{AccessLog, AccessLogLine, AccessLogTarget, rfc3339};
+pub use access_log::{AccessLog, AccessLogLine, AccessLogTarget, Rfc3339, rfc3339};
 pub use metrics::{Metrics, RouteMetrics, TargetHealthLabels};
 pub use usage::{Usage, UsageRow};
 

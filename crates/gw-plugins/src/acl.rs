@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use gw_config::plugins::Acl as Conf;
 use gw_core::{Ctx, Flow, Hooks, Plugin, RequestHead, Result, priority};
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 
 use crate::util::{forbidden, missing_credentials};
 
@@ -45,11 +45,11 @@ impl Plugin for Acl {
         }
         if self.send_groups {
             let h = HeaderName::from_static("x-consumer-groups");
-            match HeaderValue::from_str(&c.groups.join(", ")) {
-                Ok(v) if !c.groups.is_empty() => {
-                    req.headers.insert(h, v);
+            match &c.groups_header {
+                Some(v) => {
+                    req.headers.insert(h, v.clone());
                 }
-                _ => {
+                None => {
                     req.headers.remove(h);
                 }
             }

@@ -66,13 +66,13 @@ impl Directory {
             mtls: HashMap::new(),
         };
         for (i, c) in cfg.consumers.iter().enumerate() {
-            d.consumers.push(Arc::new(ConsumerInfo {
-                index: i,
-                username: c.username.clone(),
-                custom_id: c.custom_id.clone(),
-                groups: c.groups.clone(),
-                anonymous: false,
-            }));
+            d.consumers.push(Arc::new(ConsumerInfo::new(
+                i,
+                c.username.clone(),
+                c.custom_id.clone(),
+                c.groups.clone(),
+                false,
+            )));
             d.by_username.insert(c.username.clone(), i);
             if let Some(id) = &c.custom_id {
                 d.by_custom_id.insert(id.clone(), i);
@@ -125,13 +125,7 @@ impl Directory {
     /// The anonymous consumer named `name` (a copy flagged `anonymous`).
     pub(crate) fn anonymous(&self, name: Option<&str>) -> Option<Arc<ConsumerInfo>> {
         let c = self.by_username(name?)?;
-        Some(Arc::new(ConsumerInfo {
-            index: c.index,
-            username: c.username.clone(),
-            custom_id: c.custom_id.clone(),
-            groups: c.groups.clone(),
-            anonymous: true,
-        }))
+        Some(Arc::new(ConsumerInfo::new(c.index, c.username.clone(), c.custom_id.clone(), c.groups.clone(), true)))
     }
 
     pub(crate) fn api_key(&self, sha256: &[u8; 32]) -> Option<(&Arc<ConsumerInfo>, &Arc<str>)> {

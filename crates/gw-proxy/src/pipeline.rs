@@ -28,7 +28,7 @@ use hyper::upgrade::OnUpgrade;
 use gw_config::model::{AuthMode, HashOn, UpstreamProtocol};
 use gw_core::{AuthOutcome, Ctx, Flow, LogEntry, Reply, RequestHead, ResponseHead};
 use gw_error::{Error, ErrorKind, Retry};
-use gw_observability::{AccessLogLine, rfc3339};
+use gw_observability::{AccessLogLine, Rfc3339};
 use gw_upstream::{Outcome, SelectError};
 
 use crate::body::{BodyTooLarge, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody};
@@ -501,21 +501,13 @@ fn rewrite_path(
 
 fn set_consumer_headers(h: &mut HeaderMap, cx: &Ctx) {
     let Some(c) = &cx.consumer else { return };
-    let mut set = |name: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set("x-consumer-id", c.custom_id.as_deref().unwrap_or(&c.username));
-    set("x-consumer-username", &c.username);
-    if let Some(id) = &c.custom_id {
-        set("x-consumer-custom-id", id);
+    for (k, v) in &c.upstream_headers {
+        h.insert(k.clone(), v.clone());
     }
     if let Some(id) = &cx.credential_id {
-        set("x-credential-identifier", id);
-    }
-    if c.anonymous {
-        set("x-anonymous-consumer", "true");
+        if let Ok(v) = HeaderValue::from_str(id) {
+            h.insert(HeaderName::from_static("x-credential-identifier"), v);
+        }
     }
 }
 
@@ -950,7 +942,7 @@ impl Finish for LogPhase {
         {
             let started_wall = SystemTime::now() - latency;
             let line = AccessLogLine {
-                time: rfc3339(started_wall),
+                time: Rfc3339(started_wall),
                 request_id: cx.request_id.to_str().unwrap_or(""),
                 client_ip: cx.client_ip,
                 method: p.method.as_str(),

@@ -231,8 +231,11 @@ impl Runtime {
             );
         }
         if let Some(p) = previous {
+            // Drop the metric series of routes that are gone (a set: tables have 10,000s of routes).
+            let kept: std::collections::HashSet<(&str, &str)> =
+                routes.iter().map(|r| (&*r.info.name, &*r.info.service)).collect();
             for old in &p.routes {
-                if !routes.iter().any(|r| r.info.name == old.info.name && r.info.service == old.info.service) {
+                if !kept.contains(&(&*old.info.name, &*old.info.service)) {
                     metrics.forget_route(&old.info.name, &old.info.service);
                 }
             }
