@@ -504,10 +504,10 @@ fn set_consumer_headers(h: &mut HeaderMap, cx: &Ctx) {
     for (k, v) in &c.upstream_headers {
         h.insert(k.clone(), v.clone());
     }
-    if let Some(id) = &cx.credential_id {
-        if let Ok(v) = HeaderValue::from_str(id) {
-            h.insert(HeaderName::from_static("x-credential-identifier"), v);
-        }
+    if let Some(id) = &cx.credential_id
+        && let Ok(v) = HeaderValue::from_str(id)
+    {
+        h.insert(HeaderName::from_static("x-credential-identifier"), v);
     }
 }
 
