@@ -514,3 +514,43 @@ async fn redis_over_tls() {
     assert_eq!(count(&res, 200), 3, "{:?}", res.iter().map(|r| (r.0, r.2.clone())).collect::<Vec<_>>());
     assert_eq!(count(&res, 429), 2);
 }
+
+/// A Redis that requires a password: the URL's password is used; a wrong one is a store
+/// failure (here fail-closed: 503), never a crash.
+#[tokio::test]
+async fn redis_with_password() {
+    let port = free_port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--requirepass", "s3cret-pass"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let _redis = OwnRedis { child: Some(child) };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let up = Upstream::start(Behavior::Status(200)).await;
+    for (pw, expect_ok) in [("s3cret-pass", 2), ("wrong", 0)] {
+        let gw = TestGateway::start(
+            &gateway_yaml(
+                &up,
+                Some(&format!("redis://:{pw}@127.0.0.1:{port}/")),
+                "  - plugin: rate-limiting\n    config: { minute: 2, policy: redis, failure_mode: closed }\n",
+            ),
+            &[],
+        )
+        .await;
+        let res = burst(&gw.url("main"), 4, ("x", "y")).await;
+        assert_eq!(count(&res, 200), expect_ok, "password {pw}");
+        if expect_ok == 0 {
+            assert_eq!(count(&res, 503), 4);
+        } else {
+            assert_eq!(count(&res, 429), 2);
+        }
+    }
+}
