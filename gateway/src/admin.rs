@@ -104,6 +104,7 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
         };
         let shutdown_timeout = config.gateway.shutdown_timeout;
         let admin_addr = config.gateway.admin_listener;
+        let admin_tls = config.gateway.admin_tls.clone();
         // Nodes of a cluster share the stored document: the node id comes from the environment.
         let node_id = std::env::var("GATEHOUSE_NODE_ID").unwrap_or_else(|_| config.gateway.node_id.clone());
         let gw = match gw_proxy::Gateway::start(config).await {
@@ -115,7 +116,7 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
         };
         let state = gw_admin::AdminState::new(gw.clone(), Some(store), doc, version.version, node_id);
         let admin = match admin_addr {
-            Some(addr) => match gw_admin::serve(addr, state.clone()).await {
+            Some(addr) => match serve(addr, state.clone(), admin_tls.as_ref()).await {
                 Ok((bound, task)) => {
                     tracing::info!(addr = %bound, "admin API listening");
                     Some(task)
@@ -151,6 +152,18 @@ fn spec_kind(spec: &str) -> &'static str {
     if spec.starts_with("embedded:") { "embedded" } else { "postgres" }
 }
 
+/// The Admin API listener, over TLS when configured.
+async fn serve(
+    addr: std::net::SocketAddr,
+    state: Arc<gw_admin::AdminState>,
+    tls: Option<&gw_config::model::AdminTls>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
+    match tls {
+        Some(t) => gw_admin::serve_tls(addr, state, t).await,
+        None => gw_admin::serve(addr, state).await.map_err(|e| e.to_string()),
+    }
+}
+
 /// DB-less mode: a read-only Admin API when tokens are configured.
 pub(crate) async fn start_read_only(
     gw: &gw_proxy::Gateway,
@@ -164,7 +177,7 @@ pub(crate) async fn start_read_only(
         return None;
     }
     let state = gw_admin::AdminState::new(gw.clone(), None, doc, 0, cfg.gateway.node_id.clone());
-    match gw_admin::serve(addr, state.clone()).await {
+    match serve(addr, state.clone(), cfg.gateway.admin_tls.as_ref()).await {
         Ok((bound, task)) => {
             tracing::info!(addr = %bound, "admin API listening (read-only: the file is the source of truth)");
             Some((state, task))

@@ -92,6 +92,23 @@ pub struct FileAdmin {
     /// Admin API request is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<FileAdminToken>,
+    /// Serve the Admin API over TLS; with `client_ca_file`, clients must also present a
+    /// certificate signed by that CA (mutual TLS) before any token is looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<FileAdminTls>,
+}
+
+/// TLS of the Admin API listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdminTls {
+    /// Server certificate chain (PEM file).
+    pub cert_file: String,
+    /// Server private key (PEM file).
+    pub key_file: String,
+    /// CA certificates (PEM file) that client certificates must chain to (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
 }
 
 /// An Admin API token.

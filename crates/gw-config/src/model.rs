@@ -51,6 +51,8 @@ pub struct Gateway {
     pub status_listener: Option<SocketAddr>,
     /// Admin API.
     pub admin_listener: Option<SocketAddr>,
+    /// TLS (and mutual TLS) of the Admin API.
+    pub admin_tls: Option<AdminTls>,
     /// Proxies trusted for `X-Forwarded-For` / `Forwarded`.
     pub trusted_proxies: Vec<IpNet>,
     /// Request id header.
@@ -65,6 +67,17 @@ pub struct Gateway {
     pub worker_threads: Option<usize>,
     /// Redis for cluster-wide plugin state.
     pub redis: Option<Redis>,
+}
+
+/// TLS of the Admin API listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminTls {
+    /// Certificate chain PEM file.
+    pub cert_file: std::path::PathBuf,
+    /// Private key PEM file.
+    pub key_file: std::path::PathBuf,
+    /// Client CA PEM file (mutual TLS).
+    pub client_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Redis connection settings.

@@ -356,6 +356,11 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         node_id,
         status_listener,
         admin_listener,
+        admin_tls: g.admin.as_ref().and_then(|a| a.tls.as_ref()).map(|t| AdminTls {
+            cert_file: t.cert_file.clone().into(),
+            key_file: t.key_file.clone().into(),
+            client_ca_file: t.client_ca_file.clone().map(Into::into),
+        }),
         trusted_proxies,
         request_id_header,
         access_log,

@@ -505,3 +505,43 @@ async fn postgres_outage_keeps_serving() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }
+
+/// The Admin API over mutual TLS: no client certificate (or one from another CA) fails the
+/// handshake; a trusted certificate plus a token gets through.
+#[tokio::test]
+async fn admin_over_mutual_tls() {
+    let ca = gw_test_util::TestCa::new("admin-ca");
+    let other = gw_test_util::TestCa::new("other-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = ca.server(&["admin.test"]);
+    let (cert, key, ca_file) = (dir.path().join("a.crt"), dir.path().join("a.key"), dir.path().join("ca.pem"));
+    std::fs::write(&cert, &srv.cert_pem).unwrap();
+    std::fs::write(&key, &srv.key_pem).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let tls = gw_config::model::AdminTls { cert_file: cert, key_file: key, client_ca_file: Some(ca_file) };
+    let yaml = seed_yaml("127.0.0.1:0");
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let doc = serde_json::to_value(gw_config::parse_yaml(&yaml, "seed", Default::default()).unwrap()).unwrap();
+    let state = gw_admin::AdminState::new(gw.gw.clone(), None, doc, 0, "n".into());
+    let (addr, _task) = gw_admin::serve_tls("127.0.0.1:0".parse().unwrap(), state, &tls).await.unwrap();
+    let client_with = |id: Option<&gw_test_util::TestCert>| {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+            .resolve("admin.test", addr);
+        if let Some(c) = id {
+            b = b.identity(reqwest::Identity::from_pem(format!("{}{}", c.cert_pem, c.key_pem).as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let url = format!("https://admin.test:{}/status", addr.port());
+    assert!(client_with(None).get(&url).bearer_auth(ADMIN_TOKEN).send().await.is_err(), "no client certificate");
+    assert!(
+        client_with(Some(&other.client("ops"))).get(&url).bearer_auth(ADMIN_TOKEN).send().await.is_err(),
+        "a certificate from another CA"
+    );
+    let good = client_with(Some(&ca.client("ops")));
+    assert_eq!(good.get(&url).send().await.unwrap().status(), 401, "the token is still required");
+    let r = good.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
