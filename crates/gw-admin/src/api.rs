@@ -438,7 +438,9 @@ impl AdminState {
         next: Value,
         comment: &str,
     ) -> ApiResult<Value> {
+        let t0 = Instant::now();
         let config = compile_doc(&next)?;
+        let validated = t0.elapsed();
         // A change that removes every admin token would lock the Admin API for good.
         if !cur.tokens.is_empty() && !tokens_of(&next).iter().any(|(_, r)| *r == Role::Admin) {
             return Err(ApiError::new(
@@ -449,8 +451,17 @@ impl AdminState {
         }
         let previous = self.gw.config();
         self.gw.reload(config).await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
+        let applied = t0.elapsed();
         match store.commit(next.to_string(), comment.to_string()).await {
             Ok(v) => {
+                tracing::info!(
+                    version = v.version,
+                    change = comment,
+                    validate_ms = validated.as_secs_f64() * 1000.0,
+                    apply_ms = (applied - validated).as_secs_f64() * 1000.0,
+                    store_ms = (t0.elapsed() - applied).as_secs_f64() * 1000.0,
+                    "configuration changed"
+                );
                 self.store_ok.store(true, std::sync::atomic::Ordering::Relaxed);
                 cur.tokens = tokens_of(&next);
                 cur.doc = next.clone();

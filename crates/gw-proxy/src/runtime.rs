@@ -200,6 +200,10 @@ impl Runtime {
         }
 
         let plugins = Plugins::build(cfg, metrics, clock)?;
+        // Per-route metric handles of the previous runtime, reused by (route, service) name.
+        let prev_metrics: HashMap<(&str, &str), &RouteMetrics> = previous
+            .map(|p| p.routes.iter().map(|r| ((&*r.info.name, &*r.info.service), &r.metrics)).collect())
+            .unwrap_or_default();
         let mut routes = Vec::with_capacity(cfg.routes.len());
         let mut specs = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
@@ -207,7 +211,10 @@ impl Runtime {
             let info = Arc::new(RouteInfo { name: r.name.as_str().into(), service: service.name.clone() });
             let chain = plugins.route_chain(cfg, i, r.service);
             routes.push(RouteRt {
-                metrics: metrics.route(&r.name, &service.name),
+                metrics: match prev_metrics.get(&(r.name.as_str(), &*service.name)) {
+                    Some(m) => (*m).clone(),
+                    None => metrics.route(&r.name, &service.name),
+                },
                 info,
                 route: r.clone(),
                 service,
