@@ -57,7 +57,7 @@ impl RateLimiting {
         let store = match c.policy {
             CounterPolicy::Local => Store::Local(local_store(
                 &format!("{scope}|{alg:?}"),
-                c.max_keys.unwrap_or(1_000_000),
+                c.max_keys.unwrap_or(100_000),
                 // Sliding windows need the previous window too.
                 Duration::from_millis(longest.saturating_mul(2)),
             )),
@@ -65,7 +65,7 @@ impl RateLimiting {
                 Some(every) => Store::Batched(BatchedStore::new(
                     redis_store(env.config)?,
                     every.get(),
-                    c.max_keys.unwrap_or(1_000_000),
+                    c.max_keys.unwrap_or(100_000),
                     Duration::from_millis(longest.saturating_mul(2)),
                 )),
                 None => Store::Redis(redis_store(env.config)?),

@@ -397,9 +397,18 @@ mod tests {
         assert_eq!(s.count_period(9, 2000, 2), Ok(1));
     }
 
-    /// A flood of 1,000,000 distinct keys stays within the configured capacity.
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// A flood of 1,000,000 distinct keys stays within the configured capacity, and memory
+    /// with it.
     #[test]
     fn bounded_under_a_key_flood() {
+        let before = rss_kib();
         let cap = 100_000;
         let s = LocalStore::new(cap, Duration::from_secs(60));
         let l = [lim(1000, 5)];
@@ -409,7 +418,10 @@ mod tests {
             assert!(s.check(Algorithm::SlidingWindow, key, &l, t0).allowed);
         }
         let n = s.len();
+        let grown = rss_kib().saturating_sub(before);
+        println!("1,000,000 distinct keys, capacity {cap}: {n} cells held, RSS grew {} MiB", grown / 1024);
         assert!(n <= cap, "{n} cells held for a capacity of {cap}");
         assert!(n > cap / 2, "the cache is used: {n}");
+        assert!(grown < 256 * 1024, "RSS grew {} MiB", grown / 1024);
     }
 }

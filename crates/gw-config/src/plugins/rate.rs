@@ -129,7 +129,8 @@ pub struct RateLimiting {
     /// Delay instead of refusing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<Throttle>,
-    /// Most keys held in memory by the local policy. Default 1,000,000.
+    /// Most keys held in memory (local policy; also the local cache of batched mode). About
+    /// 400 bytes each. Default 100,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u64>,
     /// Refusal message. Default "rate limit exceeded".
