@@ -554,3 +554,67 @@ async fn redis_with_password() {
         }
     }
 }
+
+/// A Redis Cluster of three masters started here (redis-server --cluster-enabled, joined with
+/// `redis-cli --cluster create`): limits are exact through it.
+#[tokio::test]
+async fn redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes = Vec::new();
+    for p in &ports {
+        let d = dir.path().join(p.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &p.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", d.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        nodes.push(OwnRedis { child: Some(child) });
+    }
+    for p in &ports {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+    // Wait until every slot is served.
+    for _ in 0..100 {
+        let info = std::process::Command::new("redis-cli")
+            .args(["-p", &ports[0].to_string(), "cluster", "info"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let up = Upstream::start(Behavior::Status(200)).await;
+    let seeds: Vec<String> = addrs.iter().map(|a| format!("\"redis://{a}/\"")).collect();
+    let yaml = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\n  redis: {{ cluster_urls: [{}], timeout: 1s }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: rate-limiting\n    config: {{ minute: 7, policy: redis, failure_mode: closed, limit_by: [\"header:x-k\"] }}\n  - plugin: quota\n    config: {{ limit: 1000, policy: redis, failure_mode: closed }}\n",
+        seeds.join(", "),
+        up.authority()
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    // Several keys, so that they land on different masters.
+    for k in 0..6 {
+        let key = format!("{}-{k}", run_id());
+        let res = burst(&gw.url("main"), 12, ("x-k", &key)).await;
+        assert_eq!(count(&res, 200), 7, "key {k}: {:?}", res.iter().map(|r| (r.0, r.2.clone())).collect::<Vec<_>>());
+        assert_eq!(count(&res, 429), 5);
+    }
+    drop(nodes);
+}
