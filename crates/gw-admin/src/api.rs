@@ -183,8 +183,19 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Parse and validate a document with the file loader's rules.
 pub fn compile_doc(doc: &Value) -> Result<gw_config::Config, gw_config::LoadError> {
-    let file = gw_config::parse_json(&doc.to_string(), "admin")?;
-    gw_config::validate_located(&file, "admin", None, &gw_config::ValidateOptions::default())
+    let file = std::sync::Arc::new(gw_config::parse_value(doc, "admin")?);
+    gw_config::validate_shared(&file, &gw_config::ValidateOptions::default()).map_err(|errs| gw_config::LoadError {
+        errors: errs
+            .into_iter()
+            .map(|e| gw_config::LocatedError {
+                source: "admin".into(),
+                line: None,
+                column: None,
+                path: Some(e.path.to_string()),
+                message: e.message,
+            })
+            .collect(),
+    })
 }
 
 /// The router, with authentication.
@@ -339,7 +350,7 @@ async fn create(
     let id = doc::entity_id(kind, &e)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("{}: required", kind.id_field())))?;
     let out = s
-        .write(&format!("POST /{}", kind.key()), |d| {
+        .write(&format!("POST /{}", kind.key()), Some((kind, &id)), |d| {
             let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
             if c.iter().any(|x| doc::entity_id(kind, x).as_deref() == Some(id.as_str())) {
                 return Err(ApiError::new(
@@ -352,7 +363,7 @@ async fn create(
             Ok(())
         })
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(entity_after(kind, &out, &id))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
 async fn upsert(
@@ -367,7 +378,7 @@ async fn upsert(
     }
     let mut created = false;
     let out = s
-        .write(&format!("PUT /{}/{id}", kind.key()), |d| {
+        .write(&format!("PUT /{}/{id}", kind.key()), Some((kind, &id)), |d| {
             let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
             match c.iter_mut().find(|x| doc::entity_id(kind, x).as_deref() == Some(id.as_str())) {
                 Some(x) => *x = e.clone(),
@@ -380,12 +391,12 @@ async fn upsert(
         })
         .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, axum::Json(entity_after(kind, &out, &id))).into_response())
+    Ok((status, axum::Json(out)).into_response())
 }
 
 async fn remove(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
-    s.write(&format!("DELETE /{}/{id}", kind.key()), |d| {
+    s.write(&format!("DELETE /{}/{id}", kind.key()), None, |d| {
         let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
         let before = c.len();
         c.retain(|x| doc::entity_id(kind, x).as_deref() != Some(id.as_str()));
@@ -416,7 +427,14 @@ fn entity_after(kind: Kind, d: &Value, id: &str) -> Value {
 
 impl AdminState {
     /// Apply `edit` to a copy of the document; validate, apply, store. Returns the new document.
-    async fn write(&self, comment: &str, edit: impl FnOnce(&mut Value) -> ApiResult<()>) -> ApiResult<Value> {
+    /// Apply `edit` to a copy of the document; validate, apply, store. Returns the entity
+    /// `(kind, id)` as stored (redacted), or null.
+    async fn write(
+        &self,
+        comment: &str,
+        entity: Option<(Kind, &str)>,
+        edit: impl FnOnce(&mut Value) -> ApiResult<()>,
+    ) -> ApiResult<Value> {
         let Some(store) = &self.store else {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -428,7 +446,9 @@ impl AdminState {
         let mut next = cur.doc.clone();
         edit(&mut next)?;
         doc::hash_secrets(&mut next).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
-        self.commit(&mut cur, store, next, comment).await
+        let out = entity.map_or(Value::Null, |(k, id)| entity_after(k, &next, id));
+        self.commit(&mut cur, store, next, comment).await?;
+        Ok(out)
     }
 
     async fn commit(
@@ -437,7 +457,7 @@ impl AdminState {
         store: &Arc<dyn ConfigStore>,
         next: Value,
         comment: &str,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<()> {
         let t0 = Instant::now();
         let config = compile_doc(&next)?;
         let validated = t0.elapsed();
@@ -464,10 +484,10 @@ impl AdminState {
                 );
                 self.store_ok.store(true, std::sync::atomic::Ordering::Relaxed);
                 cur.tokens = tokens_of(&next);
-                cur.doc = next.clone();
+                cur.doc = next;
                 cur.version = v.version;
                 cur.hash = v.hash;
-                Ok(next)
+                Ok(())
             }
             Err(e) => {
                 self.store_ok.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -521,7 +541,7 @@ async fn import_config(
     let doc =
         serde_json::to_value(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let out = s
-        .write("import", |d| {
+        .write("import", None, |d| {
             *d = doc;
             Ok(())
         })
@@ -571,7 +591,7 @@ async fn rollback(State(s): State<Arc<AdminState>>, version: Result<Path<u64>, P
         .ok_or_else(|| ApiError::not_found(&format!("version {version}")))?;
     let doc: Value = serde_json::from_str(&v.document)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    s.write(&format!("rollback to {version}"), |d| {
+    s.write(&format!("rollback to {version}"), None, |d| {
         *d = doc;
         Ok(())
     })

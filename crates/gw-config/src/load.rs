@@ -144,6 +144,22 @@ pub fn parse_json(text: &str, source: &str) -> Result<FileConfig, LoadError> {
     })
 }
 
+/// Deserialize an in-memory JSON document (the Admin API's working copy) into the file format,
+/// without printing and re-parsing it. Errors carry the key path.
+pub fn parse_value(doc: &serde_json::Value, source: &str) -> Result<FileConfig, LoadError> {
+    serde_path_to_error::deserialize::<_, FileConfig>(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        LoadError::one(LocatedError {
+            source: source.to_string(),
+            line: None,
+            column: None,
+            path: Some(path).filter(|p| p != "."),
+            message: strip_json_location(&inner.to_string()),
+        })
+    })
+}
+
 fn strip_json_location(m: &str) -> String {
     match m.rfind(" at line ") {
         Some(i) => m[..i].to_string(),

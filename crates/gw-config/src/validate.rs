@@ -174,6 +174,12 @@ fn dur(d: &Option<Dur>, default: Duration) -> Duration {
 
 /// Validate a configuration document into the model.
 pub fn validate(file: &FileConfig, opts: &ValidateOptions) -> Result<Config, Vec<ValidationError>> {
+    validate_shared(&Arc::new(file.clone()), opts)
+}
+
+/// [`validate`] without copying the document (the model keeps a reference to it).
+pub fn validate_shared(shared: &Arc<FileConfig>, opts: &ValidateOptions) -> Result<Config, Vec<ValidationError>> {
+    let file: &FileConfig = shared;
     let mut v = V { errors: Vec::new(), base_dir: opts.base_dir.clone() };
     let gateway = gateway(&mut v, file.gateway.as_ref());
     let certificates = certificates(&mut v, &file.certificates);
@@ -198,7 +204,7 @@ pub fn validate(file: &FileConfig, opts: &ValidateOptions) -> Result<Config, Vec
         routes,
         plugins,
         consumers,
-        source: Arc::new(file.clone()),
+        source: shared.clone(),
         hash,
     })
 }
