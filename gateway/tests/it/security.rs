@@ -961,3 +961,80 @@ async fn plugin_config_errors() {
         assert!(err.contains(':'), "{err}");
     }
 }
+
+/// Consumer keys of every asymmetric family (PS256 with an RSA key, ES384, EdDSA), tokens from a
+/// cookie and a query parameter (removed before proxying), required claims and the longest
+/// allowed lifetime.
+#[tokio::test]
+async fn jwt_algorithms_sources_and_claims() {
+    let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let up = Upstream::start(Behavior::Echo("a")).await;
+    let cred = |user: &str, alg: &str, pem: &str| {
+        format!(
+            "  - username: {user}\n    credentials:\n      - type: jwt\n        key: {user}\n        algorithm: {alg}\n        public_key: |\n{}",
+            indent(pem, 10)
+        )
+    };
+    let rest = format!(
+        "plugins:\n  - plugin: jwt\n    config: {{ cookie_names: [session], query_param_names: [jwt], required_claims: [exp, sub], maximum_expiration: 1h }}\nconsumers:\n{}{}{}",
+        cred("ps-user", "PS256", &rsa.public_key_pem()),
+        cred("es-user", "ES384", &p384.public_key_pem()),
+        cred("ed-user", "EdDSA", &ed.public_key_pem())
+    );
+    let gw = gateway(&with_route(&up, &rest)).await;
+    let url = gw.url("main");
+    let c = client();
+    let claims = |iss: &str, life: u64| json!({"iss": iss, "sub": "s1", "exp": now() + life});
+    let sign = |alg: Algorithm, key: EncodingKey, claims: Value| {
+        jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
+    };
+    let ps = sign(
+        Algorithm::PS256,
+        EncodingKey::from_rsa_pem(rsa.serialize_pem().as_bytes()).unwrap(),
+        claims("ps-user", 600),
+    );
+    let es = sign(
+        Algorithm::ES384,
+        EncodingKey::from_ec_pem(p384.serialize_pem().as_bytes()).unwrap(),
+        claims("es-user", 600),
+    );
+    let ed_tok = sign(
+        Algorithm::EdDSA,
+        EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).unwrap(),
+        claims("ed-user", 600),
+    );
+
+    // Authorization header (the default), a cookie, a query parameter.
+    let (s, _, b) = send(c.get(&url).bearer_auth(&ps)).await;
+    assert_eq!((s, b["headers"]["x-consumer-username"].as_str()), (200, Some("ps-user")), "{b}");
+    let (s, _, b) = send(c.get(&url).header("cookie", format!("theme=dark; session={es}"))).await;
+    assert_eq!((s, b["headers"]["x-consumer-username"].as_str()), (200, Some("es-user")), "{b}");
+    assert_eq!(b["headers"]["cookie"], "theme=dark", "the token cookie is removed, the others kept");
+    let (s, _, b) = send(c.get(format!("{url}/x?page=2&jwt={ed_tok}"))).await;
+    assert_eq!((s, b["headers"]["x-consumer-username"].as_str()), (200, Some("ed-user")), "{b}");
+    assert_eq!(b["query"], "page=2");
+
+    // A token signed by the ES384 key but claiming to be the EdDSA consumer; a missing `sub`;
+    // a lifetime over maximum_expiration.
+    let forged = sign(
+        Algorithm::ES384,
+        EncodingKey::from_ec_pem(p384.serialize_pem().as_bytes()).unwrap(),
+        claims("ed-user", 600),
+    );
+    assert_eq!(send(c.get(&url).bearer_auth(forged)).await.0, 401);
+    let no_sub = sign(
+        Algorithm::EdDSA,
+        EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).unwrap(),
+        json!({"iss": "ed-user", "exp": now() + 600}),
+    );
+    assert_eq!(send(c.get(&url).bearer_auth(no_sub)).await.0, 401);
+    let long = sign(
+        Algorithm::PS256,
+        EncodingKey::from_rsa_pem(rsa.serialize_pem().as_bytes()).unwrap(),
+        claims("ps-user", 7200),
+    );
+    assert_eq!(send(c.get(&url).bearer_auth(long)).await.0, 401);
+    assert_eq!(up.hits(), 3);
+}
