@@ -374,7 +374,20 @@ async fn upsert(
     let kind = kind_of(&kind)?;
     let mut e = body_entity(&body)?;
     if let Some(o) = e.as_object_mut() {
-        o.insert(kind.id_field().into(), Value::String(id.clone()));
+        // The path names the entity; a name in the body must agree with it.
+        match o.get(kind.id_field()) {
+            None => {
+                o.insert(kind.id_field().into(), Value::String(id.clone()));
+            }
+            Some(Value::String(n)) if *n == id => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("{}: must be the string {id:?} given in the path (or absent)", kind.id_field()),
+                ));
+            }
+        }
     }
     let mut created = false;
     let out = s

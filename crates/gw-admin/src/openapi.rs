@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document of the Admin API, generated from the same tables the router is
 //! built from (`doc::Kind::ALL` for the entity endpoints, [`ENDPOINTS`] for the others; a test
-//! checks that every documented operation is served), so it cannot drift from the code.
+//! checks that every documented operation is served), with request bodies described by JSON
+//! Schemas derived (schemars) from the file format's serde types: it cannot drift from the code.
 
 use serde_json::{Map, Value, json};
 
@@ -40,21 +41,60 @@ fn op(summary: &str, tag: &str, params: &[Value], body: Option<Value>, success: 
     o
 }
 
-fn entity_schema(kind: Kind) -> Value {
-    json!({
-        "type": "object",
-        "description": format!("An entry of `{}` in the configuration file format (see docs/configuration.md). Unknown keys are refused.", kind.key()),
-        "additionalProperties": true,
-    })
+/// The JSON Schema of each entity kind (a `$ref` into `components/schemas`), derived from the
+/// file format's serde types, so requests are described exactly as the loader reads them.
+fn typed_schemas(schemas: &mut Map<String, Value>) -> Vec<(Kind, Value)> {
+    use gw_config::file::*;
+    let mut g = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    let refs: Vec<(Kind, Value)> = Kind::ALL
+        .into_iter()
+        .map(|k| {
+            let s = match k {
+                Kind::Listeners => g.subschema_for::<FileListener>(),
+                Kind::Certificates => g.subschema_for::<FileCertificate>(),
+                Kind::Upstreams => g.subschema_for::<FileUpstream>(),
+                Kind::Services => g.subschema_for::<FileService>(),
+                Kind::Routes => g.subschema_for::<FileRoute>(),
+                Kind::Plugins => g.subschema_for::<gw_config::plugins::FilePlugin>(),
+                Kind::Consumers => g.subschema_for::<FileConsumer>(),
+            };
+            (k, s.to_value())
+        })
+        .collect();
+    let config = g.subschema_for::<FileConfig>().to_value();
+    schemas.extend(g.take_definitions(true));
+    schemas.insert("FileConfigRef".into(), config);
+    refs
+}
+
+/// The schema of a `PUT /{kind}/{id}` body: the entity without its name (the path gives it).
+fn without_id(kind: Kind, schemas: &Map<String, Value>, entity_ref: &Value) -> Value {
+    let name = entity_ref.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).unwrap_or("");
+    let mut s = schemas.get(name).cloned().unwrap_or_else(|| json!({ "type": "object" }));
+    if let Some(req) = s.get_mut("required").and_then(Value::as_array_mut) {
+        req.retain(|f| f != kind.id_field());
+    }
+    s
 }
 
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
+    let mut schemas = Map::new();
+    let typed = typed_schemas(&mut schemas);
     let id = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } });
     for kind in Kind::ALL {
         let k = kind.key();
+        // Responses: the entity as stored, secrets removed (so not the request schema).
         let entity = json!({ "$ref": format!("#/components/schemas/{k}") });
+        let body =
+            typed.iter().find(|(x, _)| *x == kind).map_or_else(|| json!({ "type": "object" }), |(_, v)| v.clone());
+        let put_name = format!("{k}_put");
+        let put_schema = without_id(kind, &schemas, &body);
+        schemas.insert(put_name.clone(), put_schema);
+        let put_body = json!({ "$ref": format!("#/components/schemas/{put_name}") });
         let page = json!({
             "type": "object",
             "properties": {
@@ -74,7 +114,7 @@ pub fn document() -> Value {
             format!("/{k}"),
             json!({
                 "get": op(&format!("List {k}"), k, &list_params, None, &[ok(200, &page)]),
-                "post": op(&format!("Create one of {k}"), k, &[], Some(entity.clone()), &[ok(201, &entity.clone())]),
+                "post": op(&format!("Create one of {k}"), k, &[], Some(body.clone()), &[ok(201, &entity)]),
             }),
         );
         let mut no_content = Map::new();
@@ -83,7 +123,7 @@ pub fn document() -> Value {
             format!("/{k}/{{id}}"),
             json!({
                 "get": op(&format!("Read one of {k}"), k, &[id("id")], None, &[ok(200, &entity.clone())]),
-                "put": op(&format!("Create or replace one of {k} (upsert by {})", kind.id_field()), k, &[id("id")], Some(entity.clone()), &[ok(200, &entity.clone()), ok(201, &entity.clone())]),
+                "put": op(&format!("Create or replace one of {k} (upsert by {})", kind.id_field()), k, &[id("id")], Some(put_body.clone()), &[ok(200, &entity), ok(201, &entity)]),
                 "delete": op(&format!("Delete one of {k}"), k, &[id("id")], None, &[("204".to_string(), Value::Object(no_content))]),
             }),
         );
@@ -102,7 +142,7 @@ pub fn document() -> Value {
         } else {
             vec![]
         };
-        let body = (*method == "put").then(|| json!({ "type": "object" }));
+        let body = (*method == "put").then(|| json!({ "$ref": "#/components/schemas/FileConfigRef" }));
         let mut o = op(summary, "config", &params, body, &[ok(*status, &json!({}))]);
         if *path == "/config" && *method == "get" {
             // The file format: a YAML document (an object).
@@ -111,9 +151,14 @@ pub fn document() -> Value {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = o;
     }
-    let mut schemas = Map::new();
     for kind in Kind::ALL {
-        schemas.insert(kind.key().to_string(), entity_schema(kind));
+        schemas.insert(
+            kind.key().to_string(),
+            json!({
+                "type": "object",
+                "description": format!("An entry of `{}` as stored (docs/configuration.md); secrets are never returned.", kind.key()),
+            }),
+        );
     }
     schemas.insert(
         "Error".into(),

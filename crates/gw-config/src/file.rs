@@ -14,6 +14,7 @@ use crate::value::{ByteSize, Dur, Secret};
 
 /// A whole configuration document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Process-wide settings.
@@ -46,6 +47,7 @@ pub struct FileConfig {
 
 /// Process-wide settings (`gateway:`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileGateway {
     /// This node's id in logs, metrics and cluster status. Default: the host name.
@@ -83,6 +85,7 @@ pub struct FileGateway {
 
 /// Admin API listener settings (`gateway.admin`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     /// Address of the Admin API. Default `127.0.0.1:9180`; `"off"` disables it.
@@ -100,6 +103,7 @@ pub struct FileAdmin {
 
 /// TLS of the Admin API listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileAdminTls {
     /// Server certificate chain (PEM file).
@@ -113,6 +117,7 @@ pub struct FileAdminTls {
 
 /// An Admin API token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileAdminToken {
     /// Label (logs, listing).
@@ -126,6 +131,7 @@ pub struct FileAdminToken {
 
 /// Redis connection shared by plugins that keep cluster-wide state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileRedis {
     /// `redis://[:password@]host:port/db`, `rediss://` for TLS.
@@ -144,6 +150,7 @@ pub struct FileRedis {
 
 /// Access log settings (`gateway.access_log`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileAccessLog {
     /// Default `true`.
@@ -156,6 +163,7 @@ pub struct FileAccessLog {
 
 /// Downstream limits (`gateway.limits`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     /// Largest request head (request line plus headers). Default `32KiB`; at least 8KiB.
@@ -188,6 +196,7 @@ pub struct FileLimits {
 
 /// A listening socket (`listeners[]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     /// Stable name.
@@ -207,6 +216,7 @@ pub struct FileListener {
 
 /// TLS settings of a listener (`listeners[].tls`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileListenerTls {
     /// Names of the certificates offered; default all of them (selected by SNI).
@@ -231,6 +241,7 @@ pub struct FileListenerTls {
 
 /// A certificate with its key (`certificates[]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileCertificate {
     /// Stable name.
@@ -260,6 +271,7 @@ pub struct FileCertificate {
 
 /// A pool of targets (`upstreams[]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileUpstream {
     /// Stable name.
@@ -294,6 +306,7 @@ pub struct FileUpstream {
 
 /// What `consistent-hash` hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum FileHashOn {
     /// The value of this request header.
@@ -306,6 +319,7 @@ pub enum FileHashOn {
 
 /// One target (`upstreams[].targets[]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileTarget {
     /// `host:port`.
@@ -317,6 +331,7 @@ pub struct FileTarget {
 
 /// Health checks (`upstreams[].health_checks`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileHealthChecks {
     /// Periodic HTTP probes.
@@ -329,6 +344,7 @@ pub struct FileHealthChecks {
 
 /// Active HTTP probe (`health_checks.active`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileActiveHealth {
     /// Path probed with GET. Default `/`.
@@ -356,6 +372,7 @@ pub struct FileActiveHealth {
 
 /// Passive health (`health_checks.passive`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FilePassiveHealth {
     /// Consecutive failures that eject a target. Default 5.
@@ -374,6 +391,7 @@ pub struct FilePassiveHealth {
 
 /// Circuit breaker (`upstreams[].circuit_breaker`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileCircuitBreaker {
     /// Failure ratio that opens the circuit. Default 0.5.
@@ -397,6 +415,7 @@ pub struct FileCircuitBreaker {
 
 /// A backend (`services[]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileService {
     /// Stable name.
@@ -437,6 +456,7 @@ pub struct FileService {
 
 /// Upstream timeouts (`services[].timeouts`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileTimeouts {
     /// TCP (and TLS) connect. Default `5s`.
@@ -456,6 +476,7 @@ pub struct FileTimeouts {
 
 /// Retries (`services[].retries`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileRetries {
     /// Retries after the first attempt. Default 1.
@@ -474,6 +495,7 @@ pub struct FileRetries {
 
 /// Upstream TLS (`services[].tls`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileUpstreamTls {
     /// Verify the upstream certificate. Default `true`.
@@ -495,6 +517,7 @@ pub struct FileUpstreamTls {
 
 /// Response of a `static` service (`services[].response`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileStaticResponse {
     /// Default 200.
@@ -512,6 +535,7 @@ pub struct FileStaticResponse {
 
 /// A route (`routes[]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
     /// Stable name.
@@ -564,6 +588,7 @@ pub struct FileRoute {
 
 /// An API consumer (`consumers[]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileConsumer {
     /// Unique user name.
@@ -584,6 +609,7 @@ pub struct FileConsumer {
 
 /// A credential (`consumers[].credentials[]`), tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum FileCredential {
     /// An API key. Give `key` (hashed with SHA-256 at load) or `key_hash` (`sha256:<hex>`).

@@ -194,6 +194,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 
 /// A string that must never be logged: `Debug` prints `"<redacted>"`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -239,5 +240,33 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "\"<redacted>\"");
+    }
+}
+
+#[cfg(feature = "schema")]
+mod schema {
+    use std::borrow::Cow;
+
+    use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+
+    impl JsonSchema for super::Dur {
+        fn schema_name() -> Cow<'static, str> {
+            "Duration".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({ "type": "string", "description": "a duration: 500ms, 2s, 1m, 1h30m", "examples": ["2s"] })
+        }
+    }
+
+    impl JsonSchema for super::ByteSize {
+        fn schema_name() -> Cow<'static, str> {
+            "ByteSize".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "a size in bytes: 1048576 or \"10MiB\"",
+                "anyOf": [{ "type": "integer", "minimum": 0 }, { "type": "string", "examples": ["1MiB"] }]
+            })
+        }
     }
 }

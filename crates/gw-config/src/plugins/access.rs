@@ -9,6 +9,7 @@ use crate::value::{ByteSize, Dur};
 
 /// What `forward-auth` does when the auth service cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Refuse the request with 503 (default).
@@ -20,6 +21,7 @@ pub enum FailureMode {
 
 /// `forward-auth`: ask an external service whether to allow the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ForwardAuth {
     /// The auth service (`http://` or `https://`); it receives a GET with the request's headers
@@ -59,6 +61,7 @@ impl PluginSchema for ForwardAuth {
 
 /// `acl`: allow or deny consumer groups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Acl {
     /// Only consumers in one of these groups may pass.
@@ -89,6 +92,7 @@ fn default_403() -> u16 {
 /// `ip-restriction`: allow and deny lists of IPs and CIDRs (IPv4 and IPv6), on the real client
 /// IP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IpRestriction {
     /// Only these addresses pass (when non-empty).
@@ -132,6 +136,7 @@ impl PluginSchema for IpRestriction {
 
 /// `request-size-limiting`: refuse bodies larger than a size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestSizeLimiting {
     /// Largest body (e.g. `1MiB`).
@@ -152,6 +157,7 @@ impl PluginSchema for RequestSizeLimiting {
 
 /// `bot-detection`: refuse clients by `User-Agent`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BotDetection {
     /// Regexes of user agents always let through (checked first).
@@ -181,6 +187,7 @@ fn default_cors_methods() -> Vec<String> {
 
 /// `cors`: answer preflights and add CORS headers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     /// Allowed origins: `*`, exact (`https://app.example.com`) or `~regex`.

@@ -12,6 +12,7 @@ fn default_key_names() -> Vec<String> {
 
 /// `key-auth`: an API key in a header or a query parameter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyAuth {
     /// Header and query parameter names that may carry the key. Default `apikey`, `x-api-key`.
@@ -49,6 +50,7 @@ fn default_realm() -> String {
 
 /// `basic-auth`: RFC 7617 user name and password.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     /// Realm in `WWW-Authenticate`. Default `gatehouse`.
@@ -73,6 +75,7 @@ impl PluginSchema for BasicAuth {
 
 /// JWKS source of the `jwt` plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwksConfig {
     /// Where the key set is fetched (`http://` or `https://`).
@@ -98,6 +101,7 @@ fn default_key_claim() -> String {
 
 /// `jwt`: signed JSON Web Tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Jwt {
     /// Headers carrying `Bearer <token>` (or the bare token). Default `authorization`.
@@ -189,6 +193,7 @@ fn default_hmac_algorithms() -> Vec<String> {
 /// `hmac-auth`: HTTP message signatures (`Authorization: hmac` / `Signature` header, the
 /// draft-cavage format Kong uses) over chosen headers and the request target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HmacAuth {
     /// Largest accepted difference between `Date` and the gateway clock. Default `300s`.
@@ -230,6 +235,7 @@ impl PluginSchema for HmacAuth {
 
 /// `mtls-auth`: the client certificate, verified by the listener against its `client_ca_file`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MtlsAuth {
     /// Accept a verified certificate that maps to no consumer (no consumer is set). Default

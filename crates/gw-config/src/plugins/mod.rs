@@ -75,6 +75,19 @@ macro_rules! plugin_configs {
                 match self { $( Self::$variant(c) => c.validate(), )* }
             }
 
+            /// One schema per plugin: `{"plugin": <name>, "config": <its schema>}`.
+            #[cfg(feature = "schema")]
+            pub fn variant_schemas(g: &mut schemars::SchemaGenerator) -> Vec<serde_json::Value> {
+                vec![$(
+                    serde_json::json!({
+                        "properties": {
+                            "plugin": { "const": $name },
+                            "config": g.subschema_for::<$ty>(),
+                        }
+                    }),
+                )*]
+            }
+
             /// Deserialize the config of plugin `name`.
             pub fn deserialize_named<'de, D: Deserializer<'de>>(name: &str, d: D) -> Result<Self, D::Error> {
                 match name {
@@ -186,6 +199,33 @@ impl FilePlugin {
             }
         }
         s
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for FilePlugin {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FilePlugin".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let variants = PluginConfig::variant_schemas(g);
+        schemars::json_schema!({
+            "type": "object",
+            "description": "A plugin instance: which plugin, an optional scope (route, service, consumer; none = global) and its typed config.",
+            "properties": {
+                "plugin": { "type": "string", "enum": PluginConfig::NAMES },
+                "name": { "type": "string" },
+                "route": { "type": "string" },
+                "service": { "type": "string" },
+                "consumer": { "type": "string" },
+                "enabled": { "type": "boolean" },
+                "tags": { "type": "array", "items": { "type": "string" } },
+                "config": { "type": "object" }
+            },
+            "required": ["plugin"],
+            "additionalProperties": false,
+            "oneOf": variants
+        })
     }
 }
 

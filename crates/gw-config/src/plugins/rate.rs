@@ -10,6 +10,7 @@ use crate::value::Dur;
 
 /// Counting algorithm of `rate-limiting`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum RateAlgorithm {
     /// Sliding window counter (default): the previous window weighted by its overlap.
@@ -23,6 +24,7 @@ pub enum RateAlgorithm {
 
 /// Where counters live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CounterPolicy {
     /// In this gateway process (default).
@@ -34,6 +36,7 @@ pub enum CounterPolicy {
 
 /// What happens when Redis cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StoreFailure {
     /// Let traffic pass (counted in `gatehouse_plugin_events_total` and logged). Default.
@@ -45,6 +48,7 @@ pub enum StoreFailure {
 
 /// Delay requests over the limit instead of refusing them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Throttle {
     /// Longest a request waits for room; a request that would wait longer gets 429.
@@ -86,6 +90,7 @@ fn check_limit_by(field: &str, v: &[String]) -> Result<(), SchemaError> {
 
 /// `rate-limiting`: limits per second, minute, hour, day and month at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimiting {
     /// Requests per second.
@@ -189,6 +194,7 @@ fn default_concurrency_by() -> Vec<String> {
 
 /// `concurrency-limit`: at most `max` requests in flight per key; more get 503.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConcurrencyLimit {
     /// Requests in flight allowed per key (per gateway node).
@@ -212,6 +218,7 @@ impl PluginSchema for ConcurrencyLimit {
 
 /// A quota period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaPeriod {
     /// Clock hours (UTC).
@@ -227,6 +234,7 @@ pub enum QuotaPeriod {
 
 /// `quota`: requests per calendar period per consumer, with plans by consumer group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Requests per period for consumers without a plan (and for requests without a consumer,

@@ -6,6 +6,7 @@ use super::{PluginSchema, SchemaError};
 
 /// Config of `request-termination`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestTermination {
     /// Response status. Default 503.

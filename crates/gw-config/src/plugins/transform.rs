@@ -13,6 +13,7 @@ use super::{PluginSchema, SchemaError};
 
 /// Names to remove.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RemoveSpec {
     /// Header names.
@@ -28,6 +29,7 @@ pub struct RemoveSpec {
 
 /// Names to rename: old -> new.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RenameSpec {
     /// Header names.
@@ -43,6 +45,7 @@ pub struct RenameSpec {
 
 /// Values to set: name -> template (JSON fields take any JSON value; strings are templates).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ValueSpec {
     /// Headers.
@@ -77,6 +80,7 @@ impl ValueSpec {
 /// `request-transformer`: edit the request before it goes upstream. Order: remove, rename,
 /// replace (only if present), add (only if absent), append; then method and path.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestTransformer {
     /// Remove.
@@ -104,6 +108,7 @@ pub struct RequestTransformer {
 
 /// `response-transformer`: edit the upstream response. Same order as the request transformer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResponseTransformer {
     /// Remove.
