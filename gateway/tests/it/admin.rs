@@ -402,6 +402,8 @@ async fn schemathesis_runs_clean() {
         .args(["--exclude-checks", "positive_data_acceptance"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .env("NO_COLOR", "1")
+        // schemathesis keeps a cache in its working directory: not in the repository.
+        .current_dir(dir.path())
         .output()
         .await
         .expect("schemathesis (`st`) must be installed: pip install -r gateway/tests/python/requirements.txt");
