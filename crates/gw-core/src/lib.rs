@@ -15,6 +15,7 @@
 //! How to use: implement [`Plugin`] for a struct, then register a constructor for it in
 //! `gw-plugins` (see `docs/writing-a-plugin.md`).
 
+pub mod calendar;
 mod clock;
 mod ctx;
 mod flow;

@@ -241,17 +241,8 @@ fn format_rfc3339(t: SystemTime, buf: &mut [u8; 24]) -> &str {
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (h, m, sec) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = if month <= 2 { y + 1 } else { y };
+    let (year, month, day) = gw_core::calendar::civil_from_days(days);
+    let (year, month, day) = (year, i64::from(month), i64::from(day));
     let ms = i64::from(d.subsec_millis());
     let mut put = |at: usize, v: i64, width: usize| {
         let mut v = v.rem_euclid(10_i64.pow(width as u32));

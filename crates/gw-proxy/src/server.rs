@@ -623,7 +623,7 @@ fn parse_day(v: &str) -> Option<u32> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    u32::try_from(gw_ratelimit::period::days_from_civil(y, m, d)).ok()
+    u32::try_from(gw_core::calendar::days_from_civil(y, m, d)).ok()
 }
 
 fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>> {
