@@ -45,7 +45,10 @@ pub(crate) struct Current {
 pub struct AdminState {
     pub(crate) gw: gw_proxy::Gateway,
     pub(crate) store: Option<Arc<dyn ConfigStore>>,
-    pub(crate) current: Mutex<Current>,
+    /// The running document: readers take a snapshot and never wait for a write in progress.
+    pub(crate) current: std::sync::RwLock<Arc<Current>>,
+    /// Serializes writes (validate, apply, store).
+    pub(crate) writer: Mutex<()>,
     pub(crate) node_id: String,
     pub(crate) started: Instant,
     pub(crate) store_ok: std::sync::atomic::AtomicBool,
@@ -66,7 +69,8 @@ impl AdminState {
         Arc::new(AdminState {
             gw,
             store,
-            current: Mutex::new(Current { doc, version, hash, tokens }),
+            current: std::sync::RwLock::new(Arc::new(Current { doc, version, hash, tokens })),
+            writer: Mutex::new(()),
             node_id,
             started: Instant::now(),
             store_ok: std::sync::atomic::AtomicBool::new(true),
@@ -76,31 +80,36 @@ impl AdminState {
     /// Apply a document written elsewhere (another node, via the store). Invalid documents are
     /// logged and skipped; the current configuration keeps serving.
     pub async fn apply_from_store(&self, v: &crate::store::Version) -> Result<(), String> {
-        let mut cur = self.current.lock().await;
-        if v.version <= cur.version {
+        let _w = self.writer.lock().await;
+        if v.version <= self.snapshot().version {
             return Ok(());
         }
         let doc: Value = serde_json::from_str(&v.document).map_err(|e| e.to_string())?;
         let config = compile_doc(&doc).map_err(|e| e.to_string())?;
         self.gw.reload(config).await?;
-        cur.tokens = tokens_of(&doc);
-        cur.doc = doc;
-        cur.version = v.version;
-        cur.hash = v.hash.clone();
+        self.publish(Current { tokens: tokens_of(&doc), doc, version: v.version, hash: v.hash.clone() });
         Ok(())
     }
 
     /// DB-less mode: show `doc` (the file was reloaded).
     pub async fn set_document(&self, doc: Value) {
-        let mut cur = self.current.lock().await;
-        cur.hash = sha256_hex(&doc.to_string());
-        cur.tokens = tokens_of(&doc);
-        cur.doc = doc;
+        let _w = self.writer.lock().await;
+        let version = self.snapshot().version;
+        self.publish(Current { hash: sha256_hex(&doc.to_string()), tokens: tokens_of(&doc), doc, version });
     }
 
     /// The running configuration version.
     pub async fn version(&self) -> u64 {
-        self.current.lock().await.version
+        self.snapshot().version
+    }
+
+    /// The running document (a cheap pointer copy).
+    pub(crate) fn snapshot(&self) -> Arc<Current> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn publish(&self, c: Current) {
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(c);
     }
 }
 
@@ -233,7 +242,7 @@ async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Res
         sha2::Sha256::digest(token.as_bytes()).into()
     };
     let role = {
-        let cur = s.current.lock().await;
+        let cur = s.snapshot();
         let mut found = None;
         for (h, r) in &cur.tokens {
             if bool::from(subtle::ConstantTimeEq::ct_eq(&h[..], &digest[..])) {
@@ -312,10 +321,8 @@ async fn list(
     let offset = q.offset.unwrap_or(0);
     let tags: Vec<&str> =
         q.tags.as_deref().map(|t| t.split(',').filter(|x| !x.is_empty()).collect()).unwrap_or_default();
-    let mut cur = s.current.lock().await;
-    let all: Vec<Value> = doc::collection(&mut cur.doc, kind)
-        .map(|c| c.iter().filter(|e| doc::has_tags(e, &tags)).cloned().collect())
-        .unwrap_or_default();
+    let cur = s.snapshot();
+    let all: Vec<Value> = doc::entities(&cur.doc, kind).filter(|e| doc::has_tags(e, &tags)).cloned().collect();
     let total = all.len();
     let data: Vec<Value> = all.into_iter().skip(offset).take(size).map(|e| doc::redact(kind, e)).collect();
     let next = (offset + data.len() < total).then_some(offset + data.len());
@@ -324,9 +331,10 @@ async fn list(
 
 async fn read(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
-    let mut cur = s.current.lock().await;
-    let e = doc::collection(&mut cur.doc, kind)
-        .and_then(|c| c.iter().find(|e| doc::entity_id(kind, e).as_deref() == Some(id.as_str())).cloned())
+    let cur = s.snapshot();
+    let e = doc::entities(&cur.doc, kind)
+        .find(|e| doc::entity_id(kind, e).as_deref() == Some(id.as_str()))
+        .cloned()
         .ok_or_else(|| ApiError::not_found(&format!("{} {id:?}", kind.key())))?;
     Ok(axum::Json(doc::redact(kind, e)).into_response())
 }
@@ -455,22 +463,17 @@ impl AdminState {
                 "DB-less mode: the configuration file is the source of truth; edit it instead",
             ));
         };
-        let mut cur = self.current.lock().await;
+        let _w = self.writer.lock().await;
+        let cur = self.snapshot();
         let mut next = cur.doc.clone();
         edit(&mut next)?;
         doc::hash_secrets(&mut next).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
         let out = entity.map_or(Value::Null, |(k, id)| entity_after(k, &next, id));
-        self.commit(&mut cur, store, next, comment).await?;
+        self.commit(&cur, store, next, comment).await?;
         Ok(out)
     }
 
-    async fn commit(
-        &self,
-        cur: &mut Current,
-        store: &Arc<dyn ConfigStore>,
-        next: Value,
-        comment: &str,
-    ) -> ApiResult<()> {
+    async fn commit(&self, cur: &Current, store: &Arc<dyn ConfigStore>, next: Value, comment: &str) -> ApiResult<()> {
         let t0 = Instant::now();
         let config = compile_doc(&next)?;
         let validated = t0.elapsed();
@@ -496,10 +499,7 @@ impl AdminState {
                     "configuration changed"
                 );
                 self.store_ok.store(true, std::sync::atomic::Ordering::Relaxed);
-                cur.tokens = tokens_of(&next);
-                cur.doc = next;
-                cur.version = v.version;
-                cur.hash = v.hash;
+                self.publish(Current { tokens: tokens_of(&next), doc: next, version: v.version, hash: v.hash });
                 Ok(())
             }
             Err(e) => {
@@ -521,7 +521,7 @@ async fn export_config(
     q: Result<Query<ExportQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let q = q.map_err(bad_request)?;
-    let cur = s.current.lock().await;
+    let cur = s.snapshot();
     match q.format.as_deref() {
         Some("yaml") => {
             let file = gw_config::parse_json(&cur.doc.to_string(), "admin")?;
@@ -559,7 +559,7 @@ async fn import_config(
             Ok(())
         })
         .await?;
-    let cur = s.current.lock().await;
+    let cur = s.snapshot();
     let _ = out;
     Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash })).into_response())
 }
@@ -609,13 +609,13 @@ async fn rollback(State(s): State<Arc<AdminState>>, version: Result<Path<u64>, P
         Ok(())
     })
     .await?;
-    let cur = s.current.lock().await;
+    let cur = s.snapshot();
     Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash, "restored": version })).into_response())
 }
 
 async fn status(State(s): State<Arc<AdminState>>) -> ApiResult<Response> {
     let (version, hash) = {
-        let cur = s.current.lock().await;
+        let cur = s.snapshot();
         (cur.version, cur.hash.clone())
     };
     let nodes = match &s.store {

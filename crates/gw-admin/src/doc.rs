@@ -89,6 +89,11 @@ pub fn collection(doc: &mut Value, kind: Kind) -> Option<&mut Vec<Value>> {
     doc.as_object_mut()?.entry(kind.key()).or_insert_with(|| Value::Array(Vec::new())).as_array_mut()
 }
 
+/// The entities of `kind` in `doc` (none when the collection is absent).
+pub fn entities(doc: &Value, kind: Kind) -> impl Iterator<Item = &Value> {
+    doc.get(kind.key()).and_then(Value::as_array).into_iter().flatten()
+}
+
 /// Hash secrets that have a one-way form: key-auth `key` -> `key_hash`, basic-auth `password`
 /// -> `password_hash` (argon2id). Returns an error message for a secret that cannot be hashed.
 pub fn hash_secrets(doc: &mut Value) -> Result<(), String> {
