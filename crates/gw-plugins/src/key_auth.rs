@@ -41,16 +41,17 @@ impl KeyAuth {
         Ok(KeyAuth { headers, query_names, hide: c.hide_credentials, dir, anonymous })
     }
 
-    fn find(&self, req: &RequestHead) -> Option<(String, Found)> {
+    /// The SHA-256 of the key the request carries, and where it was.
+    fn find(&self, req: &RequestHead) -> Option<([u8; 32], Found)> {
         for h in &self.headers {
             if let Some(v) = req.headers.get(h).and_then(|v| v.to_str().ok()) {
-                return Some((v.trim().to_string(), Found::Header(h.clone())));
+                return Some((Sha256::digest(v.trim().as_bytes()).into(), Found::Header(h.clone())));
             }
         }
         if !self.query_names.is_empty() {
             for (k, v) in query_pairs(req.query()) {
                 if self.query_names.contains(&k) {
-                    return Some((v, Found::Query));
+                    return Some((Sha256::digest(v.as_bytes()).into(), Found::Query));
                 }
             }
         }
@@ -77,10 +78,9 @@ impl Plugin for KeyAuth {
     }
 
     async fn authenticate(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<AuthOutcome> {
-        let Some((key, found)) = self.find(req) else {
+        let Some((digest, found)) = self.find(req) else {
             return Ok(AuthOutcome::NoCredentials { challenge: missing_credentials(CHALLENGE) });
         };
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let Some((consumer, id)) = self.dir.api_key(&digest) else {
             return Ok(AuthOutcome::Rejected(invalid_credentials(CHALLENGE)));
         };
