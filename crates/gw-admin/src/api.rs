@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::doc::{self, Kind};
-use crate::store::ConfigStore;
+use crate::store::{ConfigStore, sha256_hex};
 
 /// Who may do what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,11 +111,6 @@ impl AdminState {
     fn publish(&self, c: Current) {
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(c);
     }
-}
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn tokens_of(doc: &Value) -> Vec<([u8; 32], Role)> {
@@ -314,10 +309,7 @@ async fn list(
 ) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
     let q = q.map_err(bad_request)?;
-    let size = q.size.unwrap_or(100);
-    if size == 0 || size > 1000 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "size: between 1 and 1000"));
-    }
+    let size = page_size(q.size)?;
     let offset = q.offset.unwrap_or(0);
     let tags: Vec<&str> =
         q.tags.as_deref().map(|t| t.split(',').filter(|x| !x.is_empty()).collect()).unwrap_or_default();
@@ -428,6 +420,14 @@ async fn remove(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A page size: 1 to 1000, 100 when absent.
+fn page_size(size: Option<usize>) -> ApiResult<usize> {
+    match size.unwrap_or(100) {
+        n @ 1..=1000 => Ok(n),
+        _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "size: between 1 and 1000")),
+    }
 }
 
 /// A query string or path the API cannot read: a JSON 400 like every other error.
@@ -574,17 +574,10 @@ async fn history(
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let q = q.map_err(bad_request)?;
-    let size_ok = q.size.is_none_or(|n| (1..=1000).contains(&n));
+    let size = page_size(q.size)?;
     let Some(store) = &s.store else {
-        if !size_ok {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "size: between 1 and 1000"));
-        }
         return Ok(axum::Json(json!({ "data": [] })).into_response());
     };
-    let size = q.size.unwrap_or(100);
-    if size == 0 || size > 1000 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "size: between 1 and 1000"));
-    }
     let h = store
         .history(size)
         .await

@@ -37,25 +37,13 @@ impl Drop for Slot {
 /// Counters shared by instances of the same name, so that a reload keeps counting the
 /// requests already in flight.
 fn counters(instance: &str) -> Arc<Counters> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock, Weak};
-    static ALL: OnceLock<Mutex<HashMap<String, Weak<Counters>>>> = OnceLock::new();
-    let fresh = || {
-        Arc::new(
-            moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_idle(Duration::from_secs(3600))
-                .build_with_hasher(xxhash_rust::xxh3::Xxh3Builder::new()),
-        )
-    };
-    let Ok(mut m) = ALL.get_or_init(|| Mutex::new(HashMap::new())).lock() else { return fresh() };
-    m.retain(|_, w| w.strong_count() > 0);
-    if let Some(c) = m.get(instance).and_then(Weak::upgrade) {
-        return c;
-    }
-    let c = fresh();
-    m.insert(instance.to_string(), Arc::downgrade(&c));
-    c
+    static ALL: crate::limits::Shared<Counters> = crate::limits::Shared::new();
+    ALL.get(instance.to_string(), || {
+        moka::sync::Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_idle(Duration::from_secs(3600))
+            .build_with_hasher(xxhash_rust::xxh3::Xxh3Builder::new())
+    })
 }
 
 impl ConcurrencyLimit {

@@ -95,22 +95,35 @@ impl KeySpec {
     }
 }
 
-/// A local store shared by every plugin instance with the same identity, so that counters
-/// survive configuration reloads (the new instance is built while the old one still holds it).
-pub(crate) fn local_store(identity: &str, max_keys: u64, idle: Duration) -> Arc<LocalStore> {
-    static STORES: OnceLock<Mutex<HashMap<String, Weak<LocalStore>>>> = OnceLock::new();
-    let m = STORES.get_or_init(|| Mutex::new(HashMap::new()));
-    let Ok(mut m) = m.lock() else {
-        return Arc::new(LocalStore::new(max_keys, idle));
-    };
-    m.retain(|_, w| w.strong_count() > 0);
-    let id = format!("{identity}|{max_keys}|{}", idle.as_millis());
-    if let Some(s) = m.get(&id).and_then(Weak::upgrade) {
-        return s;
+/// Process-wide state shared by plugin instances of the same identity, so that counters
+/// survive configuration reloads (the new instance is built while the old one still holds
+/// the state; state nobody holds any more is forgotten).
+pub(crate) struct Shared<T>(OnceLock<Mutex<HashMap<String, Weak<T>>>>);
+
+impl<T> Shared<T> {
+    pub(crate) const fn new() -> Self {
+        Shared(OnceLock::new())
     }
-    let s = Arc::new(LocalStore::new(max_keys, idle));
-    m.insert(id, Arc::downgrade(&s));
-    s
+
+    /// The state of `id`, made by `make` if no live instance holds one.
+    pub(crate) fn get(&self, id: String, make: impl FnOnce() -> T) -> Arc<T> {
+        let Ok(mut m) = self.0.get_or_init(|| Mutex::new(HashMap::new())).lock() else {
+            return Arc::new(make());
+        };
+        m.retain(|_, w| w.strong_count() > 0);
+        if let Some(s) = m.get(&id).and_then(Weak::upgrade) {
+            return s;
+        }
+        let s = Arc::new(make());
+        m.insert(id, Arc::downgrade(&s));
+        s
+    }
+}
+
+/// The local rate-limit store of `identity` (shared across reloads).
+pub(crate) fn local_store(identity: &str, max_keys: u64, idle: Duration) -> Arc<LocalStore> {
+    static STORES: Shared<LocalStore> = Shared::new();
+    STORES.get(format!("{identity}|{max_keys}|{}", idle.as_millis()), || LocalStore::new(max_keys, idle))
 }
 
 /// The process-wide Redis store for the gateway's `redis` settings.

@@ -45,9 +45,39 @@ pub struct RedisConfig {
     pub ca_pem: Option<Vec<u8>>,
 }
 
+#[derive(Clone)]
 enum Conn {
     Single(redis::aio::ConnectionManager),
     Cluster(Box<redis::cluster_async::ClusterConnection>),
+}
+
+/// One connection type for every command, whatever the deployment.
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(m) => m.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(m) => m.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(m) => m.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 // One per Redis configuration in the process: the size does not matter.
@@ -242,19 +272,15 @@ impl RedisStore {
         Ok(conn)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, inv: redis::ScriptInvocation<'_>) -> Result<T, StoreError> {
+    /// Run `op` on the connection with the timeout; a failure starts the back-off, and during
+    /// the back-off nothing is sent.
+    async fn guarded<T>(&self, op: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>) -> Result<T, StoreError> {
         if self.in_backoff() {
             return Err(StoreError::Unavailable("recent failure; backing off".into()));
         }
         let res = async {
-            let conn = self.connection().await?;
-            let fut = async {
-                match &*conn {
-                    Conn::Single(m) => inv.invoke_async::<T>(&mut m.clone()).await,
-                    Conn::Cluster(c) => inv.invoke_async::<T>(&mut (**c).clone()).await,
-                }
-            };
-            match tokio::time::timeout(self.timeout, fut).await {
+            let mut conn = (*self.connection().await?).clone();
+            match tokio::time::timeout(self.timeout, op(&mut conn)).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
                 Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))),
@@ -277,40 +303,17 @@ impl RedisStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        if self.in_backoff() {
-            return Err(StoreError::Unavailable("recent failure; backing off".into()));
-        }
         let mut p = redis::pipe();
         for (key, delta, ttl, prev) in items {
             p.cmd("INCRBY").arg(key).arg(*delta);
             p.cmd("PEXPIRE").arg(key).arg(*ttl).ignore();
             p.cmd("GET").arg(prev);
         }
-        let res = async {
-            let conn = self.connection().await?;
-            let fut = async {
-                match &*conn {
-                    Conn::Single(m) => p.query_async::<Vec<Option<u64>>>(&mut m.clone()).await,
-                    Conn::Cluster(c) => p.query_async::<Vec<Option<u64>>>(&mut (**c).clone()).await,
-                }
-            };
-            match tokio::time::timeout(self.timeout, fut).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-                Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))),
-            }
+        let v: Vec<Option<u64>> = self.guarded(async |c| p.query_async(c).await).await?;
+        if v.len() != 2 * items.len() {
+            return Err(StoreError::Unavailable(format!("unexpected pipeline answer of {} values", v.len())));
         }
-        .await;
-        match res {
-            Ok(v) if v.len() == 2 * items.len() => {
-                Ok(v.chunks(2).map(|c| (c[0].unwrap_or(0), c[1].unwrap_or(0))).collect())
-            }
-            Ok(v) => Err(StoreError::Unavailable(format!("unexpected pipeline answer of {} values", v.len()))),
-            Err(e) => {
-                self.mark_down();
-                Err(e)
-            }
-        }
+        Ok(v.chunks(2).map(|c| (c[0].unwrap_or(0), c[1].unwrap_or(0))).collect())
     }
 
     /// Check and count one request for `key` against every limit, atomically across nodes.
@@ -329,7 +332,7 @@ impl RedisStore {
         for l in limits {
             inv.arg(l.window_ms.max(1)).arg(l.max);
         }
-        let v: Vec<i64> = self.run(inv).await?;
+        let v: Vec<i64> = self.guarded(async |c| inv.invoke_async(c).await).await?;
         if v.len() != 2 + 2 * limits.len() {
             return Err(StoreError::Unavailable(format!("unexpected script answer of {} values", v.len())));
         }
@@ -351,7 +354,7 @@ impl RedisStore {
     ) -> Result<Result<u64, u64>, StoreError> {
         let mut inv = self.quota_script.prepare_invoke();
         inv.key(format!("gh:q:{{{key:032x}}}:{start_ms}")).arg(max).arg(ttl_ms.max(1));
-        let v: (i64, i64) = self.run(inv).await?;
+        let v: (i64, i64) = self.guarded(async |c| inv.invoke_async(c).await).await?;
         let count = v.1.max(0) as u64;
         Ok(if v.0 == 1 { Ok(count) } else { Err(count) })
     }
