@@ -95,7 +95,7 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let config = match gw_admin::api::compile_doc(&doc) {
+        let config = match gw_admin::api::compile_doc(&doc, None) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("stored configuration version {}:\n{e}", version.version);

@@ -94,6 +94,51 @@ pub fn entities(doc: &Value, kind: Kind) -> impl Iterator<Item = &Value> {
     doc.get(kind.key()).and_then(Value::as_array).into_iter().flatten()
 }
 
+/// How a new document differs from the running one when the only difference is one route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RouteDiff<'a> {
+    /// The route at this position of the new document was replaced in place or appended.
+    Upsert(usize, &'a Value),
+    /// The route of this name was removed.
+    Remove(&'a str),
+}
+
+/// `Some` when `next` is `cur` with one route replaced in place, appended, or removed, and
+/// nothing else changed: such a change can be applied to the data plane without compiling the
+/// rest of the configuration. Anything else (or a removed route that a plugin entry names)
+/// gives `None`: validate and compile the whole document. Comparing is linear in the document
+/// but allocates nothing.
+pub fn single_route_change<'a>(cur: &'a Value, next: &'a Value) -> Option<RouteDiff<'a>> {
+    let (c, n) = (cur.as_object()?, next.as_object()?);
+    let others_equal = c.iter().all(|(k, v)| k == "routes" || n.get(k) == Some(v))
+        && n.iter().all(|(k, v)| k == "routes" || c.get(k) == Some(v));
+    if !others_equal {
+        return None;
+    }
+    static NONE: Vec<Value> = Vec::new();
+    let a = c.get("routes").map_or(Some(&NONE), Value::as_array)?;
+    let b = n.get("routes")?.as_array()?;
+    let first_diff = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    let name = |e: &'a Value| e.get("name").and_then(Value::as_str);
+    if b.len() == a.len() {
+        let (x, y) = (a.get(first_diff)?, b.get(first_diff)?);
+        (a[first_diff + 1..] == b[first_diff + 1..] && name(x).is_some() && name(x) == name(y))
+            .then_some(RouteDiff::Upsert(first_diff, y))
+    } else if b.len() == a.len() + 1 {
+        let added = b.last()?;
+        let new_name = name(added)?;
+        (first_diff == a.len() && !a.iter().any(|x| name(x) == Some(new_name)))
+            .then_some(RouteDiff::Upsert(first_diff, added))
+    } else if b.len() + 1 == a.len() {
+        let removed = name(a.get(first_diff)?)?;
+        let named_by_plugin =
+            entities(next, Kind::Plugins).any(|p| p.get("route").and_then(Value::as_str) == Some(removed));
+        (a[first_diff + 1..] == b[first_diff..] && !named_by_plugin).then_some(RouteDiff::Remove(removed))
+    } else {
+        None
+    }
+}
+
 /// Hash secrets that have a one-way form: key-auth `key` -> `key_hash`, basic-auth `password`
 /// -> `password_hash` (argon2id). Returns an error message for a secret that cannot be hashed.
 pub fn hash_secrets(doc: &mut Value) -> Result<(), String> {

@@ -146,8 +146,47 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// A stored version: `GH1\n`, the metadata as one JSON line, then the document as is (not
+/// escaped into a JSON string: a 10,000-route document is about a megabyte). Records written
+/// before this format (one JSON object) are still read.
+const RECORD_MAGIC: &[u8] = b"GH1\n";
+
+fn encode(v: &Version) -> Result<Vec<u8>, StoreError> {
+    let meta = serde_json::to_vec(&VersionMeta::from(v)).map_err(|e| StoreError::Data(e.to_string()))?;
+    let mut out = Vec::with_capacity(RECORD_MAGIC.len() + meta.len() + 1 + v.document.len());
+    out.extend_from_slice(RECORD_MAGIC);
+    out.extend_from_slice(&meta);
+    out.push(b'\n');
+    out.extend_from_slice(v.document.as_bytes());
+    Ok(out)
+}
+
+/// The metadata and the document part of a record.
+fn split(bytes: &[u8]) -> Result<Option<(VersionMeta, &[u8])>, StoreError> {
+    let Some(rest) = bytes.strip_prefix(RECORD_MAGIC) else { return Ok(None) };
+    let nl = rest.iter().position(|&b| b == b'\n').ok_or_else(|| StoreError::Data("truncated record".into()))?;
+    let meta: VersionMeta = serde_json::from_slice(&rest[..nl]).map_err(|e| StoreError::Data(e.to_string()))?;
+    Ok(Some((meta, &rest[nl + 1..])))
+}
+
 fn decode(bytes: &[u8]) -> Result<Version, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Data(e.to_string()))
+    match split(bytes)? {
+        Some((m, doc)) => Ok(Version {
+            version: m.version,
+            document: String::from_utf8(doc.to_vec()).map_err(|e| StoreError::Data(e.to_string()))?,
+            hash: m.hash,
+            created_ms: m.created_ms,
+            comment: m.comment,
+        }),
+        None => serde_json::from_slice(bytes).map_err(|e| StoreError::Data(e.to_string())),
+    }
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<VersionMeta, StoreError> {
+    match split(bytes)? {
+        Some((m, _)) => Ok(m),
+        None => decode(bytes).map(|v| VersionMeta::from(&v)),
+    }
 }
 
 #[async_trait]
@@ -187,7 +226,7 @@ impl ConfigStore for EmbeddedStore {
                 let mut t = tx.open_table(VERSIONS).map_err(io)?;
                 let next = t.last().map_err(io)?.map_or(1, |(k, _)| k.value() + 1);
                 let v = Version { version: next, hash: sha256_hex(&document), document, created_ms: now_ms(), comment };
-                let bytes = serde_json::to_vec(&v).map_err(|e| StoreError::Data(e.to_string()))?;
+                let bytes = encode(&v)?;
                 t.insert(next, bytes.as_slice()).map_err(io)?;
                 v
             };
@@ -205,7 +244,7 @@ impl ConfigStore for EmbeddedStore {
             let mut out = Vec::new();
             for item in t.iter().map_err(io)?.rev().take(limit) {
                 let (_, v) = item.map_err(io)?;
-                out.push(VersionMeta::from(&decode(v.value())?));
+                out.push(decode_meta(v.value())?);
             }
             Ok(out)
         })
@@ -540,5 +579,29 @@ impl ConfigStore for PgStore {
 
     fn announcements(&self) -> Option<watch::Receiver<u64>> {
         Some(self.latest_tx.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_old_records_still_read() {
+        let v = Version {
+            version: 7,
+            document: "{\"routes\":[{\"name\":\"a\\nb\"}]}\n".into(),
+            hash: "ab".into(),
+            created_ms: 1,
+            comment: "PUT /routes/a\nb".into(),
+        };
+        let bytes = encode(&v).unwrap();
+        assert!(bytes.starts_with(RECORD_MAGIC));
+        assert_eq!(decode(&bytes).unwrap(), v);
+        assert_eq!(decode_meta(&bytes).unwrap(), VersionMeta::from(&v));
+        let old = serde_json::to_vec(&v).unwrap();
+        assert_eq!(decode(&old).unwrap(), v);
+        assert_eq!(decode_meta(&old).unwrap(), VersionMeta::from(&v));
+        assert!(decode(b"GH1\n{\"version\":1").is_err(), "a truncated record is an error, not a panic");
     }
 }

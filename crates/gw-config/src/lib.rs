@@ -24,12 +24,13 @@ mod validate;
 pub mod value;
 
 pub use load::{
-    LoadError, LocatedError, load_file, load_file_with_env, parse_json, parse_value, parse_yaml, process_env,
-    validate_located,
+    LoadError, LocatedError, load_file, load_file_with_env, parse_json, parse_route_value, parse_value, parse_yaml,
+    process_env, validate_located,
 };
 pub use model::Config;
 pub use validate::{
-    KeyPath, Seg, ValidateOptions, ValidationError, config_hash, hash_api_key, hash_password, validate, validate_shared,
+    KeyPath, RouteChange, RouteEdit, Seg, ValidateOptions, ValidationError, config_hash, edit_route, hash_api_key,
+    hash_password, validate,
 };
 
 /// Serialize a document back to YAML (for `gatehouse config export`).

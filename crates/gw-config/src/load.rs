@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::file::FileConfig;
+use crate::file::{FileConfig, FileRoute};
 use crate::model::Config;
 use crate::validate::{KeyPath, Seg, ValidateOptions, ValidationError, validate};
 
@@ -160,6 +160,22 @@ pub fn parse_value(doc: &serde_json::Value, source: &str) -> Result<FileConfig, 
     })
 }
 
+/// Deserialize one route entity of an in-memory document, at `routes[index]`: the error, if
+/// any, is the one [`parse_value`] gives for the whole document.
+pub fn parse_route_value(entity: &serde_json::Value, index: usize, source: &str) -> Result<FileRoute, LoadError> {
+    serde_path_to_error::deserialize::<_, FileRoute>(entity).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." { format!("routes[{index}]") } else { format!("routes[{index}].{inner}") };
+        LoadError::one(LocatedError {
+            source: source.to_string(),
+            line: None,
+            column: None,
+            path: Some(path),
+            message: strip_json_location(&e.into_inner().to_string()),
+        })
+    })
+}
+
 fn strip_json_location(m: &str) -> String {
     match m.rfind(" at line ") {
         Some(i) => m[..i].to_string(),
@@ -217,7 +233,7 @@ pub fn load_file_with_env(path: &Path, env: HashMap<String, String>) -> Result<C
         })
     })?;
     let file = parse_yaml(&text, &source, env)?;
-    let opts = ValidateOptions { base_dir: path.parent().map(PathBuf::from) };
+    let opts = ValidateOptions { base_dir: path.parent().map(PathBuf::from), hash: None };
     validate_located(&file, &source, Some(&text), &opts)
 }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 
-use crate::file::FileConfig;
 use crate::plugins::PluginConfig;
 use crate::template::PathTemplate;
 use crate::value::Secret;
@@ -30,14 +29,12 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Services.
     pub services: Vec<Service>,
-    /// Routes, in declaration order.
-    pub routes: Vec<Route>,
+    /// Routes, in declaration order (shared: an edited configuration copies pointers).
+    pub routes: Vec<Arc<Route>>,
     /// Plugin instances.
     pub plugins: Vec<Plugin>,
     /// Consumers.
     pub consumers: Vec<Consumer>,
-    /// The document this was validated from (for export and the Admin API).
-    pub source: Arc<FileConfig>,
     /// SHA-256 (hex) of the canonical JSON form of `source`: the configuration version hash.
     pub hash: String,
 }

@@ -125,6 +125,9 @@ impl fmt::Display for ValidationError {
 pub struct ValidateOptions {
     /// Directory that relative file paths (certificates, CA bundles) are resolved against.
     pub base_dir: Option<PathBuf>,
+    /// The version hash to record (the Admin API passes its stored document's); when absent,
+    /// [`config_hash`] of the document.
+    pub hash: Option<String>,
 }
 
 // === validator ===
@@ -174,12 +177,6 @@ fn dur(d: &Option<Dur>, default: Duration) -> Duration {
 
 /// Validate a configuration document into the model.
 pub fn validate(file: &FileConfig, opts: &ValidateOptions) -> Result<Config, Vec<ValidationError>> {
-    validate_shared(&Arc::new(file.clone()), opts)
-}
-
-/// [`validate`] without copying the document (the model keeps a reference to it).
-pub fn validate_shared(shared: &Arc<FileConfig>, opts: &ValidateOptions) -> Result<Config, Vec<ValidationError>> {
-    let file: &FileConfig = shared;
     let mut v = V { errors: Vec::new(), base_dir: opts.base_dir.clone() };
     let gateway = gateway(&mut v, file.gateway.as_ref());
     let certificates = certificates(&mut v, &file.certificates);
@@ -194,19 +191,8 @@ pub fn validate_shared(shared: &Arc<FileConfig>, opts: &ValidateOptions) -> Resu
     if !v.errors.is_empty() {
         return Err(v.errors);
     }
-    let hash = config_hash(file);
-    Ok(Config {
-        gateway,
-        listeners,
-        certificates,
-        upstreams,
-        services,
-        routes,
-        plugins,
-        consumers,
-        source: shared.clone(),
-        hash,
-    })
+    let hash = opts.hash.clone().unwrap_or_else(|| config_hash(file));
+    Ok(Config { gateway, listeners, certificates, upstreams, services, routes, plugins, consumers, hash })
 }
 
 /// SHA-256 (hex) of the canonical JSON form of a document.
@@ -998,12 +984,20 @@ fn str_match(v: &mut V, path: KeyPath, value: &str) -> Option<Option<StrMatch>> 
     }
 }
 
-fn routes(v: &mut V, rs: &[FileRoute], services: &HashMap<&str, usize>, default_body: u64) -> Vec<Route> {
+fn routes(v: &mut V, rs: &[FileRoute], services: &HashMap<&str, usize>, default_body: u64) -> Vec<Arc<Route>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for (i, r) in rs.iter().enumerate() {
         let p = kp!["routes", i];
         v.name(p.join("name"), &r.name, &mut seen, "route");
+        out.push(Arc::new(route(v, &p, r, services, default_body)));
+    }
+    out
+}
+
+/// One route, without the name's uniqueness (the caller checks it against its neighbours).
+fn route(v: &mut V, p: &KeyPath, r: &FileRoute, services: &HashMap<&str, usize>, default_body: u64) -> Route {
+    {
         let service = match services.get(r.service.as_str()) {
             Some(&s) => s,
             None => {
@@ -1099,7 +1093,7 @@ fn routes(v: &mut V, rs: &[FileRoute], services: &HashMap<&str, usize>, default_
                 AuthMode::Any
             }
         };
-        out.push(Route {
+        Route {
             name: r.name.clone(),
             service,
             hosts,
@@ -1115,9 +1109,98 @@ fn routes(v: &mut V, rs: &[FileRoute], services: &HashMap<&str, usize>, default_
             preserve_host: r.preserve_host.unwrap_or(false),
             max_body_bytes: r.max_body_bytes.as_ref().map(|b| b.get()).unwrap_or(default_body),
             auth_mode,
-        });
+        }
     }
-    out
+}
+
+/// One route created, replaced or removed (see [`edit_route`]).
+#[derive(Debug, Clone, Copy)]
+pub enum RouteEdit<'a> {
+    /// Create the route of this name (appended), or replace it in place.
+    Upsert(&'a FileRoute),
+    /// Remove the route of this name.
+    Remove(&'a str),
+}
+
+/// Where an edited route is, in the route lists before and after the edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteChange {
+    /// The route at this index was replaced.
+    Replaced(usize),
+    /// A route was appended at this index.
+    Added(usize),
+    /// The route at this index was removed; later routes moved up one place.
+    Removed(usize),
+}
+
+/// Apply one route edit to a validated configuration, checking only the route concerned: the
+/// result is the configuration [`validate`] gives for the edited document (same checks, same
+/// messages, same key paths), at a cost that does not grow with the number of routes. `hash`
+/// is the new configuration's version hash.
+///
+/// `Ok(None)` means "validate the whole document instead": a removal of a route that plugin
+/// instances are scoped to (the full validation reports them). Plugin entries that are
+/// disabled are not in the model, so a caller that keeps the document checks those itself.
+pub fn edit_route(
+    cfg: &Config,
+    edit: RouteEdit<'_>,
+    hash: String,
+) -> Result<Option<(Config, RouteChange)>, Vec<ValidationError>> {
+    let position = |name: &str| cfg.routes.iter().position(|r| r.name == name);
+    let mut next = Config {
+        gateway: cfg.gateway.clone(),
+        listeners: cfg.listeners.clone(),
+        certificates: cfg.certificates.clone(),
+        upstreams: cfg.upstreams.clone(),
+        services: cfg.services.clone(),
+        routes: cfg.routes.clone(),
+        plugins: cfg.plugins.clone(),
+        consumers: cfg.consumers.clone(),
+        hash,
+    };
+    let change = match edit {
+        RouteEdit::Upsert(r) => {
+            let at = position(&r.name);
+            let i = at.unwrap_or(cfg.routes.len());
+            let p = kp!["routes", i];
+            let mut v = V { errors: Vec::new(), base_dir: None };
+            v.name(p.join("name"), &r.name, &mut HashSet::new(), "route");
+            let services: HashMap<&str, usize> =
+                cfg.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+            let route = Arc::new(route(&mut v, &p, r, &services, cfg.gateway.limits.max_body_bytes));
+            if !v.errors.is_empty() {
+                return Err(v.errors);
+            }
+            match at {
+                Some(i) => {
+                    next.routes[i] = route;
+                    RouteChange::Replaced(i)
+                }
+                None => {
+                    next.routes.push(route);
+                    RouteChange::Added(i)
+                }
+            }
+        }
+        RouteEdit::Remove(name) => {
+            let Some(i) = position(name) else {
+                return Err(vec![ValidationError { path: kp!["routes"], message: format!("no route {name:?}") }]);
+            };
+            if cfg.plugins.iter().any(|p| p.route == Some(i)) {
+                return Ok(None);
+            }
+            next.routes.remove(i);
+            for p in &mut next.plugins {
+                if let Some(r) = p.route.as_mut()
+                    && *r > i
+                {
+                    *r -= 1;
+                }
+            }
+            RouteChange::Removed(i)
+        }
+    };
+    Ok(Some((next, change)))
 }
 
 /// SHA-256 of an API key, as stored.

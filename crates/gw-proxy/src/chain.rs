@@ -125,6 +125,10 @@ impl Plugins {
                 gw_plugins::build(&p.config, &env, &p.instance).map_err(|e| format!("plugin {:?}: {e}", p.instance))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Ok(Plugins::indexed(built, cfg))
+    }
+
+    fn indexed(built: Vec<PluginRef>, cfg: &Config) -> Plugins {
         let mut ix = Plugins {
             built,
             by_route: HashMap::new(),
@@ -140,7 +144,13 @@ impl Plugins {
                 (None, None, None) => ix.global.push(i),
             }
         }
-        Ok(ix)
+        ix
+    }
+
+    /// The same built instances, indexed for `cfg`, whose plugin list is this one's with route
+    /// positions renumbered (a route was removed).
+    pub(crate) fn reindexed(&self, cfg: &Config) -> Plugins {
+        Plugins::indexed(self.built.clone(), cfg)
     }
 
     fn select(

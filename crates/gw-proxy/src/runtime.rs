@@ -12,10 +12,11 @@ use http::HeaderName;
 use ipnet::IpNet;
 use rustls::{ClientConfig, ServerConfig};
 
+use gw_config::RouteChange;
 use gw_config::model::{self, Config, HashOn, Route, ServiceKind, StaticResponse, Timeouts, UpstreamProtocol};
 use gw_core::{Plugin, RouteInfo};
 use gw_observability::{Metrics, RouteMetrics, TargetHealthLabels};
-use gw_router::{RouteSpec, Router};
+use gw_router::{Edit, RouteSpec, Router};
 use gw_upstream::{
     ActiveHealthConfig, Balancer, BalancerConfig, CircuitBreaker, CircuitBreakerConfig, HealthConfig,
     PassiveHealthConfig, RetryBudget, RetryBudgetConfig, TargetConfig,
@@ -69,7 +70,7 @@ pub(crate) enum ServiceRtKind {
 /// A route, compiled.
 pub(crate) struct RouteRt {
     pub(crate) info: Arc<RouteInfo>,
-    pub(crate) route: Route,
+    pub(crate) route: Arc<Route>,
     pub(crate) service: Arc<ServiceRt>,
     /// Plugins for requests without consumer-specific instances.
     pub(crate) chain: Arc<Chain>,
@@ -89,13 +90,15 @@ pub(crate) struct Runtime {
     pub(crate) config: Arc<Config>,
     pub(crate) gateway: GatewayRt,
     pub(crate) router: Router<usize>,
-    pub(crate) routes: Vec<RouteRt>,
+    /// Same order as the configuration's routes (the router's values index this).
+    pub(crate) routes: Vec<Arc<RouteRt>>,
+    pub(crate) services: Vec<Arc<ServiceRt>>,
     pub(crate) upstreams: Vec<Arc<UpstreamRt>>,
-    pub(crate) listeners: HashMap<String, ListenerRt>,
+    pub(crate) listeners: Arc<HashMap<String, ListenerRt>>,
     /// Global plugins, run for requests that match no route (response and log phases).
     pub(crate) global_chain: Arc<Chain>,
     /// Every plugin instance, for merging consumer-scoped ones after authentication.
-    pub(crate) plugins: Plugins,
+    pub(crate) plugins: Arc<Plugins>,
 }
 
 impl Runtime {
@@ -208,27 +211,12 @@ impl Runtime {
         let mut specs = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let service = services[r.service].clone();
-            let info = Arc::new(RouteInfo { name: r.name.as_str().into(), service: service.name.clone() });
-            let chain = plugins.route_chain(cfg, i, r.service);
-            routes.push(RouteRt {
-                metrics: match prev_metrics.get(&(r.name.as_str(), &*service.name)) {
-                    Some(m) => (*m).clone(),
-                    None => metrics.route(&r.name, &service.name),
-                },
-                info,
-                route: r.clone(),
-                service,
-                chain,
-            });
-            specs.push(RouteSpec {
-                hosts: r.hosts.clone(),
-                paths: r.paths.clone(),
-                methods: r.methods.clone(),
-                headers: r.headers.clone(),
-                query: r.query.clone(),
-                priority: r.priority,
-                value: i,
-            });
+            let m = match prev_metrics.get(&(r.name.as_str(), &*service.name)) {
+                Some(m) => (*m).clone(),
+                None => metrics.route(&r.name, &service.name),
+            };
+            routes.push(Arc::new(route_rt(cfg, &plugins, r, i, service, m)));
+            specs.push(route_spec(r, i));
         }
         let router = Router::new(specs).map_err(|e| e.to_string())?;
         if router.fallback_count() > 0 {
@@ -259,11 +247,115 @@ impl Runtime {
             config: config.clone(),
             router,
             routes,
+            services,
             upstreams,
-            listeners,
+            listeners: Arc::new(listeners),
             global_chain,
+            plugins: Arc::new(plugins),
+        })
+    }
+
+    /// Compile `config`, which differs from `prev`'s configuration by the one route `change`
+    /// names (see [`gw_config::edit_route`]). Everything else is shared with `prev`: the cost
+    /// does not grow with the number of routes.
+    // `config` is shared into the runtime, like `compile`'s.
+    #[allow(clippy::needless_pass_by_value)]
+    pub(crate) fn compile_route_change(
+        config: Arc<Config>,
+        prev: &Runtime,
+        change: RouteChange,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Runtime, String> {
+        let cfg = &*config;
+        let mut routes = prev.routes.clone();
+        let mut plugins = prev.plugins.clone();
+        let forget = |old: &RouteRt| metrics.forget_route(&old.info.name, &old.info.service);
+        let router = match change {
+            RouteChange::Replaced(i) | RouteChange::Added(i) => {
+                let r = cfg.routes.get(i).ok_or("route change out of range")?;
+                let service = prev.services.get(r.service).ok_or("route service out of range")?.clone();
+                let old = prev.routes.get(i).filter(|_| matches!(change, RouteChange::Replaced(_)));
+                let m = match old {
+                    Some(o) if *o.info.name == *r.name && o.info.service == service.name => o.metrics.clone(),
+                    Some(o) => {
+                        forget(o);
+                        metrics.route(&r.name, &service.name)
+                    }
+                    None => metrics.route(&r.name, &service.name),
+                };
+                let rt = Arc::new(route_rt(cfg, &plugins, r, i, service, m));
+                if old.is_some() {
+                    routes[i] = rt;
+                    prev.router.edit(Edit::Replace(i, route_spec(r, i)))
+                } else {
+                    routes.push(rt);
+                    prev.router.edit(Edit::Push(route_spec(r, i)))
+                }
+            }
+            RouteChange::Removed(i) => {
+                if i >= routes.len() {
+                    return Err("route change out of range".into());
+                }
+                forget(&routes.remove(i));
+                // Route-scoped plugin instances are indexed by route position.
+                plugins = Arc::new(prev.plugins.reindexed(cfg));
+                prev.router.edit(Edit::Remove(i)).map(|mut r| {
+                    r.map_values(|v| {
+                        if *v > i {
+                            *v -= 1;
+                        }
+                    });
+                    r
+                })
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        if routes.len() != cfg.routes.len() || router.len() != routes.len() {
+            return Err("route change does not match the configuration".into());
+        }
+        Ok(Runtime {
+            config: config.clone(),
+            gateway: GatewayRt {
+                trusted_proxies: prev.gateway.trusted_proxies.clone(),
+                request_id_header: prev.gateway.request_id_header.clone(),
+                limits: prev.gateway.limits.clone(),
+                access_log: prev.gateway.access_log,
+            },
+            router,
+            routes,
+            services: prev.services.clone(),
+            upstreams: prev.upstreams.clone(),
+            listeners: prev.listeners.clone(),
+            global_chain: prev.global_chain.clone(),
             plugins,
         })
+    }
+}
+
+/// A route's compiled form.
+fn route_rt(
+    cfg: &Config,
+    plugins: &Plugins,
+    r: &Arc<Route>,
+    i: usize,
+    service: Arc<ServiceRt>,
+    metrics: RouteMetrics,
+) -> RouteRt {
+    let info = Arc::new(RouteInfo { name: r.name.as_str().into(), service: service.name.clone() });
+    let chain = plugins.route_chain(cfg, i, r.service);
+    RouteRt { metrics, info, route: r.clone(), service, chain }
+}
+
+/// A route's entry in the router (its value is its index).
+fn route_spec(r: &Route, i: usize) -> RouteSpec<usize> {
+    RouteSpec {
+        hosts: r.hosts.clone(),
+        paths: r.paths.clone(),
+        methods: r.methods.clone(),
+        headers: r.headers.clone(),
+        query: r.query.clone(),
+        priority: r.priority,
+        value: i,
     }
 }
 

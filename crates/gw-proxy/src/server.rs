@@ -289,6 +289,28 @@ impl Gateway {
         Ok(())
     }
 
+    /// Serve `config`, which differs from the running configuration by the one route `change`
+    /// names (built by [`gw_config::edit_route`] from [`Gateway::config`]). Only that route's
+    /// plugin chain and router entries are compiled; everything else (listeners, upstreams and
+    /// their connection pools, plugin instances) is shared, so the cost does not grow with the
+    /// number of routes. Requests in flight finish on the configuration they started with.
+    pub async fn apply_route_change(&self, config: Config, change: gw_config::RouteChange) -> Result<(), String> {
+        let _g = self.shared.reload_lock.lock().await;
+        let old = self.shared.runtime.load_full();
+        let config = Arc::new(config);
+        let rt = match Runtime::compile_route_change(config.clone(), &old, change, &self.shared.metrics) {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.shared.metrics.reload(false);
+                return Err(e);
+            }
+        };
+        self.shared.runtime.store(Arc::new(rt));
+        self.shared.metrics.reload(true);
+        tracing::info!(hash = %config.hash, routes = config.routes.len(), ?change, "route changed");
+        Ok(())
+    }
+
     /// Bind listeners that are new (by name and address), stop those that are gone.
     async fn sync_listeners(&self, config: &Config) -> Result<(), String> {
         let mut new_ones = Vec::new();

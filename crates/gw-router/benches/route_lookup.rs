@@ -1,11 +1,16 @@
-//! Route lookup time with 10 and with 10,000 routes: it must not grow with the table.
+//! Route lookup time with 10 and with 10,000 routes: it must not grow with the table. Also the
+//! cost of building a 10,000-route table and of editing one route in it.
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
-use gw_router::{HostPattern, PathPattern, RequestParts, RouteSpec, Router};
+use gw_router::{Edit, HostPattern, PathPattern, RequestParts, RouteSpec, Router};
 use http::{HeaderMap, Method};
 
 fn table(n: usize) -> Router<usize> {
-    let specs = (0..n)
+    Router::new(specs(n)).unwrap()
+}
+
+fn specs(n: usize) -> Vec<RouteSpec<usize>> {
+    (0..n)
         .map(|i| {
             let path = match i % 3 {
                 0 => format!("/svc{i}/items"),
@@ -22,8 +27,7 @@ fn table(n: usize) -> Router<usize> {
                 value: i,
             }
         })
-        .collect();
-    Router::new(specs).unwrap()
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -49,5 +53,15 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+fn edit(c: &mut Criterion) {
+    c.bench_function("build/10000_routes", |b| b.iter(|| black_box(Router::new(specs(10_000)).unwrap().len())));
+    let r = table(10_000);
+    let extra = specs(10_001).pop().unwrap();
+    c.bench_function("edit/push_1_of_10000", |b| {
+        b.iter(|| black_box(r.edit(Edit::Push(extra.clone())).unwrap().len()));
+    });
+    c.bench_function("edit/remove_1_of_10000", |b| b.iter(|| black_box(r.edit(Edit::Remove(5000)).unwrap().len())));
+}
+
+criterion_group!(benches, bench, edit);
 criterion_main!(benches);

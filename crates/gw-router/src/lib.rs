@@ -33,7 +33,7 @@ mod pattern;
 mod router;
 
 pub use pattern::{HeaderMatch, HostPattern, PathPattern, PatternError, QueryMatch, StrMatch};
-pub use router::{Match, Params, RequestParts, RouteSpec, Router, RouterError};
+pub use router::{Edit, Match, Params, RequestParts, RouteSpec, Router, RouterError};
 
 #[cfg(test)]
 mod tests;

@@ -275,3 +275,105 @@ fn ten_thousand_routes() {
         r.find(&RequestParts { host: "h1.test", path: "/svc0/items", method: &Method::GET, headers: &h, query: None });
     assert!(miss.is_none(), "route 0 belongs to host h0.test");
 }
+
+/// A table edited one route at a time answers every request exactly like a table built from
+/// scratch with the same routes in the same order.
+#[test]
+fn edits_match_a_fresh_build() {
+    use crate::router::Edit;
+    // A small xorshift generator: deterministic, no dependency.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut rnd = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let hosts = ["", "a.test", "*.w.test", "b.test"];
+    let paths = [
+        "/x",
+        "/x/*",
+        "/x/{id}",
+        "/x/{name}",
+        "/x/{*rest}",
+        "/y/{id}/z",
+        "/y/*",
+        "/*",
+        "~/x/[0-9]+",
+        "~/y/(?P<n>[a-z]+)/z",
+        "/y/q/z",
+    ];
+    let gen_spec = |rnd: &mut dyn FnMut(usize) -> usize, label: usize| {
+        let mut s = spec(&[], &[], "");
+        let h = hosts[rnd(hosts.len())];
+        if !h.is_empty() {
+            s.hosts.push(HostPattern::parse(h).unwrap());
+        }
+        for _ in 0..=rnd(2) {
+            s.paths.push(PathPattern::parse(paths[rnd(paths.len())]).unwrap());
+        }
+        if rnd(3) == 0 {
+            s.methods.push(Method::POST);
+        }
+        s.priority = rnd(3) as i32 - 1;
+        (s, label)
+    };
+    let mut specs: Vec<(RouteSpec<&'static str>, usize)> = Vec::new();
+    for i in 0..20 {
+        specs.push(gen_spec(&mut rnd, i));
+    }
+    let to_router = |v: &[(RouteSpec<&'static str>, usize)]| {
+        Router::new(
+            v.iter()
+                .map(|(s, l)| {
+                    let mut s = s.clone();
+                    s.value = Box::leak(l.to_string().into_boxed_str());
+                    s
+                })
+                .collect(),
+        )
+        .unwrap()
+    };
+    let mut edited = to_router(&specs);
+    let probes: Vec<(&str, &str)> = ["a.test", "q.w.test", "b.test", "other"]
+        .iter()
+        .flat_map(|h| ["/x", "/x/7", "/x/7/8", "/y/abc/z", "/y/q/z", "/y/1/z", "/y", "/", "/zz"].map(move |p| (*h, p)))
+        .collect();
+    let mut next_label = 100;
+    for step in 0..300 {
+        let edit = match rnd(3) {
+            0 if !specs.is_empty() => {
+                let pos = rnd(specs.len());
+                specs.remove(pos);
+                Edit::Remove(pos)
+            }
+            1 if !specs.is_empty() => {
+                let pos = rnd(specs.len());
+                let (mut s, l) = gen_spec(&mut rnd, next_label);
+                next_label += 1;
+                specs[pos] = (s.clone(), l);
+                s.value = Box::leak(l.to_string().into_boxed_str());
+                Edit::Replace(pos, s)
+            }
+            _ => {
+                let (mut s, l) = gen_spec(&mut rnd, next_label);
+                next_label += 1;
+                specs.push((s.clone(), l));
+                s.value = Box::leak(l.to_string().into_boxed_str());
+                Edit::Push(s)
+            }
+        };
+        edited = edited.edit(edit).unwrap();
+        let fresh = to_router(&specs);
+        assert_eq!(edited.len(), fresh.len());
+        for (h, p) in &probes {
+            for m in [Method::GET, Method::POST] {
+                let hm = HeaderMap::new();
+                let q = RequestParts { host: h, path: p, method: &m, headers: &hm, query: None };
+                let a = edited.find(&q).map(|x| (*x.value, x.params.clone(), x.matched_len));
+                let b = fresh.find(&q).map(|x| (*x.value, x.params.clone(), x.matched_len));
+                assert_eq!(a, b, "step {step}: {m} {h}{p}");
+            }
+        }
+    }
+}

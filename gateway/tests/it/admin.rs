@@ -177,6 +177,64 @@ async fn admin_crud_applies_to_the_data_plane() {
     assert_eq!((s, b["address"].as_str()), (StatusCode::OK, Some("127.0.0.1:0")));
 }
 
+/// Route changes (applied incrementally: only the changed route is validated and compiled)
+/// route exactly like a full reload would: removing an earlier route renumbers the later ones
+/// and their route-scoped plugins follow them; a route a plugin names cannot be removed.
+#[tokio::test]
+async fn admin_route_changes_keep_every_other_route() {
+    let a = admin_gateway(true).await;
+    let t = Some(ADMIN_TOKEN);
+    let proxy = a.gw.url("main");
+    let u = |p: &str| format!("{}{p}", a.url);
+    let status = |path: &'static str| {
+        let url = format!("{proxy}{path}");
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    };
+    for (name, path) in [("ra", "/a"), ("rb", "/b/{id}"), ("rc", "/c/*")] {
+        let (s, b) =
+            call(M::PUT, &u(&format!("/routes/{name}")), t, Some(json!({"service": "echo", "paths": [path]}))).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, b) = call(M::PUT, &u("/plugins/rc-auth"), t, Some(json!({"plugin": "key-auth", "route": "rc"}))).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!((status("/a").await, status("/b/1").await, status("/c/x").await), (200, 200, 401));
+
+    // Remove the first of them: the others move up one place, rc keeps its plugin.
+    assert_eq!(call(M::DELETE, &u("/routes/ra"), t, None).await.0, 204);
+    assert_eq!(
+        (status("/a").await, status("/b/1").await, status("/c/x").await, status("/home").await),
+        (404, 200, 401, 200)
+    );
+    // Replace one in place; add one at the end.
+    let (s, _) =
+        call(M::PUT, &u("/routes/rb"), t, Some(json!({"service": "echo", "paths": ["/b2"], "methods": ["GET"]}))).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(M::PUT, &u("/routes/rd"), t, Some(json!({"service": "echo", "paths": ["/c/d"]}))).await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        (status("/b/1").await, status("/b2").await, status("/c/d").await, status("/c/x").await),
+        (404, 200, 200, 401)
+    );
+    // A bad route is refused with the failing field, and changes nothing.
+    let (s, b) = call(M::PUT, &u("/routes/rd"), t, Some(json!({"service": "echo", "paths": ["no-slash"]}))).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["errors"][0]["field"].as_str(), Some("routes[3].paths[0]"), "{b}");
+    let (s, b) = call(M::PUT, &u("/routes/rd"), t, Some(json!({"service": "echo", "pathz": ["/x"]}))).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("pathz"), "{b}");
+    assert_eq!(status("/c/d").await, 200);
+    // A route a plugin is scoped to cannot go (the whole document is validated).
+    let (s, b) = call(M::DELETE, &u("/routes/rc"), t, None).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("rc"), "{b}");
+    assert_eq!(status("/c/x").await, 401);
+    // What runs is what is stored: the export lists the routes in order.
+    let (_, b) = call(M::GET, &u("/config"), t, None).await;
+    let names: Vec<&str> =
+        b["document"]["routes"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["home", "rb", "rc", "rd"]);
+}
+
 /// History, rollback, export (JSON and YAML, round-tripping through import), status.
 #[tokio::test]
 async fn admin_history_rollback_export_import_status() {
