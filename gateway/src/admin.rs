@@ -30,9 +30,9 @@ fn document_of_file(path: &Path) -> Result<Value, String> {
     let file = gw_config::parse_yaml(&text, &src, gw_config::process_env()).map_err(|e| e.to_string())?;
     gw_config::validate_located(&file, &src, Some(&text), &gw_config::ValidateOptions::default())
         .map_err(|e| e.to_string())?;
-    let mut doc = serde_json::to_value(&file).map_err(|e| e.to_string())?;
+    let mut doc = gw_admin::doc::Doc::from_value(serde_json::to_value(&file).map_err(|e| e.to_string())?);
     gw_admin::doc::hash_secrets(&mut doc)?;
-    Ok(doc)
+    Ok(doc.to_value())
 }
 
 /// Run with a configuration store: the store is the source of truth; an empty store is seeded

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::doc::{self, Kind};
+use crate::doc::{self, Doc, Kind};
 use crate::store::{ConfigStore, sha256_hex};
 
 /// Who may do what.
@@ -34,7 +34,7 @@ pub enum Role {
 
 /// The running document and what it was built from.
 pub(crate) struct Current {
-    pub(crate) doc: Value,
+    pub(crate) doc: Doc,
     pub(crate) version: u64,
     pub(crate) hash: String,
     /// SHA-256 of each admin token, with its role.
@@ -64,7 +64,8 @@ impl AdminState {
         version: u64,
         node_id: String,
     ) -> Arc<AdminState> {
-        let hash = sha256_hex(&doc.to_string());
+        let doc = Doc::from_value(doc);
+        let hash = sha256_hex(&serde_json::to_string(&doc).unwrap_or_default());
         let tokens = tokens_of(&doc);
         Arc::new(AdminState {
             gw,
@@ -84,8 +85,9 @@ impl AdminState {
         if v.version <= self.snapshot().version {
             return Ok(());
         }
-        let doc: Value = serde_json::from_str(&v.document).map_err(|e| e.to_string())?;
-        let config = compile_doc(&doc, Some(v.hash.clone())).map_err(|e| e.to_string())?;
+        let value: Value = serde_json::from_str(&v.document).map_err(|e| e.to_string())?;
+        let config = compile_doc(&value, Some(v.hash.clone())).map_err(|e| e.to_string())?;
+        let doc = Doc::from_value(value);
         self.gw.reload(config).await?;
         self.publish(Current { tokens: tokens_of(&doc), doc, version: v.version, hash: v.hash.clone() });
         Ok(())
@@ -95,7 +97,9 @@ impl AdminState {
     pub async fn set_document(&self, doc: Value) {
         let _w = self.writer.lock().await;
         let version = self.snapshot().version;
-        self.publish(Current { hash: sha256_hex(&doc.to_string()), tokens: tokens_of(&doc), doc, version });
+        let doc = Doc::from_value(doc);
+        let hash = sha256_hex(&serde_json::to_string(&doc).unwrap_or_default());
+        self.publish(Current { hash, tokens: tokens_of(&doc), doc, version });
     }
 
     /// The running configuration version.
@@ -113,9 +117,9 @@ impl AdminState {
     }
 }
 
-fn tokens_of(doc: &Value) -> Vec<([u8; 32], Role)> {
+fn tokens_of(doc: &Doc) -> Vec<([u8; 32], Role)> {
     let mut out = Vec::new();
-    let list = doc.pointer("/gateway/admin/tokens").and_then(Value::as_array);
+    let list = doc.get("gateway").and_then(|g| g.pointer("/admin/tokens")).and_then(Value::as_array);
     for t in list.into_iter().flatten() {
         let Some(h) = t.get("token_hash").and_then(Value::as_str).and_then(|h| h.strip_prefix("sha256:")) else {
             continue;
@@ -320,7 +324,7 @@ async fn list(
     let tags: Vec<&str> =
         q.tags.as_deref().map(|t| t.split(',').filter(|x| !x.is_empty()).collect()).unwrap_or_default();
     let cur = s.snapshot();
-    let all: Vec<Value> = doc::entities(&cur.doc, kind).filter(|e| doc::has_tags(e, &tags)).cloned().collect();
+    let all: Vec<Value> = cur.doc.entities(kind).filter(|e| doc::has_tags(e, &tags)).cloned().collect();
     let total = all.len();
     let data: Vec<Value> = all.into_iter().skip(offset).take(size).map(|e| doc::redact(kind, e)).collect();
     let next = (offset + data.len() < total).then_some(offset + data.len());
@@ -330,8 +334,10 @@ async fn list(
 async fn read(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
     let cur = s.snapshot();
-    let e = doc::entities(&cur.doc, kind)
-        .find(|e| doc::entity_id(kind, e).as_deref() == Some(id.as_str()))
+    let e = cur
+        .doc
+        .entities(kind)
+        .find(|e| doc::is_entity(kind, e, &id))
         .cloned()
         .ok_or_else(|| ApiError::not_found(&format!("{} {id:?}", kind.key())))?;
     Ok(axum::Json(doc::redact(kind, e)).into_response())
@@ -357,15 +363,15 @@ async fn create(
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("{}: required", kind.id_field())))?;
     let out = s
         .write(&format!("POST /{}", kind.key()), Some((kind, &id)), |d| {
-            let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
-            if c.iter().any(|x| doc::entity_id(kind, x).as_deref() == Some(id.as_str())) {
+            let c = d.collection_mut(kind).ok_or_else(bad_doc)?;
+            if c.iter().any(|x| doc::is_entity(kind, x, &id)) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "conflict",
                     format!("{} {id:?} already exists", kind.key()),
                 ));
             }
-            c.push(e.clone());
+            c.push(Arc::new(e.clone()));
             Ok(())
         })
         .await?;
@@ -398,12 +404,12 @@ async fn upsert(
     let mut created = false;
     let out = s
         .write(&format!("PUT /{}/{id}", kind.key()), Some((kind, &id)), |d| {
-            let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
-            match c.iter_mut().find(|x| doc::entity_id(kind, x).as_deref() == Some(id.as_str())) {
-                Some(x) => *x = e.clone(),
+            let c = d.collection_mut(kind).ok_or_else(bad_doc)?;
+            match c.iter_mut().find(|x| doc::is_entity(kind, x, &id)) {
+                Some(x) => *x = Arc::new(e.clone()),
                 None => {
                     created = true;
-                    c.push(e.clone());
+                    c.push(Arc::new(e.clone()));
                 }
             }
             Ok(())
@@ -416,9 +422,9 @@ async fn upsert(
 async fn remove(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
     s.write(&format!("DELETE /{}/{id}", kind.key()), None, |d| {
-        let c = doc::collection(d, kind).ok_or_else(bad_doc)?;
+        let c = d.collection_mut(kind).ok_or_else(bad_doc)?;
         let before = c.len();
-        c.retain(|x| doc::entity_id(kind, x).as_deref() != Some(id.as_str()));
+        c.retain(|x| !doc::is_entity(kind, x, &id));
         if c.len() == before {
             return Err(ApiError::not_found(&format!("{} {id:?}", kind.key())));
         }
@@ -445,11 +451,8 @@ fn bad_doc() -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the stored document is not an object")
 }
 
-fn entity_after(kind: Kind, d: &Value, id: &str) -> Value {
-    d.get(kind.key())
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|x| doc::entity_id(kind, x).as_deref() == Some(id)).cloned())
-        .map_or(Value::Null, |e| doc::redact(kind, e))
+fn entity_after(kind: Kind, d: &Doc, id: &str) -> Value {
+    d.entities(kind).find(|x| doc::is_entity(kind, x, id)).cloned().map_or(Value::Null, |e| doc::redact(kind, e))
 }
 
 impl AdminState {
@@ -460,7 +463,7 @@ impl AdminState {
         &self,
         comment: &str,
         entity: Option<(Kind, &str)>,
-        edit: impl FnOnce(&mut Value) -> ApiResult<()>,
+        edit: impl FnOnce(&mut Doc) -> ApiResult<()>,
     ) -> ApiResult<Value> {
         let Some(store) = &self.store else {
             return Err(ApiError::new(
@@ -479,15 +482,15 @@ impl AdminState {
         Ok(out)
     }
 
-    async fn commit(&self, cur: &Current, store: &Arc<dyn ConfigStore>, next: Value, comment: &str) -> ApiResult<()> {
+    async fn commit(&self, cur: &Current, store: &Arc<dyn ConfigStore>, next: Doc, comment: &str) -> ApiResult<()> {
         let t0 = Instant::now();
         let document = serde_json::to_string(&next)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         let hash = sha256_hex(&document);
         let previous = self.gw.config();
-        let applied = self.apply(cur, &previous, &next, hash).await?;
+        let applied = self.apply(cur, &previous, &next, hash.clone()).await?;
         let validated = applied.done - applied.apply;
-        match store.commit(document, comment.to_string()).await {
+        match store.commit_hashed(document, hash, comment.to_string()).await {
             Ok(v) => {
                 tracing::info!(
                     version = v.version,
@@ -514,13 +517,7 @@ impl AdminState {
     /// one route is checked and compiled for that route only (same rules and messages); any
     /// other change validates and compiles the whole document. Returns when it finished, how
     /// long applying took and whether it was incremental.
-    async fn apply(
-        &self,
-        cur: &Current,
-        running: &gw_config::Config,
-        next: &Value,
-        hash: String,
-    ) -> ApiResult<Applied> {
+    async fn apply(&self, cur: &Current, running: &gw_config::Config, next: &Doc, hash: String) -> ApiResult<Applied> {
         let t0 = Instant::now();
         if let Some(diff) = doc::single_route_change(&cur.doc, next) {
             let parsed;
@@ -544,7 +541,7 @@ impl AdminState {
                 Ok(None) => {}
             }
         }
-        let config = compile_doc(next, Some(hash))?;
+        let config = compile_doc(&next.to_value(), Some(hash))?;
         // A change that removes every admin token would lock the Admin API for good.
         if !cur.tokens.is_empty() && !tokens_of(next).iter().any(|(_, r)| *r == Role::Admin) {
             return Err(ApiError::new(
@@ -582,7 +579,7 @@ async fn export_config(
     let cur = s.snapshot();
     match q.format.as_deref() {
         Some("yaml") => {
-            let file = gw_config::parse_json(&cur.doc.to_string(), "admin")?;
+            let file = gw_config::parse_value(&cur.doc.to_value(), "admin")?;
             let text = gw_config::to_yaml(&file)
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
             Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
@@ -609,8 +606,9 @@ async fn import_config(
     } else {
         gw_config::parse_json(text, "import")?
     };
-    let doc =
-        serde_json::to_value(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    let doc = Doc::from_value(
+        serde_json::to_value(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?,
+    );
     let out = s
         .write("import", None, |d| {
             *d = doc;
@@ -653,8 +651,10 @@ async fn rollback(State(s): State<Arc<AdminState>>, version: Result<Path<u64>, P
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?
         .ok_or_else(|| ApiError::not_found(&format!("version {version}")))?;
-    let doc: Value = serde_json::from_str(&v.document)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let doc = Doc::from_value(
+        serde_json::from_str(&v.document)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?,
+    );
     s.write(&format!("rollback to {version}"), None, |d| {
         *d = doc;
         Ok(())
@@ -699,7 +699,7 @@ mod tests {
 
     /// What the incremental path gives for `next`: the configuration, or the errors; `None`
     /// when it declines (the whole document is validated instead).
-    fn incremental(cur: &Value, running: &gw_config::Config, next: &Value) -> Option<Result<String, Vec<String>>> {
+    fn incremental(cur: &Doc, running: &gw_config::Config, next: &Doc) -> Option<Result<String, Vec<String>>> {
         let errs = |e: gw_config::LoadError| e.errors.iter().map(|x| format!("{:?}: {}", x.path, x.message)).collect();
         let diff = doc::single_route_change(cur, next)?;
         let parsed;
@@ -777,7 +777,7 @@ mod tests {
                 }
             }
             let full = whole(&next);
-            match incremental(&cur, &running, &next) {
+            match incremental(&Doc::from_value(cur.clone()), &running, &Doc::from_value(next.clone())) {
                 Some(got) => {
                     fast += 1;
                     assert_eq!(got, full, "step {step}");

@@ -2,6 +2,8 @@
 //! collections keyed by name. Secrets are hashed on the way in where the protocol allows and
 //! never returned by entity endpoints.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 /// An entity collection of the document.
@@ -62,6 +64,114 @@ impl Kind {
     }
 }
 
+/// The configuration document as the Admin API holds it: the file format as JSON, with each
+/// entity collection a shared list of shared entities. A copy costs a few pointer copies and an
+/// edit copies one collection's list of pointers, so a write to a document with 10,000 routes
+/// does not copy 10,000 routes (nor free them afterwards).
+#[derive(Clone, Default, Debug, PartialEq)]
+pub struct Doc {
+    /// Every top-level key except the entity collections.
+    top: serde_json::Map<String, Value>,
+    /// The collections, by [`Kind`] (`Kind::ALL` order); `None` when the key is absent.
+    colls: [Option<Arc<Vec<Arc<Value>>>>; 7],
+}
+
+impl Doc {
+    /// Split a document. A collection that is not an array stays as it is (the loader refuses it).
+    pub fn from_value(v: Value) -> Doc {
+        let mut d = Doc::default();
+        let Value::Object(map) = v else { return d };
+        for (k, v) in map {
+            match (Kind::parse(&k), v) {
+                (Some(kind), Value::Array(items)) => {
+                    d.colls[kind as usize] = Some(Arc::new(items.into_iter().map(Arc::new).collect()));
+                }
+                (_, v) => {
+                    d.top.insert(k, v);
+                }
+            }
+        }
+        d
+    }
+
+    /// The whole document as one JSON value (a deep copy).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// A top-level value other than a collection (`gateway`, ...).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.top.get(key)
+    }
+
+    /// The entities of `kind` (none when the collection is absent).
+    pub fn entities(&self, kind: Kind) -> impl Iterator<Item = &Value> {
+        self.colls[kind as usize].iter().flat_map(|c| c.iter()).map(|e| &**e)
+    }
+
+    /// The collection `kind`, created empty when missing, for editing (copies the list of
+    /// pointers if another document shares it); `None` if the document has that key but not
+    /// as an array (the loader would refuse it anyway).
+    pub fn collection_mut(&mut self, kind: Kind) -> Option<&mut Vec<Arc<Value>>> {
+        if self.top.contains_key(kind.key()) {
+            return None;
+        }
+        Some(Arc::make_mut(self.colls[kind as usize].get_or_insert_with(Default::default)))
+    }
+
+    /// Whether the collection `kind` holds the same entities in both documents.
+    fn same_collection(&self, other: &Doc, kind: Kind) -> bool {
+        match (&self.colls[kind as usize], &other.colls[kind as usize]) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                Arc::ptr_eq(a, b) || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| same_entity(x, y)))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Equal entities; the same allocation is equal without looking.
+fn same_entity(a: &Arc<Value>, b: &Arc<Value>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// Serializes like the [`Value`] it stands for (keys in order, compact).
+impl serde::Serialize for Doc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct List<'a>(&'a [Arc<Value>]);
+        impl serde::Serialize for List<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for e in self.0 {
+                    seq.serialize_element(&**e)?;
+                }
+                seq.end()
+            }
+        }
+        enum Entry<'a> {
+            Value(&'a Value),
+            List(List<'a>),
+        }
+        let mut keys: Vec<(&str, Entry<'_>)> = self.top.iter().map(|(k, v)| (k.as_str(), Entry::Value(v))).collect();
+        for kind in Kind::ALL {
+            if let Some(c) = &self.colls[kind as usize] {
+                keys.push((kind.key(), Entry::List(List(&c[..]))));
+            }
+        }
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let mut m = s.serialize_map(Some(keys.len()))?;
+        for (k, e) in &keys {
+            match e {
+                Entry::Value(v) => m.serialize_entry(k, v)?,
+                Entry::List(l) => m.serialize_entry(k, l)?,
+            }
+        }
+        m.end()
+    }
+}
+
 /// The id of an entity: its name field; for plugins without a name, the instance name the
 /// loader derives (`<plugin>@route:<r>@service:<s>@consumer:<c>`).
 pub fn entity_id(kind: Kind, e: &Value) -> Option<String> {
@@ -83,15 +193,13 @@ pub fn entity_id(kind: Kind, e: &Value) -> Option<String> {
     None
 }
 
-/// The collection `kind` of `doc` (created empty when missing); `None` if the document is
-/// not an object or the collection not an array (the loader would refuse it anyway).
-pub fn collection(doc: &mut Value, kind: Kind) -> Option<&mut Vec<Value>> {
-    doc.as_object_mut()?.entry(kind.key()).or_insert_with(|| Value::Array(Vec::new())).as_array_mut()
-}
-
-/// The entities of `kind` in `doc` (none when the collection is absent).
-pub fn entities(doc: &Value, kind: Kind) -> impl Iterator<Item = &Value> {
-    doc.get(kind.key()).and_then(Value::as_array).into_iter().flatten()
+/// Whether `e` is the entity `id` of `kind` (compares without allocating when the entity has
+/// its name field, as all but unnamed plugins do).
+pub fn is_entity(kind: Kind, e: &Value, id: &str) -> bool {
+    match e.get(kind.id_field()).and_then(Value::as_str) {
+        Some(s) => s == id,
+        None => entity_id(kind, e).as_deref() == Some(id),
+    }
 }
 
 /// How a new document differs from the running one when the only difference is one route.
@@ -108,32 +216,31 @@ pub enum RouteDiff<'a> {
 /// rest of the configuration. Anything else (or a removed route that a plugin entry names)
 /// gives `None`: validate and compile the whole document. Comparing is linear in the document
 /// but allocates nothing.
-pub fn single_route_change<'a>(cur: &'a Value, next: &'a Value) -> Option<RouteDiff<'a>> {
-    let (c, n) = (cur.as_object()?, next.as_object()?);
-    let others_equal = c.iter().all(|(k, v)| k == "routes" || n.get(k) == Some(v))
-        && n.iter().all(|(k, v)| k == "routes" || c.get(k) == Some(v));
-    if !others_equal {
+pub fn single_route_change<'a>(cur: &'a Doc, next: &'a Doc) -> Option<RouteDiff<'a>> {
+    if cur.top != next.top || !Kind::ALL.iter().all(|&k| k == Kind::Routes || cur.same_collection(next, k)) {
         return None;
     }
-    static NONE: Vec<Value> = Vec::new();
-    let a = c.get("routes").map_or(Some(&NONE), Value::as_array)?;
-    let b = n.get("routes")?.as_array()?;
-    let first_diff = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    static NONE: Vec<Arc<Value>> = Vec::new();
+    let a: &[Arc<Value>] = cur.colls[Kind::Routes as usize].as_deref().unwrap_or(&NONE);
+    let b: &[Arc<Value>] = next.colls[Kind::Routes as usize].as_deref()?;
+    let first_diff = a.iter().zip(b).position(|(x, y)| !same_entity(x, y)).unwrap_or(a.len().min(b.len()));
+    let same_tail =
+        |x: &[Arc<Value>], y: &[Arc<Value>]| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_entity(p, q));
     let name = |e: &'a Value| e.get("name").and_then(Value::as_str);
     if b.len() == a.len() {
         let (x, y) = (a.get(first_diff)?, b.get(first_diff)?);
-        (a[first_diff + 1..] == b[first_diff + 1..] && name(x).is_some() && name(x) == name(y))
+        (same_tail(&a[first_diff + 1..], &b[first_diff + 1..]) && name(x).is_some() && name(x) == name(y))
             .then_some(RouteDiff::Upsert(first_diff, y))
     } else if b.len() == a.len() + 1 {
-        let added = b.last()?;
+        let added: &'a Value = b.last()?;
         let new_name = name(added)?;
         (first_diff == a.len() && !a.iter().any(|x| name(x) == Some(new_name)))
             .then_some(RouteDiff::Upsert(first_diff, added))
     } else if b.len() + 1 == a.len() {
         let removed = name(a.get(first_diff)?)?;
         let named_by_plugin =
-            entities(next, Kind::Plugins).any(|p| p.get("route").and_then(Value::as_str) == Some(removed));
-        (a[first_diff + 1..] == b[first_diff..] && !named_by_plugin).then_some(RouteDiff::Remove(removed))
+            next.entities(Kind::Plugins).any(|p| p.get("route").and_then(Value::as_str) == Some(removed));
+        (same_tail(&a[first_diff + 1..], &b[first_diff..]) && !named_by_plugin).then_some(RouteDiff::Remove(removed))
     } else {
         None
     }
@@ -141,9 +248,22 @@ pub fn single_route_change<'a>(cur: &'a Value, next: &'a Value) -> Option<RouteD
 
 /// Hash secrets that have a one-way form: key-auth `key` -> `key_hash`, basic-auth `password`
 /// -> `password_hash` (argon2id). Returns an error message for a secret that cannot be hashed.
-pub fn hash_secrets(doc: &mut Value) -> Result<(), String> {
-    let Some(consumers) = doc.get_mut("consumers").and_then(Value::as_array_mut) else { return Ok(()) };
-    for c in consumers {
+pub fn hash_secrets(doc: &mut Doc) -> Result<(), String> {
+    let plain = |c: &Value| {
+        c.get("credentials").and_then(Value::as_array).is_some_and(|creds| {
+            creds.iter().any(|cr| {
+                (cr.get("key").is_some() && cr.get("key_hash").is_none())
+                    || (cr.get("password").is_some() && cr.get("password_hash").is_none())
+            })
+        })
+    };
+    // Only consumers that carry a plain secret are copied and rewritten.
+    if !doc.entities(Kind::Consumers).any(plain) {
+        return Ok(());
+    }
+    let Some(consumers) = doc.collection_mut(Kind::Consumers) else { return Ok(()) };
+    for c in consumers.iter_mut().filter(|c| plain(c)) {
+        let c = Arc::make_mut(c);
         let Some(creds) = c.get_mut("credentials").and_then(Value::as_array_mut) else { continue };
         for cr in creds {
             let Some(o) = cr.as_object_mut() else { continue };
@@ -216,16 +336,36 @@ mod tests {
     fn ids_and_secrets() {
         let p = json!({"plugin": "acl", "route": "r"});
         assert_eq!(entity_id(Kind::Plugins, &p).as_deref(), Some("acl@route:r"));
-        let mut doc = json!({"consumers": [{"username": "a", "credentials": [
+        let mut doc = Doc::from_value(json!({"consumers": [{"username": "a", "credentials": [
             {"type": "key-auth", "key": "0123456789"},
             {"type": "hmac-auth", "username": "h", "secret": "s3cret"}
-        ]}]});
+        ]}]}));
         hash_secrets(&mut doc).unwrap_or_else(|e| panic!("{e}"));
+        let doc = doc.to_value();
         let c = &doc["consumers"][0];
         assert!(c["credentials"][0].get("key").is_none());
         assert!(c["credentials"][0]["key_hash"].as_str().unwrap_or("").starts_with("sha256:"));
         let out = redact(Kind::Consumers, c.clone());
         assert!(out["credentials"][1].get("secret").is_none());
         assert_eq!(out["credentials"][1]["username"], "h");
+    }
+
+    /// A document split into shared collections prints exactly like the JSON value it came
+    /// from (same keys, same order), so hashes do not depend on the representation.
+    #[test]
+    fn doc_serializes_like_the_value() {
+        let v = json!({
+            "gateway": {"admin": {"tokens": []}}, "routes": [{"name": "r", "paths": ["/"]}],
+            "consumers": [], "listeners": [{"name": "l", "address": "127.0.0.1:0"}], "zzz": 1,
+            "services": "not a list"
+        });
+        let d = Doc::from_value(v.clone());
+        assert_eq!(serde_json::to_string(&d).unwrap(), v.to_string());
+        assert_eq!(d.to_value(), v);
+        let mut e = d.clone();
+        assert!(e.collection_mut(Kind::Services).is_none(), "a collection that is not a list is not edited");
+        e.collection_mut(Kind::Plugins).unwrap().push(Arc::new(json!({"plugin": "cors"})));
+        assert_eq!(e.to_value()["plugins"][0]["plugin"], "cors");
+        assert!(d.entities(Kind::Plugins).next().is_none(), "the copy is independent");
     }
 }

@@ -83,7 +83,12 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// One version.
     async fn get(&self, version: u64) -> Result<Option<Version>, StoreError>;
     /// Append a new version; returns it.
-    async fn commit(&self, document: String, comment: String) -> Result<Version, StoreError>;
+    async fn commit(&self, document: String, comment: String) -> Result<Version, StoreError> {
+        let hash = sha256_hex(&document);
+        self.commit_hashed(document, hash, comment).await
+    }
+    /// [`ConfigStore::commit`] with the document's SHA-256 (hex) already computed.
+    async fn commit_hashed(&self, document: String, hash: String, comment: String) -> Result<Version, StoreError>;
     /// Newest first, at most `limit`.
     async fn history(&self, limit: usize) -> Result<Vec<VersionMeta>, StoreError>;
     /// Record that `node` runs `version` (cluster status). No-op for a single node.
@@ -219,13 +224,13 @@ impl ConfigStore for EmbeddedStore {
         .await
     }
 
-    async fn commit(&self, document: String, comment: String) -> Result<Version, StoreError> {
+    async fn commit_hashed(&self, document: String, hash: String, comment: String) -> Result<Version, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(io)?;
             let v = {
                 let mut t = tx.open_table(VERSIONS).map_err(io)?;
                 let next = t.last().map_err(io)?.map_or(1, |(k, _)| k.value() + 1);
-                let v = Version { version: next, hash: sha256_hex(&document), document, created_ms: now_ms(), comment };
+                let v = Version { version: next, hash, document, created_ms: now_ms(), comment };
                 let bytes = encode(&v)?;
                 t.insert(next, bytes.as_slice()).map_err(io)?;
                 v
@@ -487,8 +492,7 @@ impl ConfigStore for PgStore {
         .await
     }
 
-    async fn commit(&self, document: String, comment: String) -> Result<Version, StoreError> {
-        let hash = sha256_hex(&document);
+    async fn commit_hashed(&self, document: String, hash: String, comment: String) -> Result<Version, StoreError> {
         let created = now_ms() as i64;
         let v = self
             .with(move |c| {
