@@ -2,9 +2,12 @@
 """Route changes through the Admin API during a load run: N `PUT /routes/<prefix>N` on one
 keep-alive connection, spaced evenly over the run, each followed by a request for the new route
 on the proxy (it must be served at once). Prints one line per change: status, PUT latency (ms),
-proxy status. Only 127.0.0.1 is contacted; the loop is bounded by N."""
+proxy status. With CONTROL=1 the same requests are made but the PUT is a read (`GET /status`)
+and nothing changes: the cost of the harness itself. Only 127.0.0.1 is contacted; the loop is
+bounded by N."""
 import http.client
 import json
+import os
 import sys
 import time
 
@@ -16,7 +19,10 @@ headers = {"Authorization": f"Bearer {token}", "content-type": "application/json
 for i in range(1, n + 1):
     body = json.dumps({"service": "up", "paths": [f"/{prefix}{i}"]})
     t = time.perf_counter()
-    admin.request("PUT", f"/routes/{prefix}{i}", body=body, headers=headers)
+    if os.environ.get("CONTROL") == "1":
+        admin.request("GET", "/status", headers=headers)
+    else:
+        admin.request("PUT", f"/routes/{prefix}{i}", body=body, headers=headers)
     r = admin.getresponse()
     r.read()
     ms = (time.perf_counter() - t) * 1000

@@ -65,7 +65,7 @@ impl AdminState {
         node_id: String,
     ) -> Arc<AdminState> {
         let doc = Doc::from_value(doc);
-        let hash = sha256_hex(&serde_json::to_string(&doc).unwrap_or_default());
+        let hash = sha256_hex(&doc.to_json());
         let tokens = tokens_of(&doc);
         Arc::new(AdminState {
             gw,
@@ -98,7 +98,7 @@ impl AdminState {
         let _w = self.writer.lock().await;
         let version = self.snapshot().version;
         let doc = Doc::from_value(doc);
-        let hash = sha256_hex(&serde_json::to_string(&doc).unwrap_or_default());
+        let hash = sha256_hex(&doc.to_json());
         self.publish(Current { hash, tokens: tokens_of(&doc), doc, version });
     }
 
@@ -371,7 +371,7 @@ async fn create(
                     format!("{} {id:?} already exists", kind.key()),
                 ));
             }
-            c.push(Arc::new(e.clone()));
+            c.push(doc::Entity::new(e.clone()));
             Ok(())
         })
         .await?;
@@ -406,10 +406,10 @@ async fn upsert(
         .write(&format!("PUT /{}/{id}", kind.key()), Some((kind, &id)), |d| {
             let c = d.collection_mut(kind).ok_or_else(bad_doc)?;
             match c.iter_mut().find(|x| doc::is_entity(kind, x, &id)) {
-                Some(x) => *x = Arc::new(e.clone()),
+                Some(x) => *x = doc::Entity::new(e.clone()),
                 None => {
                     created = true;
-                    c.push(Arc::new(e.clone()));
+                    c.push(doc::Entity::new(e.clone()));
                 }
             }
             Ok(())
@@ -484,8 +484,7 @@ impl AdminState {
 
     async fn commit(&self, cur: &Current, store: &Arc<dyn ConfigStore>, next: Doc, comment: &str) -> ApiResult<()> {
         let t0 = Instant::now();
-        let document = serde_json::to_string(&next)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        let document = next.to_json();
         let hash = sha256_hex(&document);
         let previous = self.gw.config();
         let applied = self.apply(cur, &previous, &next, hash.clone()).await?;

@@ -73,7 +73,38 @@ pub struct Doc {
     /// Every top-level key except the entity collections.
     top: serde_json::Map<String, Value>,
     /// The collections, by [`Kind`] (`Kind::ALL` order); `None` when the key is absent.
-    colls: [Option<Arc<Vec<Arc<Value>>>>; 7],
+    colls: [Option<Arc<Vec<Arc<Entity>>>>; 7],
+}
+
+/// One entity of a collection, with its compact JSON text kept beside it so that printing a
+/// document copies text instead of serializing every entity again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entity {
+    value: Value,
+    json: Box<str>,
+}
+
+impl Entity {
+    /// An entity (prints it once).
+    pub fn new(value: Value) -> Arc<Entity> {
+        let json = serde_json::to_string(&value).unwrap_or_default().into_boxed_str();
+        Arc::new(Entity { value, json })
+    }
+
+    /// Change the entity (copied first if another document shares it); its text is refreshed.
+    pub fn edit<T>(this: &mut Arc<Entity>, f: impl FnOnce(&mut Value) -> T) -> T {
+        let e = Arc::make_mut(this);
+        let out = f(&mut e.value);
+        e.json = serde_json::to_string(&e.value).unwrap_or_default().into_boxed_str();
+        out
+    }
+}
+
+impl std::ops::Deref for Entity {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
 }
 
 impl Doc {
@@ -84,7 +115,7 @@ impl Doc {
         for (k, v) in map {
             match (Kind::parse(&k), v) {
                 (Some(kind), Value::Array(items)) => {
-                    d.colls[kind as usize] = Some(Arc::new(items.into_iter().map(Arc::new).collect()));
+                    d.colls[kind as usize] = Some(Arc::new(items.into_iter().map(Entity::new).collect()));
                 }
                 (_, v) => {
                     d.top.insert(k, v);
@@ -99,6 +130,43 @@ impl Doc {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// The document as compact JSON text: exactly `serde_json::to_string(self)`, but entities
+    /// are copied from their kept text instead of serialized again.
+    pub fn to_json(&self) -> String {
+        let keys = self.parts();
+        let size: usize = keys
+            .iter()
+            .map(|(_, p)| match p {
+                Part::List(l) => l.iter().map(|e| e.json.len() + 1).sum(),
+                Part::Value(_) => 0,
+            })
+            .sum();
+        let mut out = String::with_capacity(size + 4096);
+        out.push('{');
+        for (i, (k, part)) in keys.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k).unwrap_or_default());
+            out.push(':');
+            match part {
+                Part::Value(v) => out.push_str(&serde_json::to_string(v).unwrap_or_default()),
+                Part::List(list) => {
+                    out.push('[');
+                    for (j, e) in list.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&e.json);
+                    }
+                    out.push(']');
+                }
+            }
+        }
+        out.push('}');
+        out
+    }
+
     /// A top-level value other than a collection (`gateway`, ...).
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.top.get(key)
@@ -106,13 +174,13 @@ impl Doc {
 
     /// The entities of `kind` (none when the collection is absent).
     pub fn entities(&self, kind: Kind) -> impl Iterator<Item = &Value> {
-        self.colls[kind as usize].iter().flat_map(|c| c.iter()).map(|e| &**e)
+        self.colls[kind as usize].iter().flat_map(|c| c.iter()).map(|e| &e.value)
     }
 
     /// The collection `kind`, created empty when missing, for editing (copies the list of
     /// pointers if another document shares it); `None` if the document has that key but not
     /// as an array (the loader would refuse it anyway).
-    pub fn collection_mut(&mut self, kind: Kind) -> Option<&mut Vec<Arc<Value>>> {
+    pub fn collection_mut(&mut self, kind: Kind) -> Option<&mut Vec<Arc<Entity>>> {
         if self.top.contains_key(kind.key()) {
             return None;
         }
@@ -132,40 +200,50 @@ impl Doc {
 }
 
 /// Equal entities; the same allocation is equal without looking.
-fn same_entity(a: &Arc<Value>, b: &Arc<Value>) -> bool {
-    Arc::ptr_eq(a, b) || a == b
+fn same_entity(a: &Arc<Entity>, b: &Arc<Entity>) -> bool {
+    Arc::ptr_eq(a, b) || a.json == b.json
+}
+
+/// A top-level entry of a document: a plain value or an entity collection.
+enum Part<'a> {
+    Value(&'a Value),
+    List(&'a [Arc<Entity>]),
+}
+
+impl Doc {
+    /// Top-level entries in key order (the order of a JSON object map).
+    fn parts(&self) -> Vec<(&str, Part<'_>)> {
+        let mut keys: Vec<(&str, Part<'_>)> = self.top.iter().map(|(k, v)| (k.as_str(), Part::Value(v))).collect();
+        for kind in Kind::ALL {
+            if let Some(c) = &self.colls[kind as usize] {
+                keys.push((kind.key(), Part::List(&c[..])));
+            }
+        }
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        keys
+    }
 }
 
 /// Serializes like the [`Value`] it stands for (keys in order, compact).
 impl serde::Serialize for Doc {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
-        struct List<'a>(&'a [Arc<Value>]);
+        struct List<'a>(&'a [Arc<Entity>]);
         impl serde::Serialize for List<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.len()))?;
                 for e in self.0 {
-                    seq.serialize_element(&**e)?;
+                    seq.serialize_element(&e.value)?;
                 }
                 seq.end()
             }
         }
-        enum Entry<'a> {
-            Value(&'a Value),
-            List(List<'a>),
-        }
-        let mut keys: Vec<(&str, Entry<'_>)> = self.top.iter().map(|(k, v)| (k.as_str(), Entry::Value(v))).collect();
-        for kind in Kind::ALL {
-            if let Some(c) = &self.colls[kind as usize] {
-                keys.push((kind.key(), Entry::List(List(&c[..]))));
-            }
-        }
-        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let keys = self.parts();
         let mut m = s.serialize_map(Some(keys.len()))?;
-        for (k, e) in &keys {
-            match e {
-                Entry::Value(v) => m.serialize_entry(k, v)?,
-                Entry::List(l) => m.serialize_entry(k, l)?,
+        for (k, part) in &keys {
+            match part {
+                Part::Value(v) => m.serialize_entry(k, v)?,
+                Part::List(l) => m.serialize_entry(k, &List(l))?,
             }
         }
         m.end()
@@ -220,12 +298,12 @@ pub fn single_route_change<'a>(cur: &'a Doc, next: &'a Doc) -> Option<RouteDiff<
     if cur.top != next.top || !Kind::ALL.iter().all(|&k| k == Kind::Routes || cur.same_collection(next, k)) {
         return None;
     }
-    static NONE: Vec<Arc<Value>> = Vec::new();
-    let a: &[Arc<Value>] = cur.colls[Kind::Routes as usize].as_deref().unwrap_or(&NONE);
-    let b: &[Arc<Value>] = next.colls[Kind::Routes as usize].as_deref()?;
+    static NONE: Vec<Arc<Entity>> = Vec::new();
+    let a: &[Arc<Entity>] = cur.colls[Kind::Routes as usize].as_deref().unwrap_or(&NONE);
+    let b: &[Arc<Entity>] = next.colls[Kind::Routes as usize].as_deref()?;
     let first_diff = a.iter().zip(b).position(|(x, y)| !same_entity(x, y)).unwrap_or(a.len().min(b.len()));
     let same_tail =
-        |x: &[Arc<Value>], y: &[Arc<Value>]| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_entity(p, q));
+        |x: &[Arc<Entity>], y: &[Arc<Entity>]| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_entity(p, q));
     let name = |e: &'a Value| e.get("name").and_then(Value::as_str);
     if b.len() == a.len() {
         let (x, y) = (a.get(first_diff)?, b.get(first_diff)?);
@@ -263,8 +341,14 @@ pub fn hash_secrets(doc: &mut Doc) -> Result<(), String> {
     }
     let Some(consumers) = doc.collection_mut(Kind::Consumers) else { return Ok(()) };
     for c in consumers.iter_mut().filter(|c| plain(c)) {
-        let c = Arc::make_mut(c);
-        let Some(creds) = c.get_mut("credentials").and_then(Value::as_array_mut) else { continue };
+        Entity::edit(c, hash_consumer_secrets)?;
+    }
+    Ok(())
+}
+
+fn hash_consumer_secrets(c: &mut Value) -> Result<(), String> {
+    {
+        let Some(creds) = c.get_mut("credentials").and_then(Value::as_array_mut) else { return Ok(()) };
         for cr in creds {
             let Some(o) = cr.as_object_mut() else { continue };
             match o.get("type").and_then(Value::as_str) {
@@ -361,10 +445,11 @@ mod tests {
         });
         let d = Doc::from_value(v.clone());
         assert_eq!(serde_json::to_string(&d).unwrap(), v.to_string());
+        assert_eq!(d.to_json(), v.to_string());
         assert_eq!(d.to_value(), v);
         let mut e = d.clone();
         assert!(e.collection_mut(Kind::Services).is_none(), "a collection that is not a list is not edited");
-        e.collection_mut(Kind::Plugins).unwrap().push(Arc::new(json!({"plugin": "cors"})));
+        e.collection_mut(Kind::Plugins).unwrap().push(Entity::new(json!({"plugin": "cors"})));
         assert_eq!(e.to_value()["plugins"][0]["plugin"], "cors");
         assert!(d.entities(Kind::Plugins).next().is_none(), "the copy is independent");
     }
