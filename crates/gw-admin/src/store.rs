@@ -17,6 +17,10 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+/// Versions a store keeps: older ones are deleted by the commit that makes them too old, so a
+/// store stays bounded (each version is a whole document: about 700 KB with 10,000 routes).
+pub const KEEP_VERSIONS: u64 = 100;
+
 /// A store error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -233,6 +237,9 @@ impl ConfigStore for EmbeddedStore {
                 let v = Version { version: next, hash, document, created_ms: now_ms(), comment };
                 let bytes = encode(&v)?;
                 t.insert(next, bytes.as_slice()).map_err(io)?;
+                if let Some(cut) = next.checked_sub(KEEP_VERSIONS) {
+                    t.retain_in(..=cut, |_, _| false).map_err(io)?;
+                }
                 v
             };
             // Durable when this returns (redb's default durability fsyncs the commit).
@@ -510,6 +517,8 @@ impl ConfigStore for PgStore {
                         )
                         .await?;
                     let v = row_to_version(&row);
+                    let cut = v.version as i64 - KEEP_VERSIONS as i64;
+                    c.execute("DELETE FROM gatehouse_config WHERE version <= $1", &[&cut]).await?;
                     c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &v.version.to_string()]).await?;
                     Ok(v)
                 })

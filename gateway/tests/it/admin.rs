@@ -605,3 +605,24 @@ async fn admin_over_mutual_tls() {
     let r = good.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// The embedded store keeps the last `KEEP_VERSIONS` versions: the commit that makes a version
+/// too old deletes it, so the file stops growing.
+#[tokio::test]
+async fn embedded_store_keeps_the_last_versions() {
+    use gw_admin::store::{ConfigStore, EmbeddedStore, KEEP_VERSIONS};
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    let extra = 5;
+    for i in 0..KEEP_VERSIONS + extra {
+        s.commit(format!("{{\"n\":{i}}}"), format!("c{i}")).await.unwrap();
+    }
+    let latest = s.latest().await.unwrap().unwrap();
+    assert_eq!(latest.version, KEEP_VERSIONS + extra);
+    assert!(s.get(extra).await.unwrap().is_none(), "version {extra} is older than the window");
+    let oldest = s.get(extra + 1).await.unwrap().expect("the oldest kept version");
+    assert_eq!(oldest.document, format!("{{\"n\":{extra}}}"));
+    let h = s.history(1000).await.unwrap();
+    assert_eq!(h.len() as u64, KEEP_VERSIONS);
+    assert_eq!((h[0].version, h[h.len() - 1].version), (KEEP_VERSIONS + extra, extra + 1));
+}
