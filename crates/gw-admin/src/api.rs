@@ -82,13 +82,21 @@ impl AdminState {
     /// logged and skipped; the current configuration keeps serving.
     pub async fn apply_from_store(&self, v: &crate::store::Version) -> Result<(), String> {
         let _w = self.writer.lock().await;
-        if v.version <= self.snapshot().version {
+        let cur = self.snapshot();
+        if v.version <= cur.version {
             return Ok(());
         }
         let value: Value = serde_json::from_str(&v.document).map_err(|e| e.to_string())?;
-        let config = compile_doc(&value, Some(v.hash.clone())).map_err(|e| e.to_string())?;
         let doc = Doc::from_value(value);
-        self.gw.reload(config).await?;
+        // A one-route change made on another node is applied incrementally here too.
+        let running = self.gw.config();
+        let applied = self.apply(&cur, &running, &doc, v.hash.clone(), false).await.map_err(|e| e.message)?;
+        tracing::info!(
+            version = v.version,
+            apply_ms = applied.apply.as_secs_f64() * 1000.0,
+            incremental = applied.incremental,
+            "configuration changed by another node"
+        );
         self.publish(Current { tokens: tokens_of(&doc), doc, version: v.version, hash: v.hash.clone() });
         Ok(())
     }
@@ -487,7 +495,7 @@ impl AdminState {
         let document = next.to_json();
         let hash = sha256_hex(&document);
         let previous = self.gw.config();
-        let applied = self.apply(cur, &previous, &next, hash.clone()).await?;
+        let applied = self.apply(cur, &previous, &next, hash.clone(), true).await?;
         let validated = applied.done - applied.apply;
         match store.commit_hashed(document, hash, comment.to_string()).await {
             Ok(v) => {
@@ -514,9 +522,17 @@ impl AdminState {
 
     /// Validate `next` and put it in service. A document that differs from the running one by
     /// one route is checked and compiled for that route only (same rules and messages); any
-    /// other change validates and compiles the whole document. Returns when it finished, how
-    /// long applying took and whether it was incremental.
-    async fn apply(&self, cur: &Current, running: &gw_config::Config, next: &Doc, hash: String) -> ApiResult<Applied> {
+    /// other change validates and compiles the whole document; `keep_admin_token` refuses a
+    /// document that would remove the last admin token (writes through this API). Returns when
+    /// it finished, how long applying took and whether it was incremental.
+    async fn apply(
+        &self,
+        cur: &Current,
+        running: &gw_config::Config,
+        next: &Doc,
+        hash: String,
+        keep_admin_token: bool,
+    ) -> ApiResult<Applied> {
         let t0 = Instant::now();
         if let Some(diff) = doc::single_route_change(&cur.doc, next) {
             let parsed;
@@ -542,7 +558,7 @@ impl AdminState {
         }
         let config = compile_doc(&next.to_value(), Some(hash))?;
         // A change that removes every admin token would lock the Admin API for good.
-        if !cur.tokens.is_empty() && !tokens_of(next).iter().any(|(_, r)| *r == Role::Admin) {
+        if keep_admin_token && !cur.tokens.is_empty() && !tokens_of(next).iter().any(|(_, r)| *r == Role::Admin) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",

@@ -424,6 +424,9 @@ async fn postgres_two_nodes() {
     let took = took.expect("node B never served the route");
     println!("postgres: route written on node A served by node B after {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
+    // Node B applied the one-route change incrementally too.
+    let applied = b.json_line("configuration changed by another node").await;
+    assert_eq!(applied["incremental"], true, "{applied}");
 
     // Cluster status: both nodes, both on the new version.
     tokio::time::sleep(Duration::from_millis(1500)).await;
