@@ -78,6 +78,7 @@ pub(crate) struct RouteRt {
 }
 
 /// Process-level settings the request path reads.
+#[derive(Clone)]
 pub(crate) struct GatewayRt {
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) request_id_header: HeaderName,
@@ -315,12 +316,7 @@ impl Runtime {
         }
         Ok(Runtime {
             config: config.clone(),
-            gateway: GatewayRt {
-                trusted_proxies: prev.gateway.trusted_proxies.clone(),
-                request_id_header: prev.gateway.request_id_header.clone(),
-                limits: prev.gateway.limits.clone(),
-                access_log: prev.gateway.access_log,
-            },
+            gateway: prev.gateway.clone(),
             router,
             routes,
             services: prev.services.clone(),
