@@ -1,9 +1,12 @@
-//! Configuration stores. Every write appends a new version (the whole document, as JSON), so
-//! history and rollback come for free and a reader never sees half a change.
+//! Configuration stores. Every write appends a new version of the whole document (JSON), so
+//! history and rollback come for free and a reader never sees half a change. Stores keep the
+//! last [`KEEP_VERSIONS`] versions.
 //!
 //! - [`EmbeddedStore`]: one redb file under a data directory. redb commits are atomic and
 //!   durable (fsync before the commit returns), so a crash loses no acknowledged write and never
-//!   leaves a torn store.
+//!   leaves a torn store. A version close to the one before it is written as a patch of it
+//!   (common prefix and suffix lengths, changed bytes), so a one-route change writes a few
+//!   hundred bytes, not the whole document.
 //! - [`PgStore`]: PostgreSQL for a cluster of gateway nodes. Schema migrations are applied by the
 //!   binary; a write `NOTIFY`s every node, which applies it; a periodic resync is the safety net;
 //!   each node records the version it runs in `gatehouse_nodes`.
@@ -125,8 +128,33 @@ pub(crate) fn sha256_hex(s: &str) -> String {
 const VERSIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("config_versions");
 
 /// One redb file: `<data_dir>/gatehouse.redb`.
+///
+/// A version that differs little from the one before it (one route changed, say) is stored as
+/// a patch of it: the lengths of the common prefix and suffix and the bytes in between. Every
+/// `MAX_PATCH_DEPTH` versions, or when a change is large, the whole document is stored again.
+/// Reading a version follows at most that many patches.
 pub struct EmbeddedStore {
     db: Arc<redb::Database>,
+    /// The latest version's document and patch depth, to diff the next one against.
+    last: Arc<std::sync::Mutex<Option<LastWritten>>>,
+}
+
+/// A version this process wrote: number, document, patch depth.
+type LastWritten = (u64, Arc<str>, u32);
+
+/// A patch record's parts: metadata, patch, changed bytes.
+type PatchRecord<'a> = (VersionMeta, Patch, &'a [u8]);
+
+/// Patches in a row before the whole document is stored again.
+pub const MAX_PATCH_DEPTH: u32 = 32;
+
+/// How a patch record rebuilds its document from the version before it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Patch {
+    base: u64,
+    prefix: usize,
+    suffix: usize,
+    depth: u32,
 }
 
 impl EmbeddedStore {
@@ -139,7 +167,7 @@ impl EmbeddedStore {
         let tx = db.begin_write().map_err(io)?;
         tx.open_table(VERSIONS).map_err(io)?;
         tx.commit().map_err(io)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        Ok(EmbeddedStore { db: Arc::new(db), last: Arc::default() })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -170,12 +198,81 @@ fn encode(v: &Version) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-/// The metadata and the document part of a record.
+/// A patch record: `GH2\n`, the metadata line, the [`Patch`] line, then the changed bytes.
+const PATCH_MAGIC: &[u8] = b"GH2\n";
+
+fn encode_patch(v: &Version, p: &Patch, middle: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let data = |e: serde_json::Error| StoreError::Data(e.to_string());
+    let meta = serde_json::to_vec(&VersionMeta::from(v)).map_err(data)?;
+    let patch = serde_json::to_vec(p).map_err(data)?;
+    let mut out = Vec::with_capacity(PATCH_MAGIC.len() + meta.len() + patch.len() + 2 + middle.len());
+    out.extend_from_slice(PATCH_MAGIC);
+    out.extend_from_slice(&meta);
+    out.push(b'\n');
+    out.extend_from_slice(&patch);
+    out.push(b'\n');
+    out.extend_from_slice(middle);
+    Ok(out)
+}
+
+/// The first line of `bytes` and the rest.
+fn line(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+    let nl = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| StoreError::Data("truncated record".into()))?;
+    Ok((&bytes[..nl], &bytes[nl + 1..]))
+}
+
+/// The metadata and the document part of a whole-document record.
 fn split(bytes: &[u8]) -> Result<Option<(VersionMeta, &[u8])>, StoreError> {
     let Some(rest) = bytes.strip_prefix(RECORD_MAGIC) else { return Ok(None) };
-    let nl = rest.iter().position(|&b| b == b'\n').ok_or_else(|| StoreError::Data("truncated record".into()))?;
-    let meta: VersionMeta = serde_json::from_slice(&rest[..nl]).map_err(|e| StoreError::Data(e.to_string()))?;
-    Ok(Some((meta, &rest[nl + 1..])))
+    let (meta, doc) = line(rest)?;
+    let meta: VersionMeta = serde_json::from_slice(meta).map_err(|e| StoreError::Data(e.to_string()))?;
+    Ok(Some((meta, doc)))
+}
+
+/// The metadata, the patch and the changed bytes of a patch record.
+fn split_patch(bytes: &[u8]) -> Result<Option<PatchRecord<'_>>, StoreError> {
+    let Some(rest) = bytes.strip_prefix(PATCH_MAGIC) else { return Ok(None) };
+    let data = |e: serde_json::Error| StoreError::Data(e.to_string());
+    let (meta, rest) = line(rest)?;
+    let (patch, middle) = line(rest)?;
+    Ok(Some((serde_json::from_slice(meta).map_err(data)?, serde_json::from_slice(patch).map_err(data)?, middle)))
+}
+
+/// Version `v` with its document rebuilt through patches, and its patch depth.
+fn read_version(t: &impl ReadableTable<u64, &'static [u8]>, v: u64) -> Result<Option<(Version, u32)>, StoreError> {
+    let Some(rec) = t.get(v).map_err(io)? else { return Ok(None) };
+    let bytes = rec.value();
+    let Some((m, p, middle)) = split_patch(bytes)? else { return decode(bytes).map(|v| Some((v, 0))) };
+    if p.base >= v || p.depth > MAX_PATCH_DEPTH {
+        return Err(StoreError::Data(format!("version {v}: bad patch base {}", p.base)));
+    }
+    let (base, _) =
+        read_version(t, p.base)?.ok_or_else(|| StoreError::Data(format!("version {v}: base {} missing", p.base)))?;
+    let b = base.document.as_bytes();
+    if p.prefix + p.suffix > b.len() {
+        return Err(StoreError::Data(format!("version {v}: patch longer than its base")));
+    }
+    let mut doc = Vec::with_capacity(p.prefix + middle.len() + p.suffix);
+    doc.extend_from_slice(&b[..p.prefix]);
+    doc.extend_from_slice(middle);
+    doc.extend_from_slice(&b[b.len() - p.suffix..]);
+    let document = String::from_utf8(doc).map_err(|e| StoreError::Data(e.to_string()))?;
+    Ok(Some((
+        Version { version: m.version, document, hash: m.hash, created_ms: m.created_ms, comment: m.comment },
+        p.depth,
+    )))
+}
+
+/// The base a version's document is rebuilt from (itself for a whole-document record).
+fn root_of(t: &impl ReadableTable<u64, &'static [u8]>, mut v: u64) -> Result<u64, StoreError> {
+    for _ in 0..=MAX_PATCH_DEPTH {
+        let Some(rec) = t.get(v).map_err(io)? else { return Ok(v) };
+        match split_patch(rec.value())? {
+            Some((_, p, _)) => v = p.base,
+            None => return Ok(v),
+        }
+    }
+    Err(StoreError::Data(format!("patch chain longer than {MAX_PATCH_DEPTH}")))
 }
 
 fn decode(bytes: &[u8]) -> Result<Version, StoreError> {
@@ -192,6 +289,9 @@ fn decode(bytes: &[u8]) -> Result<Version, StoreError> {
 }
 
 fn decode_meta(bytes: &[u8]) -> Result<VersionMeta, StoreError> {
+    if let Some((m, _, _)) = split_patch(bytes)? {
+        return Ok(m);
+    }
     match split(bytes)? {
         Some((m, _)) => Ok(m),
         None => decode(bytes).map(|v| VersionMeta::from(&v)),
@@ -208,8 +308,9 @@ impl ConfigStore for EmbeddedStore {
         self.blocking(|db| {
             let tx = db.begin_read().map_err(io)?;
             let t = tx.open_table(VERSIONS).map_err(io)?;
-            match t.last().map_err(io)? {
-                Some((_, v)) => decode(v.value()).map(Some),
+            let last = t.last().map_err(io)?.map(|(k, _)| k.value());
+            match last {
+                Some(v) => Ok(read_version(&t, v)?.map(|x| x.0)),
                 None => Ok(None),
             }
         })
@@ -220,30 +321,48 @@ impl ConfigStore for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(io)?;
             let t = tx.open_table(VERSIONS).map_err(io)?;
-            match t.get(version).map_err(io)? {
-                Some(v) => decode(v.value()).map(Some),
-                None => Ok(None),
-            }
+            Ok(read_version(&t, version)?.map(|x| x.0))
         })
         .await
     }
 
     async fn commit_hashed(&self, document: String, hash: String, comment: String) -> Result<Version, StoreError> {
+        let last = self.last.clone();
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(io)?;
-            let v = {
+            let (v, depth) = {
                 let mut t = tx.open_table(VERSIONS).map_err(io)?;
-                let next = t.last().map_err(io)?.map_or(1, |(k, _)| k.value() + 1);
+                let prev = t.last().map_err(io)?.map(|(k, _)| k.value());
+                let next = prev.map_or(1, |p| p + 1);
                 let v = Version { version: next, hash, document, created_ms: now_ms(), comment };
-                let bytes = encode(&v)?;
+                // The document before, from memory when this process wrote it.
+                let cached = last.lock().ok().and_then(|l| l.clone()).filter(|(n, _, _)| Some(*n) == prev);
+                let before = match (cached, prev) {
+                    (Some((_, doc, depth)), _) => Some((doc, depth)),
+                    (None, Some(p)) => read_version(&t, p)?.map(|(x, d)| (Arc::from(x.document), d)),
+                    (None, None) => None,
+                };
+                let (bytes, depth) = match before.and_then(|(b, d)| diff(&b, &v.document).map(|x| (x, d))) {
+                    Some(((prefix, suffix), d)) if d < MAX_PATCH_DEPTH => {
+                        let p = Patch { base: next - 1, prefix, suffix, depth: d + 1 };
+                        let middle = &v.document.as_bytes()[prefix..v.document.len() - suffix];
+                        (encode_patch(&v, &p, middle)?, d + 1)
+                    }
+                    _ => (encode(&v)?, 0),
+                };
                 t.insert(next, bytes.as_slice()).map_err(io)?;
+                // Keep the last KEEP_VERSIONS, and whatever the oldest of them is rebuilt from.
                 if let Some(cut) = next.checked_sub(KEEP_VERSIONS) {
-                    t.retain_in(..=cut, |_, _| false).map_err(io)?;
+                    let keep_from = root_of(&t, cut + 1)?;
+                    t.retain_in(..keep_from, |_, _| false).map_err(io)?;
                 }
-                v
+                (v, depth)
             };
             // Durable when this returns (redb's default durability fsyncs the commit).
             tx.commit().map_err(io)?;
+            if let Ok(mut l) = last.lock() {
+                *l = Some((v.version, Arc::from(v.document.as_str()), depth));
+            }
             Ok(v)
         })
         .await
@@ -262,6 +381,16 @@ impl ConfigStore for EmbeddedStore {
         })
         .await
     }
+}
+
+/// Common prefix and suffix lengths of `before` and `after`, when what differs is at most
+/// half of `after` (worth a patch).
+fn diff(before: &str, after: &str) -> Option<(usize, usize)> {
+    let (a, b) = (before.as_bytes(), after.as_bytes());
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let max_suffix = a.len().min(b.len()) - prefix;
+    let suffix = a.iter().rev().zip(b.iter().rev()).take(max_suffix).take_while(|(x, y)| x == y).count();
+    (b.len() - prefix - suffix <= b.len() / 2).then_some((prefix, suffix))
 }
 
 // === PostgreSQL ===

@@ -609,23 +609,49 @@ async fn admin_over_mutual_tls() {
     assert_eq!(r.status(), 200);
 }
 
-/// The embedded store keeps the last `KEEP_VERSIONS` versions: the commit that makes a version
-/// too old deletes it, so the file stops growing.
+/// The embedded store keeps the last `KEEP_VERSIONS` versions (and the whole-document version
+/// the oldest of them is rebuilt from): the file stops growing. A version that changes one
+/// route is stored as a patch of the one before; every kept version reads back exactly.
 #[tokio::test]
-async fn embedded_store_keeps_the_last_versions() {
-    use gw_admin::store::{ConfigStore, EmbeddedStore, KEEP_VERSIONS};
+async fn embedded_store_patches_and_keeps_the_last_versions() {
+    use gw_admin::store::{ConfigStore, EmbeddedStore, KEEP_VERSIONS, MAX_PATCH_DEPTH};
     let dir = tempfile::tempdir().unwrap();
     let s = EmbeddedStore::open(dir.path()).unwrap();
-    let extra = 5;
-    for i in 0..KEEP_VERSIONS + extra {
-        s.commit(format!("{{\"n\":{i}}}"), format!("c{i}")).await.unwrap();
+    let mut routes: Vec<Value> =
+        (0..2000).map(|i| json!({"name": format!("r{i}"), "service": "up", "paths": [format!("/r{i}")]})).collect();
+    let total = KEEP_VERSIONS + 2 * u64::from(MAX_PATCH_DEPTH) + 7;
+    let mut docs = Vec::new();
+    for i in 0..total {
+        let k = (i as usize * 37) % routes.len();
+        routes[k]["paths"] = json!([format!("/changed/{i}")]);
+        let doc = json!({"routes": routes}).to_string();
+        let v = s.commit(doc.clone(), format!("c{i}")).await.unwrap();
+        assert_eq!(v.version, i + 1);
+        docs.push(doc);
     }
+    let doc_len = docs[0].len() as u64;
     let latest = s.latest().await.unwrap().unwrap();
-    assert_eq!(latest.version, KEEP_VERSIONS + extra);
-    assert!(s.get(extra).await.unwrap().is_none(), "version {extra} is older than the window");
-    let oldest = s.get(extra + 1).await.unwrap().expect("the oldest kept version");
-    assert_eq!(oldest.document, format!("{{\"n\":{extra}}}"));
+    assert_eq!((latest.version, &latest.document), (total, &docs[total as usize - 1]));
     let h = s.history(1000).await.unwrap();
-    assert_eq!(h.len() as u64, KEEP_VERSIONS);
-    assert_eq!((h[0].version, h[h.len() - 1].version), (KEEP_VERSIONS + extra, extra + 1));
+    let kept = h.len() as u64;
+    assert!((KEEP_VERSIONS..=KEEP_VERSIONS + u64::from(MAX_PATCH_DEPTH)).contains(&kept), "kept {kept}");
+    assert_eq!(h[0].version, total);
+    for m in &h {
+        let v = s.get(m.version).await.unwrap().expect("a listed version reads back");
+        assert_eq!(v.document, docs[m.version as usize - 1], "version {}", m.version);
+        assert_eq!(v.hash, m.hash);
+    }
+    assert!(s.get(1).await.unwrap().is_none(), "the oldest versions are gone");
+    // Whole documents only every MAX_PATCH_DEPTH versions: the file holds a few copies, not
+    // one per kept version.
+    drop(s);
+    let size = std::fs::metadata(dir.path().join("gatehouse.redb")).unwrap().len();
+    assert!(size < 20 * doc_len, "store file {size} bytes for a {doc_len}-byte document");
+    // Reopened (nothing cached), the latest version still reads back and a new one patches it.
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(s.latest().await.unwrap().unwrap().document, docs[total as usize - 1]);
+    routes[1]["paths"] = json!(["/after-reopen"]);
+    let doc = json!({"routes": routes}).to_string();
+    s.commit(doc.clone(), "after reopen".into()).await.unwrap();
+    assert_eq!(s.get(total + 1).await.unwrap().unwrap().document, doc);
 }
