@@ -9,7 +9,7 @@
 #   bench/run.sh memory     # idle RSS, and RSS with 10,000 idle client connections
 #   bench/run.sh plugins    # plain proxy vs key-auth + acl + access log (file)
 #   bench/run.sh ratelimit  # plain proxy vs rate limiting, local and on Redis
-#   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load
+#   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
 #
 # Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
 # Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50), NO_BUILD=1 (use the
@@ -222,14 +222,16 @@ admin() {
   local spacing
   spacing=$(echo "$DURATION / ($changes + 5)" | bc -l)
   taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$GW_PORT$path" >/dev/null
-  : >"$TMP/put.times"; : >"$TMP/ratios"; : >"$TMP/control"
+  : >"$TMP/put.times"; : >"$TMP/ratios"; : >"$TMP/control"; : >"$TMP/pairwise"
   # Alternate three runs: no admin traffic; the same admin traffic without changes (reads,
   # CONTROL=1: the harness's own cost); route changes. The admin client is one keep-alive
   # connection (no process start per change on the load generator's core).
   for r in $(seq 1 "$REPEATS"); do
     base=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$GW_PORT$path" | awk '/Requests\/sec/ {print $2}')
     local out
-    for mode in control changes; do
+    local order="control changes"
+    ((r % 2 == 0)) && order="changes control" # alternate which comes first
+    for mode in $order; do
       taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$GW_PORT$path" >"$TMP/wrk-$mode.out" &
       local wrk_pid=$!
       sleep 0.5
@@ -242,6 +244,7 @@ admin() {
     printf '  run %s: no admin traffic %s req/s; %s admin reads %s (%.3f); %s route changes %s (%.3f)\n' "$r" "$base" "$changes" "$control" "$(echo "$control / $base" | bc -l)" "$changes" "$during" "$(echo "$during / $base" | bc -l)"
     echo "$during / $base" | bc -l >>"$TMP/ratios"
     echo "$control / $base" | bc -l >>"$TMP/control"
+    echo "$during / $control" | bc -l >>"$TMP/pairwise"
   done
   local total ok med max
   total=$(wc -l <"$TMP/put.times")
@@ -251,6 +254,7 @@ admin() {
   printf '\nAdmin API: route change on 10,000 routes (embedded store), %s changes per %ss wrk run\n' "$changes" "$DURATION"
   printf 'PUT /routes/x -> served: %s/%s applied and answered at once; latency median %.1f ms, max %.1f ms\n' "$ok" "$total" "$med" "$max"
   printf 'throughput / throughput without admin traffic, median of %s alternating runs: with route changes %.3f; with the same number of admin reads (harness cost) %.3f\n' "$REPEATS" "$(median <"$TMP/ratios")" "$(median <"$TMP/control")"
+  printf 'route changes / admin reads in the same repeat (the cost of the changes themselves), median: %.3f\n' "$(median <"$TMP/pairwise")"
   grep "configuration changed" "$TMP/gw.err" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' >&2 || true
   stop_pid "$GW_PID"
 }

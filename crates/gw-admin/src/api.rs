@@ -460,7 +460,8 @@ fn bad_doc() -> ApiError {
 }
 
 fn entity_after(kind: Kind, d: &Doc, id: &str) -> Value {
-    d.entities(kind).find(|x| doc::is_entity(kind, x, id)).cloned().map_or(Value::Null, |e| doc::redact(kind, e))
+    // From the end: a created entity is the last one.
+    d.entities(kind).rev().find(|x| doc::is_entity(kind, x, id)).cloned().map_or(Value::Null, |e| doc::redact(kind, e))
 }
 
 impl AdminState {

@@ -173,7 +173,7 @@ impl Doc {
     }
 
     /// The entities of `kind` (none when the collection is absent).
-    pub fn entities(&self, kind: Kind) -> impl Iterator<Item = &Value> {
+    pub fn entities(&self, kind: Kind) -> impl DoubleEndedIterator<Item = &Value> {
         self.colls[kind as usize].iter().flat_map(|c| c.iter()).map(|e| &e.value)
     }
 
