@@ -625,14 +625,12 @@ async fn import_config(
     let doc = Doc::from_value(
         serde_json::to_value(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?,
     );
-    let out = s
-        .write("import", None, |d| {
-            *d = doc;
-            Ok(())
-        })
-        .await?;
+    s.write("import", None, |d| {
+        *d = doc;
+        Ok(())
+    })
+    .await?;
     let cur = s.snapshot();
-    let _ = out;
     Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash })).into_response())
 }
 

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// Versions a store keeps: older ones are deleted by the commit that makes them too old, so a
-/// store stays bounded (each version is a whole document: about 700 KB with 10,000 routes).
+/// store stays bounded (a version is a whole document, about 700 KB with 10,000 routes, unless
+/// the embedded store wrote it as a patch).
 pub const KEEP_VERSIONS: u64 = 100;
 
 /// A store error.
@@ -183,35 +184,41 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+fn data(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Data(e.to_string())
+}
+
 /// A stored version: `GH1\n`, the metadata as one JSON line, then the document as is (not
 /// escaped into a JSON string: a 10,000-route document is about a megabyte). Records written
 /// before this format (one JSON object) are still read.
 const RECORD_MAGIC: &[u8] = b"GH1\n";
 
 fn encode(v: &Version) -> Result<Vec<u8>, StoreError> {
-    let meta = serde_json::to_vec(&VersionMeta::from(v)).map_err(|e| StoreError::Data(e.to_string()))?;
-    let mut out = Vec::with_capacity(RECORD_MAGIC.len() + meta.len() + 1 + v.document.len());
-    out.extend_from_slice(RECORD_MAGIC);
-    out.extend_from_slice(&meta);
-    out.push(b'\n');
-    out.extend_from_slice(v.document.as_bytes());
-    Ok(out)
+    record(v, None, v.document.as_bytes())
 }
 
 /// A patch record: `GH2\n`, the metadata line, the [`Patch`] line, then the changed bytes.
 const PATCH_MAGIC: &[u8] = b"GH2\n";
 
 fn encode_patch(v: &Version, p: &Patch, middle: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let data = |e: serde_json::Error| StoreError::Data(e.to_string());
+    record(v, Some(p), middle)
+}
+
+/// Magic, metadata line, patch line (patch records only), then `body` as is.
+fn record(v: &Version, patch: Option<&Patch>, body: &[u8]) -> Result<Vec<u8>, StoreError> {
     let meta = serde_json::to_vec(&VersionMeta::from(v)).map_err(data)?;
-    let patch = serde_json::to_vec(p).map_err(data)?;
-    let mut out = Vec::with_capacity(PATCH_MAGIC.len() + meta.len() + patch.len() + 2 + middle.len());
-    out.extend_from_slice(PATCH_MAGIC);
+    let patch = patch.map(serde_json::to_vec).transpose().map_err(data)?;
+    let magic = if patch.is_some() { PATCH_MAGIC } else { RECORD_MAGIC };
+    let mut out =
+        Vec::with_capacity(magic.len() + meta.len() + patch.as_ref().map_or(0, |p| p.len() + 1) + 1 + body.len());
+    out.extend_from_slice(magic);
     out.extend_from_slice(&meta);
     out.push(b'\n');
-    out.extend_from_slice(&patch);
-    out.push(b'\n');
-    out.extend_from_slice(middle);
+    if let Some(p) = &patch {
+        out.extend_from_slice(p);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(body);
     Ok(out)
 }
 
@@ -225,14 +232,13 @@ fn line(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
 fn split(bytes: &[u8]) -> Result<Option<(VersionMeta, &[u8])>, StoreError> {
     let Some(rest) = bytes.strip_prefix(RECORD_MAGIC) else { return Ok(None) };
     let (meta, doc) = line(rest)?;
-    let meta: VersionMeta = serde_json::from_slice(meta).map_err(|e| StoreError::Data(e.to_string()))?;
+    let meta: VersionMeta = serde_json::from_slice(meta).map_err(data)?;
     Ok(Some((meta, doc)))
 }
 
 /// The metadata, the patch and the changed bytes of a patch record.
 fn split_patch(bytes: &[u8]) -> Result<Option<PatchRecord<'_>>, StoreError> {
     let Some(rest) = bytes.strip_prefix(PATCH_MAGIC) else { return Ok(None) };
-    let data = |e: serde_json::Error| StoreError::Data(e.to_string());
     let (meta, rest) = line(rest)?;
     let (patch, middle) = line(rest)?;
     Ok(Some((serde_json::from_slice(meta).map_err(data)?, serde_json::from_slice(patch).map_err(data)?, middle)))
@@ -256,7 +262,7 @@ fn read_version(t: &impl ReadableTable<u64, &'static [u8]>, v: u64) -> Result<Op
     doc.extend_from_slice(&b[..p.prefix]);
     doc.extend_from_slice(middle);
     doc.extend_from_slice(&b[b.len() - p.suffix..]);
-    let document = String::from_utf8(doc).map_err(|e| StoreError::Data(e.to_string()))?;
+    let document = String::from_utf8(doc).map_err(data)?;
     Ok(Some((
         Version { version: m.version, document, hash: m.hash, created_ms: m.created_ms, comment: m.comment },
         p.depth,
@@ -279,12 +285,12 @@ fn decode(bytes: &[u8]) -> Result<Version, StoreError> {
     match split(bytes)? {
         Some((m, doc)) => Ok(Version {
             version: m.version,
-            document: String::from_utf8(doc.to_vec()).map_err(|e| StoreError::Data(e.to_string()))?,
+            document: String::from_utf8(doc.to_vec()).map_err(data)?,
             hash: m.hash,
             created_ms: m.created_ms,
             comment: m.comment,
         }),
-        None => serde_json::from_slice(bytes).map_err(|e| StoreError::Data(e.to_string())),
+        None => serde_json::from_slice(bytes).map_err(data),
     }
 }
 

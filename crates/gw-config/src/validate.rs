@@ -1147,17 +1147,8 @@ pub fn edit_route(
     hash: String,
 ) -> Result<Option<(Config, RouteChange)>, Vec<ValidationError>> {
     let position = |name: &str| cfg.routes.iter().position(|r| r.name == name);
-    let mut next = Config {
-        gateway: cfg.gateway.clone(),
-        listeners: cfg.listeners.clone(),
-        certificates: cfg.certificates.clone(),
-        upstreams: cfg.upstreams.clone(),
-        services: cfg.services.clone(),
-        routes: cfg.routes.clone(),
-        plugins: cfg.plugins.clone(),
-        consumers: cfg.consumers.clone(),
-        hash,
-    };
+    let mut next = cfg.clone();
+    next.hash = hash;
     let change = match edit {
         RouteEdit::Upsert(r) => {
             let at = position(&r.name);
