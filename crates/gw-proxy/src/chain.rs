@@ -45,6 +45,11 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
+    /// Whether the access phase has anything to run.
+    pub(crate) fn has_access(&self) -> bool {
+        !(self.pre_auth.is_empty() && self.auth.is_empty() && self.post_auth.is_empty())
+    }
+
     fn from_selected(mut selected: Vec<Selected>) -> Chain {
         selected.sort_by_key(|s| std::cmp::Reverse(s.plugin.priority()));
         let mut c = Chain::default();

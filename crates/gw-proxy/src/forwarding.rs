@@ -3,8 +3,16 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
+
+// Built once: `HeaderName::from_static` validates its argument each time it runs outside a
+// constant context.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1: `Connection`, `Keep-Alive`, `Proxy-Connection`,
 /// `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
@@ -54,7 +62,13 @@ fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
         for v in headers.get_all(header::CONNECTION) {
             let Ok(v) = v.to_str() else { continue };
             for n in v.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes())
+                let n = n.trim();
+                // The usual options name no header to remove (`keep-alive` is removed anyway).
+                if n.is_empty() || n.eq_ignore_ascii_case("close") || n.eq_ignore_ascii_case("keep-alive") {
+                    continue;
+                }
+                // `from_bytes` lowercases.
+                if let Ok(n) = HeaderName::from_bytes(n.as_bytes())
                     && !(keep_upgrade && n == header::UPGRADE)
                     && n != header::CONNECTION
                 {
@@ -62,7 +76,6 @@ fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
                 }
             }
         }
-        remove.push(header::CONNECTION);
     }
     if te {
         let trailers = headers
@@ -74,6 +87,9 @@ fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
         } else {
             remove.push(header::TE);
         }
+    }
+    if connection {
+        headers.remove(header::CONNECTION);
     }
     for h in remove {
         headers.remove(h);
@@ -91,7 +107,7 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[Ip
         return peer;
     }
     let mut hops: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all(HeaderName::from_static("x-forwarded-for")) {
+    for v in headers.get_all(&X_FORWARDED_FOR) {
         let Ok(s) = v.to_str() else { return peer };
         for part in s.split(',') {
             match parse_forwarded_ip(part.trim()) {
@@ -120,7 +136,8 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
     ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// Forwarding header values that depend only on the connection, computed once per connection.
+/// Forwarding header values that depend only on the connection, computed once per connection,
+/// and those that also depend on the request host, kept for the host last seen.
 #[derive(Debug)]
 pub(crate) struct ConnForwarding {
     /// The peer IP as a header value (`X-Forwarded-For` from an untrusted peer).
@@ -131,6 +148,17 @@ pub(crate) struct ConnForwarding {
     pub(crate) proto: HeaderValue,
     /// The local port.
     pub(crate) port: HeaderValue,
+    /// The host-dependent values for the last host on this connection (requests on one
+    /// connection nearly always name the same host).
+    by_host: std::sync::Mutex<Option<HostValues>>,
+}
+
+/// `X-Forwarded-Host` and this hop's `Forwarded` element for one host.
+#[derive(Debug, Clone)]
+struct HostValues {
+    host: Box<str>,
+    x_forwarded_host: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
 }
 
 impl ConnForwarding {
@@ -141,7 +169,34 @@ impl ConnForwarding {
             forwarded_for: format!("for={};proto={proto}", forwarded_node(peer)),
             proto: HeaderValue::from_static(proto),
             port: HeaderValue::from(port),
+            by_host: std::sync::Mutex::new(None),
         }
+    }
+
+    fn host_values(&self, host: &str) -> HostValues {
+        if let Ok(cached) = self.by_host.lock()
+            && let Some(v) = cached.as_ref()
+            && *v.host == *host
+        {
+            return v.clone();
+        }
+        let mut elem = String::with_capacity(self.forwarded_for.len() + host.len() + 10);
+        elem.push_str(&self.forwarded_for);
+        if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            elem.push_str(";host=\"");
+            elem.push_str(host);
+            elem.push('"');
+        }
+        let v = HostValues {
+            host: host.into(),
+            x_forwarded_host: HeaderValue::from_str(host).ok(),
+            // The string's buffer becomes the value (checked, not copied).
+            forwarded: HeaderValue::from_maybe_shared(Bytes::from(elem)).ok(),
+        };
+        if let Ok(mut cached) = self.by_host.lock() {
+            *cached = Some(v.clone());
+        }
+        v
     }
 }
 
@@ -155,13 +210,10 @@ fn forwarded_node(ip: IpAddr) -> String {
 /// Set `X-Forwarded-For/-Proto/-Host/-Port` and append to `Forwarded`. From an untrusted peer,
 /// incoming values are discarded so a client cannot forge its address.
 pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding, peer_trusted: bool, host: &str) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let xfp = HeaderName::from_static("x-forwarded-proto");
-    let xfh = HeaderName::from_static("x-forwarded-host");
-    let xfport = HeaderName::from_static("x-forwarded-port");
-    let host_value = HeaderValue::from_str(host).ok();
+    let (xff, xfp, xfh, xfport) = (&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_FORWARDED_PORT);
+    let hv = f.host_values(host);
     if peer_trusted {
-        let prior: Vec<&str> = headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()).collect();
+        let prior: Vec<&str> = headers.get_all(xff).iter().filter_map(|v| v.to_str().ok()).collect();
         if prior.is_empty() {
             headers.insert(xff, f.peer.clone());
         } else {
@@ -170,21 +222,29 @@ pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding
                 headers.insert(xff, v);
             }
         }
-        if !headers.contains_key(&xfp) {
+        if !headers.contains_key(xfp) {
             headers.insert(xfp, f.proto.clone());
         }
-        if !headers.contains_key(&xfh)
-            && let Some(v) = host_value
+        if !headers.contains_key(xfh)
+            && let Some(v) = hv.x_forwarded_host
         {
             headers.insert(xfh, v);
         }
-        if !headers.contains_key(&xfport) {
+        if !headers.contains_key(xfport) {
             headers.insert(xfport, f.port.clone());
+        }
+        let Some(elem) = hv.forwarded else { return };
+        let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", elem.to_str().unwrap_or(""))).ok(),
+            None => Some(elem),
+        };
+        if let Some(v) = value {
+            headers.insert(header::FORWARDED, v);
         }
     } else {
         headers.insert(xff, f.peer.clone());
         headers.insert(xfp, f.proto.clone());
-        match host_value {
+        match hv.x_forwarded_host {
             Some(v) => {
                 headers.insert(xfh, v);
             }
@@ -193,20 +253,14 @@ pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding
             }
         }
         headers.insert(xfport, f.port.clone());
-    }
-    let mut elem = String::with_capacity(f.forwarded_for.len() + host.len() + 10);
-    elem.push_str(&f.forwarded_for);
-    if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-        elem.push_str(";host=\"");
-        elem.push_str(host);
-        elem.push('"');
-    }
-    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) if peer_trusted => format!("{prior}, {elem}"),
-        _ => elem,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(header::FORWARDED, v);
+        match hv.forwarded {
+            Some(v) => {
+                headers.insert(header::FORWARDED, v);
+            }
+            None => {
+                headers.remove(header::FORWARDED);
+            }
+        }
     }
 }
 

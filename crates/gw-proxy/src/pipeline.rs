@@ -90,7 +90,7 @@ pub(crate) async fn serve(
             if e.kind() == ErrorKind::BadRequest || e.kind() == ErrorKind::HeadersTooLarge {
                 r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            run_response_phase(r, &p.chain, &mut cx).await
+            response_phase(r, &p.chain, &mut cx).await
         }
     };
     Ok(finish(resp, cx, p, rt, conn, shared))
@@ -171,8 +171,13 @@ async fn handle(
     cx.has_body = !body.is_end_stream();
     // Plugin replies go through the response phase too (CORS and rate-limit headers on a 401
     // or a 429).
-    if let Some(r) = access_phase(&mut head, cx, p, rt, route_idx).await? {
-        return Ok(run_response_phase(r, &p.chain, cx).await);
+    // Phases without plugins are skipped without creating their futures; those with plugins
+    // run boxed, so the per-request future stays small for the plain proxy path (it is moved
+    // into hyper's dispatcher for every request).
+    if p.chain.has_access()
+        && let Some(r) = Box::pin(access_phase(&mut head, cx, p, rt, route_idx)).await?
+    {
+        return Ok(response_phase(r, &p.chain, cx).await);
     }
 
     // === body limit ===
@@ -196,16 +201,13 @@ async fn handle(
     };
     if !p.chain.request_body.is_empty() && !upgrade {
         let cap = if limit == 0 { MAX_BUFFERED_BODY } else { limit.min(MAX_BUFFERED_BODY) };
-        let mut bytes = collect_body(body, cap).await?;
-        for pl in &p.chain.request_body {
-            if let Flow::Respond(r) = pl.request_body(&mut head, &mut bytes, cx).await? {
-                return Ok(run_response_phase(reply_response(r), &p.chain, cx).await);
+        match Box::pin(request_body_phase(body, cap, &mut head, &p.chain, cx)).await? {
+            Ok(bytes) => {
+                sent.set();
+                body = RequestBody::Full(Some(bytes));
             }
+            Err(r) => return Ok(response_phase(reply_response(r), &p.chain, cx).await),
         }
-        head.headers.remove(header::TRANSFER_ENCODING);
-        head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        sent.set();
-        body = RequestBody::Full(Some(bytes));
     }
 
     // === upstream request ===
@@ -213,30 +215,38 @@ async fn handle(
     if let ServiceRtKind::Proxy { path_prefix, .. } = &service.kind {
         rewrite_path(&mut head, route, cx, matched_len, path_prefix)?;
     }
+    // Room for the forwarding headers and the request id at once (hyper sizes the map for
+    // the fields it parsed, so each insert would otherwise grow it).
+    head.headers.reserve(8);
     set_consumer_headers(&mut head.headers, cx);
     let peer_trusted = forwarding::is_trusted(conn.peer.ip(), &rt.gateway.trusted_proxies);
     forwarding::set_forwarding_headers(&mut head.headers, &conn.forwarding, peer_trusted, &cx.host);
     head.headers.insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
     for pl in &p.chain.upstream_request {
         if let Flow::Respond(r) = pl.upstream_request(&mut head, cx).await? {
-            return Ok(run_response_phase(reply_response(r), &p.chain, cx).await);
+            return Ok(response_phase(reply_response(r), &p.chain, cx).await);
         }
     }
 
     // === service ===
     let resp = match &service.kind {
-        ServiceRtKind::Echo => crate::services::echo(&head, body, cx, &conn.listener).await?,
+        ServiceRtKind::Echo => Box::pin(crate::services::echo(&head, body, cx, &conn.listener)).await?,
         ServiceRtKind::Static(s) => crate::services::static_response(s),
         ServiceRtKind::Proxy { upstream, protocol, .. } => {
             if let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade_proto) {
-                crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks).await?
+                Box::pin(crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks))
+                    .await?
             } else {
                 forward(head, body, &sent, upstream, *protocol, service, route, cx).await?
             }
         }
     };
-    let resp = upstream_response_phase(resp, &p.chain, cx).await?;
-    Ok(run_response_phase(resp, &p.chain, cx).await)
+    let resp = if p.chain.upstream_response.is_empty() && p.chain.response_body.is_empty() {
+        resp
+    } else {
+        Box::pin(upstream_response_phase(resp, &p.chain, cx)).await?
+    };
+    Ok(response_phase(resp, &p.chain, cx).await)
 }
 
 /// Reject malformed, ambiguous or oversized requests before anything else looks at them.
@@ -456,6 +466,26 @@ async fn authenticate(
     ))
 }
 
+/// Buffer the request body (up to `cap`) and run the request-body plugins over it: the new body,
+/// or a plugin's reply.
+async fn request_body_phase(
+    body: RequestBody,
+    cap: u64,
+    head: &mut RequestHead,
+    chain: &Chain,
+    cx: &mut Ctx,
+) -> Result<Result<Bytes, Reply>, Error> {
+    let mut bytes = collect_body(body, cap).await?;
+    for pl in &chain.request_body {
+        if let Flow::Respond(r) = pl.request_body(head, &mut bytes, cx).await? {
+            return Ok(Err(r));
+        }
+    }
+    head.headers.remove(header::TRANSFER_ENCODING);
+    head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(Ok(bytes))
+}
+
 async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
     let limited = http_body_util::Limited::new(body, cap as usize);
     match limited.collect().await {
@@ -551,11 +581,12 @@ async fn forward(
     let key = hash_key(upstream, &head, cx);
     let idempotent = is_idempotent(&head.method);
     let mut body = Some(body);
+    // Targets already tried; filled only when retrying (no allocation otherwise).
     let mut tried: Vec<usize> = Vec::new();
     let mut attempt: u32 = 0;
     let host_header = if route.route.preserve_host { Some(cx.host.clone()) } else { None };
+    let mut now = started;
     loop {
-        let now = Instant::now();
         let sel = upstream.balancer.select(key.as_deref(), &tried, now).map_err(|e| match e {
             SelectError::NoHealthyTarget => {
                 Error::new(ErrorKind::NoHealthyUpstream, format!("upstream {}", upstream.name))
@@ -571,38 +602,39 @@ async fn forward(
             ),
             None => None,
         };
-        tried.push(sel.index);
         let endpoint = upstream.endpoints[sel.index].clone();
         cx.upstream_addr = Some(endpoint.authority.clone());
         let inflight = sel.target.begin();
         let req_body = body.take().unwrap_or(RequestBody::Empty);
-        let req = build_upstream_request(&head, req_body, &endpoint.authority, host_header.as_deref(), protocol)?;
+        let req = build_upstream_request(&head, req_body, &endpoint, host_header.as_deref(), protocol)?;
 
-        let attempt_start = Instant::now();
+        let attempt_start = now;
         let result = send(&endpoint, req, t.connect, t.read, t.write, sent, deadline).await;
-        let latency = attempt_start.elapsed();
+        now = Instant::now();
+        let latency = now.duration_since(attempt_start);
         match result {
             Ok((resp, conn)) => {
                 let status = resp.status().as_u16();
                 let failed = upstream.failure_statuses.contains(&status);
                 if let Some(p) = permit {
-                    p.record(!failed && status < 500, Instant::now());
+                    p.record(!failed && status < 500, now);
                 }
                 let can_retry = attempt < service.retries.attempts
                     && service.retries.on_statuses.contains(&status)
                     && idempotent
                     && sent_nothing(&head)
                     && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
-                    && service.budget.try_withdraw(Instant::now());
+                    && service.budget.try_withdraw(now);
                 let outcome = if failed { Outcome::Failure } else { Outcome::Success };
                 if can_retry {
-                    inflight.finish(outcome, latency, Instant::now());
+                    inflight.finish(outcome, latency, now);
                     tracing::debug!(status, target = %endpoint.authority, attempt, "retrying after upstream status");
                     attempt += 1;
+                    tried.push(sel.index);
                     body = Some(RequestBody::Empty);
                     continue;
                 }
-                cx.upstream_latency = Some(started.elapsed());
+                cx.upstream_latency = Some(now.duration_since(started));
                 let (mut parts, incoming) = resp.into_parts();
                 forwarding::strip_hop_by_hop(&mut parts.headers, false);
                 let ep = endpoint.clone();
@@ -619,10 +651,10 @@ async fn forward(
                 inflight.finish(
                     if err.kind().is_upstream_failure() { Outcome::Failure } else { Outcome::Success },
                     latency,
-                    Instant::now(),
+                    now,
                 );
                 if let Some(p) = permit {
-                    p.record(!err.kind().is_upstream_failure(), Instant::now());
+                    p.record(!err.kind().is_upstream_failure(), now);
                 }
                 if err.is_caused_by::<BodyTooLarge>() {
                     return Err(Error::new(ErrorKind::PayloadTooLarge, "request body exceeds the route limit"));
@@ -640,12 +672,13 @@ async fn forward(
                     && replayable
                     && attempt < service.retries.attempts
                     && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
-                    && service.budget.try_withdraw(Instant::now());
+                    && service.budget.try_withdraw(now);
                 if !can_retry {
                     return Err(err);
                 }
                 tracing::debug!(error = %err, target = %endpoint.authority, attempt, "retrying on another target");
                 attempt += 1;
+                tried.push(sel.index);
                 body = Some(returned.unwrap_or(RequestBody::Empty));
             }
         }
@@ -660,30 +693,32 @@ fn sent_nothing(head: &RequestHead) -> bool {
 fn build_upstream_request(
     head: &RequestHead,
     body: RequestBody,
-    authority: &str,
+    endpoint: &crate::pool::Endpoint,
     host: Option<&str>,
     protocol: UpstreamProtocol,
 ) -> Result<Request<RequestBody>, Error> {
-    let mut b = Request::builder().method(head.method.clone());
-    let mut headers = head.headers.clone();
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.headers_mut() = head.headers.clone();
     if protocol.is_http2() {
         let scheme = if protocol.is_tls() { "https" } else { "http" };
-        let auth = host.unwrap_or(authority);
+        let auth = host.unwrap_or(&endpoint.authority);
         let pq = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri: Uri = format!("{scheme}://{auth}{pq}")
+        *req.uri_mut() = format!("{scheme}://{auth}{pq}")
             .parse()
             .map_err(|_| Error::new(ErrorKind::BadRequest, "cannot build upstream URI"))?;
-        headers.remove(header::HOST);
-        b = b.uri(uri).version(Version::HTTP_2);
+        req.headers_mut().remove(header::HOST);
+        *req.version_mut() = Version::HTTP_2;
     } else {
-        let host_value = HeaderValue::from_str(host.unwrap_or(authority))
-            .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid Host"))?;
-        headers.insert(header::HOST, host_value);
-        b = b.uri(head.uri.clone()).version(Version::HTTP_11);
+        let host_value = match (host, &endpoint.host_value) {
+            (None, Some(v)) => v.clone(),
+            (h, _) => HeaderValue::from_str(h.unwrap_or(&endpoint.authority))
+                .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid Host"))?,
+        };
+        req.headers_mut().insert(header::HOST, host_value);
+        *req.uri_mut() = head.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
     }
-    let mut req =
-        b.body(body).map_err(|e| Error::new(ErrorKind::Internal, "building upstream request").with_cause(e))?;
-    *req.headers_mut() = headers;
     Ok(req)
 }
 
@@ -838,26 +873,46 @@ async fn upstream_response_phase(
 }
 
 /// The response phase runs for every response, including errors and plugin replies; its own
-/// failures are logged and the response is sent as it is.
-async fn run_response_phase(resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
+/// failures are logged and the response is sent as it is. Without response plugins it is a
+/// ready future (no state of its own in the request's future).
+fn response_phase<'a>(
+    resp: Response<ResponseBody>,
+    chain: &'a Chain,
+    cx: &'a mut Ctx,
+) -> impl Future<Output = Response<ResponseBody>> + 'a {
+    use futures_util::future::Either;
+    if chain.response.is_empty() {
+        Either::Left(std::future::ready(add_response_headers(resp, cx)))
+    } else {
+        Either::Right(Box::pin(run_response_plugins(resp, chain, cx)))
+    }
+}
+
+async fn run_response_plugins(resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
-    if !chain.response.is_empty() {
-        let mut rh =
-            ResponseHead { status: parts.status, version: parts.version, headers: std::mem::take(&mut parts.headers) };
-        for pl in &chain.response {
-            if let Err(e) = pl.response(&mut rh, cx).await {
-                tracing::warn!(plugin = pl.name(), error = %e, "response phase failed");
+    let mut rh =
+        ResponseHead { status: parts.status, version: parts.version, headers: std::mem::take(&mut parts.headers) };
+    for pl in &chain.response {
+        if let Err(e) = pl.response(&mut rh, cx).await {
+            tracing::warn!(plugin = pl.name(), error = %e, "response phase failed");
+        }
+    }
+    parts.status = rh.status;
+    parts.headers = rh.headers;
+    add_response_headers(Response::from_parts(parts, body), cx)
+}
+
+/// Headers set for the final response by whatever ran before (e.g. rate-limit headers).
+fn add_response_headers(mut resp: Response<ResponseBody>, cx: &mut Ctx) -> Response<ResponseBody> {
+    if !cx.response_headers.is_empty() {
+        let headers = resp.headers_mut();
+        for (k, v) in cx.response_headers.drain() {
+            if let Some(k) = k {
+                headers.insert(k, v);
             }
         }
-        parts.status = rh.status;
-        parts.headers = rh.headers;
     }
-    for (k, v) in cx.response_headers.drain() {
-        if let Some(k) = k {
-            parts.headers.insert(k, v);
-        }
-    }
-    Response::from_parts(parts, body)
+    resp
 }
 
 /// The single mapping from an error to what the client sees: status, stable code, a safe

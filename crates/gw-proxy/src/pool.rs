@@ -154,6 +154,8 @@ pub(crate) struct Endpoint {
     pub(crate) spec: EndpointSpec,
     /// `host:port`, for logs and the Host header.
     pub(crate) authority: Arc<str>,
+    /// `authority` as a Host header value (built once; cloning it shares the bytes).
+    pub(crate) host_value: Option<http::HeaderValue>,
     /// Idle HTTP/1.1 connections per worker, most recently used last. `std` mutexes: held for a
     /// push or pop only, never across an await, and uncontended (each worker uses its own).
     idle: Box<[Mutex<Vec<Idle>>]>,
@@ -189,6 +191,7 @@ impl Endpoint {
         let idle = (0..spec.workers.max(1)).map(|_| Mutex::new(Vec::new())).collect();
         Arc::new(Endpoint {
             spec,
+            host_value: http::HeaderValue::from_str(&authority).ok(),
             authority,
             idle,
             h2: ArcSwapOption::empty(),
@@ -215,7 +218,8 @@ impl Endpoint {
         &self.idle[crate::server::worker_index() % self.idle.len()]
     }
 
-    /// Get a connection: an idle or shared one, or a new one within `connect_timeout`.
+    /// Get a connection: an idle or shared one, or a new one within `connect_timeout`. The
+    /// connecting path runs boxed: the future of a request that finds a connection stays small.
     pub(crate) async fn checkout(
         self: &Arc<Self>,
         connect_timeout: Duration,
@@ -229,32 +233,42 @@ impl Endpoint {
                 c.1.store(wt, Ordering::Relaxed);
                 return Ok(Conn::H2(c.0.clone()));
             }
-            let _guard = self.h2_connect.lock().await;
-            if let Some(c) = self.h2.load_full()
-                && !c.0.is_closed()
-            {
-                c.1.store(wt, Ordering::Relaxed);
-                return Ok(Conn::H2(c.0.clone()));
-            }
-            let (io, timeout) = self.connect(connect_timeout, wt).await?;
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(20))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .adaptive_window(true)
-                .handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.h2.store(Some(Arc::new((sender.clone(), timeout))));
-            return Ok(Conn::H2(sender));
+            return Box::pin(self.connect_h2(connect_timeout, wt)).await;
         }
         if let Some(idle) = self.pop_idle() {
             idle.write_timeout.store(wt, Ordering::Relaxed);
             return Ok(Conn::H1 { sender: idle.sender, write_timeout: idle.write_timeout, reused: true });
         }
+        Box::pin(self.connect_h1(connect_timeout, wt)).await
+    }
+
+    /// Open the shared HTTP/2 connection (one at a time) unless another request just did.
+    async fn connect_h2(self: &Arc<Self>, connect_timeout: Duration, wt: u64) -> Result<Conn, Error> {
+        let _guard = self.h2_connect.lock().await;
+        if let Some(c) = self.h2.load_full()
+            && !c.0.is_closed()
+        {
+            c.1.store(wt, Ordering::Relaxed);
+            return Ok(Conn::H2(c.0.clone()));
+        }
+        let (io, timeout) = self.connect(connect_timeout, wt).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .adaptive_window(true)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.h2.store(Some(Arc::new((sender.clone(), timeout))));
+        Ok(Conn::H2(sender))
+    }
+
+    /// Open a new HTTP/1.1 connection.
+    async fn connect_h1(self: &Arc<Self>, connect_timeout: Duration, wt: u64) -> Result<Conn, Error> {
         let (io, write_timeout) = self.connect(connect_timeout, wt).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))

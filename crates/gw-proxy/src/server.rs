@@ -567,20 +567,29 @@ async fn serve_http<I>(
             .serve_connection(io, svc);
         drive!(conn, state, limits, shared);
     } else {
-        let conn = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
             .timer(TokioTimer::new())
             // The watchdog enforces the head-read and idle timeouts (see `conn`).
             .header_read_timeout(None)
-            .max_headers(limits.max_headers)
             // A larger head is answered 431 by hyper, as is one that cannot fit the read buffer.
             .max_header_size(limits.max_header_bytes)
             .max_buf_size((limits.max_header_bytes * 2).max(64 * 1024))
             .keep_alive(true)
-            .serve_connection(io, svc)
-            .with_upgrades();
+            .writev(false);
+        // hyper parses up to 100 fields into arrays on the stack; any explicit limit makes it
+        // allocate and fill arrays of that size for every request. A limit under 100 is enforced
+        // by `pipeline::precheck` (431) instead.
+        if limits.max_headers > HYPER_DEFAULT_MAX_HEADERS {
+            builder.max_headers(limits.max_headers);
+        }
+        let conn = builder.serve_connection(io, svc).with_upgrades();
         drive!(conn, state, limits, shared);
     }
 }
+
+/// The number of header fields hyper's HTTP/1 parser accepts when not told otherwise.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 // === status listener ===
 

@@ -19,59 +19,65 @@ const SLOTS: usize = 10;
 
 #[derive(Debug)]
 struct Slots {
-    /// (slot start, deposits, withdrawals)
-    ring: [(Option<Instant>, u64, u64); SLOTS],
+    /// (window number + 1, deposits, withdrawals); 0 marks an unused slot. Window `n` covers
+    /// `[origin + n * width, origin + (n + 1) * width)`.
+    ring: [(u64, u64, u64); SLOTS],
 }
 
 /// The budget of one service.
 #[derive(Debug)]
 pub struct RetryBudget {
     cfg: RetryBudgetConfig,
+    origin: Instant,
+    /// Width of one slot in nanoseconds (`ttl / SLOTS`, at least 1 ms).
+    width_ns: u64,
     slots: Mutex<Slots>,
 }
 
 impl RetryBudget {
     /// A new, empty budget.
     pub fn new(cfg: RetryBudgetConfig) -> Self {
-        RetryBudget { cfg, slots: Mutex::new(Slots { ring: [(None, 0, 0); SLOTS] }) }
+        let width = (cfg.ttl / SLOTS as u32).max(Duration::from_millis(1));
+        let width_ns = u64::try_from(width.as_nanos()).unwrap_or(u64::MAX);
+        RetryBudget { cfg, origin: Instant::now(), width_ns, slots: Mutex::new(Slots { ring: [(0, 0, 0); SLOTS] }) }
     }
 
-    fn width(&self) -> Duration {
-        (self.cfg.ttl / SLOTS as u32).max(Duration::from_millis(1))
+    /// The window `now` falls in, plus one.
+    fn window(&self, now: Instant) -> u64 {
+        let ns = u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
+        ns / self.width_ns + 1
     }
 
-    fn slot<'a>(&self, s: &'a mut Slots, now: Instant) -> &'a mut (Option<Instant>, u64, u64) {
-        let width = self.width();
-        let idx = {
-            let origin = s.ring.iter().filter_map(|x| x.0).min().unwrap_or(now);
-            (now.saturating_duration_since(origin).as_nanos() / width.as_nanos().max(1)) as usize % SLOTS
-        };
-        let e = &mut s.ring[idx];
-        if e.0.is_none_or(|st| now.saturating_duration_since(st) >= width) {
-            *e = (Some(now), 0, 0);
+    fn slot(s: &mut Slots, window: u64) -> &mut (u64, u64, u64) {
+        let e = &mut s.ring[(window % SLOTS as u64) as usize];
+        if e.0 != window {
+            *e = (window, 0, 0);
         }
         e
     }
 
     /// Count a request.
     pub fn deposit(&self, now: Instant) {
+        let w = self.window(now);
         let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        self.slot(&mut s, now).1 += 1;
+        Self::slot(&mut s, w).1 += 1;
     }
 
     /// Take one retry from the budget; `false` when it is spent.
     pub fn try_withdraw(&self, now: Instant) -> bool {
+        let w = self.window(now);
         let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let (mut dep, mut wd) = (0u64, 0u64);
-        for (st, d, w) in &s.ring {
-            if st.is_some_and(|st| now.saturating_duration_since(st) < self.cfg.ttl) {
+        for &(win, d, r) in &s.ring {
+            // The last SLOTS windows make up the ttl.
+            if win != 0 && win <= w && w - win < SLOTS as u64 {
                 dep += d;
-                wd += w;
+                wd += r;
             }
         }
         let allowed = f64::from(self.cfg.min_per_second) * self.cfg.ttl.as_secs_f64() + self.cfg.ratio * dep as f64;
         if (wd as f64) < allowed.floor() {
-            self.slot(&mut s, now).2 += 1;
+            Self::slot(&mut s, w).2 += 1;
             true
         } else {
             false

@@ -20,6 +20,28 @@ fn status_of(resp: &str) -> u16 {
     resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
+/// The header-count limit holds at its default (100 fields pass, 101 get 431) and above it
+/// (hyper is told only about limits over its own default of 100; lower ones are enforced by the
+/// gateway, as `malformed_requests_are_refused` shows for 20). The built-in echo service answers,
+/// so no upstream's own header limit is involved.
+#[tokio::test]
+async fn header_count_limits_at_and_above_the_default() {
+    let head = |n: usize| {
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", (1..n).map(|i| format!("x-h{i}: v\r\n")).collect::<String>())
+    };
+    for (limits, max) in [("max_uri_bytes: 1KiB", 100), ("max_headers: 150", 150)] {
+        let yaml = format!(
+            "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\n  limits: {{ {limits} }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    type: echo\nroutes:\n  - name: r\n    service: s\n"
+        );
+        let gw = TestGateway::start(&yaml, &[]).await;
+        let at = raw(gw.addr("main"), head(max).as_bytes(), Duration::from_secs(2)).await;
+        assert_eq!(status_of(&at), 200, "{max} fields: {at}");
+        assert!(at.contains("x-h1"), "the echo saw the fields: {at}");
+        let over = raw(gw.addr("main"), head(max + 1).as_bytes(), Duration::from_secs(2)).await;
+        assert_eq!(status_of(&over), 431, "{} fields: {over}", max + 1);
+    }
+}
+
 /// Each malformed request gets its status and never reaches the upstream.
 #[tokio::test]
 async fn malformed_requests_are_refused() {

@@ -249,3 +249,60 @@ async fn reload_adds_and_removes_listeners() {
     let r = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("http://{second}/")).send().await;
     assert!(r.is_err(), "the removed listener no longer accepts");
 }
+
+/// Read one HTTP/1.1 response with a Content-Length body from a keep-alive connection.
+async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse().ok())
+                .expect("a Content-Length");
+            while buf.len() < end + 4 + len {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            buf.drain(..end + 4 + len);
+            return (head, body);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The forwarding headers follow the Host of each request, also when requests for different
+/// hosts share one keep-alive connection (the gateway keeps the values of the last host seen
+/// per connection); a client's own `Forwarded` never passes from an untrusted peer.
+#[tokio::test]
+async fn forwarding_headers_follow_each_requests_host_on_one_connection() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start(Behavior::Echo("a")).await;
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\n    paths: [\"/*\"]\n",
+        up.authority()
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    let mut buf = Vec::new();
+    for host in ["a.example", "b.example:8080", "a.example", "A.Example", "c.example"] {
+        let req = format!("GET /h HTTP/1.1\r\nHost: {host}\r\nForwarded: for=6.6.6.6\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let (head, body) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{host}: {head}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let h = &v["headers"];
+        let want = host.split(':').next().unwrap().to_ascii_lowercase();
+        assert_eq!(h["x-forwarded-host"], want.as_str(), "{host}");
+        assert_eq!(h["forwarded"], format!("for=127.0.0.1;proto=http;host=\"{want}\"").as_str(), "{host}");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    }
+    assert_eq!(up.hits(), 5);
+}
