@@ -150,13 +150,12 @@ pub(crate) struct ConnForwarding {
     pub(crate) port: HeaderValue,
     /// The host-dependent values for the last host on this connection (requests on one
     /// connection nearly always name the same host).
-    by_host: std::sync::Mutex<Option<HostValues>>,
+    by_host: std::sync::Mutex<Option<(Box<str>, HostValues)>>,
 }
 
 /// `X-Forwarded-Host` and this hop's `Forwarded` element for one host.
 #[derive(Debug, Clone)]
 struct HostValues {
-    host: Box<str>,
     x_forwarded_host: Option<HeaderValue>,
     forwarded: Option<HeaderValue>,
 }
@@ -175,8 +174,8 @@ impl ConnForwarding {
 
     fn host_values(&self, host: &str) -> HostValues {
         if let Ok(cached) = self.by_host.lock()
-            && let Some(v) = cached.as_ref()
-            && *v.host == *host
+            && let Some((h, v)) = cached.as_ref()
+            && **h == *host
         {
             return v.clone();
         }
@@ -188,13 +187,12 @@ impl ConnForwarding {
             elem.push('"');
         }
         let v = HostValues {
-            host: host.into(),
             x_forwarded_host: HeaderValue::from_str(host).ok(),
             // The string's buffer becomes the value (checked, not copied).
             forwarded: HeaderValue::from_maybe_shared(Bytes::from(elem)).ok(),
         };
         if let Ok(mut cached) = self.by_host.lock() {
-            *cached = Some(v.clone());
+            *cached = Some((host.into(), v.clone()));
         }
         v
     }
@@ -289,8 +287,9 @@ pub(crate) fn new_request_id() -> HeaderValue {
         out[i] = HEX[((a >> (i * 4)) & 0xf) as usize];
         out[16 + i] = HEX[((b >> (i * 4)) & 0xf) as usize];
     }
-    // Only hex digits: always a valid header value.
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Only hex digits: always a valid header value. An owned array: one allocation, shared by
+    // the copies sent upstream and back (a copied slice would be copied again when first shared).
+    HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
