@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -640,8 +641,8 @@ async fn forward(
                 let ep = endpoint.clone();
                 let on_done = Box::new(move |ok: bool| {
                     inflight.finish(outcome, latency, Instant::now());
-                    if let (true, Some(Conn::H1 { sender, write_timeout, .. })) = (ok, conn) {
-                        ep.release(sender, write_timeout);
+                    if let (true, Some(Conn::H1 { sender, write_timeout, read_timer, .. })) = (ok, conn) {
+                        ep.release(sender, write_timeout, read_timer);
                     }
                 });
                 let body = ResponseBody::upstream(UpstreamBody::new(incoming, t.read, on_done));
@@ -758,8 +759,8 @@ async fn attempt(
         Ok(c) => c,
         Err(e) => return Err((e, Some(req.into_body()))),
     };
-    let (fut, conn) = match conn {
-        Conn::H1 { mut sender, write_timeout, reused } => {
+    let (fut, mut conn) = match conn {
+        Conn::H1 { mut sender, write_timeout, read_timer, reused } => {
             if let Err(e) = sender.ready().await {
                 let retry = if reused { Retry::Safe } else { Retry::IfIdempotent };
                 let err =
@@ -769,7 +770,7 @@ async fn attempt(
                 return Err((err, Some(req.into_body())));
             }
             let f = sender.try_send_request(req);
-            (Either::Left(f), Conn::H1 { sender, write_timeout, reused })
+            (Either::Left(f), Conn::H1 { sender, write_timeout, read_timer, reused })
         }
         Conn::H2(mut sender) => {
             if let Err(e) = sender.ready().await {
@@ -798,9 +799,26 @@ async fn attempt(
     // The read timeout starts once the request body is fully sent (a slow upload is bounded by
     // the write timeout instead). Requests without a body skip the wait.
     let result = if sent.is_set() {
-        match tokio::time::timeout(read, fut).await {
-            Ok(r) => r,
-            Err(_) => return timed_out(),
+        match &mut conn {
+            Conn::H1 { read_timer, .. } => {
+                read_timer.as_mut().reset(tokio::time::Instant::now() + read);
+                let mut fut = std::pin::pin!(fut);
+                let r = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                    read_timer.as_mut().poll(cx).map(|()| None)
+                })
+                .await;
+                match r {
+                    Some(r) => r,
+                    None => return timed_out(),
+                }
+            }
+            Conn::H2(_) => match tokio::time::timeout(read, fut).await {
+                Ok(r) => r,
+                Err(_) => return timed_out(),
+            },
         }
     } else {
         let read_timer = async {

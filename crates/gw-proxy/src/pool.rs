@@ -132,7 +132,18 @@ impl AsyncWrite for StallIo {
 struct Idle {
     sender: http1::SendRequest<RequestBody>,
     write_timeout: WriteTimeout,
+    read_timer: ReadTimer,
     since: Instant,
+}
+
+/// A timer kept with an HTTP/1.1 connection for the response-head timeout. Re-arming a
+/// registered timer to a later deadline is one atomic store in tokio, where a new timer per
+/// request is registered in and removed from the timer wheel under its lock each time.
+pub(crate) type ReadTimer = Pin<Box<Sleep>>;
+
+fn new_read_timer() -> ReadTimer {
+    // Armed for real before each use.
+    Box::pin(tokio::time::sleep(Duration::from_secs(86_400)))
 }
 
 /// Connection settings of an endpoint that, when changed by a reload, require new connections.
@@ -173,6 +184,8 @@ pub(crate) enum Conn {
         sender: http1::SendRequest<RequestBody>,
         /// Its write-stall limit.
         write_timeout: WriteTimeout,
+        /// Its response-head timer.
+        read_timer: ReadTimer,
         /// Taken from the idle pool (a failure may be a stale connection: retry is safe if
         /// nothing was sent).
         reused: bool,
@@ -237,7 +250,12 @@ impl Endpoint {
         }
         if let Some(idle) = self.pop_idle() {
             idle.write_timeout.store(wt, Ordering::Relaxed);
-            return Ok(Conn::H1 { sender: idle.sender, write_timeout: idle.write_timeout, reused: true });
+            return Ok(Conn::H1 {
+                sender: idle.sender,
+                write_timeout: idle.write_timeout,
+                read_timer: idle.read_timer,
+                reused: true,
+            });
         }
         Box::pin(self.connect_h1(connect_timeout, wt)).await
     }
@@ -277,7 +295,7 @@ impl Endpoint {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Conn::H1 { sender, write_timeout, reused: false })
+        Ok(Conn::H1 { sender, write_timeout, read_timer: new_read_timer(), reused: false })
     }
 
     /// A new HTTP/1.1 connection that supports protocol upgrades (WebSocket); never pooled.
@@ -297,7 +315,12 @@ impl Endpoint {
     }
 
     /// Put an HTTP/1.1 connection back after its response body ended.
-    pub(crate) fn release(&self, sender: http1::SendRequest<RequestBody>, write_timeout: WriteTimeout) {
+    pub(crate) fn release(
+        &self,
+        sender: http1::SendRequest<RequestBody>,
+        write_timeout: WriteTimeout,
+        read_timer: ReadTimer,
+    ) {
         if sender.is_closed() || self.spec.max_idle == 0 {
             return;
         }
@@ -310,7 +333,7 @@ impl Endpoint {
             if idle.len() >= self.spec.max_idle {
                 idle.remove(0);
             }
-            idle.push(Idle { sender, write_timeout, since: now });
+            idle.push(Idle { sender, write_timeout, read_timer, since: now });
         }
     }
 

@@ -57,6 +57,56 @@ async fn hung_upstream_is_504() {
     assert!(t.elapsed() >= Duration::from_millis(290));
 }
 
+/// The response-head timer kept with a pooled upstream connection: re-armed for each request,
+/// it neither fires early for a request on a connection that sat idle past the timeout (its
+/// old deadline passed while idle) nor fails to fire for a hung request on a reused connection.
+#[tokio::test]
+async fn read_timeout_on_reused_connections() {
+    let up = Upstream::start(Behavior::Custom(std::sync::Arc::new(move |req| {
+        Box::pin(async move {
+            if req.uri().path() == "/hang" {
+                std::future::pending::<()>().await;
+            }
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            gw_test_util::echo("a", req).await
+        })
+    })))
+    .await;
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://{}\n    timeouts: {{ read: 300ms }}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: r\n    service: s\n",
+        up.authority()
+    ))
+    .await;
+    let c = client();
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let url = format!("{}{path}", gw.url("main"));
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    for _ in 0..5 {
+        assert_eq!(get("/fast").await, 200);
+    }
+    // Idle past the read timeout: the pooled connection's timer deadline passes meanwhile.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    for _ in 0..3 {
+        // 150 ms of a 300 ms budget: an early or stale timer would turn these into 504s.
+        assert_eq!(get("/slow").await, 200);
+    }
+    let t = Instant::now();
+    assert_eq!(get("/hang").await, 504);
+    assert!(t.elapsed() >= Duration::from_millis(290) && t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    for _ in 0..3 {
+        assert_eq!(get("/slow").await, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let t = Instant::now();
+    assert_eq!(get("/hang").await, 504);
+    assert!(t.elapsed() >= Duration::from_millis(290) && t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(get("/fast").await, 200);
+}
+
 /// The total timeout bounds a request across retries.
 #[tokio::test]
 async fn total_timeout() {
