@@ -857,9 +857,6 @@ async fn upstream_response_phase(
     chain: &Chain,
     cx: &mut Ctx,
 ) -> Result<Response<ResponseBody>, Error> {
-    if chain.upstream_response.is_empty() && chain.response_body.is_empty() {
-        return Ok(resp);
-    }
     let (parts, body) = resp.into_parts();
     let mut rh = ResponseHead { status: parts.status, version: parts.version, headers: parts.headers };
     for pl in &chain.upstream_response {

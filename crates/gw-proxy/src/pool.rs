@@ -240,11 +240,8 @@ impl Endpoint {
     ) -> Result<Conn, Error> {
         let wt = write_timeout.as_millis() as u64;
         if self.spec.protocol.is_http2() {
-            if let Some(c) = self.h2.load_full()
-                && !c.0.is_closed()
-            {
-                c.1.store(wt, Ordering::Relaxed);
-                return Ok(Conn::H2(c.0.clone()));
+            if let Some(c) = self.shared_h2(wt) {
+                return Ok(c);
             }
             return Box::pin(self.connect_h2(connect_timeout, wt)).await;
         }
@@ -260,14 +257,18 @@ impl Endpoint {
         Box::pin(self.connect_h1(connect_timeout, wt)).await
     }
 
+    /// The shared HTTP/2 connection, if open, with its write-stall limit set to `wt` ms.
+    fn shared_h2(&self, wt: u64) -> Option<Conn> {
+        let c = self.h2.load_full().filter(|c| !c.0.is_closed())?;
+        c.1.store(wt, Ordering::Relaxed);
+        Some(Conn::H2(c.0.clone()))
+    }
+
     /// Open the shared HTTP/2 connection (one at a time) unless another request just did.
     async fn connect_h2(self: &Arc<Self>, connect_timeout: Duration, wt: u64) -> Result<Conn, Error> {
         let _guard = self.h2_connect.lock().await;
-        if let Some(c) = self.h2.load_full()
-            && !c.0.is_closed()
-        {
-            c.1.store(wt, Ordering::Relaxed);
-            return Ok(Conn::H2(c.0.clone()));
+        if let Some(c) = self.shared_h2(wt) {
+            return Ok(c);
         }
         let (io, timeout) = self.connect(connect_timeout, wt).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
