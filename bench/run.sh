@@ -10,6 +10,7 @@
 #   bench/run.sh plugins    # plain proxy vs key-auth + acl + access log (file)
 #   bench/run.sh ratelimit  # plain proxy vs rate limiting, local and on Redis
 #   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
+#   bench/run.sh instructions  # user-space instructions per proxied request (callgrind; repeatable)
 #
 # Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
 # Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50), NO_BUILD=1 (use the
@@ -25,7 +26,7 @@ WHAT=${1:-all}
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 need=()
-for t in nginx wrk h2load curl taskset haproxy; do command -v $t >/dev/null || need+=($t); done
+for t in nginx wrk h2load curl taskset haproxy valgrind; do command -v $t >/dev/null || need+=($t); done
 if ((${#need[@]})); then
   log "installing: ${need[*]}"
   pkgs=$(printf '%s\n' "${need[@]}" | sed 's/^h2load$/nghttp2-client/; s/^taskset$/util-linux/; s/^nginx$/nginx-light/')
@@ -126,6 +127,35 @@ routes() {
   a=$(grep '^10,' "$TMP/routes.csv" | cut -d, -f2 | median)
   b=$(grep '^10000,' "$TMP/routes.csv" | cut -d, -f2 | median)
   printf '\nRoute table size (median req/s)\n10 routes      %10.0f\n10,000 routes  %10.0f\nratio 10,000/10: %.3f\n' "$a" "$b" "$(echo "$b / $a" | bc -l)"
+}
+
+# Instructions per proxied request in user space, counted by callgrind: unlike req/s on a shared
+# VM, the same binary gives the same count within a fraction of a percent, so code changes are
+# compared with it. 2,000 warm-up requests, then counting starts (callgrind_control -z), 20,000
+# requests through h2load --h1 -c10, a dump, and the total divided by the request count.
+instructions() {
+  local n=${REQUESTS:-20000}
+  log "instructions: callgrind, $n requests (h2load --h1 -c10); the gateway runs about 50x slower under valgrind"
+  start_upstream
+  GATEWAY_ADDR=127.0.0.1:$GW_PORT UPSTREAM_ADDR=127.0.0.1:$UP_PORT valgrind --tool=callgrind \
+    --callgrind-out-file="$TMP/cg.out" "$BIN" run --no-watch --config "$ROOT/bench/gateway-plain.yaml" \
+    >/dev/null 2>"$TMP/gw.err" &
+  GW_PID=$!; PIDS+=($GW_PID)
+  for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/" && break; sleep 0.1; done
+  h2load --h1 -c10 -n2000 "http://127.0.0.1:$GW_PORT/" >/dev/null
+  callgrind_control -z "$GW_PID" >/dev/null
+  local out; out=$(h2load --h1 -c10 -n"$n" "http://127.0.0.1:$GW_PORT/")
+  grep -q "$n succeeded" <<<"$out" || { log "not every request succeeded: $(grep '^requests:' <<<"$out")"; exit 1; }
+  callgrind_control -d "$GW_PID" >/dev/null
+  sleep 1
+  kill -9 "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true
+  local f total
+  f=$(ls "$TMP"/cg.out.* | head -1)
+  total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  printf '
+Instructions per proxied request (callgrind, user space, %s requests)
+%d
+' "$n" "$((total / n))"
 }
 
 memory() {
@@ -267,6 +297,7 @@ case $WHAT in
   plugins) plugins ;;
   ratelimit) ratelimit ;;
   admin) admin ;;
+  instructions) instructions ;;
   all) http1; http2; routes; memory; plugins; ratelimit; admin ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac
