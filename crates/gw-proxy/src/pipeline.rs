@@ -74,7 +74,7 @@ pub(crate) async fn serve(
         version: req.version(),
         route: None,
         chain: rt.global_chain.clone(),
-        received: Arc::new(AtomicU64::new(0)),
+        received: None,
         error: None,
     };
     let resp = match handle(req, &conn, &shared, &rt, &mut cx, &mut p).await {
@@ -105,7 +105,8 @@ struct Pending {
     version: Version,
     route: Option<usize>,
     chain: Arc<Chain>,
-    received: Arc<AtomicU64>,
+    /// Request body bytes received; `None` for a request without a body.
+    received: Option<Arc<AtomicU64>>,
     error: Option<&'static str>,
 }
 
@@ -193,18 +194,21 @@ async fn handle(
     {
         return Err(Error::new(ErrorKind::PayloadTooLarge, format!("content-length {len} exceeds {limit}")));
     }
-    let sent = Arc::new(SentSignal::default());
-    let mut body = if body.is_end_stream() {
-        sent.set();
-        RequestBody::Empty
+    // `sent` is `None` when the body is already complete (no body, or buffered): the read
+    // timeout then starts with the request. Requests without a body allocate neither.
+    let (mut body, mut sent) = if body.is_end_stream() {
+        (RequestBody::Empty, None)
     } else {
-        RequestBody::stream(body, limit, p.received.clone(), sent.clone())
+        let received = Arc::new(AtomicU64::new(0));
+        p.received = Some(received.clone());
+        let sent = Arc::new(SentSignal::default());
+        (RequestBody::stream(body, limit, received, sent.clone()), Some(sent))
     };
     if !p.chain.request_body.is_empty() && !upgrade {
         let cap = if limit == 0 { MAX_BUFFERED_BODY } else { limit.min(MAX_BUFFERED_BODY) };
         match Box::pin(request_body_phase(body, cap, &mut head, &p.chain, cx)).await? {
             Ok(bytes) => {
-                sent.set();
+                sent = None;
                 body = RequestBody::Full(Some(bytes));
             }
             Err(r) => return Ok(response_phase(reply_response(r), &p.chain, cx).await),
@@ -238,7 +242,7 @@ async fn handle(
                 Box::pin(crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks))
                     .await?
             } else {
-                forward(head, body, &sent, upstream, *protocol, service, route, cx).await?
+                forward(head, body, sent.as_ref(), upstream, *protocol, service, route, cx).await?
             }
         }
     };
@@ -568,7 +572,7 @@ fn hash_key(upstream: &UpstreamRt, head: &RequestHead, cx: &Ctx) -> Option<Vec<u
 async fn forward(
     head: RequestHead,
     body: RequestBody,
-    sent: &Arc<SentSignal>,
+    sent: Option<&Arc<SentSignal>>,
     upstream: &Arc<UpstreamRt>,
     protocol: UpstreamProtocol,
     service: &ServiceRt,
@@ -733,7 +737,7 @@ async fn send(
     connect: Duration,
     read: Duration,
     write: Duration,
-    sent: &Arc<SentSignal>,
+    sent: Option<&Arc<SentSignal>>,
     deadline: Option<tokio::time::Instant>,
 ) -> SendResult {
     let attempt = attempt(endpoint, req, connect, read, write, sent);
@@ -752,7 +756,7 @@ async fn attempt(
     connect: Duration,
     read: Duration,
     write: Duration,
-    sent: &Arc<SentSignal>,
+    sent: Option<&Arc<SentSignal>>,
 ) -> SendResult {
     use futures_util::future::Either;
     let conn = match endpoint.checkout(connect, write).await {
@@ -798,7 +802,7 @@ async fn attempt(
     };
     // The read timeout starts once the request body is fully sent (a slow upload is bounded by
     // the write timeout instead). Requests without a body skip the wait.
-    let result = if sent.is_set() {
+    let result = if sent.is_none_or(|s| s.is_set()) {
         match &mut conn {
             Conn::H1 { read_timer, .. } => {
                 read_timer.as_mut().reset(tokio::time::Instant::now() + read);
@@ -822,7 +826,9 @@ async fn attempt(
         }
     } else {
         let read_timer = async {
-            sent.wait().await;
+            if let Some(s) = sent {
+                s.wait().await;
+            }
             tokio::time::sleep(read).await;
         };
         tokio::select! {
@@ -1003,7 +1009,13 @@ impl Finish for LogPhase {
                 shared.usage.record(shared.clock.now_ms(), &c.username, &r.info.name);
             }
         }
-        let entry = LogEntry { status, bytes_sent, bytes_received: p.received.load(Ordering::Relaxed), latency, error };
+        let entry = LogEntry {
+            status,
+            bytes_sent,
+            bytes_received: p.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed)),
+            latency,
+            error,
+        };
         for pl in &p.chain.log {
             pl.log(&cx, &entry);
         }
