@@ -50,6 +50,11 @@ impl Chain {
         !(self.pre_auth.is_empty() && self.auth.is_empty() && self.post_auth.is_empty())
     }
 
+    /// Whether the upstream-response phase (head or body plugins) has anything to run.
+    pub(crate) fn has_upstream_response(&self) -> bool {
+        !(self.upstream_response.is_empty() && self.response_body.is_empty())
+    }
+
     fn from_selected(mut selected: Vec<Selected>) -> Chain {
         selected.sort_by_key(|s| std::cmp::Reverse(s.plugin.priority()));
         let mut c = Chain::default();

@@ -246,10 +246,10 @@ async fn handle(
             }
         }
     };
-    let resp = if p.chain.upstream_response.is_empty() && p.chain.response_body.is_empty() {
-        resp
-    } else {
+    let resp = if p.chain.has_upstream_response() {
         Box::pin(upstream_response_phase(resp, &p.chain, cx)).await?
+    } else {
+        resp
     };
     Ok(response_phase(resp, &p.chain, cx).await)
 }

@@ -138,7 +138,9 @@ struct Idle {
 
 /// A timer kept with an HTTP/1.1 connection for the response-head timeout. Re-arming a
 /// registered timer to a later deadline is one atomic store in tokio, where a new timer per
-/// request is registered in and removed from the timer wheel under its lock each time.
+/// request is registered in and removed from the timer wheel under its lock each time. While
+/// the connection sits idle, the last deadline may still pass and wake the task that last used
+/// it once (a spurious wake, harmless); the next request re-arms the timer.
 pub(crate) type ReadTimer = Pin<Box<Sleep>>;
 
 fn new_read_timer() -> ReadTimer {
