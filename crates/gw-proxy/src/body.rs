@@ -4,8 +4,8 @@
 //!   when the body ends or is dropped (client gone), so latency and byte counts cover the whole
 //!   response.
 //! * [`UpstreamBody`]: a streaming upstream response. It enforces the read timeout between
-//!   chunks, returns its HTTP/1.1 connection to the pool at end of stream, and reports the
-//!   outcome to the balancer.
+//!   chunks and reports the outcome to the balancer (an HTTP/1.1 body returns its connection to
+//!   the pool itself, see `h1`).
 //! * [`RequestBody`]: the client's body on its way upstream, counted and limited to the route's
 //!   `max_body_bytes`.
 
@@ -179,9 +179,43 @@ impl StdError for UpstreamReadTimeout {}
 /// Called once when an upstream body ends: `true` when it was read to the end without error.
 pub(crate) type OnUpstreamDone = Box<dyn FnOnce(bool) + Send>;
 
+/// Where an upstream response body comes from.
+pub(crate) enum UpstreamInner {
+    /// hyper's client (HTTP/2, upgrades).
+    Hyper(Incoming),
+    /// The gateway's HTTP/1.1 client.
+    H1(crate::h1::H1Body),
+}
+
+impl Body for UpstreamInner {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamInner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            UpstreamInner::H1(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamInner::Hyper(b) => b.is_end_stream(),
+            UpstreamInner::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamInner::Hyper(b) => b.size_hint(),
+            UpstreamInner::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A streaming upstream response body.
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    inner: UpstreamInner,
     read_timeout: Duration,
     /// Armed only while the upstream has nothing to send; reset on every frame.
     stall: Option<Pin<Box<Sleep>>>,
@@ -189,7 +223,7 @@ pub(crate) struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, read_timeout: Duration, on_done: OnUpstreamDone) -> Self {
+    pub(crate) fn new(inner: UpstreamInner, read_timeout: Duration, on_done: OnUpstreamDone) -> Self {
         let mut b = UpstreamBody { inner, read_timeout, stall: None, on_done: Some(on_done) };
         if b.inner.is_end_stream() {
             b.done(true);
@@ -227,7 +261,7 @@ impl Body for UpstreamBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.done(false);
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.done(true);

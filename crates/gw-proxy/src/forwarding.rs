@@ -15,8 +15,9 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1: `Connection`, `Keep-Alive`, `Proxy-Connection`,
-/// `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
-/// and those named in `Connection`. `TE: trailers` is kept (gRPC needs it end to end). `Upgrade`
+/// `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Transfer-Encoding`, `Upgrade`) and those
+/// named in `Connection`. `Trailer` is end to end (RFC 9110 §6.6.2) and stays: an HTTP/1.1
+/// client only gets the trailer fields it announces. `TE: trailers` is kept (gRPC needs it end to end). `Upgrade`
 /// is kept when `keep_upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     scrub(headers, keep_upgrade, false);
@@ -42,7 +43,6 @@ fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
             | "proxy-connection"
             | "proxy-authenticate"
             | "proxy-authorization"
-            | "trailer"
             | "transfer-encoding" => remove.push(k.clone()),
             "upgrade" if !keep_upgrade => remove.push(k.clone()),
             "expect"

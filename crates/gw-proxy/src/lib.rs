@@ -20,6 +20,7 @@ mod body;
 mod chain;
 mod conn;
 mod forwarding;
+mod h1;
 mod health;
 mod pipeline;
 mod pool;

@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -32,7 +31,10 @@ use gw_error::{Error, ErrorKind, Retry};
 use gw_observability::{AccessLogLine, Rfc3339};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{BodyTooLarge, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody};
+use crate::body::{
+    BodyTooLarge, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner,
+};
+use crate::h1;
 use crate::chain::Chain;
 use crate::conn::ConnState;
 use crate::forwarding::{self, ConnForwarding};
@@ -611,14 +613,15 @@ async fn forward(
         cx.upstream_addr = Some(endpoint.authority.clone());
         let inflight = sel.target.begin();
         let req_body = body.take().unwrap_or(RequestBody::Empty);
-        let req = build_upstream_request(&head, req_body, &endpoint, host_header.as_deref(), protocol)?;
 
         let attempt_start = now;
-        let result = send(&endpoint, req, t.connect, t.read, t.write, sent, deadline).await;
+        let result =
+            send(&endpoint, &head, req_body, host_header.as_deref(), protocol, t.connect, t.read, t.write, sent, deadline)
+                .await;
         now = Instant::now();
         let latency = now.duration_since(attempt_start);
         match result {
-            Ok((resp, conn)) => {
+            Ok(resp) => {
                 let status = resp.status().as_u16();
                 let failed = upstream.failure_statuses.contains(&status);
                 if let Some(p) = permit {
@@ -642,12 +645,8 @@ async fn forward(
                 cx.upstream_latency = Some(now.duration_since(started));
                 let (mut parts, incoming) = resp.into_parts();
                 forwarding::strip_hop_by_hop(&mut parts.headers, false);
-                let ep = endpoint.clone();
-                let on_done = Box::new(move |ok: bool| {
+                let on_done = Box::new(move |_ok: bool| {
                     inflight.finish(outcome, latency, Instant::now());
-                    if let (true, Some(Conn::H1 { sender, write_timeout, read_timer, .. })) = (ok, conn) {
-                        ep.release(sender, write_timeout, read_timer);
-                    }
                 });
                 let body = ResponseBody::upstream(UpstreamBody::new(incoming, t.read, on_done));
                 return Ok(Response::from_parts(parts, body));
@@ -695,7 +694,9 @@ fn sent_nothing(head: &RequestHead) -> bool {
     content_length(&head.headers).is_none_or(|l| l == 0) && !head.headers.contains_key(header::TRANSFER_ENCODING)
 }
 
-fn build_upstream_request(
+/// The request for hyper's HTTP/2 client (HTTP/1.1 requests are encoded by `h1` directly from
+/// the head).
+fn build_h2_request(
     head: &RequestHead,
     body: RequestBody,
     endpoint: &crate::pool::Endpoint,
@@ -705,42 +706,35 @@ fn build_upstream_request(
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
     *req.headers_mut() = head.headers.clone();
-    if protocol.is_http2() {
-        let scheme = if protocol.is_tls() { "https" } else { "http" };
-        let auth = host.unwrap_or(&endpoint.authority);
-        let pq = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        *req.uri_mut() = format!("{scheme}://{auth}{pq}")
-            .parse()
-            .map_err(|_| Error::new(ErrorKind::BadRequest, "cannot build upstream URI"))?;
-        req.headers_mut().remove(header::HOST);
-        *req.version_mut() = Version::HTTP_2;
-    } else {
-        let host_value = match (host, &endpoint.host_value) {
-            (None, Some(v)) => v.clone(),
-            (h, _) => HeaderValue::from_str(h.unwrap_or(&endpoint.authority))
-                .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid Host"))?,
-        };
-        req.headers_mut().insert(header::HOST, host_value);
-        *req.uri_mut() = head.uri.clone();
-        *req.version_mut() = Version::HTTP_11;
-    }
+    let scheme = if protocol.is_tls() { "https" } else { "http" };
+    let auth = host.unwrap_or(&endpoint.authority);
+    let pq = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    *req.uri_mut() = format!("{scheme}://{auth}{pq}")
+        .parse()
+        .map_err(|_| Error::new(ErrorKind::BadRequest, "cannot build upstream URI"))?;
+    req.headers_mut().remove(header::HOST);
+    *req.version_mut() = Version::HTTP_2;
     Ok(req)
 }
 
-type SendResult = Result<(Response<Incoming>, Option<Conn>), (Error, Option<RequestBody>)>;
+type SendResult = Result<Response<UpstreamInner>, h1::Failed>;
 
 /// One attempt: check out a connection, send, and wait for the response head. On failure, the
-/// request body is handed back when hyper did not send it (so a retry can reuse it).
+/// request body is handed back when none of it was sent (so a retry can reuse it).
+#[allow(clippy::too_many_arguments)]
 async fn send(
     endpoint: &Arc<crate::pool::Endpoint>,
-    req: Request<RequestBody>,
+    head: &RequestHead,
+    body: RequestBody,
+    host: Option<&str>,
+    protocol: UpstreamProtocol,
     connect: Duration,
     read: Duration,
     write: Duration,
     sent: Option<&Arc<SentSignal>>,
     deadline: Option<tokio::time::Instant>,
 ) -> SendResult {
-    let attempt = attempt(endpoint, req, connect, read, write, sent);
+    let attempt = attempt(endpoint, head, body, host, protocol, connect, read, write, sent);
     match deadline {
         None => attempt.await,
         Some(d) => match tokio::time::timeout_at(d, attempt).await {
@@ -750,46 +744,45 @@ async fn send(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     endpoint: &Arc<crate::pool::Endpoint>,
-    req: Request<RequestBody>,
+    head: &RequestHead,
+    body: RequestBody,
+    host: Option<&str>,
+    protocol: UpstreamProtocol,
     connect: Duration,
     read: Duration,
     write: Duration,
     sent: Option<&Arc<SentSignal>>,
 ) -> SendResult {
-    use futures_util::future::Either;
     let conn = match endpoint.checkout(connect, write).await {
         Ok(c) => c,
-        Err(e) => return Err((e, Some(req.into_body()))),
+        Err(e) => return Err((e, Some(body))),
     };
-    let (fut, mut conn) = match conn {
-        Conn::H1 { mut sender, write_timeout, read_timer, reused } => {
-            if let Err(e) = sender.ready().await {
-                let retry = if reused { Retry::Safe } else { Retry::IfIdempotent };
-                let err =
-                    Error::new(ErrorKind::UpstreamProtocol, format!("connection to {} closed", endpoint.authority))
-                        .with_cause(e)
-                        .with_retry(retry);
-                return Err((err, Some(req.into_body())));
+    let mut sender = match conn {
+        Conn::H1(conn) => {
+            let host = host.map_or(endpoint.authority.as_bytes(), str::as_bytes);
+            if host.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err((Error::new(ErrorKind::BadRequest, "invalid Host"), None));
             }
-            let f = sender.try_send_request(req);
-            (Either::Left(f), Conn::H1 { sender, write_timeout, read_timer, reused })
+            let (parts, body) = h1::exchange(conn, endpoint, head, host, body, read).await?;
+            return Ok(Response::from_parts(parts, UpstreamInner::H1(body)));
         }
-        Conn::H2(mut sender) => {
-            if let Err(e) = sender.ready().await {
-                let err = Error::new(
-                    ErrorKind::UpstreamProtocol,
-                    format!("HTTP/2 connection to {} closed", endpoint.authority),
-                )
+        Conn::H2(sender) => sender,
+    };
+    let req = match build_h2_request(head, body, endpoint, host, protocol) {
+        Ok(r) => r,
+        Err(e) => return Err((e, None)),
+    };
+    if let Err(e) = sender.ready().await {
+        let err =
+            Error::new(ErrorKind::UpstreamProtocol, format!("HTTP/2 connection to {} closed", endpoint.authority))
                 .with_cause(e)
                 .with_retry(Retry::Safe);
-                return Err((err, Some(req.into_body())));
-            }
-            let f = sender.try_send_request(req);
-            (Either::Right(f), Conn::H2(sender))
-        }
-    };
+        return Err((err, Some(req.into_body())));
+    }
+    let fut = sender.try_send_request(req);
     let timed_out = || {
         Err((
             Error::new(
@@ -803,26 +796,9 @@ async fn attempt(
     // The read timeout starts once the request body is fully sent (a slow upload is bounded by
     // the write timeout instead). Requests without a body skip the wait.
     let result = if sent.is_none_or(|s| s.is_set()) {
-        match &mut conn {
-            Conn::H1 { read_timer, .. } => {
-                read_timer.as_mut().reset(tokio::time::Instant::now() + read);
-                let mut fut = std::pin::pin!(fut);
-                let r = std::future::poll_fn(|cx| {
-                    if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-                        return Poll::Ready(Some(r));
-                    }
-                    read_timer.as_mut().poll(cx).map(|()| None)
-                })
-                .await;
-                match r {
-                    Some(r) => r,
-                    None => return timed_out(),
-                }
-            }
-            Conn::H2(_) => match tokio::time::timeout(read, fut).await {
-                Ok(r) => r,
-                Err(_) => return timed_out(),
-            },
+        match tokio::time::timeout(read, fut).await {
+            Ok(r) => r,
+            Err(_) => return timed_out(),
         }
     } else {
         let read_timer = async {
@@ -837,7 +813,7 @@ async fn attempt(
         }
     };
     match result {
-        Ok(resp) => Ok((resp, Some(conn))),
+        Ok(resp) => Ok(resp.map(UpstreamInner::Hyper)),
         Err(mut e) => {
             let unsent = e.take_message().map(|m| m.into_body());
             let herr = e.into_error();
@@ -848,7 +824,7 @@ async fn attempt(
                 ErrorKind::UpstreamProtocol
             };
             // Only a request hyper hands back unsent is safe to retry whatever its method: an
-            // incomplete response, even on a reused connection, may follow a processed request.
+            // incomplete response may follow a processed request.
             let retry = if unsent.is_some() { Retry::Safe } else { Retry::IfIdempotent };
             let err = Error::new(kind, format!("request to {}", endpoint.authority)).with_cause(herr).with_retry(retry);
             Err((err, unsent))

@@ -1,8 +1,8 @@
 //! Upstream connections: one [`Endpoint`] per (upstream, target), keeping idle HTTP/1.1
 //! connections (LIFO, capped, aged out) or one shared HTTP/2 connection.
 //!
-//! HTTP/1.1 connections return to the pool only when their response body has been read to the
-//! end (see `body::UpstreamBody`), so a reused connection is always idle. Every connection is
+//! HTTP/1.1 connections are the gateway's own ([`H1Conn`], see `h1`): they return to the pool
+//! only when an exchange ended cleanly, so a reused connection is always idle. Every connection is
 //! wrapped in [`StallIo`], which fails a write that stays blocked longer than the service's write
 //! timeout (the upstream stopped reading the request).
 
@@ -27,6 +27,7 @@ use gw_config::model::UpstreamProtocol;
 use gw_error::{Error, ErrorKind, Retry};
 
 use crate::body::RequestBody;
+use crate::h1::H1Conn;
 
 /// A connection's current write-stall limit in milliseconds, set by each request that uses it.
 pub(crate) type WriteTimeout = Arc<AtomicU64>;
@@ -130,9 +131,7 @@ impl AsyncWrite for StallIo {
 // === Endpoint ===
 
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
-    write_timeout: WriteTimeout,
-    read_timer: ReadTimer,
+    conn: Box<H1Conn>,
     since: Instant,
 }
 
@@ -167,8 +166,6 @@ pub(crate) struct Endpoint {
     pub(crate) spec: EndpointSpec,
     /// `host:port`, for logs and the Host header.
     pub(crate) authority: Arc<str>,
-    /// `authority` as a Host header value (built once; cloning it shares the bytes).
-    pub(crate) host_value: Option<http::HeaderValue>,
     /// Idle HTTP/1.1 connections per worker, most recently used last. `std` mutexes: held for a
     /// push or pop only, never across an await, and uncontended (each worker uses its own).
     idle: Box<[Mutex<Vec<Idle>>]>,
@@ -181,17 +178,7 @@ pub(crate) struct Endpoint {
 /// A connection checked out for one request.
 pub(crate) enum Conn {
     /// HTTP/1.1, exclusive to this request until its response body ends.
-    H1 {
-        /// The sender.
-        sender: http1::SendRequest<RequestBody>,
-        /// Its write-stall limit.
-        write_timeout: WriteTimeout,
-        /// Its response-head timer.
-        read_timer: ReadTimer,
-        /// Taken from the idle pool (a failure may be a stale connection: retry is safe if
-        /// nothing was sent).
-        reused: bool,
-    },
+    H1(Box<H1Conn>),
     /// HTTP/2, shared.
     H2(http2::SendRequest<RequestBody>),
 }
@@ -206,7 +193,6 @@ impl Endpoint {
         let idle = (0..spec.workers.max(1)).map(|_| Mutex::new(Vec::new())).collect();
         Arc::new(Endpoint {
             spec,
-            host_value: http::HeaderValue::from_str(&authority).ok(),
             authority,
             idle,
             h2: ArcSwapOption::empty(),
@@ -247,14 +233,9 @@ impl Endpoint {
             }
             return Box::pin(self.connect_h2(connect_timeout, wt)).await;
         }
-        if let Some(idle) = self.pop_idle() {
-            idle.write_timeout.store(wt, Ordering::Relaxed);
-            return Ok(Conn::H1 {
-                sender: idle.sender,
-                write_timeout: idle.write_timeout,
-                read_timer: idle.read_timer,
-                reused: true,
-            });
+        if let Some(conn) = self.pop_idle() {
+            conn.write_timeout.store(wt, Ordering::Relaxed);
+            return Ok(Conn::H1(conn));
         }
         Box::pin(self.connect_h1(connect_timeout, wt)).await
     }
@@ -291,14 +272,7 @@ impl Endpoint {
     /// Open a new HTTP/1.1 connection.
     async fn connect_h1(self: &Arc<Self>, connect_timeout: Duration, wt: u64) -> Result<Conn, Error> {
         let (io, write_timeout) = self.connect(connect_timeout, wt).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Conn::H1 { sender, write_timeout, read_timer: new_read_timer(), reused: false })
+        Ok(Conn::H1(Box::new(H1Conn::new(io, write_timeout, new_read_timer()))))
     }
 
     /// A new HTTP/1.1 connection that supports protocol upgrades (WebSocket); never pooled.
@@ -317,14 +291,9 @@ impl Endpoint {
         Ok(sender)
     }
 
-    /// Put an HTTP/1.1 connection back after its response body ended.
-    pub(crate) fn release(
-        &self,
-        sender: http1::SendRequest<RequestBody>,
-        write_timeout: WriteTimeout,
-        read_timer: ReadTimer,
-    ) {
-        if sender.is_closed() || self.spec.max_idle == 0 {
+    /// Put an HTTP/1.1 connection back after an exchange ended cleanly.
+    pub(crate) fn release(&self, conn: Box<H1Conn>) {
+        if self.spec.max_idle == 0 {
             return;
         }
         let now = Instant::now();
@@ -336,16 +305,17 @@ impl Endpoint {
             if idle.len() >= self.spec.max_idle {
                 idle.remove(0);
             }
-            idle.push(Idle { sender, write_timeout, read_timer, since: now });
+            idle.push(Idle { conn, since: now });
         }
     }
 
-    fn pop_idle(&self) -> Option<Idle> {
+    /// The most recently used idle connection that is still open; closed ones are dropped.
+    fn pop_idle(&self) -> Option<Box<H1Conn>> {
         let now = Instant::now();
         let mut idle = self.idle_list().lock().ok()?;
-        while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() && i.sender.is_ready() && now.duration_since(i.since) <= self.spec.idle_timeout {
-                return Some(i);
+        while let Some(mut i) = idle.pop() {
+            if now.duration_since(i.since) <= self.spec.idle_timeout && i.conn.is_reusable() {
+                return Some(i.conn);
             }
         }
         None

@@ -16,3 +16,4 @@ mod ratelimit;
 mod security;
 mod streaming;
 mod tls;
+mod upstream_h1;

@@ -1,0 +1,1001 @@
+//! The gateway's own HTTP/1.1 upstream client.
+//!
+//! hyper's client runs each connection as a task of its own (a dispatcher) that the request's
+//! task talks to through channels: per request, three polls of that task, two hand-offs and a
+//! copy of the request headers into a new map. An HTTP/1.1 connection carries one exchange at a
+//! time, so here the request's own task owns the connection: it encodes the request head
+//! straight from the gateway's [`RequestHead`] into one buffer, writes it, parses the response
+//! head with `httparse`, and the returned [`H1Body`] reads the body from the same socket. Header
+//! values of the response share the read buffer (no copies). Upgrades (WebSocket) and HTTP/2
+//! still go through hyper.
+//!
+//! Framing is strict, as a proxy's must be: a reused connection that an upstream framed
+//! ambiguously would mix one response into the next.
+//! * Response head: at most [`MAX_HEAD`] bytes and [`MAX_FIELDS`] fields; obsolete line folding
+//!   and malformed lines are errors.
+//! * `1xx` interim responses are skipped; `101` is an error (no upgrade was asked for).
+//! * No body after `HEAD`, `1xx`, `204` and `304` (RFC 9112 §6.3).
+//! * `Transfer-Encoding` must be exactly `chunked` on an HTTP/1.1 response and comes without
+//!   `Content-Length`; anything else with it is an error (nginx does the same).
+//! * `Content-Length` values must be digits and agree with each other.
+//! * Without either, the body runs to connection close.
+//! * Chunk-size lines end in CRLF, sizes have at most 16 hex digits, extensions are skipped
+//!   (bounded, no control bytes), chunk data is followed by CRLF, trailers are header fields
+//!   (bounded) and are passed on as a trailers frame.
+//!
+//! A connection goes back to the pool only when the request was written completely, the
+//! response ended exactly at the end of what was read (nothing left over) and neither side
+//! asked to close (`Connection: close`, or HTTP/1.0 without `keep-alive`). Every error drops
+//! it. Errors from the upstream side map to 502 (protocol), 504 (no response head within the
+//! read timeout) or the write timeout; their retry safety follows what was sent (see
+//! [`exchange`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+
+use gw_core::RequestHead;
+use gw_error::{Error, ErrorKind, Retry};
+
+use crate::body::{BoxError, RequestBody};
+use crate::pool::{Endpoint, ReadTimer, StallIo, WriteTimeout};
+
+/// Largest response head (status line and fields) accepted from an upstream.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields accepted in a response head.
+pub(crate) const MAX_FIELDS: usize = 100;
+/// Longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Largest trailer section accepted.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Most trailer fields accepted.
+const MAX_TRAILER_FIELDS: usize = 32;
+/// First read size of an exchange; doubles while reads fill it, up to [`MAX_READ`].
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+// === Connection ===
+
+/// An HTTP/1.1 upstream connection, owned by one request at a time.
+pub(crate) struct H1Conn {
+    io: StallIo,
+    /// Its write-stall limit (shared with `io`).
+    pub(crate) write_timeout: WriteTimeout,
+    /// The response-head timer, re-armed per request (see [`ReadTimer`]).
+    read_timer: ReadTimer,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+    /// The request head being written (capacity kept between requests).
+    out: Vec<u8>,
+    read_size: usize,
+}
+
+impl H1Conn {
+    pub(crate) fn new(io: StallIo, write_timeout: WriteTimeout, read_timer: ReadTimer) -> Self {
+        H1Conn { io, write_timeout, read_timer, buf: BytesMut::new(), out: Vec::new(), read_size: MIN_READ }
+    }
+
+    /// Whether an idle connection can carry another request: the upstream has neither closed
+    /// it nor sent anything unasked. Costs no system call while the socket has nothing to read
+    /// (tokio knows it drained the socket last time).
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.buf.reserve(1);
+        matches!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf), Poll::Pending)
+    }
+
+    /// Read more bytes into `buf`: `Ok(0)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            self.buf.reserve(self.read_size);
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+        if let Poll::Ready(Ok(n)) = r
+            && n == spare
+            && self.read_size < MAX_READ
+        {
+            self.read_size *= 2;
+        }
+        r
+    }
+}
+
+// === Request side ===
+
+/// How the request body is framed on the wire.
+#[derive(Clone, Copy)]
+enum ReqFraming {
+    /// No body bytes.
+    None,
+    /// `Content-Length`: bytes still to send.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Writes one request: the head in `conn.out`, then the body.
+struct Writer {
+    /// Position in `conn.out` written so far.
+    head_pos: usize,
+    body: Option<RequestBody>,
+    framing: ReqFraming,
+    /// Body pieces waiting to be written, in order.
+    queue: VecDeque<Bytes>,
+    /// Whether a body frame was taken (the body can no longer be handed back).
+    polled_body: bool,
+    /// Bytes written to the socket.
+    written: u64,
+    /// Everything is in the queue (the body ended).
+    body_done: bool,
+}
+
+/// Why writing the request stopped.
+enum WriteError {
+    Io(io::Error),
+    /// The client's body failed (or exceeded the route limit).
+    Body(BoxError),
+    /// The body did not match its `Content-Length`.
+    Length,
+}
+
+impl Writer {
+    fn poll(&mut self, conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
+        loop {
+            // Write what is queued, several pieces per call.
+            if self.head_pos < conn.out.len() || !self.queue.is_empty() {
+                let mut slices = [IoSlice::new(&[]); 4];
+                let mut n = 0;
+                if self.head_pos < conn.out.len() {
+                    slices[0] = IoSlice::new(&conn.out[self.head_pos..]);
+                    n = 1;
+                }
+                for b in self.queue.iter().take(4 - n) {
+                    slices[n] = IoSlice::new(b);
+                    n += 1;
+                }
+                let r = if n == 1 {
+                    Pin::new(&mut conn.io).poll_write(cx, &slices[0])
+                } else {
+                    Pin::new(&mut conn.io).poll_write_vectored(cx, &slices[..n])
+                };
+                let mut wrote = match r {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into())));
+                    }
+                    Poll::Ready(Ok(w)) => w,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(WriteError::Io(e))),
+                    Poll::Pending => return Poll::Pending,
+                };
+                self.written += wrote as u64;
+                let head_left = conn.out.len() - self.head_pos;
+                let from_head = wrote.min(head_left);
+                self.head_pos += from_head;
+                wrote -= from_head;
+                while wrote > 0 {
+                    let Some(front) = self.queue.front_mut() else { break };
+                    if wrote >= front.len() {
+                        wrote -= front.len();
+                        self.queue.pop_front();
+                    } else {
+                        front.advance(wrote);
+                        wrote = 0;
+                    }
+                }
+                continue;
+            }
+            if self.body_done {
+                return Pin::new(&mut conn.io).poll_flush(cx).map_err(WriteError::Io);
+            }
+            let Some(body) = self.body.as_mut() else {
+                self.body_done = true;
+                continue;
+            };
+            let frame = match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => {
+                    // Let what is written so far reach the upstream while the client is slow.
+                    return match Pin::new(&mut conn.io).poll_flush(cx) {
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(WriteError::Io(e))),
+                        _ => Poll::Pending,
+                    };
+                }
+                Poll::Ready(f) => f,
+            };
+            self.polled_body = true;
+            match frame {
+                None => {
+                    self.finish_body()?;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(WriteError::Body(e))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        self.push_data(data)?;
+                        if self.body.as_ref().is_some_and(|b| b.is_end_stream()) {
+                            self.finish_body()?;
+                        }
+                    }
+                    Err(frame) => {
+                        if let (Ok(trailers), ReqFraming::Chunked) = (frame.into_trailers(), self.framing) {
+                            let mut t = Vec::with_capacity(64);
+                            t.extend_from_slice(b"0\r\n");
+                            encode_fields(&mut t, &trailers);
+                            t.extend_from_slice(b"\r\n");
+                            self.queue.push_back(Bytes::from(t));
+                            self.body = None;
+                            self.body_done = true;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn push_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.framing {
+            ReqFraming::None => return Err(WriteError::Length),
+            ReqFraming::Length(left) => {
+                let n = data.len() as u64;
+                if n > *left {
+                    return Err(WriteError::Length);
+                }
+                *left -= n;
+                self.queue.push_back(data);
+            }
+            ReqFraming::Chunked => {
+                self.queue.push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                self.queue.push_back(data);
+                self.queue.push_back(Bytes::from_static(b"\r\n"));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_body(&mut self) -> Result<(), WriteError> {
+        self.body = None;
+        self.body_done = true;
+        match self.framing {
+            ReqFraming::Length(0) | ReqFraming::None => Ok(()),
+            ReqFraming::Length(_) => Err(WriteError::Length),
+            ReqFraming::Chunked => {
+                self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                Ok(())
+            }
+        }
+    }
+}
+
+fn encode_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Encode the request head into `out`. The request's own framing fields are replaced by the
+/// body's: the gateway decides how the body is framed upstream.
+fn encode_head(out: &mut Vec<u8>, head: &RequestHead, host: &[u8], body: &RequestBody) -> ReqFraming {
+    out.clear();
+    let pq = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(pq.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        if name == header::HOST || name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let length = match body {
+        RequestBody::Empty => Some(0),
+        RequestBody::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
+        RequestBody::Stream { .. } => body.size_hint().exact(),
+    };
+    let framing = match length {
+        Some(0) => {
+            // Methods whose requests usually carry a body announce an empty one.
+            if head.headers.contains_key(header::CONTENT_LENGTH)
+                || matches!(head.method, Method::POST | Method::PUT | Method::PATCH)
+            {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            ReqFraming::None
+        }
+        Some(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+            ReqFraming::Length(n)
+        }
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            ReqFraming::Chunked
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+// === Response head ===
+
+/// A malformed or unacceptable response from the upstream.
+#[derive(Debug)]
+pub(crate) struct Malformed(pub(crate) &'static str);
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid response from upstream: {}", self.0)
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// How the response body is delimited.
+enum Framing {
+    /// Nothing more to read.
+    Done,
+    /// Bytes still to read.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes.
+    Close,
+}
+
+#[derive(Clone, Copy)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data: bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last chunk: trailer fields up to an empty line.
+    Trailers,
+}
+
+struct ParsedHead {
+    parts: http::response::Parts,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Parse a final response head from `buf` (interim `1xx` heads are consumed and skipped).
+/// `Ok(None)`: more bytes needed.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>, Malformed> {
+    loop {
+        let mut uninit = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        // Where each field's name and value lie in `buf` (the parsed slices borrow it).
+        let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
+        let mut resp = httparse::Response::new(&mut []);
+        let status = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            &buf[..],
+            &mut uninit,
+        );
+        let len = match status {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() >= MAX_HEAD {
+                    return Err(Malformed("response head too large"));
+                }
+                return Ok(None);
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(Malformed("too many header fields")),
+            Err(_) => return Err(Malformed("malformed response head")),
+        };
+        if len > MAX_HEAD {
+            return Err(Malformed("response head too large"));
+        }
+        let code = resp.code.unwrap_or(0);
+        let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+        if (100..200).contains(&code) {
+            if code == 101 {
+                return Err(Malformed("unexpected 101 Switching Protocols"));
+            }
+            buf.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| Malformed("invalid status code"))?;
+        let base = buf.as_ptr() as usize;
+        let n = resp.headers.len();
+        let (mut length, mut chunked, mut te) = (None::<u64>, false, false);
+        let (mut close, mut keep_alive_token) = (false, false);
+        for (h, r) in resp.headers.iter().zip(ranges.iter_mut()) {
+            let ns = h.name.as_ptr() as usize - base;
+            let vs = h.value.as_ptr() as usize - base;
+            *r = (ns as u32, h.name.len() as u32, vs as u32, h.value.len() as u32);
+            if h.name.eq_ignore_ascii_case("content-length") {
+                for v in h.value.split(|&b| b == b',') {
+                    let v = v.trim_ascii();
+                    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                        return Err(Malformed("invalid Content-Length"));
+                    }
+                    let v: u64 = v.iter().fold(0, |acc, &d| acc * 10 + u64::from(d - b'0'));
+                    if length.is_some_and(|l| l != v) {
+                        return Err(Malformed("conflicting Content-Length values"));
+                    }
+                    length = Some(v);
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                if te || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(Malformed("unsupported Transfer-Encoding"));
+                }
+                te = true;
+                chunked = true;
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for t in h.value.split(|&b| b == b',') {
+                    let t = t.trim_ascii();
+                    close |= t.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+        }
+        if te && (length.is_some() || version == Version::HTTP_10) {
+            return Err(Malformed("Transfer-Encoding with Content-Length or on HTTP/1.0"));
+        }
+        let no_body = *method == Method::HEAD || code == 204 || code == 304;
+        let framing = if no_body {
+            Framing::Done
+        } else if chunked {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            match length {
+                Some(0) => Framing::Done,
+                Some(l) => Framing::Length(l),
+                None => Framing::Close,
+            }
+        };
+        let keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
+
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(n);
+        for &(ns, nl, vs, vl) in &ranges[..n] {
+            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+            let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Malformed("invalid field name"))?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).map_err(|_| Malformed("invalid field value"))?;
+            headers.append(name, value);
+        }
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some(ParsedHead { parts, framing, keep_alive }));
+    }
+}
+
+// === Exchange ===
+
+/// What a failed exchange returns: the error, and the request body when none of it was used
+/// (a retry can send it again).
+pub(crate) type Failed = (Error, Option<RequestBody>);
+
+/// Send one request on `conn` and read the response head. The read timeout for the head starts
+/// once the request is written completely (a slow upload is bounded by the write timeout).
+///
+/// Retry safety of failures: nothing written yet (the connection failed at the first write) is
+/// [`Retry::Safe`] and hands the body back; anything after that is [`Retry::IfIdempotent`]: an
+/// upstream may have acted on a request whose response never came.
+pub(crate) async fn exchange(
+    mut conn: Box<H1Conn>,
+    endpoint: &Arc<Endpoint>,
+    head: &RequestHead,
+    host: &[u8],
+    body: RequestBody,
+    read: Duration,
+) -> Result<(http::response::Parts, H1Body), Failed> {
+    let framing = encode_head(&mut conn.out, head, host, &body);
+    let body = match framing {
+        ReqFraming::None => {
+            drop(body);
+            None
+        }
+        _ => Some(body),
+    };
+    let mut w =
+        Writer { head_pos: 0, body, framing, queue: VecDeque::new(), polled_body: false, written: 0, body_done: false };
+    if let Some(RequestBody::Full(b)) = &mut w.body {
+        // A buffered body goes out with the head in one write.
+        if let Some(b) = b.take()
+            && w.push_data(b).is_ok()
+        {
+            w.body = None;
+            w.body_done = true;
+        }
+    }
+    conn.read_size = MIN_READ;
+    let mut write_done = false;
+    let mut write_err: Option<WriteError> = None;
+    let result = std::future::poll_fn(|cx| {
+        if !write_done {
+            match w.poll(&mut conn, cx) {
+                Poll::Ready(r) => {
+                    write_done = true;
+                    if let Err(e) = r {
+                        write_err = Some(e);
+                    }
+                    let deadline = tokio::time::Instant::now() + read;
+                    conn.read_timer.as_mut().reset(deadline);
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Some(WriteError::Body(_) | WriteError::Length) = write_err {
+            // The client's side failed: no point waiting for an answer.
+            return Poll::Ready(Err(None));
+        }
+        loop {
+            match parse_head(&mut conn.buf, &head.method) {
+                Ok(Some(h)) => return Poll::Ready(Ok(h)),
+                Ok(None) => {}
+                Err(m) => return Poll::Ready(Err(Some(ReadError::Malformed(m)))),
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    let e = if conn.buf.is_empty() {
+                        ReadError::ClosedBeforeResponse
+                    } else {
+                        ReadError::Malformed(Malformed("connection closed inside the response head"))
+                    };
+                    return Poll::Ready(Err(Some(e)));
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Some(ReadError::Io(e)))),
+                Poll::Pending => break,
+            }
+        }
+        if write_err.is_some() {
+            // Writing failed and no answer is readable yet: do not wait for one.
+            return Poll::Ready(Err(None));
+        }
+        if write_done && conn.read_timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Some(ReadError::Timeout)));
+        }
+        Poll::Pending
+    })
+    .await;
+    let authority = &endpoint.authority;
+    match result {
+        Ok(h) => {
+            // A write error after the upstream answered: it stopped reading (a 413 before the
+            // whole upload, say). The answer stands; the connection is not reused.
+            let writer = if write_done { None } else { Some(w) };
+            let mut body = H1Body {
+                conn: Some(conn),
+                framing: h.framing,
+                writer,
+                reusable: h.keep_alive && write_err.is_none(),
+                endpoint: endpoint.clone(),
+            };
+            if matches!(body.framing, Framing::Done) {
+                body.end();
+            }
+            Ok((h.parts, body))
+        }
+        Err(read_err) => {
+            let unsent = w.written == 0 && !w.polled_body;
+            let returned = if unsent { w.body.take() } else { None };
+            let retry = if unsent { Retry::Safe } else { Retry::IfIdempotent };
+            let err = match (write_err, read_err) {
+                (Some(WriteError::Body(e)), _) => {
+                    Error::new(ErrorKind::UpstreamProtocol, format!("request to {authority}")).with_cause(e)
+                }
+                (Some(WriteError::Length), _) => Error::new(
+                    ErrorKind::DownstreamClosed,
+                    "the request body did not match its Content-Length",
+                ),
+                (_, Some(ReadError::Timeout)) => Error::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("{authority} sent no response head within {read:?}"),
+                ),
+                (Some(WriteError::Io(e)), _) => {
+                    let kind = if e.kind() == io::ErrorKind::TimedOut {
+                        ErrorKind::UpstreamWriteTimeout
+                    } else {
+                        ErrorKind::UpstreamProtocol
+                    };
+                    Error::new(kind, format!("writing the request to {authority}")).with_cause(e)
+                }
+                (None, Some(ReadError::Malformed(m))) => {
+                    Error::new(ErrorKind::UpstreamProtocol, format!("request to {authority}")).with_cause(m)
+                }
+                (None, Some(ReadError::ClosedBeforeResponse)) => Error::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("{authority} closed the connection before responding"),
+                ),
+                (None, Some(ReadError::Io(e))) => {
+                    Error::new(ErrorKind::UpstreamProtocol, format!("reading the response from {authority}"))
+                        .with_cause(e)
+                }
+                (None, None) => Error::new(ErrorKind::UpstreamProtocol, format!("request to {authority}")),
+            };
+            Err((err.with_retry(retry), returned))
+        }
+    }
+}
+
+enum ReadError {
+    Malformed(Malformed),
+    ClosedBeforeResponse,
+    Io(io::Error),
+    Timeout,
+}
+
+// === Response body ===
+
+/// The body of an upstream HTTP/1.1 response, read from the connection it arrived on. It keeps
+/// writing the request body if the upstream answered before reading all of it (full-duplex
+/// upstreams), and returns the connection to its pool when the exchange ended cleanly.
+pub(crate) struct H1Body {
+    conn: Option<Box<H1Conn>>,
+    framing: Framing,
+    writer: Option<Writer>,
+    reusable: bool,
+    endpoint: Arc<Endpoint>,
+}
+
+/// The response body broke off: the upstream closed early or framed it wrongly.
+#[derive(Debug)]
+pub(crate) struct BodyError(&'static str);
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream response body: {}", self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+enum Step {
+    Frame(Frame<Bytes>),
+    /// The body ended (no more frames).
+    End,
+    More,
+}
+
+impl H1Body {
+    /// The body ended: hand the connection back if the exchange ended cleanly.
+    fn end(&mut self) {
+        self.framing = Framing::Done;
+        let Some(conn) = self.conn.take() else { return };
+        if self.reusable && self.writer.is_none() && conn.buf.is_empty() {
+            self.endpoint.release(conn);
+        }
+    }
+
+    fn fail(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.framing = Framing::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(Box::new(BodyError(why)))))
+    }
+
+    /// Take the next frame from what is buffered.
+    fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static str> {
+        loop {
+            match framing {
+                Framing::Done => return Ok(Step::End),
+                Framing::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(Step::More);
+                    }
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    let data = buf.split_to(n).freeze();
+                    if *left == 0 {
+                        *framing = Framing::Done;
+                    }
+                    return Ok(Step::Frame(Frame::data(data)));
+                }
+                Framing::Close => {
+                    if buf.is_empty() {
+                        return Ok(Step::More);
+                    }
+                    return Ok(Step::Frame(Frame::data(buf.split().freeze())));
+                }
+                Framing::Chunked(c) => match *c {
+                    Chunk::Size => {
+                        let Some(nl) = memchr::memchr(b'\n', buf) else {
+                            if buf.len() > MAX_CHUNK_LINE {
+                                return Err("chunk-size line too long");
+                            }
+                            return Ok(Step::More);
+                        };
+                        if nl > MAX_CHUNK_LINE {
+                            return Err("chunk-size line too long");
+                        }
+                        let size = parse_chunk_line(&buf[..nl])?;
+                        buf.advance(nl + 1);
+                        *c = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                    }
+                    Chunk::Data(left) => {
+                        if buf.is_empty() {
+                            return Ok(Step::More);
+                        }
+                        let n = left.min(buf.len() as u64) as usize;
+                        let data = buf.split_to(n).freeze();
+                        *c = if left == n as u64 { Chunk::DataEnd } else { Chunk::Data(left - n as u64) };
+                        return Ok(Step::Frame(Frame::data(data)));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return Ok(Step::More);
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Err("chunk data not followed by CRLF");
+                        }
+                        buf.advance(2);
+                        *c = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        if buf.starts_with(b"\r\n") {
+                            buf.advance(2);
+                            *framing = Framing::Done;
+                            return Ok(Step::End);
+                        }
+                        let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+                        let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
+                            Ok(httparse::Status::Complete((len, fields))) => {
+                                let mut map = HeaderMap::with_capacity(fields.len());
+                                for f in fields {
+                                    let name = HeaderName::from_bytes(f.name.as_bytes())
+                                        .map_err(|_| "invalid trailer field")?;
+                                    let value =
+                                        HeaderValue::from_bytes(f.value).map_err(|_| "invalid trailer field")?;
+                                    map.append(name, value);
+                                }
+                                (len, map)
+                            }
+                            Ok(httparse::Status::Partial) => {
+                                if buf.len() > MAX_TRAILERS {
+                                    return Err("trailer section too large");
+                                }
+                                return Ok(Step::More);
+                            }
+                            Err(_) => return Err("malformed trailer section"),
+                        };
+                        buf.advance(len);
+                        *framing = Framing::Done;
+                        return Ok(Step::Frame(Frame::trailers(trailers)));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Parse a chunk-size line (without its LF): hex digits, optional extensions, CR.
+fn parse_chunk_line(line: &[u8]) -> Result<u64, &'static str> {
+    let Some(line) = line.strip_suffix(b"\r") else {
+        return Err("chunk-size line not ended by CRLF");
+    };
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err("invalid chunk size");
+    }
+    let mut size: u64 = 0;
+    for &b in &line[..digits] {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b - b'A' + 10,
+        };
+        size = (size << 4) | u64::from(d);
+    }
+    let rest = &line[digits..];
+    let rest_trimmed = rest.trim_ascii_start();
+    if !rest.is_empty() {
+        // Only extensions may follow: `;name[=value]`, visible characters, spaces and tabs.
+        if !rest_trimmed.starts_with(b";") {
+            return Err("invalid chunk size");
+        }
+        if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err("control byte in chunk extension");
+        }
+    }
+    Ok(size)
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        // Dropped before its end (client gone): the connection is closed with it.
+        self.conn = None;
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+        if let Some(w) = this.writer.as_mut() {
+            match w.poll(conn, cx) {
+                Poll::Ready(Ok(())) => this.writer = None,
+                Poll::Ready(Err(_)) => {
+                    // The upstream stopped reading the request or the client's body failed:
+                    // finish reading the response; the connection is not reused.
+                    this.writer = None;
+                    this.reusable = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match Self::step(&mut this.framing, &mut conn.buf) {
+                Err(why) => return this.fail(why),
+                Ok(Step::End) => {
+                    this.end();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::Frame(f)) => {
+                    if matches!(this.framing, Framing::Done) {
+                        this.end();
+                    }
+                    return Poll::Ready(Some(Ok(f)));
+                }
+                Ok(Step::More) => {}
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.framing, Framing::Close) {
+                        this.reusable = false;
+                        this.end();
+                        return Poll::Ready(None);
+                    }
+                    return this.fail("connection closed before the end of the body");
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(_)) => return this.fail("reading from the connection failed"),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(buf: &[u8], method: Method) -> Result<Option<ParsedHead>, Malformed> {
+        parse_head(&mut BytesMut::from(buf), &method)
+    }
+
+    #[test]
+    fn framing_rules() {
+        let ok = |b: &[u8]| head(b, Method::GET).map(|h| h.map(|h| (h.framing, h.keep_alive)));
+        assert!(matches!(ok(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"), Ok(Some((Framing::Length(5), true)))));
+        assert!(matches!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
+            Ok(Some((Framing::Length(5), true)))
+        ));
+        assert!(ok(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n").is_err());
+        assert!(ok(b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n").is_err());
+        assert!(ok(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+        assert!(ok(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n").is_err());
+        assert!(ok(b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+        assert!(matches!(ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"), Ok(Some((Framing::Chunked(_), true)))));
+        assert!(matches!(ok(b"HTTP/1.1 200 OK\r\n\r\n"), Ok(Some((Framing::Close, true)))));
+        assert!(matches!(ok(b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n"), Ok(Some((Framing::Done, _)))));
+        assert!(matches!(ok(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n"), Ok(Some((_, false)))));
+        assert!(matches!(ok(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"), Ok(Some((_, false)))));
+        assert!(matches!(
+            ok(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n"),
+            Ok(Some((_, true)))
+        ));
+        assert!(ok(b"HTTP/1.1 200 OK\r\nx: a\r\n folded\r\n\r\n").is_err());
+        assert!(ok(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
+        assert!(matches!(ok(b"HTTP/1.1 200 OK\r\ncontent-le"), Ok(None)));
+        // HEAD: no body whatever the length says.
+        assert!(matches!(
+            head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::HEAD).map(|h| h.map(|h| h.framing)),
+            Ok(Some(Framing::Done))
+        ));
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_values_are_kept() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\ncontent-length: 2\r\n\r\nhi"[..],
+        );
+        let h = parse_head(&mut buf, &Method::POST).ok().flatten().map(|h| h.parts);
+        let Some(parts) = h else { panic!("no head") };
+        assert_eq!(parts.status, 201);
+        let a: Vec<_> = parts.headers.get_all("x-a").iter().map(|v| v.as_bytes().to_vec()).collect();
+        assert_eq!(a, vec![b"1".to_vec(), b"2".to_vec()]);
+        assert_eq!(&buf[..], b"hi");
+    }
+
+    #[test]
+    fn head_limits() {
+        let mut big = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        assert!(head(&big, Method::GET).is_err(), "an unfinished head past the limit");
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_FIELDS {
+            many.extend(format!("x-{i}: v\r\n").bytes());
+        }
+        many.extend(b"\r\n");
+        assert!(head(&many, Method::GET).is_err());
+    }
+
+    #[test]
+    fn chunked_decoding() {
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut buf = BytesMut::from(&b"4;ext=\"v\"\r\nRust\r\n0\r\ngrpc-status: 0\r\n\r\n"[..]);
+        let mut data = Vec::new();
+        let mut trailers = None;
+        loop {
+            match H1Body::step(&mut framing, &mut buf) {
+                Ok(Step::Frame(f)) => match f.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(f) => trailers = f.into_trailers().ok(),
+                },
+                Ok(Step::End) => break,
+                Ok(Step::More) => panic!("wants more"),
+                Err(e) => panic!("{e}"),
+            }
+            if matches!(framing, Framing::Done) {
+                break;
+            }
+        }
+        assert_eq!(data, b"Rust");
+        assert_eq!(trailers.and_then(|t| t.get("grpc-status").cloned()), Some(HeaderValue::from_static("0")));
+        assert!(buf.is_empty());
+
+        for bad in [&b"4\nRust\r\n"[..], b"4\r\nRustX\r\n", b"x\r\n", b"11111111111111111\r\n", b"4 x\r\n", b"4;a\0\r\n"]
+        {
+            let mut framing = Framing::Chunked(Chunk::Size);
+            let mut buf = BytesMut::from(bad);
+            let mut failed = false;
+            for _ in 0..4 {
+                match H1Body::step(&mut framing, &mut buf) {
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                    Ok(Step::More | Step::End) => break,
+                    Ok(Step::Frame(_)) => {}
+                }
+            }
+            assert!(failed, "{:?} accepted", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_chunk_line(b"fF \t; a=b\r"), Ok(255));
+    }
+}

@@ -1,0 +1,498 @@
+//! The gateway's own HTTP/1.1 upstream client, against upstreams that write their responses
+//! byte by byte from a script: framing (chunked with extensions and trailers, close-delimited,
+//! no-body responses), interim responses, ambiguous or oversized heads (502, never passed on),
+//! connection reuse only after a clean exchange, stale pooled connections, and full-duplex
+//! request bodies.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+/// What the scripted upstream does after reading a request.
+struct Reply {
+    bytes: Vec<u8>,
+    close: bool,
+}
+
+fn keep(bytes: &[u8]) -> Reply {
+    Reply { bytes: bytes.to_vec(), close: false }
+}
+
+fn close(bytes: &[u8]) -> Reply {
+    Reply { bytes: bytes.to_vec(), close: true }
+}
+
+type Script = Arc<dyn Fn(usize, &str) -> Reply + Send + Sync>;
+
+/// A raw TCP upstream: reads each request (head, and a body framed by Content-Length or
+/// chunked), records it, and writes what the script says for request number `n` (from 0).
+struct Scripted {
+    addr: std::net::SocketAddr,
+    conns: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Scripted {
+    async fn start(script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static) -> Scripted {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script: Script = Arc::new(script);
+        let (c, r) = (conns.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_scripted(s, r.clone(), script.clone()));
+            }
+        });
+        Scripted { addr, conns, requests }
+    }
+
+    fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+
+    fn request(&self, i: usize) -> String {
+        self.requests.lock().unwrap()[i].clone()
+    }
+}
+
+async fn serve_scripted(mut s: tokio::net::TcpStream, requests: Arc<Mutex<Vec<String>>>, script: Script) {
+    let mut buf = Vec::new();
+    loop {
+        // The head.
+        let end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let lower = head.to_ascii_lowercase();
+        let mut body_end = end;
+        if let Some(cl) = lower.lines().find_map(|l| l.strip_prefix("content-length: ")) {
+            body_end += cl.trim().parse::<usize>().unwrap();
+            while buf.len() < body_end {
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        } else if lower.contains("transfer-encoding: chunked") {
+            loop {
+                if let Some(p) = buf[end..].windows(5).position(|w| w == b"0\r\n\r\n") {
+                    body_end = end + p + 5;
+                    break;
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+        let request = String::from_utf8_lossy(&buf[..body_end]).into_owned();
+        buf.drain(..body_end);
+        let n = {
+            let mut r = requests.lock().unwrap();
+            r.push(request.clone());
+            r.len() - 1
+        };
+        let reply = script(n, &request);
+        if s.write_all(&reply.bytes).await.is_err() {
+            return;
+        }
+        if reply.close {
+            let _ = s.shutdown().await;
+            return;
+        }
+    }
+}
+
+async fn gateway_to(addr: std::net::SocketAddr) -> TestGateway {
+    gateway(&format!(
+        "services:\n  - name: s\n    url: http://{addr}\n    timeouts: {{ read: 2s }}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: r\n    service: s\n"
+    ))
+    .await
+}
+
+/// One request on a kept-alive client connection to the gateway (one connection, so one
+/// gateway worker and its pool): the response head and body (chunked bodies decoded).
+async fn roundtrip(s: &mut tokio::net::TcpStream, req: &str) -> (String, String) {
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    let fill = |buf: &mut Vec<u8>, n: usize, b: &[u8]| buf.extend_from_slice(&b[..n]);
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut b).await.unwrap();
+        assert!(n > 0, "closed inside the head");
+        fill(&mut buf, n, &b);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let status: u16 = head[9..12].parse().unwrap();
+    let mut body = buf[end..].to_vec();
+    if req.starts_with("HEAD") || status == 204 || status == 304 {
+        return (head, String::new());
+    }
+    if let Some(cl) = head.lines().find_map(|l| l.strip_prefix("content-length: ")) {
+        let cl: usize = cl.trim().parse().unwrap();
+        while body.len() < cl {
+            let n = s.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed inside the body");
+            fill(&mut body, n, &b);
+        }
+        return (head, String::from_utf8_lossy(&body).into_owned());
+    }
+    while !body.ends_with(b"\r\n0\r\n\r\n") {
+        let n = s.read(&mut b).await.unwrap();
+        assert!(n > 0, "closed inside the body");
+        fill(&mut body, n, &b);
+    }
+    // Decode the chunks (the gateway's own encoding: no extensions).
+    let mut out = Vec::new();
+    let mut rest = &body[..];
+    loop {
+        let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&rest[nl + 2..nl + 2 + size]);
+        rest = &rest[nl + 2 + size + 2..];
+    }
+    (head, String::from_utf8_lossy(&out).into_owned())
+}
+
+const GET: &str = "GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+
+/// Chunked responses with chunk extensions are decoded and passed on whole, their trailers
+/// reach a client that accepts them, and the connection is reused afterwards.
+#[tokio::test]
+async fn chunked_responses_with_extensions_and_trailers() {
+    let up = Scripted::start(|_, _| {
+        keep(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5;name=\"v\"\r\nhello\r\n6 ; x\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n")
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    for _ in 0..3 {
+        let (head, body) = roundtrip(&mut s, GET).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, "hello world");
+    }
+    assert_eq!(up.conns(), 1, "each exchange ended cleanly, so one connection served all");
+
+    // An HTTP/1.1 client that says it accepts trailers gets them.
+    let out = raw(
+        gw.addr("main"),
+        b"GET / HTTP/1.1\r\nhost: a\r\nte: trailers\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("hello") && out.contains(" world"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-checksum: abc"), "trailer lost: {out}");
+}
+
+/// A body without Content-Length or chunked runs to connection close; that connection is not
+/// reused.
+#[tokio::test]
+async fn close_delimited_bodies() {
+    let up = Scripted::start(|n, _| close(format!("HTTP/1.1 200 OK\r\n\r\nbody number {n}").as_bytes())).await;
+    let gw = gateway_to(up.addr).await;
+    for n in 0..2 {
+        let r = client().get(gw.url("main")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), format!("body number {n}"));
+    }
+    assert_eq!(up.conns(), 2);
+}
+
+/// Interim 1xx responses are read past; the client sees the final response.
+#[tokio::test]
+async fn interim_responses_are_skipped() {
+    let up = Scripted::start(|_, _| {
+        keep(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let r = client().post(gw.url("main")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.text().await.unwrap(), "ok");
+}
+
+/// HEAD, 204 and 304 responses have no body whatever their fields say, and leave the
+/// connection reusable.
+#[tokio::test]
+async fn bodiless_responses_keep_the_connection() {
+    let up = Scripted::start(|_, req| {
+        if req.starts_with("HEAD") {
+            keep(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+        } else if req.contains("/nc") {
+            keep(b"HTTP/1.1 204 No Content\r\n\r\n")
+        } else if req.contains("/nm") {
+            keep(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 7\r\netag: \"x\"\r\n\r\n")
+        } else {
+            keep(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+        }
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    let (head, _) = roundtrip(&mut s, "HEAD / HTTP/1.1\r\nhost: a\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 200") && head.contains("content-length: 5\r\n"), "{head}");
+    let (head, _) = roundtrip(&mut s, "GET /nc HTTP/1.1\r\nhost: a\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+    let (head, _) = roundtrip(&mut s, "GET /nm HTTP/1.1\r\nhost: a\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 304") && head.contains("etag: \"x\""), "{head}");
+    let (head, body) = roundtrip(&mut s, GET).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "hello");
+    assert_eq!(up.conns(), 1, "no response left bytes behind, so one connection served all four");
+}
+
+/// Responses whose framing is ambiguous or whose head breaks the limits are 502 and nothing of
+/// them reaches the client.
+#[tokio::test]
+async fn malformed_responses_are_502() {
+    let mut big = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 70 * 1024));
+    big.extend(b"\r\ncontent-length: 0\r\n\r\n");
+    let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..150 {
+        many.extend(format!("x-f{i}: v\r\n").bytes());
+    }
+    many.extend(b"content-length: 0\r\n\r\n");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("te-and-cl", b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
+        ("conflicting-cl", b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nsmug".to_vec()),
+        ("signed-cl", b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n".to_vec()),
+        ("gzip-te", b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nzz".to_vec()),
+        ("folded", b"HTTP/1.1 200 OK\r\nx-a: 1\r\n  folded\r\ncontent-length: 0\r\n\r\n".to_vec()),
+        ("bare-cr", b"HTTP/1.1 200 OK\r\nx-a: 1\rx-b: 2\r\ncontent-length: 0\r\n\r\n".to_vec()),
+        ("switching", b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n".to_vec()),
+        ("not-http", b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec()),
+        ("big-head", big),
+        ("many-fields", many),
+    ];
+    let cases = Arc::new(cases);
+    let c2 = cases.clone();
+    let up = Scripted::start(move |n, _| close(&c2[n].1)).await;
+    let gw = gateway_to(up.addr).await;
+    for (name, _) in cases.iter() {
+        let r = client().get(gw.url("main")).send().await.unwrap();
+        assert_eq!(r.status(), 502, "{name}");
+        let v: serde_json::Value = r.json().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(v["error"], "upstream_protocol_error", "{name}: {v}");
+        assert!(!v.to_string().contains("smug"), "{name}");
+    }
+    assert_eq!(up.requests.lock().unwrap().len(), cases.len());
+}
+
+/// Bytes after the end of a response (an upstream that answers twice, or frames wrongly) mean
+/// the connection is not reused: the next request gets its own answer, not the leftover.
+#[tokio::test]
+async fn leftover_bytes_are_never_read_as_the_next_response() {
+    let up = Scripted::start(|n, _| {
+        if n == 0 {
+            keep(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled")
+        } else {
+            keep(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond")
+        }
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    assert_eq!(roundtrip(&mut s, GET).await.1, "first");
+    assert_eq!(roundtrip(&mut s, GET).await.1, "second");
+    assert_eq!(up.conns(), 2);
+}
+
+/// `Connection: close` and HTTP/1.0 responses (without keep-alive) end their connection;
+/// HTTP/1.0 with `Connection: keep-alive` keeps it.
+#[tokio::test]
+async fn reuse_follows_the_upstreams_connection_semantics() {
+    let up = Scripted::start(|n, _| match n {
+        0 => keep(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na"),
+        1 => keep(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nb"),
+        2 => keep(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\nc"),
+        _ => keep(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nd"),
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    let mut got = String::new();
+    for _ in 0..4 {
+        got += &roundtrip(&mut s, GET).await.1;
+    }
+    assert_eq!(got, "abcd");
+    // 1st closes, 2nd closes, 3rd and 4th share one.
+    assert_eq!(up.conns(), 3);
+}
+
+/// A pooled connection that the upstream closed while idle (its keep-alive timeout) is not
+/// used: a POST, which the gateway must not replay, still succeeds on a new connection.
+#[tokio::test]
+async fn connections_closed_while_idle_are_not_used() {
+    let up = Scripted::start(|n, _| {
+        // Every response says keep-alive, but the upstream closes after it.
+        close(format!("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n{n}").as_bytes())
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let c = client();
+    for n in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = c.post(gw.url("main")).body("data").send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {n}");
+        assert_eq!(r.text().await.unwrap(), n.to_string());
+    }
+    assert_eq!(up.conns(), 3);
+}
+
+/// A body cut short by the upstream is cut short for the client too (never padded or
+/// completed), and the connection is dropped.
+#[tokio::test]
+async fn truncated_bodies_fail_for_the_client() {
+    let up = Scripted::start(|n, _| {
+        if n == 0 {
+            close(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
+        } else {
+            close(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        }
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    for n in 0..2 {
+        // The gateway may not have flushed the head before the body broke off: then the client
+        // sees the connection fail before the head.
+        if let Ok(r) = client().get(gw.url("main")).send().await {
+            assert_eq!(r.status(), 200);
+            assert!(r.bytes().await.is_err(), "response {n}: a truncated body must not look complete");
+        }
+    }
+    assert_eq!(up.requests.lock().unwrap().len(), 2);
+}
+
+/// Request bodies: a known length goes out with Content-Length, an unknown one chunked; the
+/// client's own framing fields are replaced, and an empty POST says `content-length: 0`.
+#[tokio::test]
+async fn request_bodies_are_framed_by_the_gateway() {
+    let up = Scripted::start(|_, _| keep(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
+    let gw = gateway_to(up.addr).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    roundtrip(&mut s, "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\nabc").await;
+    roundtrip(&mut s, "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n")
+        .await;
+    roundtrip(&mut s, "POST / HTTP/1.1\r\nhost: a\r\n\r\n").await;
+    roundtrip(&mut s, GET).await;
+
+    let fixed = up.request(0).to_ascii_lowercase();
+    assert!(fixed.contains("content-length: 3\r\n") && fixed.ends_with("\r\n\r\nabc"), "{fixed}");
+    assert!(!fixed.contains("transfer-encoding"), "{fixed}");
+    let chunked = up.request(1).to_ascii_lowercase();
+    assert!(chunked.contains("transfer-encoding: chunked\r\n"), "{chunked}");
+    assert!(!chunked.contains("content-length"), "{chunked}");
+    assert!(chunked.ends_with("\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"), "{chunked:?}");
+    let empty_post = up.request(2).to_ascii_lowercase();
+    assert!(empty_post.contains("content-length: 0\r\n"), "{empty_post}");
+    let get = up.request(3).to_ascii_lowercase();
+    assert!(!get.contains("content-length") && !get.contains("transfer-encoding"), "{get}");
+    assert!(get.starts_with("get / http/1.1\r\nhost: "), "{get}");
+    assert_eq!(up.conns(), 1);
+}
+
+/// A full-duplex upstream that echoes the request body as it arrives: the gateway keeps
+/// sending the body after the response head came back, so each piece makes the round trip
+/// while the request is still open.
+#[tokio::test]
+async fn full_duplex_bodies() {
+    let up = Upstream::start(Behavior::Custom(Arc::new(|req| {
+        Box::pin(async move { hyper::Response::new(req.into_body().boxed()) })
+    })))
+    .await;
+    let gw = gateway(&format!(
+        "services:\n  - name: s\n    url: http://{}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: r\n    service: s\n",
+        up.authority()
+    ))
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    tx.send(Ok(Bytes::from("ping-0"))).await.unwrap();
+    let r = client().post(gw.url("main")).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r;
+    let mut got = String::new();
+    for i in 1..=3 {
+        // Wait for the echo of the previous piece before sending the next one.
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await.unwrap().unwrap().unwrap();
+        got += &String::from_utf8_lossy(&chunk);
+        tx.send(Ok(Bytes::from(format!("ping-{i}")))).await.unwrap();
+    }
+    drop(tx);
+    while let Some(c) = stream.chunk().await.unwrap() {
+        got += &String::from_utf8_lossy(&c);
+    }
+    assert_eq!(got, "ping-0ping-1ping-2ping-3");
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// An upstream that answers before reading the whole upload (here: rejects it at once and
+/// closes): the client gets that answer, not a 502.
+#[tokio::test]
+async fn early_answers_to_uploads_are_passed_on() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!")
+                    .await;
+                // Keep reading (and dropping) for a moment so the answer is not lost to a reset.
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+    });
+    let gw = gateway_to(addr).await;
+    let r = client().post(gw.url("main")).body(vec![b'u'; 4 << 20]).send().await;
+    let r = r.expect("the client gets an answer");
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.text().await.unwrap(), "too big!");
+}
+
