@@ -39,11 +39,9 @@ fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
         match k.as_str() {
             "connection" => connection = true,
             "te" => te = true,
-            "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "transfer-encoding" => remove.push(k.clone()),
+            "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "transfer-encoding" => {
+                remove.push(k.clone());
+            }
             "upgrade" if !keep_upgrade => remove.push(k.clone()),
             "expect"
             | "x-consumer-id"

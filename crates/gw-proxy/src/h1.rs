@@ -78,12 +78,22 @@ pub(crate) struct H1Conn {
     buf: BytesMut,
     /// The request head being written (capacity kept between requests).
     out: Vec<u8>,
+    /// Scratch space of the head parser.
+    ranges: Vec<[u32; 4]>,
     read_size: usize,
 }
 
 impl H1Conn {
     pub(crate) fn new(io: StallIo, write_timeout: WriteTimeout, read_timer: ReadTimer) -> Self {
-        H1Conn { io, write_timeout, read_timer, buf: BytesMut::new(), out: Vec::new(), read_size: MIN_READ }
+        H1Conn {
+            io,
+            write_timeout,
+            read_timer,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            ranges: Vec::new(),
+            read_size: MIN_READ,
+        }
     }
 
     /// Whether an idle connection can carry another request: the upstream has neither closed
@@ -96,6 +106,17 @@ impl H1Conn {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         self.buf.reserve(1);
         matches!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf), Poll::Pending)
+    }
+
+    /// Let go of buffers grown by a large exchange before the connection sits idle.
+    pub(crate) fn trim(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.buf.capacity() > KEEP {
+            self.buf = BytesMut::new();
+        }
+        if self.out.capacity() > KEEP {
+            self.out = Vec::new();
+        }
     }
 
     /// Read more bytes into `buf`: `Ok(0)` at end of stream.
@@ -384,18 +405,21 @@ struct ParsedHead {
 }
 
 /// Parse a final response head from `buf` (interim `1xx` heads are consumed and skipped).
-/// `Ok(None)`: more bytes needed.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>, Malformed> {
+/// `Ok(None)`: more bytes needed. `ranges` is scratch space kept with the connection.
+///
+/// Hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
+/// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Transfer-Encoding`,
+/// `Upgrade`) are read for framing and left out of the returned head.
+fn parse_head(
+    buf: &mut BytesMut,
+    ranges: &mut Vec<[u32; 4]>,
+    method: &Method,
+) -> Result<Option<ParsedHead>, Malformed> {
     loop {
         let mut uninit = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
-        // Where each field's name and value lie in `buf` (the parsed slices borrow it).
-        let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
         let mut resp = httparse::Response::new(&mut []);
-        let status = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut resp,
-            &buf[..],
-            &mut uninit,
-        );
+        let status =
+            httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, &buf[..], &mut uninit);
         let len = match status {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
@@ -420,41 +444,78 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
             continue;
         }
         let status = StatusCode::from_u16(code).map_err(|_| Malformed("invalid status code"))?;
+        // Where each field's name and value lie (the parsed slices borrow `buf`, which is split
+        // off and frozen next so that values can share it).
         let base = buf.as_ptr() as usize;
-        let n = resp.headers.len();
-        let (mut length, mut chunked, mut te) = (None::<u64>, false, false);
+        ranges.clear();
+        ranges.extend(resp.headers.iter().map(|h| {
+            [
+                (h.name.as_ptr() as usize - base) as u32,
+                h.name.len() as u32,
+                (h.value.as_ptr() as usize - base) as u32,
+                h.value.len() as u32,
+            ]
+        }));
+
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(ranges.len());
+        let (mut length, mut chunked) = (None::<u64>, false);
         let (mut close, mut keep_alive_token) = (false, false);
-        for (h, r) in resp.headers.iter().zip(ranges.iter_mut()) {
-            let ns = h.name.as_ptr() as usize - base;
-            let vs = h.value.as_ptr() as usize - base;
-            *r = (ns as u32, h.name.len() as u32, vs as u32, h.value.len() as u32);
-            if h.name.eq_ignore_ascii_case("content-length") {
-                for v in h.value.split(|&b| b == b',') {
-                    let v = v.trim_ascii();
-                    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                        return Err(Malformed("invalid Content-Length"));
+        let mut named: Vec<HeaderName> = Vec::new();
+        for &[ns, nl, vs, vl] in ranges.iter() {
+            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+            let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Malformed("invalid field name"))?;
+            let v = &head[vs..vs + vl];
+            match name.as_str() {
+                "content-length" => {
+                    for v in v.split(|&b| b == b',') {
+                        let v = v.trim_ascii();
+                        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                            return Err(Malformed("invalid Content-Length"));
+                        }
+                        let v: u64 = v.iter().fold(0, |acc, &d| acc * 10 + u64::from(d - b'0'));
+                        if length.is_some_and(|l| l != v) {
+                            return Err(Malformed("conflicting Content-Length values"));
+                        }
+                        length = Some(v);
                     }
-                    let v: u64 = v.iter().fold(0, |acc, &d| acc * 10 + u64::from(d - b'0'));
-                    if length.is_some_and(|l| l != v) {
-                        return Err(Malformed("conflicting Content-Length values"));
+                }
+                "transfer-encoding" => {
+                    if chunked || !v.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                        return Err(Malformed("unsupported Transfer-Encoding"));
                     }
-                    length = Some(v);
+                    chunked = true;
+                    continue;
                 }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                if te || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err(Malformed("unsupported Transfer-Encoding"));
+                "connection" => {
+                    for t in v.split(|&b| b == b',') {
+                        let t = t.trim_ascii();
+                        if t.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                            keep_alive_token = true;
+                        } else if let Ok(n) = HeaderName::from_bytes(t) {
+                            named.push(n);
+                        }
+                    }
+                    continue;
                 }
-                te = true;
-                chunked = true;
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                for t in h.value.split(|&b| b == b',') {
-                    let t = t.trim_ascii();
-                    close |= t.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+                "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te" | "upgrade" => {
+                    continue;
                 }
+                _ => {}
+            }
+            let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
+                .map_err(|_| Malformed("invalid field value"))?;
+            headers.append(name, value);
+        }
+        for n in named {
+            // Content-Length frames the body the client gets: never dropped.
+            if n != header::CONTENT_LENGTH {
+                headers.remove(n);
             }
         }
-        if te && (length.is_some() || version == Version::HTTP_10) {
+        if chunked && (length.is_some() || version == Version::HTTP_10) {
             return Err(Malformed("Transfer-Encoding with Content-Length or on HTTP/1.0"));
         }
         let no_body = *method == Method::HEAD || code == 204 || code == 304;
@@ -470,16 +531,6 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
             }
         };
         let keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
-
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(n);
-        for &(ns, nl, vs, vl) in &ranges[..n] {
-            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
-            let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Malformed("invalid field name"))?;
-            let value =
-                HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).map_err(|_| Malformed("invalid field value"))?;
-            headers.append(name, value);
-        }
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
@@ -549,7 +600,7 @@ pub(crate) async fn exchange(
             return Poll::Ready(Err(None));
         }
         loop {
-            match parse_head(&mut conn.buf, &head.method) {
+            match parse_head(&mut conn.buf, &mut conn.ranges, &head.method) {
                 Ok(Some(h)) => return Poll::Ready(Ok(h)),
                 Ok(None) => {}
                 Err(m) => return Poll::Ready(Err(Some(ReadError::Malformed(m)))),
@@ -604,14 +655,12 @@ pub(crate) async fn exchange(
                 (Some(WriteError::Body(e)), _) => {
                     Error::new(ErrorKind::UpstreamProtocol, format!("request to {authority}")).with_cause(e)
                 }
-                (Some(WriteError::Length), _) => Error::new(
-                    ErrorKind::DownstreamClosed,
-                    "the request body did not match its Content-Length",
-                ),
-                (_, Some(ReadError::Timeout)) => Error::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!("{authority} sent no response head within {read:?}"),
-                ),
+                (Some(WriteError::Length), _) => {
+                    Error::new(ErrorKind::DownstreamClosed, "the request body did not match its Content-Length")
+                }
+                (_, Some(ReadError::Timeout)) => {
+                    Error::new(ErrorKind::UpstreamTimeout, format!("{authority} sent no response head within {read:?}"))
+                }
                 (Some(WriteError::Io(e)), _) => {
                     let kind = if e.kind() == io::ErrorKind::TimedOut {
                         ErrorKind::UpstreamWriteTimeout
@@ -893,27 +942,30 @@ impl Body for H1Body {
 mod tests {
     use super::*;
 
-    fn head(buf: &[u8], method: Method) -> Result<Option<ParsedHead>, Malformed> {
-        parse_head(&mut BytesMut::from(buf), &method)
+    fn head(buf: &[u8], method: &Method) -> Result<Option<ParsedHead>, Malformed> {
+        parse_head(&mut BytesMut::from(buf), &mut Vec::new(), method)
     }
 
     #[test]
     fn framing_rules() {
-        let ok = |b: &[u8]| head(b, Method::GET).map(|h| h.map(|h| (h.framing, h.keep_alive)));
+        let ok = |b: &[u8]| head(b, &Method::GET).map(|h| h.map(|h| (h.framing, h.keep_alive)));
         assert!(matches!(ok(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"), Ok(Some((Framing::Length(5), true)))));
-        assert!(matches!(
-            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
-            Ok(Some((Framing::Length(5), true)))
-        ));
+        assert!(matches!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"), Ok(Some((Framing::Length(5), true)))));
         assert!(ok(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n").is_err());
         assert!(ok(b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n").is_err());
         assert!(ok(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
         assert!(ok(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n").is_err());
         assert!(ok(b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
-        assert!(matches!(ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"), Ok(Some((Framing::Chunked(_), true)))));
+        assert!(matches!(
+            ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+            Ok(Some((Framing::Chunked(_), true)))
+        ));
         assert!(matches!(ok(b"HTTP/1.1 200 OK\r\n\r\n"), Ok(Some((Framing::Close, true)))));
         assert!(matches!(ok(b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n"), Ok(Some((Framing::Done, _)))));
-        assert!(matches!(ok(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n"), Ok(Some((_, false)))));
+        assert!(matches!(
+            ok(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n"),
+            Ok(Some((_, false)))
+        ));
         assert!(matches!(ok(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"), Ok(Some((_, false)))));
         assert!(matches!(
             ok(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n"),
@@ -924,7 +976,7 @@ mod tests {
         assert!(matches!(ok(b"HTTP/1.1 200 OK\r\ncontent-le"), Ok(None)));
         // HEAD: no body whatever the length says.
         assert!(matches!(
-            head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::HEAD).map(|h| h.map(|h| h.framing)),
+            head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", &Method::HEAD).map(|h| h.map(|h| h.framing)),
             Ok(Some(Framing::Done))
         ));
     }
@@ -934,7 +986,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\ncontent-length: 2\r\n\r\nhi"[..],
         );
-        let h = parse_head(&mut buf, &Method::POST).ok().flatten().map(|h| h.parts);
+        let h = parse_head(&mut buf, &mut Vec::new(), &Method::POST).ok().flatten().map(|h| h.parts);
         let Some(parts) = h else { panic!("no head") };
         assert_eq!(parts.status, 201);
         let a: Vec<_> = parts.headers.get_all("x-a").iter().map(|v| v.as_bytes().to_vec()).collect();
@@ -946,13 +998,13 @@ mod tests {
     fn head_limits() {
         let mut big = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD));
-        assert!(head(&big, Method::GET).is_err(), "an unfinished head past the limit");
+        assert!(head(&big, &Method::GET).is_err(), "an unfinished head past the limit");
         let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
         for i in 0..=MAX_FIELDS {
             many.extend(format!("x-{i}: v\r\n").bytes());
         }
         many.extend(b"\r\n");
-        assert!(head(&many, Method::GET).is_err());
+        assert!(head(&many, &Method::GET).is_err());
     }
 
     #[test]
@@ -979,7 +1031,8 @@ mod tests {
         assert_eq!(trailers.and_then(|t| t.get("grpc-status").cloned()), Some(HeaderValue::from_static("0")));
         assert!(buf.is_empty());
 
-        for bad in [&b"4\nRust\r\n"[..], b"4\r\nRustX\r\n", b"x\r\n", b"11111111111111111\r\n", b"4 x\r\n", b"4;a\0\r\n"]
+        for bad in
+            [&b"4\nRust\r\n"[..], b"4\r\nRustX\r\n", b"x\r\n", b"11111111111111111\r\n", b"4 x\r\n", b"4;a\0\r\n"]
         {
             let mut framing = Framing::Chunked(Chunk::Size);
             let mut buf = BytesMut::from(bad);
@@ -997,5 +1050,104 @@ mod tests {
             assert!(failed, "{:?} accepted", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_chunk_line(b"fF \t; a=b\r"), Ok(255));
+    }
+
+    /// Decode `wire` fed in pieces of the given sizes: the data, the trailers, and whether the
+    /// body ended exactly at the end of the input.
+    fn decode_in_pieces(wire: &[u8], sizes: &mut dyn FnMut() -> usize) -> Result<(Vec<u8>, Option<HeaderMap>), String> {
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut buf = BytesMut::new();
+        let (mut data, mut trailers) = (Vec::new(), None);
+        let mut fed = 0;
+        loop {
+            match H1Body::step(&mut framing, &mut buf) {
+                Ok(Step::Frame(f)) => match f.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(f) => trailers = f.into_trailers().ok(),
+                },
+                Ok(Step::End) => break,
+                Ok(Step::More) => {
+                    if fed == wire.len() {
+                        return Err("wants more at the end of the input".into());
+                    }
+                    let n = sizes().clamp(1, wire.len() - fed);
+                    buf.extend_from_slice(&wire[fed..fed + n]);
+                    fed += n;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if matches!(framing, Framing::Done) {
+                break;
+            }
+        }
+        if fed != wire.len() || !buf.is_empty() {
+            return Err("bytes left over".into());
+        }
+        Ok((data, trailers))
+    }
+
+    /// Random chunked bodies (sizes, extensions, trailers) decode to the same bytes however the
+    /// wire is split into reads, down to one byte at a time.
+    #[test]
+    fn chunked_decoding_is_independent_of_read_boundaries() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..300 {
+            let mut wire = Vec::new();
+            let mut expect = Vec::new();
+            for _ in 0..rng.usize(0..6) {
+                let len = rng.usize(1..3000);
+                let chunk: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+                let hex = if rng.bool() { format!("{len:x}") } else { format!("{len:X}") };
+                wire.extend(hex.bytes());
+                if rng.bool() {
+                    wire.extend(b";ext=\"a b\"; other");
+                }
+                wire.extend(b"\r\n");
+                wire.extend(&chunk);
+                wire.extend(b"\r\n");
+                expect.extend(chunk);
+            }
+            wire.extend(b"0\r\n");
+            let with_trailer = rng.bool();
+            if with_trailer {
+                wire.extend(b"x-sum: 42\r\n");
+            }
+            wire.extend(b"\r\n");
+            let mut one = || 1usize;
+            let mut random = || rng.usize(1..64);
+            for sizes in [&mut one as &mut dyn FnMut() -> usize, &mut random] {
+                let (data, trailers) = decode_in_pieces(&wire, sizes).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert_eq!(data, expect, "round {round}");
+                assert_eq!(trailers.is_some(), with_trailer, "round {round}");
+            }
+        }
+    }
+
+    /// Arbitrary bytes as a response head or a chunked body: an answer or an error, never a
+    /// panic, and never more fields than the limit.
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let alphabet = b"HTP/1.0 2345\r\n:;chunkedtransfer-encodingcontent-length\t \x00\x7f\xff";
+        for _ in 0..20_000 {
+            let len = rng.usize(0..200);
+            let mut bytes: Vec<u8> = (0..len).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
+            if rng.bool() {
+                let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
+                h.append(&mut bytes);
+                bytes = h;
+            }
+            if let Ok(Some(h)) = parse_head(&mut BytesMut::from(&bytes[..]), &mut Vec::new(), &Method::GET) {
+                assert!(h.parts.headers.len() <= MAX_FIELDS);
+            }
+            let mut framing = Framing::Chunked(Chunk::Size);
+            let mut buf = BytesMut::from(&bytes[..]);
+            for _ in 0..400 {
+                match H1Body::step(&mut framing, &mut buf) {
+                    Ok(Step::Frame(_)) => {}
+                    _ => break,
+                }
+            }
+        }
     }
 }

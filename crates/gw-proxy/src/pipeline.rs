@@ -34,10 +34,10 @@ use gw_upstream::{Outcome, SelectError};
 use crate::body::{
     BodyTooLarge, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner,
 };
-use crate::h1;
 use crate::chain::Chain;
 use crate::conn::ConnState;
 use crate::forwarding::{self, ConnForwarding};
+use crate::h1;
 use crate::pool::Conn;
 use crate::runtime::{RouteRt, Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
 use crate::server::Shared;
@@ -615,9 +615,19 @@ async fn forward(
         let req_body = body.take().unwrap_or(RequestBody::Empty);
 
         let attempt_start = now;
-        let result =
-            send(&endpoint, &head, req_body, host_header.as_deref(), protocol, t.connect, t.read, t.write, sent, deadline)
-                .await;
+        let result = send(
+            &endpoint,
+            &head,
+            req_body,
+            host_header.as_deref(),
+            protocol,
+            t.connect,
+            t.read,
+            t.write,
+            sent,
+            deadline,
+        )
+        .await;
         now = Instant::now();
         let latency = now.duration_since(attempt_start);
         match result {
@@ -643,8 +653,7 @@ async fn forward(
                     continue;
                 }
                 cx.upstream_latency = Some(now.duration_since(started));
-                let (mut parts, incoming) = resp.into_parts();
-                forwarding::strip_hop_by_hop(&mut parts.headers, false);
+                let (parts, incoming) = resp.into_parts();
                 let on_done = Box::new(move |_ok: bool| {
                     inflight.finish(outcome, latency, Instant::now());
                 });
@@ -813,7 +822,12 @@ async fn attempt(
         }
     };
     match result {
-        Ok(resp) => Ok(resp.map(UpstreamInner::Hyper)),
+        Ok(resp) => {
+            // (The HTTP/1.1 client leaves hop-by-hop fields out as it parses.)
+            let (mut parts, body) = resp.into_parts();
+            forwarding::strip_hop_by_hop(&mut parts.headers, false);
+            Ok(Response::from_parts(parts, UpstreamInner::Hyper(body)))
+        }
         Err(mut e) => {
             let unsent = e.take_message().map(|m| m.into_body());
             let herr = e.into_error();

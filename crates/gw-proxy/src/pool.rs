@@ -292,10 +292,11 @@ impl Endpoint {
     }
 
     /// Put an HTTP/1.1 connection back after an exchange ended cleanly.
-    pub(crate) fn release(&self, conn: Box<H1Conn>) {
+    pub(crate) fn release(&self, mut conn: Box<H1Conn>) {
         if self.spec.max_idle == 0 {
             return;
         }
+        conn.trim();
         let now = Instant::now();
         if let Ok(mut idle) = self.idle_list().lock() {
             // Age out the oldest (front) entries; keep at most max_idle.

@@ -65,7 +65,11 @@ pub(crate) async fn forward(
         inflight.finish(Outcome::Success, start.elapsed(), Instant::now());
         let (mut parts, body) = resp.into_parts();
         forwarding::strip_hop_by_hop(&mut parts.headers, false);
-        let body = crate::body::UpstreamBody::new(crate::body::UpstreamInner::Hyper(body), service.timeouts.read, Box::new(|_| {}));
+        let body = crate::body::UpstreamBody::new(
+            crate::body::UpstreamInner::Hyper(body),
+            service.timeouts.read,
+            Box::new(|_| {}),
+        );
         return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
     }
     let up = hyper::upgrade::on(&mut resp);

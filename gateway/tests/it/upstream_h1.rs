@@ -18,14 +18,16 @@ use crate::support::*;
 struct Reply {
     bytes: Vec<u8>,
     close: bool,
+    /// Write one byte at a time.
+    trickle: bool,
 }
 
 fn keep(bytes: &[u8]) -> Reply {
-    Reply { bytes: bytes.to_vec(), close: false }
+    Reply { bytes: bytes.to_vec(), close: false, trickle: false }
 }
 
 fn close(bytes: &[u8]) -> Reply {
-    Reply { bytes: bytes.to_vec(), close: true }
+    Reply { bytes: bytes.to_vec(), close: true, trickle: false }
 }
 
 type Script = Arc<dyn Fn(usize, &str) -> Reply + Send + Sync>;
@@ -111,7 +113,14 @@ async fn serve_scripted(mut s: tokio::net::TcpStream, requests: Arc<Mutex<Vec<St
             r.len() - 1
         };
         let reply = script(n, &request);
-        if s.write_all(&reply.bytes).await.is_err() {
+        if reply.trickle {
+            for b in &reply.bytes {
+                if s.write_all(std::slice::from_ref(b)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        } else if s.write_all(&reply.bytes).await.is_err() {
             return;
         }
         if reply.close {
@@ -207,6 +216,27 @@ async fn chunked_responses_with_extensions_and_trailers() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("hello") && out.contains(" world"), "{out}");
     assert!(out.to_ascii_lowercase().contains("x-checksum: abc"), "trailer lost: {out}");
+}
+
+/// A response written one byte per segment (head, chunk lines, CRLFs and trailers all split)
+/// arrives whole, and the connection is reused after it.
+#[tokio::test]
+async fn responses_split_into_single_bytes() {
+    let up = Scripted::start(|_, _| Reply {
+        bytes: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 2\r\n\r\n"
+            .to_vec(),
+        close: false,
+        trickle: true,
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    for _ in 0..2 {
+        let (head, body) = roundtrip(&mut s, GET).await;
+        assert!(head.starts_with("http/1.1 200") && head.contains("x-a: 1"), "{head}");
+        assert_eq!(body, "abcde");
+    }
+    assert_eq!(up.conns(), 1);
 }
 
 /// A body without Content-Length or chunked runs to connection close; that connection is not
@@ -397,8 +427,11 @@ async fn request_bodies_are_framed_by_the_gateway() {
     let gw = gateway_to(up.addr).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
     roundtrip(&mut s, "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\nabc").await;
-    roundtrip(&mut s, "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n")
-        .await;
+    roundtrip(
+        &mut s,
+        "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n",
+    )
+    .await;
     roundtrip(&mut s, "POST / HTTP/1.1\r\nhost: a\r\n\r\n").await;
     roundtrip(&mut s, GET).await;
 
@@ -475,7 +508,9 @@ async fn early_answers_to_uploads_are_passed_on() {
                     }
                 }
                 let _ = s
-                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!")
+                    .write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!",
+                    )
                     .await;
                 // Keep reading (and dropping) for a moment so the answer is not lost to a reset.
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -496,3 +531,20 @@ async fn early_answers_to_uploads_are_passed_on() {
     assert_eq!(r.text().await.unwrap(), "too big!");
 }
 
+/// Hop-by-hop fields of a response, and the fields its `Connection` names, stop at the gateway;
+/// `Content-Length` is kept even when named (it frames what the client gets).
+#[tokio::test]
+async fn hop_by_hop_response_fields_stop_at_the_gateway() {
+    let up = Scripted::start(|_, _| {
+        keep(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop, content-length\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok")
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    let (head, body) = roundtrip(&mut s, GET).await;
+    assert_eq!(body, "ok");
+    for gone in ["x-hop", "keep-alive:", "proxy-authenticate", "upgrade", "secret"] {
+        assert!(!head.contains(gone), "{gone} passed: {head}");
+    }
+    assert!(head.contains("x-end: kept\r\n") && head.contains("content-length: 2\r\n"), "{head}");
+}
