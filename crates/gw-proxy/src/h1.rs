@@ -634,7 +634,7 @@ pub(crate) async fn exchange(
         Ok(h) => {
             // A write error after the upstream answered: it stopped reading (a 413 before the
             // whole upload, say). The answer stands; the connection is not reused.
-            let writer = if write_done { None } else { Some(w) };
+            let writer = if write_done { None } else { Some(Box::new(w)) };
             let mut body = H1Body {
                 conn: Some(conn),
                 framing: h.framing,
@@ -702,7 +702,7 @@ enum ReadError {
 pub(crate) struct H1Body {
     conn: Option<Box<H1Conn>>,
     framing: Framing,
-    writer: Option<Writer>,
+    writer: Option<Box<Writer>>,
     reusable: bool,
     endpoint: Arc<Endpoint>,
 }

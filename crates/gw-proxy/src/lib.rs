@@ -13,7 +13,8 @@
 //!
 //! Module map, in the order a request meets them: [`server`] (listeners, TLS, connections,
 //! reload, shutdown) ─► `conn` (timeouts, framing checks) ─► `pipeline` (the phases) ─►
-//! `chain` (which plugins) ─► `pool` (upstream connections) ─► `body` (streaming both ways,
+//! `chain` (which plugins) ─► `pool` (upstream connections) ─► `h1` (the gateway's own
+//! HTTP/1.1 upstream client; HTTP/2 and upgrades use hyper's) ─► `body` (streaming both ways,
 //! the log phase). `runtime` compiles a configuration into what all of these read.
 
 mod body;

@@ -70,7 +70,7 @@ pub(crate) async fn serve(
     cx.client_ip = forwarding::client_ip(conn.peer.ip(), req.headers(), &rt.gateway.trusted_proxies);
     cx.sni = conn.sni.clone();
     cx.client_certs = conn.client_certs.clone();
-    let mut p = Pending {
+    let p = Pending {
         method: req.method().clone(),
         uri: req.uri().clone(),
         version: req.version(),
@@ -79,7 +79,12 @@ pub(crate) async fn serve(
         received: None,
         error: None,
     };
-    let resp = match handle(req, &conn, &shared, &rt, &mut cx, &mut p).await {
+    // The log phase's state is allocated once, up front, and the request works on it in
+    // place: the context is never moved into the response body at the end.
+    let mut log = Box::new(LogPhase { cx, p, rt, conn, shared, status: 0 });
+    let l = &mut *log;
+    let (cx, p) = (&mut l.cx, &mut l.p);
+    let resp = match handle(req, &l.conn, &l.shared, &l.rt, cx, p).await {
         Ok(r) => r,
         Err(e) => {
             p.error = Some(e.kind().code());
@@ -88,15 +93,15 @@ pub(crate) async fn serve(
             } else {
                 tracing::debug!(request_id = ?cx.request_id, error = %e, "request refused");
             }
-            shared.metrics.error(e.kind().code());
-            let mut r = reply_response(error_reply(&e, &cx));
+            l.shared.metrics.error(e.kind().code());
+            let mut r = reply_response(error_reply(&e, cx));
             if e.kind() == ErrorKind::BadRequest || e.kind() == ErrorKind::HeadersTooLarge {
                 r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            response_phase(r, &p.chain, &mut cx).await
+            response_phase(r, &p.chain, cx).await
         }
     };
-    Ok(finish(resp, cx, p, rt, conn, shared))
+    Ok(finish(resp, log))
 }
 
 /// What the log phase needs besides the context.
@@ -961,17 +966,9 @@ fn reply_response(r: Reply) -> Response<ResponseBody> {
 }
 
 /// Attach the request id and the log phase to the response.
-fn finish(
-    mut resp: Response<ResponseBody>,
-    cx: Ctx,
-    p: Pending,
-    rt: Arc<Runtime>,
-    conn: Arc<ConnInfo>,
-    shared: Arc<Shared>,
-) -> Response<ResponseBody> {
-    resp.headers_mut().insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
-    let status = resp.status().as_u16();
-    let log = Box::new(LogPhase { cx, p, rt, conn, shared, status });
+fn finish(mut resp: Response<ResponseBody>, mut log: Box<LogPhase>) -> Response<ResponseBody> {
+    resp.headers_mut().insert(log.rt.gateway.request_id_header.clone(), log.cx.request_id.clone());
+    log.status = resp.status().as_u16();
     resp.body_mut().set_finish(log);
     resp
 }
@@ -988,7 +985,8 @@ struct LogPhase {
 
 impl Finish for LogPhase {
     fn finish(self: Box<Self>, bytes_sent: u64, complete: bool, at: Instant) {
-        let LogPhase { cx, p, rt, conn, shared, status } = *self;
+        let LogPhase { cx, p, rt, conn, shared, status } = &*self;
+        let status = *status;
         conn.state.request_finished();
         let latency = at.duration_since(cx.started);
         let error = p.error.or(if complete { None } else { Some(ErrorKind::DownstreamClosed.code()) });
@@ -1007,7 +1005,7 @@ impl Finish for LogPhase {
             error,
         };
         for pl in &p.chain.log {
-            pl.log(&cx, &entry);
+            pl.log(cx, &entry);
         }
         if rt.gateway.access_log
             && let Some(al) = &shared.access_log
