@@ -569,11 +569,14 @@ pub(crate) async fn exchange(
     };
     let mut w =
         Writer { head_pos: 0, body, framing, queue: VecDeque::new(), polled_body: false, written: 0, body_done: false };
-    if let Some(RequestBody::Full(b)) = &mut w.body {
-        // A buffered body goes out with the head in one write.
-        if let Some(b) = b.take()
-            && w.push_data(b).is_ok()
-        {
+    // A buffered body goes out with the head in one write; a copy (shared bytes) is kept to
+    // hand back if nothing could be sent.
+    let mut full: Option<Bytes> = None;
+    if let Some(RequestBody::Full(b)) = &mut w.body
+        && let Some(b) = b.take()
+    {
+        full = Some(b.clone());
+        if w.push_data(b).is_ok() {
             w.body = None;
             w.body_done = true;
         }
@@ -649,7 +652,7 @@ pub(crate) async fn exchange(
         }
         Err(read_err) => {
             let unsent = w.written == 0 && !w.polled_body;
-            let returned = if unsent { w.body.take() } else { None };
+            let returned = if unsent { w.body.take().or(full.map(|b| RequestBody::Full(Some(b)))) } else { None };
             let retry = if unsent { Retry::Safe } else { Retry::IfIdempotent };
             let err = match (write_err, read_err) {
                 (Some(WriteError::Body(e)), _) => {
