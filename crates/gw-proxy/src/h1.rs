@@ -312,8 +312,15 @@ fn encode_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
 }
 
 /// Encode the request head into `out`. The request's own framing fields are replaced by the
-/// body's: the gateway decides how the body is framed upstream.
-fn encode_head(out: &mut Vec<u8>, head: &RequestHead, host: &[u8], body: &RequestBody) -> ReqFraming {
+/// body's: the gateway decides how the body is framed upstream. `forwarding_block`, when
+/// given, replaces the request's forwarding fields (see `ConnForwarding::untrusted_block`).
+fn encode_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    forwarding_block: Option<&[u8]>,
+    host: &[u8],
+    body: &RequestBody,
+) -> ReqFraming {
     out.clear();
     let pq = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(head.method.as_str().as_bytes());
@@ -323,13 +330,20 @@ fn encode_head(out: &mut Vec<u8>, head: &RequestHead, host: &[u8], body: &Reques
     out.extend_from_slice(host);
     out.extend_from_slice(b"\r\n");
     for (name, value) in &head.headers {
-        if name == header::HOST || name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || (forwarding_block.is_some() && crate::forwarding::is_forwarding_field(name))
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(block) = forwarding_block {
+        out.extend_from_slice(block);
     }
     let length = match body {
         RequestBody::Empty => Some(0),
@@ -555,11 +569,12 @@ pub(crate) async fn exchange(
     mut conn: Box<H1Conn>,
     endpoint: &Arc<Endpoint>,
     head: &RequestHead,
+    forwarding_block: Option<&[u8]>,
     host: &[u8],
     body: RequestBody,
     read: Duration,
 ) -> Result<(http::response::Parts, H1Body), Failed> {
-    let framing = encode_head(&mut conn.out, head, host, &body);
+    let framing = encode_head(&mut conn.out, head, forwarding_block, host, &body);
     let body = match framing {
         ReqFraming::None => {
             drop(body);

@@ -227,12 +227,30 @@ async fn handle(
     if let ServiceRtKind::Proxy { path_prefix, .. } = &service.kind {
         rewrite_path(&mut head, route, cx, matched_len, path_prefix)?;
     }
-    // Room for the forwarding headers and the request id at once (hyper sizes the map for
-    // the fields it parsed, so each insert would otherwise grow it).
-    head.headers.reserve(8);
     set_consumer_headers(&mut head.headers, cx);
     let peer_trusted = forwarding::is_trusted(conn.peer.ip(), &rt.gateway.trusted_proxies);
-    forwarding::set_forwarding_headers(&mut head.headers, &conn.forwarding, peer_trusted, &cx.host);
+    // On the plain HTTP/1.1 path (untrusted peer, no plugin that could look at the upstream
+    // request, no hashing on a header) the forwarding fields are not put in the map: the
+    // HTTP/1.1 client writes them as one block kept per connection and host, in place of the
+    // client's copies. The upstream receives the same fields either way.
+    let forwarding_block = match &service.kind {
+        ServiceRtKind::Proxy { upstream, protocol, .. }
+            if !peer_trusted
+                && on_upgrade.is_none()
+                && !protocol.is_http2()
+                && p.chain.upstream_request.is_empty()
+                && !matches!(upstream.hash_on, Some(HashOn::Header(_))) =>
+        {
+            Some(conn.forwarding.untrusted_block(&cx.host))
+        }
+        _ => None,
+    };
+    if forwarding_block.is_none() {
+        // Room for the forwarding headers and the request id at once (hyper sizes the map for
+        // the fields it parsed, so each insert would otherwise grow it).
+        head.headers.reserve(8);
+        forwarding::set_forwarding_headers(&mut head.headers, &conn.forwarding, peer_trusted, &cx.host);
+    }
     head.headers.insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
     for pl in &p.chain.upstream_request {
         if let Flow::Respond(r) = pl.upstream_request(&mut head, cx).await? {
@@ -249,7 +267,8 @@ async fn handle(
                 Box::pin(crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks))
                     .await?
             } else {
-                forward(head, body, sent.as_ref(), upstream, *protocol, service, route, cx).await?
+                let fwd = forwarding_block.as_deref();
+                forward(head, body, sent.as_ref(), fwd, upstream, *protocol, service, route, cx).await?
             }
         }
     };
@@ -580,6 +599,7 @@ async fn forward(
     head: RequestHead,
     body: RequestBody,
     sent: Option<&Arc<SentSignal>>,
+    forwarding_block: Option<&[u8]>,
     upstream: &Arc<UpstreamRt>,
     protocol: UpstreamProtocol,
     service: &ServiceRt,
@@ -624,6 +644,7 @@ async fn forward(
             &endpoint,
             &head,
             req_body,
+            forwarding_block,
             host_header.as_deref(),
             protocol,
             t.connect,
@@ -740,6 +761,7 @@ async fn send(
     endpoint: &Arc<crate::pool::Endpoint>,
     head: &RequestHead,
     body: RequestBody,
+    forwarding_block: Option<&[u8]>,
     host: Option<&str>,
     protocol: UpstreamProtocol,
     connect: Duration,
@@ -748,7 +770,7 @@ async fn send(
     sent: Option<&Arc<SentSignal>>,
     deadline: Option<tokio::time::Instant>,
 ) -> SendResult {
-    let attempt = attempt(endpoint, head, body, host, protocol, connect, read, write, sent);
+    let attempt = attempt(endpoint, head, body, forwarding_block, host, protocol, connect, read, write, sent);
     match deadline {
         None => attempt.await,
         Some(d) => match tokio::time::timeout_at(d, attempt).await {
@@ -763,6 +785,7 @@ async fn attempt(
     endpoint: &Arc<crate::pool::Endpoint>,
     head: &RequestHead,
     body: RequestBody,
+    forwarding_block: Option<&[u8]>,
     host: Option<&str>,
     protocol: UpstreamProtocol,
     connect: Duration,
@@ -780,7 +803,7 @@ async fn attempt(
             if host.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err((Error::new(ErrorKind::BadRequest, "invalid Host"), None));
             }
-            let (parts, body) = h1::exchange(conn, endpoint, head, host, body, read).await?;
+            let (parts, body) = h1::exchange(conn, endpoint, head, forwarding_block, host, body, read).await?;
             return Ok(Response::from_parts(parts, UpstreamInner::H1(body)));
         }
         Conn::H2(sender) => sender,

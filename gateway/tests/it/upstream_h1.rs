@@ -548,3 +548,37 @@ async fn hop_by_hop_response_fields_stop_at_the_gateway() {
     }
     assert!(head.contains("x-end: kept\r\n") && head.contains("content-length: 2\r\n"), "{head}");
 }
+
+/// From an untrusted client, the forwarding fields reach the upstream exactly once each, with
+/// the gateway's values, whatever copies the client sent: on the plain path (where the
+/// HTTP/1.1 client writes them as one block) and with a hash on a header (where they go through
+/// the request's header map).
+#[tokio::test]
+async fn forged_forwarding_fields_are_replaced_exactly_once() {
+    let up = Scripted::start(|_, _| keep(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
+    for (i, extra) in ["", "\n    algorithm: consistent-hash\n    hash_on: { header: x-user }"].into_iter().enumerate()
+    {
+        let gw = gateway(&format!(
+            "upstreams:\n  - name: u\n    targets: [{{ address: \"{}\" }}]{extra}\nservices:\n  - name: s\n    upstream: u\nroutes:\n  - name: r\n    service: s\n",
+            up.addr
+        ))
+        .await;
+        let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+        roundtrip(
+            &mut s,
+            "GET / HTTP/1.1\r\nhost: shop.example\r\nx-forwarded-for: 6.6.6.6\r\nX-Forwarded-For: 7.7.7.7\r\nx-forwarded-proto: https\r\nx-forwarded-host: evil\r\nx-forwarded-port: 1\r\nforwarded: for=6.6.6.6\r\nx-user: u1\r\n\r\n",
+        )
+        .await;
+        let req = up.request(i).to_ascii_lowercase();
+        let count = |name: &str| req.lines().filter(|l| l.starts_with(&format!("{name}:"))).count();
+        for f in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"] {
+            assert_eq!(count(f), 1, "case {i}: {f} in {req}");
+        }
+        assert!(req.contains("x-forwarded-for: 127.0.0.1\r\n"), "case {i}: {req}");
+        assert!(req.contains("x-forwarded-proto: http\r\n"), "case {i}: {req}");
+        assert!(req.contains("x-forwarded-host: shop.example\r\n"), "case {i}: {req}");
+        assert!(req.contains("forwarded: for=127.0.0.1;proto=http;host=\"shop.example\"\r\n"), "case {i}: {req}");
+        assert!(!req.contains("6.6.6.6") && !req.contains("7.7.7.7") && !req.contains("evil"), "case {i}: {req}");
+        assert!(req.contains("x-user: u1\r\n"), "case {i}: {req}");
+    }
+}
