@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -364,7 +365,8 @@ impl Gateway {
 
     /// Stop accepting, let in-flight requests and tunnels finish for up to `timeout`, then return.
     pub async fn shutdown(&self, timeout: Duration) {
-        self.shared.draining.store(true, Ordering::Relaxed);
+        // Set before the signal: connections woken by the signal read the flag.
+        self.shared.draining.store(true, Ordering::Release);
         let _ = self.shared.shutdown.send(true);
         if let Ok(mut l) = self.shared.listeners.lock() {
             for h in l.values() {
@@ -505,6 +507,11 @@ async fn peek_preface(tcp: &TcpStream) -> std::io::Result<bool> {
 /// Run a hyper connection to its end, closing it on a watchdog verdict or gateway shutdown.
 /// A macro rather than a function: the HTTP/1 and HTTP/2 connection types share
 /// `graceful_shutdown` only as inherent methods.
+///
+/// The connection is polled first on every wake-up. The shutdown signal is polled once, to
+/// register this task for the wake-up a shutdown sends; after that, a flag is checked instead
+/// (a poll of the signal takes the signal's lock; a `select!` would poll it on every wake-up of
+/// the connection, that is for every request).
 macro_rules! drive {
     ($conn:expr, $state:expr, $limits:expr, $shared:expr) => {{
         let conn = $conn;
@@ -512,33 +519,45 @@ macro_rules! drive {
         let dog = watchdog($state, $limits.header_read_timeout, $limits.idle_timeout);
         tokio::pin!(dog);
         let mut shutdown = $shared.shutdown.subscribe();
-        let mut closing = *shutdown.borrow();
-        if closing {
-            conn.as_mut().graceful_shutdown();
-        }
-        loop {
-            tokio::select! {
-                r = conn.as_mut() => {
+        let draining = &$shared.draining;
+        let changed = shutdown.changed();
+        tokio::pin!(changed);
+        let mut registered = false;
+        let mut closing = false;
+        std::future::poll_fn(|cx| {
+            loop {
+                if !closing {
+                    if !registered {
+                        registered = true;
+                        // Ready only if the sender is gone (the gateway is being dropped).
+                        let _ = changed.as_mut().poll(cx);
+                    }
+                    if draining.load(Ordering::Acquire) {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                if let Poll::Ready(r) = conn.as_mut().poll(cx) {
                     if let Err(e) = r {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    break;
+                    return Poll::Ready(());
                 }
-                v = &mut dog, if !closing => {
-                    match v {
-                        Verdict::SlowHead => break,
-                        Verdict::Idle => {
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
+                if closing {
+                    return Poll::Pending;
+                }
+                match dog.as_mut().poll(cx) {
+                    Poll::Ready(Verdict::SlowHead) => return Poll::Ready(()),
+                    Poll::Ready(Verdict::Idle) => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        // Poll the connection again: it acts on the shutdown when polled.
                     }
-                }
-                _ = shutdown.changed(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    Poll::Pending => return Poll::Pending,
                 }
             }
-        }
+        })
+        .await;
     }};
 }
 

@@ -201,16 +201,30 @@ async fn sigterm_drains_in_flight_requests() {
     write(
         &cfg,
         &format!(
-            "gateway:\n  status_listener: \"off\"\n  shutdown_timeout: 10s\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: slow\n    url: http://{}\nroutes:\n  - name: r\n    service: slow\n",
+            "gateway:\n  status_listener: \"off\"\n  shutdown_timeout: 10s\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: slow\n    url: http://{}\n  - name: e\n    type: echo\nroutes:\n  - name: r\n    service: slow\n  - name: e\n    service: e\n    paths: [/echo]\n",
             up.authority()
         ),
     );
     let (mut p, addr) = Proc::start(&cfg).await;
     let inflight =
         tokio::spawn(async move { client().get(format!("http://{addr}/slow")).send().await.map(|r| r.status()) });
+    // A kept-alive connection with no request in flight is closed at once by the drain.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut idle, b"GET /echo HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let mut b = [0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut idle, &mut b).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
     tokio::time::sleep(Duration::from_millis(300)).await;
     p.signal("-TERM");
     p.wait_for("draining", Duration::from_secs(5)).await;
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut idle, &mut b)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "an idle connection is closed by the drain: {n:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "new connections are refused while draining");
     let status = inflight.await.unwrap().expect("in-flight request completes");
