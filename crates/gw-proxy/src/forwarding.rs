@@ -191,12 +191,7 @@ impl ConnForwarding {
         // The string's buffer becomes the value (checked, not copied).
         let forwarded = HeaderValue::from_maybe_shared(Bytes::from(elem)).ok();
         let mut block = Vec::with_capacity(160);
-        let mut line = |name: &HeaderName, value: &HeaderValue| {
-            block.extend_from_slice(name.as_str().as_bytes());
-            block.extend_from_slice(b": ");
-            block.extend_from_slice(value.as_bytes());
-            block.extend_from_slice(b"\r\n");
-        };
+        let mut line = |name: &HeaderName, value: &HeaderValue| crate::h1::put_field(&mut block, name, value);
         line(&X_FORWARDED_FOR, &self.peer);
         line(&X_FORWARDED_PROTO, &self.proto);
         if let Some(v) = &x_forwarded_host {
