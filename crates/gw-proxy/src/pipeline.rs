@@ -797,17 +797,33 @@ async fn attempt(
         Ok(c) => c,
         Err(e) => return Err((e, Some(body))),
     };
-    let mut sender = match conn {
+    match conn {
         Conn::H1(conn) => {
             let host = host.map_or(endpoint.authority.as_bytes(), str::as_bytes);
             if host.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err((Error::new(ErrorKind::BadRequest, "invalid Host"), None));
             }
             let (parts, body) = h1::exchange(conn, endpoint, head, forwarding_block, host, body, read).await?;
-            return Ok(Response::from_parts(parts, UpstreamInner::H1(body)));
+            Ok(Response::from_parts(parts, UpstreamInner::H1(body)))
         }
-        Conn::H2(sender) => sender,
-    };
+        // Boxed: its timers and hyper's futures would otherwise make every request's future
+        // larger (it is moved several times per request).
+        Conn::H2(sender) => Box::pin(attempt_h2(sender, endpoint, head, body, host, protocol, read, sent)).await,
+    }
+}
+
+/// The HTTP/2 part of [`attempt`]: hyper's client on the shared connection.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_h2(
+    mut sender: hyper::client::conn::http2::SendRequest<RequestBody>,
+    endpoint: &Arc<crate::pool::Endpoint>,
+    head: &RequestHead,
+    body: RequestBody,
+    host: Option<&str>,
+    protocol: UpstreamProtocol,
+    read: Duration,
+    sent: Option<&Arc<SentSignal>>,
+) -> SendResult {
     let req = match build_h2_request(head, body, endpoint, host, protocol) {
         Ok(r) => r,
         Err(e) => return Err((e, None)),
