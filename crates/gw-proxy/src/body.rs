@@ -176,8 +176,8 @@ impl fmt::Display for UpstreamReadTimeout {
 
 impl StdError for UpstreamReadTimeout {}
 
-/// Called once when an upstream body ends: `true` when it was read to the end without error.
-pub(crate) type OnUpstreamDone = Box<dyn FnOnce(bool) + Send>;
+/// Called once when an upstream body ends, read to the end or not.
+pub(crate) type OnUpstreamDone = Box<dyn FnOnce() + Send>;
 
 /// Where an upstream response body comes from.
 pub(crate) enum UpstreamInner {
@@ -226,22 +226,22 @@ impl UpstreamBody {
     pub(crate) fn new(inner: UpstreamInner, read_timeout: Duration, on_done: OnUpstreamDone) -> Self {
         let mut b = UpstreamBody { inner, read_timeout, stall: None, on_done: Some(on_done) };
         if b.inner.is_end_stream() {
-            b.done(true);
+            b.done();
         }
         b
     }
 
-    fn done(&mut self, ok: bool) {
+    fn done(&mut self) {
         if let Some(f) = self.on_done.take() {
-            f(ok);
+            f();
         }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        // Dropped before the end: the connection cannot be reused.
-        self.done(false);
+        // Dropped before the end (client gone): the outcome is still reported.
+        self.done();
     }
 }
 
@@ -255,23 +255,23 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 this.stall = None;
                 if this.inner.is_end_stream() {
-                    this.done(true);
+                    this.done();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.done(false);
+                this.done();
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                this.done(true);
+                this.done();
                 Poll::Ready(None)
             }
             Poll::Pending => {
                 let timeout = this.read_timeout;
                 let sleep = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if sleep.as_mut().poll(cx).is_ready() {
-                    this.done(false);
+                    this.done();
                     return Poll::Ready(Some(Err(Box::new(UpstreamReadTimeout))));
                 }
                 Poll::Pending

@@ -680,7 +680,7 @@ async fn forward(
                 }
                 cx.upstream_latency = Some(now.duration_since(started));
                 let (parts, incoming) = resp.into_parts();
-                let on_done = Box::new(move |_ok: bool| {
+                let on_done = Box::new(move || {
                     inflight.finish(outcome, latency, Instant::now());
                 });
                 let body = ResponseBody::upstream(UpstreamBody::new(incoming, t.read, on_done));

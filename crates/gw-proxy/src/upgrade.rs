@@ -68,7 +68,7 @@ pub(crate) async fn forward(
         let body = crate::body::UpstreamBody::new(
             crate::body::UpstreamInner::Hyper(body),
             service.timeouts.read,
-            Box::new(|_| {}),
+            Box::new(|| {}),
         );
         return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
     }
