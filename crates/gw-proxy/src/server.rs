@@ -435,10 +435,18 @@ async fn serve_conn(tcp: TcpStream, peer: SocketAddr, listener: Arc<str>, shared
         None => {
             let h2 = if http2 {
                 // Prior-knowledge HTTP/2 starts with "PRI * HTTP/2.0"; nothing else starts with
-                // "PRI ". One peek per connection instead of hyper-util's rewinding reader.
-                match tokio::time::timeout(limits.idle_timeout, peek_preface(&tcp)).await {
-                    Ok(Ok(h2)) => h2,
-                    _ => return,
+                // "PRI ". One peek per connection instead of hyper-util's rewinding reader. A
+                // drain closes a connection still waiting for its first bytes.
+                let mut shutdown = shared.shutdown.subscribe();
+                if shared.draining.load(Ordering::Acquire) {
+                    return;
+                }
+                tokio::select! {
+                    r = tokio::time::timeout(limits.idle_timeout, peek_preface(&tcp)) => match r {
+                        Ok(Ok(h2)) => h2,
+                        _ => return,
+                    },
+                    _ = shutdown.changed() => return,
                 }
             } else {
                 false

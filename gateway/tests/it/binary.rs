@@ -219,12 +219,16 @@ async fn sigterm_drains_in_flight_requests() {
         got.extend_from_slice(&b[..n]);
     }
     assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    // So is one that has not sent a byte yet.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     p.signal("-TERM");
     p.wait_for("draining", Duration::from_secs(5)).await;
-    let mut b = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut idle, &mut b)).await;
-    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "an idle connection is closed by the drain: {n:?}");
+    for (what, conn) in [("kept-alive", &mut idle), ("silent", &mut silent)] {
+        let mut b = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(conn, &mut b)).await;
+        assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "a {what} connection is closed by the drain: {n:?}");
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "new connections are refused while draining");
     let status = inflight.await.unwrap().expect("in-flight request completes");
