@@ -17,8 +17,8 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1: `Connection`, `Keep-Alive`, `Proxy-Connection`,
 /// `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Transfer-Encoding`, `Upgrade`) and those
 /// named in `Connection`. `Trailer` is end to end (RFC 9110 §6.6.2) and stays: an HTTP/1.1
-/// client only gets the trailer fields it announces. `TE: trailers` is kept (gRPC needs it end to end). `Upgrade`
-/// is kept when `keep_upgrade`.
+/// client only gets the trailer fields it announces. `TE: trailers` is kept (gRPC needs it end
+/// to end). `Upgrade` is kept when `keep_upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     scrub(headers, keep_upgrade, false);
 }
@@ -152,7 +152,7 @@ pub(crate) struct ConnForwarding {
 }
 
 /// `X-Forwarded-Host` and this hop's `Forwarded` element for one host.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct HostValues {
     x_forwarded_host: Option<HeaderValue>,
     forwarded: Option<HeaderValue>,
@@ -173,12 +173,23 @@ impl ConnForwarding {
         }
     }
 
-    fn host_values(&self, host: &str) -> HostValues {
+    /// What [`set_forwarding_headers`] sets for a request from an untrusted peer, as HTTP/1.1
+    /// header lines: the HTTP/1.1 upstream client writes it after the request's own fields,
+    /// leaving out the client's own copies of these fields (see [`is_forwarding_field`]). Built
+    /// once per connection and host, where inserting the fields into the request's map costs
+    /// five hash-table inserts per request.
+    pub(crate) fn untrusted_block(&self, host: &str) -> Bytes {
+        self.with_host_values(host, |v| v.block.clone())
+    }
+
+    /// `f` applied to the values for `host`: the cached ones (only what `f` takes is cloned), or
+    /// new ones, which become the cache.
+    fn with_host_values<R>(&self, host: &str, f: impl FnOnce(&HostValues) -> R) -> R {
         if let Ok(cached) = self.by_host.lock()
             && let Some((h, v)) = cached.as_ref()
             && **h == *host
         {
-            return v.clone();
+            return f(v);
         }
         let mut elem = String::with_capacity(self.forwarded_for.len() + host.len() + 10);
         elem.push_str(&self.forwarded_for);
@@ -202,10 +213,11 @@ impl ConnForwarding {
             line(&header::FORWARDED, v);
         }
         let v = HostValues { x_forwarded_host, forwarded, block: Bytes::from(block) };
+        let out = f(&v);
         if let Ok(mut cached) = self.by_host.lock() {
-            *cached = Some((host.into(), v.clone()));
+            *cached = Some((host.into(), v));
         }
-        v
+        out
     }
 }
 
@@ -213,17 +225,6 @@ fn forwarded_node(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
-}
-
-impl ConnForwarding {
-    /// What [`set_forwarding_headers`] sets for a request from an untrusted peer, as HTTP/1.1
-    /// header lines: the HTTP/1.1 upstream client writes it after the request's own fields,
-    /// leaving out the client's own copies of these fields (see [`is_forwarding_field`]). Built
-    /// once per connection and host, where inserting the fields into the request's map costs
-    /// five hash-table inserts per request.
-    pub(crate) fn untrusted_block(&self, host: &str) -> Bytes {
-        self.host_values(host).block
     }
 }
 
@@ -239,7 +240,7 @@ pub(crate) fn is_forwarding_field(name: &HeaderName) -> bool {
 /// incoming values are discarded so a client cannot forge its address.
 pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding, peer_trusted: bool, host: &str) {
     let (xff, xfp, xfh, xfport) = (&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_FORWARDED_PORT);
-    let hv = f.host_values(host);
+    let (x_forwarded_host, forwarded) = f.with_host_values(host, |v| (v.x_forwarded_host.clone(), v.forwarded.clone()));
     if peer_trusted {
         let prior: Vec<&str> = headers.get_all(xff).iter().filter_map(|v| v.to_str().ok()).collect();
         if prior.is_empty() {
@@ -254,14 +255,14 @@ pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding
             headers.insert(xfp, f.proto.clone());
         }
         if !headers.contains_key(xfh)
-            && let Some(v) = hv.x_forwarded_host
+            && let Some(v) = x_forwarded_host
         {
             headers.insert(xfh, v);
         }
         if !headers.contains_key(xfport) {
             headers.insert(xfport, f.port.clone());
         }
-        let Some(elem) = hv.forwarded else { return };
+        let Some(elem) = forwarded else { return };
         let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
             Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", elem.to_str().unwrap_or(""))).ok(),
             None => Some(elem),
@@ -272,7 +273,7 @@ pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding
     } else {
         headers.insert(xff, f.peer.clone());
         headers.insert(xfp, f.proto.clone());
-        match hv.x_forwarded_host {
+        match x_forwarded_host {
             Some(v) => {
                 headers.insert(xfh, v);
             }
@@ -281,7 +282,7 @@ pub(crate) fn set_forwarding_headers(headers: &mut HeaderMap, f: &ConnForwarding
             }
         }
         headers.insert(xfport, f.port.clone());
-        match hv.forwarded {
+        match forwarded {
             Some(v) => {
                 headers.insert(header::FORWARDED, v);
             }
