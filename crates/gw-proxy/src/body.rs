@@ -41,7 +41,7 @@ impl StdError for BodyTooLarge {}
 
 /// The client's request body stalled or failed while streaming upstream.
 #[derive(Debug)]
-pub(crate) struct DownstreamBodyError(pub(crate) hyper::Error);
+pub(crate) struct DownstreamBodyError(pub(crate) BoxError);
 
 impl fmt::Display for DownstreamBodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,7 +51,48 @@ impl fmt::Display for DownstreamBodyError {
 
 impl StdError for DownstreamBodyError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.0)
+        Some(&*self.0)
+    }
+}
+
+// === ClientBody ===
+
+/// A request body as the downstream server delivers it.
+pub(crate) enum ClientBody {
+    /// No body (an HTTP/1.1 request without framing fields).
+    Empty,
+    /// From hyper's HTTP/2 server.
+    Hyper(Incoming),
+    /// From the gateway's HTTP/1.1 server.
+    H1(crate::h1server::ReqBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H1(b) => b.size_hint(),
+        }
     }
 }
 
@@ -95,7 +136,7 @@ pub(crate) enum RequestBody {
     /// Streaming from the client.
     Stream {
         /// The client's body.
-        inner: Incoming,
+        inner: ClientBody,
         /// Bytes still allowed (`u64::MAX` = unlimited).
         remaining: u64,
         /// Bytes received, for the access log.
@@ -106,7 +147,7 @@ pub(crate) enum RequestBody {
 }
 
 impl RequestBody {
-    pub(crate) fn stream(inner: Incoming, limit: u64, received: Arc<AtomicU64>, sent: Arc<SentSignal>) -> Self {
+    pub(crate) fn stream(inner: ClientBody, limit: u64, received: Arc<AtomicU64>, sent: Arc<SentSignal>) -> Self {
         RequestBody::Stream { inner, remaining: if limit == 0 { u64::MAX } else { limit }, received, sent }
     }
 }

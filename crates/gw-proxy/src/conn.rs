@@ -1,18 +1,10 @@
-//! Downstream connection bookkeeping: an IO wrapper that records activity and spots ambiguous
-//! request framing, and the per-connection watchdog that enforces the header-read (slowloris)
-//! and idle timeouts.
+//! Downstream connection bookkeeping: an IO wrapper that records activity, and the
+//! per-connection watchdog that enforces the header-read (slowloris) and idle timeouts.
 //!
-//! Why not hyper's `header_read_timeout` alone: since hyper 1.6 it also runs while an HTTP/1.1
-//! connection waits idle for its next request, so it cannot tell a slowloris client (bytes
-//! trickling in, no complete head) from an idle keep-alive client (nothing sent). The watchdog
-//! can: it knows whether bytes arrived since the connection last went idle.
-//!
-//! Why scan bytes for Content-Length + Transfer-Encoding: hyper accepts such a request by
-//! dropping the Content-Length (RFC 9112 §6.1 allows that) and hides the conflict from the
-//! service. Gatehouse rejects it with 400 instead, as nginx does: a request framed two ways is a
-//! request-smuggling attempt. The scan records, per read, whether a header line named
-//! `Content-Length` and one named `Transfer-Encoding` were both seen; the pipeline consults the
-//! flag only for requests that arrive with `Transfer-Encoding`.
+//! Why a watchdog rather than a timer per read: it knows whether bytes arrived since the
+//! connection last went idle, so it tells a slowloris client (bytes trickling in, no complete
+//! head) from an idle keep-alive client (nothing sent), and it costs no timer operation per
+//! request (hyper's `header_read_timeout` cannot tell the two apart since hyper 1.6).
 
 use std::io;
 use std::pin::Pin;
@@ -35,8 +27,8 @@ pub(crate) struct ConnState {
     idle_since_ms: AtomicU64,
     /// Bytes arrived since the connection last became idle (a head is being received).
     read_since_idle: AtomicBool,
-    /// A read contained both a Content-Length and a Transfer-Encoding header line.
-    ambiguous_framing: AtomicBool,
+    /// The connection was asked to close once idle (graceful shutdown, idle timeout).
+    closing: AtomicBool,
 }
 
 impl ConnState {
@@ -46,7 +38,7 @@ impl ConnState {
             in_flight: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
             read_since_idle: AtomicBool::new(false),
-            ambiguous_framing: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -67,35 +59,15 @@ impl ConnState {
         }
     }
 
-    /// Whether the bytes of a recent request head carried both framing headers; clears the flag.
-    pub(crate) fn take_ambiguous_framing(&self) -> bool {
-        self.ambiguous_framing.swap(false, Ordering::Relaxed)
+    /// Ask the connection to close once its current request is answered.
+    pub(crate) fn begin_close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
     }
-}
 
-/// Case-insensitive check that `line` starts with `name` followed by optional spaces and `:`.
-fn header_line_is(line: &[u8], name: &[u8]) -> bool {
-    if line.len() <= name.len() || !line[..name.len()].eq_ignore_ascii_case(name) {
-        return false;
+    /// Whether [`ConnState::begin_close`] was called.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
-    line[name.len()..].iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b':')
-}
-
-/// Whether `buf` holds a header line for both Content-Length and Transfer-Encoding.
-pub(crate) fn has_conflicting_framing(buf: &[u8]) -> bool {
-    let (mut cl, mut te) = (false, false);
-    for nl in memchr::memchr_iter(b'\n', buf) {
-        let line = &buf[nl + 1..];
-        match line.first() {
-            Some(b'c' | b'C') => cl |= header_line_is(line, b"content-length"),
-            Some(b't' | b'T') => te |= header_line_is(line, b"transfer-encoding"),
-            _ => {}
-        }
-        if cl && te {
-            return true;
-        }
-    }
-    false
 }
 
 /// Wraps a downstream stream to feed [`ConnState`].
@@ -118,9 +90,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
                 self.state.read_since_idle.store(true, Ordering::Relaxed);
-                if has_conflicting_framing(new) {
-                    self.state.ambiguous_framing.store(true, Ordering::Relaxed);
-                }
             }
         }
         res
@@ -195,19 +164,6 @@ pub(crate) async fn watchdog(state: Arc<ConnState>, header_read: Duration, idle:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Both framing headers in one head are spotted in any case and spacing; one alone is not.
-    #[test]
-    fn detects_conflicting_framing() {
-        let both = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(has_conflicting_framing(both));
-        let both_lower = b"POST / HTTP/1.1\r\ntransfer-encoding : chunked\r\ncontent-length:4\r\n\r\n";
-        assert!(has_conflicting_framing(both_lower));
-        let cl = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody";
-        assert!(!has_conflicting_framing(cl));
-        let te = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 3\r\n\r\n";
-        assert!(!has_conflicting_framing(te));
-    }
 
     /// An idle connection is closed after the idle timeout; one receiving a head after the
     /// header timeout.

@@ -391,8 +391,8 @@ impl fmt::Display for Malformed {
 
 impl std::error::Error for Malformed {}
 
-/// How the response body is delimited.
-enum Framing {
+/// How a body is delimited (a response's here, a request's in `h1server`).
+pub(crate) enum Framing {
     /// Nothing more to read.
     Done,
     /// Bytes still to read.
@@ -403,7 +403,7 @@ enum Framing {
 }
 
 #[derive(Clone, Copy)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside chunk data: bytes left.
@@ -739,7 +739,7 @@ impl fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
-enum Step {
+pub(crate) enum Step {
     Frame(Frame<Bytes>),
     /// The body ended (no more frames).
     End,
@@ -763,7 +763,7 @@ impl H1Body {
     }
 
     /// Take the next frame from what is buffered.
-    fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static str> {
+    pub(crate) fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static str> {
         loop {
             match framing {
                 Framing::Done => return Ok(Step::End),

@@ -1,5 +1,6 @@
-//! The Gatehouse data plane, built on hyper 1, tokio and rustls. This is the only crate that
-//! knows the HTTP engine; plugins see `gw-core` types.
+//! The Gatehouse data plane, built on tokio, rustls and hyper 1 (HTTP/2; HTTP/1.1 is its own,
+//! see `h1server` and `h1`). This is the only crate that knows the HTTP engine; plugins see
+//! `gw-core` types.
 //!
 //! How to use:
 //! ```no_run
@@ -12,7 +13,8 @@
 //! ```
 //!
 //! Module map, in the order a request meets them: [`server`] (listeners, TLS, connections,
-//! reload, shutdown) ─► `conn` (timeouts, framing checks) ─► `pipeline` (the phases) ─►
+//! reload, shutdown) ─► `conn` (timeouts) ─► `h1server` (the gateway's own HTTP/1.1 server;
+//! HTTP/2 clients are served by hyper) ─► `pipeline` (the phases) ─►
 //! `chain` (which plugins) ─► `pool` (upstream connections) ─► `h1` (the gateway's own
 //! HTTP/1.1 upstream client; HTTP/2 and upgrades use hyper's) ─► `body` (streaming both ways,
 //! the log phase). `runtime` compiles a configuration into what all of these read.
@@ -22,6 +24,7 @@ mod chain;
 mod conn;
 mod forwarding;
 mod h1;
+mod h1server;
 mod health;
 mod pipeline;
 mod pool;

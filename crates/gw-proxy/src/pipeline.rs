@@ -11,7 +11,6 @@
 //! Every failure is a [`gw_error::Error`]; [`error_reply`] is the only place that turns one into
 //! a response, and that response still goes through the response and log phases.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +21,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use gw_config::model::{AuthMode, HashOn, UpstreamProtocol};
 use gw_core::{AuthOutcome, Ctx, Flow, LogEntry, Reply, RequestHead, ResponseHead};
@@ -32,7 +29,8 @@ use gw_observability::{AccessLogLine, Rfc3339};
 use gw_upstream::{Outcome, SelectError};
 
 use crate::body::{
-    BodyTooLarge, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner,
+    BodyTooLarge, ClientBody, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody,
+    UpstreamInner,
 };
 use crate::chain::Chain;
 use crate::conn::ConnState;
@@ -41,6 +39,7 @@ use crate::h1;
 use crate::pool::Conn;
 use crate::runtime::{RouteRt, Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
 use crate::server::Shared;
+use crate::upgrade::ClientUpgrade;
 
 /// Facts about the downstream connection a request arrived on.
 pub(crate) struct ConnInfo {
@@ -59,10 +58,10 @@ const MAX_BUFFERED_BODY: u64 = 8 << 20;
 
 /// Entry point for one request.
 pub(crate) async fn serve(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Response<ResponseBody> {
     conn.state.request_started();
     let rt = shared.runtime.load_full();
     let request_id = forwarding::request_id(req.headers(), &rt.gateway.request_id_header);
@@ -101,7 +100,7 @@ pub(crate) async fn serve(
             response_phase(r, &p.chain, cx).await
         }
     };
-    Ok(finish(resp, log))
+    finish(resp, log)
 }
 
 /// What the log phase needs besides the context.
@@ -118,14 +117,14 @@ struct Pending {
 }
 
 async fn handle(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     conn: &ConnInfo,
     shared: &Arc<Shared>,
     rt: &Arc<Runtime>,
     cx: &mut Ctx,
     p: &mut Pending,
 ) -> Result<Response<ResponseBody>, Error> {
-    precheck(&req, conn, rt)?;
+    precheck(&req, rt)?;
     cx.host = request_host(&req)?;
 
     let listener = rt.listeners.get(&*conn.listener);
@@ -165,7 +164,7 @@ async fn handle(
 
     // === request head ===
     let upgrade = is_upgrade(&req);
-    let on_upgrade: Option<OnUpgrade> = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
+    let on_upgrade = if upgrade { Some(ClientUpgrade::of(&mut req)) } else { None };
     let (parts, body) = req.into_parts();
     let mut head = RequestHead {
         method: parts.method,
@@ -281,7 +280,7 @@ async fn handle(
 }
 
 /// Reject malformed, ambiguous or oversized requests before anything else looks at them.
-fn precheck(req: &Request<Incoming>, conn: &ConnInfo, rt: &Runtime) -> Result<(), Error> {
+fn precheck<B>(req: &Request<B>, rt: &Runtime) -> Result<(), Error> {
     let limits = &rt.gateway.limits;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > limits.max_uri_bytes {
@@ -297,9 +296,7 @@ fn precheck(req: &Request<Incoming>, conn: &ConnInfo, rt: &Runtime) -> Result<()
     if req.version() == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
         return Err(Error::new(ErrorKind::BadRequest, "HTTP/1.1 request without Host"));
     }
-    if req.headers().contains_key(header::TRANSFER_ENCODING)
-        && (req.headers().contains_key(header::CONTENT_LENGTH) || conn.state.take_ambiguous_framing())
-    {
+    if req.headers().contains_key(header::TRANSFER_ENCODING) && req.headers().contains_key(header::CONTENT_LENGTH) {
         return Err(Error::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
     }
     if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
@@ -345,7 +342,7 @@ fn check_path(method: &Method, path: &str) -> Result<(), Error> {
 
 /// The request host: the URI authority (HTTP/2, absolute-form) or the Host header; lowercase,
 /// no port. The two must agree when both are present.
-fn request_host(req: &Request<Incoming>) -> Result<String, Error> {
+fn request_host<B>(req: &Request<B>) -> Result<String, Error> {
     let header_host = match req.headers().get(header::HOST) {
         Some(h) => Some(h.to_str().map_err(|_| Error::new(ErrorKind::BadRequest, "Host is not text"))?),
         None => None,
@@ -387,7 +384,7 @@ fn origin_form(uri: &Uri) -> Result<Uri, Error> {
     pq.parse().map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))
 }
 
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req
@@ -402,7 +399,7 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-fn redirect_https(req: &Request<Incoming>, host: &str, port: u16) -> Response<ResponseBody> {
+fn redirect_https<B>(req: &Request<B>, host: &str, port: u16) -> Response<ResponseBody> {
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
     let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };

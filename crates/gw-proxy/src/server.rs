@@ -22,8 +22,10 @@ use tokio_util::task::TaskTracker;
 use gw_config::model::{Config, LogTarget};
 use gw_observability::{AccessLog, AccessLogTarget, Metrics, TargetHealthLabels};
 
+use crate::body::ClientBody;
 use crate::conn::{ConnState, TrackedIo, Verdict, watchdog};
 use crate::forwarding::ConnForwarding;
+use crate::h1server;
 use crate::health::HealthChecks;
 use crate::pipeline::{self, ConnInfo};
 use crate::runtime::Runtime;
@@ -581,9 +583,11 @@ async fn serve_http<I>(
     let state = info.state.clone();
     let info = Arc::new(info);
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req: Request<Incoming>| pipeline::serve(req, info.clone(), svc_shared.clone()));
-    let io = TokioIo::new(io);
     if h2 {
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let f = pipeline::serve(req.map(ClientBody::Hyper), info.clone(), svc_shared.clone());
+            async move { Ok::<_, std::convert::Infallible>(f.await) }
+        });
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -591,32 +595,15 @@ async fn serve_http<I>(
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(10))
             .adaptive_window(true)
-            .serve_connection(io, svc);
+            .serve_connection(TokioIo::new(io), svc);
         drive!(conn, state, limits, shared);
     } else {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            // The watchdog enforces the head-read and idle timeouts (see `conn`).
-            .header_read_timeout(None)
-            // A larger head is answered 431 by hyper, as is one that cannot fit the read buffer.
-            .max_header_size(limits.max_header_bytes)
-            .max_buf_size((limits.max_header_bytes * 2).max(64 * 1024))
-            .keep_alive(true)
-            .writev(false);
-        // hyper parses up to 100 fields into arrays on the stack; any explicit limit makes it
-        // allocate and fill arrays of that size for every request. A limit under 100 is enforced
-        // by `pipeline::precheck` (431) instead.
-        if limits.max_headers > HYPER_DEFAULT_MAX_HEADERS {
-            builder.max_headers(limits.max_headers);
-        }
-        let conn = builder.serve_connection(io, svc).with_upgrades();
+        let settings = h1server::Settings { max_head: limits.max_header_bytes, max_fields: limits.max_headers };
+        let svc = move |req| pipeline::serve(req, info.clone(), svc_shared.clone());
+        let conn = h1server::Connection::new(io, state.clone(), settings, svc);
         drive!(conn, state, limits, shared);
     }
 }
-
-/// The number of header fields hyper's HTTP/1 parser accepts when not told otherwise.
-const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 // === status listener ===
 

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
@@ -14,16 +13,41 @@ use gw_core::{Ctx, RequestHead};
 use gw_error::{Error, ErrorKind, Retry};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{BoxError, RequestBody, ResponseBody};
 use crate::forwarding;
 use crate::runtime::{RouteRt, ServiceRt, UpstreamRt};
+
+/// The client's side of an upgrade: resolves to its connection once `101` was sent.
+pub(crate) enum ClientUpgrade {
+    /// From hyper's server.
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// From the gateway's HTTP/1.1 server.
+    H1(crate::h1server::OnUpgrade),
+}
+
+impl ClientUpgrade {
+    /// Take the upgrade handle out of a request that asks for one.
+    pub(crate) fn of<B>(req: &mut Request<B>) -> ClientUpgrade {
+        match req.extensions_mut().remove::<crate::h1server::OnUpgrade>() {
+            Some(u) => ClientUpgrade::H1(u),
+            None => ClientUpgrade::Hyper(hyper::upgrade::on(req)),
+        }
+    }
+
+    async fn wait(self) -> Result<Box<dyn crate::h1server::UpgradeIo>, BoxError> {
+        match self {
+            ClientUpgrade::Hyper(u) => Ok(Box::new(TokioIo::new(u.await?))),
+            ClientUpgrade::H1(u) => Ok(Box::new(u.wait().await?)),
+        }
+    }
+}
 
 /// Forward an upgrade request and, on 101, splice the two connections.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     head: RequestHead,
     protocol: HeaderValue,
-    downstream: OnUpgrade,
+    downstream: ClientUpgrade,
     upstream: &UpstreamRt,
     service: &ServiceRt,
     route: &RouteRt,
@@ -78,7 +102,8 @@ pub(crate) async fn forward(
     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     let latency = start.elapsed();
     tasks.spawn(async move {
-        let (down, up) = match tokio::try_join!(downstream, up) {
+        let up = async { up.await.map_err(|e| Box::new(e) as BoxError) };
+        let (mut d, up) = match tokio::try_join!(downstream.wait(), up) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
@@ -86,7 +111,7 @@ pub(crate) async fn forward(
                 return;
             }
         };
-        let (mut d, mut u) = (TokioIo::new(down), TokioIo::new(up));
+        let mut u = TokioIo::new(up);
         let r = tokio::io::copy_bidirectional(&mut d, &mut u).await;
         tracing::debug!(result = ?r, "upgraded connection closed");
         inflight.finish(Outcome::Success, latency, Instant::now());

@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod binary;
+mod downstream_h1;
 mod errors;
 mod hardening;
 mod lb;

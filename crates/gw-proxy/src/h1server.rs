@@ -1,0 +1,1262 @@
+//! The gateway's own downstream HTTP/1.1 server (HTTP/2 downstream still runs on hyper).
+//!
+//! hyper's server spends about as many instructions per request as the rest of the gateway's
+//! plain proxy path: a dispatcher state machine, a body channel even for requests without a
+//! body, and a response encoder that re-derives what the gateway already knows. Here one async
+//! function per connection reads a head, parses it with `httparse` (field values share the read
+//! buffer), calls the pipeline, and encodes the response head and body into one write buffer:
+//! a small proxied response leaves in one `write`.
+//!
+//! Request framing is strict; anything a front proxy and an upstream could read two ways is
+//! refused before it reaches the pipeline, and the connection is closed after the refusal:
+//! * The head is at most `max_head` bytes (431; 414 when even the request line does not fit)
+//!   and has at most `max_fields` fields (431). Malformed lines, obsolete line folding, a space
+//!   before the colon, control bytes in values: 400 (`httparse` and `http` validate).
+//! * `Transfer-Encoding` must be exactly `chunked` (other codings: 400), never on HTTP/1.0 and
+//!   never with `Content-Length` (400, whatever the order). `Content-Length` values must be
+//!   digits and agree with each other (400). A request with neither has no body.
+//! * A chunked body is decoded by the same strict decoder as upstream responses (`h1::H1Body::step`):
+//!   CRLF line ends, at most 16 hex digits, bounded extensions and trailers.
+//!
+//! Requests without a body cost no channel: the body type is empty. A request body is read by
+//! the connection when the pipeline's body asks for data (a `Mutex`-guarded hand-off slot that
+//! works across tasks, as an HTTP/2 upstream polls the body from its own task), so memory stays
+//! bounded by one read. `Expect: 100-continue` is answered when the body is first asked for.
+//!
+//! The response is framed by the server: `Content-Length` from the response's own field or the
+//! body's exact size, otherwise chunked (HTTP/1.1) or until close (HTTP/1.0). Trailers are sent
+//! only in chunked responses to clients that asked for them (`TE: trailers`). No body is sent
+//! for `HEAD`, `1xx`, `204` and `304`. A `Date` field is added when missing.
+//!
+//! Keep-alive follows the request (`Connection: close`, HTTP/1.0 without `keep-alive`) and the
+//! response (`Connection: close`). A request body the pipeline did not read is skipped when it
+//! is already buffered; otherwise the connection closes after the response (with a short
+//! lingering read so the client sees the response rather than a reset). Pipelined requests are
+//! served in order. While a request without a body is served, the connection keeps reading: a
+//! client that closes cancels its request (as hyper and nginx do).
+//!
+//! `101 Switching Protocols` to an upgrade request hands the socket, with any bytes already
+//! read, to the upgrade's [`OnUpgrade`].
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+
+use crate::body::{BoxError, ClientBody, ResponseBody};
+use crate::conn::ConnState;
+use crate::h1::{Chunk, Framing, H1Body, Step};
+
+/// Limits of the server, from the gateway's `limits`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    /// Largest request head (request line and fields).
+    pub(crate) max_head: usize,
+    /// Most fields in a head.
+    pub(crate) max_fields: usize,
+}
+
+/// Fields parsed without a heap allocation (more when `max_fields` asks for more).
+const FIELDS_ON_STACK: usize = 100;
+/// Response bytes buffered before they are written out.
+const HIGH_WATER: usize = 64 * 1024;
+/// Buffers larger than this are released between requests.
+const KEEP: usize = 64 * 1024;
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+/// A response body to `HEAD` is discarded up to this many bytes, then dropped.
+const MAX_DISCARD: usize = 64 * 1024;
+/// After closing with an unread request body, how long and how much to keep reading.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+// === Request head ===
+
+/// A request refused before the pipeline saw it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) status: StatusCode,
+    pub(crate) why: &'static str,
+}
+
+fn refuse<T>(status: StatusCode, why: &'static str) -> Result<T, Refused> {
+    Err(Refused { status, why })
+}
+
+fn bad<T>(why: &'static str) -> Result<T, Refused> {
+    refuse(StatusCode::BAD_REQUEST, why)
+}
+
+/// A parsed request head and what the server needs to know about it.
+pub(crate) struct Head {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+    pub(crate) upgrade: bool,
+    /// The client accepts trailers (`TE: trailers`).
+    pub(crate) trailers: bool,
+}
+
+/// Parse a request head from the start of `buf` and remove it from `buf`. `Ok(None)`: more
+/// bytes are needed. `ranges` is scratch space kept with the connection.
+pub(crate) fn parse_request(
+    buf: &mut BytesMut,
+    ranges: &mut Vec<[u32; 4]>,
+    s: Settings,
+) -> Result<Option<Head>, Refused> {
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FIELDS_ON_STACK];
+    let mut heap = Vec::new();
+    let fields: &mut [MaybeUninit<httparse::Header<'_>>] = if s.max_fields > FIELDS_ON_STACK {
+        heap.resize_with(s.max_fields, MaybeUninit::uninit);
+        &mut heap
+    } else {
+        &mut stack
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, &buf[..], fields) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > s.max_head {
+                if memchr::memchr(b'\n', &buf[..]).is_none_or(|i| i > s.max_head) {
+                    return refuse(StatusCode::URI_TOO_LONG, "request line too long");
+                }
+                return refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header fields");
+        }
+        Err(httparse::Error::Version) => {
+            return refuse(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "unsupported HTTP version");
+        }
+        Err(_) => return bad("malformed request head"),
+    };
+    if len > s.max_head {
+        return refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
+    }
+    let version = match req.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return refuse(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "unsupported HTTP version"),
+    };
+    let Some(method) = req.method else { return bad("malformed request line") };
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| Refused { status: StatusCode::BAD_REQUEST, why: "invalid method" })?;
+    let Some(path) = req.path else { return bad("malformed request line") };
+    // Where the target and each field lie (the parsed slices borrow `buf`, which is split off
+    // and frozen next so that the target and values can share it).
+    let base = buf.as_ptr() as usize;
+    let target = (path.as_ptr() as usize - base, path.len());
+    ranges.clear();
+    ranges.extend(req.headers.iter().map(|h| {
+        [
+            (h.name.as_ptr() as usize - base) as u32,
+            h.name.len() as u32,
+            (h.value.as_ptr() as usize - base) as u32,
+            h.value.len() as u32,
+        ]
+    }));
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+        .map_err(|_| Refused { status: StatusCode::BAD_REQUEST, why: "invalid request target" })?;
+
+    let mut headers = HeaderMap::with_capacity(ranges.len());
+    let (mut length, mut te, mut chunked) = (None::<u64>, false, false);
+    let (mut close, mut keep_alive_token, mut upgrade_token, mut has_upgrade) = (false, false, false, false);
+    let (mut expect_continue, mut trailers) = (false, false);
+    for &[ns, nl, vs, vl] in ranges.iter() {
+        let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+        let name = HeaderName::from_bytes(&head[ns..ns + nl])
+            .map_err(|_| Refused { status: StatusCode::BAD_REQUEST, why: "invalid field name" })?;
+        let v = &head[vs..vs + vl];
+        if name == header::CONTENT_LENGTH {
+            for v in v.split(|&b| b == b',') {
+                let v = v.trim_ascii();
+                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                    return bad("invalid Content-Length");
+                }
+                let v: u64 = v.iter().fold(0, |acc, &d| acc * 10 + u64::from(d - b'0'));
+                if length.is_some_and(|l| l != v) {
+                    return bad("conflicting Content-Length values");
+                }
+                length = Some(v);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            te = true;
+            for coding in v.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+                if chunked || !coding.eq_ignore_ascii_case(b"chunked") {
+                    return bad("unsupported Transfer-Encoding");
+                }
+                chunked = true;
+            }
+        } else if name == header::CONNECTION {
+            for t in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade_token = true;
+                }
+            }
+        } else if name == header::EXPECT {
+            expect_continue |= v.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::TE {
+            trailers |= v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        } else if name == header::UPGRADE {
+            has_upgrade = true;
+        }
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
+            .map_err(|_| Refused { status: StatusCode::BAD_REQUEST, why: "invalid field value" })?;
+        headers.append(name, value);
+    }
+    if te {
+        if length.is_some() {
+            return bad("both Content-Length and Transfer-Encoding");
+        }
+        if version == Version::HTTP_10 {
+            return bad("Transfer-Encoding on HTTP/1.0");
+        }
+        if !chunked {
+            return bad("unsupported Transfer-Encoding");
+        }
+    }
+    let framing = if chunked {
+        Framing::Chunked(Chunk::Size)
+    } else {
+        match length {
+            None | Some(0) => Framing::Done,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let v11 = version == Version::HTTP_11;
+    let has_body = !matches!(framing, Framing::Done);
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        framing,
+        keep_alive: !close && (v11 || keep_alive_token),
+        expect_continue: expect_continue && v11 && has_body,
+        upgrade: has_upgrade && upgrade_token && v11,
+        trailers,
+    }))
+}
+
+// === Request body ===
+
+/// The hand-off slot between the connection (which reads) and the request body (which asks).
+#[derive(Default)]
+struct Chan(Mutex<Slot>);
+
+#[derive(Default)]
+struct Slot {
+    /// The body is waiting for a frame.
+    want: bool,
+    frame: Option<Frame<Bytes>>,
+    /// No frame after `frame`.
+    end: bool,
+    failed: Option<&'static str>,
+    /// The body was dropped: nobody reads any more.
+    body_gone: bool,
+    body_waker: Option<Waker>,
+    conn_waker: Option<Waker>,
+}
+
+impl Chan {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // A panic while holding the lock leaves the slot consistent (plain fields).
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn set_waker(slot: &mut Option<Waker>, w: &Waker) {
+    match slot {
+        Some(old) if old.will_wake(w) => {}
+        _ => *slot = Some(w.clone()),
+    }
+}
+
+/// The body of a request received by this server.
+pub(crate) struct ReqBody {
+    chan: Arc<Chan>,
+    /// Bytes still to come of a `Content-Length` body.
+    remaining: Option<u64>,
+    done: bool,
+}
+
+/// The client's request body broke off or was framed wrongly.
+#[derive(Debug)]
+pub(crate) struct ReqBodyError(&'static str);
+
+impl std::fmt::Display for ReqBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for ReqBodyError {}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut slot = this.chan.lock();
+        if let Some(f) = slot.frame.take() {
+            if let (Some(d), Some(r)) = (f.data_ref(), this.remaining.as_mut()) {
+                *r = r.saturating_sub(d.len() as u64);
+            }
+            this.done = slot.end;
+            return Poll::Ready(Some(Ok(f)));
+        }
+        if let Some(why) = slot.failed {
+            this.done = true;
+            return Poll::Ready(Some(Err(Box::new(ReqBodyError(why)))));
+        }
+        if slot.end {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        slot.want = true;
+        set_waker(&mut slot.body_waker, cx.waker());
+        if let Some(w) = &slot.conn_waker
+            && !w.will_wake(cx.waker())
+        {
+            w.wake_by_ref();
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for ReqBody {
+    fn drop(&mut self) {
+        let mut slot = self.chan.lock();
+        slot.body_gone = true;
+        if let Some(w) = slot.conn_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The connection's side of a request body.
+struct BodyReader {
+    chan: Arc<Chan>,
+    framing: Framing,
+    expect_continue: bool,
+    /// The body was read to its end (or failed): nothing more of it on the wire.
+    finished: bool,
+    /// The body's framing broke: the connection cannot be reused.
+    broken: bool,
+}
+
+// === Upgrades ===
+
+/// Resolves to the client's connection once the server has sent `101 Switching Protocols`.
+/// (Request extensions must be `Clone`: the receiver sits in a shared slot; the first
+/// [`OnUpgrade::wait`] takes it.)
+#[derive(Clone)]
+pub(crate) struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    pub(crate) async fn wait(self) -> Result<Upgraded, BoxError> {
+        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match rx {
+            Some(rx) => rx.await.map_err(|_| "the connection was not upgraded".into()),
+            None => Err("the upgrade was already taken".into()),
+        }
+    }
+}
+
+/// Any bidirectional byte stream.
+pub(crate) trait UpgradeIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradeIo for T {}
+
+/// An upgraded client connection: the bytes read past the head first, then the socket.
+pub(crate) struct Upgraded {
+    pre: Bytes,
+    io: Box<dyn UpgradeIo>,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+// === Response head ===
+
+/// How the response body is framed on the wire.
+#[derive(Debug, PartialEq, Eq)]
+enum Out {
+    /// No body (HEAD, 1xx, 204, 304, 101).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 client, unknown length).
+    Close,
+}
+
+thread_local! {
+    /// The `Date` value of the current second.
+    static DATE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [0; 29])) };
+}
+
+fn put_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == 29 {
+                d.1.copy_from_slice(s.as_bytes());
+                d.0 = secs;
+            }
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(&d.1);
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// `n` in decimal (`radix` 10) or hexadecimal (16), without an allocation.
+fn put_num(out: &mut Vec<u8>, mut n: u64, radix: u64) {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b"0123456789abcdef"[(n % radix) as usize];
+        n /= radix;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&b[i..]);
+}
+
+fn put_u64(out: &mut Vec<u8>, n: u64) {
+    put_num(out, n, 10);
+}
+
+fn has_token(v: &HeaderValue, token: &[u8]) -> bool {
+    v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// What the response head needs to know about the request.
+struct ReqInfo {
+    head: bool,
+    version: Version,
+}
+
+/// Encode a response head into `out` and choose the body's framing; may clear `keep_alive`.
+fn encode_response_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    exact: Option<u64>,
+    req: &ReqInfo,
+    keep_alive: &mut bool,
+) -> Out {
+    let status = parts.status;
+    let code = status.as_u16();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let bodiless_status = (100..200).contains(&code) || code == 204;
+    let (mut declared, mut close, mut date) = (None::<u64>, false, false);
+    for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            if bodiless_status || declared.is_some() {
+                continue;
+            }
+            match value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+                Some(n) => declared = Some(n),
+                None => continue,
+            }
+        } else if name == header::CONNECTION {
+            close |= has_token(value, b"close");
+        } else if name == header::DATE {
+            date = true;
+        }
+        crate::h1::put_field(out, name, value);
+    }
+    if !date {
+        put_date(out);
+    }
+    if close {
+        *keep_alive = false;
+    }
+    let framing = if code == 101 {
+        Out::None
+    } else if bodiless_status || code == 304 || req.head {
+        if req.head
+            && !bodiless_status
+            && code != 304
+            && declared.is_none()
+            && let Some(n) = exact.filter(|&n| n > 0)
+        {
+            out.extend_from_slice(b"content-length: ");
+            put_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Out::None
+    } else if let Some(n) = declared {
+        Out::Length(n)
+    } else if let Some(n) = exact {
+        out.extend_from_slice(b"content-length: ");
+        put_u64(out, n);
+        out.extend_from_slice(b"\r\n");
+        Out::Length(n)
+    } else if req.version == Version::HTTP_11 {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Out::Chunked
+    } else {
+        *keep_alive = false;
+        Out::Close
+    };
+    if code != 101 {
+        if !*keep_alive && !close {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if *keep_alive && req.version == Version::HTTP_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// The short JSON answer to a refused head.
+fn encode_refusal(out: &mut Vec<u8>, r: &Refused) {
+    let code = match r.status {
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED => "http_version_not_supported",
+        _ => "bad_request",
+    };
+    let body = serde_json::json!({ "error": code, "message": r.why }).to_string();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(r.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(r.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    put_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\nconnection: close\r\n");
+    put_date(out);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+// === Connection ===
+
+/// One client connection, as a future that ends when the connection does.
+pub(crate) struct Connection {
+    fut: Pin<Box<dyn Future<Output = io::Result<()>> + Send>>,
+    state: Arc<ConnState>,
+}
+
+impl Connection {
+    pub(crate) fn new<I, S, F>(io: I, state: Arc<ConnState>, settings: Settings, svc: S) -> Self
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: FnMut(Request<ClientBody>) -> F + Send + 'static,
+        F: Future<Output = Response<ResponseBody>> + Send + 'static,
+    {
+        Connection { fut: Box::pin(run(io, state.clone(), settings, svc)), state }
+    }
+
+    /// Finish the request in progress, then close (at once when idle).
+    pub(crate) fn graceful_shutdown(self: Pin<&mut Self>) {
+        self.state.begin_close();
+    }
+}
+
+impl Future for Connection {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+struct Conn<I> {
+    io: I,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// Bytes of `wbuf` already written.
+    wpos: usize,
+    ranges: Vec<[u32; 4]>,
+    /// Bytes of `rbuf` known not to hold the end of a head.
+    scanned: usize,
+    read_size: usize,
+    settings: Settings,
+}
+
+/// Why the connection stopped reading heads.
+enum HeadError {
+    Refused(Refused),
+    Io(io::Error),
+}
+
+/// The client closed or failed while its request was being served.
+struct ClientGone;
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+    /// Read more bytes into `rbuf`: `Ok(0)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
+            self.rbuf.reserve(self.read_size);
+        }
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf);
+        if let Poll::Ready(Ok(n)) = r
+            && n == spare
+            && self.read_size < MAX_READ
+        {
+            self.read_size *= 2;
+        }
+        r
+    }
+
+    /// Write out what `wbuf` holds.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wpos < self.wbuf.len() {
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wpos += n;
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn pending_out(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// Whether the unparsed bytes could hold a complete head (an empty line after a line end).
+    fn may_hold_head(&self) -> bool {
+        let from = self.scanned.saturating_sub(3);
+        let b = &self.rbuf[from..];
+        memchr::memmem::find(b, b"\n\r\n").is_some() || memchr::memmem::find(b, b"\n\n").is_some()
+    }
+
+    fn poll_head(&mut self, cx: &mut Context<'_>, state: &ConnState) -> Poll<Result<Option<Head>, HeadError>> {
+        loop {
+            if !self.rbuf.is_empty() && (self.rbuf.len() > self.settings.max_head || self.may_hold_head()) {
+                match parse_request(&mut self.rbuf, &mut self.ranges, self.settings) {
+                    Ok(Some(h)) => {
+                        self.scanned = 0;
+                        return Poll::Ready(Ok(Some(h)));
+                    }
+                    Ok(None) => {}
+                    Err(r) => return Poll::Ready(Err(HeadError::Refused(r))),
+                }
+            }
+            self.scanned = self.rbuf.len();
+            if self.rbuf.is_empty() && state.is_closing() {
+                return Poll::Ready(Ok(None));
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(HeadError::Io(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Feed the request body if it asked for data. Returns whether the body got something.
+    fn pump(&mut self, cx: &mut Context<'_>, reader: &mut Option<BodyReader>) -> bool {
+        let Some(r) = reader.as_mut() else { return false };
+        if r.finished {
+            return false;
+        }
+        let chan = r.chan.clone();
+        let mut slot = chan.lock();
+        set_waker(&mut slot.conn_waker, cx.waker());
+        if slot.body_gone || !slot.want || slot.frame.is_some() {
+            return false;
+        }
+        if r.expect_continue {
+            r.expect_continue = false;
+            if self.pending_out() == 0 {
+                self.wbuf.clear();
+                self.wpos = 0;
+            }
+            self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let delivered = loop {
+            match H1Body::step(&mut r.framing, &mut self.rbuf) {
+                Err(why) => {
+                    slot.failed = Some(why);
+                    r.finished = true;
+                    r.broken = true;
+                    break true;
+                }
+                Ok(Step::Frame(f)) => {
+                    slot.frame = Some(f);
+                    if matches!(r.framing, Framing::Done) {
+                        slot.end = true;
+                        r.finished = true;
+                    }
+                    break true;
+                }
+                Ok(Step::End) => {
+                    slot.end = true;
+                    r.finished = true;
+                    break true;
+                }
+                Ok(Step::More) => {}
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    slot.failed = Some("the client closed the connection before the end of the body");
+                    r.finished = true;
+                    r.broken = true;
+                    break true;
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(_)) => {
+                    slot.failed = Some("reading the request body failed");
+                    r.finished = true;
+                    r.broken = true;
+                    break true;
+                }
+                Poll::Pending => break false,
+            }
+        };
+        if delivered {
+            slot.want = false;
+            if let Some(w) = slot.body_waker.take()
+                && !w.will_wake(cx.waker())
+            {
+                w.wake();
+            }
+        }
+        delivered
+    }
+
+    /// While a request is served and its body is fully read: read ahead (pipelined requests)
+    /// and notice a client that closed. Bounded by the head limit.
+    fn poll_watch(&mut self, cx: &mut Context<'_>, reader: &Option<BodyReader>) -> Result<(), ClientGone> {
+        if reader.as_ref().is_some_and(|r| !r.finished) {
+            return Ok(());
+        }
+        while self.rbuf.len() <= self.settings.max_head {
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(ClientGone),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Skip what is buffered of an unread request body. Whether the body's end was reached.
+    fn skip_body(&mut self, r: &mut BodyReader) -> bool {
+        if r.broken {
+            return false;
+        }
+        loop {
+            match H1Body::step(&mut r.framing, &mut self.rbuf) {
+                Ok(Step::Frame(_)) => {}
+                Ok(Step::End) => {
+                    r.finished = true;
+                    return true;
+                }
+                Ok(Step::More) | Err(_) => return false,
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP {
+            self.rbuf = BytesMut::new();
+            self.read_size = MIN_READ;
+        }
+        if self.wbuf.capacity() > KEEP {
+            self.wbuf = Vec::new();
+        }
+    }
+}
+
+/// State of a response body being written.
+struct Sending {
+    framing: Out,
+    trailers_ok: bool,
+    done: bool,
+    /// Bytes of a body to `HEAD` thrown away so far.
+    discarded: usize,
+}
+
+/// The response body failed or did not match its declared length.
+struct BodyFailed;
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+    fn encode_frame(&mut self, s: &mut Sending, frame: Frame<Bytes>) -> Result<(), BodyFailed> {
+        match frame.into_data() {
+            Ok(data) => match &mut s.framing {
+                Out::None => {
+                    s.discarded += data.len();
+                    if s.discarded > MAX_DISCARD {
+                        // Whatever this body is, the client gets none of it.
+                        s.done = true;
+                    }
+                }
+                Out::Length(left) => {
+                    if data.len() as u64 > *left {
+                        return Err(BodyFailed);
+                    }
+                    *left -= data.len() as u64;
+                    self.wbuf.extend_from_slice(&data);
+                }
+                Out::Chunked => {
+                    if !data.is_empty() {
+                        put_num(&mut self.wbuf, data.len() as u64, 16);
+                        self.wbuf.extend_from_slice(b"\r\n");
+                        self.wbuf.extend_from_slice(&data);
+                        self.wbuf.extend_from_slice(b"\r\n");
+                    }
+                }
+                Out::Close => self.wbuf.extend_from_slice(&data),
+            },
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers()
+                    && s.framing == Out::Chunked
+                    && s.trailers_ok
+                {
+                    self.wbuf.extend_from_slice(b"0\r\n");
+                    for (name, value) in &trailers {
+                        crate::h1::put_field(&mut self.wbuf, name, value);
+                    }
+                    self.wbuf.extend_from_slice(b"\r\n");
+                    s.framing = Out::None;
+                    s.done = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn end_body(&mut self, s: &mut Sending) -> Result<(), BodyFailed> {
+        s.done = true;
+        match s.framing {
+            Out::Chunked => self.wbuf.extend_from_slice(b"0\r\n\r\n"),
+            Out::Length(left) if left > 0 => return Err(BodyFailed),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Write the response body, feeding the request body meanwhile (full duplex).
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut ResponseBody,
+        s: &mut Sending,
+        reader: &mut Option<BodyReader>,
+    ) -> Poll<Result<(), BodyFailed>> {
+        loop {
+            let mut progressed = false;
+            if !s.done && self.pending_out() < HIGH_WATER {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        self.encode_frame(s, frame)?;
+                        progressed = true;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "response body failed; closing the connection");
+                        return Poll::Ready(Err(BodyFailed));
+                    }
+                    Poll::Ready(None) => {
+                        self.end_body(s)?;
+                        progressed = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.pending_out() > 0 && (s.done || !progressed || self.pending_out() >= HIGH_WATER) {
+                match self.poll_write_out(cx) {
+                    Poll::Ready(Ok(())) => progressed = true,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(BodyFailed)),
+                    Poll::Pending => {}
+                }
+            }
+            progressed |= self.pump(cx, reader);
+            if s.done && self.pending_out() == 0 {
+                return match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+                    Poll::Ready(Err(_)) => Poll::Ready(Err(BodyFailed)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+async fn close<I: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<I>, linger: bool) {
+    let _ = poll_fn(|cx| Pin::new(&mut c.io).poll_shutdown(cx)).await;
+    if linger {
+        // The client may still be sending the body nobody read: read (and drop) a little of it
+        // so that closing does not reset the connection before the client reads the response.
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            let mut total = 0;
+            while total < LINGER_BYTES {
+                c.rbuf.clear();
+                match poll_fn(|cx| c.poll_fill(cx)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn run<I, S, F>(io: I, state: Arc<ConnState>, settings: Settings, mut svc: S) -> io::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: FnMut(Request<ClientBody>) -> F,
+    F: Future<Output = Response<ResponseBody>>,
+{
+    let mut c = Conn {
+        io,
+        rbuf: BytesMut::new(),
+        wbuf: Vec::new(),
+        wpos: 0,
+        ranges: Vec::new(),
+        scanned: 0,
+        read_size: MIN_READ,
+        settings,
+    };
+    loop {
+        // === request head ===
+        let head = match poll_fn(|cx| c.poll_head(cx, &state)).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(()),
+            Err(HeadError::Io(e)) => return Err(e),
+            Err(HeadError::Refused(r)) => {
+                tracing::debug!(status = r.status.as_u16(), why = r.why, "request refused");
+                c.wbuf.clear();
+                c.wpos = 0;
+                encode_refusal(&mut c.wbuf, &r);
+                poll_fn(|cx| c.poll_write_out(cx)).await?;
+                close(&mut c, true).await;
+                return Ok(());
+            }
+        };
+        let Head { parts, framing, mut keep_alive, expect_continue, upgrade, trailers } = head;
+        let info = ReqInfo { head: parts.method == Method::HEAD, version: parts.version };
+        let mut reader = None;
+        let body = if matches!(framing, Framing::Done) {
+            ClientBody::Empty
+        } else {
+            let chan = Arc::new(Chan::default());
+            let remaining = if let Framing::Length(n) = framing { Some(n) } else { None };
+            reader = Some(BodyReader { chan: chan.clone(), framing, expect_continue, finished: false, broken: false });
+            ClientBody::H1(ReqBody { chan, remaining, done: false })
+        };
+        let mut req = Request::from_parts(parts, body);
+        let mut upgrade_tx = None;
+        if upgrade {
+            let (tx, rx) = oneshot::channel();
+            req.extensions_mut().insert(OnUpgrade(Arc::new(Mutex::new(Some(rx)))));
+            upgrade_tx = Some(tx);
+        }
+
+        // === service ===
+        let resp = {
+            let mut fut = std::pin::pin!(svc(req));
+            poll_fn(|cx| {
+                loop {
+                    if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                        return Poll::Ready(Ok(r));
+                    }
+                    let fed = c.pump(cx, &mut reader);
+                    // An interim `100 Continue` to write.
+                    if c.pending_out() > 0 && matches!(c.poll_write_out(cx), Poll::Ready(Err(_))) {
+                        return Poll::Ready(Err(ClientGone));
+                    }
+                    if let Err(e) = c.poll_watch(cx, &reader) {
+                        return Poll::Ready(Err(e));
+                    }
+                    if !fed {
+                        return Poll::Pending;
+                    }
+                }
+            })
+            .await
+        };
+        let Ok(resp) = resp else {
+            // Dropping the pipeline's future cancels the request (and its upstream exchange).
+            tracing::debug!("client closed the connection during the request");
+            return Ok(());
+        };
+
+        // === response ===
+        let (parts, mut body) = resp.into_parts();
+        if c.pending_out() == 0 {
+            c.wbuf.clear();
+            c.wpos = 0;
+        }
+        let exact = body.size_hint().exact();
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(tx) = upgrade_tx.take() {
+                encode_response_head(&mut c.wbuf, &parts, exact, &info, &mut keep_alive);
+                drop(parts);
+                drop(body);
+                poll_fn(|cx| c.poll_write_out(cx)).await?;
+                poll_fn(|cx| Pin::new(&mut c.io).poll_flush(cx)).await?;
+                let pre = c.rbuf.split().freeze();
+                let _ = tx.send(Upgraded { pre, io: Box::new(c.io) });
+                return Ok(());
+            }
+            // A 101 nobody asked for cannot be framed: close after it.
+            keep_alive = false;
+        }
+        drop(upgrade_tx);
+        // A request body nobody will read (the pipeline dropped it): skip what is buffered;
+        // if more is on its way, announce the close in this response.
+        let mut linger = false;
+        if let Some(r) = reader.as_mut()
+            && !r.finished
+            && r.chan.lock().body_gone
+            && !c.skip_body(r)
+        {
+            keep_alive = false;
+            linger = !r.broken;
+        }
+        let framing = encode_response_head(&mut c.wbuf, &parts, exact, &info, &mut keep_alive);
+        drop(parts);
+        let mut sending = Sending { framing, trailers_ok: trailers, done: false, discarded: 0 };
+        if sending.framing == Out::None && body.is_end_stream() {
+            sending.done = true;
+        }
+        if sending.framing == Out::Close {
+            keep_alive = false;
+        }
+        let sent = poll_fn(|cx| c.poll_send(cx, &mut body, &mut sending, &mut reader)).await;
+        drop(body);
+        if sent.is_err() {
+            close(&mut c, false).await;
+            return Ok(());
+        }
+
+        // === next request? ===
+        if let Some(mut r) = reader.take()
+            && !r.finished
+            && !c.skip_body(&mut r)
+        {
+            keep_alive = false;
+            linger = !r.broken;
+        }
+        if !keep_alive || state.is_closing() {
+            close(&mut c, linger).await;
+            return Ok(());
+        }
+        c.trim();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Settings = Settings { max_head: 8192, max_fields: 100 };
+
+    fn parse(wire: &[u8]) -> Result<Option<Head>, Refused> {
+        let mut buf = BytesMut::from(wire);
+        parse_request(&mut buf, &mut Vec::new(), S)
+    }
+
+    fn status(wire: &[u8]) -> u16 {
+        match parse(wire) {
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+            Err(r) => r.status.as_u16(),
+        }
+    }
+
+    /// Ambiguous or malformed framing is refused; what is accepted is framed one way only.
+    #[test]
+    fn framing_rules() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", 400),
+            (b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n folded\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n", 400),
+            (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", 0),
+        ];
+        for (wire, want) in cases {
+            assert_eq!(status(wire), *want, "{}", String::from_utf8_lossy(wire));
+        }
+        let h = parse(b"POST /x?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 7, 7\r\n\r\nbody...").unwrap().unwrap();
+        assert!(matches!(h.framing, Framing::Length(7)));
+        assert_eq!(h.parts.uri, "/x?q=1");
+        assert!(h.keep_alive);
+        let h = parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap().unwrap();
+        assert!(matches!(h.framing, Framing::Chunked(_)));
+    }
+
+    /// Keep-alive, upgrade, 100-continue and trailer acceptance are read from the head.
+    #[test]
+    fn connection_semantics() {
+        let h = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
+        assert!(h.keep_alive);
+        let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h =
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap().unwrap();
+        assert!(h.upgrade);
+        let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap().unwrap();
+        assert!(!h.upgrade, "Upgrade without Connection: upgrade");
+        let h =
+            parse(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
+        assert!(h.expect_continue);
+        let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").unwrap().unwrap();
+        assert!(!h.expect_continue, "nothing to continue without a body");
+        let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nTE: gzip, trailers\r\n\r\n").unwrap().unwrap();
+        assert!(h.trailers);
+    }
+
+    /// Limits: head size (431, or 414 when the request line alone is too long) and field count.
+    #[test]
+    fn head_limits() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(status(long_line.as_bytes()), 414);
+        let big_field = format!("GET / HTTP/1.1\r\nx: {}\r\n", "a".repeat(9000));
+        assert_eq!(status(big_field.as_bytes()), 431);
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(101));
+        assert_eq!(status(many.as_bytes()), 431);
+        let s = Settings { max_head: 8192, max_fields: 150 };
+        let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(150)).as_bytes());
+        assert!(parse_request(&mut buf, &mut Vec::new(), s).unwrap().is_some());
+    }
+
+    /// Field values and the target share the read buffer; the rest stays for the next request.
+    #[test]
+    fn pipelined_bytes_stay_buffered() {
+        let mut buf = BytesMut::from(&b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
+        let mut ranges = Vec::new();
+        let a = parse_request(&mut buf, &mut ranges, S).unwrap().unwrap();
+        assert_eq!(a.parts.uri, "/a");
+        let b = parse_request(&mut buf, &mut ranges, S).unwrap().unwrap();
+        assert_eq!(b.parts.uri, "/b");
+        assert!(buf.is_empty());
+    }
+
+    /// The response head: framing chosen from the field, the exact size, or the version.
+    #[test]
+    fn response_framing() {
+        let enc = |status: u16, fields: &[(&str, &'static str)], exact: Option<u64>, head: bool, v: Version| {
+            let mut r = Response::new(());
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            for (k, val) in fields {
+                r.headers_mut().append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_static(val));
+            }
+            let (parts, ()) = r.into_parts();
+            let mut out = Vec::new();
+            let mut ka = true;
+            let f = encode_response_head(&mut out, &parts, exact, &ReqInfo { head, version: v }, &mut ka);
+            (f, String::from_utf8(out).unwrap(), ka)
+        };
+        let (f, s, ka) = enc(200, &[("content-length", "5")], Some(5), false, Version::HTTP_11);
+        assert_eq!(f, Out::Length(5));
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n") && s.contains("date: ") && ka, "{s}");
+        let (f, s, _) = enc(200, &[], Some(3), false, Version::HTTP_11);
+        assert_eq!(f, Out::Length(3));
+        assert!(s.contains("content-length: 3\r\n"), "{s}");
+        let (f, s, _) = enc(200, &[("transfer-encoding", "chunked")], None, false, Version::HTTP_11);
+        assert_eq!(f, Out::Chunked);
+        assert_eq!(s.matches("transfer-encoding").count(), 1, "{s}");
+        let (f, s, ka) = enc(200, &[], None, false, Version::HTTP_10);
+        assert_eq!(f, Out::Close);
+        assert!(!ka && s.contains("connection: close"), "{s}");
+        let (f, s, _) = enc(204, &[("content-length", "5")], None, false, Version::HTTP_11);
+        assert_eq!(f, Out::None);
+        assert!(!s.contains("content-length"), "{s}");
+        let (f, s, _) = enc(200, &[("content-length", "5")], Some(0), true, Version::HTTP_11);
+        assert_eq!(f, Out::None);
+        assert!(s.contains("content-length: 5"), "{s}");
+        let (_, _, ka) = enc(400, &[("connection", "close")], Some(0), false, Version::HTTP_11);
+        assert!(!ka);
+    }
+}
