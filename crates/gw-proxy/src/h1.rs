@@ -474,7 +474,8 @@ fn parse_head(
         }));
 
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(ranges.len());
+        // Room for the fields the gateway adds (request id, plugin headers) without growing.
+        let mut headers = HeaderMap::with_capacity(ranges.len() + 2);
         let (mut length, mut chunked) = (None::<u64>, false);
         let (mut close, mut keep_alive_token) = (false, false);
         let mut named: Vec<HeaderName> = Vec::new();

@@ -56,6 +56,7 @@ use tokio::sync::oneshot;
 use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::conn::ConnState;
 use crate::h1::{Chunk, Framing, H1Body, Step};
+use crate::pipeline::HeadFacts;
 
 /// Limits of the server, from the gateway's `limits`.
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +107,7 @@ pub(crate) struct Head {
     pub(crate) upgrade: bool,
     /// The client accepts trailers (`TE: trailers`).
     pub(crate) trailers: bool,
+    pub(crate) facts: HeadFacts,
 }
 
 /// Parse a request head from the start of `buf` and remove it from `buf`. `Ok(None)`: more
@@ -172,8 +174,10 @@ pub(crate) fn parse_request(
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Refused { status: StatusCode::BAD_REQUEST, why: "invalid request target" })?;
 
-    let mut headers = HeaderMap::with_capacity(ranges.len());
+    // Room for the request id the pipeline adds (a map sized exactly would grow for it).
+    let mut headers = HeaderMap::with_capacity(ranges.len() + 2);
     let (mut length, mut te, mut chunked) = (None::<u64>, false, false);
+    let (mut hosts, mut content_lengths) = (0, 0);
     let (mut close, mut keep_alive_token, mut upgrade_token, mut has_upgrade) = (false, false, false, false);
     let (mut expect_continue, mut trailers) = (false, false);
     for &[ns, nl, vs, vl] in ranges.iter() {
@@ -181,7 +185,10 @@ pub(crate) fn parse_request(
         let name = HeaderName::from_bytes(&head[ns..ns + nl])
             .map_err(|_| Refused { status: StatusCode::BAD_REQUEST, why: "invalid field name" })?;
         let v = &head[vs..vs + vl];
-        if name == header::CONTENT_LENGTH {
+        if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONTENT_LENGTH {
+            content_lengths += 1;
             for v in v.split(|&b| b == b',') {
                 let v = v.trim_ascii();
                 if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
@@ -243,6 +250,8 @@ pub(crate) fn parse_request(
     };
     let v11 = version == Version::HTTP_11;
     let has_body = !matches!(framing, Framing::Done);
+    let upgrade = has_upgrade && upgrade_token && v11;
+    let facts = HeadFacts { hosts, content_lengths, content_length: length, transfer_encoding: te, upgrade };
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
@@ -253,8 +262,9 @@ pub(crate) fn parse_request(
         framing,
         keep_alive: !close && (v11 || keep_alive_token),
         expect_continue: expect_continue && v11 && has_body,
-        upgrade: has_upgrade && upgrade_token && v11,
+        upgrade,
         trailers,
+        facts,
     }))
 }
 
@@ -613,7 +623,7 @@ impl Connection {
     pub(crate) fn new<I, S, F>(io: I, state: Arc<ConnState>, settings: Settings, svc: S) -> Self
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: FnMut(Request<ClientBody>) -> F + Send + 'static,
+        S: FnMut(Request<ClientBody>, HeadFacts) -> F + Send + 'static,
         F: Future<Output = Response<ResponseBody>> + Send + 'static,
     {
         Connection { fut: Box::pin(run(io, state.clone(), settings, svc)), state }
@@ -690,11 +700,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         self.wbuf.len() - self.wpos
     }
 
-    /// Whether the unparsed bytes could hold a complete head (an empty line after a line end).
+    /// Whether the unparsed bytes could hold a complete head: a line end followed by an empty
+    /// line (`\n\r\n` or `\n\n`) in what arrived since the last look.
     fn may_hold_head(&self) -> bool {
-        let from = self.scanned.saturating_sub(3);
+        let from = self.scanned.saturating_sub(2);
         let b = &self.rbuf[from..];
-        memchr::memmem::find(b, b"\n\r\n").is_some() || memchr::memmem::find(b, b"\n\n").is_some()
+        memchr::memchr_iter(b'\n', b).any(|i| match b.get(i + 1) {
+            Some(b'\n') => true,
+            Some(b'\r') => b.get(i + 2).is_none_or(|&c| c == b'\n'),
+            Some(_) => false,
+            None => true,
+        })
     }
 
     fn poll_head(&mut self, cx: &mut Context<'_>, state: &ConnState) -> Poll<Result<Option<Head>, HeadError>> {
@@ -976,7 +992,7 @@ async fn close<I: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<I>, linger: bool)
 async fn run<I, S, F>(io: I, state: Arc<ConnState>, settings: Settings, mut svc: S) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: FnMut(Request<ClientBody>) -> F,
+    S: FnMut(Request<ClientBody>, HeadFacts) -> F,
     F: Future<Output = Response<ResponseBody>>,
 {
     let mut c = Conn {
@@ -1005,7 +1021,7 @@ where
                 return Ok(());
             }
         };
-        let Head { parts, framing, mut keep_alive, expect_continue, upgrade, trailers } = head;
+        let Head { parts, framing, mut keep_alive, expect_continue, upgrade, trailers, facts } = head;
         let info = ReqInfo { head: parts.method == Method::HEAD, version: parts.version };
         let mut reader = None;
         let body = if matches!(framing, Framing::Done) {
@@ -1026,7 +1042,7 @@ where
 
         // === service ===
         let resp = {
-            let mut fut = std::pin::pin!(svc(req));
+            let mut fut = std::pin::pin!(svc(req, facts));
             poll_fn(|cx| {
                 loop {
                     if let Poll::Ready(r) = fut.as_mut().poll(cx) {
@@ -1258,5 +1274,65 @@ mod tests {
         assert!(s.contains("content-length: 5"), "{s}");
         let (_, _, ka) = enc(400, &[("connection", "close")], Some(0), false, Version::HTTP_11);
         assert!(!ka);
+    }
+
+    /// Arbitrary bytes and mutations of valid heads never panic the parser, and whatever it
+    /// accepts is framed one way.
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let base: &[u8] =
+            b"POST /p?q HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n";
+        let alphabet = b"\r\n :,;0123456789abcdefHTP/.\t\x00\x7f\xff-chunkedContent-LengthTransfer-Encoding";
+        for i in 0..20_000 {
+            let mut wire = if i % 2 == 0 { base.to_vec() } else { Vec::new() };
+            let edits = 1 + next() % 8;
+            for _ in 0..edits {
+                let b = alphabet[(next() % alphabet.len() as u64) as usize];
+                if wire.is_empty() || next() % 3 == 0 {
+                    let at = (next() % (wire.len() as u64 + 1)) as usize;
+                    wire.insert(at, b);
+                } else {
+                    let at = (next() % wire.len() as u64) as usize;
+                    wire[at] = b;
+                }
+            }
+            if let Ok(Some(h)) = parse(&wire) {
+                let cl = h.parts.headers.contains_key(header::CONTENT_LENGTH);
+                let te = h.parts.headers.contains_key(header::TRANSFER_ENCODING);
+                assert!(!(cl && te), "accepted both framings: {:?}", String::from_utf8_lossy(&wire));
+            }
+        }
+    }
+
+    /// A stream of pipelined heads gives the same requests however the bytes arrive.
+    #[test]
+    fn heads_are_independent_of_read_boundaries() {
+        let wire = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /c HTTP/1.0\r\n\r\n";
+        let mut x: u64 = 7;
+        for _ in 0..200 {
+            let (mut buf, mut got, mut at) = (BytesMut::new(), Vec::new(), 0);
+            let mut ranges = Vec::new();
+            while at < wire.len() || !buf.is_empty() {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let n = (1 + (x >> 33) % 20) as usize;
+                let n = n.min(wire.len() - at);
+                buf.extend_from_slice(&wire[at..at + n]);
+                at += n;
+                while let Some(h) = parse_request(&mut buf, &mut ranges, S).unwrap() {
+                    got.push(h.parts.uri.to_string());
+                }
+                if at == wire.len() && !buf.is_empty() {
+                    panic!("left over: {buf:?}");
+                }
+            }
+            assert_eq!(got, ["/a", "/b", "/c"]);
+        }
     }
 }

@@ -53,12 +53,41 @@ pub(crate) struct ConnInfo {
     pub(crate) forwarding: ConnForwarding,
 }
 
+/// Facts about a request head's framing fields. The HTTP/1.1 server collects them while it
+/// parses (so the pipeline does not look them up again); for HTTP/2 requests they are looked up.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HeadFacts {
+    /// `Host` fields.
+    pub(crate) hosts: usize,
+    /// `Content-Length` fields.
+    pub(crate) content_lengths: usize,
+    /// The (agreed) `Content-Length` value.
+    pub(crate) content_length: Option<u64>,
+    pub(crate) transfer_encoding: bool,
+    /// An HTTP/1.1 upgrade request (`Upgrade` and `Connection: upgrade`).
+    pub(crate) upgrade: bool,
+}
+
+impl HeadFacts {
+    fn of<B>(req: &Request<B>) -> HeadFacts {
+        let h = req.headers();
+        HeadFacts {
+            hosts: h.get_all(header::HOST).iter().count(),
+            content_lengths: h.get_all(header::CONTENT_LENGTH).iter().count(),
+            content_length: content_length(h),
+            transfer_encoding: h.contains_key(header::TRANSFER_ENCODING),
+            upgrade: is_upgrade(req),
+        }
+    }
+}
+
 /// Largest body a body plugin may buffer (beyond this, 413).
 const MAX_BUFFERED_BODY: u64 = 8 << 20;
 
 /// Entry point for one request.
 pub(crate) async fn serve(
     req: Request<ClientBody>,
+    facts: Option<HeadFacts>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
 ) -> Response<ResponseBody> {
@@ -83,7 +112,7 @@ pub(crate) async fn serve(
     let mut log = Box::new(LogPhase { cx, p, rt, conn, shared, status: 0 });
     let l = &mut *log;
     let (cx, p) = (&mut l.cx, &mut l.p);
-    let resp = match handle(req, &l.conn, &l.shared, &l.rt, cx, p).await {
+    let resp = match handle(req, facts, &l.conn, &l.shared, &l.rt, cx, p).await {
         Ok(r) => r,
         Err(e) => {
             p.error = Some(e.kind().code());
@@ -118,13 +147,15 @@ struct Pending {
 
 async fn handle(
     mut req: Request<ClientBody>,
+    facts: Option<HeadFacts>,
     conn: &ConnInfo,
     shared: &Arc<Shared>,
     rt: &Arc<Runtime>,
     cx: &mut Ctx,
     p: &mut Pending,
 ) -> Result<Response<ResponseBody>, Error> {
-    precheck(&req, rt)?;
+    let facts = facts.unwrap_or_else(|| HeadFacts::of(&req));
+    precheck(&req, &facts, rt)?;
     cx.host = request_host(&req)?;
 
     let listener = rt.listeners.get(&*conn.listener);
@@ -163,7 +194,7 @@ async fn handle(
     }
 
     // === request head ===
-    let upgrade = is_upgrade(&req);
+    let upgrade = facts.upgrade;
     let on_upgrade = if upgrade { Some(ClientUpgrade::of(&mut req)) } else { None };
     let (parts, body) = req.into_parts();
     let mut head = RequestHead {
@@ -195,7 +226,7 @@ async fn handle(
         (r, None) => r,
     };
     if limit > 0
-        && let Some(len) = content_length(&head.headers)
+        && let Some(len) = facts.content_length
         && len > limit
     {
         return Err(Error::new(ErrorKind::PayloadTooLarge, format!("content-length {len} exceeds {limit}")));
@@ -280,7 +311,7 @@ async fn handle(
 }
 
 /// Reject malformed, ambiguous or oversized requests before anything else looks at them.
-fn precheck<B>(req: &Request<B>, rt: &Runtime) -> Result<(), Error> {
+fn precheck<B>(req: &Request<B>, facts: &HeadFacts, rt: &Runtime) -> Result<(), Error> {
     let limits = &rt.gateway.limits;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > limits.max_uri_bytes {
@@ -289,17 +320,16 @@ fn precheck<B>(req: &Request<B>, rt: &Runtime) -> Result<(), Error> {
     if req.headers().len() > limits.max_headers {
         return Err(Error::new(ErrorKind::HeadersTooLarge, format!("{} header fields", req.headers().len())));
     }
-    let hosts = req.headers().get_all(header::HOST).iter().count();
-    if hosts > 1 {
+    if facts.hosts > 1 {
         return Err(Error::new(ErrorKind::BadRequest, "duplicate Host header"));
     }
-    if req.version() == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
+    if req.version() == Version::HTTP_11 && facts.hosts == 0 && req.uri().authority().is_none() {
         return Err(Error::new(ErrorKind::BadRequest, "HTTP/1.1 request without Host"));
     }
-    if req.headers().contains_key(header::TRANSFER_ENCODING) && req.headers().contains_key(header::CONTENT_LENGTH) {
+    if facts.transfer_encoding && facts.content_lengths > 0 {
         return Err(Error::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
     }
-    if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+    if facts.content_lengths > 1 {
         return Err(Error::new(ErrorKind::BadRequest, "several Content-Length headers"));
     }
     check_path(req.method(), req.uri().path())

@@ -585,7 +585,7 @@ async fn serve_http<I>(
     let svc_shared = shared.clone();
     if h2 {
         let svc = service_fn(move |req: Request<Incoming>| {
-            let f = pipeline::serve(req.map(ClientBody::Hyper), info.clone(), svc_shared.clone());
+            let f = pipeline::serve(req.map(ClientBody::Hyper), None, info.clone(), svc_shared.clone());
             async move { Ok::<_, std::convert::Infallible>(f.await) }
         });
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -599,7 +599,7 @@ async fn serve_http<I>(
         drive!(conn, state, limits, shared);
     } else {
         let settings = h1server::Settings { max_head: limits.max_header_bytes, max_fields: limits.max_headers };
-        let svc = move |req| pipeline::serve(req, info.clone(), svc_shared.clone());
+        let svc = move |req, facts| pipeline::serve(req, Some(facts), info.clone(), svc_shared.clone());
         let conn = h1server::Connection::new(io, state.clone(), settings, svc);
         drive!(conn, state, limits, shared);
     }
