@@ -1094,13 +1094,17 @@ where
         // A request body nobody will read (the pipeline dropped it): skip what is buffered;
         // if more is on its way, announce the close in this response.
         let mut linger = false;
-        if let Some(r) = reader.as_mut()
-            && !r.finished
-            && r.chan.lock().body_gone
-            && !c.skip_body(r)
-        {
+        if let Some(r) = reader.as_mut() {
+            // From here on the connection carries the response: no interim response any more.
+            r.expect_continue = false;
+            if !r.finished && r.chan.lock().body_gone && !c.skip_body(r) {
+                keep_alive = false;
+                linger = !r.broken;
+            }
+        }
+        if state.is_closing() {
+            // Shutting down: this response is the connection's last, and says so.
             keep_alive = false;
-            linger = !r.broken;
         }
         let framing = encode_response_head(&mut c.wbuf, &parts, exact, &info, &mut keep_alive);
         drop(parts);
@@ -1127,6 +1131,9 @@ where
             linger = !r.broken;
         }
         if !keep_alive || state.is_closing() {
+            // Bytes the client sent that will not be read (pipelined requests, a body): linger
+            // so that closing does not reset the connection under the response.
+            linger |= !c.rbuf.is_empty();
             close(&mut c, linger).await;
             return Ok(());
         }

@@ -415,3 +415,21 @@ async fn response_framing_follows_the_client() {
     assert!(!r.head.contains("transfer-encoding") && !r.head.contains("content-length"), "{}", r.head);
     assert_eq!(&r.body[..], b"hello world");
 }
+
+/// A shutdown during a request lets it finish; its response announces the close, and the
+/// connection then closes.
+#[tokio::test]
+async fn a_shutdown_ends_the_connection_after_the_request_in_flight() {
+    let up = Upstream::start(Behavior::Delay(Duration::from_millis(300))).await;
+    let gw = gateway_to(&up.authority(), "").await;
+    let mut c = Responses::connect(gw.addr("main")).await;
+    c.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let g = gw.gw.clone();
+    let stop = tokio::spawn(async move { g.shutdown(Duration::from_secs(5)).await });
+    let r = c.next(false).await;
+    assert_eq!(r.status(), 200, "{}", r.head);
+    assert!(r.head.contains("connection: close"), "{}", r.head);
+    assert!(c.closed().await);
+    stop.await.unwrap();
+}
