@@ -1080,6 +1080,8 @@ where
             if let Some(tx) = upgrade_tx.take() {
                 encode_response_head(&mut c.wbuf, &parts, exact, &info, &mut keep_alive);
                 drop(parts);
+                // The (empty) body is read to its end: the log phase records a complete response.
+                while let Some(Ok(_)) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {}
                 drop(body);
                 poll_fn(|cx| c.poll_write_out(cx)).await?;
                 poll_fn(|cx| Pin::new(&mut c.io).poll_flush(cx)).await?;
@@ -1108,13 +1110,9 @@ where
         }
         let framing = encode_response_head(&mut c.wbuf, &parts, exact, &info, &mut keep_alive);
         drop(parts);
+        // The body is polled even when none of it is sent (HEAD, 204, 304): reading it to its
+        // end is what tells the log phase the response was complete.
         let mut sending = Sending { framing, trailers_ok: trailers, done: false, discarded: 0 };
-        if sending.framing == Out::None && body.is_end_stream() {
-            sending.done = true;
-        }
-        if sending.framing == Out::Close {
-            keep_alive = false;
-        }
         let sent = poll_fn(|cx| c.poll_send(cx, &mut body, &mut sending, &mut reader)).await;
         drop(body);
         if sent.is_err() {

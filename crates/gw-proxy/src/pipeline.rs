@@ -109,7 +109,7 @@ pub(crate) async fn serve(
     };
     // The log phase's state is allocated once, up front, and the request works on it in
     // place: the context is never moved into the response body at the end.
-    let mut log = Box::new(LogPhase { cx, p, rt, conn, shared, status: 0 });
+    let mut log = Box::new(LogPhase { cx, p, rt, conn, shared, status: 0, logged: false });
     let l = &mut *log;
     let (cx, p) = (&mut l.cx, &mut l.p);
     let resp = match handle(req, facts, &l.conn, &l.shared, &l.rt, cx, p).await {
@@ -1047,11 +1047,31 @@ struct LogPhase {
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     status: u16,
+    /// The log phase ran (once per request).
+    logged: bool,
 }
 
 impl Finish for LogPhase {
-    fn finish(self: Box<Self>, bytes_sent: u64, complete: bool, at: Instant) {
-        let LogPhase { cx, p, rt, conn, shared, status } = &*self;
+    fn finish(mut self: Box<Self>, bytes_sent: u64, complete: bool, at: Instant) {
+        self.record(bytes_sent, complete, at);
+    }
+}
+
+impl Drop for LogPhase {
+    /// Dropped before any response existed: the client left (or reset its stream) while the
+    /// request was being served, and the request was cancelled. Logged as nginx does: 499.
+    fn drop(&mut self) {
+        if !self.logged {
+            self.status = ErrorKind::DownstreamClosed.status().as_u16();
+            self.record(0, false, Instant::now());
+        }
+    }
+}
+
+impl LogPhase {
+    fn record(&mut self, bytes_sent: u64, complete: bool, at: Instant) {
+        self.logged = true;
+        let LogPhase { cx, p, rt, conn, shared, status, .. } = &*self;
         let status = *status;
         conn.state.request_finished();
         let latency = at.duration_since(cx.started);

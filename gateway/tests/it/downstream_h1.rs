@@ -264,7 +264,7 @@ async fn unread_request_bodies() {
 }
 
 /// A client that closes its connection while the upstream works on its request cancels the
-/// upstream exchange.
+/// upstream exchange, and the request is logged with status 499.
 #[tokio::test]
 async fn a_client_that_leaves_cancels_its_request() {
     struct Guard(Arc<AtomicUsize>);
@@ -285,7 +285,14 @@ async fn a_client_that_leaves_cancels_its_request() {
         })
     })))
     .await;
-    let gw = gateway_to(&up.authority(), "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "gateway:\n  status_listener: \"off\"\n  access_log: {{ target: {} }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\n",
+        log.display(),
+        up.authority()
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
     let mut c = TcpStream::connect(gw.addr("main")).await.unwrap();
     c.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
     for _ in 0..100 {
@@ -303,6 +310,20 @@ async fn a_client_that_leaves_cancels_its_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(dropped.load(Ordering::SeqCst), 1, "the upstream request was cancelled");
+    // The cancelled request is logged as nginx logs it: 499.
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["error"].as_str(), v["path"].as_str()),
+        (Some(499), Some("downstream_closed"), Some("/slow"))
+    );
 }
 
 /// A refused head gets a JSON answer and a closed connection; what follows it is never read
@@ -432,4 +453,41 @@ async fn a_shutdown_ends_the_connection_after_the_request_in_flight() {
     assert!(r.head.contains("connection: close"), "{}", r.head);
     assert!(c.closed().await);
     stop.await.unwrap();
+}
+
+/// Responses without a body on the wire (HEAD, 204, an upgrade's 101) are logged as complete,
+/// not as a client that went away.
+#[tokio::test]
+async fn bodiless_responses_are_logged_complete() {
+    let up = Upstream::start(Behavior::Echo("a")).await;
+    let ws =
+        raw_upstream(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: test\r\n\r\n", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "gateway:\n  status_listener: \"off\"\n  access_log: {{ target: {} }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\n  - name: ws\n    url: http://{ws}\n  - name: empty\n    type: static\n    response: {{ status: 204 }}\nroutes:\n  - name: ws\n    service: ws\n    paths: [\"/ws\"]\n  - name: empty\n    service: empty\n    paths: [\"/empty\"]\n  - name: r\n    service: s\n    paths: [\"/*\"]\n",
+        log.display(),
+        up.authority()
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let mut c = Responses::connect(gw.addr("main")).await;
+    c.send(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(c.next(true).await.status(), 200);
+    c.send(b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(c.next(false).await.status(), 204);
+    c.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n").await;
+    assert_eq!(c.next(false).await.status(), 101);
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v.get("error").is_none_or(|e| e.is_null()), "logged as an error: {l}");
+    }
 }
