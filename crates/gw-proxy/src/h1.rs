@@ -62,7 +62,7 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// Most trailer fields accepted.
 const MAX_TRAILER_FIELDS: usize = 32;
 /// First read size of an exchange; doubles while reads fill it, up to [`MAX_READ`].
-const MIN_READ: usize = 8 * 1024;
+pub(crate) const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
 // === Connection ===
@@ -121,19 +121,45 @@ impl H1Conn {
 
     /// Read more bytes into `buf`: `Ok(0)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
-            self.buf.reserve(self.read_size);
-        }
-        let spare = self.buf.capacity() - self.buf.len();
-        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
-        if let Poll::Ready(Ok(n)) = r
-            && n == spare
-            && self.read_size < MAX_READ
-        {
-            self.read_size *= 2;
-        }
-        r
+        poll_fill(&mut self.io, &mut self.buf, &mut self.read_size, cx)
     }
+}
+
+/// Read more bytes from `io` into `buf` (`Ok(0)` at end of stream). The read size starts at
+/// [`MIN_READ`] and doubles while reads fill it, up to [`MAX_READ`] (client and server side).
+pub(crate) fn poll_fill<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    read_size: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < *read_size / 2 {
+        buf.reserve(*read_size);
+    }
+    let spare = buf.capacity() - buf.len();
+    let r = tokio_util::io::poll_read_buf(Pin::new(io), cx, buf);
+    if let Poll::Ready(Ok(n)) = r
+        && n == spare
+        && *read_size < MAX_READ
+    {
+        *read_size *= 2;
+    }
+    r
+}
+
+/// Append `n` in decimal (`radix` 10) or hexadecimal (16), without an allocation.
+pub(crate) fn put_num(out: &mut Vec<u8>, mut n: u64, radix: u64) {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b"0123456789abcdef"[(n % radix) as usize];
+        n /= radix;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&b[i..]);
 }
 
 // === Request side ===
@@ -364,7 +390,7 @@ fn encode_head(
         }
         Some(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            put_num(out, n, 10);
             out.extend_from_slice(b"\r\n");
             ReqFraming::Length(n)
         }

@@ -55,7 +55,7 @@ use tokio::sync::oneshot;
 
 use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::conn::ConnState;
-use crate::h1::{Chunk, Framing, H1Body, Step};
+use crate::h1::{Chunk, Framing, H1Body, MIN_READ, Step, put_num};
 use crate::pipeline::HeadFacts;
 
 /// Limits of the server, from the gateway's `limits`.
@@ -73,8 +73,6 @@ const FIELDS_ON_STACK: usize = 100;
 const HIGH_WATER: usize = 64 * 1024;
 /// Buffers larger than this are released between requests.
 const KEEP: usize = 64 * 1024;
-const MIN_READ: usize = 8 * 1024;
-const MAX_READ: usize = 256 * 1024;
 /// A response body to `HEAD` is discarded up to this many bytes, then dropped.
 const MAX_DISCARD: usize = 64 * 1024;
 /// After closing with an unread request body, how long and how much to keep reading.
@@ -480,21 +478,6 @@ fn put_date(out: &mut Vec<u8>) {
     });
 }
 
-/// `n` in decimal (`radix` 10) or hexadecimal (16), without an allocation.
-fn put_num(out: &mut Vec<u8>, mut n: u64, radix: u64) {
-    let mut b = [0u8; 20];
-    let mut i = b.len();
-    loop {
-        i -= 1;
-        b[i] = b"0123456789abcdef"[(n % radix) as usize];
-        n /= radix;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&b[i..]);
-}
-
 fn put_u64(out: &mut Vec<u8>, n: u64) {
     put_num(out, n, 10);
 }
@@ -668,18 +651,7 @@ struct ClientGone;
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     /// Read more bytes into `rbuf`: `Ok(0)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
-            self.rbuf.reserve(self.read_size);
-        }
-        let spare = self.rbuf.capacity() - self.rbuf.len();
-        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf);
-        if let Poll::Ready(Ok(n)) = r
-            && n == spare
-            && self.read_size < MAX_READ
-        {
-            self.read_size *= 2;
-        }
-        r
+        crate::h1::poll_fill(&mut self.io, &mut self.rbuf, &mut self.read_size, cx)
     }
 
     /// Write out what `wbuf` holds.
