@@ -491,3 +491,31 @@ async fn bodiless_responses_are_logged_complete() {
         assert!(v.get("error").is_none_or(|e| e.is_null()), "logged as an error: {l}");
     }
 }
+
+/// A request body streamed to an HTTP/2 upstream is read by hyper's client in a task of its
+/// own: the hand-off between that task and the client connection wakes both sides (pieces with
+/// pauses between them, and a 1 MiB body).
+#[tokio::test]
+async fn bodies_stream_to_an_http2_upstream() {
+    let up = Upstream::start(Behavior::Echo("a")).await;
+    let yaml = format!(
+        "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: h2c://{}\nroutes:\n  - name: r\n    service: s\n",
+        up.authority()
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let mut c = Responses::connect(gw.addr("main")).await;
+    c.send(b"POST /chunks HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+    for piece in ["5\r\nhello\r\n", "1\r\n \r\n", "5\r\nworld\r\n", "0\r\n\r\n"] {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        c.send(piece.as_bytes()).await;
+    }
+    let r = c.next(false).await;
+    let j = r.json();
+    assert_eq!((j["version"].as_str(), j["body"].as_str()), (Some("HTTP/2.0"), Some("hello world")), "{j}");
+
+    let big = vec![b'z'; 1 << 20];
+    c.send(format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", big.len()).as_bytes()).await;
+    c.send(&big).await;
+    let j = c.next(false).await.json();
+    assert_eq!(j["body_bytes"].as_u64(), Some(1 << 20), "{j}");
+}
