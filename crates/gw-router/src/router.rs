@@ -722,7 +722,10 @@ impl<T> Router<T> {
     /// Find the best route for a request.
     pub fn find<'r>(&'r self, req: &RequestParts<'_>) -> Option<Match<'r, T>> {
         let host = normalize_host(req.host);
-        if let Some(m) = self.exact_hosts.get(host.as_ref()).and_then(|t| self.find_in(t, req)) {
+        // Without host-specific routes there is nothing to hash the host for.
+        if !self.exact_hosts.is_empty()
+            && let Some(m) = self.exact_hosts.get(host.as_ref()).and_then(|t| self.find_in(t, req))
+        {
             return Some(m);
         }
         if !self.wildcard_hosts.is_empty() {
@@ -765,8 +768,9 @@ fn normalize_host(h: &str) -> std::borrow::Cow<'_, str> {
     let h = if let Some(rest) = h.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
-        match h.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        // A byte search: `rsplit_once(':')` costs several times more on short hosts.
+        match h.bytes().rposition(|b| b == b':') {
+            Some(i) if !h[..i].contains(':') && h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
             _ => h,
         }
     };
@@ -775,5 +779,29 @@ fn normalize_host(h: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(h.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(h)
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::normalize_host;
+
+    /// Ports, brackets, case and a trailing dot are taken off; anything else is left alone.
+    #[test]
+    fn hosts_are_normalized() {
+        for (raw, want) in [
+            ("example.com", "example.com"),
+            ("Example.COM:8443", "example.com"),
+            ("example.com.", "example.com"),
+            ("example.com.:80", "example.com"),
+            ("[::1]:80", "::1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("host:port", "host:port"),
+            ("127.0.0.1:18181", "127.0.0.1"),
+            (":80", ""),
+        ] {
+            assert_eq!(normalize_host(raw), want, "{raw}");
+        }
     }
 }
