@@ -446,6 +446,38 @@ struct ParsedHead {
     keep_alive: bool,
 }
 
+/// Record where each parsed field's name and value lie in `buf` (offsets, so that the values
+/// can later be sliced from `buf` once it is frozen). Request and response parsers share it.
+pub(crate) fn field_ranges(buf: &[u8], fields: &[httparse::Header<'_>], ranges: &mut Vec<[u32; 4]>) {
+    let base = buf.as_ptr() as usize;
+    ranges.clear();
+    ranges.extend(fields.iter().map(|h| {
+        [
+            (h.name.as_ptr() as usize - base) as u32,
+            h.name.len() as u32,
+            (h.value.as_ptr() as usize - base) as u32,
+            h.value.len() as u32,
+        ]
+    }));
+}
+
+/// Fold one `Content-Length` field value (a comma list) into `length`: every element must be
+/// digits (at most 19) and agree with what was seen before.
+pub(crate) fn fold_content_length(v: &[u8], length: &mut Option<u64>) -> Result<(), &'static str> {
+    for v in v.split(|&b| b == b',') {
+        let v = v.trim_ascii();
+        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+            return Err("invalid Content-Length");
+        }
+        let v: u64 = v.iter().fold(0, |acc, &d| acc * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != v) {
+            return Err("conflicting Content-Length values");
+        }
+        *length = Some(v);
+    }
+    Ok(())
+}
+
 /// Parse a final response head from `buf` (interim `1xx` heads are consumed and skipped).
 /// `Ok(None)`: more bytes needed. `ranges` is scratch space kept with the connection.
 ///
@@ -488,16 +520,7 @@ fn parse_head(
         let status = StatusCode::from_u16(code).map_err(|_| Malformed("invalid status code"))?;
         // Where each field's name and value lie (the parsed slices borrow `buf`, which is split
         // off and frozen next so that values can share it).
-        let base = buf.as_ptr() as usize;
-        ranges.clear();
-        ranges.extend(resp.headers.iter().map(|h| {
-            [
-                (h.name.as_ptr() as usize - base) as u32,
-                h.name.len() as u32,
-                (h.value.as_ptr() as usize - base) as u32,
-                h.value.len() as u32,
-            ]
-        }));
+        field_ranges(buf, resp.headers, ranges);
 
         let head = buf.split_to(len).freeze();
         // Room for the fields the gateway adds (request id, plugin headers) without growing.
@@ -510,19 +533,7 @@ fn parse_head(
             let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Malformed("invalid field name"))?;
             let v = &head[vs..vs + vl];
             match name.as_str() {
-                "content-length" => {
-                    for v in v.split(|&b| b == b',') {
-                        let v = v.trim_ascii();
-                        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                            return Err(Malformed("invalid Content-Length"));
-                        }
-                        let v: u64 = v.iter().fold(0, |acc, &d| acc * 10 + u64::from(d - b'0'));
-                        if length.is_some_and(|l| l != v) {
-                            return Err(Malformed("conflicting Content-Length values"));
-                        }
-                        length = Some(v);
-                    }
-                }
+                "content-length" => fold_content_length(v, &mut length).map_err(Malformed)?,
                 "transfer-encoding" => {
                     if chunked || !v.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                         return Err(Malformed("unsupported Transfer-Encoding"));

@@ -157,17 +157,8 @@ pub(crate) fn parse_request(
     let Some(path) = req.path else { return bad("malformed request line") };
     // Where the target and each field lie (the parsed slices borrow `buf`, which is split off
     // and frozen next so that the target and values can share it).
-    let base = buf.as_ptr() as usize;
-    let target = (path.as_ptr() as usize - base, path.len());
-    ranges.clear();
-    ranges.extend(req.headers.iter().map(|h| {
-        [
-            (h.name.as_ptr() as usize - base) as u32,
-            h.name.len() as u32,
-            (h.value.as_ptr() as usize - base) as u32,
-            h.value.len() as u32,
-        ]
-    }));
+    let target = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
+    crate::h1::field_ranges(buf, req.headers, ranges);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Refused { status: StatusCode::BAD_REQUEST, why: "invalid request target" })?;
@@ -187,16 +178,8 @@ pub(crate) fn parse_request(
             hosts += 1;
         } else if name == header::CONTENT_LENGTH {
             content_lengths += 1;
-            for v in v.split(|&b| b == b',') {
-                let v = v.trim_ascii();
-                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                    return bad("invalid Content-Length");
-                }
-                let v: u64 = v.iter().fold(0, |acc, &d| acc * 10 + u64::from(d - b'0'));
-                if length.is_some_and(|l| l != v) {
-                    return bad("conflicting Content-Length values");
-                }
-                length = Some(v);
+            if let Err(why) = crate::h1::fold_content_length(v, &mut length) {
+                return bad(why);
             }
         } else if name == header::TRANSFER_ENCODING {
             te = true;
