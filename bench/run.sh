@@ -14,7 +14,8 @@
 #
 # Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
 # Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50), NO_BUILD=1 (use the
-# release binary already built).
+# binary already built), BUILD=release (default: `cargo build --release`) or BUILD=pgo (the
+# profile-guided release build of scripts/build-pgo.sh, target/pgo/gatehouse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,11 +35,17 @@ if ((${#need[@]})); then
 fi
 PATH=$PATH:/usr/sbin:/sbin
 
-if [[ ${NO_BUILD:-0} != 1 ]]; then
-  log "building the release binary"
-  cargo build --release -q -p gatehouse
+BUILD=${BUILD:-release}
+case $BUILD in
+  release) BIN=$ROOT/target/release/gatehouse ;;
+  pgo) BIN=$ROOT/target/pgo/gatehouse ;;
+  *) log "unknown BUILD=$BUILD (release|pgo)"; exit 2 ;;
+esac
+if [[ ${NO_BUILD:-0} != 1 || ! -x $BIN ]]; then
+  log "building the $BUILD binary"
+  if [[ $BUILD == pgo ]]; then scripts/build-pgo.sh; else cargo build --release -q -p gatehouse; fi
 fi
-BIN=$ROOT/target/release/gatehouse
+log "gateway binary: $BIN ($BUILD build)"
 
 TMP=$(mktemp -d -t gw-bench.XXXXXX)
 PIDS=()

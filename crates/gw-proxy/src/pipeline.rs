@@ -298,7 +298,7 @@ async fn handle(
                     .await?
             } else {
                 let fwd = forwarding_block.as_deref();
-                forward(head, body, sent.as_ref(), fwd, upstream, *protocol, service, route, cx).await?
+                forward(&head, body, sent.as_ref(), fwd, upstream, *protocol, service, route, cx).await?
             }
         }
     };
@@ -623,7 +623,7 @@ fn hash_key(upstream: &UpstreamRt, head: &RequestHead, cx: &Ctx) -> Option<Vec<u
 /// Proxy to the upstream: pick a target, send, retry where safe, and stream the response back.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
-    head: RequestHead,
+    head: &RequestHead,
     body: RequestBody,
     sent: Option<&Arc<SentSignal>>,
     forwarding_block: Option<&[u8]>,
@@ -637,7 +637,7 @@ async fn forward(
     let deadline = t.total.map(|d| tokio::time::Instant::now() + d);
     let started = Instant::now();
     service.budget.deposit(started);
-    let key = hash_key(upstream, &head, cx);
+    let key = hash_key(upstream, head, cx);
     let idempotent = is_idempotent(&head.method);
     let mut body = Some(body);
     // Targets already tried; filled only when retrying (no allocation otherwise).
@@ -667,9 +667,11 @@ async fn forward(
         let req_body = body.take().unwrap_or(RequestBody::Empty);
 
         let attempt_start = now;
-        let result = send(
+        // The total timeout wraps the attempt only when one is set. The attempt is awaited
+        // here rather than in a helper: each level of async fn costs a copy of its future.
+        let attempt_fut = self::attempt(
             &endpoint,
-            &head,
+            head,
             req_body,
             forwarding_block,
             host_header.as_deref(),
@@ -678,9 +680,14 @@ async fn forward(
             t.read,
             t.write,
             sent,
-            deadline,
-        )
-        .await;
+        );
+        let result = match deadline {
+            None => attempt_fut.await,
+            Some(d) => match tokio::time::timeout_at(d, attempt_fut).await {
+                Ok(r) => r,
+                Err(_) => Err((Error::new(ErrorKind::TotalTimeout, "total timeout reached"), None)),
+            },
+        };
         now = Instant::now();
         let latency = now.duration_since(attempt_start);
         match result {
@@ -693,7 +700,7 @@ async fn forward(
                 let can_retry = attempt < service.retries.attempts
                     && service.retries.on_statuses.contains(&status)
                     && idempotent
-                    && sent_nothing(&head)
+                    && sent_nothing(head)
                     && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
                     && service.budget.try_withdraw(now);
                 let outcome = if failed { Outcome::Failure } else { Outcome::Success };
@@ -728,7 +735,7 @@ async fn forward(
                 if err.is_caused_by::<DownstreamBodyError>() {
                     return Err(Error::new(ErrorKind::DownstreamClosed, "client body failed").with_cause(err));
                 }
-                let replayable = returned.is_some() || sent_nothing(&head);
+                let replayable = returned.is_some() || sent_nothing(head);
                 let safe = match err.retry() {
                     Retry::Safe => true,
                     Retry::IfIdempotent => idempotent,
@@ -783,30 +790,6 @@ type SendResult = Result<Response<UpstreamInner>, h1::Failed>;
 
 /// One attempt: check out a connection, send, and wait for the response head. On failure, the
 /// request body is handed back when none of it was sent (so a retry can reuse it).
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    endpoint: &Arc<crate::pool::Endpoint>,
-    head: &RequestHead,
-    body: RequestBody,
-    forwarding_block: Option<&[u8]>,
-    host: Option<&str>,
-    protocol: UpstreamProtocol,
-    connect: Duration,
-    read: Duration,
-    write: Duration,
-    sent: Option<&Arc<SentSignal>>,
-    deadline: Option<tokio::time::Instant>,
-) -> SendResult {
-    let attempt = attempt(endpoint, head, body, forwarding_block, host, protocol, connect, read, write, sent);
-    match deadline {
-        None => attempt.await,
-        Some(d) => match tokio::time::timeout_at(d, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err((Error::new(ErrorKind::TotalTimeout, "total timeout reached"), None)),
-        },
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     endpoint: &Arc<crate::pool::Endpoint>,
