@@ -124,7 +124,7 @@ impl Ctx {
             params: Vec::new(),
             consumer: None,
             credential_id: None,
-            started: Instant::now(),
+            started: crate::tick::now(),
             upstream_addr: None,
             upstream_latency: None,
             response_headers: HeaderMap::new(),

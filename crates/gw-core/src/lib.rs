@@ -21,6 +21,7 @@ mod ctx;
 mod flow;
 mod head;
 mod plugin;
+pub mod tick;
 
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use ctx::{ConsumerInfo, Ctx, LogEntry, RouteInfo};

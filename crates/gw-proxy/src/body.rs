@@ -372,7 +372,7 @@ impl ResponseBody {
 
     fn run_finish(&mut self, complete: bool) {
         if let Some(f) = self.finish.take() {
-            f.finish(self.sent, complete, Instant::now());
+            f.finish(self.sent, complete, gw_core::tick::now());
         }
     }
 }

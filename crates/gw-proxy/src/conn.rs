@@ -52,9 +52,16 @@ impl ConnState {
     }
 
     /// A request finished (its response body ended or was dropped).
+    #[cfg(test)]
     pub(crate) fn request_finished(&self) {
+        self.request_finished_at(Instant::now());
+    }
+
+    /// [`ConnState::request_finished`] at `now` (a reading the caller already has).
+    pub(crate) fn request_finished_at(&self, now: Instant) {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
+            let ms = now.saturating_duration_since(self.start).as_millis() as u64;
+            self.idle_since_ms.store(ms, Ordering::Relaxed);
             self.read_since_idle.store(false, Ordering::Relaxed);
         }
     }

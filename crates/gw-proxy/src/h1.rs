@@ -647,7 +647,7 @@ pub(crate) async fn exchange(
                     if let Err(e) = r {
                         write_err = Some(e);
                     }
-                    let deadline = tokio::time::Instant::now() + read;
+                    let deadline = tokio::time::Instant::from_std(gw_core::tick::now()) + read;
                     conn.read_timer.as_mut().reset(deadline);
                 }
                 Poll::Pending => {}

@@ -307,7 +307,13 @@ async fn handle(
     } else {
         resp
     };
-    Ok(response_phase(resp, &p.chain, cx).await)
+    // `response_phase` inlined for the common case: no ready future for the response to be
+    // moved through (each move is a copy of the response head).
+    if p.chain.response.is_empty() {
+        Ok(add_response_headers(resp, cx))
+    } else {
+        Ok(Box::pin(run_response_plugins(resp, &p.chain, cx)).await)
+    }
 }
 
 /// Reject malformed, ambiguous or oversized requests before anything else looks at them.
@@ -635,7 +641,7 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, Error> {
     let t = &service.timeouts;
     let deadline = t.total.map(|d| tokio::time::Instant::now() + d);
-    let started = Instant::now();
+    let started = gw_core::tick::now();
     service.budget.deposit(started);
     let key = hash_key(upstream, head, cx);
     let idempotent = is_idempotent(&head.method);
@@ -688,7 +694,7 @@ async fn forward(
                 Err(_) => Err((Error::new(ErrorKind::TotalTimeout, "total timeout reached"), None)),
             },
         };
-        now = Instant::now();
+        now = gw_core::tick::now();
         let latency = now.duration_since(attempt_start);
         match result {
             Ok(resp) => {
@@ -715,7 +721,7 @@ async fn forward(
                 cx.upstream_latency = Some(now.duration_since(started));
                 let (parts, incoming) = resp.into_parts();
                 let on_done = Box::new(move || {
-                    inflight.finish(outcome, latency, Instant::now());
+                    inflight.finish(outcome, latency, gw_core::tick::now());
                 });
                 let body = ResponseBody::upstream(UpstreamBody::new(incoming, t.read, on_done));
                 return Ok(Response::from_parts(parts, body));
@@ -1056,7 +1062,7 @@ impl LogPhase {
         self.logged = true;
         let LogPhase { cx, p, rt, conn, shared, status, .. } = &*self;
         let status = *status;
-        conn.state.request_finished();
+        conn.state.request_finished_at(tokio::time::Instant::from_std(at));
         let latency = at.duration_since(cx.started);
         let error = p.error.or(if complete { None } else { Some(ErrorKind::DownstreamClosed.code()) });
         let route = p.route.map(|i| &rt.routes[i]);

@@ -297,7 +297,7 @@ impl Endpoint {
             return;
         }
         conn.trim();
-        let now = Instant::now();
+        let now = gw_core::tick::now();
         if let Ok(mut idle) = self.idle_list().lock() {
             // Age out the oldest (front) entries; keep at most max_idle.
             let ttl = self.spec.idle_timeout;
@@ -312,7 +312,7 @@ impl Endpoint {
 
     /// The most recently used idle connection that is still open; closed ones are dropped.
     fn pop_idle(&self) -> Option<Box<H1Conn>> {
-        let now = Instant::now();
+        let now = gw_core::tick::now();
         let mut idle = self.idle_list().lock().ok()?;
         while let Some(mut i) = idle.pop() {
             if now.duration_since(i.since) <= self.spec.idle_timeout && i.conn.is_reusable() {

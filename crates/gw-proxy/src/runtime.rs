@@ -95,7 +95,7 @@ pub(crate) struct Runtime {
     pub(crate) routes: Vec<Arc<RouteRt>>,
     pub(crate) services: Vec<Arc<ServiceRt>>,
     pub(crate) upstreams: Vec<Arc<UpstreamRt>>,
-    pub(crate) listeners: Arc<HashMap<String, ListenerRt>>,
+    pub(crate) listeners: Arc<rustc_hash::FxHashMap<String, ListenerRt>>,
     /// Global plugins, run for requests that match no route (response and log phases).
     pub(crate) global_chain: Arc<Chain>,
     /// Every plugin instance, for merging consumer-scoped ones after authentication.
@@ -114,7 +114,7 @@ impl Runtime {
         workers: usize,
     ) -> Result<Runtime, String> {
         let cfg = &*config;
-        let mut listeners = HashMap::new();
+        let mut listeners = rustc_hash::FxHashMap::default();
         for l in &cfg.listeners {
             let tls = match &l.tls {
                 Some(t) => Some(

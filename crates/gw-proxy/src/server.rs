@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -410,13 +410,29 @@ async fn accept_loop(listener: TcpListener, name: Arc<str>, shared: Arc<Shared>,
                 shared.metrics.connection_opened();
                 let s = shared.clone();
                 let n = name.clone();
-                shared.tasks.spawn(async move {
+                // Each poll of the connection reads the clock at most once (`gw_core::tick`).
+                shared.tasks.spawn(gw_core::tick::Fresh::new(async move {
                     serve_conn(tcp, peer, n, s.clone()).await;
                     s.connections.fetch_sub(1, Ordering::Relaxed);
                     s.metrics.connection_closed();
-                });
+                }));
             }
         }
+    }
+}
+
+/// Spawns hyper's HTTP/2 stream tasks on tokio, each poll a `gw_core::tick` scope like the
+/// connection tasks (a stream's request is served in its own task).
+#[derive(Clone, Copy)]
+struct FreshExecutor;
+
+impl<F> hyper::rt::Executor<F> for FreshExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(gw_core::tick::Fresh::new(fut));
     }
 }
 
@@ -588,7 +604,7 @@ async fn serve_http<I>(
             let f = pipeline::serve(req.map(ClientBody::Hyper), None, info.clone(), svc_shared.clone());
             async move { Ok::<_, std::convert::Infallible>(f.await) }
         });
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let conn = hyper::server::conn::http2::Builder::new(FreshExecutor)
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
             .max_header_list_size(limits.max_header_bytes as u32)

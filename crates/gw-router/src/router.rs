@@ -1,6 +1,8 @@
 //! The routing table.
 
-use std::collections::HashMap;
+/// Maps keyed by configured hosts, paths and templates. Lookups hash request input, but only
+/// configuration inserts keys, so a fast non-keyed hash is safe here (no flooding by clients).
+type HashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 use std::fmt;
 use std::sync::Arc;
 
@@ -495,8 +497,8 @@ impl<T> Router<T> {
             values: Vec::with_capacity(routes.len()),
             slots: Vec::with_capacity(routes.len()),
             order: (0..routes.len()).collect(),
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
+            exact_hosts: HashMap::default(),
+            wildcard_hosts: HashMap::default(),
             any_host: Arc::new(Tier::default()),
             fallbacks: 0,
         };
