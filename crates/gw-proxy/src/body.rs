@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use crate::h1::RawFields;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -364,6 +366,22 @@ impl ResponseBody {
 
     pub(crate) fn upstream(b: UpstreamBody) -> Self {
         ResponseBody { kind: Kind::Upstream(b), sent: 0, finish: None }
+    }
+
+    /// The upstream response's header fields, when still kept as bytes ([`RawFields`]).
+    pub(crate) fn raw_fields(&self) -> Option<&RawFields> {
+        match &self.kind {
+            Kind::Upstream(UpstreamBody { inner: UpstreamInner::H1(b), .. }) => b.raw.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Take the fields kept as bytes (the caller puts them into the map or writes them out).
+    pub(crate) fn take_raw_fields(&mut self) -> Option<RawFields> {
+        match &mut self.kind {
+            Kind::Upstream(UpstreamBody { inner: UpstreamInner::H1(b), .. }) => b.raw.take(),
+            _ => None,
+        }
     }
 
     pub(crate) fn set_finish(&mut self, f: Box<dyn Finish>) {

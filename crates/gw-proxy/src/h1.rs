@@ -444,6 +444,103 @@ struct ParsedHead {
     parts: http::response::Parts,
     framing: Framing,
     keep_alive: bool,
+    /// The fields passed on, when not in `parts.headers`.
+    raw: Option<RawFields>,
+}
+
+/// What a response field is to the proxy, from its name (any case).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Hop-by-hop, dropped: `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
+    /// `Proxy-Authorization`, `TE`, `Upgrade`.
+    HopByHop,
+    Date,
+    Other,
+}
+
+fn field_kind(name: &[u8]) -> FieldKind {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    match name.len() {
+        2 if is("te") => FieldKind::HopByHop,
+        4 if is("date") => FieldKind::Date,
+        7 if is("upgrade") => FieldKind::HopByHop,
+        10 if is("connection") => FieldKind::Connection,
+        10 if is("keep-alive") => FieldKind::HopByHop,
+        14 if is("content-length") => FieldKind::ContentLength,
+        16 if is("proxy-connection") => FieldKind::HopByHop,
+        17 if is("transfer-encoding") => FieldKind::TransferEncoding,
+        18 if is("proxy-authenticate") => FieldKind::HopByHop,
+        19 if is("proxy-authorization") => FieldKind::HopByHop,
+        _ => FieldKind::Other,
+    }
+}
+
+/// An upstream response's header fields as bytes, `name: value\r\n` each (hop-by-hop fields
+/// and `Content-Length` left out), until something needs them in a map.
+///
+/// On the plain proxy path nothing does: the HTTP/1.1 server writes these lines out as they
+/// are, which spares a header map per response (names parsed and looked up, values validated a
+/// second time, hashing, dropping), about 2,000 instructions for a response of five fields.
+/// Plugins, HTTP/2 clients and header edits see the fields in the map
+/// (`pipeline::full_headers`). The bytes were validated by the parser with the rules the map
+/// applies (token names; values without control bytes other than tab).
+pub(crate) struct RawFields {
+    lines: Vec<u8>,
+    /// `Content-Length`, folded (the server writes the framing itself).
+    pub(crate) content_length: Option<u64>,
+    /// The upstream sent a `Date` (among the lines).
+    pub(crate) date: bool,
+}
+
+impl RawFields {
+    #[cfg(test)]
+    pub(crate) fn from_lines(lines: &[u8], content_length: Option<u64>, date: bool) -> RawFields {
+        RawFields { lines: lines.to_vec(), content_length, date }
+    }
+
+    /// The lines, each ending in CRLF.
+    pub(crate) fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.split(|&b| b == b'\n').filter_map(|l| {
+            let l = l.strip_suffix(b"\r")?;
+            let colon = l.iter().position(|&b| b == b':')?;
+            Some((&l[..colon], l.get(colon + 2..).unwrap_or_default()))
+        })
+    }
+
+    /// Whether a field of this name is among the lines.
+    pub(crate) fn contains(&self, name: &HeaderName) -> bool {
+        let name = name.as_str().as_bytes();
+        self.fields().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Put the fields into `map`, before the ones it already holds.
+    pub(crate) fn merge_into(self, map: &mut HeaderMap) {
+        let added = std::mem::replace(map, HeaderMap::with_capacity(map.len() + 8));
+        for (n, v) in self.fields() {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
+                map.append(n, v);
+            }
+        }
+        if let Some(l) = self.content_length {
+            map.append(header::CONTENT_LENGTH, HeaderValue::from(l));
+        }
+        let mut last: Option<HeaderName> = None;
+        for (k, v) in added {
+            if k.is_some() {
+                last = k;
+            }
+            if let Some(k) = &last {
+                map.append(k.clone(), v);
+            }
+        }
+    }
 }
 
 /// Record where each parsed field's name and value lie in `buf` (offsets, so that the values
@@ -523,25 +620,21 @@ fn parse_head(
         field_ranges(buf, resp.headers, ranges);
 
         let head = buf.split_to(len).freeze();
-        // Room for the fields the gateway adds (request id, plugin headers) without growing.
-        let mut headers = HeaderMap::with_capacity(ranges.len() + 2);
+        // First pass: framing and connection management, read off the raw names.
         let (mut length, mut chunked) = (None::<u64>, false);
-        let (mut close, mut keep_alive_token) = (false, false);
+        let (mut close, mut keep_alive_token, mut date) = (false, false, false);
         let mut named: Vec<HeaderName> = Vec::new();
         for &[ns, nl, vs, vl] in ranges.iter() {
-            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
-            let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Malformed("invalid field name"))?;
-            let v = &head[vs..vs + vl];
-            match name.as_str() {
-                "content-length" => fold_content_length(v, &mut length).map_err(Malformed)?,
-                "transfer-encoding" => {
+            let v = &head[vs as usize..(vs + vl) as usize];
+            match field_kind(&head[ns as usize..(ns + nl) as usize]) {
+                FieldKind::ContentLength => fold_content_length(v, &mut length).map_err(Malformed)?,
+                FieldKind::TransferEncoding => {
                     if chunked || !v.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                         return Err(Malformed("unsupported Transfer-Encoding"));
                     }
                     chunked = true;
-                    continue;
                 }
-                "connection" => {
+                FieldKind::Connection => {
                     for t in v.split(|&b| b == b',') {
                         let t = t.trim_ascii();
                         if t.eq_ignore_ascii_case(b"close") {
@@ -552,23 +645,45 @@ fn parse_head(
                             named.push(n);
                         }
                     }
-                    continue;
                 }
-                "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te" | "upgrade" => {
-                    continue;
-                }
-                _ => {}
-            }
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
-                .map_err(|_| Malformed("invalid field value"))?;
-            headers.append(name, value);
-        }
-        for n in named {
-            // Content-Length frames the body the client gets: never dropped.
-            if n != header::CONTENT_LENGTH {
-                headers.remove(n);
+                FieldKind::Date => date = true,
+                FieldKind::HopByHop | FieldKind::Other => {}
             }
         }
+        // Second pass: the fields passed on. Kept as bytes unless `Connection` names fields to
+        // drop (rare), which the map path handles.
+        let mut headers = HeaderMap::new();
+        let raw = if named.is_empty() {
+            let mut lines = Vec::with_capacity(len);
+            for &[ns, nl, vs, vl] in ranges.iter() {
+                let name = &head[ns as usize..(ns + nl) as usize];
+                if matches!(field_kind(name), FieldKind::Other | FieldKind::Date) {
+                    lines.extend_from_slice(name);
+                    lines.extend_from_slice(b": ");
+                    lines.extend_from_slice(&head[vs as usize..(vs + vl) as usize]);
+                    lines.extend_from_slice(b"\r\n");
+                }
+            }
+            Some(RawFields { lines, content_length: length, date })
+        } else {
+            // Room for the fields the gateway adds (request id, plugin headers) without growing.
+            headers.reserve(ranges.len() + 2);
+            for &[ns, nl, vs, vl] in ranges.iter() {
+                let name = &head[ns as usize..(ns + nl) as usize];
+                if !matches!(field_kind(name), FieldKind::Other | FieldKind::Date | FieldKind::ContentLength) {
+                    continue;
+                }
+                let name = HeaderName::from_bytes(name).map_err(|_| Malformed("invalid field name"))?;
+                // Content-Length frames the body the client gets: never dropped.
+                if name != header::CONTENT_LENGTH && named.contains(&name) {
+                    continue;
+                }
+                let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
+                    .map_err(|_| Malformed("invalid field value"))?;
+                headers.append(name, value);
+            }
+            None
+        };
         if chunked && (length.is_some() || version == Version::HTTP_10) {
             return Err(Malformed("Transfer-Encoding with Content-Length or on HTTP/1.0"));
         }
@@ -589,7 +704,7 @@ fn parse_head(
         parts.status = status;
         parts.version = version;
         parts.headers = headers;
-        return Ok(Some(ParsedHead { parts, framing, keep_alive }));
+        return Ok(Some(ParsedHead { parts, framing, keep_alive, raw }));
     }
 }
 
@@ -694,6 +809,7 @@ pub(crate) async fn exchange(
             // whole upload, say). The answer stands; the connection is not reused.
             let writer = if write_done { None } else { Some(Box::new(w)) };
             let mut body = H1Body {
+                raw: h.raw,
                 conn: Some(conn),
                 framing: h.framing,
                 writer,
@@ -758,6 +874,8 @@ enum ReadError {
 /// writing the request body if the upstream answered before reading all of it (full-duplex
 /// upstreams), and returns the connection to its pool when the exchange ended cleanly.
 pub(crate) struct H1Body {
+    /// The response's header fields when kept as bytes (see [`RawFields`]).
+    pub(crate) raw: Option<RawFields>,
     conn: Option<Box<H1Conn>>,
     framing: Framing,
     writer: Option<Box<Writer>>,
@@ -1000,6 +1118,15 @@ impl Body for H1Body {
 mod tests {
     use super::*;
 
+    /// The head's parts with the fields kept as bytes moved into the map.
+    fn full(h: ParsedHead) -> http::response::Parts {
+        let mut parts = h.parts;
+        if let Some(raw) = h.raw {
+            raw.merge_into(&mut parts.headers);
+        }
+        parts
+    }
+
     fn head(buf: &[u8], method: &Method) -> Result<Option<ParsedHead>, Malformed> {
         parse_head(&mut BytesMut::from(buf), &mut Vec::new(), method)
     }
@@ -1039,12 +1166,54 @@ mod tests {
         ));
     }
 
+    /// Hop-by-hop fields are left out whether the fields stay bytes or go to the map (when
+    /// `Connection` names more fields to drop); Content-Length is folded and kept.
+    #[test]
+    fn hop_by_hop_fields_are_dropped_on_both_paths() {
+        let raw = head(
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 3, 3\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nX-Empty:\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\r\n",
+            &Method::GET,
+        );
+        let Ok(Some(h)) = raw else { panic!("head expected") };
+        let r = h.raw.as_ref().map(|r| (r.lines().to_vec(), r.content_length, r.date));
+        assert_eq!(
+            r,
+            Some((b"Server: up\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nX-Empty: \r\n".to_vec(), Some(3), true))
+        );
+        assert!(h.raw.as_ref().is_some_and(|r| r.contains(&header::SERVER) && !r.contains(&header::CONNECTION)));
+        let mut parts = full(h);
+        let names: Vec<_> = parts.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(names, ["server", "date", "x-empty", "content-length"]);
+        assert_eq!(parts.headers[header::CONTENT_LENGTH], "3");
+        assert_eq!(parts.headers["x-empty"], "");
+        // Fields already in the map stay, after the upstream's.
+        let mut raw = head(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n", &Method::GET).ok().flatten().and_then(|h| h.raw);
+        parts.headers = HeaderMap::new();
+        parts.headers.append("x-b", HeaderValue::from_static("2"));
+        parts.headers.append("x-b", HeaderValue::from_static("3"));
+        if let Some(r) = raw.take() {
+            r.merge_into(&mut parts.headers);
+        }
+        let all: Vec<_> = parts.headers.iter().map(|(k, v)| format!("{k}={}", v.to_str().unwrap_or("?"))).collect();
+        assert_eq!(all, ["x-a=1", "x-b=2", "x-b=3"]);
+
+        let named = head(
+            b"HTTP/1.1 200 OK\r\nConnection: x-secret, close\r\nX-Secret: s\r\nX-Kept: k\r\nContent-Length: 0\r\nKeep-Alive: 1\r\n\r\n",
+            &Method::GET,
+        );
+        let Ok(Some(h)) = named else { panic!("head expected") };
+        assert!(h.raw.is_none(), "Connection naming a field takes the map path");
+        assert!(!h.keep_alive);
+        let names: Vec<_> = h.parts.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(names, ["x-kept", "content-length"]);
+    }
+
     #[test]
     fn interim_responses_are_skipped_and_values_are_kept() {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\ncontent-length: 2\r\n\r\nhi"[..],
         );
-        let h = parse_head(&mut buf, &mut Vec::new(), &Method::POST).ok().flatten().map(|h| h.parts);
+        let h = parse_head(&mut buf, &mut Vec::new(), &Method::POST).ok().flatten().map(full);
         let Some(parts) = h else { panic!("no head") };
         assert_eq!(parts.status, 201);
         let a: Vec<_> = parts.headers.get_all("x-a").iter().map(|v| v.as_bytes().to_vec()).collect();
@@ -1179,7 +1348,7 @@ mod tests {
                 bytes = h;
             }
             if let Ok(Some(h)) = parse_head(&mut BytesMut::from(&bytes[..]), &mut Vec::new(), &Method::GET) {
-                assert!(h.parts.headers.len() <= MAX_FIELDS);
+                assert!(full(h).headers.len() <= MAX_FIELDS);
             }
             let mut framing = Framing::Chunked(Chunk::Size);
             let mut buf = BytesMut::from(&bytes[..]);

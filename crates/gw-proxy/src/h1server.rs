@@ -479,6 +479,7 @@ struct ReqInfo {
 fn encode_response_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
+    raw: Option<&crate::h1::RawFields>,
     exact: Option<u64>,
     req: &ReqInfo,
     keep_alive: &mut bool,
@@ -492,6 +493,19 @@ fn encode_response_head(
     out.extend_from_slice(b"\r\n");
     let bodiless_status = (100..200).contains(&code) || code == 204;
     let (mut declared, mut close, mut date) = (None::<u64>, false, false);
+    if let Some(raw) = raw {
+        // Upstream fields kept as bytes (hop-by-hop ones already left out) come first, as
+        // they would from the map.
+        out.extend_from_slice(raw.lines());
+        date = raw.date;
+        // As from the map: the upstream's length is passed on (also for HEAD and 304).
+        if !bodiless_status && let Some(n) = raw.content_length {
+            declared = Some(n);
+            out.extend_from_slice(b"content-length: ");
+            put_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
     for (name, value) in &parts.headers {
         if name == header::TRANSFER_ENCODING {
             continue;
@@ -1026,6 +1040,7 @@ where
 
         // === response ===
         let (parts, mut body) = resp.into_parts();
+        let raw = body.take_raw_fields();
         if c.pending_out() == 0 {
             c.wbuf.clear();
             c.wpos = 0;
@@ -1033,7 +1048,7 @@ where
         let exact = body.size_hint().exact();
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(tx) = upgrade_tx.take() {
-                encode_response_head(&mut c.wbuf, &parts, exact, &info, &mut keep_alive);
+                encode_response_head(&mut c.wbuf, &parts, raw.as_ref(), exact, &info, &mut keep_alive);
                 drop(parts);
                 // The (empty) body is read to its end: the log phase records a complete response.
                 while let Some(Ok(_)) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {}
@@ -1063,7 +1078,7 @@ where
             // Shutting down: this response is the connection's last, and says so.
             keep_alive = false;
         }
-        let framing = encode_response_head(&mut c.wbuf, &parts, exact, &info, &mut keep_alive);
+        let framing = encode_response_head(&mut c.wbuf, &parts, raw.as_ref(), exact, &info, &mut keep_alive);
         drop(parts);
         // The body is polled even when none of it is sent (HEAD, 204, 304): reading it to its
         // end is what tells the log phase the response was complete.
@@ -1199,6 +1214,52 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    /// Upstream fields kept as bytes are written as they are, before the map's; their
+    /// Content-Length frames the body (and is passed on for HEAD, dropped for 204); their Date
+    /// stands.
+    #[test]
+    fn response_head_with_raw_fields() {
+        let enc = |status: u16, cl: Option<u64>, date: bool, head: bool| {
+            let raw = crate::h1::RawFields::from_lines(
+                if date { b"Server: up\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n" } else { b"Server: up\r\n" },
+                cl,
+                date,
+            );
+            let mut r = Response::new(());
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            r.headers_mut().insert("x-request-id", HeaderValue::from_static("r1"));
+            let (parts, ()) = r.into_parts();
+            let mut out = Vec::new();
+            let mut ka = true;
+            let f = encode_response_head(
+                &mut out,
+                &parts,
+                Some(&raw),
+                cl,
+                &ReqInfo { head, version: Version::HTTP_11 },
+                &mut ka,
+            );
+            (f, String::from_utf8(out).unwrap(), ka)
+        };
+        let (f, s, ka) = enc(200, Some(5), true, false);
+        assert_eq!(f, Out::Length(5));
+        assert_eq!(
+            s,
+            "HTTP/1.1 200 OK\r\nServer: up\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\ncontent-length: 5\r\nx-request-id: r1\r\n\r\n"
+        );
+        assert!(ka);
+        let (f, s, _) = enc(200, Some(7), false, true);
+        assert_eq!(f, Out::None);
+        assert_eq!(s.matches("content-length: 7\r\n").count(), 1, "{s}");
+        assert_eq!(s.matches("date: ").count(), 1, "a Date is added when the upstream sent none: {s}");
+        let (f, s, _) = enc(204, Some(5), true, false);
+        assert_eq!(f, Out::None);
+        assert!(!s.contains("content-length"), "{s}");
+        let (f, s, _) = enc(200, None, true, false);
+        assert_eq!(f, Out::Chunked);
+        assert!(s.contains("Server: up\r\n") && s.ends_with("transfer-encoding: chunked\r\n\r\n"), "{s}");
+    }
+
     /// The response head: framing chosen from the field, the exact size, or the version.
     #[test]
     fn response_framing() {
@@ -1211,7 +1272,7 @@ mod tests {
             let (parts, ()) = r.into_parts();
             let mut out = Vec::new();
             let mut ka = true;
-            let f = encode_response_head(&mut out, &parts, exact, &ReqInfo { head, version: v }, &mut ka);
+            let f = encode_response_head(&mut out, &parts, None, exact, &ReqInfo { head, version: v }, &mut ka);
             (f, String::from_utf8(out).unwrap(), ka)
         };
         let (f, s, ka) = enc(200, &[("content-length", "5")], Some(5), false, Version::HTTP_11);

@@ -92,6 +92,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
 ) -> Response<ResponseBody> {
     conn.state.request_started();
+    let h2 = facts.is_none();
     let rt = shared.runtime.load_full();
     let request_id = forwarding::request_id(req.headers(), &rt.gateway.request_id_header);
     let mut cx = Ctx::new(conn.peer, conn.listener.clone(), conn.tls, request_id);
@@ -129,7 +130,12 @@ pub(crate) async fn serve(
             response_phase(r, &p.chain, cx).await
         }
     };
-    finish(resp, log)
+    let mut resp = finish(resp, log);
+    if h2 {
+        // hyper's HTTP/2 server writes the map only.
+        full_headers(&mut resp);
+    }
+    resp
 }
 
 /// What the log phase needs besides the context.
@@ -303,6 +309,8 @@ async fn handle(
         }
     };
     let resp = if p.chain.has_upstream_response() {
+        let mut resp = resp;
+        full_headers(&mut resp);
         Box::pin(upstream_response_phase(resp, &p.chain, cx)).await?
     } else {
         resp
@@ -959,7 +967,8 @@ fn response_phase<'a>(
     }
 }
 
-async fn run_response_plugins(resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
+async fn run_response_plugins(mut resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
+    full_headers(&mut resp);
     let (mut parts, body) = resp.into_parts();
     let mut rh =
         ResponseHead { status: parts.status, version: parts.version, headers: std::mem::take(&mut parts.headers) };
@@ -976,7 +985,8 @@ async fn run_response_plugins(resp: Response<ResponseBody>, chain: &Chain, cx: &
 /// Headers set for the final response by whatever ran before (e.g. rate-limit headers).
 fn add_response_headers(mut resp: Response<ResponseBody>, cx: &mut Ctx) -> Response<ResponseBody> {
     if !cx.response_headers.is_empty() {
-        let headers = resp.headers_mut();
+        // `insert` replaces upstream fields of the same name: they must be in the map.
+        let headers = full_headers(&mut resp);
         for (k, v) in cx.response_headers.drain() {
             if let Some(k) = k {
                 headers.insert(k, v);
@@ -1020,9 +1030,24 @@ fn reply_response(r: Reply) -> Response<ResponseBody> {
     resp
 }
 
+/// The response's header map with every field in it: upstream fields still kept as bytes
+/// (`h1::RawFields`, the plain HTTP/1.1 path) are moved into it first. Whatever reads or edits
+/// response headers goes through here; appending new fields does not need to.
+pub(crate) fn full_headers(resp: &mut Response<ResponseBody>) -> &mut http::HeaderMap {
+    if let Some(raw) = resp.body_mut().take_raw_fields() {
+        raw.merge_into(resp.headers_mut());
+    }
+    resp.headers_mut()
+}
+
 /// Attach the request id and the log phase to the response.
 fn finish(mut resp: Response<ResponseBody>, mut log: Box<LogPhase>) -> Response<ResponseBody> {
-    resp.headers_mut().insert(log.rt.gateway.request_id_header.clone(), log.cx.request_id.clone());
+    let name = &log.rt.gateway.request_id_header;
+    // The gateway's request id replaces one the upstream sent.
+    if resp.body().raw_fields().is_some_and(|r| r.contains(name)) {
+        full_headers(&mut resp);
+    }
+    resp.headers_mut().insert(name.clone(), log.cx.request_id.clone());
     log.status = resp.status().as_u16();
     resp.body_mut().set_finish(log);
     resp

@@ -549,6 +549,60 @@ async fn hop_by_hop_response_fields_stop_at_the_gateway() {
     assert!(head.contains("x-end: kept\r\n") && head.contains("content-length: 2\r\n"), "{head}");
 }
 
+/// On the plain path the upstream's fields travel as bytes, not through a header map: the
+/// hop-by-hop ones still stop at the gateway, the gateway's request id replaces the upstream's
+/// (and without one from the upstream, is added to the bytes), a HEAD answer keeps the upstream's Content-Length, and an
+/// HTTP/2 client (whose server writes from the map) gets the same fields.
+#[tokio::test]
+async fn response_fields_passed_on_as_bytes() {
+    let up = Scripted::start(|_, req| {
+        let head = req.starts_with("HEAD");
+        let mut r = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nTE: trailers\r\nUpgrade: h2c\r\nX-End: kept\r\nX-Request-Id: from-upstream\r\nContent-Length: 2\r\n\r\n".to_vec();
+        if !head {
+            r.extend_from_slice(b"ok");
+        }
+        keep(&r)
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    for _ in 0..2 {
+        let (head, body) = roundtrip(&mut s, GET).await;
+        assert_eq!(body, "ok");
+        let lower = head.to_ascii_lowercase();
+        for gone in ["keep-alive:", "proxy-authenticate", "upgrade", "\r\nte:", "from-upstream"] {
+            assert!(!lower.contains(gone), "{gone} passed: {head}");
+        }
+        assert!(lower.contains("\r\nx-end: kept\r\n") && lower.contains("content-length: 2\r\n"), "{head}");
+        assert_eq!(lower.matches("x-request-id: ").count(), 1, "{head}");
+        assert_eq!(lower.matches("date: ").count(), 1, "the gateway adds a Date: {head}");
+    }
+    assert_eq!(up.conns(), 1, "the upstream connection is reused");
+
+    // Without an upstream request id the fields stay bytes and the gateway's id follows them.
+    let plain = Scripted::start(|_, _| keep(b"HTTP/1.1 200 OK\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok")).await;
+    let gw2 = gateway_to(plain.addr).await;
+    let r = client().get(gw2.url("main")).send().await.unwrap();
+    assert_eq!(r.headers()["x-end"], "kept");
+    assert_eq!(r.headers().get_all("x-request-id").iter().count(), 1);
+    assert_eq!(r.text().await.unwrap(), "ok");
+
+    let r = client().head(gw.url("main")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "2");
+    assert_eq!(r.headers()["x-end"], "kept");
+
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = h2.get(gw.url("main")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.headers()["x-end"], "kept");
+    assert_eq!(r.headers()["content-length"], "2");
+    assert_eq!(r.headers().get_all("x-request-id").iter().count(), 1);
+    assert_ne!(r.headers()["x-request-id"], "from-upstream");
+    assert!(!r.headers().contains_key("keep-alive") && !r.headers().contains_key("proxy-authenticate"));
+    assert_eq!(r.text().await.unwrap(), "ok");
+}
+
 /// From an untrusted client, the forwarding fields reach the upstream exactly once each, with
 /// the gateway's values, whatever copies the client sent: on the plain path (where the
 /// HTTP/1.1 client writes them as one block) and with a hash on a header (where they go through
