@@ -478,8 +478,9 @@ fn field_kind(name: &[u8]) -> FieldKind {
     }
 }
 
-/// An upstream response's header fields as bytes, `name: value\r\n` each (hop-by-hop fields
-/// and `Content-Length` left out), until something needs them in a map.
+/// An upstream response's header fields as bytes, one `name: value` line each as received,
+/// CRLF-terminated (hop-by-hop fields and `Content-Length` left out), until something needs them
+/// in a map.
 ///
 /// On the plain proxy path nothing does: the HTTP/1.1 server writes these lines out as they
 /// are, which spares a header map per response (names parsed and looked up, values validated a
@@ -510,14 +511,24 @@ impl RawFields {
         self.lines.split(|&b| b == b'\n').filter_map(|l| {
             let l = l.strip_suffix(b"\r")?;
             let colon = l.iter().position(|&b| b == b':')?;
-            Some((&l[..colon], l.get(colon + 2..).unwrap_or_default()))
+            Some((&l[..colon], l.get(colon + 1..).unwrap_or_default().trim_ascii_start()))
         })
     }
 
     /// Whether a field of this name is among the lines.
     pub(crate) fn contains(&self, name: &HeaderName) -> bool {
         let name = name.as_str().as_bytes();
-        self.fields().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        let mut rest = &self.lines[..];
+        while !rest.is_empty() {
+            if rest.get(name.len()) == Some(&b':') && rest[..name.len()].eq_ignore_ascii_case(name) {
+                return true;
+            }
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => rest = &rest[i + 1..],
+                None => break,
+            }
+        }
+        false
     }
 
     /// Put the fields into `map`, before the ones it already holds.
@@ -620,19 +631,27 @@ fn parse_head(
         field_ranges(buf, resp.headers, ranges);
 
         let head = buf.split_to(len).freeze();
-        // First pass: framing and connection management, read off the raw names.
+        // One pass: framing and connection management, read off the raw names, and the fields
+        // passed on copied out as lines. If `Connection` names fields to drop (rare), the lines
+        // are discarded and the map path below takes over.
         let (mut length, mut chunked) = (None::<u64>, false);
         let (mut close, mut keep_alive_token, mut date) = (false, false, false);
         let mut named: Vec<HeaderName> = Vec::new();
+        let mut lines = Vec::with_capacity(len);
         for &[ns, nl, vs, vl] in ranges.iter() {
-            let v = &head[vs as usize..(vs + vl) as usize];
-            match field_kind(&head[ns as usize..(ns + nl) as usize]) {
-                FieldKind::ContentLength => fold_content_length(v, &mut length).map_err(Malformed)?,
+            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+            let v = &head[vs..vs + vl];
+            match field_kind(&head[ns..ns + nl]) {
+                FieldKind::ContentLength => {
+                    fold_content_length(v, &mut length).map_err(Malformed)?;
+                    continue;
+                }
                 FieldKind::TransferEncoding => {
                     if chunked || !v.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                         return Err(Malformed("unsupported Transfer-Encoding"));
                     }
                     chunked = true;
+                    continue;
                 }
                 FieldKind::Connection => {
                     for t in v.split(|&b| b == b',') {
@@ -645,25 +664,26 @@ fn parse_head(
                             named.push(n);
                         }
                     }
+                    continue;
                 }
+                FieldKind::HopByHop => continue,
                 FieldKind::Date => date = true,
-                FieldKind::HopByHop | FieldKind::Other => {}
+                FieldKind::Other => {}
+            }
+            // The field as received (`name:`, optional whitespace, the value) and its CRLF in
+            // one copy when it ends in CRLF right after the value; else rebuilt.
+            let end = vs + vl;
+            if vs >= ns + nl + 1 && head.get(end..end + 2) == Some(b"\r\n") {
+                lines.extend_from_slice(&head[ns..end + 2]);
+            } else {
+                lines.extend_from_slice(&head[ns..ns + nl]);
+                lines.extend_from_slice(b": ");
+                lines.extend_from_slice(v);
+                lines.extend_from_slice(b"\r\n");
             }
         }
-        // Second pass: the fields passed on. Kept as bytes unless `Connection` names fields to
-        // drop (rare), which the map path handles.
         let mut headers = HeaderMap::new();
         let raw = if named.is_empty() {
-            let mut lines = Vec::with_capacity(len);
-            for &[ns, nl, vs, vl] in ranges.iter() {
-                let name = &head[ns as usize..(ns + nl) as usize];
-                if matches!(field_kind(name), FieldKind::Other | FieldKind::Date) {
-                    lines.extend_from_slice(name);
-                    lines.extend_from_slice(b": ");
-                    lines.extend_from_slice(&head[vs as usize..(vs + vl) as usize]);
-                    lines.extend_from_slice(b"\r\n");
-                }
-            }
             Some(RawFields { lines, content_length: length, date })
         } else {
             // Room for the fields the gateway adds (request id, plugin headers) without growing.
@@ -1171,19 +1191,24 @@ mod tests {
     #[test]
     fn hop_by_hop_fields_are_dropped_on_both_paths() {
         let raw = head(
-            b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 3, 3\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nX-Empty:\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 3, 3\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nX-Empty:\r\nX-Sp: \t v \t\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\r\n",
             &Method::GET,
         );
         let Ok(Some(h)) = raw else { panic!("head expected") };
         let r = h.raw.as_ref().map(|r| (r.lines().to_vec(), r.content_length, r.date));
         assert_eq!(
             r,
-            Some((b"Server: up\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nX-Empty: \r\n".to_vec(), Some(3), true))
+            Some((
+                b"Server: up\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nX-Empty:\r\nX-Sp: v\r\n".to_vec(),
+                Some(3),
+                true
+            ))
         );
         assert!(h.raw.as_ref().is_some_and(|r| r.contains(&header::SERVER) && !r.contains(&header::CONNECTION)));
         let mut parts = full(h);
         let names: Vec<_> = parts.headers.keys().map(|k| k.as_str().to_owned()).collect();
-        assert_eq!(names, ["server", "date", "x-empty", "content-length"]);
+        assert_eq!(names, ["server", "date", "x-empty", "x-sp", "content-length"]);
+        assert_eq!(parts.headers["x-sp"], "v");
         assert_eq!(parts.headers[header::CONTENT_LENGTH], "3");
         assert_eq!(parts.headers["x-empty"], "");
         // Fields already in the map stay, after the upstream's.
