@@ -673,7 +673,7 @@ fn parse_head(
             // The field as received (`name:`, optional whitespace, the value) and its CRLF in
             // one copy when it ends in CRLF right after the value; else rebuilt.
             let end = vs + vl;
-            if vs >= ns + nl + 1 && head.get(end..end + 2) == Some(b"\r\n") {
+            if vs > ns + nl && head.get(end..end + 2) == Some(b"\r\n") {
                 lines.extend_from_slice(&head[ns..end + 2]);
             } else {
                 lines.extend_from_slice(&head[ns..ns + nl]);
