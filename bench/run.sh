@@ -187,8 +187,8 @@ memory() {
   sleep 2
   held2=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
   stop_pid "$HOLD"
-  printf '\nMemory (RSS, release build, 1 worker)\nidle after start:                  %6.1f MiB\nwith 10,000 idle connections:      %6.1f MiB (%s open fds; %.1f KiB per connection)\nafter they closed:                 %6.1f MiB (%s open fds; freed memory stays mapped for reuse)\nwith 10,000 again (second round):  %6.1f MiB\n' \
-    "$(echo "$idle/1024" | bc -l)" "$(echo "$held/1024" | bc -l)" "$conns" "$(echo "($held-$idle)/10000" | bc -l)" \
+  printf '\nMemory (RSS, %s build, 1 worker)\nidle after start:                  %6.1f MiB\nwith 10,000 idle connections:      %6.1f MiB (%s open fds; %.1f KiB per connection)\nafter they closed:                 %6.1f MiB (%s open fds; freed memory stays mapped for reuse)\nwith 10,000 again (second round):  %6.1f MiB\n' \
+    "$BUILD" "$(echo "$idle/1024" | bc -l)" "$(echo "$held/1024" | bc -l)" "$conns" "$(echo "($held-$idle)/10000" | bc -l)" \
     "$(echo "$after/1024" | bc -l)" "$fds_after" "$(echo "$held2/1024" | bc -l)"
   stop_pid "$GW_PID"
 }
