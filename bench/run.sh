@@ -14,8 +14,9 @@
 #
 # Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
 # Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50), NO_BUILD=1 (use the
-# binary already built), BUILD=release (default: `cargo build --release`) or BUILD=pgo (the
-# profile-guided release build of scripts/build-pgo.sh, target/pgo/gatehouse).
+# binary already built), BUILD=pgo (default: the profile-guided release build of
+# scripts/build-pgo.sh, target/pgo/gatehouse, about 25 minutes to build on 2 cores; the build
+# release binaries are made with) or BUILD=release (plain `cargo build --release`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,7 +36,7 @@ if ((${#need[@]})); then
 fi
 PATH=$PATH:/usr/sbin:/sbin
 
-BUILD=${BUILD:-release}
+BUILD=${BUILD:-pgo}
 case $BUILD in
   release) BIN=$ROOT/target/release/gatehouse ;;
   pgo) BIN=$ROOT/target/pgo/gatehouse ;;
