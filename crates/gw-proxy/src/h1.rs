@@ -507,28 +507,27 @@ impl RawFields {
         &self.lines
     }
 
+    /// `(name, value)` of each line (lines are found with `memchr`: this also runs on the plain
+    /// path, for the request-id check).
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.lines.split(|&b| b == b'\n').filter_map(|l| {
-            let l = l.strip_suffix(b"\r")?;
-            let colon = l.iter().position(|&b| b == b':')?;
-            Some((&l[..colon], l.get(colon + 1..).unwrap_or_default().trim_ascii_start()))
+        let mut rest = &self.lines[..];
+        std::iter::from_fn(move || {
+            loop {
+                let end = memchr::memchr(b'\n', rest)?;
+                let line = &rest[..end];
+                rest = &rest[end + 1..];
+                // Every line is `name:value\r\n` (written by the parser); others are skipped.
+                let Some(line) = line.strip_suffix(b"\r") else { continue };
+                let Some(colon) = memchr::memchr(b':', line) else { continue };
+                return Some((&line[..colon], line[colon + 1..].trim_ascii_start()));
+            }
         })
     }
 
     /// Whether a field of this name is among the lines.
     pub(crate) fn contains(&self, name: &HeaderName) -> bool {
         let name = name.as_str().as_bytes();
-        let mut rest = &self.lines[..];
-        while !rest.is_empty() {
-            if rest.get(name.len()) == Some(&b':') && rest[..name.len()].eq_ignore_ascii_case(name) {
-                return true;
-            }
-            match memchr::memchr(b'\n', rest) {
-                Some(i) => rest = &rest[i + 1..],
-                None => break,
-            }
-        }
-        false
+        self.fields().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// Put the fields into `map`, before the ones it already holds.

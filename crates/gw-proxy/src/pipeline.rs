@@ -309,8 +309,6 @@ async fn handle(
         }
     };
     let resp = if p.chain.has_upstream_response() {
-        let mut resp = resp;
-        full_headers(&mut resp);
         Box::pin(upstream_response_phase(resp, &p.chain, cx)).await?
     } else {
         resp
@@ -917,10 +915,11 @@ async fn attempt_h2(
 use std::error::Error as _;
 
 async fn upstream_response_phase(
-    resp: Response<ResponseBody>,
+    mut resp: Response<ResponseBody>,
     chain: &Chain,
     cx: &mut Ctx,
 ) -> Result<Response<ResponseBody>, Error> {
+    full_headers(&mut resp);
     let (parts, body) = resp.into_parts();
     let mut rh = ResponseHead { status: parts.status, version: parts.version, headers: parts.headers };
     for pl in &chain.upstream_response {
