@@ -181,6 +181,10 @@ pub struct FileLimits {
     /// Time allowed to receive a request head (slowloris). Default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_read_timeout: Option<Dur>,
+    /// Longest pause between two reads of a request body (the client sends nothing); the
+    /// request gets `408` and the connection closes. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout: Option<Dur>,
     /// Idle keep-alive time before a connection is closed. Default `60s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Dur>,

@@ -124,6 +124,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Time to receive a request head.
     pub header_read_timeout: Duration,
+    /// Longest pause between two reads of a request body.
+    pub body_read_timeout: Duration,
     /// Idle keep-alive time.
     pub idle_timeout: Duration,
     /// Most simultaneous connections.

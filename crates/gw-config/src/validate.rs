@@ -303,11 +303,16 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         max_uri_bytes: max_uri_bytes as usize,
         max_body_bytes: l.max_body_bytes.as_ref().map(|b| b.get()).unwrap_or(100 << 20),
         header_read_timeout: dur(&l.header_read_timeout, Duration::from_secs(10)),
+        body_read_timeout: dur(&l.body_read_timeout, Duration::from_secs(60)),
         idle_timeout: dur(&l.idle_timeout, Duration::from_secs(60)),
         max_connections,
         max_concurrent_streams,
     };
-    for (k, d) in [("header_read_timeout", limits.header_read_timeout), ("idle_timeout", limits.idle_timeout)] {
+    for (k, d) in [
+        ("header_read_timeout", limits.header_read_timeout),
+        ("body_read_timeout", limits.body_read_timeout),
+        ("idle_timeout", limits.idle_timeout),
+    ] {
         if d.is_zero() {
             v.err(lp.join(k), "must be greater than zero");
         }
