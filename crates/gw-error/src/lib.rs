@@ -97,6 +97,9 @@ pub enum ErrorKind {
     DependencyUnavailable,
     /// The downstream connection failed while streaming (logged only; status 499 in logs).
     DownstreamClosed,
+    /// The request was still running when the gateway's `shutdown_timeout` ran out and its
+    /// connection was closed (logged only; status 503 in logs when no response had started).
+    ShutdownTimeout,
     /// A bug or unexpected state in the gateway (500).
     Internal,
 }
@@ -124,6 +127,7 @@ impl ErrorKind {
             }
             // 499 is nginx's "client closed request"; only ever seen in logs.
             DownstreamClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            ShutdownTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,6 +160,7 @@ impl ErrorKind {
             Overloaded => "overloaded",
             DependencyUnavailable => "dependency_unavailable",
             DownstreamClosed => "downstream_closed",
+            ShutdownTimeout => "shutdown_timeout",
             Internal => "internal_error",
         }
     }
@@ -182,6 +187,7 @@ impl ErrorKind {
             UpstreamOverloaded | Overloaded => "service overloaded",
             DependencyUnavailable => "service unavailable",
             DownstreamClosed => "client closed request",
+            ShutdownTimeout => "the gateway is shutting down",
             Internal => "internal error",
         }
     }
@@ -194,7 +200,7 @@ impl ErrorKind {
             | Forbidden | TooManyRequests | RequestTimeout | HttpsRequired | DownstreamClosed => Side::Downstream,
             ConnectFailed | ConnectTimeout | UpstreamTls | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout
             | UpstreamProtocol | NoHealthyUpstream | CircuitOpen | UpstreamOverloaded => Side::Upstream,
-            Overloaded | DependencyUnavailable | Internal => Side::Internal,
+            Overloaded | DependencyUnavailable | ShutdownTimeout | Internal => Side::Internal,
         }
     }
 
@@ -346,6 +352,8 @@ mod tests {
         assert_eq!(ErrorKind::HeadersTooLarge.status(), 431);
         assert_eq!(ErrorKind::UriTooLong.status(), 414);
         assert_eq!(ErrorKind::DownstreamClosed.status().as_u16(), 499);
+        assert_eq!(ErrorKind::ShutdownTimeout.status(), 503);
+        assert_eq!(ErrorKind::ShutdownTimeout.side(), Side::Internal);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
@@ -158,6 +160,14 @@ fn json_f64(out: &mut Vec<u8>, v: f64) {
 #[derive(Clone)]
 pub struct AccessLog {
     tx: SyncSender<Vec<u8>>,
+    /// Lines queued, and lines written out (and flushed) by the writer thread.
+    progress: Arc<Progress>,
+}
+
+#[derive(Default)]
+struct Progress {
+    queued: AtomicU64,
+    written: AtomicU64,
 }
 
 /// Lines buffered between the request path and the writer; beyond this, lines are dropped and
@@ -173,8 +183,24 @@ impl AccessLog {
             AccessLogTarget::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
         };
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
-        std::thread::Builder::new().name("access-log".into()).spawn(move || writer(&rx, out))?;
-        Ok(AccessLog { tx })
+        let progress = Arc::new(Progress::default());
+        let p = progress.clone();
+        std::thread::Builder::new().name("access-log".into()).spawn(move || writer(&rx, out, &p))?;
+        Ok(AccessLog { tx, progress })
+    }
+
+    /// Wait (blocking, up to `within`) until every line queued so far is written out. Whether
+    /// it was (a shutdown calls this before the process exits).
+    pub fn flush(&self, within: Duration) -> bool {
+        let target = self.progress.queued.load(Ordering::Acquire);
+        let deadline = std::time::Instant::now() + within;
+        while self.progress.written.load(Ordering::Acquire) < target {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     /// Queue a line. Returns `false` if it was dropped (queue full or writer gone).
@@ -183,7 +209,10 @@ impl AccessLog {
         line.write_json(&mut buf);
         buf.push(b'\n');
         match self.tx.try_send(buf) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.progress.queued.fetch_add(1, Ordering::Release);
+                true
+            }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
     }
@@ -193,26 +222,28 @@ impl AccessLog {
 /// busy gateway never pays a thread wake-up per request: senders only push to the queue.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
-fn writer(rx: &Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+fn writer(rx: &Receiver<Vec<u8>>, out: Box<dyn Write + Send>, progress: &Progress) {
     use std::sync::mpsc::TryRecvError;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     loop {
-        let mut wrote = false;
+        let mut wrote = 0;
         loop {
             match rx.try_recv() {
                 Ok(line) => {
                     let _ = out.write_all(&line);
-                    wrote = true;
+                    wrote += 1;
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     let _ = out.flush();
+                    progress.written.fetch_add(wrote, Ordering::Release);
                     return;
                 }
             }
         }
-        if wrote {
+        if wrote > 0 {
             let _ = out.flush();
+            progress.written.fetch_add(wrote, Ordering::Release);
         }
         std::thread::sleep(DRAIN_EVERY);
     }
@@ -335,6 +366,8 @@ mod tests {
             error: None,
         };
         assert!(log.log(&line));
+        assert!(log.flush(Duration::from_secs(5)), "written within 5 s");
+        assert!(std::fs::read_to_string(&path).unwrap_or_default().ends_with('\n'), "flushed to the file");
         let mut text = String::new();
         for _ in 0..100 {
             text = std::fs::read_to_string(&path).unwrap_or_default();
