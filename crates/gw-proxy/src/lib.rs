@@ -17,7 +17,8 @@
 //! HTTP/2 clients are served by hyper) ─► `pipeline` (the phases) ─►
 //! `chain` (which plugins) ─► `pool` (upstream connections) ─► `h1` (the gateway's own
 //! HTTP/1.1 upstream client; HTTP/2 and upgrades use hyper's) ─► `body` (streaming both ways,
-//! the log phase). `runtime` compiles a configuration into what all of these read.
+//! the log phase). `runtime` compiles a configuration into what all of these read. [`wire`]
+//! holds pure wire rules (trailer fields, `Host` values) that tests and fuzzers call directly.
 
 mod body;
 mod chain;
@@ -33,6 +34,7 @@ pub mod server;
 mod services;
 mod tls;
 mod upgrade;
+pub mod wire;
 
 pub use runtime::check;
 pub use server::{Gateway, StartError};
