@@ -19,14 +19,16 @@
 //!   `Content-Length`; anything else with it is an error (nginx does the same).
 //! * `Content-Length` values must be digits and agree with each other.
 //! * Without either, the body runs to connection close.
-//! * Chunk-size lines end in CRLF, sizes have at most 16 hex digits, extensions are skipped
-//!   (bounded, no control bytes), chunk data is followed by CRLF, trailers are header fields
-//!   (bounded) and are passed on as a trailers frame.
+//! * Chunk-size lines end in CRLF, sizes have at most 16 hex digits, extensions follow the
+//!   RFC 9112 grammar and are skipped (bounded), chunk data is followed by CRLF, trailers are
+//!   header fields (bounded) and are passed on as a trailers frame.
 //!
 //! A connection goes back to the pool only when the request was written completely, the
-//! response ended exactly at the end of what was read (nothing left over) and neither side
-//! asked to close (`Connection: close`, or HTTP/1.0 without `keep-alive`). Every error drops
-//! it. Errors from the upstream side map to 502 (protocol), 504 (no response head within the
+//! response ended exactly at the end of what was read (nothing left over), neither side asked
+//! to close (`Connection: close`, or HTTP/1.0 without `keep-alive`), and the response could not
+//! be followed by bytes its sender meant as a body: a `HEAD`, `204` or `304` response that
+//! announces one (a non-zero `Content-Length`, or chunked) is not reused, since a sender that
+//! writes that body anyway would have it read as the next response. Every error drops it. Errors from the upstream side map to 502 (protocol), 504 (no response head within the
 //! read timeout) or the write timeout; their retry safety follows what was sent (see
 //! [`exchange`]).
 
@@ -707,6 +709,9 @@ fn parse_head(
             return Err(Malformed("Transfer-Encoding with Content-Length or on HTTP/1.0"));
         }
         let no_body = *method == Method::HEAD || code == 204 || code == 304;
+        // A response without a body that announces one may be followed by that body anyway;
+        // where it would end is unknown, so the connection is not used again.
+        let stray = no_body && (chunked || length.is_some_and(|l| l > 0));
         let framing = if no_body {
             Framing::Done
         } else if chunked {
@@ -718,7 +723,7 @@ fn parse_head(
                 None => Framing::Close,
             }
         };
-        let keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
+        let keep_alive = !close && !stray && (version == Version::HTTP_11 || keep_alive_token);
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
@@ -1002,6 +1007,9 @@ impl H1Body {
                         }
                         let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
                         let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
+                            Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILERS => {
+                                return Err("trailer section too large");
+                            }
                             Ok(httparse::Status::Complete((len, fields))) => {
                                 let mut map = HeaderMap::with_capacity(fields.len());
                                 for f in fields {
@@ -1049,18 +1057,70 @@ fn parse_chunk_line(line: &[u8]) -> Result<u64, &'static str> {
         };
         size = (size << 4) | u64::from(d);
     }
-    let rest = &line[digits..];
-    let rest_trimmed = rest.trim_ascii_start();
-    if !rest.is_empty() {
-        // Only extensions may follow: `;name[=value]`, visible characters, spaces and tabs.
-        if !rest_trimmed.starts_with(b";") {
-            return Err("invalid chunk size");
+    check_chunk_ext(&line[digits..])?;
+    Ok(size)
+}
+
+/// Check what follows the chunk size against the chunk-extension grammar of RFC 9112 §7.1.1:
+/// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`, where BWS is spaces and
+/// tabs. Nothing else may follow the size (not even whitespace alone).
+pub(crate) fn check_chunk_ext(mut s: &[u8]) -> Result<(), &'static str> {
+    fn bws(s: &[u8]) -> &[u8] {
+        let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        &s[n..]
+    }
+    fn token(s: &[u8]) -> Result<&[u8], &'static str> {
+        let n = s.iter().take_while(|&&b| is_tchar(b)).count();
+        if n == 0 {
+            return Err("invalid chunk extension");
         }
-        if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err("control byte in chunk extension");
+        Ok(&s[n..])
+    }
+    fn quoted(s: &[u8]) -> Result<&[u8], &'static str> {
+        // After the opening quote: qdtext or quoted-pair, up to the closing quote.
+        let mut i = 0;
+        while let Some(&b) = s.get(i) {
+            match b {
+                b'"' => return Ok(&s[i + 1..]),
+                b'\\' => match s.get(i + 1) {
+                    Some(&q) if q == b'\t' || (q >= 0x20 && q != 0x7f) => i += 2,
+                    _ => return Err("invalid chunk extension"),
+                },
+                b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => i += 1,
+                _ => return Err("invalid chunk extension"),
+            }
+        }
+        Err("invalid chunk extension")
+    }
+    if s.is_empty() {
+        return Ok(());
+    }
+    if !bws(s).starts_with(b";") {
+        return Err("invalid chunk size");
+    }
+    while !s.is_empty() {
+        s = bws(s);
+        let Some(rest) = s.strip_prefix(b";") else { return Err("invalid chunk extension") };
+        s = token(bws(rest))?;
+        let after = bws(s);
+        if let Some(v) = after.strip_prefix(b"=") {
+            let v = bws(v);
+            s = match v.strip_prefix(b"\"") {
+                Some(q) => quoted(q)?,
+                None => token(v)?,
+            };
         }
     }
-    Ok(size)
+    Ok(())
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+        )
 }
 
 impl Drop for H1Body {
@@ -1284,6 +1344,54 @@ mod tests {
             assert!(failed, "{:?} accepted", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_chunk_line(b"fF \t; a=b\r"), Ok(255));
+    }
+
+    /// Chunk extensions follow the RFC 9112 grammar; anything else after the size is refused.
+    #[test]
+    fn chunk_extension_grammar() {
+        for ok in [
+            &b""[..],
+            b";a",
+            b";a=b",
+            b" ;a",
+            b"\t; a = b",
+            b";a=\"\"",
+            b";a=\"x y\\\"z\"",
+            b";a=\"\x80\xff\"",
+            b";a;b=c;d=\"e\"",
+            b";!#$%&'*+-.^_`|~09azAZ=!#$%&'*+-.^_`|~",
+        ] {
+            assert_eq!(check_chunk_ext(ok), Ok(()), "{:?} refused", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b" "[..],
+            b"\t",
+            b"x",
+            b";",
+            b"; ",
+            b";a ",
+            b";a=",
+            b";a=\"",
+            b";a=\"b",
+            b";a=\"b\\",
+            b";a=\"\x01\"",
+            b";a=\"\x7f\"",
+            b";a=b c",
+            b";a=b;",
+            b";a==b",
+            b";a=b\"",
+            b";a\x00",
+            b";\"a\"",
+            b";a=(b)",
+            b";a=b,c",
+            b";a=\"b\" ",
+            b";a;;b",
+        ] {
+            assert!(check_chunk_ext(bad).is_err(), "{:?} accepted", String::from_utf8_lossy(bad));
+        }
+        for (line, want) in [(&b"5 \r"[..], None), (b"5\t\r", None), (b"5;a=\"\r", None), (b"1;a=\"b\"\r", Some(1))] {
+            assert_eq!(parse_chunk_line(line).ok(), want, "{:?}", String::from_utf8_lossy(line));
+        }
     }
 
     /// Decode `wire` fed in pieces of the given sizes: the data, the trailers, and whether the
