@@ -2,24 +2,34 @@
 //!
 //! * [`ResponseBody`]: what the client receives. It runs the request's log phase exactly once,
 //!   when the body ends or is dropped (client gone), so latency and byte counts cover the whole
-//!   response.
+//!   response, and it tells the log phase how the body ended ([`End`]: the side that failed). A
+//!   body that fails before its first frame lets the server send an error response instead
+//!   ([`ResponseBody::error_response`]). Its trailers are filtered (`wire::strip_trailers`).
 //! * [`UpstreamBody`]: a streaming upstream response. It enforces the read timeout between
 //!   chunks and reports the outcome to the balancer (an HTTP/1.1 body returns its connection to
 //!   the pool itself, see `h1`).
-//! * [`RequestBody`]: the client's body on its way upstream, counted and limited to the route's
-//!   `max_body_bytes`.
+//! * [`RequestBody`]: the client's body on its way upstream, counted, limited to the route's
+//!   `max_body_bytes`, timed (`limits.body_read_timeout` between reads, a timer armed only
+//!   while the body waits for the client) and with its trailers filtered.
+//!
+//! A client's body can fail in four ways ([`BodyFault`]), each the client's doing and never
+//! counted against the upstream: malformed framing (400, the connection closes), a pause longer
+//! than the body read timeout (408, the connection closes), more than the route allows (413),
+//! or a client that went away (499).
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::h1::RawFields;
 
 use bytes::Bytes;
+use gw_error::ErrorKind;
+use http::{HeaderMap, HeaderName, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
@@ -41,9 +51,78 @@ impl fmt::Display for BodyTooLarge {
 
 impl StdError for BodyTooLarge {}
 
-/// The client's request body stalled or failed while streaming upstream.
+/// Why a client's request body failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyFault {
+    /// Its framing is invalid (a malformed chunked body).
+    Malformed,
+    /// The client closed or reset its connection (or stream) before the body's end.
+    Closed,
+    /// The client sent nothing for `limits.body_read_timeout`.
+    Timeout,
+    /// More than the route's `max_body_bytes`.
+    TooLarge,
+}
+
+impl BodyFault {
+    /// The error kind (and so the status) this failure becomes.
+    pub(crate) fn kind(self) -> ErrorKind {
+        match self {
+            BodyFault::Malformed => ErrorKind::BadRequest,
+            BodyFault::Closed => ErrorKind::DownstreamClosed,
+            BodyFault::Timeout => ErrorKind::RequestTimeout,
+            BodyFault::TooLarge => ErrorKind::PayloadTooLarge,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            BodyFault::Malformed => 1,
+            BodyFault::Closed => 2,
+            BodyFault::Timeout => 3,
+            BodyFault::TooLarge => 4,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<BodyFault> {
+        Some(match c {
+            1 => BodyFault::Malformed,
+            2 => BodyFault::Closed,
+            3 => BodyFault::Timeout,
+            4 => BodyFault::TooLarge,
+            _ => return None,
+        })
+    }
+}
+
+/// A client's request body failed: what the HTTP/1.1 server's decoder found, or the body
+/// read timeout.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientBodyError {
+    pub(crate) fault: BodyFault,
+    pub(crate) why: &'static str,
+}
+
+impl fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.why)
+    }
+}
+
+impl StdError for ClientBodyError {}
+
+/// The client's request body failed while streaming upstream (the wrapper [`RequestBody`] puts
+/// around whatever the client's body reported).
 #[derive(Debug)]
 pub(crate) struct DownstreamBodyError(pub(crate) BoxError);
+
+impl DownstreamBodyError {
+    /// What kind of failure: as the gateway's own server classified it; other errors (hyper's
+    /// HTTP/2 server: a reset stream) are a client that went away.
+    pub(crate) fn fault(&self) -> BodyFault {
+        self.0.downcast_ref::<ClientBodyError>().map_or(BodyFault::Closed, |e| e.fault)
+    }
+}
 
 impl fmt::Display for DownstreamBodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,6 +134,26 @@ impl StdError for DownstreamBodyError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         Some(&*self.0)
     }
+}
+
+/// The error kind of a failed body, from the error's chain: the client's request body (by its
+/// [`BodyFault`], or over the route's limit), or else an upstream that stalled (504) or broke
+/// its framing or connection (502).
+pub(crate) fn body_error_kind(e: &(dyn StdError + 'static)) -> ErrorKind {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<UpstreamReadTimeout>() {
+            return ErrorKind::UpstreamTimeout;
+        }
+        if let Some(d) = e.downcast_ref::<DownstreamBodyError>() {
+            return d.fault().kind();
+        }
+        if e.is::<BodyTooLarge>() {
+            return ErrorKind::PayloadTooLarge;
+        }
+        cur = e.source();
+    }
+    ErrorKind::UpstreamProtocol
 }
 
 // === ClientBody ===
@@ -98,10 +197,13 @@ impl Body for ClientBody {
     }
 }
 
-/// Set when the request body has been handed over completely (the read timeout starts then).
+/// Set when the request body has been handed over completely (the read timeout starts then);
+/// also records how the body failed, if it did, for whoever sent it (hyper's HTTP/2 client does
+/// not hand back the body's own error).
 #[derive(Debug, Default)]
 pub(crate) struct SentSignal {
     done: std::sync::atomic::AtomicBool,
+    fault: std::sync::atomic::AtomicU8,
     notify: tokio::sync::Notify,
 }
 
@@ -110,6 +212,16 @@ impl SentSignal {
         if !self.done.swap(true, Ordering::AcqRel) {
             self.notify.notify_waiters();
         }
+    }
+
+    /// The body failed (the first failure stands).
+    pub(crate) fn fail(&self, fault: BodyFault) {
+        let _ = self.fault.compare_exchange(0, fault.code(), Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// How the body failed, if it did.
+    pub(crate) fn fault(&self) -> Option<BodyFault> {
+        BodyFault::from_code(self.fault.load(Ordering::Acquire))
     }
 
     /// Whether the whole body was handed over.
@@ -145,13 +257,63 @@ pub(crate) enum RequestBody {
         received: Arc<AtomicU64>,
         /// Set at the end of the body.
         sent: Arc<SentSignal>,
+        /// The body read timeout and the gateway's request-id field (kept out of trailers).
+        stall: Box<StallTimer>,
     },
 }
 
-impl RequestBody {
-    pub(crate) fn stream(inner: ClientBody, limit: u64, received: Arc<AtomicU64>, sent: Arc<SentSignal>) -> Self {
-        RequestBody::Stream { inner, remaining: if limit == 0 { u64::MAX } else { limit }, received, sent }
+/// The body read timeout of a streamed request body: armed when the body has to wait for the
+/// client, disarmed by every frame; its timer is allocated the first time it is armed.
+pub(crate) struct StallTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// When the current wait began (armed).
+    since: Option<Instant>,
+    request_id: HeaderName,
+}
+
+impl StallTimer {
+    /// Whether the body has waited for the client for `timeout`; arms the timer if it is not.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.since.is_none() {
+            let now = gw_core::tick::now();
+            self.since = Some(now);
+            let deadline = tokio::time::Instant::from_std(now) + self.timeout;
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.sleep.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready())
     }
+}
+
+impl RequestBody {
+    pub(crate) fn stream(
+        inner: ClientBody,
+        limit: u64,
+        received: Arc<AtomicU64>,
+        sent: Arc<SentSignal>,
+        timeout: Duration,
+        request_id: HeaderName,
+    ) -> Self {
+        let stall = Box::new(StallTimer { timeout, sleep: None, since: None, request_id });
+        RequestBody::Stream { inner, remaining: if limit == 0 { u64::MAX } else { limit }, received, sent, stall }
+    }
+
+    /// How long the body has been waiting for the client, if it is waiting.
+    pub(crate) fn stalled_for(&self, now: Instant) -> Option<Duration> {
+        match self {
+            RequestBody::Stream { stall, .. } => stall.since.map(|s| now.saturating_duration_since(s)),
+            _ => None,
+        }
+    }
+}
+
+fn client_body_failed(sent: &SentSignal, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    let e = DownstreamBodyError(e);
+    sent.fail(e.fault());
+    Poll::Ready(Some(Err(Box::new(e))))
 }
 
 impl Body for RequestBody {
@@ -162,21 +324,40 @@ impl Body for RequestBody {
         match &mut *self {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream { inner, remaining, received, sent } => {
-                match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+            RequestBody::Stream { inner, remaining, received, sent, stall } => {
+                let frame = match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Ready(f) => {
+                        stall.since = None;
+                        f
+                    }
+                    Poll::Pending => {
+                        if stall.poll_expired(cx) {
+                            let e = ClientBodyError {
+                                fault: BodyFault::Timeout,
+                                why: "the client sent no body bytes within the body read timeout",
+                            };
+                            return client_body_failed(sent, Box::new(e));
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                match frame {
                     None => {
                         sent.set();
                         Poll::Ready(None)
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(DownstreamBodyError(e))))),
-                    Some(Ok(frame)) => {
+                    Some(Err(e)) => client_body_failed(sent, e),
+                    Some(Ok(mut frame)) => {
                         if let Some(d) = frame.data_ref() {
                             let n = d.len() as u64;
                             received.fetch_add(n, Ordering::Relaxed);
                             if n > *remaining {
+                                sent.fail(BodyFault::TooLarge);
                                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                             }
                             *remaining -= n;
+                        } else if let Some(t) = frame.trailers_mut() {
+                            crate::wire::strip_trailers(t, &stall.request_id);
                         }
                         if inner.is_end_stream() {
                             sent.set();
@@ -219,8 +400,9 @@ impl fmt::Display for UpstreamReadTimeout {
 
 impl StdError for UpstreamReadTimeout {}
 
-/// Called once when an upstream body ends, read to the end or not.
-pub(crate) type OnUpstreamDone = Box<dyn FnOnce() + Send>;
+/// Called once when an upstream body ends, read to the end or not: `true` when the upstream
+/// failed it (stalled past the read timeout, broke its framing or its connection).
+pub(crate) type OnUpstreamDone = Box<dyn FnOnce(bool) + Send>;
 
 /// Where an upstream response body comes from.
 pub(crate) enum UpstreamInner {
@@ -269,14 +451,14 @@ impl UpstreamBody {
     pub(crate) fn new(inner: UpstreamInner, read_timeout: Duration, on_done: OnUpstreamDone) -> Self {
         let mut b = UpstreamBody { inner, read_timeout, stall: None, on_done: Some(on_done) };
         if b.inner.is_end_stream() {
-            b.done();
+            b.done(false);
         }
         b
     }
 
-    fn done(&mut self) {
+    fn done(&mut self, failed: bool) {
         if let Some(f) = self.on_done.take() {
-            f();
+            f(failed);
         }
     }
 }
@@ -284,7 +466,7 @@ impl UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // Dropped before the end (client gone): the outcome is still reported.
-        self.done();
+        self.done(false);
     }
 }
 
@@ -298,23 +480,26 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 this.stall = None;
                 if this.inner.is_end_stream() {
-                    this.done();
+                    this.done(false);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.done();
+                // A failure of the client's own body (the exchange writes it) is not the
+                // upstream's.
+                let upstream = body_error_kind(&*e).side() == gw_error::Side::Upstream;
+                this.done(upstream);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                this.done();
+                this.done(false);
                 Poll::Ready(None)
             }
             Poll::Pending => {
                 let timeout = this.read_timeout;
                 let sleep = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if sleep.as_mut().poll(cx).is_ready() {
-                    this.done();
+                    this.done(true);
                     return Poll::Ready(Some(Err(Box::new(UpstreamReadTimeout))));
                 }
                 Poll::Pending
@@ -333,10 +518,40 @@ impl Body for UpstreamBody {
 
 // === ResponseBody ===
 
-/// Runs the log phase of a request when its response body finishes.
+/// How a response ended, for the log phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The body ended normally (or there was none).
+    Complete,
+    /// The client went away (or the connection failed) before the end.
+    ClientGone,
+    /// The body failed on the way: the upstream (a stall, broken framing or connection) or the
+    /// client's request body that the exchange was still sending.
+    Failed(ErrorKind),
+}
+
+/// What the log phase is told when a response ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ended {
+    /// Body bytes given to the client.
+    pub(crate) bytes_sent: u64,
+    /// Bytes received from the client when the request's own count does not say (a tunnel).
+    pub(crate) bytes_received: Option<u64>,
+    pub(crate) end: End,
+    pub(crate) at: Instant,
+}
+
+/// The request's log phase, carried by its response body until the body finishes.
 pub(crate) trait Finish: Send {
-    /// `bytes_sent`: body bytes given to the client; `complete`: the body ended normally.
-    fn finish(self: Box<Self>, bytes_sent: u64, complete: bool, at: Instant);
+    /// Run the log phase.
+    fn finish(self: Box<Self>, ended: Ended);
+
+    /// The response failed before any of it reached the client: the error response of `kind`
+    /// to send instead (the log records that status and error).
+    fn error_response(&mut self, kind: ErrorKind) -> Response<ResponseBody>;
+
+    /// Remove the fields that must not travel as trailers (see `wire::strip_trailers`).
+    fn strip_trailers(&self, trailers: &mut HeaderMap);
 }
 
 enum Kind {
@@ -349,23 +564,32 @@ enum Kind {
 pub(crate) struct ResponseBody {
     kind: Kind,
     sent: u64,
+    /// A frame was yielded.
+    started: bool,
+    /// The body failed before its first frame (the server may still send an error response
+    /// instead, see [`ResponseBody::error_response`]); the log phase waits until it knows.
+    failed_early: Option<ErrorKind>,
     finish: Option<Box<dyn Finish>>,
 }
 
 impl ResponseBody {
+    fn new(kind: Kind) -> Self {
+        ResponseBody { kind, sent: 0, started: false, failed_early: None, finish: None }
+    }
+
     pub(crate) fn empty() -> Self {
-        ResponseBody { kind: Kind::Empty, sent: 0, finish: None }
+        Self::new(Kind::Empty)
     }
 
     pub(crate) fn full(b: Bytes) -> Self {
         if b.is_empty() {
             return Self::empty();
         }
-        ResponseBody { kind: Kind::Full(Some(b)), sent: 0, finish: None }
+        Self::new(Kind::Full(Some(b)))
     }
 
     pub(crate) fn upstream(b: UpstreamBody) -> Self {
-        ResponseBody { kind: Kind::Upstream(b), sent: 0, finish: None }
+        Self::new(Kind::Upstream(b))
     }
 
     /// The upstream response's header fields, when still kept as bytes ([`RawFields`]).
@@ -388,16 +612,35 @@ impl ResponseBody {
         self.finish = Some(f);
     }
 
-    fn run_finish(&mut self, complete: bool) {
+    /// When the body failed before its first frame: the error response to send instead (with
+    /// the log phase moved to it). `None` when it did not, or has no log phase.
+    pub(crate) fn error_response(&mut self) -> Option<Response<ResponseBody>> {
+        let kind = self.failed_early?;
+        let mut f = self.finish.take()?;
+        self.failed_early = None;
+        let mut r = f.error_response(kind);
+        r.body_mut().finish = Some(f);
+        Some(r)
+    }
+
+    fn run_finish(&mut self, end: End) {
         if let Some(f) = self.finish.take() {
-            f.finish(self.sent, complete, gw_core::tick::now());
+            f.finish(Ended { bytes_sent: self.sent, bytes_received: None, end, at: gw_core::tick::now() });
         }
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.run_finish(false);
+        // A body with nothing more to send counts as delivered: hyper's HTTP/2 server sends a
+        // head with END_STREAM and drops a body that is already at its end (204, HEAD, gRPC
+        // trailers-only) without polling it.
+        let end = match self.failed_early {
+            Some(k) => End::Failed(k),
+            None if self.is_end_stream() => End::Complete,
+            None => End::ClientGone,
+        };
+        self.run_finish(end);
     }
 }
 
@@ -412,20 +655,34 @@ impl Body for ResponseBody {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
         };
-        match &res {
-            Poll::Ready(Some(Ok(f))) => {
+        match res {
+            Poll::Ready(Some(Ok(mut f))) => {
+                this.started = true;
                 if let Some(d) = f.data_ref() {
                     this.sent += d.len() as u64;
+                } else if let (Some(t), Some(fin)) = (f.trailers_mut(), &this.finish) {
+                    fin.strip_trailers(t);
                 }
                 if this.is_end_stream() {
-                    this.run_finish(true);
+                    this.run_finish(End::Complete);
                 }
+                Poll::Ready(Some(Ok(f)))
             }
-            Poll::Ready(None) => this.run_finish(true),
-            Poll::Ready(Some(Err(_))) => this.run_finish(false),
-            Poll::Pending => {}
+            Poll::Ready(None) => {
+                this.run_finish(End::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let kind = body_error_kind(&*e);
+                if this.started {
+                    this.run_finish(End::Failed(kind));
+                } else {
+                    this.failed_early = Some(kind);
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        res
     }
 
     fn is_end_stream(&self) -> bool {

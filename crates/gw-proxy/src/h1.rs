@@ -846,13 +846,26 @@ pub(crate) async fn exchange(
             Ok((h.parts, body))
         }
         Err(read_err) => {
+            // The upstream gave up on a client that has sent nothing for a while: the stall is
+            // the client's, not a failure of the upstream.
+            let stalled = match read_err {
+                Some(ReadError::ClosedBeforeResponse | ReadError::Io(_)) if write_err.is_none() => {
+                    w.body.as_ref().and_then(|b| b.stalled_for(gw_core::tick::now())).filter(|d| *d >= CLIENT_STALL)
+                }
+                _ => None,
+            };
             let unsent = w.written == 0 && !w.polled_body;
             let returned = if unsent { w.body.take().or(full.map(|b| RequestBody::Full(Some(b)))) } else { None };
             let retry = if unsent { Retry::Safe } else { Retry::IfIdempotent };
+            if let Some(d) = stalled {
+                let err = Error::new(
+                    ErrorKind::RequestTimeout,
+                    format!("{authority} closed the connection while the client's body had stalled for {d:?}"),
+                );
+                return Err((err, None));
+            }
             let err = match (write_err, read_err) {
-                (Some(WriteError::Body(e)), _) => {
-                    Error::new(ErrorKind::UpstreamProtocol, format!("request to {authority}")).with_cause(e)
-                }
+                (Some(WriteError::Body(e)), _) => client_body_failure(e),
                 (Some(WriteError::Length), _) => {
                     Error::new(ErrorKind::DownstreamClosed, "the request body did not match its Content-Length")
                 }
@@ -883,6 +896,17 @@ pub(crate) async fn exchange(
             Err((err.with_retry(retry), returned))
         }
     }
+}
+
+/// How long the client's body must have stalled for an upstream that closes the connection
+/// meanwhile to be taken as giving up on the client (rather than failing).
+const CLIENT_STALL: Duration = Duration::from_secs(1);
+
+/// The error for a client's request body that failed while it was sent (malformed, stalled,
+/// over the route's limit, or the client gone): the client's failure, never the upstream's.
+pub(crate) fn client_body_failure(e: BoxError) -> Error {
+    let kind = crate::body::body_error_kind(&*e);
+    Error::new(kind, "the client's request body failed").with_cause(e)
 }
 
 enum ReadError {
@@ -1140,9 +1164,17 @@ impl Body for H1Body {
         if let Some(w) = this.writer.as_mut() {
             match w.poll(conn, cx) {
                 Poll::Ready(Ok(())) => this.writer = None,
+                Poll::Ready(Err(WriteError::Body(e))) => {
+                    // The client's body failed (malformed, stalled, too large, client gone):
+                    // the upstream got part of a request, so the exchange ends here.
+                    this.writer = None;
+                    this.framing = Framing::Done;
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
                 Poll::Ready(Err(_)) => {
-                    // The upstream stopped reading the request or the client's body failed:
-                    // finish reading the response; the connection is not reused.
+                    // The upstream stopped reading the request: finish reading the response;
+                    // the connection is not reused.
                     this.writer = None;
                     this.reusable = false;
                 }

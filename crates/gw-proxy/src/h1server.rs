@@ -16,7 +16,9 @@
 //!   never with `Content-Length` (400, whatever the order). `Content-Length` values must be
 //!   digits and agree with each other (400). A request with neither has no body.
 //! * A chunked body is decoded by the same strict decoder as upstream responses (`h1::H1Body::step`):
-//!   CRLF line ends, at most 16 hex digits, bounded extensions and trailers.
+//!   CRLF line ends, at most 16 hex digits, extensions per RFC 9112, bounded trailers. A body
+//!   that breaks its framing fails the request (the pipeline answers 400 when no response has
+//!   started) and ends the connection: nothing after it is read as a request.
 //!
 //! Requests without a body cost no channel: the body type is empty. A request body is read by
 //! the connection when the pipeline's body asks for data (a `Mutex`-guarded hand-off slot that
@@ -30,13 +32,18 @@
 //!
 //! Keep-alive follows the request (`Connection: close`, HTTP/1.0 without `keep-alive`) and the
 //! response (`Connection: close`). A request body the pipeline did not read is skipped when it
-//! is already buffered; otherwise the connection closes after the response (with a short
-//! lingering read so the client sees the response rather than a reset). Pipelined requests are
-//! served in order. While a request without a body is served, the connection keeps reading: a
-//! client that closes cancels its request (as hyper and nginx do).
+//! is already buffered (and its `100 Continue`, if asked for, went out); otherwise the
+//! connection closes after the response (with a short lingering read so the client sees the
+//! response rather than a reset). Pipelined requests are served in order. While a request
+//! without a body is served, the connection keeps reading: a client that closes cancels its
+//! request (as hyper and nginx do).
+//!
+//! A response whose body fails before any byte of it was written (an upstream that closed right
+//! after its head) is replaced by the error response the body's log phase builds (502).
 //!
 //! `101 Switching Protocols` to an upgrade request hands the socket, with any bytes already
-//! read, to the upgrade's [`OnUpgrade`].
+//! read, to the upgrade's [`OnUpgrade`]. An upgrade request with a body, or for `h2c` alone, is
+//! served as an ordinary request (its `Upgrade` ignored).
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -53,7 +60,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
-use crate::body::{BoxError, ClientBody, ResponseBody};
+use crate::body::{BodyFault, BoxError, ClientBody, ClientBodyError, ResponseBody};
 use crate::conn::ConnState;
 use crate::h1::{Chunk, Framing, H1Body, MIN_READ, Step, put_num};
 use crate::pipeline::HeadFacts;
@@ -144,6 +151,9 @@ pub(crate) fn parse_request(
         Err(_) => return bad("malformed request head"),
     };
     if len > s.max_head {
+        if memchr::memchr(b'\n', &buf[..]).is_none_or(|i| i > s.max_head) {
+            return refuse(StatusCode::URI_TOO_LONG, "request line too long");
+        }
         return refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
     }
     let version = match req.version {
@@ -204,7 +214,9 @@ pub(crate) fn parse_request(
         } else if name == header::TE {
             trailers |= v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
         } else if name == header::UPGRADE {
-            has_upgrade = true;
+            // `h2c` alone is never an upgrade here: a tunnel to an upstream's HTTP/2 server would
+            // carry requests the gateway never sees (routing and plugins bypassed).
+            has_upgrade |= v.split(|&b| b == b',').map(<[u8]>::trim_ascii).any(|p| !p.eq_ignore_ascii_case(b"h2c"));
         }
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
             .map_err(|_| Refused { status: StatusCode::BAD_REQUEST, why: "invalid field value" })?;
@@ -231,7 +243,11 @@ pub(crate) fn parse_request(
     };
     let v11 = version == Version::HTTP_11;
     let has_body = !matches!(framing, Framing::Done);
-    let upgrade = has_upgrade && upgrade_token && v11;
+    // An upgrade request with a body is served as an ordinary request, its `Upgrade` ignored
+    // (RFC 9110 §7.8 lets a server ignore it): the body goes upstream framed as received, and
+    // nothing of it can end up in a tunnel (`curl --http2 -d` over clear text sends such
+    // requests).
+    let upgrade = has_upgrade && upgrade_token && v11 && !has_body;
     let facts = HeadFacts { hosts, content_lengths, content_length: length, transfer_encoding: te, upgrade };
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
@@ -262,7 +278,7 @@ struct Slot {
     frame: Option<Frame<Bytes>>,
     /// No frame after `frame`.
     end: bool,
-    failed: Option<&'static str>,
+    failed: Option<ClientBodyError>,
     /// The body was dropped: nobody reads any more.
     body_gone: bool,
     body_waker: Option<Waker>,
@@ -291,18 +307,6 @@ pub(crate) struct ReqBody {
     done: bool,
 }
 
-/// The client's request body broke off or was framed wrongly.
-#[derive(Debug)]
-pub(crate) struct ReqBodyError(&'static str);
-
-impl std::fmt::Display for ReqBodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for ReqBodyError {}
-
 impl Body for ReqBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -320,9 +324,9 @@ impl Body for ReqBody {
             this.done = slot.end;
             return Poll::Ready(Some(Ok(f)));
         }
-        if let Some(why) = slot.failed {
+        if let Some(e) = slot.failed {
             this.done = true;
-            return Poll::Ready(Some(Err(Box::new(ReqBodyError(why)))));
+            return Poll::Ready(Some(Err(Box::new(e))));
         }
         if slot.end {
             this.done = true;
@@ -364,11 +368,27 @@ impl Drop for ReqBody {
 struct BodyReader {
     chan: Arc<Chan>,
     framing: Framing,
+    /// `100 Continue` is still to be sent when the body is first asked for.
     expect_continue: bool,
-    /// The body was read to its end (or failed): nothing more of it on the wire.
+    /// The response went out without the `100 Continue` the client waited for: whether the
+    /// client sends the body after all is unknown.
+    continue_unsent: bool,
+    /// The body was read to its end (or failed): nothing more of it to read.
     finished: bool,
-    /// The body's framing broke: the connection cannot be reused.
+    /// The body failed (malformed framing, the client closed or the socket failed): where the
+    /// next request would start is unknown, so none is read from this connection.
     broken: bool,
+    /// The client closed its side (or the socket failed): nothing to linger for.
+    eof: bool,
+}
+
+impl BodyReader {
+    fn fail(&mut self, slot: &mut Slot, fault: BodyFault, why: &'static str) {
+        slot.failed = Some(ClientBodyError { fault, why });
+        self.finished = true;
+        self.broken = true;
+        self.eof = fault == BodyFault::Closed;
+    }
 }
 
 // === Upgrades ===
@@ -629,6 +649,8 @@ struct Conn<I> {
     wbuf: Vec<u8>,
     /// Bytes of `wbuf` already written.
     wpos: usize,
+    /// Bytes written to the connection so far.
+    flushed: u64,
     ranges: Vec<[u32; 4]>,
     /// Bytes of `rbuf` known not to hold the end of a head.
     scanned: usize,
@@ -659,6 +681,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.wpos += n;
+            self.flushed += n as u64;
         }
         self.wbuf.clear();
         self.wpos = 0;
@@ -730,9 +753,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         let delivered = loop {
             match H1Body::step(&mut r.framing, &mut self.rbuf) {
                 Err(why) => {
-                    slot.failed = Some(why);
-                    r.finished = true;
-                    r.broken = true;
+                    r.fail(&mut slot, BodyFault::Malformed, why);
                     break true;
                 }
                 Ok(Step::Frame(f)) => {
@@ -752,16 +773,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             }
             match self.poll_fill(cx) {
                 Poll::Ready(Ok(0)) => {
-                    slot.failed = Some("the client closed the connection before the end of the body");
-                    r.finished = true;
-                    r.broken = true;
+                    r.fail(&mut slot, BodyFault::Closed, "the client closed the connection before the end of the body");
                     break true;
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(_)) => {
-                    slot.failed = Some("reading the request body failed");
-                    r.finished = true;
-                    r.broken = true;
+                    r.fail(&mut slot, BodyFault::Closed, "reading the request body failed");
                     break true;
                 }
                 Poll::Pending => break false,
@@ -779,9 +796,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     }
 
     /// While a request is served and its body is fully read: read ahead (pipelined requests)
-    /// and notice a client that closed. Bounded by the head limit.
+    /// and notice a client that closed. Bounded by the head limit. Not after a body that
+    /// failed: nothing more is read from such a connection (and its client gets the `400`).
     fn poll_watch(&mut self, cx: &mut Context<'_>, reader: &Option<BodyReader>) -> Result<(), ClientGone> {
-        if reader.as_ref().is_some_and(|r| !r.finished) {
+        if reader.as_ref().is_some_and(|r| !r.finished || r.broken) {
             return Ok(());
         }
         while self.rbuf.len() <= self.settings.max_head {
@@ -794,9 +812,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         Ok(())
     }
 
-    /// Skip what is buffered of an unread request body. Whether the body's end was reached.
-    fn skip_body(&mut self, r: &mut BodyReader) -> bool {
+    /// Whether the request body is known to have ended exactly where its framing says, so that
+    /// the next bytes start a new request: it was read to its end, or what is buffered of it
+    /// (when nobody reads it) reaches its end. Never after a failed body (malformed, client
+    /// gone), nor when the client waited for a `100 Continue` it never got (it may or may not
+    /// send the body).
+    fn body_done(&mut self, r: &mut BodyReader) -> bool {
         if r.broken {
+            return false;
+        }
+        if r.finished {
+            return true;
+        }
+        if r.continue_unsent {
             return false;
         }
         loop {
@@ -806,7 +834,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     r.finished = true;
                     return true;
                 }
-                Ok(Step::More) | Err(_) => return false,
+                Ok(Step::More) => return false,
+                Err(_) => {
+                    r.finished = true;
+                    r.broken = true;
+                    return false;
+                }
             }
         }
     }
@@ -969,6 +1002,7 @@ where
         rbuf: BytesMut::new(),
         wbuf: Vec::new(),
         wpos: 0,
+        flushed: 0,
         ranges: Vec::new(),
         scanned: 0,
         read_size: MIN_READ,
@@ -998,7 +1032,15 @@ where
         } else {
             let chan = Arc::new(Chan::default());
             let remaining = if let Framing::Length(n) = framing { Some(n) } else { None };
-            reader = Some(BodyReader { chan: chan.clone(), framing, expect_continue, finished: false, broken: false });
+            reader = Some(BodyReader {
+                chan: chan.clone(),
+                framing,
+                expect_continue,
+                continue_unsent: false,
+                finished: false,
+                broken: false,
+                eof: false,
+            });
             ClientBody::H1(ReqBody { chan, remaining, done: false })
         };
         let mut req = Request::from_parts(parts, body);
@@ -1039,13 +1081,13 @@ where
         };
 
         // === response ===
-        let (parts, mut body) = resp.into_parts();
-        let raw = body.take_raw_fields();
+        let (mut parts, mut body) = resp.into_parts();
+        let mut raw = body.take_raw_fields();
         if c.pending_out() == 0 {
             c.wbuf.clear();
             c.wpos = 0;
         }
-        let exact = body.size_hint().exact();
+        let mut exact = body.size_hint().exact();
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(tx) = upgrade_tx.take() {
                 encode_response_head(&mut c.wbuf, &parts, raw.as_ref(), exact, &info, &mut keep_alive);
@@ -1063,27 +1105,50 @@ where
             keep_alive = false;
         }
         drop(upgrade_tx);
-        // A request body nobody will read (the pipeline dropped it): skip what is buffered;
-        // if more is on its way, announce the close in this response.
+        // A request body that failed, or that nobody will read (the pipeline dropped it) and
+        // whose end is not buffered: this response is the connection's last, and says so.
         let mut linger = false;
         if let Some(r) = reader.as_mut() {
             // From here on the connection carries the response: no interim response any more.
-            r.expect_continue = false;
-            if !r.finished && r.chan.lock().body_gone && !c.skip_body(r) {
+            if r.expect_continue {
+                r.expect_continue = false;
+                r.continue_unsent = true;
+            }
+            if (r.broken || r.chan.lock().body_gone) && !c.body_done(r) {
                 keep_alive = false;
-                linger = !r.broken;
+                linger = !r.eof;
             }
         }
         if state.is_closing() {
             // Shutting down: this response is the connection's last, and says so.
             keep_alive = false;
         }
-        let framing = encode_response_head(&mut c.wbuf, &parts, raw.as_ref(), exact, &info, &mut keep_alive);
+        // Where this response starts on the wire (bytes written before it, and its offset in
+        // the write buffer): nothing of it is written yet while `c.flushed` has not passed it.
+        let (head_at, head_offset) = (c.wbuf.len(), c.flushed + (c.wbuf.len() - c.wpos) as u64);
+        let mut sent = Err(BodyFailed);
+        for attempt in 0..2 {
+            let framing = encode_response_head(&mut c.wbuf, &parts, raw.as_ref(), exact, &info, &mut keep_alive);
+            // The body is polled even when none of it is sent (HEAD, 204, 304): reading it to
+            // its end is what tells the log phase the response was complete.
+            let mut sending = Sending { framing, trailers_ok: trailers, done: false, discarded: 0 };
+            sent = poll_fn(|cx| c.poll_send(cx, &mut body, &mut sending, &mut reader)).await;
+            if sent.is_ok() || attempt == 1 || c.flushed > head_offset {
+                break;
+            }
+            // The body failed before any of the response reached the client (an upstream that
+            // closed right after its head): an error response instead (502, or the client's
+            // own fault), as nginx does when its upstream fails before the head is sent.
+            let Some(r) = body.error_response() else { break };
+            c.wbuf.truncate(head_at);
+            let (p, b) = r.into_parts();
+            (parts, body, raw) = (p, b, None);
+            exact = body.size_hint().exact();
+            if reader.as_ref().is_some_and(|r| r.broken) {
+                keep_alive = false;
+            }
+        }
         drop(parts);
-        // The body is polled even when none of it is sent (HEAD, 204, 304): reading it to its
-        // end is what tells the log phase the response was complete.
-        let mut sending = Sending { framing, trailers_ok: trailers, done: false, discarded: 0 };
-        let sent = poll_fn(|cx| c.poll_send(cx, &mut body, &mut sending, &mut reader)).await;
         drop(body);
         if sent.is_err() {
             close(&mut c, false).await;
@@ -1092,11 +1157,10 @@ where
 
         // === next request? ===
         if let Some(mut r) = reader.take()
-            && !r.finished
-            && !c.skip_body(&mut r)
+            && !c.body_done(&mut r)
         {
             keep_alive = false;
-            linger = !r.broken;
+            linger = !r.eof;
         }
         if !keep_alive || state.is_closing() {
             // Bytes the client sent that will not be read (pipelined requests, a body): linger
@@ -1186,6 +1250,19 @@ mod tests {
         assert!(!h.expect_continue, "nothing to continue without a body");
         let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nTE: gzip, trailers\r\n\r\n").unwrap().unwrap();
         assert!(h.trailers);
+        // An upgrade request with a body, or for h2c alone, is an ordinary request.
+        for wire in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: foo\r\nContent-Length: 5\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: foo\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n",
+        ] {
+            let h = parse(wire).unwrap().unwrap();
+            assert!(!h.upgrade && !h.facts.upgrade, "{}", String::from_utf8_lossy(wire));
+        }
+        let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c, websocket\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.upgrade);
     }
 
     /// Limits: head size (431, or 414 when the request line alone is too long) and field count.
@@ -1193,6 +1270,11 @@ mod tests {
     fn head_limits() {
         let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
         assert_eq!(status(long_line.as_bytes()), 414);
+        // Also when the whole head has arrived.
+        let whole = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status(whole.as_bytes()), 414);
+        let whole = format!("GET / HTTP/1.1\r\nHost: a\r\nx: {}\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status(whole.as_bytes()), 431);
         let big_field = format!("GET / HTTP/1.1\r\nx: {}\r\n", "a".repeat(9000));
         assert_eq!(status(big_field.as_bytes()), 431);
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(101));

@@ -29,8 +29,7 @@ use gw_observability::{AccessLogLine, Rfc3339};
 use gw_upstream::{Outcome, SelectError};
 
 use crate::body::{
-    BodyTooLarge, ClientBody, DownstreamBodyError, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody,
-    UpstreamInner,
+    BodyTooLarge, ClientBody, End, Ended, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner,
 };
 use crate::chain::Chain;
 use crate::conn::ConnState;
@@ -110,7 +109,8 @@ pub(crate) async fn serve(
     };
     // The log phase's state is allocated once, up front, and the request works on it in
     // place: the context is never moved into the response body at the end.
-    let mut log = Box::new(LogPhase { cx, p, rt, conn, shared, status: 0, logged: false });
+    let mut log =
+        Box::new(LogPhase { cx, p, rt, conn, shared, status: 0, responded: false, tunnel_opened: None, logged: false });
     let l = &mut *log;
     let (cx, p) = (&mut l.cx, &mut l.p);
     let resp = match handle(req, facts, &l.conn, &l.shared, &l.rt, cx, p).await {
@@ -123,11 +123,7 @@ pub(crate) async fn serve(
                 tracing::debug!(request_id = ?cx.request_id, error = %e, "request refused");
             }
             l.shared.metrics.error(e.kind().code());
-            let mut r = reply_response(error_reply(&e, cx));
-            if e.kind() == ErrorKind::BadRequest || e.kind() == ErrorKind::HeadersTooLarge {
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            response_phase(r, &p.chain, cx).await
+            response_phase(error_response(&e, cx), &p.chain, cx).await
         }
     };
     let mut resp = finish(resp, log);
@@ -136,6 +132,17 @@ pub(crate) async fn serve(
         full_headers(&mut resp);
     }
     resp
+}
+
+/// The response for an error ([`error_reply`]); a malformed request, an oversized head or a
+/// client too slow to send its body also closes the connection (what follows on it cannot be
+/// trusted to start a request).
+fn error_response(e: &Error, cx: &Ctx) -> Response<ResponseBody> {
+    let mut r = reply_response(error_reply(e, cx));
+    if matches!(e.kind(), ErrorKind::BadRequest | ErrorKind::HeadersTooLarge | ErrorKind::RequestTimeout) {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// What the log phase needs besides the context.
@@ -245,7 +252,9 @@ async fn handle(
         let received = Arc::new(AtomicU64::new(0));
         p.received = Some(received.clone());
         let sent = Arc::new(SentSignal::default());
-        (RequestBody::stream(body, limit, received, sent.clone()), Some(sent))
+        let timeout = rt.gateway.limits.body_read_timeout;
+        let rid = rt.gateway.request_id_header.clone();
+        (RequestBody::stream(body, limit, received, sent.clone(), timeout, rid), Some(sent))
     };
     if !p.chain.request_body.is_empty() && !upgrade {
         let cap = if limit == 0 { MAX_BUFFERED_BODY } else { limit.min(MAX_BUFFERED_BODY) };
@@ -385,8 +394,11 @@ fn check_path(method: &Method, path: &str) -> Result<(), Error> {
 /// The request host: the URI authority (HTTP/2, absolute-form) or the Host header; lowercase,
 /// no port. The two must agree when both are present.
 fn request_host<B>(req: &Request<B>) -> Result<String, Error> {
+    // The Host value must be valid even when an absolute-form target supersedes it (RFC 9112
+    // §3.2); the target's authority is checked the same way.
     let header_host = match req.headers().get(header::HOST) {
-        Some(h) => Some(h.to_str().map_err(|_| Error::new(ErrorKind::BadRequest, "Host is not text"))?),
+        Some(h) if crate::wire::is_valid_host(h.as_bytes()) => h.to_str().ok(),
+        Some(_) => return Err(Error::new(ErrorKind::BadRequest, "invalid Host")),
         None => None,
     };
     let uri_host = req.uri().authority().map(|a| a.as_str());
@@ -401,11 +413,10 @@ fn request_host<B>(req: &Request<B>) -> Result<String, Error> {
         (None, Some(h)) => h,
         (None, None) => "",
     };
-    let host = strip_port(raw);
-    if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
-        return Err(Error::new(ErrorKind::BadRequest, "invalid Host"));
+    if uri_host.is_some() && !crate::wire::is_valid_host(raw.as_bytes()) {
+        return Err(Error::new(ErrorKind::BadRequest, "invalid authority"));
     }
-    Ok(host.trim_end_matches('.').to_ascii_lowercase())
+    Ok(strip_port(raw).trim_end_matches('.').to_ascii_lowercase())
 }
 
 fn strip_port(h: &str) -> &str {
@@ -563,10 +574,8 @@ async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
         Err(e) => {
             if e.is::<http_body_util::LengthLimitError>() || e.is::<BodyTooLarge>() {
                 Err(Error::new(ErrorKind::PayloadTooLarge, "request body too large to buffer"))
-            } else if e.is::<DownstreamBodyError>() {
-                Err(Error::new(ErrorKind::DownstreamClosed, "reading request body").with_cause(e))
             } else {
-                Err(Error::new(ErrorKind::BadRequest, "reading request body").with_cause(e))
+                Err(h1::client_body_failure(e))
             }
         }
     }
@@ -726,13 +735,26 @@ async fn forward(
                 }
                 cx.upstream_latency = Some(now.duration_since(started));
                 let (parts, incoming) = resp.into_parts();
-                let on_done = Box::new(move || {
+                let on_done = Box::new(move |failed: bool| {
+                    let outcome = if failed { Outcome::Failure } else { outcome };
                     inflight.finish(outcome, latency, gw_core::tick::now());
                 });
                 let body = ResponseBody::upstream(UpstreamBody::new(incoming, t.read, on_done));
                 return Ok(Response::from_parts(parts, body));
             }
             Err((err, returned)) => {
+                // The client's side failed (its body malformed, stalled, too large, or the
+                // client gone): neither the target's health nor the circuit hears of it (the
+                // in-flight slot and the permit are dropped without an outcome), and it is
+                // never retried. hyper's HTTP/2 client reports its own error, so the body's
+                // record of its failure decides too.
+                if let Some(fault) = sent.and_then(|s| s.fault()) {
+                    let e = Error::new(fault.kind(), format!("request to {}", endpoint.authority)).with_cause(err);
+                    return Err(e);
+                }
+                if err.side() == gw_error::Side::Downstream {
+                    return Err(err);
+                }
                 inflight.finish(
                     if err.kind().is_upstream_failure() { Outcome::Failure } else { Outcome::Success },
                     latency,
@@ -740,12 +762,6 @@ async fn forward(
                 );
                 if let Some(p) = permit {
                     p.record(!err.kind().is_upstream_failure(), now);
-                }
-                if err.is_caused_by::<BodyTooLarge>() {
-                    return Err(Error::new(ErrorKind::PayloadTooLarge, "request body exceeds the route limit"));
-                }
-                if err.is_caused_by::<DownstreamBodyError>() {
-                    return Err(Error::new(ErrorKind::DownstreamClosed, "client body failed").with_cause(err));
                 }
                 let replayable = returned.is_some() || sent_nothing(head);
                 let safe = match err.retry() {
@@ -1039,7 +1055,8 @@ pub(crate) fn full_headers(resp: &mut Response<ResponseBody>) -> &mut http::Head
     resp.headers_mut()
 }
 
-/// Attach the request id and the log phase to the response.
+/// Attach the request id and the log phase to the response. A `101` that opened a tunnel
+/// hands the log phase to the tunnel, which runs it when it closes.
 fn finish(mut resp: Response<ResponseBody>, mut log: Box<LogPhase>) -> Response<ResponseBody> {
     let name = &log.rt.gateway.request_id_header;
     // The gateway's request id replaces one the upstream sent.
@@ -1048,11 +1065,19 @@ fn finish(mut resp: Response<ResponseBody>, mut log: Box<LogPhase>) -> Response<
     }
     resp.headers_mut().insert(name.clone(), log.cx.request_id.clone());
     log.status = resp.status().as_u16();
+    log.responded = true;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(tunnel) = resp.extensions_mut().remove::<crate::upgrade::TunnelLog>()
+    {
+        log.tunnel_opened = Some(gw_core::tick::now());
+        tunnel.put(log);
+        return resp;
+    }
     resp.body_mut().set_finish(log);
     resp
 }
 
-/// The log phase, run when the response body ends or is dropped.
+/// The log phase, run when the response body ends or is dropped (or a tunnel closes).
 struct LogPhase {
     cx: Ctx,
     p: Pending,
@@ -1060,46 +1085,83 @@ struct LogPhase {
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     status: u16,
+    /// A response left the pipeline.
+    responded: bool,
+    /// When the response opened a tunnel (whose session the log phase then waits for).
+    tunnel_opened: Option<Instant>,
     /// The log phase ran (once per request).
     logged: bool,
 }
 
 impl Finish for LogPhase {
-    fn finish(mut self: Box<Self>, bytes_sent: u64, complete: bool, at: Instant) {
-        self.record(bytes_sent, complete, at);
+    fn finish(mut self: Box<Self>, ended: Ended) {
+        self.record(ended);
+    }
+
+    fn error_response(&mut self, kind: ErrorKind) -> Response<ResponseBody> {
+        let e = Error::new(kind, "the response body failed before its first byte was sent");
+        tracing::warn!(request_id = ?self.cx.request_id, error = %e, "request failed");
+        self.shared.metrics.error(kind.code());
+        self.p.error = Some(kind.code());
+        let mut r = error_response(&e, &self.cx);
+        r.headers_mut().insert(self.rt.gateway.request_id_header.clone(), self.cx.request_id.clone());
+        self.status = r.status().as_u16();
+        r
+    }
+
+    fn strip_trailers(&self, trailers: &mut HeaderMap) {
+        crate::wire::strip_trailers(trailers, &self.rt.gateway.request_id_header);
     }
 }
 
 impl Drop for LogPhase {
-    /// Dropped before any response existed: the client left (or reset its stream) while the
-    /// request was being served, and the request was cancelled. Logged as nginx does: 499.
+    /// Dropped without having run: the client left (or reset its stream) while the request was
+    /// being served and the request was cancelled, logged as nginx does (499); or the gateway's
+    /// shutdown timeout cut it (503 when no response existed). A tunnel dropped with the
+    /// gateway is logged with what it carried so far.
     fn drop(&mut self) {
         if !self.logged {
-            self.status = ErrorKind::DownstreamClosed.status().as_u16();
-            self.record(0, false, Instant::now());
+            if !self.responded {
+                let kind =
+                    if self.shared.is_aborting() { ErrorKind::ShutdownTimeout } else { ErrorKind::DownstreamClosed };
+                self.status = kind.status().as_u16();
+            }
+            self.record(Ended { bytes_sent: 0, bytes_received: None, end: End::ClientGone, at: Instant::now() });
         }
     }
 }
 
 impl LogPhase {
-    fn record(&mut self, bytes_sent: u64, complete: bool, at: Instant) {
+    fn record(&mut self, ended: Ended) {
         self.logged = true;
-        let LogPhase { cx, p, rt, conn, shared, status, .. } = &*self;
-        let status = *status;
+        let LogPhase { cx, p, rt, conn, shared, status, tunnel_opened, .. } = &*self;
+        let (status, at) = (*status, ended.at);
         conn.state.request_finished_at(tokio::time::Instant::from_std(at));
         let latency = at.duration_since(cx.started);
-        let error = p.error.or(if complete { None } else { Some(ErrorKind::DownstreamClosed.code()) });
+        let error = p.error.or(match ended.end {
+            End::Complete => None,
+            End::ClientGone if shared.is_aborting() => Some(ErrorKind::ShutdownTimeout.code()),
+            End::ClientGone => Some(ErrorKind::DownstreamClosed.code()),
+            End::Failed(kind) => {
+                shared.metrics.error(kind.code());
+                Some(kind.code())
+            }
+        });
         let route = p.route.map(|i| &rt.routes[i]);
         if let Some(r) = route {
-            r.metrics.record(status, latency, cx.upstream_latency);
+            // A tunnel's request lasted until its `101` (its session is in the access log).
+            let request_latency = tunnel_opened.map_or(latency, |t| t.saturating_duration_since(cx.started));
+            r.metrics.record(status, request_latency, cx.upstream_latency);
             if let Some(c) = &cx.consumer {
                 shared.usage.record(shared.clock.now_ms(), &c.username, &r.info.name);
             }
         }
         let entry = LogEntry {
             status,
-            bytes_sent,
-            bytes_received: p.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed)),
+            bytes_sent: ended.bytes_sent,
+            bytes_received: ended
+                .bytes_received
+                .unwrap_or_else(|| p.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed))),
             latency,
             error,
         };
@@ -1123,7 +1185,7 @@ impl LogPhase {
                 consumer: cx.consumer.as_ref().map(|c| c.username.as_str()),
                 upstream: cx.upstream_addr.as_deref(),
                 status,
-                bytes_sent,
+                bytes_sent: ended.bytes_sent,
                 bytes_received: entry.bytes_received,
                 latency_ms: latency.as_secs_f64() * 1000.0,
                 upstream_latency_ms: cx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     shutdown: watch::Sender<bool>,
     draining: AtomicBool,
+    /// The shutdown timeout ran out: what is still running is being dropped.
+    aborting: AtomicBool,
     connections: AtomicUsize,
     listeners: Mutex<HashMap<String, ListenerHandle>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -50,7 +52,16 @@ pub(crate) struct Shared {
     status_addr: Mutex<Option<SocketAddr>>,
     /// Data-plane worker threads, one current-thread runtime each.
     workers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<WorkerCmd>>>,
+    /// Their threads (joined on shutdown).
+    worker_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub(crate) worker_count: usize,
+}
+
+impl Shared {
+    /// Whether the shutdown timeout ran out (requests still running are being cut).
+    pub(crate) fn is_aborting(&self) -> bool {
+        self.aborting.load(Ordering::Acquire)
+    }
 }
 
 /// Work handed to a data-plane thread.
@@ -73,8 +84,14 @@ pub(crate) fn worker_index() -> usize {
 /// requests and the upstream connections they open stay on one thread, with no work-stealing
 /// scheduler in between (measured: about a quarter more requests per CPU than a multi-thread
 /// runtime on the plain proxy path).
-fn spawn_workers(n: usize, shared: &Arc<Shared>) -> Result<Vec<tokio::sync::mpsc::UnboundedSender<WorkerCmd>>, String> {
+/// A worker runs until every sender of its channel is gone; it then drops its runtime, and with
+/// it every task still running there (connections, tunnels, HTTP/2 streams), which runs their
+/// log phases.
+type Workers = (Vec<tokio::sync::mpsc::UnboundedSender<WorkerCmd>>, Vec<std::thread::JoinHandle<()>>);
+
+fn spawn_workers(n: usize, shared: &Arc<Shared>) -> Result<Workers, String> {
     let mut senders = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<WorkerCmd>();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -82,7 +99,7 @@ fn spawn_workers(n: usize, shared: &Arc<Shared>) -> Result<Vec<tokio::sync::mpsc
             .build()
             .map_err(|e| format!("worker runtime: {e}"))?;
         let shared = Arc::downgrade(shared);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("gatehouse-w{i}"))
             .spawn(move || {
                 WORKER.with(|w| w.set(i));
@@ -102,8 +119,9 @@ fn spawn_workers(n: usize, shared: &Arc<Shared>) -> Result<Vec<tokio::sync::mpsc
             })
             .map_err(|e| format!("worker thread: {e}"))?;
         senders.push(tx);
+        threads.push(thread);
     }
-    Ok(senders)
+    Ok((senders, threads))
 }
 
 struct ListenerHandle {
@@ -200,6 +218,7 @@ impl Gateway {
             tasks: TaskTracker::new(),
             shutdown,
             draining: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             listeners: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -207,11 +226,15 @@ impl Gateway {
             started: Instant::now(),
             status_addr: Mutex::new(None),
             workers: Mutex::new(Vec::new()),
+            worker_threads: Mutex::new(Vec::new()),
             worker_count,
         });
-        let senders = spawn_workers(worker_count, &shared).map_err(StartError)?;
+        let (senders, threads) = spawn_workers(worker_count, &shared).map_err(StartError)?;
         if let Ok(mut w) = shared.workers.lock() {
             *w = senders;
+        }
+        if let Ok(mut t) = shared.worker_threads.lock() {
+            *t = threads;
         }
         let gw = Gateway { shared };
         gw.sync_listeners(&config).await.map_err(StartError)?;
@@ -365,7 +388,9 @@ impl Gateway {
         }
     }
 
-    /// Stop accepting, let in-flight requests and tunnels finish for up to `timeout`, then return.
+    /// Stop accepting, let in-flight requests and tunnels finish for up to `timeout`, then cut
+    /// what is still running (each cut request is logged, `error: shutdown_timeout`), write out
+    /// the access log, and return.
     pub async fn shutdown(&self, timeout: Duration) {
         // Set before the signal: connections woken by the signal read the flag.
         self.shared.draining.store(true, Ordering::Release);
@@ -382,6 +407,28 @@ impl Gateway {
         self.shared.tasks.close();
         if tokio::time::timeout(timeout, self.shared.tasks.wait()).await.is_err() {
             tracing::warn!(remaining = self.shared.tasks.len(), "shutdown timeout: closing remaining connections");
+            self.shared.aborting.store(true, Ordering::Release);
+        }
+        // Stop the workers: each drops its runtime, and with it whatever still runs there (its
+        // log phases run as they are dropped).
+        if let Ok(mut w) = self.shared.workers.lock() {
+            w.clear();
+        }
+        let threads = self.shared.worker_threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(5), joined).await.is_err() {
+            tracing::warn!("data-plane workers did not stop within 5 s");
+        }
+        if let Some(al) = &self.shared.access_log {
+            let al = al.clone();
+            let flushed = tokio::task::spawn_blocking(move || al.flush(Duration::from_secs(5))).await;
+            if !matches!(flushed, Ok(true)) {
+                tracing::warn!("the access log was not fully written");
+            }
         }
     }
 }

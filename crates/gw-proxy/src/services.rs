@@ -8,9 +8,9 @@ use http_body_util::BodyExt;
 
 use gw_config::model::StaticResponse;
 use gw_core::{Ctx, RequestHead};
-use gw_error::{Error, ErrorKind};
+use gw_error::Error;
 
-use crate::body::{BodyTooLarge, RequestBody, ResponseBody};
+use crate::body::{RequestBody, ResponseBody};
 
 /// Bytes of the request body echoed back; the rest is counted only.
 const ECHO_BODY_MAX: usize = 64 * 1024;
@@ -25,13 +25,7 @@ pub(crate) async fn echo(
     let mut kept = Vec::new();
     let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            if e.is::<BodyTooLarge>() {
-                Error::new(ErrorKind::PayloadTooLarge, "request body exceeds the route limit")
-            } else {
-                Error::new(ErrorKind::DownstreamClosed, "reading request body").with_cause(e)
-            }
-        })?;
+        let frame = frame.map_err(crate::h1::client_body_failure)?;
         if let Some(d) = frame.data_ref() {
             total += d.len() as u64;
             let room = ECHO_BODY_MAX.saturating_sub(kept.len());

@@ -1,8 +1,17 @@
 //! Protocol upgrades (WebSocket): the handshake is proxied on a dedicated upstream connection;
 //! after `101 Switching Protocols` both sides are spliced together in a tracked task, which a
-//! configuration reload does not touch and a graceful shutdown waits for.
+//! configuration reload does not touch and a graceful shutdown waits for. The request's log
+//! phase moves to the tunnel ([`TunnelLog`]): the access log line is written when the tunnel
+//! closes, with its duration and the bytes carried each way.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -13,7 +22,7 @@ use gw_core::{Ctx, RequestHead};
 use gw_error::{Error, ErrorKind, Retry};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{BoxError, RequestBody, ResponseBody};
+use crate::body::{BoxError, End, Ended, Finish, RequestBody, ResponseBody};
 use crate::forwarding;
 use crate::runtime::{RouteRt, ServiceRt, UpstreamRt};
 
@@ -92,7 +101,7 @@ pub(crate) async fn forward(
         let body = crate::body::UpstreamBody::new(
             crate::body::UpstreamInner::Hyper(body),
             service.timeouts.read,
-            Box::new(|| {}),
+            Box::new(|_| {}),
         );
         return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
     }
@@ -101,20 +110,136 @@ pub(crate) async fn forward(
     forwarding::strip_hop_by_hop(&mut parts.headers, true);
     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     let latency = start.elapsed();
+    let log = TunnelLog::default();
+    parts.extensions.insert(log.clone());
     tasks.spawn(async move {
-        let up = async { up.await.map_err(|e| Box::new(e) as BoxError) };
-        let (mut d, up) = match tokio::try_join!(downstream.wait(), up) {
+        // Logs the session when the tunnel ends, also when the gateway's shutdown drops it.
+        let mut session = Session { log, stats: Arc::default(), end: End::ClientGone };
+        let down = async { downstream.wait().await.map_err(|e| (End::ClientGone, e)) };
+        let up = async { up.await.map_err(|e| (End::Failed(ErrorKind::UpstreamProtocol), Box::new(e) as BoxError)) };
+        let (d, up) = match tokio::try_join!(down, up) {
             Ok(pair) => pair,
-            Err(e) => {
+            Err((end, e)) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
+                session.end = end;
                 inflight.finish(Outcome::Success, latency, Instant::now());
                 return;
             }
         };
-        let mut u = TokioIo::new(up);
+        let mut d = Metered { io: d, stats: session.stats.clone(), downstream: true };
+        let mut u = Metered { io: TokioIo::new(up), stats: session.stats.clone(), downstream: false };
         let r = tokio::io::copy_bidirectional(&mut d, &mut u).await;
         tracing::debug!(result = ?r, "upgraded connection closed");
+        session.end = session.stats.end();
         inflight.finish(Outcome::Success, latency, Instant::now());
     });
     Ok(Response::from_parts(parts, ResponseBody::empty()))
+}
+
+/// Where a `101` response leaves its log phase for the tunnel it opened (a response extension
+/// the pipeline fills as the response leaves it).
+#[derive(Clone, Default)]
+pub(crate) struct TunnelLog(Arc<Mutex<Option<Box<dyn Finish>>>>);
+
+impl TunnelLog {
+    pub(crate) fn put(&self, f: Box<dyn Finish>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    fn take(&self) -> Option<Box<dyn Finish>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Bytes carried by a tunnel each way, and which side failed.
+#[derive(Default)]
+struct Stats {
+    /// Upstream to client.
+    sent: AtomicU64,
+    /// Client to upstream.
+    received: AtomicU64,
+    /// 1: the client's side failed, 2: the upstream's.
+    failed: std::sync::atomic::AtomicU8,
+}
+
+impl Stats {
+    fn end(&self) -> End {
+        match self.failed.load(Ordering::Relaxed) {
+            0 => End::Complete,
+            1 => End::ClientGone,
+            _ => End::Failed(ErrorKind::UpstreamProtocol),
+        }
+    }
+}
+
+/// A tunnel's session: its log phase runs when this is dropped.
+struct Session {
+    log: TunnelLog,
+    stats: Arc<Stats>,
+    end: End,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(f) = self.log.take() {
+            f.finish(Ended {
+                bytes_sent: self.stats.sent.load(Ordering::Relaxed),
+                bytes_received: Some(self.stats.received.load(Ordering::Relaxed)),
+                end: self.end,
+                at: gw_core::tick::now(),
+            });
+        }
+    }
+}
+
+/// One side of a tunnel, counting the client's bytes (on the client's side) and noting
+/// failures.
+struct Metered<T> {
+    io: T,
+    stats: Arc<Stats>,
+    downstream: bool,
+}
+
+impl<T> Metered<T> {
+    fn note<R>(&self, r: &Poll<io::Result<R>>) {
+        if let Poll::Ready(Err(_)) = r {
+            let side = if self.downstream { 1 } else { 2 };
+            let _ = self.stats.failed.compare_exchange(0, side, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.note(&r);
+        if self.downstream && matches!(r, Poll::Ready(Ok(()))) {
+            self.stats.received.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note(&r);
+        if self.downstream
+            && let Poll::Ready(Ok(n)) = r
+        {
+            self.stats.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.note(&r);
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
