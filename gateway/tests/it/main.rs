@@ -8,6 +8,7 @@ mod admin;
 mod binary;
 mod downstream_h1;
 mod errors;
+mod framing;
 mod hardening;
 mod lb;
 mod observability;
