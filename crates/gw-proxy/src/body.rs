@@ -632,6 +632,9 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if self.finish.is_none() {
+            return;
+        }
         // A body with nothing more to send counts as delivered: hyper's HTTP/2 server sends a
         // head with END_STREAM and drops a body that is already at its end (204, HEAD, gRPC
         // trailers-only) without polling it.
