@@ -11,6 +11,7 @@ mod errors;
 mod hardening;
 mod lb;
 mod observability;
+mod plugin_attacks;
 mod protocols;
 mod proxy;
 mod ratelimit;
