@@ -44,19 +44,20 @@ impl ConsumerInfo {
         groups: Vec<String>,
         anonymous: bool,
     ) -> Self {
+        use crate::identity;
         let mut h = http::HeaderMap::new();
-        let mut set = |name: &'static str, v: &str| {
+        let mut set = |name: &http::HeaderName, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
-                h.insert(http::HeaderName::from_static(name), v);
+                h.insert(name.clone(), v);
             }
         };
-        set("x-consumer-id", custom_id.as_deref().unwrap_or(&username));
-        set("x-consumer-username", &username);
+        set(&identity::CONSUMER_ID, custom_id.as_deref().unwrap_or(&username));
+        set(&identity::CONSUMER_USERNAME, &username);
         if let Some(id) = &custom_id {
-            set("x-consumer-custom-id", id);
+            set(&identity::CONSUMER_CUSTOM_ID, id);
         }
         if anonymous {
-            set("x-anonymous-consumer", "true");
+            set(&identity::ANONYMOUS_CONSUMER, "true");
         }
         let groups_header = if groups.is_empty() { None } else { HeaderValue::from_str(&groups.join(", ")).ok() };
         ConsumerInfo { index, username, custom_id, groups, anonymous, upstream_headers: h, groups_header }

@@ -23,24 +23,29 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// The body is a JSON object the gateway built ([`Reply::json`], [`Reply::error`]): the
+    /// proxy adds the request's `"request_id"` to it when it sends the reply (in one place, for
+    /// every plugin). `false` for bodies passed through as they are (e.g. an auth service's).
+    pub add_request_id: bool,
 }
 
 impl Reply {
     /// An empty response.
     pub fn empty(status: StatusCode) -> Self {
-        Reply { status, headers: HeaderMap::new(), body: Bytes::new() }
+        Reply { status, headers: HeaderMap::new(), body: Bytes::new(), add_request_id: false }
     }
 
-    /// A JSON response.
+    /// A JSON response. When `value` is an object, the proxy adds `"request_id"` to it when it
+    /// sends the reply.
     pub fn json(status: StatusCode, value: &serde_json::Value) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = serde_json::to_vec(value).unwrap_or_default();
-        Reply { status, headers, body: Bytes::from(body) }
+        Reply { status, headers, body: Bytes::from(body), add_request_id: value.is_object() }
     }
 
-    /// The gateway's standard error body: `{"error": code, "message": msg}`. The proxy adds the
-    /// request id when it sends the reply.
+    /// The gateway's standard error body: `{"error": code, "message": msg}`. The proxy adds
+    /// `"request_id"` when it sends the reply.
     pub fn error(status: StatusCode, code: &str, message: &str) -> Self {
         Reply::json(status, &serde_json::json!({ "error": code, "message": message }))
     }
@@ -50,5 +55,45 @@ impl Reply {
     pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
         self.headers.append(name, value);
         self
+    }
+
+    /// The body with `"request_id": id` added, when [`Reply::add_request_id`] is set and the
+    /// body is a JSON object without one; otherwise the body as it is.
+    pub fn body_with_request_id(&self, id: &str) -> Bytes {
+        if !self.add_request_id || self.body.first() != Some(&b'{') {
+            return self.body.clone();
+        }
+        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&self.body) {
+            Ok(mut m) if !m.contains_key("request_id") => {
+                m.insert("request_id".into(), serde_json::Value::String(id.to_string()));
+                serde_json::to_vec(&m).map_or_else(|_| self.body.clone(), Bytes::from)
+            }
+            _ => self.body.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// JSON object bodies get the request id (escaped); other bodies are left alone.
+    #[test]
+    fn request_id_is_added_to_json_objects() {
+        let r = Reply::error(StatusCode::FORBIDDEN, "forbidden", "no");
+        let v: serde_json::Value = serde_json::from_slice(&r.body_with_request_id("a\"b")).unwrap();
+        assert_eq!(v, serde_json::json!({"request_id": "a\"b", "error": "forbidden", "message": "no"}));
+        let empty = Reply::json(StatusCode::OK, &serde_json::json!({}));
+        assert_eq!(&empty.body_with_request_id("x")[..], b"{\"request_id\":\"x\"}");
+        let nested = Reply::json(StatusCode::OK, &serde_json::json!({"a": {"request_id": 1}}));
+        let v: serde_json::Value = serde_json::from_slice(&nested.body_with_request_id("x")).unwrap();
+        assert_eq!(v["request_id"], "x");
+        let arr = Reply::json(StatusCode::OK, &serde_json::json!([1]));
+        assert_eq!(&arr.body_with_request_id("x")[..], b"[1]");
+        let mut raw = Reply::empty(StatusCode::FORBIDDEN);
+        raw.body = Bytes::from_static(b"{\"denied\":true}");
+        assert_eq!(&raw.body_with_request_id("x")[..], b"{\"denied\":true}");
+        let has = Reply::json(StatusCode::OK, &serde_json::json!({"request_id": "y"}));
+        assert_eq!(&has.body_with_request_id("x")[..], b"{\"request_id\":\"y\"}");
     }
 }

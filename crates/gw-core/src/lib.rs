@@ -20,6 +20,7 @@ mod clock;
 mod ctx;
 mod flow;
 mod head;
+pub mod identity;
 mod plugin;
 pub mod tick;
 

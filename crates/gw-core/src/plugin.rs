@@ -125,8 +125,32 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(Flow::Continue)
     }
 
-    /// The whole request body, buffered (only when some plugin of the route has this hook, and
-    /// within the route's body limit). May edit head and body. Default: continue.
+    /// Identity fields this plugin's configuration says it sets on upstream requests (e.g. the
+    /// headers `jwt` forwards claims in), beyond [`crate::identity::RESERVED`]. The proxy
+    /// removes them from every client request, on every route, before any plugin runs (compiled
+    /// once per configuration). Default: none.
+    fn identity_headers(&self) -> Vec<http::HeaderName> {
+        Vec::new()
+    }
+
+    /// With [`Hooks::REQUEST_BODY`]: whether this request's body is wanted, decided from the
+    /// head after the access phase (e.g. only JSON bodies). The body is buffered only when some
+    /// plugin wants it, and [`Plugin::request_body`] runs only for those; otherwise it streams.
+    /// Default: always.
+    fn wants_request_body(&self, _req: &RequestHead, _cx: &Ctx) -> bool {
+        true
+    }
+
+    /// With [`Hooks::RESPONSE_BODY`]: whether this response's body is wanted, decided from the
+    /// head after the upstream-response phase. Responses without a body (to `HEAD`, 1xx, 204,
+    /// 304) are never buffered. Default: always.
+    fn wants_response_body(&self, _resp: &ResponseHead, _cx: &Ctx) -> bool {
+        true
+    }
+
+    /// The whole request body, buffered (only when some plugin of the route has this hook and
+    /// wants this body, and within the route's body limit and 8 MiB: a larger body is refused
+    /// with 413). May edit head and body. Default: continue.
     async fn request_body(&self, _req: &mut RequestHead, _body: &mut Bytes, _cx: &mut Ctx) -> Result<Flow> {
         Ok(Flow::Continue)
     }
@@ -142,7 +166,8 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The whole upstream response body, buffered (only when some plugin has this hook).
+    /// The whole upstream response body, buffered (only when some plugin has this hook and wants
+    /// this body; up to 8 MiB, beyond which the client gets 502 `response_too_large`).
     /// Default: nothing.
     async fn response_body(&self, _resp: &mut ResponseHead, _body: &mut Bytes, _cx: &mut Ctx) -> Result<()> {
         Ok(())

@@ -85,6 +85,12 @@ pub enum ErrorKind {
     TotalTimeout,
     /// The upstream closed the connection or sent an invalid response (502).
     UpstreamProtocol,
+    /// An upstream response body a plugin must edit is larger than the gateway buffers (502).
+    /// Not the upstream's fault: never counted against its health.
+    ResponseTooLarge,
+    /// An upstream response body a plugin must edit cannot be parsed (e.g. invalid JSON under a
+    /// JSON content type) (502). Not counted against the upstream's health.
+    ResponseNotEditable,
     /// No healthy target is available (503).
     NoHealthyUpstream,
     /// The upstream's circuit breaker is open (503).
@@ -120,7 +126,9 @@ impl ErrorKind {
             TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpsRequired => StatusCode::UPGRADE_REQUIRED,
-            ConnectFailed | UpstreamTls | UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ConnectFailed | UpstreamTls | UpstreamProtocol | ResponseTooLarge | ResponseNotEditable => {
+                StatusCode::BAD_GATEWAY
+            }
             ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => StatusCode::GATEWAY_TIMEOUT,
             NoHealthyUpstream | CircuitOpen | UpstreamOverloaded | Overloaded | DependencyUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -154,6 +162,8 @@ impl ErrorKind {
             UpstreamWriteTimeout => "upstream_write_timeout",
             TotalTimeout => "request_timeout_total",
             UpstreamProtocol => "upstream_protocol_error",
+            ResponseTooLarge => "response_too_large",
+            ResponseNotEditable => "response_not_editable",
             NoHealthyUpstream => "no_healthy_upstream",
             CircuitOpen => "circuit_open",
             UpstreamOverloaded => "upstream_overloaded",
@@ -181,6 +191,8 @@ impl ErrorKind {
             RequestTimeout => "request timeout",
             HttpsRequired => "please use HTTPS",
             ConnectFailed | UpstreamTls | UpstreamProtocol => "bad gateway",
+            ResponseTooLarge => "upstream response too large to edit",
+            ResponseNotEditable => "upstream response could not be edited",
             ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => "upstream timed out",
             NoHealthyUpstream => "no healthy upstream",
             CircuitOpen => "upstream unavailable (circuit open)",
@@ -199,8 +211,10 @@ impl ErrorKind {
             NoRoute | MethodNotAllowed | BadRequest | UriTooLong | HeadersTooLarge | PayloadTooLarge | Unauthorized
             | Forbidden | TooManyRequests | RequestTimeout | HttpsRequired | DownstreamClosed => Side::Downstream,
             ConnectFailed | ConnectTimeout | UpstreamTls | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout
-            | UpstreamProtocol | NoHealthyUpstream | CircuitOpen | UpstreamOverloaded => Side::Upstream,
-            Overloaded | DependencyUnavailable | ShutdownTimeout | Internal => Side::Internal,
+            | UpstreamProtocol | NoHealthyUpstream | CircuitOpen | UpstreamOverloaded | ResponseNotEditable => {
+                Side::Upstream
+            }
+            Overloaded | DependencyUnavailable | ShutdownTimeout | Internal | ResponseTooLarge => Side::Internal,
         }
     }
 
@@ -354,6 +368,10 @@ mod tests {
         assert_eq!(ErrorKind::DownstreamClosed.status().as_u16(), 499);
         assert_eq!(ErrorKind::ShutdownTimeout.status(), 503);
         assert_eq!(ErrorKind::ShutdownTimeout.side(), Side::Internal);
+        assert_eq!(ErrorKind::ResponseTooLarge.status(), 502);
+        assert_eq!(ErrorKind::ResponseTooLarge.code(), "response_too_large");
+        assert!(!ErrorKind::ResponseTooLarge.is_upstream_failure());
+        assert!(!ErrorKind::ResponseNotEditable.is_upstream_failure());
     }
 
     #[test]

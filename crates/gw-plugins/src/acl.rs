@@ -4,7 +4,6 @@
 use async_trait::async_trait;
 use gw_config::plugins::Acl as Conf;
 use gw_core::{Ctx, Flow, Hooks, Plugin, RequestHead, Result, priority};
-use http::HeaderName;
 
 use crate::util::{forbidden, missing_credentials};
 
@@ -44,7 +43,7 @@ impl Plugin for Acl {
             return Ok(Flow::Respond(forbidden("you are not allowed to use this route")));
         }
         if self.send_groups {
-            let h = HeaderName::from_static("x-consumer-groups");
+            let h = gw_core::identity::CONSUMER_GROUPS.clone();
             match &c.groups_header {
                 Some(v) => {
                     req.headers.insert(h, v.clone());

@@ -1,11 +1,15 @@
 //! `bot-detection`: refuse clients by `User-Agent` (allow list first, then the deny list and a
 //! built-in list of well-known crawlers and scanners).
+//!
+//! Every `User-Agent` field is checked, as bytes (a value that is not UTF-8 is matched, not
+//! skipped): a request is refused when any of its values is denied and not allowed. A value
+//! that is empty or only white space counts as missing.
 
 use async_trait::async_trait;
 use gw_config::plugins::BotDetection as Conf;
 use gw_core::{Ctx, Flow, Hooks, Plugin, RequestHead, Result, priority};
 use http::header::USER_AGENT;
-use regex::RegexSet;
+use regex::bytes::RegexSet;
 
 use crate::util::forbidden;
 
@@ -68,11 +72,68 @@ impl Plugin for BotDetection {
     }
 
     async fn access(&self, req: &mut RequestHead, _cx: &mut Ctx) -> Result<Flow> {
-        let ua = req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
-        let refused = match ua {
-            None => self.deny_missing,
-            Some(ua) => !self.allow.is_match(ua) && self.deny.is_match(ua),
+        let mut present = false;
+        let mut refused = false;
+        for v in req.headers.get_all(USER_AGENT) {
+            let ua = v.as_bytes().trim_ascii();
+            if ua.is_empty() {
+                continue;
+            }
+            present = true;
+            if !self.allow.is_match(ua) && self.deny.is_match(ua) {
+                refused = true;
+                break;
+            }
+        }
+        if refused || (!present && self.deny_missing) {
+            Ok(Flow::Respond(forbidden("forbidden")))
+        } else {
+            Ok(Flow::Continue)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn plugin(deny_missing: bool) -> BotDetection {
+        let c: Conf = serde_json::from_value(serde_json::json!({
+            "deny": ["(?i)badcrawler"],
+            "allow": ["^Friendly"],
+            "deny_missing_user_agent": deny_missing,
+        }))
+        .unwrap();
+        BotDetection::new(&c).unwrap()
+    }
+
+    async fn refused(p: &BotDetection, agents: &[&[u8]]) -> bool {
+        let mut req = RequestHead {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
         };
-        if refused { Ok(Flow::Respond(forbidden("forbidden"))) } else { Ok(Flow::Continue) }
+        for a in agents {
+            req.headers.append(USER_AGENT, HeaderValue::from_bytes(a).unwrap());
+        }
+        let mut cx = Ctx::new("127.0.0.1:1".parse().unwrap(), "l".into(), false, HeaderValue::from_static("r"));
+        matches!(p.access(&mut req, &mut cx).await.unwrap(), Flow::Respond(_))
+    }
+
+    /// Every value, non-UTF-8 bytes, and empty values as missing.
+    #[tokio::test]
+    async fn checks_every_value_as_bytes() {
+        let p = plugin(true);
+        assert!(!refused(&p, &[b"Mozilla/5.0"]).await);
+        assert!(refused(&p, &[b"BadCrawler/1.0 \xff"]).await, "non-UTF-8 bytes");
+        assert!(refused(&p, &[b"sqlmap\xe9/1"]).await, "built-in list, non-UTF-8");
+        assert!(refused(&p, &[b"Mozilla/5.0", b"badcrawler"]).await, "second value");
+        assert!(!refused(&p, &[b"Friendly badcrawler"]).await, "allow wins");
+        assert!(refused(&p, &[]).await, "missing");
+        assert!(refused(&p, &[b""]).await, "empty");
+        assert!(refused(&p, &[b"   "]).await, "blank");
+        assert!(!refused(&plugin(false), &[b""]).await, "missing allowed by default");
     }
 }

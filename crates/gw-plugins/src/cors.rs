@@ -1,5 +1,7 @@
 //! `cors`: answers preflight requests at the gateway and adds CORS headers to every response of
-//! an allowed origin (errors included, so browsers can read them).
+//! an allowed origin (errors included, so browsers can read them). Every response of a route
+//! with the plugin carries `Vary: Origin`, whatever the origin (allowed, refused or absent): the
+//! response depends on it, and a shared cache must not serve one origin's answer to another.
 
 use async_trait::async_trait;
 use gw_config::plugins::Cors as Conf;
@@ -68,12 +70,16 @@ impl Cors {
 }
 
 fn add_vary_origin(h: &mut http::HeaderMap) {
-    let has = h
-        .get_all(header::VARY)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("origin"))));
+    add_vary(h, "Origin");
+}
+
+/// Add `name` to `Vary` unless it (or `*`) is there.
+fn add_vary(h: &mut http::HeaderMap, name: &'static str) {
+    let has = h.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(name)))
+    });
     if !has {
-        h.append(header::VARY, HeaderValue::from_static("Origin"));
+        h.append(header::VARY, HeaderValue::from_static(name));
     }
 }
 
@@ -102,8 +108,11 @@ impl Plugin for Cors {
             if let Some(allow) = allowed {
                 r.headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
                 r.headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
-                let hdrs =
-                    self.headers.clone().or_else(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned());
+                let hdrs = self.headers.clone().or_else(|| {
+                    // Echoing what the preflight asks makes the answer depend on it too.
+                    add_vary(&mut r.headers, "Access-Control-Request-Headers");
+                    req.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned()
+                });
                 if let Some(h) = hdrs {
                     r.headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, h);
                 }
@@ -121,9 +130,10 @@ impl Plugin for Cors {
     }
 
     async fn response(&self, resp: &mut ResponseHead, cx: &mut Ctx) -> Result<()> {
+        // Whether this response has CORS headers depends on the request's Origin: always vary.
+        add_vary_origin(&mut resp.headers);
         let Some(AllowedOrigin(origin)) = cx.vars.get::<AllowedOrigin>().cloned() else { return Ok(()) };
         resp.headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        add_vary_origin(&mut resp.headers);
         if self.credentials {
             resp.headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         }

@@ -1,7 +1,8 @@
-//! `forward-auth`: external authorization. The request's headers (plus `X-Forwarded-Method`,
-//! `-Uri`, `-Host`, `-Proto`, `-For`) go to an auth service in a GET; a 2xx lets the request
-//! through (optionally copying headers of the answer upstream); any other status is returned to
-//! the client as it is. Timeouts and unreachable services fail closed (503) or open.
+//! `forward-auth`: external authorization. The request's headers (plus the gateway's own
+//! `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto`, `-For`, which replace any the client sent)
+//! go to an auth service in a GET; a 2xx lets the request through (optionally copying headers
+//! of the answer upstream, replacing the client's); any other status is returned to the client
+//! as it is. Timeouts and unreachable services fail closed (503) or open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,25 @@ impl ForwardAuth {
     }
 }
 
+/// Fields the plugin sets itself on the auth request: the client's copies are not sent (an auth
+/// service reading the first `X-Forwarded-Uri` must read the gateway's).
+fn is_gateway_set(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-forwarded-method"
+            | "x-forwarded-uri"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-for"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-server"
+            | "x-real-ip"
+            | "forwarded"
+            | "x-request-id"
+    )
+}
+
 #[async_trait]
 impl Plugin for ForwardAuth {
     fn name(&self) -> &'static str {
@@ -61,10 +81,16 @@ impl Plugin for ForwardAuth {
         Hooks::ACCESS
     }
 
+    /// The auth service's answer headers copied upstream describe the client: no client may
+    /// send them itself.
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        self.upstream_headers.clone()
+    }
+
     async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
         let mut b = http_client().get(&self.url).timeout(self.timeout);
         for (k, v) in &req.headers {
-            if k == HOST || k == CONTENT_LENGTH || k == TRANSFER_ENCODING || k == CONNECTION {
+            if k == HOST || k == CONTENT_LENGTH || k == TRANSFER_ENCODING || k == CONNECTION || is_gateway_set(k) {
                 continue;
             }
             if self.request_headers.as_ref().is_some_and(|only| !only.contains(k)) {
@@ -84,6 +110,10 @@ impl Plugin for ForwardAuth {
             Ok(r) => r,
             Err(e) => {
                 if self.fail_open {
+                    // Nothing vouched for these: the client's own copies never go upstream.
+                    for h in &self.upstream_headers {
+                        req.headers.remove(h);
+                    }
                     self.metrics.plugin_event("forward_auth_fail_open");
                     tracing::warn!(error = %e, "forward-auth unreachable; letting the request through (fail open)");
                     return Ok(Flow::Continue);

@@ -7,9 +7,12 @@
 //!
 //! (or `Signature: keyId="alice", ...`). The signing string has one line per listed header,
 //! `name: value`; `@request-target` / `(request-target)` is `<name>: <method lower> <path?query>` and
-//! `request-line` is `<METHOD> <path?query> HTTP/1.1`. `Date` (or `X-Date`) must be signed and
-//! within `clock_skew`; with `validate_request_body`, a signed `Digest: SHA-256=<base64>` must
-//! match the body.
+//! `request-line` is `<METHOD> <path?query> HTTP/1.1`. `Date` or `X-Date` must be signed, and
+//! every signed one must be present once and within `clock_skew`: the time checked is always
+//! one the signature covers (an unsigned `X-Date` added to a captured request changes nothing).
+//! A signature is therefore valid for at most `2 x clock_skew`; with `reject_replays` it is
+//! accepted once on a node within that window. With `validate_request_body`, a signed
+//! `Digest: SHA-256=<base64>` must match the body.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,7 +38,12 @@ pub(crate) struct HmacAuth {
     challenge: String,
     dir: Arc<Directory>,
     anonymous: Option<Arc<ConsumerInfo>>,
+    /// Signatures accepted within their validity window (`reject_replays`).
+    seen: Option<moka::sync::Cache<[u8; 32], ()>>,
 }
+
+/// Signatures remembered by `reject_replays`.
+const REPLAY_CACHE: u64 = 100_000;
 
 /// The parsed signature parameters.
 struct Params {
@@ -61,6 +69,12 @@ impl HmacAuth {
             challenge: format!("hmac realm=\"{}\", headers=\"date @request-target\"", c.realm),
             anonymous: dir.anonymous(c.anonymous.as_deref()),
             dir,
+            seen: c.reject_replays.then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(REPLAY_CACHE)
+                    .time_to_live(c.clock_skew.get().saturating_mul(2) + Duration::from_secs(1))
+                    .build()
+            }),
         }
     }
 }
@@ -153,26 +167,49 @@ impl HmacAuth {
         if !self.algorithms.contains(&p.algorithm) {
             return None;
         }
-        if !p.headers.iter().any(|h| h == "date" || h == "x-date") {
-            return None;
-        }
         if self.enforce.iter().any(|e| !p.headers.contains(e)) {
             return None;
         }
         if self.validate_body && !p.headers.iter().any(|h| h == "digest") {
             return None;
         }
-        let date = req.headers.get("x-date").or_else(|| req.headers.get(http::header::DATE))?.to_str().ok()?;
-        let date = httpdate::parse_http_date(date).ok()?;
+        // The time checked must be covered by the signature: each signed date field, and at
+        // least one of them.
+        let mut dated = false;
         let now = SystemTime::now();
-        let diff = now.duration_since(date).or_else(|_| date.duration_since(now)).ok()?;
-        if diff > self.skew {
+        for name in ["date", "x-date"] {
+            if !p.headers.iter().any(|h| h == name) {
+                continue;
+            }
+            let mut values = req.headers.get_all(name).iter();
+            let (Some(v), None) = (values.next(), values.next()) else { return None };
+            let date = httpdate::parse_http_date(v.to_str().ok()?).ok()?;
+            let diff = now.duration_since(date).or_else(|_| date.duration_since(now)).ok()?;
+            if diff > self.skew {
+                return None;
+            }
+            dated = true;
+        }
+        if !dated {
             return None;
         }
         let (consumer, secret) = self.dir.hmac(&p.key_id)?;
         let text = signing_string(req, &p.headers)?;
         let expected = sign(&p.algorithm, secret.expose().as_bytes(), text.as_bytes())?;
-        ct_eq(&expected, &p.signature).then_some(consumer)
+        if !ct_eq(&expected, &p.signature) {
+            return None;
+        }
+        if let Some(seen) = &self.seen {
+            // Atomic: of two concurrent uses of one signature, one is first.
+            let mut h = Sha256::new();
+            h.update(p.key_id.as_bytes());
+            h.update([0]);
+            h.update(&p.signature);
+            if !seen.entry(h.finalize().into()).or_insert(()).is_fresh() {
+                return None;
+            }
+        }
+        Some(consumer)
     }
 }
 
@@ -220,6 +257,11 @@ impl Plugin for HmacAuth {
             req.headers.remove(&params.header);
         }
         Ok(AuthOutcome::Authenticated)
+    }
+
+    /// Only a request this plugin authenticated with a digest to check.
+    fn wants_request_body(&self, _req: &RequestHead, cx: &Ctx) -> bool {
+        cx.vars.get::<PendingDigest>().is_some()
     }
 
     async fn request_body(&self, _req: &mut RequestHead, body: &mut Bytes, cx: &mut Ctx) -> Result<Flow> {

@@ -253,6 +253,11 @@ impl Plugin for JwtPlugin {
         self.anonymous.clone()
     }
 
+    /// The headers claims are forwarded in (`forward_claims`).
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        self.forward.iter().map(|(_, h)| h.clone()).collect()
+    }
+
     async fn authenticate(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<AuthOutcome> {
         let Some((token, source)) = self.find(req) else {
             return Ok(AuthOutcome::NoCredentials { challenge: missing_credentials(CHALLENGE) });

@@ -21,7 +21,7 @@ impl RequestTermination {
                 let ct = c.content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
                 let mut headers = HeaderMap::new();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_str(ct).map_err(|e| format!("content_type: {e}"))?);
-                Reply { status, headers, body: Bytes::from(body.clone()) }
+                Reply { status, headers, body: Bytes::from(body.clone()), add_request_id: false }
             }
             (None, msg) => {
                 let message = msg

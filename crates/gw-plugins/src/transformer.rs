@@ -1,21 +1,26 @@
 //! `request-transformer` and `response-transformer`: remove, rename, replace, add and append
 //! headers, query parameters and top-level JSON body fields (in that order); rewrite the method
 //! and path of requests. Values are templates (see `template`).
+//!
+//! JSON edits apply to bodies declared JSON (`application/json`, `*+json`); only those are
+//! buffered, others stream. A declared JSON body that cannot be edited (invalid JSON, nesting
+//! deeper than 127, a number out of range, a lone surrogate, not an object) is refused (request:
+//! 400 `invalid_json_body`; response: 502 `response_not_editable`) unless `invalid_json: pass`:
+//! it never goes on silently unedited.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use gw_config::plugins::{
-    RemoveSpec, RenameSpec, RequestTransformer as ReqConf, ResponseTransformer as RespConf, ValueSpec,
+    InvalidJson, RemoveSpec, RenameSpec, RequestTransformer as ReqConf, ResponseTransformer as RespConf, ValueSpec,
 };
-use gw_core::{Ctx, Error, ErrorKind, Flow, Hooks, Plugin, RequestHead, ResponseHead, Result, priority};
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Method};
+use gw_core::{Ctx, Error, ErrorKind, Flow, Hooks, Plugin, Reply, RequestHead, ResponseHead, Result, priority};
+use http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::Value;
 
-use crate::template::Template;
-use crate::util::header_name;
+use crate::template::{Sources, Template};
 
 /// Compiled edits of one kind of data (headers, query or JSON).
 struct Edits<V> {
@@ -103,16 +108,9 @@ fn compile(
     })
 }
 
-fn value(s: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(s).ok()
-}
-
-/// Apply header edits; templates see the headers as they were before the edits.
-fn edit_headers(h: &mut HeaderMap, e: &Edits<Template>, query: Option<&str>, cx: &Ctx) {
-    if e.is_empty() {
-        return;
-    }
-    let before = h.clone();
+/// Apply header edits; templates see the headers as they were before the edits (`before`).
+fn edit_headers(h: &mut HeaderMap, e: &Edits<Template>, src: &Sources<'_>, cx: &Ctx) {
+    let value = |t: &Template| HeaderValue::from_bytes(&t.render_bytes(src, cx)).ok();
     for n in &e.remove {
         h.remove(n.as_str());
     }
@@ -130,27 +128,27 @@ fn edit_headers(h: &mut HeaderMap, e: &Edits<Template>, query: Option<&str>, cx:
     }
     for (n, t) in &e.replace {
         if h.contains_key(n.as_str())
-            && let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(&t.render(&before, query, cx)))
+            && let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(t))
         {
             h.insert(n, v);
         }
     }
     for (n, t) in &e.add {
         if !h.contains_key(n.as_str())
-            && let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(&t.render(&before, query, cx)))
+            && let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(t))
         {
             h.insert(n, v);
         }
     }
     for (n, t) in &e.append {
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(&t.render(&before, query, cx))) {
+        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), value(t)) {
             h.append(n, v);
         }
     }
 }
 
 /// Apply query edits to a raw query string; returns the new one.
-fn edit_query(query: Option<&str>, headers: &HeaderMap, e: &Edits<Template>, cx: &Ctx) -> Option<String> {
+fn edit_query(query: Option<&str>, e: &Edits<Template>, src: &Sources<'_>, cx: &Ctx) -> Option<String> {
     if e.is_empty() {
         return query.map(str::to_string);
     }
@@ -163,18 +161,18 @@ fn edit_query(query: Option<&str>, headers: &HeaderMap, e: &Edits<Template>, cx:
     }
     for (n, t) in &e.replace {
         if pairs.iter().any(|(k, _)| k == n) {
-            let v = t.render(headers, query, cx);
+            let v = t.render(src, cx);
             pairs.retain(|(k, _)| k != n);
             pairs.push((n.clone(), v));
         }
     }
     for (n, t) in &e.add {
         if !pairs.iter().any(|(k, _)| k == n) {
-            pairs.push((n.clone(), t.render(headers, query, cx)));
+            pairs.push((n.clone(), t.render(src, cx)));
         }
     }
     for (n, t) in &e.append {
-        pairs.push((n.clone(), t.render(headers, query, cx)));
+        pairs.push((n.clone(), t.render(src, cx)));
     }
     if pairs.is_empty() {
         return None;
@@ -182,21 +180,25 @@ fn edit_query(query: Option<&str>, headers: &HeaderMap, e: &Edits<Template>, cx:
     Some(form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish())
 }
 
+/// Whether the message is declared JSON: any `Content-Type` field naming `application/json` or
+/// a `+json` type (a second field cannot hide a JSON body from the edits).
 fn is_json(h: &HeaderMap) -> bool {
-    h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+    h.get_all(CONTENT_TYPE).iter().any(|v| {
+        let ct = String::from_utf8_lossy(v.as_bytes());
         let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         ct == "application/json" || ct.ends_with("+json")
     })
 }
 
-/// Apply JSON edits to a body holding a JSON object; other bodies are left alone.
-fn edit_json(body: &mut Bytes, headers: &HeaderMap, query: Option<&str>, e: &Edits<JsonValue>, cx: &Ctx) {
-    if e.is_empty() || !is_json(headers) {
-        return;
-    }
-    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else { return };
+/// Apply JSON edits to a body holding a JSON object. `Err` says why the body cannot be edited.
+fn edit_json(body: &mut Bytes, e: &Edits<JsonValue>, src: &Sources<'_>, cx: &Ctx) -> std::result::Result<(), String> {
+    let mut obj = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return Err("the JSON body is not an object".into()),
+        Err(e) => return Err(format!("the body is not JSON the gateway can edit: {e}")),
+    };
     let render = |v: &JsonValue| match v {
-        JsonValue::Template(t) => Value::String(t.render(headers, query, cx)),
+        JsonValue::Template(t) => Value::String(t.render(src, cx)),
         JsonValue::Literal(l) => l.clone(),
     };
     for n in &e.remove {
@@ -232,9 +234,20 @@ fn edit_json(body: &mut Bytes, headers: &HeaderMap, query: Option<&str>, e: &Edi
             }
         }
     }
-    if let Ok(v) = serde_json::to_vec(&Value::Object(obj)) {
-        *body = Bytes::from(v);
-    }
+    let v = serde_json::to_vec(&Value::Object(obj)).map_err(|e| format!("re-encoding the JSON body: {e}"))?;
+    *body = Bytes::from(v);
+    Ok(())
+}
+
+/// Header names whose value describes the consumer (`$(consumer.*)`) in `add` and `append`:
+/// identity fields, which no client may send itself.
+fn consumer_headers(e: &Edits<Template>) -> Vec<HeaderName> {
+    e.add
+        .iter()
+        .chain(&e.append)
+        .filter(|(_, t)| t.uses_consumer())
+        .filter_map(|(n, _)| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect()
 }
 
 // === request-transformer ===
@@ -243,6 +256,7 @@ pub(crate) struct RequestTransformer {
     edits: Compiled,
     method: Option<Method>,
     path: Option<Template>,
+    pass_invalid: bool,
 }
 
 impl RequestTransformer {
@@ -255,6 +269,7 @@ impl RequestTransformer {
                 .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string()))
                 .transpose()?,
             path: c.path.as_deref().map(Template::parse).transpose()?,
+            pass_invalid: c.invalid_json == InvalidJson::Pass,
         })
     }
 }
@@ -273,17 +288,40 @@ impl Plugin for RequestTransformer {
         if self.edits.json.is_empty() { Hooks::UPSTREAM_REQUEST } else { Hooks::UPSTREAM_REQUEST | Hooks::REQUEST_BODY }
     }
 
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        consumer_headers(&self.edits.headers)
+    }
+
+    /// Only bodies declared JSON are buffered (and an empty body has nothing to edit).
+    fn wants_request_body(&self, req: &RequestHead, cx: &Ctx) -> bool {
+        !self.edits.json.is_empty() && cx.has_body && is_json(&req.headers)
+    }
+
     async fn request_body(&self, req: &mut RequestHead, body: &mut Bytes, cx: &mut Ctx) -> Result<Flow> {
-        edit_json(body, &req.headers, req.query(), &self.edits.json, cx);
+        if body.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let src = Sources { headers: &req.headers, request_headers: &req.headers, query: req.query() };
+        if let Err(why) = edit_json(body, &self.edits.json, &src, cx)
+            && !self.pass_invalid
+        {
+            return Ok(Flow::Respond(Reply::error(StatusCode::BAD_REQUEST, "invalid_json_body", &why)));
+        }
         Ok(Flow::Continue)
     }
 
     async fn upstream_request(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
-        let query = edit_query(req.query(), &req.headers, &self.edits.query, cx);
+        // Templates see the request as it was before these edits.
+        let before = req.headers.clone();
         let original_query = req.query().map(str::to_string);
-        edit_headers(&mut req.headers, &self.edits.headers, original_query.as_deref(), cx);
+        let src = Sources { headers: &before, request_headers: &before, query: original_query.as_deref() };
+        let query = edit_query(original_query.as_deref(), &self.edits.query, &src, cx);
+        if !self.edits.headers.is_empty() {
+            edit_headers(&mut req.headers, &self.edits.headers, &src, cx);
+        }
         if let Some(p) = &self.path {
-            let path = p.render(&req.headers, original_query.as_deref(), cx);
+            // Values are encoded; the pipeline checks the result like a client path.
+            let path = p.render_path(&src, cx);
             req.set_path(&path)
                 .map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten path is invalid").with_cause(e))?;
         }
@@ -302,13 +340,58 @@ impl Plugin for RequestTransformer {
 
 pub(crate) struct ResponseTransformer {
     edits: Compiled,
+    pass_invalid: bool,
+    /// Request headers the templates read (`$(request_headers.x)`), and whether they read the
+    /// query: captured in the access phase.
+    request_headers: Vec<HeaderName>,
+    reads_request: bool,
+}
+
+/// What the response templates read of the request, captured in the access phase.
+#[derive(Clone)]
+struct RequestData {
+    headers: HeaderMap,
+    query: Option<String>,
 }
 
 impl ResponseTransformer {
     pub(crate) fn new(c: &RespConf) -> Result<Self, String> {
-        let empty = ValueSpec::default();
-        let _ = &empty;
-        Ok(ResponseTransformer { edits: compile(&c.remove, &c.rename, &c.replace, &c.add, &c.append)? })
+        let edits = compile(&c.remove, &c.rename, &c.replace, &c.add, &c.append)?;
+        let mut names = Vec::new();
+        let mut reads_request = false;
+        let mut visit = |t: &Template| {
+            reads_request |= t.reads_request();
+            t.request_refs(&mut names);
+        };
+        let e = &edits;
+        for (_, t) in e.headers.replace.iter().chain(&e.headers.add).chain(&e.headers.append) {
+            visit(t);
+        }
+        for (_, v) in e.json.replace.iter().chain(&e.json.add).chain(&e.json.append) {
+            if let JsonValue::Template(t) = v {
+                visit(t);
+            }
+        }
+        let request_headers = names
+            .iter()
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("{n:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(ResponseTransformer {
+            edits,
+            pass_invalid: c.invalid_json == InvalidJson::Pass,
+            request_headers,
+            reads_request,
+        })
+    }
+}
+
+/// `$(headers.x)` is the response's; `$(request_headers.x)` and `$(query.x)` the request's, as
+/// captured in the access phase.
+fn response_sources<'a>(resp: &'a HeaderMap, req: Option<&'a RequestData>, empty: &'a HeaderMap) -> Sources<'a> {
+    Sources {
+        headers: resp,
+        request_headers: req.map_or(empty, |r| &r.headers),
+        query: req.and_then(|r| r.query.as_deref()),
     }
 }
 
@@ -323,25 +406,62 @@ impl Plugin for ResponseTransformer {
     }
 
     fn hooks(&self) -> Hooks {
-        if self.edits.json.is_empty() {
-            Hooks::UPSTREAM_RESPONSE
-        } else {
-            Hooks::UPSTREAM_RESPONSE | Hooks::RESPONSE_BODY
+        let mut h = Hooks::UPSTREAM_RESPONSE;
+        if !self.edits.json.is_empty() {
+            h = h | Hooks::UPSTREAM_REQUEST | Hooks::RESPONSE_BODY;
         }
+        if self.reads_request {
+            h = h | Hooks::ACCESS;
+        }
+        h
+    }
+
+    /// Keep what the templates read of the request (the client's request after
+    /// authentication, before the request-transformer's edits).
+    async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
+        let mut headers = HeaderMap::new();
+        for n in &self.request_headers {
+            for v in req.headers.get_all(n) {
+                headers.append(n.clone(), v.clone());
+            }
+        }
+        cx.vars.insert(RequestData { headers, query: req.query().map(str::to_string) });
+        Ok(Flow::Continue)
+    }
+
+    /// JSON edits need the body as JSON text: ask the upstream not to compress it.
+    async fn upstream_request(&self, req: &mut RequestHead, _cx: &mut Ctx) -> Result<Flow> {
+        req.headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        Ok(Flow::Continue)
     }
 
     async fn upstream_response(&self, resp: &mut ResponseHead, cx: &mut Ctx) -> Result<()> {
-        edit_headers(&mut resp.headers, &self.edits.headers, None, cx);
+        if self.edits.headers.is_empty() {
+            return Ok(());
+        }
+        let before = resp.headers.clone();
+        let empty = HeaderMap::new();
+        let data = cx.vars.get::<RequestData>().cloned();
+        let src = response_sources(&before, data.as_ref(), &empty);
+        edit_headers(&mut resp.headers, &self.edits.headers, &src, cx);
         Ok(())
+    }
+
+    /// Only bodies declared JSON are buffered.
+    fn wants_response_body(&self, resp: &ResponseHead, _cx: &Ctx) -> bool {
+        !self.edits.json.is_empty() && is_json(&resp.headers)
     }
 
     async fn response_body(&self, resp: &mut ResponseHead, body: &mut Bytes, cx: &mut Ctx) -> Result<()> {
-        edit_json(body, &resp.headers, None, &self.edits.json, cx);
-        Ok(())
+        if body.is_empty() {
+            return Ok(());
+        }
+        let empty = HeaderMap::new();
+        let data = cx.vars.get::<RequestData>().cloned();
+        let src = response_sources(&resp.headers, data.as_ref(), &empty);
+        match edit_json(body, &self.edits.json, &src, cx) {
+            Err(why) if !self.pass_invalid => Err(Error::new(ErrorKind::ResponseNotEditable, why)),
+            _ => Ok(()),
+        }
     }
-}
-
-#[allow(dead_code)]
-fn _assert_header_name(n: &str) -> Result<HeaderName, String> {
-    header_name(n)
 }

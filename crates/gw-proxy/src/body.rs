@@ -270,6 +270,8 @@ pub(crate) struct StallTimer {
     /// When the current wait began (armed).
     since: Option<Instant>,
     request_id: HeaderName,
+    /// The identity fields the configuration's plugins set (forbidden as trailers too).
+    identity: Arc<[HeaderName]>,
 }
 
 impl StallTimer {
@@ -295,9 +297,9 @@ impl RequestBody {
         received: Arc<AtomicU64>,
         sent: Arc<SentSignal>,
         timeout: Duration,
-        request_id: HeaderName,
+        (request_id, identity): (HeaderName, Arc<[HeaderName]>),
     ) -> Self {
-        let stall = Box::new(StallTimer { timeout, sleep: None, since: None, request_id });
+        let stall = Box::new(StallTimer { timeout, sleep: None, since: None, request_id, identity });
         RequestBody::Stream { inner, remaining: if limit == 0 { u64::MAX } else { limit }, received, sent, stall }
     }
 
@@ -357,7 +359,7 @@ impl Body for RequestBody {
                             }
                             *remaining -= n;
                         } else if let Some(t) = frame.trailers_mut() {
-                            crate::wire::strip_trailers(t, &stall.request_id);
+                            crate::wire::strip_trailers(t, &stall.request_id, &stall.identity);
                         }
                         if inner.is_end_stream() {
                             sent.set();

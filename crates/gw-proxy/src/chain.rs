@@ -110,9 +110,27 @@ fn rank(p: &PluginConf, route: Option<usize>, service: Option<usize>, consumer: 
     Some(u8::from(c) * 4 + u8::from(r) * 2 + u8::from(s))
 }
 
+/// The union of the identity fields every instance says it sets (whatever its scope: an upstream
+/// that trusts a field set on one route must not receive a forged one through another), minus
+/// the reserved ones (matched by name already) and the fields clients legitimately send.
+fn identity_headers(built: &[PluginRef]) -> Arc<[http::HeaderName]> {
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    for p in built {
+        for n in p.identity_headers() {
+            if !gw_core::identity::is_reserved(n.as_str()) && gw_core::identity::may_scrub(&n) && !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    names.into()
+}
+
 /// Every plugin instance of a configuration, built, and indexed by scope.
 pub(crate) struct Plugins {
     built: Vec<PluginRef>,
+    /// The identity fields the instances set (beyond the reserved ones), removed from every
+    /// client request on every route.
+    identity: Arc<[http::HeaderName]>,
     by_route: HashMap<usize, Vec<usize>>,
     by_service: HashMap<usize, Vec<usize>>,
     global: Vec<usize>,
@@ -139,8 +157,14 @@ impl Plugins {
     }
 
     fn indexed(built: Vec<PluginRef>, cfg: &Config) -> Plugins {
+        let identity = identity_headers(&built);
+        Plugins::indexed_with(built, identity, cfg)
+    }
+
+    fn indexed_with(built: Vec<PluginRef>, identity: Arc<[http::HeaderName]>, cfg: &Config) -> Plugins {
         let mut ix = Plugins {
             built,
+            identity,
             by_route: HashMap::new(),
             by_service: HashMap::new(),
             global: Vec::new(),
@@ -160,7 +184,18 @@ impl Plugins {
     /// The same built instances, indexed for `cfg`, whose plugin list is this one's with route
     /// positions renumbered (a route was removed).
     pub(crate) fn reindexed(&self, cfg: &Config) -> Plugins {
-        Plugins::indexed(self.built.clone(), cfg)
+        Plugins::indexed_with(self.built.clone(), self.identity.clone(), cfg)
+    }
+
+    /// The identity fields the configuration's plugins set, beyond the reserved ones (see
+    /// `forwarding::scrub_request`).
+    pub(crate) fn identity_headers(&self) -> &[http::HeaderName] {
+        &self.identity
+    }
+
+    /// [`Plugins::identity_headers`], shared (request bodies keep it to filter their trailers).
+    pub(crate) fn identity_arc(&self) -> Arc<[http::HeaderName]> {
+        self.identity.clone()
     }
 
     fn select(

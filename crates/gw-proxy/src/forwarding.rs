@@ -20,19 +20,22 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 /// client only gets the trailer fields it announces. `TE: trailers` is kept (gRPC needs it end
 /// to end). `Upgrade` is kept when `keep_upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    scrub(headers, keep_upgrade, false);
+    scrub(headers, keep_upgrade, false, &[]);
 }
 
 /// [`strip_hop_by_hop`] for requests: also removes `Expect` (the gateway answers
-/// `100-continue` itself) and the consumer headers (`X-Consumer-*`, `X-Credential-Identifier`,
-/// `X-Anonymous-Consumer`), which only authentication plugins may set.
-pub(crate) fn scrub_request(headers: &mut HeaderMap, keep_upgrade: bool) {
-    scrub(headers, keep_upgrade, true);
+/// `100-continue` itself) and the identity fields, which only the gateway may set: the
+/// reserved ones ([`gw_core::identity::RESERVED`]: `X-Consumer-*`, `X-Credential-Identifier`,
+/// `X-Anonymous-Consumer`, ...) and `identity`, the names the configuration's plugins set
+/// (compiled once per configuration, see `Plugins::identity_headers`).
+pub(crate) fn scrub_request(headers: &mut HeaderMap, keep_upgrade: bool, identity: &[HeaderName]) {
+    scrub(headers, keep_upgrade, true, identity);
 }
 
-fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
+fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool, identity: &[HeaderName]) {
     // One pass: a match on the name string per header (a length switch and a compare), then
-    // removals only for what is present.
+    // removals only for what is present. The configured identity names are compared only
+    // when there are any.
     let mut remove: Vec<HeaderName> = Vec::new();
     let (mut connection, mut te) = (false, false);
     for k in headers.keys() {
@@ -43,16 +46,8 @@ fn scrub(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
                 remove.push(k.clone());
             }
             "upgrade" if !keep_upgrade => remove.push(k.clone()),
-            "expect"
-            | "x-consumer-id"
-            | "x-consumer-username"
-            | "x-consumer-custom-id"
-            | "x-credential-identifier"
-            | "x-anonymous-consumer"
-                if request =>
-            {
-                remove.push(k.clone());
-            }
+            "expect" if request => remove.push(k.clone()),
+            n if request && (gw_core::identity::is_reserved(n) || identity.contains(k)) => remove.push(k.clone()),
             _ => {}
         }
     }
@@ -387,6 +382,29 @@ mod tests {
         set_forwarding_headers(&mut h, &f, true, "h");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, ::1");
         assert_eq!(h.get("forwarded").unwrap(), "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h\"");
+    }
+
+    /// Every reserved identity field and every configured one is removed from requests, in any
+    /// letter case and with repeated values; other fields stay; responses keep them.
+    #[test]
+    fn scrubs_identity_fields() {
+        let configured = [HeaderName::from_static("x-user-id"), HeaderName::from_static("x-scopes")];
+        let mut pairs: Vec<(String, &str)> = Vec::new();
+        for n in gw_core::identity::RESERVED.iter().chain(["x-user-id", "x-scopes"].iter()) {
+            pairs.push((n.to_ascii_uppercase(), "forged"));
+            pairs.push((n.to_string(), "forged-again"));
+        }
+        pairs.push(("x-keep".into(), "yes"));
+        let mut h = HeaderMap::new();
+        for (k, v) in &pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_static(v));
+        }
+        let mut resp = h.clone();
+        scrub_request(&mut h, false, &configured);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.get("x-keep").unwrap(), "yes");
+        strip_hop_by_hop(&mut resp, false);
+        assert_eq!(resp.get("x-consumer-groups").unwrap(), "forged", "responses are not scrubbed");
     }
 
     /// Request ids are kept when sane and generated otherwise.

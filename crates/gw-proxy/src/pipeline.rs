@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -138,7 +138,7 @@ pub(crate) async fn serve(
 /// client too slow to send its body also closes the connection (what follows on it cannot be
 /// trusted to start a request).
 fn error_response(e: &Error, cx: &Ctx) -> Response<ResponseBody> {
-    let mut r = reply_response(error_reply(e, cx));
+    let mut r = reply_response(error_reply(e, cx), cx);
     if matches!(e.kind(), ErrorKind::BadRequest | ErrorKind::HeadersTooLarge | ErrorKind::RequestTimeout) {
         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -217,7 +217,7 @@ async fn handle(
         headers: parts.headers,
     };
     let upgrade_proto = if upgrade { head.headers.get(header::UPGRADE).cloned() } else { None };
-    forwarding::scrub_request(&mut head.headers, upgrade);
+    forwarding::scrub_request(&mut head.headers, upgrade, rt.plugins.identity_headers());
 
     // === access ===
     cx.has_body = !body.is_end_stream();
@@ -253,17 +253,31 @@ async fn handle(
         p.received = Some(received.clone());
         let sent = Arc::new(SentSignal::default());
         let timeout = rt.gateway.limits.body_read_timeout;
-        let rid = rt.gateway.request_id_header.clone();
-        (RequestBody::stream(body, limit, received, sent.clone(), timeout, rid), Some(sent))
+        let trailer_rules = (rt.gateway.request_id_header.clone(), rt.plugins.identity_arc());
+        (RequestBody::stream(body, limit, received, sent.clone(), timeout, trailer_rules), Some(sent))
     };
+    // Body plugins say from the head whether they want this body (e.g. only JSON); a body no
+    // plugin wants streams.
     if !p.chain.request_body.is_empty() && !upgrade {
-        let cap = if limit == 0 { MAX_BUFFERED_BODY } else { limit.min(MAX_BUFFERED_BODY) };
-        match Box::pin(request_body_phase(body, cap, &mut head, &p.chain, cx)).await? {
-            Ok(bytes) => {
-                sent = None;
-                body = RequestBody::Full(Some(bytes));
+        let wanted: Vec<&crate::runtime::PluginRef> =
+            p.chain.request_body.iter().filter(|pl| pl.wants_request_body(&head, cx)).collect();
+        if !wanted.is_empty() {
+            let cap = if limit == 0 { MAX_BUFFERED_BODY } else { limit.min(MAX_BUFFERED_BODY) };
+            if let Some(len) = facts.content_length
+                && len > cap
+            {
+                return Err(Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body a plugin must edit is larger than {cap} bytes"),
+                ));
             }
-            Err(r) => return Ok(response_phase(reply_response(r), &p.chain, cx).await),
+            match Box::pin(request_body_phase(body, cap, &mut head, &wanted, cx)).await? {
+                Ok(bytes) => {
+                    sent = None;
+                    body = RequestBody::Full(Some(bytes));
+                }
+                Err(r) => return Ok(response_phase(reply_response(r, cx), &p.chain, cx).await),
+            }
         }
     }
 
@@ -297,9 +311,16 @@ async fn handle(
         forwarding::set_forwarding_headers(&mut head.headers, &conn.forwarding, peer_trusted, &cx.host);
     }
     head.headers.insert(rt.gateway.request_id_header.clone(), cx.request_id.clone());
-    for pl in &p.chain.upstream_request {
-        if let Flow::Respond(r) = pl.upstream_request(&mut head, cx).await? {
-            return Ok(response_phase(reply_response(r), &p.chain, cx).await);
+    if !p.chain.upstream_request.is_empty() {
+        let before = head.uri.clone();
+        for pl in &p.chain.upstream_request {
+            if let Flow::Respond(r) = pl.upstream_request(&mut head, cx).await? {
+                return Ok(response_phase(reply_response(r, cx), &p.chain, cx).await);
+            }
+        }
+        // A path a plugin produced is checked like a client's.
+        if head.uri.path() != before.path() {
+            check_path(&head.method, head.uri.path())?;
         }
     }
 
@@ -318,7 +339,7 @@ async fn handle(
         }
     };
     let resp = if p.chain.has_upstream_response() {
-        Box::pin(upstream_response_phase(resp, &p.chain, cx)).await?
+        Box::pin(upstream_response_phase(resp, &p.chain, cx, p.method == Method::HEAD)).await?
     } else {
         resp
     };
@@ -477,12 +498,12 @@ async fn access_phase(
     let chain = p.chain.clone();
     for pl in &chain.pre_auth {
         if let Flow::Respond(r) = pl.access(head, cx).await? {
-            return Ok(Some(reply_response(r)));
+            return Ok(Some(reply_response(r, cx)));
         }
     }
     if !chain.auth.is_empty() {
         if let Some(r) = authenticate(&chain, route.route.auth_mode, head, cx).await? {
-            return Ok(Some(reply_response(r)));
+            return Ok(Some(reply_response(r, cx)));
         }
         if let Some(c) = &cx.consumer
             && rt.plugins.has_consumer_plugins(c.index)
@@ -494,7 +515,7 @@ async fn access_phase(
     let chain = p.chain.clone();
     for pl in &chain.post_auth {
         if let Flow::Respond(r) = pl.access(head, cx).await? {
-            return Ok(Some(reply_response(r)));
+            return Ok(Some(reply_response(r, cx)));
         }
     }
     Ok(None)
@@ -547,17 +568,17 @@ async fn authenticate(
     ))
 }
 
-/// Buffer the request body (up to `cap`) and run the request-body plugins over it: the new body,
-/// or a plugin's reply.
+/// Buffer the request body (up to `cap`) and run the request-body plugins that want it over it:
+/// the new body, or a plugin's reply.
 async fn request_body_phase(
     body: RequestBody,
     cap: u64,
     head: &mut RequestHead,
-    chain: &Chain,
+    wanted: &[&crate::runtime::PluginRef],
     cx: &mut Ctx,
 ) -> Result<Result<Bytes, Reply>, Error> {
     let mut bytes = collect_body(body, cap).await?;
-    for pl in &chain.request_body {
+    for pl in wanted {
         if let Flow::Respond(r) = pl.request_body(head, &mut bytes, cx).await? {
             return Ok(Err(r));
         }
@@ -573,7 +594,10 @@ async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
             if e.is::<http_body_util::LengthLimitError>() || e.is::<BodyTooLarge>() {
-                Err(Error::new(ErrorKind::PayloadTooLarge, "request body too large to buffer"))
+                Err(Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body a plugin must edit is larger than {cap} bytes"),
+                ))
             } else {
                 Err(h1::client_body_failure(e))
             }
@@ -608,15 +632,18 @@ fn rewrite_path(
     head.set_path(&new_path).map_err(|e| Error::new(ErrorKind::BadRequest, "rewritten path is invalid").with_cause(e))
 }
 
+/// The consumer's identity fields and the credential that authenticated the request (also
+/// without a consumer, e.g. a JWKS token's subject).
 fn set_consumer_headers(h: &mut HeaderMap, cx: &Ctx) {
-    let Some(c) = &cx.consumer else { return };
-    for (k, v) in &c.upstream_headers {
-        h.insert(k.clone(), v.clone());
+    if let Some(c) = &cx.consumer {
+        for (k, v) in &c.upstream_headers {
+            h.insert(k.clone(), v.clone());
+        }
     }
     if let Some(id) = &cx.credential_id
         && let Ok(v) = HeaderValue::from_str(id)
     {
-        h.insert(HeaderName::from_static("x-credential-identifier"), v);
+        h.insert(gw_core::identity::CREDENTIAL_IDENTIFIER.clone(), v);
     }
 }
 
@@ -934,6 +961,7 @@ async fn upstream_response_phase(
     mut resp: Response<ResponseBody>,
     chain: &Chain,
     cx: &mut Ctx,
+    head_request: bool,
 ) -> Result<Response<ResponseBody>, Error> {
     full_headers(&mut resp);
     let (parts, body) = resp.into_parts();
@@ -941,17 +969,35 @@ async fn upstream_response_phase(
     for pl in &chain.upstream_response {
         pl.upstream_response(&mut rh, cx).await?;
     }
-    let body = if chain.response_body.is_empty() {
+    // Responses without a body are never buffered (a HEAD keeps the upstream's Content-Length);
+    // the others only when a body plugin wants them (e.g. only JSON), else they stream.
+    let bodiless = head_request
+        || rh.status.is_informational()
+        || rh.status == StatusCode::NO_CONTENT
+        || rh.status == StatusCode::NOT_MODIFIED;
+    let wanted: Vec<&crate::runtime::PluginRef> = if chain.response_body.is_empty() || bodiless {
+        Vec::new()
+    } else {
+        chain.response_body.iter().filter(|pl| pl.wants_response_body(&rh, cx)).collect()
+    };
+    let body = if wanted.is_empty() {
         body
     } else {
+        let too_large = || {
+            Error::new(ErrorKind::ResponseTooLarge, format!("response body to edit exceeds {MAX_BUFFERED_BODY} bytes"))
+        };
+        if content_length(&rh.headers).is_some_and(|l| l > MAX_BUFFERED_BODY) {
+            return Err(too_large());
+        }
         let limited = http_body_util::Limited::new(body, MAX_BUFFERED_BODY as usize);
         let mut bytes = match limited.collect().await {
             Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Err(e) => {
                 return Err(Error::new(ErrorKind::UpstreamProtocol, "reading upstream body").with_cause(e));
             }
         };
-        for pl in &chain.response_body {
+        for pl in wanted {
             pl.response_body(&mut rh, &mut bytes, cx).await?;
         }
         rh.headers.remove(header::TRANSFER_ENCODING);
@@ -1011,26 +1057,22 @@ fn add_response_headers(mut resp: Response<ResponseBody>, cx: &mut Ctx) -> Respo
     resp
 }
 
-/// The single mapping from an error to what the client sees: status, stable code, a safe
-/// message and the request id. Context and causes go to the log only.
-pub(crate) fn error_reply(e: &Error, cx: &Ctx) -> Reply {
+/// The single mapping from an error to what the client sees: status, stable code and a safe
+/// message ([`reply_response`] adds the request id). Context and causes go to the log only.
+pub(crate) fn error_reply(e: &Error, _cx: &Ctx) -> Reply {
     let kind = e.kind();
-    let mut r = Reply::json(
-        kind.status(),
-        &serde_json::json!({
-            "error": kind.code(),
-            "message": kind.public_message(),
-            "request_id": cx.request_id.to_str().unwrap_or(""),
-        }),
-    );
+    let mut r = Reply::error(kind.status(), kind.code(), kind.public_message());
     if kind == ErrorKind::HttpsRequired {
         r.headers.insert(header::UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
     }
     r
 }
 
-fn reply_response(r: Reply) -> Response<ResponseBody> {
-    let Reply { status, headers, body } = r;
+/// A reply of the gateway (an error or a plugin's answer) as a response: the one place where
+/// the request id is added to JSON bodies the gateway built (see [`Reply::add_request_id`]).
+fn reply_response(r: Reply, cx: &Ctx) -> Response<ResponseBody> {
+    let body = r.body_with_request_id(cx.request_id.to_str().unwrap_or(""));
+    let Reply { status, headers, .. } = r;
     let len = body.len();
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
@@ -1110,7 +1152,7 @@ impl Finish for LogPhase {
     }
 
     fn strip_trailers(&self, trailers: &mut HeaderMap) {
-        crate::wire::strip_trailers(trailers, &self.rt.gateway.request_id_header);
+        crate::wire::strip_trailers(trailers, &self.rt.gateway.request_id_header, self.rt.plugins.identity_headers());
     }
 }
 

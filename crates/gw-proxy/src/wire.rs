@@ -59,17 +59,20 @@ pub const FORBIDDEN_TRAILER_FIELDS: &[&str] = &[
 pub const FORBIDDEN_TRAILER_PREFIXES: &[&str] = &["proxy-", "x-consumer-", "x-forwarded-"];
 
 /// Whether a field must not be forwarded as a trailer. `request_id` is the gateway's request-id
-/// field (`gateway.request_id_header`).
-pub fn is_forbidden_trailer(name: &HeaderName, request_id: &HeaderName) -> bool {
+/// field (`gateway.request_id_header`); `identity` the identity fields the configuration's
+/// plugins set beyond the reserved ones (`gw_core::identity`), which are forbidden too.
+pub fn is_forbidden_trailer(name: &HeaderName, request_id: &HeaderName, identity: &[HeaderName]) -> bool {
     let n = name.as_str();
     name == request_id
         || FORBIDDEN_TRAILER_FIELDS.contains(&n)
         || FORBIDDEN_TRAILER_PREFIXES.iter().any(|p| n.starts_with(p))
+        || gw_core::identity::is_reserved(n)
+        || identity.contains(name)
 }
 
 /// Remove from a trailer section every field that must not be forwarded as a trailer, and the
 /// fields a `Connection` trailer names.
-pub fn strip_trailers(trailers: &mut HeaderMap, request_id: &HeaderName) {
+pub fn strip_trailers(trailers: &mut HeaderMap, request_id: &HeaderName, identity: &[HeaderName]) {
     let mut drop: Vec<HeaderName> = Vec::new();
     for v in trailers.get_all(header::CONNECTION) {
         for n in v.as_bytes().split(|&b| b == b',') {
@@ -78,7 +81,7 @@ pub fn strip_trailers(trailers: &mut HeaderMap, request_id: &HeaderName) {
             }
         }
     }
-    drop.extend(trailers.keys().filter(|k| is_forbidden_trailer(k, request_id)).cloned());
+    drop.extend(trailers.keys().filter(|k| is_forbidden_trailer(k, request_id, identity)).cloned());
     for n in drop {
         trailers.remove(n);
     }
@@ -164,14 +167,19 @@ mod tests {
         t.append("grpc-status", HeaderValue::from_static("0"));
         t.append("x-sum", HeaderValue::from_static("7"));
         t.append("x-request-id", HeaderValue::from_static("not the configured one"));
-        strip_trailers(&mut t, &rid);
+        t.append("x-authenticated-scope", HeaderValue::from_static("admin"));
+        t.append("x-user-claim", HeaderValue::from_static("forged"));
+        strip_trailers(&mut t, &rid, &[HeaderName::from_static("x-user-claim")]);
         let mut left: Vec<_> = t.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["grpc-status", "x-request-id", "x-sum"]);
         for n in ["host", "authorization", "proxy-authorization", "x-consumer-groups", "x-forwarded-for"] {
-            assert!(is_forbidden_trailer(&HeaderName::from_static(n), &rid), "{n}");
+            assert!(is_forbidden_trailer(&HeaderName::from_static(n), &rid, &[]), "{n}");
         }
-        assert!(!is_forbidden_trailer(&HeaderName::from_static("server-timing"), &rid));
+        for n in gw_core::identity::RESERVED {
+            assert!(is_forbidden_trailer(&HeaderName::from_static(n), &rid, &[]), "{n}");
+        }
+        assert!(!is_forbidden_trailer(&HeaderName::from_static("server-timing"), &rid, &[]));
     }
 
     #[test]

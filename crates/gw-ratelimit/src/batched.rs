@@ -99,7 +99,8 @@ impl BatchedStore {
                 let used = weighted + (cell.global.load(Ordering::Acquire) + p) as f64;
                 if used + 1.0 > l.max as f64 {
                     statuses.push(LimitStatus { remaining: 0, reset_ms: w - elapsed });
-                    refused = Some(w - elapsed);
+                    let (cc, pc) = (cell.global.load(Ordering::Acquire) + p, cell.prev_global.load(Ordering::Acquire));
+                    refused = Some(crate::window_wait_ms(alg, l.max, cc, pc, w, elapsed).max(1));
                     break;
                 }
                 match cell.pending.compare_exchange_weak(p, p + 1, Ordering::AcqRel, Ordering::Acquire) {

@@ -90,6 +90,76 @@ impl Decision {
     }
 }
 
+/// Whether a window limit of `max` admits one more request `e` ms into a window of `w` ms
+/// holding `cc` requests, after a previous window of `pc` (weighted by its overlap for the
+/// sliding window; ignored for fixed windows). Every store decides with this arithmetic.
+pub(crate) fn window_admits(alg: Algorithm, max: u64, cc: u64, pc: u64, w: u64, e: u64) -> bool {
+    let weighted =
+        if alg == Algorithm::SlidingWindow && pc > 0 { pc as f64 * w.saturating_sub(e) as f64 / w as f64 } else { 0.0 };
+    weighted + cc as f64 + 1.0 <= max as f64
+}
+
+/// Milliseconds from `elapsed` ms into the current window until a window limit admits a request,
+/// if no other request comes: the exact first millisecond [`window_admits`] holds, in this window
+/// or the next (where this window's `cc` becomes the weighted previous count). 0 when it admits
+/// now. A client that waits this long (rounded up to whole seconds for `Retry-After`) is
+/// admitted; one that waits less is not.
+pub fn window_wait_ms(alg: Algorithm, max: u64, cc: u64, pc: u64, w: u64, elapsed: u64) -> u64 {
+    let w = w.max(1);
+    if max == 0 {
+        return w - elapsed.min(w);
+    }
+    let elapsed = elapsed.min(w - 1);
+    if window_admits(alg, max, cc, pc, w, elapsed) {
+        return 0;
+    }
+    // In this window: only the previous window's weight decays.
+    if alg == Algorithm::SlidingWindow && cc < max && pc > 0 {
+        let room = (max - cc - 1) as f64;
+        let guess = (w as f64 - room * w as f64 / pc as f64).ceil().clamp(elapsed as f64, (w - 1) as f64) as u64;
+        if let Some(e) = first_admitted(|e| window_admits(alg, max, cc, pc, w, e), guess, elapsed, w - 1) {
+            return e - elapsed;
+        }
+    }
+    // In the next window, this window's count is the previous one.
+    let to_next = w - elapsed;
+    if alg == Algorithm::FixedWindow || window_admits(alg, max, 0, cc, w, 0) {
+        return to_next;
+    }
+    let guess = (w as f64 - (max - 1) as f64 * w as f64 / cc.max(1) as f64).ceil().clamp(0.0, (w - 1) as f64) as u64;
+    match first_admitted(|e| window_admits(alg, max, 0, cc, w, e), guess, 0, w - 1) {
+        Some(e) => to_next + e,
+        // Two windows on, nothing counts any more.
+        None => to_next + w,
+    }
+}
+
+/// The first `e` in `lo..=hi` where `admits` holds (it holds from some point on), searched from
+/// `guess` (a closed-form estimate, off by floating-point rounding at most): a few steps either
+/// way, then a bounded binary search if the estimate was far off.
+fn first_admitted(admits: impl Fn(u64) -> bool, guess: u64, lo: u64, hi: u64) -> Option<u64> {
+    if !admits(hi) {
+        return None;
+    }
+    let (mut lo, mut hi) = (lo, hi);
+    let g = guess.clamp(lo, hi);
+    if admits(g) {
+        hi = g;
+    } else {
+        lo = g + 1;
+    }
+    // Invariant: admits(hi); every e < lo refuses (or lo is the start). At most 64 steps.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if admits(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(hi)
+}
+
 /// A stable 128-bit digest of a key (keys are never stored in clear in Redis, and have a fixed
 /// size in memory).
 pub fn digest(key: &str) -> u128 {
@@ -112,5 +182,38 @@ mod tests {
             retry_after_ms: 0,
         };
         assert_eq!(d.tightest(), Some(2));
+    }
+
+    /// The wait is exact: admitted at that millisecond, refused one earlier, for every state of a
+    /// small window (a class test over counts, previous counts and positions).
+    #[test]
+    fn window_wait_is_exact() {
+        for alg in [Algorithm::SlidingWindow, Algorithm::FixedWindow] {
+            for (w, max) in [(1000, 1), (1000, 3), (1000, 7), (60_000, 2), (997, 5)] {
+                for cc in 0..=max {
+                    for pc in 0..=max + 2 {
+                        for elapsed in [0, 1, w / 7, w / 2, w - 1] {
+                            let wait = window_wait_ms(alg, max, cc, pc, w, elapsed);
+                            // Simulate: the state `t` ms later, no other request.
+                            let at = |t: u64| {
+                                let e = elapsed + t;
+                                match e / w {
+                                    0 => window_admits(alg, max, cc, pc, w, e),
+                                    1 => window_admits(alg, max, 0, cc, w, e - w),
+                                    _ => window_admits(alg, max, 0, 0, w, e % w),
+                                }
+                            };
+                            assert!(at(wait), "{alg:?} w={w} max={max} cc={cc} pc={pc} e={elapsed}: wait {wait}");
+                            if wait > 0 {
+                                assert!(!at(wait - 1), "{alg:?} w={w} max={max} cc={cc} pc={pc} e={elapsed}: {wait}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The case of the report: a full minute window of 2 waits into the next window until
+        // half of it has passed (60 s + 30 s), not just to the window end.
+        assert_eq!(window_wait_ms(Algorithm::SlidingWindow, 2, 2, 0, 60_000, 0), 90_000);
     }
 }

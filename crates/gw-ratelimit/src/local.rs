@@ -85,15 +85,17 @@ impl LocalStore {
                     statuses.push(s);
                     taken.push(cell);
                 }
-                Err((retry, reset)) => {
+                Err((mut retry, reset)) => {
                     for (c, l) in taken.iter().zip(limits) {
                         give_back(alg, c, l, now_ms);
                     }
                     statuses.push(LimitStatus { remaining: 0, reset_ms: reset });
-                    // The limits not evaluated are reported as they are.
+                    // The limits not evaluated are reported as they are; the request is
+                    // admitted only when every one of them admits it.
                     for l in &limits[i + 1..] {
                         let c = self.cell(Self::cell_key(key, alg, l));
                         statuses.push(peek(alg, &c, l, now_ms));
+                        retry = retry.max(wait(alg, &c, l, now_ms));
                     }
                     return Decision { allowed: false, limits: statuses, retry_after_ms: retry.max(1) };
                 }
@@ -177,11 +179,12 @@ fn take(alg: Algorithm, c: &Cell, l: &Limit, now_ms: u64) -> Result<LimitStatus,
                     roll(c, cur, idx);
                     continue;
                 }
+                let pc = if alg == Algorithm::SlidingWindow { prev_count(c, idx) } else { 0 };
+                if !crate::window_admits(alg, l.max, cc, pc, w, elapsed) {
+                    return Err((crate::window_wait_ms(alg, l.max, cc, pc, w, elapsed), reset));
+                }
                 let weighted = if alg == Algorithm::SlidingWindow { prev_weight(c, idx, w, elapsed) } else { 0.0 };
                 let used = weighted + cc as f64;
-                if used + 1.0 > l.max as f64 {
-                    return Err((window_retry(alg, l.max, cc, weighted, w, elapsed, c, idx), reset));
-                }
                 if c.a.compare_exchange_weak(cur, pack(idx, cc + 1), Ordering::AcqRel, Ordering::Acquire).is_ok() {
                     let remaining = (l.max as f64 - used - 1.0).floor().max(0.0) as u64;
                     return Ok(LimitStatus { remaining, reset_ms: reset });
@@ -233,20 +236,36 @@ fn prev_weight(c: &Cell, idx: u64, w: u64, elapsed: u64) -> f64 {
     pc as f64 * (w - elapsed) as f64 / w as f64
 }
 
-/// Milliseconds until a refused window request could pass.
-#[allow(clippy::too_many_arguments)]
-fn window_retry(alg: Algorithm, max: u64, cc: u64, weighted: f64, w: u64, elapsed: u64, c: &Cell, idx: u64) -> u64 {
-    let to_window_end = w - elapsed;
-    if alg == Algorithm::FixedWindow || cc + 1 > max || weighted <= 0.0 {
-        return to_window_end;
+/// The previous window's count (0 unless it is the window just before `idx`).
+fn prev_count(c: &Cell, idx: u64) -> u64 {
+    let (pi, pc) = unpack(c.b.load(Ordering::Acquire));
+    if pi == idx.wrapping_sub(1) & IDX_MASK { pc } else { 0 }
+}
+
+/// Milliseconds until this limit admits a request (0 when it does now), without counting.
+fn wait(alg: Algorithm, c: &Cell, l: &Limit, now_ms: u64) -> u64 {
+    match alg {
+        Algorithm::Gcra => {
+            let now = now_ms.saturating_mul(1000);
+            let (_, tau) = gcra_params(l);
+            let base = c.a.load(Ordering::Acquire).max(now);
+            div_ceil_ms((base - now).saturating_sub(tau))
+        }
+        Algorithm::SlidingWindow | Algorithm::FixedWindow => {
+            let w = l.window_ms.max(1);
+            let idx = now_ms / w;
+            let (ci, cc) = unpack(c.a.load(Ordering::Acquire));
+            let (cc, pc) = if ci == idx & IDX_MASK {
+                (cc, prev_count(c, idx))
+            } else if ci == idx.wrapping_sub(1) & IDX_MASK {
+                // Not rolled yet: the current cell is the previous window.
+                (0, cc)
+            } else {
+                (0, 0)
+            };
+            crate::window_wait_ms(alg, l.max, cc, if alg == Algorithm::SlidingWindow { pc } else { 0 }, w, now_ms % w)
+        }
     }
-    // Wait until the previous window's weight has decayed enough: pc * (w - e) / w <= max - cc - 1.
-    let (_, pc) = unpack(c.b.load(Ordering::Acquire));
-    let _ = idx;
-    let room = (max - cc - 1) as f64;
-    let e_needed = w as f64 - room * w as f64 / pc.max(1) as f64;
-    let wait = (e_needed - elapsed as f64).ceil().max(1.0) as u64;
-    wait.min(to_window_end)
 }
 
 /// Give back one unit taken at `now_ms`.
@@ -351,6 +370,40 @@ mod tests {
         let d = s.check(Algorithm::SlidingWindow, 2, &l, t0 + 1250);
         assert!(!d.allowed, "{d:?}");
         assert!(d.retry_after_ms > 0 && d.retry_after_ms <= 750, "{d:?}");
+        // The retry is exact: refused a millisecond before it, admitted at it.
+        let at = t0 + 1250 + d.retry_after_ms;
+        assert!(!s.check(Algorithm::SlidingWindow, 2, &l, at - 1).allowed);
+        assert!(s.check(Algorithm::SlidingWindow, 2, &l, at).allowed);
+    }
+
+    /// A full window (no previous one) is not free again at its end: the sliding window still
+    /// weighs it; the retry reaches into the next window, exactly.
+    #[test]
+    fn full_window_retry_reaches_into_the_next() {
+        let s = store();
+        let l = [lim(60_000, 2)];
+        let t0 = 1_700_000_040_000; // a multiple of 60,000
+        assert_eq!(t0 % 60_000, 0);
+        assert!(s.check(Algorithm::SlidingWindow, 3, &l, t0).allowed);
+        assert!(s.check(Algorithm::SlidingWindow, 3, &l, t0).allowed);
+        let d = s.check(Algorithm::SlidingWindow, 3, &l, t0 + 10);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ms, 89_990);
+        assert!(!s.check(Algorithm::SlidingWindow, 3, &l, t0 + 60_000).allowed, "the window end is too early");
+        assert!(!s.check(Algorithm::SlidingWindow, 3, &l, t0 + 89_999).allowed);
+        assert!(s.check(Algorithm::SlidingWindow, 3, &l, t0 + 90_000).allowed);
+    }
+
+    /// With several limits, the retry is when all of them admit.
+    #[test]
+    fn retry_waits_for_every_limit() {
+        let s = store();
+        let limits = [lim(1000, 1), lim(60_000, 1)];
+        let t0 = 1_700_000_040_000;
+        assert!(s.check(Algorithm::FixedWindow, 4, &limits, t0).allowed);
+        let d = s.check(Algorithm::FixedWindow, 4, &limits, t0 + 1);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ms, 59_999, "the minute limit decides, though the second one refused first");
     }
 
     /// GCRA spreads requests: after a burst, one more per emission interval.

@@ -106,6 +106,37 @@ const CHECK_LUA: &str = r#"
 local now = tonumber(ARGV[1])
 local alg = ARGV[2]
 local n = #KEYS
+-- The same arithmetic as window_admits / window_wait_ms in lib.rs.
+local function admits(max, cc, pc, w, e)
+  local weighted = 0
+  if alg == 's' and pc > 0 then weighted = pc * (w - e) / w end
+  return weighted + cc + 1 <= max
+end
+local function first_admitted(max, cc, pc, w, guess, lo, hi)
+  if not admits(max, cc, pc, w, hi) then return nil end
+  local g = math.min(math.max(guess, lo), hi)
+  if admits(max, cc, pc, w, g) then hi = g else lo = g + 1 end
+  while lo < hi do
+    local mid = lo + math.floor((hi - lo) / 2)
+    if admits(max, cc, pc, w, mid) then hi = mid else lo = mid + 1 end
+  end
+  return hi
+end
+local function wait_ms(max, cc, pc, w, elapsed)
+  if max == 0 then return w - elapsed end
+  if admits(max, cc, pc, w, elapsed) then return 0 end
+  if alg == 's' and cc + 1 <= max and pc > 0 then
+    local guess = math.ceil(w - (max - cc - 1) * w / pc)
+    local e = first_admitted(max, cc, pc, w, guess, elapsed, w - 1)
+    if e then return e - elapsed end
+  end
+  local to_next = w - elapsed
+  if alg == 'f' or admits(max, 0, cc, w, 0) then return to_next end
+  local guess = math.ceil(w - (max - 1) * w / math.max(cc, 1))
+  local e = first_admitted(max, 0, cc, w, guess, 0, w - 1)
+  if e then return to_next + e end
+  return to_next + w
+end
 local out = {1, 0}
 local plan = {}
 for i = 1, n do
@@ -142,11 +173,7 @@ for i = 1, n do
     end
     reset = w - elapsed
     if weighted + cc + 1 > max then
-      local retry = reset
-      if alg == 's' and cc + 1 <= max and pc > 0 then
-        local e_needed = w - (max - cc - 1) * w / pc
-        retry = math.min(reset, math.max(1, math.ceil(e_needed - elapsed)))
-      end
+      local retry = math.max(1, wait_ms(max, cc, pc, w, elapsed))
       out[1] = 0
       out[2] = math.max(out[2], retry)
       remaining = 0

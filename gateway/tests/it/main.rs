@@ -12,6 +12,7 @@ mod framing;
 mod hardening;
 mod lb;
 mod observability;
+mod plugin_attacks;
 mod protocols;
 mod proxy;
 mod ratelimit;

@@ -217,6 +217,11 @@ pub struct HmacAuth {
     /// Consumer to use when authentication fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<String>,
+    /// Accept each signature once: a signed request seen again within its validity window
+    /// (`2 x clock_skew`) on this node is refused (at most 100,000 signatures remembered).
+    /// Default `false` (two identical requests signed in the same second would collide).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reject_replays: bool,
 }
 
 impl PluginSchema for HmacAuth {

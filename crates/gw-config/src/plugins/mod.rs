@@ -27,7 +27,9 @@ pub use rate::{
     ConcurrencyLimit, CounterPolicy, Quota, QuotaPeriod, RateAlgorithm, RateLimiting, StoreFailure, Throttle,
 };
 pub use request_termination::RequestTermination;
-pub use transform::{RemoveSpec, RenameSpec, RequestTransformer, ResponseTransformer, ValueSpec, check_template};
+pub use transform::{
+    InvalidJson, RemoveSpec, RenameSpec, RequestTransformer, ResponseTransformer, ValueSpec, check_template,
+};
 
 /// A validation failure inside a plugin config: the key path below `config` and a message.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,10 @@
 //! Schemas of request-transformer and response-transformer.
 //!
-//! Values are templates: literal text with `$(...)` references to `headers.<name>`,
-//! `query.<name>`, `params.<name>` (route parameters), `consumer.username`,
-//! `consumer.custom_id`, `route.name`, `service.name`, `request_id`, `client_ip`.
+//! Values are templates: literal text with `$(...)` references to `headers.<name>` (the message
+//! being transformed: the request in request-transformer, the response in response-transformer),
+//! `request_headers.<name>` and `query.<name>` (the request), `params.<name>` (route
+//! parameters), `consumer.username`, `consumer.custom_id`, `route.name`, `service.name`,
+//! `request_id`, `client_ip`.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +79,27 @@ impl ValueSpec {
     }
 }
 
+/// What a transformer does with a body it is configured to edit (`json` edits, JSON content type)
+/// but cannot: not valid JSON (or nested deeper than 127, a number out of range, a lone
+/// surrogate), or not an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidJson {
+    /// Refuse it: a request gets 400 `invalid_json_body`, a response becomes 502
+    /// `response_not_editable` (default).
+    #[default]
+    Reject,
+    /// Pass it on unedited.
+    Pass,
+}
+
+impl InvalidJson {
+    fn is_default(&self) -> bool {
+        *self == InvalidJson::Reject
+    }
+}
+
 /// `request-transformer`: edit the request before it goes upstream. Order: remove, rename,
 /// replace (only if present), add (only if absent), append; then method and path.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -101,9 +124,14 @@ pub struct RequestTransformer {
     /// New method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_method: Option<String>,
-    /// New path (a template), e.g. `/v2/users/$(params.id)`.
+    /// New path (a template), e.g. `/v2/users/$(params.id)`. Values are percent-encoded as
+    /// one segment each (route parameters keep their `/`); the result is checked like a client
+    /// path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// A JSON body that cannot be edited: `reject` (400, default) or `pass` (unedited).
+    #[serde(default, skip_serializing_if = "InvalidJson::is_default")]
+    pub invalid_json: InvalidJson,
 }
 
 /// `response-transformer`: edit the upstream response. Same order as the request transformer.
@@ -126,6 +154,10 @@ pub struct ResponseTransformer {
     /// Append values.
     #[serde(default, skip_serializing_if = "ValueSpec::is_empty")]
     pub append: ValueSpec,
+    /// A JSON body that cannot be edited: `reject` (502 `response_not_editable`, default) or
+    /// `pass` (unedited).
+    #[serde(default, skip_serializing_if = "InvalidJson::is_default")]
+    pub invalid_json: InvalidJson,
 }
 
 /// Check a template: `$(` must close and name a known source.
@@ -135,19 +167,35 @@ pub fn check_template(t: &str) -> Result<(), String> {
         let after = &rest[i + 2..];
         let end = after.find(')').ok_or_else(|| format!("{t:?}: unclosed \"$(\""))?;
         let expr = &after[..end];
-        let ok =
-            matches!(
-                expr,
-                "consumer.username" | "consumer.custom_id" | "route.name" | "service.name" | "request_id" | "client_ip"
-            ) || ["headers.", "query.", "params."].iter().any(|p| expr.strip_prefix(p).is_some_and(|n| !n.is_empty()));
+        let ok = matches!(
+            expr,
+            "consumer.username" | "consumer.custom_id" | "route.name" | "service.name" | "request_id" | "client_ip"
+        ) || ["headers.", "request_headers.", "query.", "params."]
+            .iter()
+            .any(|p| expr.strip_prefix(p).is_some_and(|n| !n.is_empty()));
         if !ok {
             return Err(format!(
-                "{t:?}: unknown reference $({expr}); use headers.<name>, query.<name>, params.<name>, consumer.username, consumer.custom_id, route.name, service.name, request_id or client_ip"
+                "{t:?}: unknown reference $({expr}); use headers.<name>, request_headers.<name>, query.<name>, params.<name>, consumer.username, consumer.custom_id, route.name, service.name, request_id or client_ip"
             ));
         }
         rest = &after[end + 1..];
     }
     Ok(())
+}
+
+/// A template without its `$(...)` references.
+fn literal_text(t: &str) -> String {
+    let mut out = String::new();
+    let mut rest = t;
+    while let Some(i) = rest.find("$(") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find(')') {
+            Some(end) => rest = &rest[i + end + 1..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn check_values(section: &str, v: &ValueSpec, query_ok: bool) -> Result<(), SchemaError> {
@@ -204,6 +252,14 @@ impl PluginSchema for RequestTransformer {
                 return Err(SchemaError::new("path", "must start with '/'"));
             }
             check_template(p).map_err(|e| SchemaError::new("path", e))?;
+            // The literal text is the path as written: nothing that would end the path or is
+            // not allowed in one (values are encoded, the text is not).
+            if let Some(c) = literal_text(p).chars().find(|c| matches!(c, '?' | '#' | '\\') || !c.is_ascii_graphic()) {
+                return Err(SchemaError::new(
+                    "path",
+                    format!("{c:?} is not allowed in a path (write it percent-encoded)"),
+                ));
+            }
         }
         Ok(())
     }
