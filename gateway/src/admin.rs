@@ -23,14 +23,20 @@ pub(crate) async fn open_store(spec: &str) -> Result<Arc<dyn ConfigStore>, Strin
     Err(format!("--store {spec:?}: use embedded:<data dir> or a postgres:// URL"))
 }
 
-/// Read a YAML file into the document form (file format as JSON), validated.
+/// Read a YAML file into the document form (file format as JSON), validated. `${VAR}` is
+/// substituted from this process's environment; relative file paths are made absolute against
+/// the file's directory (the document must not depend on a node's working directory).
 fn document_of_file(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let src = path.display().to_string();
-    let file = gw_config::parse_yaml(&text, &src, gw_config::process_env()).map_err(|e| e.to_string())?;
-    gw_config::validate_located(&file, &src, Some(&text), &gw_config::ValidateOptions::default())
-        .map_err(|e| e.to_string())?;
-    let mut doc = gw_admin::doc::Doc::from_value(serde_json::to_value(&file).map_err(|e| e.to_string())?);
+    let mut file = gw_config::parse_yaml(&text, &src, gw_config::process_env()).map_err(|e| e.to_string())?;
+    let base_dir = path.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
+    let opts = gw_config::ValidateOptions { base_dir: base_dir.map(Path::to_path_buf), hash: None };
+    gw_config::validate_located(&file, &src, Some(&text), &opts).map_err(|e| e.to_string())?;
+    if let Some(dir) = base_dir.and_then(|d| std::path::absolute(d).ok()) {
+        file.resolve_paths(&dir);
+    }
+    let mut doc = gw_admin::doc::Doc::from_value(gw_config::to_document(&file)?);
     gw_admin::doc::hash_secrets(&mut doc)?;
     Ok(doc.to_value())
 }
@@ -38,6 +44,9 @@ fn document_of_file(path: &Path) -> Result<Value, String> {
 /// Run with a configuration store: the store is the source of truth; an empty store is seeded
 /// from `seed`.
 pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
+    // A SIGHUP at any time (start-up included) must not end the process; there is nothing to
+    // reload: the store is the source of truth.
+    let _hup = crate::reload::hold_sighup();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gatehouse-main").build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -128,17 +128,19 @@ fn read_stdin_secret() -> Result<String, String> {
 }
 
 fn validate(file: &Path) -> ExitCode {
-    let cfg = match gw_config::load_file(file) {
-        Ok(c) => c,
+    let loaded = match gw_config::load_file_full(file, gw_config::process_env()) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let routes = cfg.routes.len();
-    let hash = cfg.hash.clone();
-    if let Err(e) = gw_proxy::check(cfg) {
-        eprintln!("{}: {e}", file.display());
+    let routes = loaded.config.routes.len();
+    let hash = loaded.config.hash.clone();
+    // What only compiling finds (certificates that do not load, plugin set-up) is located at
+    // the entity it names.
+    if let Err(e) = gw_proxy::check(loaded.config.clone()) {
+        eprintln!("{}", loaded.locate(&e));
         return ExitCode::FAILURE;
     }
     println!("{}: valid ({routes} routes, hash {})", file.display(), &hash[..12]);
@@ -146,13 +148,17 @@ fn validate(file: &Path) -> ExitCode {
 }
 
 fn run(path: &Path, watch: bool) -> ExitCode {
-    let config = match gw_config::load_file(path) {
-        Ok(c) => c,
+    // Before the file is read: a SIGHUP or a file change from now on is queued and applied
+    // once the gateway serves, however long reading and compiling a large file takes.
+    let triggers = reload::Triggers::install(path, watch);
+    let loaded = match gw_config::load_file_full(path, gw_config::process_env()) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    let config = loaded.config.clone();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.gateway.worker_threads {
         rt.worker_threads(n);
@@ -169,13 +175,14 @@ fn run(path: &Path, watch: bool) -> ExitCode {
         let gw = match gw_proxy::Gateway::start(config).await {
             Ok(g) => g,
             Err(e) => {
-                eprintln!("cannot start: {e}");
+                eprintln!("cannot start: {}", loaded.locate(&e.to_string()));
                 return ExitCode::FAILURE;
             }
         };
+        drop(loaded);
         // The Admin API is read-only in DB-less mode; it starts when tokens are configured.
         let admin = admin::start_read_only(&gw, path).await;
-        let reloader = reload::spawn(gw.clone(), path.to_path_buf(), watch, admin.as_ref().map(|a| a.0.clone()));
+        let reloader = reload::spawn(gw.clone(), path.to_path_buf(), triggers, admin.as_ref().map(|a| a.0.clone()));
         let terminated = termination();
         tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "gatehouse started");
         terminated.await;

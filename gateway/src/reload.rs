@@ -6,6 +6,8 @@
 //! rejected with its `file:line:column` errors while the old configuration keeps serving.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -13,16 +15,53 @@ use tokio::task::JoinHandle;
 
 use crate::DEBOUNCE;
 
+/// The reload triggers, installed before the configuration is first read: from then on a
+/// SIGHUP or a change of the file is queued and applied once the gateway serves. (A SIGHUP with
+/// no handler would end the process, and a change made while a large file is being read and
+/// compiled would otherwise be missed.)
+pub(crate) struct Triggers {
+    tx: mpsc::Sender<&'static str>,
+    rx: mpsc::Receiver<&'static str>,
+    watcher: Option<notify::RecommendedWatcher>,
+    early_hup: Arc<AtomicBool>,
+    early_id: Option<signal_hook::SigId>,
+}
+
+impl Triggers {
+    /// Install the file watcher (when `watch`) and a SIGHUP handler that only records the
+    /// signal; no async runtime is needed yet.
+    pub(crate) fn install(path: &Path, watch: bool) -> Triggers {
+        let (tx, rx) = mpsc::channel::<&'static str>(16);
+        let (early_hup, early_id) = hold_sighup();
+        let watcher = if watch { start_watcher(path, tx.clone()) } else { None };
+        Triggers { tx, rx, watcher, early_hup, early_id }
+    }
+}
+
+/// A SIGHUP handler that sets a flag, so that the signal no longer ends the process; installed
+/// first thing by both run modes (store mode has nothing to reload on SIGHUP: nodes follow the
+/// store).
+pub(crate) fn hold_sighup() -> (Arc<AtomicBool>, Option<signal_hook::SigId>) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let id = match signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone()) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler");
+            None
+        }
+    };
+    (flag, id)
+}
+
+/// Serve the triggers: each SIGHUP or (debounced) file change reloads the file. A SIGHUP or a
+/// change that arrived since [`Triggers::install`] is applied now.
 pub(crate) fn spawn(
     gw: gw_proxy::Gateway,
     path: PathBuf,
-    watch: bool,
+    triggers: Triggers,
     admin: Option<std::sync::Arc<gw_admin::AdminState>>,
 ) -> JoinHandle<()> {
-    // The watcher and the SIGHUP handler are installed before this returns (and before the
-    // "started" log line), so no change or signal right after start-up is missed.
-    let (tx, mut rx) = mpsc::channel::<&'static str>(16);
-    let watcher = if watch { start_watcher(&path, tx.clone()) } else { None };
+    let Triggers { tx, mut rx, watcher, early_hup, early_id } = triggers;
     let hup = {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::hangup()) {
@@ -34,6 +73,11 @@ pub(crate) fn spawn(
         }
     };
     if let Some(mut hup) = hup {
+        // Hand over from the start-up handler: a signal between the two is seen by at least
+        // one of them (twice at worst: the second reload finds the configuration unchanged).
+        if let Some(id) = early_id {
+            signal_hook::low_level::unregister(id);
+        }
         let sig_tx = tx.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -41,6 +85,11 @@ pub(crate) fn spawn(
             }
         });
     }
+    if early_hup.swap(false, Ordering::SeqCst) {
+        tracing::info!("SIGHUP received during start-up: reloading");
+        let _ = tx.try_send("SIGHUP");
+    }
+    drop(tx);
     tokio::spawn(async move {
         let _watcher = watcher;
         while let Some(cause) = rx.recv().await {
@@ -85,9 +134,9 @@ fn start_watcher(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::
 
 async fn reload(gw: &gw_proxy::Gateway, path: &Path, cause: &str) {
     let p = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || gw_config::load_file(&p)).await;
-    let config = match loaded {
-        Ok(Ok(c)) => c,
+    let loaded = tokio::task::spawn_blocking(move || gw_config::load_file_full(&p, gw_config::process_env())).await;
+    let loaded = match loaded {
+        Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             gw.metrics().reload(false);
             for line in e.to_string().lines() {
@@ -100,14 +149,15 @@ async fn reload(gw: &gw_proxy::Gateway, path: &Path, cause: &str) {
             return;
         }
     };
-    if config.hash == gw.config().hash {
+    if loaded.config.hash == gw.config().hash {
         tracing::debug!(cause, "configuration unchanged");
         return;
     }
-    match gw.reload(config).await {
+    match gw.reload(loaded.config.clone()).await {
         Ok(()) => tracing::info!(cause, "reload complete"),
         Err(e) => {
-            tracing::error!(cause, error = %e, "configuration rejected; still serving the previous one");
+            let error = loaded.locate(&e);
+            tracing::error!(cause, error = %error, "configuration rejected; still serving the previous one");
         }
     }
 }

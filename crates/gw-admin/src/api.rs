@@ -617,13 +617,11 @@ async fn import_config(
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "body: not UTF-8"))?;
     let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("yaml"));
-    let file = if yaml {
-        gw_config::parse_yaml(text, "import", gw_config::process_env())?
-    } else {
-        gw_config::parse_json(text, "import")?
-    };
+    // Nothing is taken from the gateway's environment: `${VAR}` is refused (docs/configuration.md).
+    let file =
+        if yaml { gw_config::parse_yaml_document(text, "import")? } else { gw_config::parse_json(text, "import")? };
     let doc = Doc::from_value(
-        serde_json::to_value(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?,
+        gw_config::to_document(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?,
     );
     s.write("import", None, |d| {
         *d = doc;

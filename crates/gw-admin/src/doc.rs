@@ -352,8 +352,11 @@ fn hash_consumer_secrets(c: &mut Value) -> Result<(), String> {
         for cr in creds {
             let Some(o) = cr.as_object_mut() else { continue };
             match o.get("type").and_then(Value::as_str) {
+                // A value is hashed as the loader reads it (`$${` is a literal `${`); one with a
+                // `${VAR}` reference stays as it is, for validation to refuse with its key.
                 Some("key-auth") => {
                     if let Some(Value::String(k)) = o.get("key").cloned()
+                        && let Ok(k) = gw_config::unescape(&k)
                         && k.len() >= 8
                         && !o.contains_key("key_hash")
                     {
@@ -365,6 +368,7 @@ fn hash_consumer_secrets(c: &mut Value) -> Result<(), String> {
                 }
                 Some("basic-auth") => {
                     if let Some(Value::String(p)) = o.get("password").cloned()
+                        && let Ok(p) = gw_config::unescape(&p)
                         && !o.contains_key("password_hash")
                     {
                         let h = gw_config::hash_password(&p)?;

@@ -43,6 +43,70 @@ pub struct FileConfig {
     pub consumers: Vec<FileConsumer>,
 }
 
+impl FileConfig {
+    /// Every file path of the document, as `(key path, path)`: the certificates and keys of
+    /// `certificates[]`, listener, service and Admin API TLS, the Redis CA and a file access log.
+    /// Relative paths are relative to the configuration file's directory.
+    pub fn file_paths_mut(&mut self) -> Vec<(String, &mut String)> {
+        let mut out: Vec<(String, &mut String)> = Vec::new();
+        if let Some(g) = &mut self.gateway {
+            if let Some(t) = g.admin.as_mut().and_then(|a| a.tls.as_mut()) {
+                out.push(("gateway.admin.tls.cert_file".into(), &mut t.cert_file));
+                out.push(("gateway.admin.tls.key_file".into(), &mut t.key_file));
+                if let Some(f) = &mut t.client_ca_file {
+                    out.push(("gateway.admin.tls.client_ca_file".into(), f));
+                }
+            }
+            if let Some(f) = g.redis.as_mut().and_then(|r| r.ca_file.as_mut()) {
+                out.push(("gateway.redis.ca_file".into(), f));
+            }
+            if let Some(f) = g.access_log.as_mut().and_then(|a| a.target.as_mut())
+                && !matches!(f.as_str(), "stdout" | "stderr" | "")
+            {
+                out.push(("gateway.access_log.target".into(), f));
+            }
+        }
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if let Some(f) = l.tls.as_mut().and_then(|t| t.client_ca_file.as_mut()) {
+                out.push((format!("listeners[{i}].tls.client_ca_file"), f));
+            }
+        }
+        for (i, c) in self.certificates.iter_mut().enumerate() {
+            if let Some(f) = &mut c.cert_file {
+                out.push((format!("certificates[{i}].cert_file"), f));
+            }
+            if let Some(f) = &mut c.key_file {
+                out.push((format!("certificates[{i}].key_file"), f));
+            }
+        }
+        for (i, s) in self.services.iter_mut().enumerate() {
+            if let Some(t) = &mut s.tls {
+                for (k, f) in [
+                    ("ca_file", &mut t.ca_file),
+                    ("client_cert_file", &mut t.client_cert_file),
+                    ("client_key_file", &mut t.client_key_file),
+                ] {
+                    if let Some(f) = f {
+                        out.push((format!("services[{i}].tls.{k}"), f));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Make every relative file path absolute against `base` (the configuration file's
+    /// directory): a document imported into a store must not depend on the working directory of
+    /// the nodes that read it.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        for (_, f) in self.file_paths_mut() {
+            if std::path::Path::new(f.as_str()).is_relative() {
+                *f = base.join(f.as_str()).to_string_lossy().into_owned();
+            }
+        }
+    }
+}
+
 // === gateway ===
 
 /// Process-wide settings (`gateway:`).

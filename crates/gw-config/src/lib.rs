@@ -19,21 +19,31 @@ pub mod file;
 mod load;
 pub mod model;
 pub mod plugins;
+mod subst;
 pub mod template;
 mod validate;
 pub mod value;
 
 pub use load::{
-    LoadError, LocatedError, load_file, load_file_with_env, parse_json, parse_route_value, parse_value, parse_yaml,
-    process_env, validate_located,
+    LoadError, LoadedFile, LocatedError, load_file, load_file_full, load_file_with_env, parse_json, parse_route_value,
+    parse_value, parse_yaml, parse_yaml_document, process_env, to_document, validate_located,
 };
 pub use model::Config;
+pub use subst::{escape, unescape};
 pub use validate::{
     KeyPath, RouteChange, RouteEdit, Seg, ValidateOptions, ValidationError, config_hash, edit_route, hash_api_key,
     hash_password, validate,
 };
 
-/// Serialize a document back to YAML (for `gatehouse config export`).
+/// Serialize a document back to YAML (for `gatehouse config export`). A value holding `${` is
+/// written as `$${`, so loading the YAML gives the same values and substitutes nothing.
 pub fn to_yaml(file: &file::FileConfig) -> Result<String, String> {
-    serde_saphyr::to_string(file).map_err(|e| e.to_string())
+    let plain = serde_json::to_value(file).map_err(|e| e.to_string())?;
+    let mut escaped = plain.clone();
+    subst::escape_json(&mut escaped);
+    if escaped == plain {
+        return serde_saphyr::to_string(file).map_err(|e| e.to_string());
+    }
+    let file: file::FileConfig = serde_json::from_value(escaped).map_err(|e| e.to_string())?;
+    serde_saphyr::to_string(&file).map_err(|e| e.to_string())
 }

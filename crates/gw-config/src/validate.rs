@@ -142,11 +142,17 @@ impl V {
         self.errors.push(ValidationError { path, message: message.into() });
     }
 
-    fn read_file(&mut self, path: KeyPath, file: &str) -> Option<Vec<u8>> {
-        let p = match &self.base_dir {
+    /// A path from the configuration: a relative one is relative to the configuration file's
+    /// directory (the working directory when there is no file, as for Admin API documents).
+    fn resolve(&self, file: &str) -> PathBuf {
+        match &self.base_dir {
             Some(b) if Path::new(file).is_relative() => b.join(file),
             _ => PathBuf::from(file),
-        };
+        }
+    }
+
+    fn read_file(&mut self, path: KeyPath, file: &str) -> Option<Vec<u8>> {
+        let p = self.resolve(file);
         match std::fs::read(&p) {
             Ok(b) => Some(b),
             Err(e) => {
@@ -272,7 +278,7 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
             v.err(base.join("access_log").join("target"), "empty target");
             LogTarget::Stdout
         }
-        Some(p) => LogTarget::File(PathBuf::from(p)),
+        Some(p) => LogTarget::File(v.resolve(p)),
     };
     let access_log = AccessLog { enabled: al.enabled.unwrap_or(true), target };
     let l = g.limits.clone().unwrap_or_default();
@@ -345,19 +351,31 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
             urls,
             cluster,
             timeout: dur(&r.timeout, Duration::from_millis(100)),
-            ca_file: r.ca_file.as_ref().map(std::path::PathBuf::from),
+            ca_file: r.ca_file.as_ref().map(|f| {
+                // Read here so that a missing file is a configuration error with its key.
+                let _ = v.read_file(rp.join("ca_file"), f);
+                v.resolve(f)
+            }),
         })
+    });
+    let admin_tls = g.admin.as_ref().and_then(|a| a.tls.as_ref()).map(|t| {
+        let tp = base.join("admin").join("tls");
+        let mut file = |key: &str, f: &str| {
+            let _ = v.read_file(tp.join(key), f);
+            v.resolve(f)
+        };
+        AdminTls {
+            cert_file: file("cert_file", &t.cert_file),
+            key_file: file("key_file", &t.key_file),
+            client_ca_file: t.client_ca_file.as_deref().map(|f| file("client_ca_file", f)),
+        }
     });
     let node_id = g.node_id.clone().unwrap_or_else(default_node_id);
     Gateway {
         node_id,
         status_listener,
         admin_listener,
-        admin_tls: g.admin.as_ref().and_then(|a| a.tls.as_ref()).map(|t| AdminTls {
-            cert_file: t.cert_file.clone().into(),
-            key_file: t.key_file.clone().into(),
-            client_ca_file: t.client_ca_file.clone().map(Into::into),
-        }),
+        admin_tls,
         trusted_proxies,
         request_id_header,
         access_log,
@@ -1432,6 +1450,62 @@ mod tests {
         assert!(parse_host_port("host").is_err());
         assert!(parse_host_port("host:0").is_err());
         assert!(parse_host_port("bad host:80").is_err());
+    }
+
+    /// Relative paths kept in the model (Redis CA, Admin API TLS, a file access log) are
+    /// resolved against the configuration's directory like the files read at validation, and
+    /// a missing one is an error naming its key.
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let dir = std::env::temp_dir().join(format!("gw-config-paths-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        for f in ["tls/ca.pem", "tls/admin.crt", "tls/admin.key", "tls/clients.pem"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let yaml = "gateway:\n  access_log: { target: logs/access.log }\n  redis: { url: \"rediss://127.0.0.1:1\", ca_file: tls/ca.pem }\n  admin:\n    tls: { cert_file: tls/admin.crt, key_file: tls/admin.key, client_ca_file: tls/clients.pem }\n";
+        let mut file = crate::parse_yaml(yaml, "gw.yaml", Default::default()).unwrap();
+        let opts = ValidateOptions { base_dir: Some(dir.clone()), hash: None };
+        let cfg = validate(&file, &opts).unwrap();
+        let g = &cfg.gateway;
+        assert_eq!(g.redis.as_ref().and_then(|r| r.ca_file.clone()), Some(dir.join("tls/ca.pem")));
+        let t = g.admin_tls.as_ref().unwrap();
+        assert_eq!((t.cert_file.clone(), t.key_file.clone()), (dir.join("tls/admin.crt"), dir.join("tls/admin.key")));
+        assert_eq!(t.client_ca_file, Some(dir.join("tls/clients.pem")));
+        assert_eq!(g.access_log.target, LogTarget::File(dir.join("logs/access.log")));
+        // Without the directory (the working directory is elsewhere) the files are missing,
+        // and each is reported with its key.
+        let errs = validate(&file, &ValidateOptions::default()).unwrap_err();
+        let keys: Vec<String> = errs.iter().map(|e| e.path.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "gateway.redis.ca_file",
+                "gateway.admin.tls.cert_file",
+                "gateway.admin.tls.key_file",
+                "gateway.admin.tls.client_ca_file"
+            ],
+            "{errs:?}"
+        );
+        // An imported document gets absolute paths, valid from any working directory.
+        file.resolve_paths(&dir);
+        assert!(file.file_paths_mut().iter().all(|(_, p)| Path::new(p.as_str()).is_absolute()));
+        let cfg = validate(&file, &ValidateOptions::default()).unwrap();
+        assert_eq!(cfg.gateway.access_log.target, LogTarget::File(dir.join("logs/access.log")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every file-valued key is listed once, so imports resolve all of them.
+    #[test]
+    fn every_file_path_is_listed() {
+        let yaml = "gateway:\n  access_log: { target: a }\n  redis: { ca_file: b }\n  admin: { tls: { cert_file: c, key_file: d, client_ca_file: e } }\nlisteners:\n  - { name: l, address: \"127.0.0.1:1\", tls: { client_ca_file: f } }\ncertificates:\n  - { name: c, cert_file: g, key_file: h }\nservices:\n  - { name: s, url: \"https://x:1\", tls: { ca_file: i, client_cert_file: j, client_key_file: k } }\n";
+        let mut file = crate::parse_yaml(yaml, "gw.yaml", Default::default()).unwrap();
+        let listed: Vec<String> = file.file_paths_mut().into_iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(listed, ["c", "d", "e", "b", "a", "f", "g", "h", "i", "j", "k"]);
+        file.resolve_paths(Path::new("/etc/gw"));
+        let json = serde_json::to_string(&file).unwrap();
+        for k in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"] {
+            assert!(json.contains(&format!("\"/etc/gw/{k}\"")), "{k}: {json}");
+        }
     }
 
     /// Key hashes in sha256:<hex> form are parsed, others rejected.

@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod binary;
+mod config;
 mod downstream_h1;
 mod errors;
 mod framing;

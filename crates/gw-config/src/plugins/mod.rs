@@ -287,8 +287,8 @@ impl<'de> Deserialize<'de> for FilePlugin {
                 let mut enabled = None;
                 let mut tags = None;
                 let mut config: Option<PluginConfig> = None;
-                // `config` met before `plugin`: kept untyped until the plugin is known. Errors in
-                // it then point at the plugin entry rather than the exact key.
+                // `config` met before `plugin` (JSON documents have sorted keys): kept untyped
+                // until the plugin is known; see `buffered_config` for how its errors are named.
                 let mut early_config: Option<serde_json::Value> = None;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
@@ -323,8 +323,7 @@ impl<'de> Deserialize<'de> for FilePlugin {
                 let plugin = plugin.ok_or_else(|| de::Error::missing_field("plugin"))?;
                 let config = match (config, early_config) {
                     (Some(c), _) => c,
-                    (None, Some(v)) => PluginConfig::deserialize_named(&plugin, v)
-                        .map_err(|e| de::Error::custom(format!("config: {e}")))?,
+                    (None, Some(v)) => buffered_config(&plugin, v)?,
                     (None, None) => {
                         let empty =
                             de::value::MapDeserializer::<_, de::value::Error>::new(
@@ -339,4 +338,23 @@ impl<'de> Deserialize<'de> for FilePlugin {
         }
         d.deserialize_map(V)
     }
+}
+
+/// The config of `plugin` from a buffered value. An error names the key inside `config` in its
+/// message (`config.minute: invalid type: ...`): the loader moves that into the key path, so a
+/// wrong type reads `plugins[1].config.minute: ...` whatever the order of the keys.
+fn buffered_config<E: de::Error>(plugin: &str, v: serde_json::Value) -> Result<PluginConfig, E> {
+    let mut track = serde_path_to_error::Track::new();
+    PluginConfig::deserialize_named(plugin, serde_path_to_error::Deserializer::new(v, &mut track)).map_err(|e| {
+        let inner = track.path().to_string();
+        let e = e.to_string();
+        let e = e.rfind(" at line ").map_or(e.as_str(), |i| &e[..i]);
+        if inner == "." || inner.is_empty() {
+            E::custom(format!("config: {e}"))
+        } else if inner.starts_with('[') {
+            E::custom(format!("config{inner}: {e}"))
+        } else {
+            E::custom(format!("config.{inner}: {e}"))
+        }
+    })
 }
