@@ -87,7 +87,10 @@ async fn reload(gw: &gw_proxy::Gateway, path: &Path, cause: &str) {
     let p = path.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || gw_config::load_file(&p)).await;
     let config = match loaded {
-        Ok(Ok(c)) => c,
+        Ok(Ok(mut c)) => {
+            crate::overrides().apply(&mut c);
+            c
+        }
         Ok(Err(e)) => {
             gw.metrics().reload(false);
             for line in e.to_string().lines() {

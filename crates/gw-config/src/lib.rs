@@ -18,6 +18,7 @@
 pub mod file;
 mod load;
 pub mod model;
+pub mod overrides;
 pub mod plugins;
 pub mod template;
 mod validate;
@@ -28,6 +29,7 @@ pub use load::{
     process_env, validate_located,
 };
 pub use model::Config;
+pub use overrides::AddressOverrides;
 pub use validate::{
     KeyPath, RouteChange, RouteEdit, Seg, ValidateOptions, ValidationError, config_hash, edit_route, hash_api_key,
     hash_password, validate,
