@@ -491,7 +491,11 @@ async fn list(
     let q = q.map_err(bad_request)?;
     let size = page_size(q.size)?;
     // Any offset past the end is an empty page.
-    let offset = usize::try_from(q.offset.unwrap_or(0)).unwrap_or(usize::MAX);
+    let offset = q.offset.unwrap_or(0);
+    if offset > MAX_SAFE_INTEGER {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("offset: at most {MAX_SAFE_INTEGER}")));
+    }
+    let offset = usize::try_from(offset).unwrap_or(usize::MAX);
     let tags: Vec<&str> =
         q.tags.as_deref().map(|t| t.split(',').filter(|x| !x.is_empty()).collect()).unwrap_or_default();
     let cur = s.snapshot();
@@ -516,12 +520,70 @@ async fn read(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, 
 }
 
 fn body_entity(body: &[u8]) -> ApiResult<Value> {
-    let v: Value = serde_json::from_slice(body)
+    let mut v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?;
     if !v.is_object() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "body: expected a JSON object"));
     }
+    json_integers(&mut v)?;
     Ok(v)
+}
+
+/// Largest integer a request body may carry (the largest a JSON number holds exactly).
+const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
+
+/// Integers of a JSON body as JSON Schema (and the OpenAPI document) see them: a number
+/// written with a fraction of zero (`8080.0`) is an integer; an integer beyond
+/// +-[`MAX_SAFE_INTEGER`] is refused (most JSON parsers would not keep it exactly).
+fn json_integers(v: &mut Value) -> ApiResult<()> {
+    match v {
+        Value::Number(n) => {
+            let too_large = |n: &serde_json::Number| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("body: the number {n} is out of range (integers up to {MAX_SAFE_INTEGER} in magnitude)"),
+                )
+            };
+            if let Some(u) = n.as_u64() {
+                if u > MAX_SAFE_INTEGER {
+                    return Err(too_large(n));
+                }
+            } else if let Some(i) = n.as_i64() {
+                if i.unsigned_abs() > MAX_SAFE_INTEGER {
+                    return Err(too_large(n));
+                }
+            } else if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= MAX_SAFE_INTEGER as f64
+            {
+                *v = if f < 0.0 { Value::from(f as i64) } else { Value::from(f as u64) };
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter_mut().try_for_each(json_integers),
+        Value::Object(o) => o.values_mut().try_for_each(json_integers),
+        _ => Ok(()),
+    }
+}
+
+/// An entity name given in a path or a body: the validator's name rule (plugin instance names
+/// are free text, but not empty).
+fn check_name(kind: Kind, id: &str) -> ApiResult<()> {
+    if kind == Kind::Plugins && !id.is_empty() {
+        return Ok(());
+    }
+    if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)) {
+        return Ok(());
+    }
+    if kind == Kind::Plugins {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "name: must not be empty"));
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        format!("{}: {id:?} must be 1-128 characters of letters, digits, '.', '_', '~', '-'", kind.id_field()),
+    ))
 }
 
 /// An entity as it is stored: in its canonical form when it parses.
@@ -538,6 +600,7 @@ async fn create(
     let e = body_entity(&body)?;
     let id = doc::entity_id(kind, &e)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("{}: required", kind.id_field())))?;
+    check_name(kind, &id)?;
     let (key, eid) = (kind.key(), id.clone());
     let ((), w) = s
         .write(format!("POST /{key}"), Some((kind, id.clone())), move |d, _| {
@@ -563,6 +626,7 @@ async fn upsert(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
+    check_name(kind, &id)?;
     let mut e = body_entity(&body)?;
     if let Some(o) = e.as_object_mut() {
         // The path names the entity; a name in the body must agree with it.
@@ -891,12 +955,32 @@ fn imported_document(headers: &HeaderMap, body: &[u8]) -> ApiResult<Doc> {
     let file = if yaml {
         gw_config::parse_yaml(text, "import", gw_config::process_env())?
     } else {
-        let v: Value = serde_json::from_str(text)
+        let mut v: Value = serde_json::from_str(text)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?;
+        json_integers(&mut v)?;
         let is_export = v.as_object().is_some_and(|o| {
             o.contains_key("document") && o.keys().all(|k| matches!(k.as_str(), "document" | "version" | "hash"))
         });
         if is_export {
+            let bad = |k: &str| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!(
+                        "{k}: {}",
+                        match k {
+                            "version" => "a version number, as GET /config gives it",
+                            _ => "a hash, as GET /config gives it",
+                        }
+                    ),
+                )
+            };
+            if v.get("version").is_some_and(|x| !x.is_u64()) {
+                return Err(bad("version"));
+            }
+            if v.get("hash").is_some_and(|x| !x.is_string()) {
+                return Err(bad("hash"));
+            }
             gw_config::parse_value(&v["document"], "import").map_err(|mut e| {
                 for x in &mut e.errors {
                     x.path = Some(x.path.take().map_or_else(|| "document".into(), |p| format!("document.{p}")));

@@ -1,6 +1,8 @@
 //! Configuration stores. Every write appends a new version of the whole document (JSON), so
 //! history and rollback come for free and a reader never sees half a change. Stores keep the
-//! last [`KEEP_VERSIONS`] versions.
+//! last [`KEEP_VERSIONS`] versions. A write is a [`WriteTxn`]: the store's write lock (across
+//! every node of a cluster), the latest version read under it, and an append of exactly the
+//! next version, so writers are linearisable and none builds on a version it has not seen.
 //!
 //! - [`EmbeddedStore`]: one redb file under a data directory. redb commits are atomic and
 //!   durable (fsync before the commit returns), so a crash loses no acknowledged write and never

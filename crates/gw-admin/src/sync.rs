@@ -30,6 +30,8 @@ pub fn spawn(state: Arc<AdminState>, every: Duration) -> tokio::task::JoinHandle
             let checked = match store.latest_meta().await {
                 Ok(Some(m)) if m.version != state.version().await => match store.get(m.version).await {
                     Ok(Some(v)) => {
+                        // The store answered: say so before applying (which may take a while).
+                        state.store_checked(Ok(()));
                         match state.apply_from_store(&v).await {
                             Ok(()) => {
                                 tracing::info!(version = v.version, "applied configuration version from the store")
