@@ -255,13 +255,17 @@ impl ApiError {
     }
 }
 
-/// `<kind>[<index>]<rest>` as `<kind>[<id>]<rest>`, when the index names an entity of `d`.
+/// `<kind>[<index>]<rest>` as `<kind>[<id>]<rest>`, when the index names an entity of `d` whose
+/// id can stand there (not empty, no brackets: an invalid name keeps its index).
 fn by_name(field: &str, d: &Doc) -> Option<String> {
     let open = field.find('[')?;
     let kind = Kind::parse(&field[..open])?;
     let close = open + field[open..].find(']')?;
     let index: usize = field[open + 1..close].parse().ok()?;
     let id = doc::entity_id(kind, d.entities(kind).nth(index)?)?;
+    if id.is_empty() || id.contains(['[', ']']) {
+        return None;
+    }
     Some(format!("{}[{id}]{}", kind.key(), &field[close + 1..]))
 }
 
@@ -502,8 +506,7 @@ async fn list(
     let all: Vec<Value> = cur.doc.entities(kind).filter(|e| doc::has_tags(e, &tags)).cloned().collect();
     let total = all.len();
     let data: Vec<Value> = all.into_iter().skip(offset).take(size).map(|e| doc::redact(kind, e)).collect();
-    let offset = offset.min(total);
-    let next = (offset + data.len() < total).then_some(offset + data.len());
+    let next = (offset.saturating_add(data.len()) < total).then_some(offset + data.len());
     Ok(axum::Json(json!({ "data": data, "total": total, "offset": offset, "next": next })).into_response())
 }
 
@@ -613,7 +616,18 @@ async fn create(
         })
         .await?;
     let mut r = with_etag((StatusCode::CREATED, axum::Json(w.entity)).into_response(), w.etag.as_deref());
-    if let Ok(v) = HeaderValue::from_str(&format!("/{key}/{id}")) {
+    // Names other than plugin instance names are unreserved URI characters already.
+    let path: String = id
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("/{key}/{path}")) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     Ok(r)
@@ -1130,6 +1144,30 @@ mod tests {
         compile_doc(next, Some(String::new()))
             .map(|c| format!("{:?}\n{:?}", c.routes, c.plugins))
             .map_err(|e| e.errors.iter().map(|x| format!("{:?}: {}", x.path, x.message)).collect())
+    }
+
+    /// Error fields name entities by id where the id can stand in brackets.
+    #[test]
+    fn errors_name_entities() {
+        let d = Doc::from_value(json!({
+            "routes": [{ "name": "a" }, { "name": "" }, { "name": "x]y" }],
+            "plugins": [{ "plugin": "cors", "route": "a" }]
+        }));
+        assert_eq!(by_name("routes[0].paths[1]", &d).as_deref(), Some("routes[a].paths[1]"));
+        assert_eq!(by_name("routes[1].name", &d), None, "an empty name keeps the index");
+        assert_eq!(by_name("routes[2].name", &d), None);
+        assert_eq!(by_name("routes[9]", &d), None);
+        assert_eq!(by_name("plugins[0].config", &d).as_deref(), Some("plugins[cors@route:a].config"));
+        assert_eq!(by_name("gateway.admin", &d), None);
+        let e = ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid",
+            message: "routes[0].paths[1]: bad".into(),
+            errors: vec![json!({ "field": "routes[0].paths[1]", "message": "bad" })],
+        }
+        .name_entities(&d);
+        assert_eq!(e.message, "routes[a].paths[1]: bad");
+        assert_eq!(e.errors[0]["field"], "routes[a].paths[1]");
     }
 
     /// Every route edit the incremental path accepts gives exactly the configuration (or the

@@ -1055,6 +1055,18 @@ async fn etag_and_if_match_on_one_node() {
     )
     .await;
     assert_eq!(s, 201);
+    // POST answers the new entity's ETag (the one a GET gives) and its Location.
+    let r = client()
+        .post(u("/routes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "posted", "service": "echo", "paths": ["/p"], "tags": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["location"], "/routes/posted");
+    let posted = etag_of(&r);
+    assert_eq!(call_if(M::GET, &u("/routes/posted"), None, &[]).await.1, posted);
     let mut changed = e.clone();
     changed["paths"] = json!(["/home", "/home2"]);
     let list = format!("\"x\", {tag}");
@@ -1079,11 +1091,30 @@ async fn etag_and_if_match_on_one_node() {
     let (s, _, _) = call_if(M::POST, &u("/config/rollback/1"), None, &[("if-match", &ctag)]).await;
     assert_eq!(s, 412, "rollback with a stale configuration tag");
 
-    // Concurrent read-modify-write appends with If-Match on one node.
+    // Concurrent read-modify-write appends with If-Match on one node, and concurrent creates.
     assert_eq!(
         call(M::PUT, &u("/services/counter"), Some(ADMIN_TOKEN), Some(json!({"type": "echo", "tags": []}))).await.0,
         201
     );
+    let (_, h) = call(M::GET, &u("/config/history?size=1"), Some(ADMIN_TOKEN), None).await;
+    let first = h["data"][0]["version"].as_u64().unwrap();
+    let mut creators = Vec::new();
+    for w in 0..4 {
+        let admin = admin.clone();
+        creators.push(tokio::spawn(async move {
+            for i in 0..5 {
+                let name = format!("c{w}-{i}");
+                let (s, b) = call(
+                    M::POST,
+                    &format!("http://{admin}/services"),
+                    Some(ADMIN_TOKEN),
+                    Some(json!({"name": name, "type": "echo"})),
+                )
+                .await;
+                assert_eq!(s, 201, "{name}: {b}");
+            }
+        }));
+    }
     let mut tasks = Vec::new();
     for w in 0..6 {
         let admin = admin.clone();
@@ -1107,6 +1138,18 @@ async fn etag_and_if_match_on_one_node() {
     have.sort();
     want.sort();
     assert_eq!(have, want, "every acknowledged append, once");
+    for c in creators {
+        c.await.unwrap();
+    }
+    let (_, b) = call(M::GET, &u("/services?size=1000"), Some(ADMIN_TOKEN), None).await;
+    let names: Vec<&str> = b["data"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    for w in 0..4 {
+        for i in 0..5 {
+            assert!(names.contains(&format!("c{w}-{i}").as_str()), "c{w}-{i} lost");
+        }
+    }
+    let (_, h) = call(M::GET, &u("/config/history?size=1"), Some(ADMIN_TOKEN), None).await;
+    assert_eq!(h["data"][0]["version"].as_u64().unwrap() - first, (want.len() + 20) as u64, "one version per write");
 }
 
 /// A single-entity write that fails validation names the entity the client sent (by name),
