@@ -140,7 +140,7 @@ fn without_id(kind: Kind, schemas: &Map<String, Value>, entity_ref: &Value) -> V
 }
 
 /// Merge `extra` into the schema of property `prop` of component `schema`.
-fn constrain(schemas: &mut Map<String, Value>, schema: &str, prop: &str, extra: Value) {
+fn constrain(schemas: &mut Map<String, Value>, schema: &str, prop: &str, extra: &Value) {
     let Some(p) = schemas.get_mut(schema).and_then(|s| s.pointer_mut(&format!("/properties/{prop}"))) else { return };
     if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
@@ -198,9 +198,9 @@ fn state_rules(schemas: &mut Map<String, Value>) {
         ("FileRoute", "name"),
         ("FileConsumer", "username"),
     ] {
-        constrain(schemas, schema, field, name_schema("Stable name: 1-128 letters, digits, `.`, `_`, `~`, `-`."));
+        constrain(schemas, schema, field, &name_schema("Stable name: 1-128 letters, digits, `.`, `_`, `~`, `-`."));
     }
-    constrain(schemas, "FilePlugin", "name", json!({ "minLength": 1 }));
+    constrain(schemas, "FilePlugin", "name", &json!({ "minLength": 1 }));
     if let Some(d) = schemas.get_mut("Duration").and_then(Value::as_object_mut) {
         d.insert("pattern".into(), json!("^([0-9]{1,9}(ns|us|ms|s|m|h|d))+$"));
     }
@@ -245,7 +245,7 @@ fn state_rules(schemas: &mut Map<String, Value>) {
         ("FileAdminToken", "role", json!({ "enum": ["admin", "read_only", null] })),
     ];
     for (schema, prop, extra) in rules {
-        constrain(schemas, schema, prop, extra.clone());
+        constrain(schemas, schema, prop, extra);
     }
     if let Some(req) = schemas.get_mut("FileUpstream").and_then(|u| u.as_object_mut()) {
         let r = req.entry("required").or_insert_with(|| json!([]));

@@ -32,15 +32,14 @@ pub fn spawn(state: Arc<AdminState>, every: Duration) -> tokio::task::JoinHandle
                     Ok(Some(v)) => {
                         // The store answered: say so before applying (which may take a while).
                         state.store_checked(Ok(()));
-                        match state.apply_from_store(&v).await {
-                            Ok(()) => {
-                                tracing::info!(version = v.version, "applied configuration version from the store")
-                            }
-                            Err(e) => tracing::error!(
+                        if let Err(e) = state.apply_from_store(&v).await {
+                            tracing::error!(
                                 version = v.version,
                                 error = %e,
                                 "stored configuration rejected; still serving the previous one"
-                            ),
+                            );
+                        } else {
+                            tracing::info!(version = v.version, "applied configuration version from the store");
                         }
                         Ok(())
                     }
