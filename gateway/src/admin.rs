@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::ConfigAction;
 
-/// Open the store named by `spec`: `embedded:<dir>` or `postgres://...`.
+/// Open the store named by `spec`: `embedded:<dir>` or `postgres://...`, once.
 pub(crate) async fn open_store(spec: &str) -> Result<Arc<dyn ConfigStore>, String> {
     if let Some(dir) = spec.strip_prefix("embedded:") {
         let s = EmbeddedStore::open(Path::new(dir)).map_err(|e| e.to_string())?;
@@ -21,6 +21,93 @@ pub(crate) async fn open_store(spec: &str) -> Result<Arc<dyn ConfigStore>, Strin
         return Ok(s);
     }
     Err(format!("--store {spec:?}: use embedded:<data dir> or a postgres:// URL"))
+}
+
+/// First delay between attempts to reach the PostgreSQL store at start, doubled after each
+/// failure up to [`STORE_RETRY_MAX`].
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest delay between attempts.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Open the store for `run`: a PostgreSQL store that cannot be reached (or refuses: a database
+/// that is starting, missing, or refuses the login) is tried again with back-off, without end,
+/// each failure logged with the server and the cause, until it answers or the process is told
+/// to stop (`None`). A malformed specification, or an embedded store that cannot be opened,
+/// fails at once.
+async fn open_store_retrying(spec: &str) -> Result<Option<Arc<dyn ConfigStore>>, String> {
+    if spec.starts_with("embedded:") {
+        return open_store(spec).await.map(Some);
+    }
+    if !(spec.starts_with("postgres://") || spec.starts_with("postgresql://")) {
+        return Err(format!("--store {spec:?}: use embedded:<data dir> or a postgres:// URL"));
+    }
+    let mut delay = STORE_RETRY_FIRST;
+    let mut terminated = std::pin::pin!(crate::termination());
+    for attempt in 1u64.. {
+        match PgStore::connect(spec, Duration::from_secs(5)).await {
+            Ok(s) => {
+                if attempt > 1 {
+                    tracing::info!(store = %s.target(), attempt, "config store reachable");
+                }
+                return Ok(Some(s));
+            }
+            Err(gw_admin::store::StoreError::Invalid(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "config store unreachable at start; retrying"
+                );
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut terminated => return Ok(None),
+        }
+        delay = (delay * 2).min(STORE_RETRY_MAX);
+    }
+    Ok(None)
+}
+
+/// The version to start from: the store's latest, or (an empty store) `seed`, written under the
+/// store's write lock so that nodes starting together seed it once.
+async fn first_version(store: &Arc<dyn ConfigStore>, seed: Option<&Path>) -> Result<gw_admin::store::Version, String> {
+    let txn = store.begin().await.map_err(|e| format!("error: {e}"))?;
+    if txn.base().0 > 0 {
+        txn.abort().await;
+        let v = store.latest().await.map_err(|e| format!("error: {e}"))?;
+        let v = v.ok_or("error: the store's latest version disappeared")?;
+        if seed.is_some() {
+            tracing::info!(version = v.version, "the store has a configuration; --config is ignored");
+        }
+        return Ok(v);
+    }
+    let Some(seed) = seed else {
+        txn.abort().await;
+        return Err("error: the store is empty: give --config FILE to seed it".into());
+    };
+    let doc = match document_of_file(seed) {
+        Ok(d) => d.to_string(),
+        Err(e) => {
+            txn.abort().await;
+            return Err(e);
+        }
+    };
+    let hash = gw_admin::store::sha256_hex(&doc);
+    txn.commit(doc, hash, format!("seed from {}", seed.display())).await.map_err(|e| format!("error: {e}"))
+}
+
+/// Warn when the Admin API listens beyond loopback in clear text: tokens (and, for `GET
+/// /config`, secrets) would cross the network unencrypted.
+fn warn_if_exposed(addr: std::net::SocketAddr, tls: bool) {
+    if !tls && !addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %addr,
+            "admin API on a non-loopback address without TLS: tokens and configuration travel in clear; \
+             set gateway.admin.tls or listen on 127.0.0.1"
+        );
+    }
 }
 
 /// Read a YAML file into the document form (file format as JSON), validated. `${VAR}` is
@@ -55,46 +142,19 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let store = match open_store(spec).await {
-            Ok(s) => s,
+        let store = match open_store_retrying(spec).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let latest = match store.latest().await {
+        let version = match first_version(&store, seed).await {
             Ok(v) => v,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("{e}");
                 return ExitCode::FAILURE;
-            }
-        };
-        let version = match latest {
-            Some(v) => {
-                if seed.is_some() {
-                    tracing::info!(version = v.version, "the store has a configuration; --config is ignored");
-                }
-                v
-            }
-            None => {
-                let Some(seed) = seed else {
-                    eprintln!("error: the store is empty: give --config FILE to seed it");
-                    return ExitCode::FAILURE;
-                };
-                let doc = match document_of_file(seed) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                match store.commit(doc.to_string(), format!("seed from {}", seed.display())).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
             }
         };
         let doc: Value = match serde_json::from_str(&version.document) {
@@ -104,13 +164,19 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let config = match gw_admin::api::compile_doc(&doc, None) {
+        let mut config = match gw_admin::api::compile_doc(&doc, None) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("stored configuration version {}:\n{e}", version.version);
                 return ExitCode::FAILURE;
             }
         };
+        let overrides = crate::overrides();
+        if let Err(e) = overrides.check(&config) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        overrides.apply(&mut config);
         let shutdown_timeout = config.gateway.shutdown_timeout;
         let admin_addr = config.gateway.admin_listener;
         let admin_tls = config.gateway.admin_tls.clone();
@@ -123,11 +189,22 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let state = gw_admin::AdminState::new(gw.clone(), Some(store), doc, version.version, node_id);
+        if let Some(a) = gw.status_addr() {
+            tracing::info!(addr = %a, "status endpoint listening");
+        }
+        let state = gw_admin::AdminState::with_overrides(
+            gw.clone(),
+            Some(store),
+            doc,
+            version.version,
+            node_id,
+            overrides.clone(),
+        );
         let admin = match admin_addr {
             Some(addr) => match serve(addr, state.clone(), admin_tls.as_ref()).await {
                 Ok((bound, task)) => {
                     tracing::info!(addr = %bound, "admin API listening");
+                    warn_if_exposed(bound, admin_tls.is_some());
                     Some(task)
                 }
                 Err(e) => {
@@ -189,6 +266,7 @@ pub(crate) async fn start_read_only(
     match serve(addr, state.clone(), cfg.gateway.admin_tls.as_ref()).await {
         Ok((bound, task)) => {
             tracing::info!(addr = %bound, "admin API listening (read-only: the file is the source of truth)");
+            warn_if_exposed(bound, cfg.gateway.admin_tls.is_some());
             Some((state, task))
         }
         Err(e) => {

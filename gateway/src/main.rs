@@ -41,6 +41,17 @@ enum Command {
         /// Do not reload when the file changes (SIGHUP still reloads).
         #[arg(long)]
         no_watch: bool,
+        /// Bind listener NAME on ADDR instead of the address the configuration gives it
+        /// (repeatable). Also `GATEHOUSE_LISTEN_<NAME>=ADDR` (NAME in upper case, other
+        /// characters as `_`); the flag wins.
+        #[arg(long = "listen", value_name = "NAME=ADDR")]
+        listen: Vec<String>,
+        /// Admin API address instead of `gateway.admin.listen` (or `off`).
+        #[arg(long, value_name = "ADDR", env = "GATEHOUSE_ADMIN_LISTEN")]
+        admin_listen: Option<String>,
+        /// Status listener address instead of `gateway.status_listener` (or `off`).
+        #[arg(long, value_name = "ADDR", env = "GATEHOUSE_STATUS_LISTEN")]
+        status_listen: Option<String>,
     },
     /// Check a configuration file and exit 0 if it is valid.
     Validate {
@@ -79,8 +90,22 @@ pub(crate) enum ConfigAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, store, log_format, no_watch } => {
+        Command::Run { config, store, log_format, no_watch, listen, admin_listen, status_listen } => {
             gw_observability::init_tracing(log_format == "json");
+            match gw_config::AddressOverrides::new(
+                &listen,
+                admin_listen.as_deref(),
+                status_listen.as_deref(),
+                std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            ) {
+                Ok(o) => {
+                    let _ = OVERRIDES.set(o);
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             match (store, config) {
                 (Some(store), seed) => admin::run_with_store(&store, seed.as_deref()),
                 (None, Some(config)) => run(&config, !no_watch),
@@ -117,6 +142,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// This node's address overrides (`--listen`, `--admin-listen`, `--status-listen` and their
+/// environment variables), set once from the command line.
+static OVERRIDES: std::sync::OnceLock<gw_config::AddressOverrides> = std::sync::OnceLock::new();
+
+/// The address overrides, applied to every configuration this process serves.
+pub(crate) fn overrides() -> &'static gw_config::AddressOverrides {
+    static NONE: std::sync::OnceLock<gw_config::AddressOverrides> = std::sync::OnceLock::new();
+    OVERRIDES.get().unwrap_or_else(|| NONE.get_or_init(Default::default))
+}
+
 fn read_stdin_secret() -> Result<String, String> {
     let mut s = String::new();
     std::io::stdin().read_to_string(&mut s).map_err(|e| e.to_string())?;
@@ -151,13 +186,18 @@ fn run(path: &Path, watch: bool) -> ExitCode {
     // Before the file is read: a SIGHUP or a file change from now on is queued and applied
     // once the gateway serves, however long reading and compiling a large file takes.
     let triggers = reload::Triggers::install(path, watch);
-    let loaded = match gw_config::load_file_full(path, gw_config::process_env()) {
+    let mut loaded = match gw_config::load_file_full(path, gw_config::process_env()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = overrides().check(&loaded.config) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    overrides().apply(&mut loaded.config);
     let config = loaded.config.clone();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.gateway.worker_threads {

@@ -136,7 +136,10 @@ async fn reload(gw: &gw_proxy::Gateway, path: &Path, cause: &str) {
     let p = path.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || gw_config::load_file_full(&p, gw_config::process_env())).await;
     let loaded = match loaded {
-        Ok(Ok(l)) => l,
+        Ok(Ok(mut l)) => {
+            crate::overrides().apply(&mut l.config);
+            l
+        }
         Ok(Err(e)) => {
             gw.metrics().reload(false);
             for line in e.to_string().lines() {

@@ -1,10 +1,14 @@
 //! The Admin API: REST CRUD over the entities of the configuration document, whole-document
 //! import/export, history and rollback, status, and its own OpenAPI document.
 //!
-//! Every write builds a new document, parses and validates it with the file loader's rules
-//! (400 with the failing field), applies it to the data plane (compiled off the request path,
-//! swapped atomically), then appends it to the store. If the store refuses, the previous
-//! configuration is put back and the client gets 503: what runs is always what is stored.
+//! Every write takes the store's write lock (held by one writer at a time across every node of
+//! a cluster), catches up with the latest stored version if another node wrote it, applies the
+//! change to that version, checks the client's preconditions (`If-Match`) against it, parses
+//! and validates the result with the file loader's rules (400 with the failing field), applies
+//! it to the data plane (compiled off the request path, swapped atomically), then appends it to
+//! the store as the next version and releases the lock. If the store refuses, the previous
+//! configuration is put back and the client gets 503: what runs is always what is stored, and
+//! an acknowledged write is never lost or overwritten by a writer that had not seen it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +16,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::doc::{self, Doc, Kind};
-use crate::store::{ConfigStore, sha256_hex};
+use crate::store::{ConfigStore, NodeInfo, StoreError, sha256_hex};
 
 /// Who may do what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,17 +45,30 @@ pub(crate) struct Current {
     pub(crate) tokens: Vec<([u8; 32], Role)>,
 }
 
+/// What the store looked like at the last check (the sync task's, or a write's): `/status`
+/// answers from it and never waits for the store.
+#[derive(Default)]
+pub(crate) struct StoreHealth {
+    /// Why the store is unreachable (`None`: it answered the last check).
+    pub(crate) error: Option<String>,
+    /// Cluster nodes as last read.
+    pub(crate) nodes: Vec<NodeInfo>,
+}
+
 /// Shared state of the Admin API.
 pub struct AdminState {
     pub(crate) gw: gw_proxy::Gateway,
     pub(crate) store: Option<Arc<dyn ConfigStore>>,
     /// The running document: readers take a snapshot and never wait for a write in progress.
     pub(crate) current: std::sync::RwLock<Arc<Current>>,
-    /// Serializes writes (validate, apply, store).
+    /// Serializes this process's writes and its catching up with other nodes' versions.
     pub(crate) writer: Mutex<()>,
     pub(crate) node_id: String,
     pub(crate) started: Instant,
     pub(crate) store_ok: std::sync::atomic::AtomicBool,
+    pub(crate) health: std::sync::Mutex<StoreHealth>,
+    /// This node's listener, admin and status addresses (applied to every document).
+    overrides: gw_config::AddressOverrides,
 }
 
 impl AdminState {
@@ -64,6 +81,19 @@ impl AdminState {
         version: u64,
         node_id: String,
     ) -> Arc<AdminState> {
+        Self::with_overrides(gw, store, doc, version, node_id, gw_config::AddressOverrides::default())
+    }
+
+    /// [`AdminState::new`] for a node whose addresses differ from the document's: `overrides`
+    /// are applied to every document this node validates (its own writes and other nodes').
+    pub fn with_overrides(
+        gw: gw_proxy::Gateway,
+        store: Option<Arc<dyn ConfigStore>>,
+        doc: Value,
+        version: u64,
+        node_id: String,
+        overrides: gw_config::AddressOverrides,
+    ) -> Arc<AdminState> {
         let doc = Doc::from_value(doc);
         let hash = sha256_hex(&doc.to_json());
         let tokens = tokens_of(&doc);
@@ -75,6 +105,8 @@ impl AdminState {
             node_id,
             started: Instant::now(),
             store_ok: std::sync::atomic::AtomicBool::new(true),
+            health: std::sync::Mutex::new(StoreHealth::default()),
+            overrides,
         })
     }
 
@@ -82,21 +114,28 @@ impl AdminState {
     /// logged and skipped; the current configuration keeps serving.
     pub async fn apply_from_store(&self, v: &crate::store::Version) -> Result<(), String> {
         let _w = self.writer.lock().await;
+        self.catch_up(v).await
+    }
+
+    /// Put version `v` from the store in service (the caller holds `writer`). A one-route
+    /// change made on another node is applied incrementally here too.
+    async fn catch_up(&self, v: &crate::store::Version) -> Result<(), String> {
         let cur = self.snapshot();
-        if v.version <= cur.version {
+        if v.version == cur.version && v.hash == cur.hash {
             return Ok(());
         }
         let value: Value = serde_json::from_str(&v.document).map_err(|e| e.to_string())?;
         let doc = Doc::from_value(value);
-        // A one-route change made on another node is applied incrementally here too.
-        let running = self.gw.config();
-        let applied = self.apply(&cur, &running, &doc, v.hash.clone(), false).await.map_err(|e| e.message)?;
-        tracing::info!(
-            version = v.version,
-            apply_ms = applied.apply.as_secs_f64() * 1000.0,
-            incremental = applied.incremental,
-            "configuration changed by another node"
-        );
+        if doc.to_json() != cur.doc.to_json() {
+            let running = self.gw.config();
+            let applied = self.apply(&cur, &running, &doc, v.hash.clone(), false).await.map_err(|e| e.message)?;
+            tracing::info!(
+                version = v.version,
+                apply_ms = applied.apply.as_secs_f64() * 1000.0,
+                incremental = applied.incremental,
+                "configuration changed by another node"
+            );
+        }
         self.publish(Current { tokens: tokens_of(&doc), doc, version: v.version, hash: v.hash.clone() });
         Ok(())
     }
@@ -115,6 +154,23 @@ impl AdminState {
         self.snapshot().version
     }
 
+    /// Record the outcome of a look at the store (`/status` shows it).
+    pub(crate) fn store_checked(&self, result: Result<(), &StoreError>) {
+        let ok = result.is_ok();
+        let was = self.store_ok.swap(ok, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut h) = self.health.lock() {
+            h.error = result.err().map(ToString::to_string);
+        }
+        if let Err(e) = result {
+            self.gw.metrics().plugin_event("config_store_unreachable");
+            if was {
+                tracing::warn!(error = %e, "config store unreachable; serving the last good configuration");
+            }
+        } else if !was {
+            tracing::info!("config store reachable again");
+        }
+    }
+
     /// The running document (a cheap pointer copy).
     pub(crate) fn snapshot(&self) -> Arc<Current> {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -122,6 +178,13 @@ impl AdminState {
 
     fn publish(&self, c: Current) {
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(c);
+    }
+
+    /// Parse and validate `doc` for this node: [`compile_doc`], then this node's addresses.
+    pub fn compile(&self, doc: &Value, hash: Option<String>) -> Result<gw_config::Config, gw_config::LoadError> {
+        let mut config = compile_doc(doc, hash)?;
+        self.overrides.apply(&mut config);
+        Ok(config)
     }
 }
 
@@ -168,6 +231,42 @@ impl ApiError {
     fn not_found(what: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
+    fn store(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("{m}; retry")),
+            e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        }
+    }
+
+    /// Name entities by their id instead of their position in the document (`routes[57].x` ->
+    /// `routes[orders].x`), in the fields and the message: the client of an entity endpoint
+    /// sent one entity, not a document.
+    fn name_entities(mut self, d: &Doc) -> ApiError {
+        for e in &mut self.errors {
+            let Some(field) = e.get("field").and_then(Value::as_str) else { continue };
+            if let Some(named) = by_name(field, d) {
+                if let Some(rest) = self.message.strip_prefix(field) {
+                    self.message = format!("{named}{rest}");
+                }
+                e["field"] = Value::String(named);
+            }
+        }
+        self
+    }
+}
+
+/// `<kind>[<index>]<rest>` as `<kind>[<id>]<rest>`, when the index names an entity of `d` whose
+/// id can stand there (not empty, no brackets: an invalid name keeps its index).
+fn by_name(field: &str, d: &Doc) -> Option<String> {
+    let open = field.find('[')?;
+    let kind = Kind::parse(&field[..open])?;
+    let close = open + field[open..].find(']')?;
+    let index: usize = field[open + 1..close].parse().ok()?;
+    let id = doc::entity_id(kind, d.entities(kind).nth(index)?)?;
+    if id.is_empty() || id.contains(['[', ']']) {
+        return None;
+    }
+    Some(format!("{}[{id}]{}", kind.key(), &field[close + 1..]))
 }
 
 impl IntoResponse for ApiError {
@@ -313,9 +412,76 @@ fn kind_of(s: &str) -> ApiResult<Kind> {
     Kind::parse(s).ok_or_else(|| ApiError::not_found("endpoint"))
 }
 
+// === preconditions ===
+
+/// `If-Match` / `If-None-Match` of a write (RFC 9110 section 13.1), evaluated against the
+/// latest stored version while the write lock is held, so a tag read on any node is checked
+/// against what every node sees.
+#[derive(Debug, Default, Clone)]
+struct Preconditions {
+    if_match: Option<Vec<String>>,
+    if_none_match: Option<Vec<String>>,
+}
+
+impl Preconditions {
+    fn from(h: &HeaderMap) -> Preconditions {
+        let list = |name: header::HeaderName| -> Option<Vec<String>> {
+            let mut out = Vec::new();
+            let mut any = false;
+            for v in h.get_all(name) {
+                any = true;
+                // A value that is not visible ASCII matches nothing.
+                let text = v.to_str().unwrap_or("\u{0}");
+                out.extend(text.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()));
+            }
+            any.then_some(out)
+        };
+        Preconditions { if_match: list(header::IF_MATCH), if_none_match: list(header::IF_NONE_MATCH) }
+    }
+
+    /// Check against the current tag of the target (`None`: it does not exist). `what` names it.
+    fn check(&self, current: Option<&str>, what: &str) -> ApiResult<()> {
+        let failed = |why: String| Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", why));
+        if let Some(tags) = &self.if_match {
+            // Strong comparison: a weak tag never matches.
+            let ok = match current {
+                None => false,
+                Some(cur) => tags.iter().any(|t| t == "*" || t == cur),
+            };
+            if !ok {
+                return match current {
+                    None => failed(format!("If-Match: {what} does not exist")),
+                    Some(cur) => failed(format!("If-Match: {what} has changed (its ETag is now {cur})")),
+                };
+            }
+        }
+        if let (Some(tags), Some(cur)) = (&self.if_none_match, current) {
+            // Weak comparison.
+            if tags.iter().any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == cur) {
+                return failed(format!("If-None-Match: {what} exists (ETag {cur})"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `ETag` of the whole configuration: its version's hash.
+fn config_etag(hash: &str) -> String {
+    format!("\"{hash}\"")
+}
+
+fn with_etag(mut r: Response, tag: Option<&str>) -> Response {
+    if let Some(v) = tag.and_then(|t| HeaderValue::from_str(t).ok()) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
+
+// === entity endpoints ===
+
 #[derive(Deserialize)]
 struct ListQuery {
-    offset: Option<usize>,
+    offset: Option<u64>,
     size: Option<usize>,
     tags: Option<String>,
 }
@@ -328,14 +494,19 @@ async fn list(
     let kind = kind_of(&kind)?;
     let q = q.map_err(bad_request)?;
     let size = page_size(q.size)?;
+    // Any offset past the end is an empty page.
     let offset = q.offset.unwrap_or(0);
+    if offset > MAX_SAFE_INTEGER {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("offset: at most {MAX_SAFE_INTEGER}")));
+    }
+    let offset = usize::try_from(offset).unwrap_or(usize::MAX);
     let tags: Vec<&str> =
         q.tags.as_deref().map(|t| t.split(',').filter(|x| !x.is_empty()).collect()).unwrap_or_default();
     let cur = s.snapshot();
     let all: Vec<Value> = cur.doc.entities(kind).filter(|e| doc::has_tags(e, &tags)).cloned().collect();
     let total = all.len();
     let data: Vec<Value> = all.into_iter().skip(offset).take(size).map(|e| doc::redact(kind, e)).collect();
-    let next = (offset + data.len() < total).then_some(offset + data.len());
+    let next = (offset.saturating_add(data.len()) < total).then_some(offset + data.len());
     Ok(axum::Json(json!({ "data": data, "total": total, "offset": offset, "next": next })).into_response())
 }
 
@@ -346,18 +517,81 @@ async fn read(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, 
         .doc
         .entities(kind)
         .find(|e| doc::is_entity(kind, e, &id))
-        .cloned()
         .ok_or_else(|| ApiError::not_found(&format!("{} {id:?}", kind.key())))?;
-    Ok(axum::Json(doc::redact(kind, e)).into_response())
+    let tag = doc::etag(e);
+    Ok(with_etag(axum::Json(doc::redact(kind, e.clone())).into_response(), Some(&tag)))
 }
 
 fn body_entity(body: &[u8]) -> ApiResult<Value> {
-    let v: Value = serde_json::from_slice(body)
+    let mut v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?;
     if !v.is_object() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "body: expected a JSON object"));
     }
+    json_integers(&mut v)?;
     Ok(v)
+}
+
+/// Largest integer a request body may carry (the largest a JSON number holds exactly).
+const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
+
+/// Integers of a JSON body as JSON Schema (and the OpenAPI document) see them: a number
+/// written with a fraction of zero (`8080.0`) is an integer; an integer beyond
+/// +-[`MAX_SAFE_INTEGER`] is refused (most JSON parsers would not keep it exactly).
+fn json_integers(v: &mut Value) -> ApiResult<()> {
+    match v {
+        Value::Number(n) => {
+            let too_large = |n: &serde_json::Number| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("body: the number {n} is out of range (integers up to {MAX_SAFE_INTEGER} in magnitude)"),
+                )
+            };
+            if let Some(u) = n.as_u64() {
+                if u > MAX_SAFE_INTEGER {
+                    return Err(too_large(n));
+                }
+            } else if let Some(i) = n.as_i64() {
+                if i.unsigned_abs() > MAX_SAFE_INTEGER {
+                    return Err(too_large(n));
+                }
+            } else if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= MAX_SAFE_INTEGER as f64
+            {
+                *v = if f < 0.0 { Value::from(f as i64) } else { Value::from(f as u64) };
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter_mut().try_for_each(json_integers),
+        Value::Object(o) => o.values_mut().try_for_each(json_integers),
+        _ => Ok(()),
+    }
+}
+
+/// An entity name given in a path or a body: the validator's name rule (plugin instance names
+/// are free text, but not empty).
+fn check_name(kind: Kind, id: &str) -> ApiResult<()> {
+    if kind == Kind::Plugins && !id.is_empty() {
+        return Ok(());
+    }
+    if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)) {
+        return Ok(());
+    }
+    if kind == Kind::Plugins {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "name: must not be empty"));
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        format!("{}: {id:?} must be 1-128 characters of letters, digits, '.', '_', '~', '-'", kind.id_field()),
+    ))
+}
+
+/// An entity as it is stored: in its canonical form when it parses.
+fn stored_form(kind: Kind, e: Value) -> Arc<doc::Entity> {
+    doc::Entity::new(doc::canonical(kind, &e).unwrap_or(e))
 }
 
 async fn create(
@@ -369,29 +603,44 @@ async fn create(
     let e = body_entity(&body)?;
     let id = doc::entity_id(kind, &e)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("{}: required", kind.id_field())))?;
-    let out = s
-        .write(&format!("POST /{}", kind.key()), Some((kind, &id)), |d| {
+    check_name(kind, &id)?;
+    let (key, eid) = (kind.key(), id.clone());
+    let ((), w) = s
+        .write(format!("POST /{key}"), Some((kind, id.clone())), move |d, _| {
             let c = d.collection_mut(kind).ok_or_else(bad_doc)?;
-            if c.iter().any(|x| doc::is_entity(kind, x, &id)) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    format!("{} {id:?} already exists", kind.key()),
-                ));
+            if c.iter().any(|x| doc::is_entity(kind, x, &eid)) {
+                return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("{key} {eid:?} already exists")));
             }
-            c.push(doc::Entity::new(e.clone()));
+            c.push(stored_form(kind, e));
             Ok(())
         })
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+    let mut r = with_etag((StatusCode::CREATED, axum::Json(w.entity)).into_response(), w.etag.as_deref());
+    // Names other than plugin instance names are unreserved URI characters already.
+    let path: String = id
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("/{key}/{path}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
 }
 
 async fn upsert(
     State(s): State<Arc<AdminState>>,
     Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
+    check_name(kind, &id)?;
     let mut e = body_entity(&body)?;
     if let Some(o) = e.as_object_mut() {
         // The path names the entity; a name in the body must agree with it.
@@ -409,33 +658,48 @@ async fn upsert(
             }
         }
     }
-    let mut created = false;
-    let out = s
-        .write(&format!("PUT /{}/{id}", kind.key()), Some((kind, &id)), |d| {
+    let pre = Preconditions::from(&headers);
+    let (key, eid) = (kind.key(), id.clone());
+    let (created, w) = s
+        .write(format!("PUT /{key}/{id}"), Some((kind, id.clone())), move |d, _| {
             let c = d.collection_mut(kind).ok_or_else(bad_doc)?;
-            match c.iter_mut().find(|x| doc::is_entity(kind, x, &id)) {
-                Some(x) => *x = doc::Entity::new(e.clone()),
+            let what = format!("{key} {eid:?}");
+            match c.iter_mut().find(|x| doc::is_entity(kind, x, &eid)) {
+                Some(x) => {
+                    pre.check(Some(&doc::etag(x)), &what)?;
+                    // Secrets a GET left out mean "unchanged".
+                    doc::keep_secrets(kind, &mut e, x);
+                    *x = stored_form(kind, e);
+                    Ok(false)
+                }
                 None => {
-                    created = true;
-                    c.push(doc::Entity::new(e.clone()));
+                    pre.check(None, &what)?;
+                    c.push(stored_form(kind, e));
+                    Ok(true)
                 }
             }
-            Ok(())
         })
         .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, axum::Json(out)).into_response())
+    Ok(with_etag((status, axum::Json(w.entity)).into_response(), w.etag.as_deref()))
 }
 
-async fn remove(State(s): State<Arc<AdminState>>, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
+async fn remove(
+    State(s): State<Arc<AdminState>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let kind = kind_of(&kind)?;
-    s.write(&format!("DELETE /{}/{id}", kind.key()), None, |d| {
+    let pre = Preconditions::from(&headers);
+    let (key, eid) = (kind.key(), id.clone());
+    s.write(format!("DELETE /{key}/{id}"), Some((kind, id.clone())), move |d, _| {
         let c = d.collection_mut(kind).ok_or_else(bad_doc)?;
-        let before = c.len();
-        c.retain(|x| !doc::is_entity(kind, x, &id));
-        if c.len() == before {
-            return Err(ApiError::not_found(&format!("{} {id:?}", kind.key())));
-        }
+        let what = format!("{key} {eid:?}");
+        let Some(i) = c.iter().position(|x| doc::is_entity(kind, x, &eid)) else {
+            return Err(ApiError::not_found(&what));
+        };
+        pre.check(Some(&doc::etag(&c[i])), &what)?;
+        c.retain(|x| !doc::is_entity(kind, x, &eid));
         Ok(())
     })
     .await?;
@@ -459,21 +723,42 @@ fn bad_doc() -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the stored document is not an object")
 }
 
-fn entity_after(kind: Kind, d: &Doc, id: &str) -> Value {
-    // From the end: a created entity is the last one.
-    d.entities(kind).rev().find(|x| doc::is_entity(kind, x, id)).cloned().map_or(Value::Null, |e| doc::redact(kind, e))
+/// What a write did.
+struct Written {
+    /// The entity written, as the API returns it (secrets removed), or null.
+    entity: Value,
+    /// Its `ETag` (entity writes), or the configuration's (whole-document writes).
+    etag: Option<String>,
+    /// The configuration version now current.
+    version: u64,
+    /// Its hash.
+    hash: String,
 }
 
 impl AdminState {
-    /// Apply `edit` to a copy of the document; validate, apply, store. Returns the new document.
-    /// Apply `edit` to a copy of the document; validate, apply, store. Returns the entity
-    /// `(kind, id)` as stored (redacted), or null.
-    async fn write(
+    /// Apply `edit` to the latest stored document; validate, apply, store. `edit` gets the
+    /// document and its hash (for preconditions on the whole configuration) and may refuse.
+    /// `entity`: the entity the client sent (its errors are named by id; the answer carries it
+    /// and its `ETag`). Runs in a task of its own, so a client that goes away cannot stop it
+    /// between putting a configuration in service and storing it.
+    async fn write<T: Send + 'static>(
+        self: &Arc<Self>,
+        comment: String,
+        entity: Option<(Kind, String)>,
+        edit: impl FnOnce(&mut Doc, &str) -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<(T, Written)> {
+        let this = self.clone();
+        tokio::spawn(async move { this.write_now(&comment, entity, edit).await })
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("write task: {e}")))?
+    }
+
+    async fn write_now<T>(
         &self,
         comment: &str,
-        entity: Option<(Kind, &str)>,
-        edit: impl FnOnce(&mut Doc) -> ApiResult<()>,
-    ) -> ApiResult<Value> {
+        entity: Option<(Kind, String)>,
+        edit: impl FnOnce(&mut Doc, &str) -> ApiResult<T>,
+    ) -> ApiResult<(T, Written)> {
         let Some(store) = &self.store else {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -482,23 +767,77 @@ impl AdminState {
             ));
         };
         let _w = self.writer.lock().await;
+        let mut txn = match store.begin().await {
+            Ok(t) => t,
+            Err(e) => {
+                self.store_checked(Err(&e));
+                return Err(ApiError::store(e));
+            }
+        };
+        // Build on the latest stored version, whichever node wrote it.
+        let (base, base_hash) = {
+            let (v, h) = txn.base();
+            (v, h.to_string())
+        };
+        let cur = self.snapshot();
+        if base > 0 && (base != cur.version || base_hash != cur.hash) {
+            let latest = match txn.latest().await {
+                Ok(Some(v)) => v,
+                Ok(None) => {
+                    txn.abort().await;
+                    return Err(ApiError::store(StoreError::Data(format!("version {base} disappeared"))));
+                }
+                Err(e) => {
+                    self.store_checked(Err(&e));
+                    return Err(ApiError::store(e));
+                }
+            };
+            if let Err(e) = self.catch_up(&latest).await {
+                txn.abort().await;
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!("stored configuration version {base} cannot be applied: {e}"),
+                ));
+            }
+        }
         let cur = self.snapshot();
         let mut next = cur.doc.clone();
-        edit(&mut next)?;
-        doc::hash_secrets(&mut next).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
-        let out = entity.map_or(Value::Null, |(k, id)| entity_after(k, &next, id));
-        self.commit(&cur, store, next, comment).await?;
-        Ok(out)
-    }
-
-    async fn commit(&self, cur: &Current, store: &Arc<dyn ConfigStore>, next: Doc, comment: &str) -> ApiResult<()> {
-        let t0 = Instant::now();
+        let out = match edit(&mut next, &cur.hash) {
+            Ok(o) => o,
+            Err(e) => {
+                txn.abort().await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = doc::hash_secrets(&mut next) {
+            txn.abort().await;
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", e));
+        }
+        let stored = entity.as_ref().and_then(|(k, id)| next.entities(*k).rev().find(|x| doc::is_entity(*k, x, id)));
+        let (entity_out, entity_tag) = match (&entity, stored) {
+            (Some((k, _)), Some(e)) => (doc::redact(*k, e.clone()), Some(doc::etag(e))),
+            _ => (Value::Null, None),
+        };
         let document = next.to_json();
         let hash = sha256_hex(&document);
+        if hash == cur.hash {
+            // Nothing changes: no new version.
+            txn.abort().await;
+            let etag = entity_tag.or_else(|| Some(config_etag(&cur.hash)));
+            return Ok((out, Written { entity: entity_out, etag, version: cur.version, hash: cur.hash.clone() }));
+        }
+        let t0 = Instant::now();
         let previous = self.gw.config();
-        let applied = self.apply(cur, &previous, &next, hash.clone(), true).await?;
+        let applied = match self.apply(&cur, &previous, &next, hash.clone(), true).await {
+            Ok(a) => a,
+            Err(e) => {
+                txn.abort().await;
+                return Err(if entity.is_some() { e.name_entities(&next) } else { e });
+            }
+        };
         let validated = applied.done - applied.apply;
-        match store.commit_hashed(document, hash, comment.to_string()).await {
+        match txn.commit(document, hash, comment.to_string()).await {
             Ok(v) => {
                 tracing::info!(
                     version = v.version,
@@ -509,14 +848,20 @@ impl AdminState {
                     incremental = applied.incremental,
                     "configuration changed"
                 );
-                self.store_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.store_checked(Ok(()));
+                let etag = entity_tag.or_else(|| Some(config_etag(&v.hash)));
+                let written = Written { entity: entity_out, etag, version: v.version, hash: v.hash.clone() };
                 self.publish(Current { tokens: tokens_of(&next), doc: next, version: v.version, hash: v.hash });
-                Ok(())
+                Ok((out, written))
             }
             Err(e) => {
-                self.store_ok.store(false, std::sync::atomic::Ordering::Relaxed);
-                let _ = self.gw.reload((*previous).clone()).await;
-                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))
+                if !matches!(e, StoreError::Conflict(_)) {
+                    self.store_checked(Err(&e));
+                }
+                if let Err(r) = self.gw.reload((*previous).clone()).await {
+                    tracing::error!(error = %r, "could not put the previous configuration back");
+                }
+                Err(ApiError::store(e))
             }
         }
     }
@@ -557,7 +902,7 @@ impl AdminState {
                 Ok(None) => {}
             }
         }
-        let config = compile_doc(&next.to_value(), Some(hash))?;
+        let config = self.compile(&next.to_value(), Some(hash))?;
         // A change that removes every admin token would lock the Admin API for good.
         if keep_admin_token && !cur.tokens.is_empty() && !tokens_of(next).iter().any(|(_, r)| *r == Role::Admin) {
             return Err(ApiError::new(
@@ -582,6 +927,8 @@ struct Applied {
     incremental: bool,
 }
 
+// === the whole configuration ===
+
 #[derive(Deserialize)]
 struct ExportQuery {
     format: Option<String>,
@@ -593,20 +940,79 @@ async fn export_config(
 ) -> ApiResult<Response> {
     let q = q.map_err(bad_request)?;
     let cur = s.snapshot();
+    let tag = config_etag(&cur.hash);
     match q.format.as_deref() {
         Some("yaml") => {
             let file = gw_config::parse_value(&cur.doc.to_value(), "admin")?;
             let text = gw_config::to_yaml(&file)
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
-            Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+            Ok(with_etag(([(header::CONTENT_TYPE, "application/yaml")], text).into_response(), Some(&tag)))
         }
-        None | Some("json") => {
-            Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash, "document": cur.doc })).into_response())
-        }
+        None | Some("json") => Ok(with_etag(
+            axum::Json(json!({ "version": cur.version, "hash": cur.hash, "document": cur.doc })).into_response(),
+            Some(&tag),
+        )),
         Some(other) => {
             Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("format: {other:?}: use json or yaml")))
         }
     }
+}
+
+/// The body of `PUT /config` as a document: YAML (the file format) with a YAML content type;
+/// otherwise JSON, either the document itself or what `GET /config` returns (`{"version",
+/// "hash", "document"}`: `version` and `hash` are informational, use `If-Match` to make the
+/// import conditional).
+fn imported_document(headers: &HeaderMap, body: &[u8]) -> ApiResult<Doc> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "body: not UTF-8"))?;
+    let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("yaml"));
+    // Nothing is taken from the gateway's environment: `${VAR}` is refused (docs/configuration.md).
+    let file = if yaml {
+        gw_config::parse_yaml_document(text, "import")?
+    } else {
+        let mut v: Value = serde_json::from_str(text)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?;
+        json_integers(&mut v)?;
+        let is_export = v.as_object().is_some_and(|o| {
+            o.contains_key("document") && o.keys().all(|k| matches!(k.as_str(), "document" | "version" | "hash"))
+        });
+        if is_export {
+            let bad = |k: &str| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!(
+                        "{k}: {}",
+                        match k {
+                            "version" => "a version number, as GET /config gives it",
+                            _ => "a hash, as GET /config gives it",
+                        }
+                    ),
+                )
+            };
+            if v.get("version").is_some_and(|x| !x.is_u64()) {
+                return Err(bad("version"));
+            }
+            if v.get("hash").is_some_and(|x| !x.is_string()) {
+                return Err(bad("hash"));
+            }
+            gw_config::parse_value(&v["document"], "import").map_err(|mut e| {
+                for x in &mut e.errors {
+                    x.path = Some(x.path.take().map_or_else(|| "document".into(), |p| format!("document.{p}")));
+                }
+                e
+            })?
+        } else {
+            gw_config::parse_value(&v, "import")?
+        }
+    };
+    Ok(Doc::from_value(
+        gw_config::to_document(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?,
+    ))
+}
+
+fn config_written(w: &Written) -> Response {
+    with_etag(axum::Json(json!({ "version": w.version, "hash": w.hash })).into_response(), w.etag.as_deref())
 }
 
 async fn import_config(
@@ -614,22 +1020,16 @@ async fn import_config(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let text =
-        std::str::from_utf8(&body).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "body: not UTF-8"))?;
-    let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("yaml"));
-    // Nothing is taken from the gateway's environment: `${VAR}` is refused (docs/configuration.md).
-    let file =
-        if yaml { gw_config::parse_yaml_document(text, "import")? } else { gw_config::parse_json(text, "import")? };
-    let doc = Doc::from_value(
-        gw_config::to_document(&file).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?,
-    );
-    s.write("import", None, |d| {
-        *d = doc;
-        Ok(())
-    })
-    .await?;
-    let cur = s.snapshot();
-    Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash })).into_response())
+    let doc = imported_document(&headers, &body)?;
+    let pre = Preconditions::from(&headers);
+    let ((), w) = s
+        .write("import".into(), None, move |d, hash| {
+            pre.check(Some(&config_etag(hash)), "the configuration")?;
+            *d = doc;
+            Ok(())
+        })
+        .await?;
+    Ok(config_written(&w))
 }
 
 #[derive(Deserialize)]
@@ -646,14 +1046,15 @@ async fn history(
     let Some(store) = &s.store else {
         return Ok(axum::Json(json!({ "data": [] })).into_response());
     };
-    let h = store
-        .history(size)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+    let h = store.history(size).await.map_err(ApiError::store)?;
     Ok(axum::Json(json!({ "data": h })).into_response())
 }
 
-async fn rollback(State(s): State<Arc<AdminState>>, version: Result<Path<u64>, PathRejection>) -> ApiResult<Response> {
+async fn rollback(
+    State(s): State<Arc<AdminState>>,
+    version: Result<Path<u64>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let Path(version) = version.map_err(bad_request)?;
     let Some(store) = &s.store else {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "read_only", "DB-less mode has no history"));
@@ -661,19 +1062,22 @@ async fn rollback(State(s): State<Arc<AdminState>>, version: Result<Path<u64>, P
     let v = store
         .get(version)
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?
+        .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found(&format!("version {version}")))?;
     let doc = Doc::from_value(
         serde_json::from_str(&v.document)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?,
     );
-    s.write(&format!("rollback to {version}"), None, |d| {
-        *d = doc;
-        Ok(())
-    })
-    .await?;
-    let cur = s.snapshot();
-    Ok(axum::Json(json!({ "version": cur.version, "hash": cur.hash, "restored": version })).into_response())
+    let pre = Preconditions::from(&headers);
+    let ((), w) = s
+        .write(format!("rollback to {version}"), None, move |d, hash| {
+            pre.check(Some(&config_etag(hash)), "the configuration")?;
+            *d = doc;
+            Ok(())
+        })
+        .await?;
+    let body = json!({ "version": w.version, "hash": w.hash, "restored": version });
+    Ok(with_etag(axum::Json(body).into_response(), w.etag.as_deref()))
 }
 
 async fn status(State(s): State<Arc<AdminState>>) -> ApiResult<Response> {
@@ -681,20 +1085,25 @@ async fn status(State(s): State<Arc<AdminState>>) -> ApiResult<Response> {
         let cur = s.snapshot();
         (cur.version, cur.hash.clone())
     };
-    let nodes = match &s.store {
-        Some(st) => st.nodes().await.unwrap_or_default(),
-        None => Vec::new(),
+    // From the last check: never waits for the store.
+    let (nodes, error) = match s.health.lock() {
+        Ok(h) => (h.nodes.clone(), h.error.clone()),
+        Err(_) => (Vec::new(), None),
     };
+    let mut store = json!({
+        "kind": s.store.as_ref().map_or("file", |st| st.kind()),
+        "reachable": s.store_ok.load(std::sync::atomic::Ordering::Relaxed),
+        "read_only": s.store.is_none(),
+    });
+    if let Some(e) = error {
+        store["error"] = Value::String(e);
+    }
     Ok(axum::Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": s.node_id,
         "uptime_seconds": s.started.elapsed().as_secs(),
         "config": { "version": version, "hash": hash },
-        "store": {
-            "kind": s.store.as_ref().map_or("file", |st| st.kind()),
-            "reachable": s.store_ok.load(std::sync::atomic::Ordering::Relaxed),
-            "read_only": s.store.is_none(),
-        },
+        "store": store,
         "connections": s.gw.connections(),
         "cluster": { "nodes": nodes },
     }))
@@ -736,6 +1145,30 @@ mod tests {
         compile_doc(next, Some(String::new()))
             .map(|c| format!("{:?}\n{:?}", c.routes, c.plugins))
             .map_err(|e| e.errors.iter().map(|x| format!("{:?}: {}", x.path, x.message)).collect())
+    }
+
+    /// Error fields name entities by id where the id can stand in brackets.
+    #[test]
+    fn errors_name_entities() {
+        let d = Doc::from_value(json!({
+            "routes": [{ "name": "a" }, { "name": "" }, { "name": "x]y" }],
+            "plugins": [{ "plugin": "cors", "route": "a" }]
+        }));
+        assert_eq!(by_name("routes[0].paths[1]", &d).as_deref(), Some("routes[a].paths[1]"));
+        assert_eq!(by_name("routes[1].name", &d), None, "an empty name keeps the index");
+        assert_eq!(by_name("routes[2].name", &d), None);
+        assert_eq!(by_name("routes[9]", &d), None);
+        assert_eq!(by_name("plugins[0].config", &d).as_deref(), Some("plugins[cors@route:a].config"));
+        assert_eq!(by_name("gateway.admin", &d), None);
+        let e = ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid",
+            message: "routes[0].paths[1]: bad".into(),
+            errors: vec![json!({ "field": "routes[0].paths[1]", "message": "bad" })],
+        }
+        .name_entities(&d);
+        assert_eq!(e.message, "routes[a].paths[1]: bad");
+        assert_eq!(e.errors[0]["field"], "routes[a].paths[1]");
     }
 
     /// Every route edit the incremental path accepts gives exactly the configuration (or the

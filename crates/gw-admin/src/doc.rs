@@ -383,16 +383,32 @@ fn hash_consumer_secrets(c: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
-/// An entity as the API returns it: secrets removed (`secret` of jwt and hmac-auth credentials,
-/// private keys of certificates; hashes stay, they are not secrets).
+/// The secret fields of a credential of type `ty`, which the entity endpoints never return: the
+/// clear-text key of key-auth and password of basic-auth (normally already replaced by their
+/// hashes), the `secret` of jwt and hmac-auth. The jwt `key` is not one of them: it is the
+/// issuer id that selects the credential.
+fn credential_secrets(ty: Option<&str>) -> &'static [&'static str] {
+    match ty {
+        Some("key-auth") => &["key"],
+        Some("basic-auth") => &["password"],
+        Some("jwt") | Some("hmac-auth") => &["secret"],
+        Some("mtls") => &[],
+        _ => &["secret", "password"],
+    }
+}
+
+/// An entity as the API returns it: secrets removed (see `credential_secrets`; private keys
+/// of certificates). Hashes stay (`key_hash`, `password_hash`): they are not secrets, and they
+/// make the entity writable back as it is.
 pub fn redact(kind: Kind, mut e: Value) -> Value {
     match kind {
         Kind::Consumers => {
             if let Some(creds) = e.get_mut("credentials").and_then(Value::as_array_mut) {
                 for cr in creds {
                     if let Some(o) = cr.as_object_mut() {
-                        for k in ["secret", "key", "password"] {
-                            o.remove(k);
+                        let secrets = credential_secrets(o.get("type").and_then(Value::as_str));
+                        for k in secrets {
+                            o.remove(*k);
                         }
                     }
                 }
@@ -406,6 +422,84 @@ pub fn redact(kind: Kind, mut e: Value) -> Value {
         _ => {}
     }
     e
+}
+
+/// A replacement (`PUT`) of entity `old` by `new`: the secrets `new` leaves out are kept from
+/// `old`, so that what a `GET` returned (secrets removed) writes back unchanged. A credential
+/// keeps its secret when `new` has the same credential (same type and identifier: `id` of
+/// key-auth, `username` of basic-auth and hmac-auth, `key` of jwt) without any key material of
+/// its own; a certificate keeps its private key when `new` gives neither `key` nor `key_file`.
+/// A secret that `new` does give replaces the stored one.
+pub fn keep_secrets(kind: Kind, new: &mut Value, old: &Value) {
+    match kind {
+        Kind::Consumers => {
+            let Some(old_creds) = old.get("credentials").and_then(Value::as_array) else { return };
+            let Some(creds) = new.get_mut("credentials").and_then(Value::as_array_mut) else { return };
+            for cr in creds {
+                let Some(o) = cr.as_object_mut() else { continue };
+                let ty = o.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+                // (identifier field, key material that stands in for the secret, secret fields)
+                let (id_field, material): (&str, &[&str]) = match ty.as_str() {
+                    "key-auth" => ("id", &["key", "key_hash"]),
+                    "basic-auth" => ("username", &["password", "password_hash"]),
+                    "jwt" => ("key", &["secret", "public_key"]),
+                    "hmac-auth" => ("username", &["secret"]),
+                    _ => continue,
+                };
+                if material.iter().any(|k| o.contains_key(*k)) {
+                    continue;
+                }
+                let Some(id) = o.get(id_field).cloned() else { continue };
+                let same = old_creds.iter().find(|c| {
+                    c.get("type").and_then(Value::as_str) == Some(ty.as_str()) && c.get(id_field) == Some(&id)
+                });
+                if let Some(c) = same {
+                    for k in material {
+                        if let Some(v) = c.get(*k) {
+                            o.insert((*k).to_string(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Kind::Certificates => {
+            let Some(o) = new.as_object_mut() else { return };
+            if o.contains_key("key") || o.contains_key("key_file") {
+                return;
+            }
+            if let Some(k) = old.get("key") {
+                o.insert("key".into(), k.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The entity in the form the file loader writes it back (the form `GET /config` and an import
+/// give): parsed as its file-format type and printed again, so equal entities are equal text
+/// however the client spelled them (`"tags": []` or absent). `None` when it does not parse
+/// (validation then reports why).
+pub fn canonical(kind: Kind, e: &Value) -> Option<Value> {
+    use gw_config::file::*;
+    fn via<T: serde::de::DeserializeOwned + serde::Serialize>(e: &Value) -> Option<Value> {
+        serde_json::to_value(T::deserialize(e).ok()?).ok()
+    }
+    match kind {
+        Kind::Listeners => via::<FileListener>(e),
+        Kind::Certificates => via::<FileCertificate>(e),
+        Kind::Upstreams => via::<FileUpstream>(e),
+        Kind::Services => via::<FileService>(e),
+        Kind::Routes => via::<FileRoute>(e),
+        Kind::Plugins => via::<gw_config::plugins::FilePlugin>(e),
+        Kind::Consumers => via::<FileConsumer>(e),
+    }
+}
+
+/// The `ETag` of an entity: a strong tag from its content as stored (SHA-256 of its JSON text,
+/// the first 128 bits): it changes when the entity changes, and only then.
+pub fn etag(e: &Value) -> String {
+    let json = serde_json::to_string(e).unwrap_or_default();
+    format!("\"{}\"", &crate::store::sha256_hex(&json)[..32])
 }
 
 /// Whether `e` carries every tag in `tags`.

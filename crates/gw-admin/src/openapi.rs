@@ -16,21 +16,70 @@ pub const ENDPOINTS: &[(&str, &str, &str, u16)] = &[
     ("/config/rollback/{version}", "post", "Make a previous version current (as a new version)", 200),
 ];
 
+/// What each error status means.
+const ERRORS: &[(u16, &str)] = &[
+    (
+        400,
+        "invalid: the request breaks a rule this document states, or the configuration it would make breaks a rule \
+         of the configuration as a whole (an unknown service, upstream or consumer; a duplicate name; \
+         two fields that exclude each other; an address that cannot be bound; a certificate that does not parse); \
+         `errors[].field` names the failing key, entities by name (`routes[orders].paths[0]`)",
+    ),
+    (401, "no or unknown admin token"),
+    (403, "a read-only token writing, or exporting the configuration"),
+    (404, "no such entity, version or endpoint"),
+    (405, "DB-less mode: the API is read-only"),
+    (409, "an entity of that name exists (POST), or another writer stored a version first (retry)"),
+    (412, "If-Match / If-None-Match does not hold for the latest stored version"),
+    (503, "the configuration store did not answer (within 2 s) or refused; a write may or may not have been stored"),
+];
+
 fn error_responses(extra: &[u16]) -> Map<String, Value> {
     let mut m = Map::new();
-    let err = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
-    for s in [400u16, 401, 403, 404, 405, 409, 503].iter().chain(extra) {
-        m.insert(s.to_string(), err.clone());
+    for (s, why) in ERRORS.iter().filter(|(s, _)| *s != 412 || extra.contains(s)) {
+        let err = json!({ "description": why, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+        m.insert(s.to_string(), err);
     }
     m
+}
+
+/// The `ETag` response header.
+fn etag_header(what: &str) -> Value {
+    json!({ "ETag": { "description": what, "schema": { "type": "string" } } })
 }
 
 fn ok(status: u16, schema: &Value) -> (String, Value) {
     (status.to_string(), json!({ "description": "success", "content": { "application/json": { "schema": schema } } }))
 }
 
+fn ok_tagged(status: u16, schema: &Value, tag: &str) -> (String, Value) {
+    let (k, mut v) = ok(status, schema);
+    v["headers"] = etag_header(tag);
+    (k, v)
+}
+
+/// `If-Match` and `If-None-Match` (optional) of a conditional write.
+fn preconditions(what: &str) -> [Value; 2] {
+    [
+        json!({ "name": "If-Match", "in": "header", "required": false, "description": format!("write only if {what} still has one of these ETags (`*`: exists); 412 otherwise"), "schema": { "type": "string" } }),
+        json!({ "name": "If-None-Match", "in": "header", "required": false, "description": format!("`*`: write only if {what} does not exist; 412 otherwise"), "schema": { "type": "string" } }),
+    ]
+}
+
+/// The entity name rule of the validator: 1-128 letters, digits, `.`, `_`, `~`, `-`.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9._~-]{1,128}$";
+
+/// Largest integer the document admits where the server reads a 64-bit count (the largest
+/// integer a JSON number carries exactly).
+const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
+
+fn name_schema(description: &str) -> Value {
+    json!({ "type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": 128, "description": description })
+}
+
 fn op(summary: &str, tag: &str, params: &[Value], body: Option<Value>, success: &[(String, Value)]) -> Value {
-    let mut responses = error_responses(&[]);
+    let conditional = params.iter().any(|p| p["name"] == "If-Match");
+    let mut responses = error_responses(if conditional { &[412] } else { &[] });
     for (k, v) in success {
         responses.insert(k.clone(), v.clone());
     }
@@ -66,17 +115,146 @@ fn typed_schemas(schemas: &mut Map<String, Value>) -> Vec<(Kind, Value)> {
     let config = g.subschema_for::<FileConfig>().to_value();
     schemas.extend(g.take_definitions(true));
     schemas.insert("FileConfigRef".into(), config);
+    state_rules(schemas);
     refs
 }
 
-/// The schema of a `PUT /{kind}/{id}` body: the entity without its name (the path gives it).
+/// The schema of a `PUT /{kind}/{id}` body: the entity without its name (the path gives it; a
+/// body that repeats it must repeat it exactly, which a schema cannot say, so the schema leaves
+/// it out).
 fn without_id(kind: Kind, schemas: &Map<String, Value>, entity_ref: &Value) -> Value {
     let name = entity_ref.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).unwrap_or("");
     let mut s = schemas.get(name).cloned().unwrap_or_else(|| json!({ "type": "object" }));
     if let Some(req) = s.get_mut("required").and_then(Value::as_array_mut) {
         req.retain(|f| f != kind.id_field());
     }
+    if let Some(props) = s.get_mut("properties").and_then(Value::as_object_mut) {
+        props.remove(kind.id_field());
+    }
+    let desc = s.get("description").and_then(Value::as_str).unwrap_or("").to_string();
+    s["description"] = Value::String(format!(
+        "{desc} The path names the entity: `{}` is left out (a body that gives it must give the path's value).",
+        kind.id_field()
+    ));
     s
+}
+
+/// Merge `extra` into the schema of property `prop` of component `schema`.
+fn constrain(schemas: &mut Map<String, Value>, schema: &str, prop: &str, extra: &Value) {
+    let Some(p) = schemas.get_mut(schema).and_then(|s| s.pointer_mut(&format!("/properties/{prop}"))) else { return };
+    if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Every integer within the range of the type the server reads it as (schemars gives a
+/// minimum but no maximum for `u32`, `i32`, `u64`, `usize`), and within
+/// +-[`MAX_SAFE_INTEGER`] (the API refuses larger ones).
+fn bound_integers(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let is_int = match o.get("type") {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            if is_int {
+                let safe = MAX_SAFE_INTEGER as i64;
+                let (lo, hi) = match o.get("format").and_then(Value::as_str) {
+                    Some("uint8") => (0, 255),
+                    Some("int8") => (-128, 127),
+                    Some("uint16") => (0, 65_535),
+                    Some("int16") => (-32_768, 32_767),
+                    Some("uint32") => (0, 4_294_967_295),
+                    Some("int32") => (-2_147_483_648, 2_147_483_647),
+                    Some("uint" | "uint64") => (0, safe),
+                    _ => (-safe, safe),
+                };
+                o.entry("maximum").or_insert_with(|| json!(hi));
+                o.entry("minimum").or_insert_with(|| json!(lo));
+            }
+            for x in o.values_mut() {
+                bound_integers(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
+/// State in the schemas the rules the validator enforces on single fields, so that a request
+/// this document calls valid is not refused for a rule of its own fields: entity names,
+/// durations and sizes, integer ranges, required plugin configuration, and the field rules in
+/// the table below. (Rules about the configuration as a whole, such as references between
+/// entities, cannot be stated in a schema: see the 400 response.)
+fn state_rules(schemas: &mut Map<String, Value>) {
+    for (schema, field) in [
+        ("FileListener", "name"),
+        ("FileCertificate", "name"),
+        ("FileUpstream", "name"),
+        ("FileService", "name"),
+        ("FileRoute", "name"),
+        ("FileConsumer", "username"),
+    ] {
+        constrain(schemas, schema, field, &name_schema("Stable name: 1-128 letters, digits, `.`, `_`, `~`, `-`."));
+    }
+    constrain(schemas, "FilePlugin", "name", &json!({ "minLength": 1 }));
+    if let Some(d) = schemas.get_mut("Duration").and_then(Value::as_object_mut) {
+        d.insert("pattern".into(), json!("^([0-9]{1,9}(ns|us|ms|s|m|h|d))+$"));
+    }
+    if let Some(b) = schemas.get_mut("ByteSize") {
+        b["anyOf"] = json!([
+            { "type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER },
+            { "type": "string", "pattern": "^[0-9]{1,9}(B|K|KiB|M|MiB|G|GiB|kB|KB|MB|GB)?$", "examples": ["1MiB"] }
+        ]);
+    }
+    for v in schemas.values_mut() {
+        bound_integers(v);
+    }
+    // A plugin whose configuration has required keys needs `config`.
+    let required_config: Vec<String> = schemas
+        .iter()
+        .filter(|(_, s)| s.get("required").and_then(Value::as_array).is_some_and(|r| !r.is_empty()))
+        .map(|(k, _)| format!("#/components/schemas/{k}"))
+        .collect();
+    if let Some(variants) = schemas.get_mut("FilePlugin").and_then(|p| p.get_mut("oneOf")).and_then(Value::as_array_mut)
+    {
+        for v in variants {
+            let r = v.pointer("/properties/config/$ref").and_then(Value::as_str).unwrap_or("");
+            if required_config.iter().any(|x| x == r) {
+                v["required"] = json!(["config"]);
+            }
+        }
+    }
+    // (component, property, what the validator requires)
+    let rules: &[(&str, &str, Value)] = &[
+        ("FileUpstream", "targets", json!({ "minItems": 1 })),
+        ("FileUpstream", "max_connections_per_target", json!({ "minimum": 1 })),
+        ("FileTarget", "weight", json!({ "maximum": 10000 })),
+        ("FileActiveHealth", "healthy_threshold", json!({ "minimum": 1 })),
+        ("FileActiveHealth", "unhealthy_threshold", json!({ "minimum": 1 })),
+        ("FilePassiveHealth", "consecutive_failures", json!({ "minimum": 1 })),
+        ("FileCircuitBreaker", "min_requests", json!({ "minimum": 1 })),
+        ("FileCircuitBreaker", "half_open_requests", json!({ "minimum": 1 })),
+        ("FileRoute", "protocols", json!({ "minItems": 1 })),
+        ("FileRoute", "auth_mode", json!({ "enum": ["any", "all", null] })),
+        ("FileRoute", "methods", json!({ "items": { "type": "string", "pattern": "^[A-Z]{1,32}$" } })),
+        ("FileService", "type", json!({ "enum": ["proxy", "echo", "static", null] })),
+        ("FileAdminToken", "role", json!({ "enum": ["admin", "read_only", null] })),
+    ];
+    for (schema, prop, extra) in rules {
+        constrain(schemas, schema, prop, extra);
+    }
+    if let Some(req) = schemas.get_mut("FileUpstream").and_then(|u| u.as_object_mut()) {
+        let r = req.entry("required").or_insert_with(|| json!([]));
+        if let Some(r) = r.as_array_mut()
+            && !r.iter().any(|x| x == "targets")
+        {
+            r.push(json!("targets"));
+        }
+    }
 }
 
 /// The document.
@@ -84,8 +262,13 @@ pub fn document() -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
     let typed = typed_schemas(&mut schemas);
-    let id = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } });
     for kind in Kind::ALL {
+        // Plugin instance names are free text (a derived one reads `cors@route:orders`).
+        let id_schema = match kind {
+            Kind::Plugins => json!({ "type": "string", "minLength": 1 }),
+            _ => json!({ "type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": 128 }),
+        };
+        let id = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": id_schema });
         let k = kind.key();
         // Responses: the entity as stored, secrets removed (so not the request schema).
         let entity = json!({ "$ref": format!("#/components/schemas/{k}") });
@@ -106,33 +289,41 @@ pub fn document() -> Value {
             "required": ["data", "total", "offset", "next"]
         });
         let list_params = vec![
-            json!({ "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } }),
+            json!({ "name": "offset", "in": "query", "description": "past the end: an empty page", "schema": { "type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER } }),
             json!({ "name": "size", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
             json!({ "name": "tags", "in": "query", "description": "comma-separated; entities with all of them", "schema": { "type": "string" } }),
         ];
+        let tag = "the entity's ETag (its content as stored); give it in If-Match to write only if it has not changed";
         paths.insert(
             format!("/{k}"),
             json!({
                 "get": op(&format!("List {k}"), k, &list_params, None, &[ok(200, &page)]),
-                "post": op(&format!("Create one of {k}"), k, &[], Some(body.clone()), &[ok(201, &entity)]),
+                "post": op(&format!("Create one of {k}"), k, &[], Some(body.clone()), &[ok_tagged(201, &entity, tag)]),
             }),
         );
         let mut no_content = Map::new();
         no_content.insert("description".into(), Value::String("deleted".into()));
+        let [if_match, if_none_match] = preconditions("the entity");
+        let put_params = [id("id"), if_match.clone(), if_none_match];
+        let delete_params = [id("id"), if_match];
         paths.insert(
             format!("/{k}/{{id}}"),
             json!({
-                "get": op(&format!("Read one of {k}"), k, &[id("id")], None, &[ok(200, &entity.clone())]),
-                "put": op(&format!("Create or replace one of {k} (upsert by {})", kind.id_field()), k, &[id("id")], Some(put_body.clone()), &[ok(200, &entity), ok(201, &entity)]),
-                "delete": op(&format!("Delete one of {k}"), k, &[id("id")], None, &[("204".to_string(), Value::Object(no_content))]),
+                "get": op(&format!("Read one of {k}"), k, &[id("id")], None, &[ok_tagged(200, &entity, tag)]),
+                "put": op(&format!("Create or replace one of {k} (upsert by {}); secrets left out (as a GET returns them) keep their stored values", kind.id_field()), k, &put_params, Some(put_body.clone()), &[ok_tagged(200, &entity, tag), ok_tagged(201, &entity, tag)]),
+                "delete": op(&format!("Delete one of {k}"), k, &delete_params, None, &[("204".to_string(), Value::Object(no_content))]),
             }),
         );
     }
     for (path, method, summary, status) in ENDPOINTS {
+        let [if_match, _] = preconditions("the configuration");
         let params = if path.contains("{version}") {
             vec![
-                json!({ "name": "version", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 } }),
+                json!({ "name": "version", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1, "maximum": MAX_SAFE_INTEGER } }),
+                if_match,
             ]
+        } else if *path == "/config" && *method == "put" {
+            vec![if_match]
         } else if *path == "/config" && *method == "get" {
             vec![json!({ "name": "format", "in": "query", "schema": { "type": "string", "enum": ["json", "yaml"] } })]
         } else if *path == "/config/history" {
@@ -142,8 +333,23 @@ pub fn document() -> Value {
         } else {
             vec![]
         };
-        let body = (*method == "put").then(|| json!({ "$ref": "#/components/schemas/FileConfigRef" }));
-        let mut o = op(summary, "config", &params, body, &[ok(*status, &json!({}))]);
+        // `PUT /config` takes the document, or what `GET /config` returns.
+        let body = (*method == "put").then(|| {
+            json!({ "oneOf": [
+                { "$ref": "#/components/schemas/FileConfigRef" },
+                { "type": "object", "additionalProperties": false, "required": ["document"], "properties": {
+                    "document": { "$ref": "#/components/schemas/FileConfigRef" },
+                    "version": { "type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER },
+                    "hash": { "type": "string" } } }
+            ] })
+        });
+        let config_tag = "the configuration's ETag (its version's hash)";
+        let success = if *path == "/config" || path.contains("{version}") {
+            ok_tagged(*status, &json!({}), config_tag)
+        } else {
+            ok(*status, &json!({}))
+        };
+        let mut o = op(summary, "config", &params, body, &[success]);
         if *path == "/config" && *method == "get" {
             // The file format: a YAML document (an object).
             o["responses"]["200"]["content"]["application/yaml"] = json!({ "schema": { "type": "object" } });

@@ -1,6 +1,8 @@
 //! Configuration stores. Every write appends a new version of the whole document (JSON), so
 //! history and rollback come for free and a reader never sees half a change. Stores keep the
-//! last [`KEEP_VERSIONS`] versions.
+//! last [`KEEP_VERSIONS`] versions. A write is a [`WriteTxn`]: the store's write lock (across
+//! every node of a cluster), the latest version read under it, and an append of exactly the
+//! next version, so writers are linearisable and none builds on a version it has not seen.
 //!
 //! - [`EmbeddedStore`]: one redb file under a data directory. redb commits are atomic and
 //!   durable (fsync before the commit returns), so a crash loses no acknowledged write and never
@@ -25,6 +27,11 @@ use tokio::sync::watch;
 /// the embedded store wrote it as a patch).
 pub const KEEP_VERSIONS: u64 = 100;
 
+/// How long one round trip to the PostgreSQL store (connecting included) may take before the
+/// store is treated as unreachable: a database that stops answering costs a write or a check at
+/// most this long, never a hang.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A store error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +41,13 @@ pub enum StoreError {
     /// The stored data is not what this version of Gatehouse expects.
     #[error("config store data: {0}")]
     Data(String),
+    /// The version a write was based on is no longer the latest (another writer got there
+    /// first); nothing was written.
+    #[error("config store: {0}")]
+    Conflict(String),
+    /// The store specification itself is wrong (retrying will not help).
+    #[error("config store: {0}")]
+    Invalid(String),
 }
 
 /// One version of the configuration.
@@ -81,6 +95,25 @@ pub struct NodeInfo {
     pub last_seen_ms: u64,
 }
 
+/// A write in progress. From [`ConfigStore::begin`] until [`WriteTxn::commit`],
+/// [`WriteTxn::abort`] or drop, it holds the store's write lock: every other writer, in this
+/// process or on any other node, waits. So a writer reads the latest version, builds the next
+/// one from it and appends it with nothing in between: writes are linearisable and none is
+/// lost. The append itself is a compare-and-swap on [`WriteTxn::base`] as well.
+#[async_trait]
+pub trait WriteTxn: Send {
+    /// The latest version when the lock was taken: its number (0 for an empty store) and hash.
+    fn base(&self) -> (u64, &str);
+    /// The latest version in full (read under the lock); `None` for an empty store.
+    async fn latest(&mut self) -> Result<Option<Version>, StoreError>;
+    /// Append `document` as version `base + 1` and release the lock. Returns once the version
+    /// is durable and visible to every reader. [`StoreError::Conflict`] if `base` is no longer
+    /// the latest version (nothing written).
+    async fn commit(self: Box<Self>, document: String, hash: String, comment: String) -> Result<Version, StoreError>;
+    /// Release the lock without writing.
+    async fn abort(self: Box<Self>);
+}
+
 /// Where the configuration lives.
 #[async_trait]
 pub trait ConfigStore: Send + Sync + 'static {
@@ -88,15 +121,23 @@ pub trait ConfigStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// The latest version, if any.
     async fn latest(&self) -> Result<Option<Version>, StoreError>;
+    /// The latest version's number and hash, without its document.
+    async fn latest_meta(&self) -> Result<Option<VersionMeta>, StoreError> {
+        Ok(self.history(1).await?.into_iter().next())
+    }
     /// One version.
     async fn get(&self, version: u64) -> Result<Option<Version>, StoreError>;
-    /// Append a new version; returns it.
+    /// Take the write lock: see [`WriteTxn`].
+    async fn begin(&self) -> Result<Box<dyn WriteTxn>, StoreError>;
+    /// Append a new version on top of whatever is latest; returns it.
     async fn commit(&self, document: String, comment: String) -> Result<Version, StoreError> {
         let hash = sha256_hex(&document);
         self.commit_hashed(document, hash, comment).await
     }
     /// [`ConfigStore::commit`] with the document's SHA-256 (hex) already computed.
-    async fn commit_hashed(&self, document: String, hash: String, comment: String) -> Result<Version, StoreError>;
+    async fn commit_hashed(&self, document: String, hash: String, comment: String) -> Result<Version, StoreError> {
+        self.begin().await?.commit(document, hash, comment).await
+    }
     /// Newest first, at most `limit`.
     async fn history(&self, limit: usize) -> Result<Vec<VersionMeta>, StoreError>;
     /// Record that `node` runs `version` (cluster status). No-op for a single node.
@@ -119,7 +160,7 @@ fn now_ms() -> u64 {
 }
 
 /// SHA-256 of `s`, lower-case hex (version hashes).
-pub(crate) fn sha256_hex(s: &str) -> String {
+pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -138,6 +179,8 @@ pub struct EmbeddedStore {
     db: Arc<redb::Database>,
     /// The latest version's document and patch depth, to diff the next one against.
     last: Arc<std::sync::Mutex<Option<LastWritten>>>,
+    /// The write lock of [`WriteTxn`] (redb locks the file, so only this process writes).
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A version this process wrote: number, document, patch depth.
@@ -168,16 +211,107 @@ impl EmbeddedStore {
         let tx = db.begin_write().map_err(io)?;
         tx.open_table(VERSIONS).map_err(io)?;
         tx.commit().map_err(io)?;
-        Ok(EmbeddedStore { db: Arc::new(db), last: Arc::default() })
+        Ok(EmbeddedStore { db: Arc::new(db), last: Arc::default(), writer: Arc::default() })
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| StoreError::Io(e.to_string()))?
+        blocking(self.db.clone(), f).await
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    db: Arc<redb::Database>,
+    f: impl FnOnce(&redb::Database) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| StoreError::Io(e.to_string()))?
+}
+
+/// A write to the embedded store: the process-wide write lock, and the version it is based on.
+struct EmbeddedTxn {
+    db: Arc<redb::Database>,
+    last: Arc<std::sync::Mutex<Option<LastWritten>>>,
+    base: u64,
+    base_hash: String,
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl WriteTxn for EmbeddedTxn {
+    fn base(&self) -> (u64, &str) {
+        (self.base, &self.base_hash)
+    }
+
+    async fn latest(&mut self) -> Result<Option<Version>, StoreError> {
+        let base = self.base;
+        blocking(self.db.clone(), move |db| {
+            let tx = db.begin_read().map_err(io)?;
+            let t = tx.open_table(VERSIONS).map_err(io)?;
+            Ok(read_version(&t, base)?.map(|x| x.0))
+        })
+        .await
+    }
+
+    async fn commit(self: Box<Self>, document: String, hash: String, comment: String) -> Result<Version, StoreError> {
+        let (last, base) = (self.last.clone(), self.base);
+        blocking(self.db.clone(), move |db| append(db, &last, base, document, hash, comment)).await
+    }
+
+    async fn abort(self: Box<Self>) {}
+}
+
+/// Append version `base + 1` if `base` is still the latest (0: the store is empty).
+fn append(
+    db: &redb::Database,
+    last: &std::sync::Mutex<Option<LastWritten>>,
+    base: u64,
+    document: String,
+    hash: String,
+    comment: String,
+) -> Result<Version, StoreError> {
+    let tx = db.begin_write().map_err(io)?;
+    let (v, depth) = {
+        let mut t = tx.open_table(VERSIONS).map_err(io)?;
+        let prev = t.last().map_err(io)?.map(|(k, _)| k.value());
+        if prev.unwrap_or(0) != base {
+            return Err(StoreError::Conflict(format!(
+                "version {} was written after version {base}, which this write was based on",
+                prev.unwrap_or(0)
+            )));
+        }
+        let next = base + 1;
+        let v = Version { version: next, hash, document, created_ms: now_ms(), comment };
+        // The document before, from memory when this process wrote it.
+        let cached = last.lock().ok().and_then(|l| l.clone()).filter(|(n, _, _)| Some(*n) == prev);
+        let before = match (cached, prev) {
+            (Some((_, doc, depth)), _) => Some((doc, depth)),
+            (None, Some(p)) => read_version(&t, p)?.map(|(x, d)| (Arc::from(x.document), d)),
+            (None, None) => None,
+        };
+        let (bytes, depth) = match before.and_then(|(b, d)| diff(&b, &v.document).map(|x| (x, d))) {
+            Some(((prefix, suffix), d)) if d < MAX_PATCH_DEPTH => {
+                let p = Patch { base: next - 1, prefix, suffix, depth: d + 1 };
+                let middle = &v.document.as_bytes()[prefix..v.document.len() - suffix];
+                (encode_patch(&v, &p, middle)?, d + 1)
+            }
+            _ => (encode(&v)?, 0),
+        };
+        t.insert(next, bytes.as_slice()).map_err(io)?;
+        // Keep the last KEEP_VERSIONS, and whatever the oldest of them is rebuilt from.
+        if let Some(cut) = next.checked_sub(KEEP_VERSIONS) {
+            let keep_from = root_of(&t, cut + 1)?;
+            t.retain_in(..keep_from, |_, _| false).map_err(io)?;
+        }
+        (v, depth)
+    };
+    // Durable when this returns (redb's default durability fsyncs the commit).
+    tx.commit().map_err(io)?;
+    if let Ok(mut l) = last.lock() {
+        *l = Some((v.version, Arc::from(v.document.as_str()), depth));
+    }
+    Ok(v)
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -332,46 +466,19 @@ impl ConfigStore for EmbeddedStore {
         .await
     }
 
-    async fn commit_hashed(&self, document: String, hash: String, comment: String) -> Result<Version, StoreError> {
-        let last = self.last.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(io)?;
-            let (v, depth) = {
-                let mut t = tx.open_table(VERSIONS).map_err(io)?;
-                let prev = t.last().map_err(io)?.map(|(k, _)| k.value());
-                let next = prev.map_or(1, |p| p + 1);
-                let v = Version { version: next, hash, document, created_ms: now_ms(), comment };
-                // The document before, from memory when this process wrote it.
-                let cached = last.lock().ok().and_then(|l| l.clone()).filter(|(n, _, _)| Some(*n) == prev);
-                let before = match (cached, prev) {
-                    (Some((_, doc, depth)), _) => Some((doc, depth)),
-                    (None, Some(p)) => read_version(&t, p)?.map(|(x, d)| (Arc::from(x.document), d)),
-                    (None, None) => None,
-                };
-                let (bytes, depth) = match before.and_then(|(b, d)| diff(&b, &v.document).map(|x| (x, d))) {
-                    Some(((prefix, suffix), d)) if d < MAX_PATCH_DEPTH => {
-                        let p = Patch { base: next - 1, prefix, suffix, depth: d + 1 };
-                        let middle = &v.document.as_bytes()[prefix..v.document.len() - suffix];
-                        (encode_patch(&v, &p, middle)?, d + 1)
-                    }
-                    _ => (encode(&v)?, 0),
-                };
-                t.insert(next, bytes.as_slice()).map_err(io)?;
-                // Keep the last KEEP_VERSIONS, and whatever the oldest of them is rebuilt from.
-                if let Some(cut) = next.checked_sub(KEEP_VERSIONS) {
-                    let keep_from = root_of(&t, cut + 1)?;
-                    t.retain_in(..keep_from, |_, _| false).map_err(io)?;
+    async fn begin(&self) -> Result<Box<dyn WriteTxn>, StoreError> {
+        let lock = self.writer.clone().lock_owned().await;
+        let (base, base_hash) = self
+            .blocking(|db| {
+                let tx = db.begin_read().map_err(io)?;
+                let t = tx.open_table(VERSIONS).map_err(io)?;
+                match t.last().map_err(io)? {
+                    Some((k, v)) => Ok((k.value(), decode_meta(v.value())?.hash)),
+                    None => Ok((0, String::new())),
                 }
-                (v, depth)
-            };
-            // Durable when this returns (redb's default durability fsyncs the commit).
-            tx.commit().map_err(io)?;
-            if let Ok(mut l) = last.lock() {
-                *l = Some((v.version, Arc::from(v.document.as_str()), depth));
-            }
-            Ok(v)
-        })
-        .await
+            })
+            .await?;
+        Ok(Box::new(EmbeddedTxn { db: self.db.clone(), last: self.last.clone(), base, base_hash, _lock: lock }))
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<VersionMeta>, StoreError> {
@@ -427,24 +534,96 @@ const MIGRATIONS: &[(i32, &str)] = &[
 /// The notification channel.
 const CHANNEL: &str = "gatehouse_config";
 
+/// The advisory lock that serializes writers (every node, every version of this code).
+const WRITE_LOCK: i64 = 7246;
+
+/// How long a write transaction may sit idle (validating) while it holds the write lock before
+/// the server ends it: a node that stops answering in the middle of a write blocks the other
+/// nodes' writes for at most this long.
+const WRITE_IDLE_LIMIT: &str = "5s";
+
+/// A connection and the task that drives it. Dropping it closes the socket (the task is
+/// aborted), so the server rolls back whatever transaction it had open and frees its locks.
+struct Conn {
+    client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Where a store URL points, for messages: `user@host:port/dbname` (never the password).
+fn describe(cfg: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = cfg.get_ports().get(i).or(cfg.get_ports().first()).copied().unwrap_or(5432);
+            match h {
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() { "localhost:5432".to_string() } else { hosts.join(",") };
+    let user = cfg.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let db = cfg.get_dbname().map(|d| format!("/{d}")).unwrap_or_default();
+    format!("{user}{hosts}{db}")
+}
+
+/// An error with its causes (`error connecting to server: Connection refused (os error 111)`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// PostgreSQL store for a cluster of nodes.
+///
+/// Reads (the sync task's checks, history, heartbeats) share one connection; writes have a
+/// connection of their own, which holds the write transaction (and the advisory lock
+/// [`WRITE_LOCK`]) while the API validates and applies the change. Every round trip is bounded
+/// by [`STORE_TIMEOUT`]; a connection that times out is dropped and opened again next time.
 pub struct PgStore {
-    url: String,
-    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    cfg: tokio_postgres::Config,
+    /// `user@host:port/db`, for messages.
+    target: String,
+    client: tokio::sync::Mutex<Option<Conn>>,
+    writer: Arc<tokio::sync::Mutex<Option<Conn>>>,
     latest_tx: watch::Sender<u64>,
 }
 
 impl PgStore {
     /// Connect, apply migrations and start listening for changes. `resync` is the period of
-    /// the safety-net full check.
+    /// the safety-net full check. An error names the server (`user@host:port/db`) and the
+    /// cause; [`StoreError::Invalid`] when the URL itself is wrong.
     pub async fn connect(url: &str, resync: Duration) -> Result<Arc<PgStore>, StoreError> {
+        let cfg: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Invalid(format!("store URL: {}", chain(&e))))?;
+        let target = describe(&cfg);
         let (latest_tx, _) = watch::channel(0);
-        let store = Arc::new(PgStore { url: url.to_string(), client: tokio::sync::Mutex::new(None), latest_tx });
+        let store =
+            Arc::new(PgStore { cfg, target, client: tokio::sync::Mutex::new(None), writer: Arc::default(), latest_tx });
         {
             let mut guard = store.client.lock().await;
-            let client = store.open().await?;
-            migrate(&client).await?;
-            *guard = Some(client);
+            let conn = store.open().await?;
+            tokio::time::timeout(STORE_TIMEOUT * 5, migrate(&conn.client))
+                .await
+                .map_err(|_| store.timeout("applying migrations"))?
+                .map_err(|e| store.err(&e))?;
+            *guard = Some(conn);
         }
         let latest = store.latest_version().await?;
         store.latest_tx.send_replace(latest);
@@ -452,21 +631,35 @@ impl PgStore {
         Ok(store)
     }
 
-    async fn open(&self) -> Result<tokio_postgres::Client, StoreError> {
-        let (client, conn) =
-            tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
-                .await
-                .map_err(|_| StoreError::Io("connect timed out".into()))?
-                .map_err(io)?;
-        tokio::spawn(async move {
+    /// Where the store is (`user@host:port/db`).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn err(&self, e: &tokio_postgres::Error) -> StoreError {
+        StoreError::Io(format!("PostgreSQL at {}: {}", self.target, chain(e)))
+    }
+
+    fn timeout(&self, what: &str) -> StoreError {
+        StoreError::Io(format!("PostgreSQL at {}: timed out after {STORE_TIMEOUT:?} {what}", self.target))
+    }
+
+    async fn open(&self) -> Result<Conn, StoreError> {
+        let (client, conn) = tokio::time::timeout(STORE_TIMEOUT, self.cfg.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| self.timeout("connecting"))?
+            .map_err(|e| self.err(&e))?;
+        let driver = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "config store connection closed");
             }
         });
-        Ok(client)
+        Ok(Conn { client, driver })
     }
 
-    /// Run `f` with a connection, reconnecting once if the connection was lost.
+    /// Run `f` on the shared read connection (opened when missing or closed). Waiting for the
+    /// connection and running `f` are each bounded by [`STORE_TIMEOUT`]; a connection that
+    /// times out is dropped.
     async fn with<T>(
         &self,
         f: impl for<'a> Fn(
@@ -475,22 +668,28 @@ impl PgStore {
             Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>,
         >,
     ) -> Result<T, StoreError> {
-        let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-            *guard = Some(self.open().await?);
-        }
-        let Some(c) = guard.as_ref() else { return Err(StoreError::Io("no connection".into())) };
-        match tokio::time::timeout(Duration::from_secs(5), f(c)).await {
+        let mut guard = tokio::time::timeout(STORE_TIMEOUT, self.client.lock())
+            .await
+            .map_err(|_| self.timeout("waiting for the connection"))?;
+        let run = async {
+            if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *guard = Some(self.open().await?);
+            }
+            let Some(c) = guard.as_ref() else { return Err(StoreError::Io("no connection".into())) };
+            f(&c.client).await.map_err(|e| self.err(&e))
+        };
+        let r = tokio::time::timeout(STORE_TIMEOUT, run).await;
+        match r {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if c.is_closed() {
+                if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
                     *guard = None;
                 }
-                Err(io(e))
+                Err(e)
             }
             Err(_) => {
                 *guard = None;
-                Err(StoreError::Io("query timed out".into()))
+                Err(self.timeout("waiting for an answer"))
             }
         }
     }
@@ -518,10 +717,8 @@ fn row_to_version(r: &tokio_postgres::Row) -> Version {
     }
 }
 
-async fn migrate(c: &tokio_postgres::Client) -> Result<(), StoreError> {
-    c.batch_execute("CREATE TABLE IF NOT EXISTS gatehouse_schema_migrations (version INT PRIMARY KEY)")
-        .await
-        .map_err(io)?;
+async fn migrate(c: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    c.batch_execute("CREATE TABLE IF NOT EXISTS gatehouse_schema_migrations (version INT PRIMARY KEY)").await?;
     for (v, sql) in MIGRATIONS {
         // One transaction per migration, serialized across nodes by an advisory lock.
         let sql = format!(
@@ -529,23 +726,30 @@ async fn migrate(c: &tokio_postgres::Client) -> Result<(), StoreError> {
              DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM gatehouse_schema_migrations WHERE version = {v}) THEN \
              EXECUTE $m${sql}$m$; INSERT INTO gatehouse_schema_migrations VALUES ({v}); END IF; END $$; COMMIT;"
         );
-        c.batch_execute(&sql).await.map_err(io)?;
+        c.batch_execute(&sql).await?;
     }
     Ok(())
 }
 
-/// Listen for change notifications; resync periodically; reconnect when the connection drops.
+/// Listen for change notifications; resync periodically; reconnect when the connection drops
+/// or stops answering (every step bounded by [`STORE_TIMEOUT`]).
 async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
     loop {
         let Some(s) = store.upgrade() else { return };
-        let url = s.url.clone();
+        let cfg = s.cfg.clone();
+        let target = s.target.clone();
         let tx = s.latest_tx.clone();
         drop(s);
-        let connected = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
+        let connected = tokio::time::timeout(STORE_TIMEOUT, cfg.connect(tokio_postgres::NoTls)).await;
         let (client, mut conn) = match connected {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "config store unreachable; serving the last good configuration");
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                tracing::debug!(store = %target, error = %chain(&e), "config store notifications: cannot connect");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(store = %target, "config store notifications: connect timed out");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -567,8 +771,10 @@ async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
             })
             .await;
         });
-        if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_err() {
+        let listening = tokio::time::timeout(STORE_TIMEOUT, client.batch_execute(&format!("LISTEN {CHANNEL}"))).await;
+        if !matches!(listening, Ok(Ok(()))) {
             driver.abort();
+            tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
         let mut tick = tokio::time::interval(resync);
@@ -580,20 +786,137 @@ async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    match client.query_one("SELECT COALESCE(MAX(version), 0) FROM gatehouse_config", &[]).await {
-                        Ok(row) => {
+                    let q = client.query_one("SELECT COALESCE(MAX(version), 0) FROM gatehouse_config", &[]);
+                    match tokio::time::timeout(STORE_TIMEOUT, q).await {
+                        Ok(Ok(row)) => {
                             let v = row.get::<_, i64>(0).max(0) as u64;
                             tx.send_if_modified(|cur| { let ch = v > *cur; if ch { *cur = v; } ch });
                         }
-                        Err(_) => break,
+                        _ => break,
                     }
                     if store.strong_count() == 0 { driver.abort(); return; }
                 }
             }
         }
         driver.abort();
-        tracing::warn!("config store notification connection lost; reconnecting");
+        tracing::debug!(store = %target, "config store notification connection lost; reconnecting");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A write transaction on the PostgreSQL store: `BEGIN`, the advisory lock [`WRITE_LOCK`], the
+/// latest version read under it; `commit` inserts `base + 1` (the primary key refuses a
+/// duplicate: a compare-and-swap even against a writer that took no lock), deletes versions
+/// past [`KEEP_VERSIONS`], notifies every node, and commits.
+struct PgTxn {
+    conn: tokio::sync::OwnedMutexGuard<Option<Conn>>,
+    target: String,
+    base: u64,
+    base_hash: String,
+    latest_tx: watch::Sender<u64>,
+    /// Committed or rolled back: the connection may be used again.
+    finished: bool,
+}
+
+impl PgTxn {
+    fn err(&self, e: &tokio_postgres::Error) -> StoreError {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            return StoreError::Conflict(format!("version {} was written by another writer", self.base + 1));
+        }
+        StoreError::Io(format!("PostgreSQL at {}: {}", self.target, chain(e)))
+    }
+
+    fn timeout(&self, what: &str) -> StoreError {
+        StoreError::Io(format!("PostgreSQL at {}: timed out after {STORE_TIMEOUT:?} {what}", self.target))
+    }
+
+    fn client(&self) -> Result<&tokio_postgres::Client, StoreError> {
+        self.conn.as_ref().map(|c| &c.client).ok_or_else(|| StoreError::Io("no connection".into()))
+    }
+}
+
+impl Drop for PgTxn {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Still inside the transaction: close the connection, the server rolls back.
+            *self.conn = None;
+        }
+    }
+}
+
+#[async_trait]
+impl WriteTxn for PgTxn {
+    fn base(&self) -> (u64, &str) {
+        (self.base, &self.base_hash)
+    }
+
+    async fn latest(&mut self) -> Result<Option<Version>, StoreError> {
+        let base = self.base as i64;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&base];
+        let c = self.client()?;
+        let q = c.query_opt(
+            "SELECT version, document, hash, created_ms, comment FROM gatehouse_config WHERE version = $1",
+            &params,
+        );
+        match tokio::time::timeout(STORE_TIMEOUT, q).await {
+            Ok(Ok(row)) => Ok(row.as_ref().map(row_to_version)),
+            Ok(Err(e)) => Err(self.err(&e)),
+            Err(_) => Err(self.timeout("reading the latest version")),
+        }
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        document: String,
+        hash: String,
+        comment: String,
+    ) -> Result<Version, StoreError> {
+        let (next, created) = ((self.base + 1) as i64, now_ms() as i64);
+        let cut = next - KEEP_VERSIONS as i64;
+        let c = self.client()?;
+        let run = async {
+            let row = c
+                .query_one(
+                    "INSERT INTO gatehouse_config (version, document, hash, created_ms, comment) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING version, document, hash, created_ms, comment",
+                    &[&next, &document, &hash, &created, &comment],
+                )
+                .await?;
+            c.execute("DELETE FROM gatehouse_config WHERE version <= $1", &[&cut]).await?;
+            c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &next.to_string()]).await?;
+            // NOTIFY is delivered, and the lock released, on commit.
+            c.batch_execute("COMMIT").await?;
+            Ok::<_, tokio_postgres::Error>(row_to_version(&row))
+        };
+        let out = match tokio::time::timeout(STORE_TIMEOUT, run).await {
+            Ok(Ok(v)) => {
+                self.finished = true;
+                Ok(v)
+            }
+            Ok(Err(e)) => Err(self.err(&e)),
+            Err(_) => Err(StoreError::Io(format!(
+                "PostgreSQL at {}: no answer within {STORE_TIMEOUT:?} while committing (the version may or may not have been stored)",
+                self.target
+            ))),
+        };
+        if let Ok(v) = &out {
+            self.latest_tx.send_if_modified(|cur| {
+                let ch = v.version > *cur;
+                if ch {
+                    *cur = v.version;
+                }
+                ch
+            });
+        }
+        // On error `finished` stays false: drop closes the connection (the server rolls back).
+        out
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        let Ok(c) = self.client() else { return };
+        if let Ok(Ok(())) = tokio::time::timeout(STORE_TIMEOUT, c.batch_execute("ROLLBACK")).await {
+            self.finished = true;
+        }
     }
 }
 
@@ -619,7 +942,7 @@ impl ConfigStore for PgStore {
     }
 
     async fn get(&self, version: u64) -> Result<Option<Version>, StoreError> {
-        let v = version as i64;
+        let v = i64::try_from(version).unwrap_or(i64::MAX);
         self.with(move |c| {
             Box::pin(async move {
                 let rows = c
@@ -634,39 +957,49 @@ impl ConfigStore for PgStore {
         .await
     }
 
-    async fn commit_hashed(&self, document: String, hash: String, comment: String) -> Result<Version, StoreError> {
-        let created = now_ms() as i64;
-        let v = self
-            .with(move |c| {
-                let (document, comment, hash) = (document.clone(), comment.clone(), hash.clone());
-                Box::pin(async move {
-                    // The next version under a lock so concurrent writers on several nodes get
-                    // distinct, gap-free versions; NOTIFY is delivered on commit.
-                    let row = c
-                        .query_one(
-                            "WITH l AS (SELECT pg_advisory_xact_lock(7246)) \
-                             INSERT INTO gatehouse_config (version, document, hash, created_ms, comment) \
-                             SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4 FROM gatehouse_config, l \
-                             RETURNING version, document, hash, created_ms, comment",
-                            &[&document, &hash, &created, &comment],
-                        )
-                        .await?;
-                    let v = row_to_version(&row);
-                    let cut = v.version as i64 - KEEP_VERSIONS as i64;
-                    c.execute("DELETE FROM gatehouse_config WHERE version <= $1", &[&cut]).await?;
-                    c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &v.version.to_string()]).await?;
-                    Ok(v)
-                })
-            })
-            .await?;
-        self.latest_tx.send_if_modified(|cur| {
-            let ch = v.version > *cur;
-            if ch {
-                *cur = v.version;
+    async fn begin(&self) -> Result<Box<dyn WriteTxn>, StoreError> {
+        let mut guard = tokio::time::timeout(STORE_TIMEOUT, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| self.timeout("waiting for the write connection"))?;
+        let run = async {
+            if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *guard = Some(self.open().await?);
             }
-            ch
-        });
-        Ok(v)
+            let Some(c) = guard.as_ref() else { return Err(StoreError::Io("no connection".into())) };
+            let c = &c.client;
+            // Waiting for the lock is bounded too (another node in the middle of a write).
+            c.batch_execute(&format!(
+                "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL idle_in_transaction_session_timeout = '{WRITE_IDLE_LIMIT}'; \
+                 SELECT pg_advisory_xact_lock({WRITE_LOCK})",
+                STORE_TIMEOUT.as_millis()
+            ))
+            .await
+            .map_err(|e| self.err(&e))?;
+            let row = c
+                .query_opt("SELECT version, hash FROM gatehouse_config ORDER BY version DESC LIMIT 1", &[])
+                .await
+                .map_err(|e| self.err(&e))?;
+            Ok(row.map_or((0, String::new()), |r| (r.get::<_, i64>(0).max(0) as u64, r.get::<_, String>(1))))
+        };
+        let r = tokio::time::timeout(STORE_TIMEOUT, run).await;
+        match r {
+            Ok(Ok((base, base_hash))) => Ok(Box::new(PgTxn {
+                conn: guard,
+                target: self.target.clone(),
+                base,
+                base_hash,
+                latest_tx: self.latest_tx.clone(),
+                finished: false,
+            })),
+            Ok(Err(e)) => {
+                *guard = None;
+                Err(e)
+            }
+            Err(_) => {
+                *guard = None;
+                Err(self.timeout("starting a write"))
+            }
+        }
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<VersionMeta>, StoreError> {
@@ -751,5 +1084,35 @@ mod tests {
         assert_eq!(decode(&old).unwrap(), v);
         assert_eq!(decode_meta(&old).unwrap(), VersionMeta::from(&v));
         assert!(decode(b"GH1\n{\"version\":1").is_err(), "a truncated record is an error, not a panic");
+    }
+
+    /// The embedded store's append is a compare-and-swap on the version it was based on, and
+    /// its write lock makes a second writer wait and then see the first one's version.
+    #[tokio::test]
+    async fn embedded_writes_are_linearisable() {
+        let dir = std::env::temp_dir().join(format!("gh-store-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Arc::new(EmbeddedStore::open(&dir).unwrap());
+        let last = Arc::new(std::sync::Mutex::new(None));
+        append(&s.db, &last, 0, "{\"a\":1}".into(), "h1".into(), "one".into()).unwrap();
+        let e = append(&s.db, &last, 0, "{\"a\":2}".into(), "h2".into(), "stale".into()).unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+        let t1 = s.begin().await.unwrap();
+        assert_eq!(t1.base(), (1, "h1"));
+        let s2 = s.clone();
+        let second = tokio::spawn(async move {
+            let t2 = s2.begin().await.unwrap();
+            let base = t2.base().0;
+            (base, t2.commit("{\"a\":4}".into(), "h4".into(), "after".into()).await.unwrap().version)
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!second.is_finished(), "the second writer waits");
+        assert_eq!(t1.commit("{\"a\":3}".into(), "h3".into(), "first".into()).await.unwrap().version, 2);
+        assert_eq!(second.await.unwrap(), (2, 3));
+        let t3 = s.begin().await.unwrap();
+        t3.abort().await;
+        assert_eq!(s.latest().await.unwrap().unwrap().comment, "after");
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,8 +1,8 @@
 //! Cluster follow-up: apply configuration versions written by other nodes (announced by the
-//! store, with a periodic full check as a safety net), and record this node's version.
+//! store, with a periodic check as a safety net), record this node's version, and keep the
+//! store's health and the cluster's node list for `/status` (which never waits for the store).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::AdminState;
@@ -13,6 +13,7 @@ pub fn spawn(state: Arc<AdminState>, every: Duration) -> tokio::task::JoinHandle
         let Some(store) = state.store.clone() else { return };
         let mut announced = store.announcements();
         let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 changed = async {
@@ -25,32 +26,47 @@ pub fn spawn(state: Arc<AdminState>, every: Duration) -> tokio::task::JoinHandle
                 }
                 _ = tick.tick() => {}
             }
-            match store.latest().await {
-                Ok(Some(v)) => {
-                    state.store_ok.store(true, Ordering::Relaxed);
-                    if v.version > state.version().await {
-                        match state.apply_from_store(&v).await {
-                            Ok(()) => {
-                                tracing::info!(version = v.version, "applied configuration version from the store");
-                            }
-                            Err(e) => {
-                                tracing::error!(version = v.version, error = %e, "stored configuration rejected; still serving the previous one");
-                            }
+            // The latest version's number first; its document only when it is new here.
+            let checked = match store.latest_meta().await {
+                Ok(Some(m)) if m.version != state.version().await => match store.get(m.version).await {
+                    Ok(Some(v)) => {
+                        // The store answered: say so before applying (which may take a while).
+                        state.store_checked(Ok(()));
+                        if let Err(e) = state.apply_from_store(&v).await {
+                            tracing::error!(
+                                version = v.version,
+                                error = %e,
+                                "stored configuration rejected; still serving the previous one"
+                            );
+                        } else {
+                            tracing::info!(version = v.version, "applied configuration version from the store");
                         }
+                        Ok(())
                     }
-                }
-                Ok(None) => state.store_ok.store(true, Ordering::Relaxed),
-                Err(e) => {
-                    state.gw.metrics().plugin_event("config_store_unreachable");
-                    if state.store_ok.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(error = %e, "config store unreachable; serving the last good configuration");
+                    // Pruned meanwhile: the next round reads the newer one.
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            let checked = match checked {
+                Ok(()) => store.heartbeat(&state.node_id, state.version().await).await,
+                Err(e) => Err(e),
+            };
+            let checked = match checked {
+                Ok(()) => match store.nodes().await {
+                    Ok(nodes) => {
+                        if let Ok(mut h) = state.health.lock() {
+                            h.nodes = nodes;
+                        }
+                        Ok(())
                     }
-                }
-            }
-            let v = state.version().await;
-            if store.heartbeat(&state.node_id, v).await.is_err() {
-                state.store_ok.store(false, Ordering::Relaxed);
-            }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            state.store_checked(checked.as_ref().map(|_| ()));
         }
     })
 }

@@ -18,6 +18,7 @@
 pub mod file;
 mod load;
 pub mod model;
+pub mod overrides;
 pub mod plugins;
 mod subst;
 pub mod template;
@@ -29,6 +30,7 @@ pub use load::{
     parse_value, parse_yaml, parse_yaml_document, process_env, to_document, validate_located,
 };
 pub use model::Config;
+pub use overrides::AddressOverrides;
 pub use subst::{escape, unescape};
 pub use validate::{
     KeyPath, RouteChange, RouteEdit, Seg, ValidateOptions, ValidationError, config_hash, edit_route, hash_api_key,

@@ -29,6 +29,17 @@ impl Proc {
     /// `gatehouse run --log-format json <args>` with extra environment variables; returns once
     /// started, with the first proxy listener's address.
     pub(crate) async fn start_args(args: &[&str], env: &[(&str, &str)]) -> (Proc, std::net::SocketAddr) {
+        let mut p = Self::spawn(args, env);
+        let line = p.wait_for("listening", Duration::from_secs(20)).await;
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        let addr = v["addr"].as_str().expect("addr field").parse().expect("socket address");
+        // Logged once the file watcher and signal handlers are installed.
+        p.wait_for("gatehouse started", Duration::from_secs(20)).await;
+        (p, addr)
+    }
+
+    /// `gatehouse run --log-format json <args>` without waiting for anything.
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(["run", "--log-format", "json"])
             .args(args)
@@ -46,13 +57,7 @@ impl Proc {
                 let _ = tx.send(l);
             }
         });
-        let mut p = Proc { child, lines, seen: Vec::new() };
-        let line = p.wait_for("listening", Duration::from_secs(20)).await;
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        let addr = v["addr"].as_str().expect("addr field").parse().expect("socket address");
-        // Logged once the file watcher and signal handlers are installed.
-        p.wait_for("gatehouse started", Duration::from_secs(20)).await;
-        (p, addr)
+        Proc { child, lines, seen: Vec::new() }
     }
 
     /// A line already seen (or the next one) containing `needle`, parsed as JSON.
@@ -62,6 +67,14 @@ impl Proc {
             None => self.wait_for(needle, Duration::from_secs(20)).await,
         };
         serde_json::from_str(&line).expect("json log line")
+    }
+
+    /// Every stderr line so far (including those not waited for yet).
+    pub(crate) fn lines_so_far(&mut self) -> &[String] {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        &self.seen
     }
 
     /// Wait for a stderr line containing `needle`.
