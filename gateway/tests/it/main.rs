@@ -14,6 +14,7 @@ mod observability;
 mod protocols;
 mod proxy;
 mod ratelimit;
+mod redis_cluster;
 mod security;
 mod streaming;
 mod tls;
