@@ -258,6 +258,13 @@ pub struct FileLimits {
     /// Most concurrent HTTP/2 streams per connection. Default 128.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 stream resets by the client beyond the streams completed, per connection and
+    /// `http2_reset_window`, before GOAWAY ENHANCE_YOUR_CALM (rapid reset). Default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_max_resets: Option<u32>,
+    /// Window of `http2_max_resets`. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_reset_window: Option<Dur>,
 }
 
 // === listeners ===

@@ -132,6 +132,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 client stream resets tolerated beyond completed streams per window.
+    pub http2_max_resets: u32,
+    /// Window of `http2_max_resets`.
+    pub http2_reset_window: Duration,
 }
 
 /// A listener.

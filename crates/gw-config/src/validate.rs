@@ -313,11 +313,17 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         idle_timeout: dur(&l.idle_timeout, Duration::from_secs(60)),
         max_connections,
         max_concurrent_streams,
+        http2_max_resets: l.http2_max_resets.unwrap_or(200),
+        http2_reset_window: dur(&l.http2_reset_window, Duration::from_secs(10)),
     };
+    if limits.http2_max_resets == 0 {
+        v.err(lp.join("http2_max_resets"), "must be at least 1");
+    }
     for (k, d) in [
         ("header_read_timeout", limits.header_read_timeout),
         ("body_read_timeout", limits.body_read_timeout),
         ("idle_timeout", limits.idle_timeout),
+        ("http2_reset_window", limits.http2_reset_window),
     ] {
         if d.is_zero() {
             v.err(lp.join(k), "must be greater than zero");

@@ -11,7 +11,12 @@ mod metrics;
 mod usage;
 
 pub use access_log::{AccessLog, AccessLogLine, AccessLogTarget, Rfc3339, rfc3339};
-pub use metrics::{Metrics, RouteMetrics, TargetHealthLabels};
+mod sampler;
+
+pub use metrics::{
+    CIRCUIT_STATES, Format, Metrics, RetryCounter, RouteMetrics, TargetHealthLabels, to_prometheus_text,
+};
+pub use sampler::{LogSampler, Sampled};
 pub use usage::{Usage, UsageRow};
 
 /// Install the process-wide `tracing` subscriber: JSON lines or human-readable text on stderr,

@@ -48,6 +48,21 @@ struct NameLabels {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    service: String,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitLabels {
+    upstream: String,
+    state: &'static str,
+}
+
+/// Circuit breaker states, as metric label values.
+pub const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -72,6 +87,21 @@ pub struct Metrics {
     config_timestamp: Gauge<f64, AtomicU64>,
     access_log_dropped: Counter,
     plugin_counters: Family<NameLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+    circuit_state: Family<CircuitLabels, Gauge>,
+    circuit_transitions: Family<CircuitLabels, Counter>,
+    http2_reset_limited: Counter,
+}
+
+/// The retry counter of one service (a handle: no label lookup when counting).
+#[derive(Clone, Debug)]
+pub struct RetryCounter(Counter);
+
+impl RetryCounter {
+    /// Count one retry.
+    pub fn inc(&self) {
+        self.0.inc();
+    }
 }
 
 /// Per-route handles, fetched once per configuration version so the request path records
@@ -165,6 +195,26 @@ impl Metrics {
         );
         let plugin_counters = Family::<NameLabels, Counter>::default();
         r.register("plugin_events", "Plugin events by name (e.g. redis fail-open)", plugin_counters.clone());
+        let retries = Family::<RetryLabels, Counter>::default();
+        r.register("upstream_retries", "Upstream attempts retried, by service and upstream", retries.clone());
+        let circuit_state = Family::<CircuitLabels, Gauge>::default();
+        r.register(
+            "upstream_circuit_state",
+            "Circuit breaker state per upstream: 1 for the current state (closed, open, half_open), 0 for the others",
+            circuit_state.clone(),
+        );
+        let circuit_transitions = Family::<CircuitLabels, Counter>::default();
+        r.register(
+            "upstream_circuit_transitions",
+            "Circuit breaker state changes per upstream, by the state entered",
+            circuit_transitions.clone(),
+        );
+        let http2_reset_limited = Counter::default();
+        r.register(
+            "http2_reset_limited_connections",
+            "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for too many client stream resets",
+            http2_reset_limited.clone(),
+        );
         Metrics {
             registry: Mutex::new(r),
             requests,
@@ -181,6 +231,10 @@ impl Metrics {
             config_timestamp,
             access_log_dropped,
             plugin_counters,
+            retries,
+            circuit_state,
+            circuit_transitions,
+            http2_reset_limited,
         }
     }
 
@@ -279,6 +333,47 @@ impl Metrics {
         self.plugin_counters.get_or_create(&NameLabels { name: name.to_string() }).inc();
     }
 
+    /// The retry counter of a service and its upstream (fetched once per configuration).
+    pub fn retries(&self, service: &str, upstream: &str) -> RetryCounter {
+        RetryCounter(
+            self.retries.get_or_create(&RetryLabels { service: service.into(), upstream: upstream.into() }).clone(),
+        )
+    }
+
+    /// Drop a service's retry series (removed by a reload).
+    pub fn forget_retries(&self, service: &str, upstream: &str) {
+        self.retries.remove(&RetryLabels { service: service.into(), upstream: upstream.into() });
+    }
+
+    /// Set an upstream's circuit state gauge (`state` one of [`CIRCUIT_STATES`]).
+    pub fn set_circuit_state(&self, upstream: &str, state: &'static str) {
+        for s in CIRCUIT_STATES {
+            self.circuit_state
+                .get_or_create(&CircuitLabels { upstream: upstream.into(), state: s })
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Count a circuit state change of `upstream` into `state`, and set the gauge.
+    pub fn circuit_transition(&self, upstream: &str, state: &'static str) {
+        self.circuit_transitions.get_or_create(&CircuitLabels { upstream: upstream.into(), state }).inc();
+        self.set_circuit_state(upstream, state);
+    }
+
+    /// Drop an upstream's circuit series (removed by a reload, or its breaker turned off).
+    pub fn forget_circuit(&self, upstream: &str) {
+        for state in CIRCUIT_STATES {
+            let l = CircuitLabels { upstream: upstream.into(), state };
+            self.circuit_state.remove(&l);
+            self.circuit_transitions.remove(&l);
+        }
+    }
+
+    /// An HTTP/2 connection was closed for too many client stream resets.
+    pub fn http2_reset_limit_hit(&self) {
+        self.http2_reset_limited.inc();
+    }
+
     /// Register extra metrics (plugins) under `gatehouse_<prefix>_...`.
     pub fn register_with(&self, f: impl FnOnce(&mut Registry)) {
         if let Ok(mut r) = self.registry.lock() {
@@ -293,5 +388,195 @@ impl Metrics {
             let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         }
         out
+    }
+
+    /// Every metric in `format`, with the Content-Type to send it with.
+    pub fn encode_as(&self, format: Format) -> (String, &'static str) {
+        let om = self.encode();
+        match format {
+            Format::OpenMetrics => (om, Format::OpenMetrics.content_type()),
+            Format::Prometheus => (to_prometheus_text(&om), Format::Prometheus.content_type()),
+        }
+    }
+}
+
+/// A text exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+}
+
+impl Format {
+    /// The Content-Type of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    /// The format to answer an `Accept` header with: OpenMetrics when the client asks for
+    /// `application/openmetrics-text` at least as much as for the Prometheus text format (what
+    /// Prometheus sends by default), the Prometheus text format otherwise (no `Accept`,
+    /// `text/plain`, `*/*`).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else { return Format::Prometheus };
+        let (mut om, mut text) = (0.0f32, 0.0f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let mut q = 1.0f32;
+            let mut version = None;
+            for p in parts {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let v = v.trim().trim_matches('"');
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = v.parse().unwrap_or(0.0),
+                    "version" => version = Some(v.to_string()),
+                    _ => {}
+                }
+            }
+            match media.as_str() {
+                "application/openmetrics-text" if matches!(version.as_deref(), None | Some("1.0.0" | "0.0.1")) => {
+                    om = om.max(q);
+                }
+                "text/plain" if matches!(version.as_deref(), None | Some("0.0.4")) => text = text.max(q),
+                "*/*" | "text/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if om > 0.0 && om >= text { Format::OpenMetrics } else { Format::Prometheus }
+    }
+}
+
+/// Rewrite OpenMetrics text (as `prometheus_client` writes it) as Prometheus text 0.0.4: no
+/// `# EOF` or `# UNIT`; counter families named by their `_total` samples; `info` families as
+/// gauges of their `_info` samples; `unknown` as `untyped`; exemplars dropped.
+pub fn to_prometheus_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut help: Option<&str> = None;
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
+                _ => (name.to_string(), "untyped"),
+            };
+            if let Some(h) = help.take() {
+                let text = h.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str("# HELP ");
+                out.push_str(&name);
+                if !text.is_empty() {
+                    out.push(' ');
+                    out.push_str(text);
+                }
+                out.push('\n');
+            }
+            out.push_str("# TYPE ");
+            out.push_str(&name);
+            out.push(' ');
+            out.push_str(kind);
+            out.push('\n');
+            continue;
+        }
+        if let Some(h) = help.take() {
+            // A HELP without a TYPE: keep it as it was.
+            out.push_str("# HELP ");
+            out.push_str(h);
+            out.push('\n');
+        }
+        if line.starts_with('#') {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        out.push_str(without_exemplar(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// A sample line without its exemplar (` # {...} value`), if it has one.
+fn without_exemplar(line: &str) -> &str {
+    // Skip the label set, whose quoted values may contain anything.
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    // The name ends at the label set or at the first space.
+    if let Some(open) = line.find(['{', ' ']).filter(|&k| bytes[k] == b'{') {
+        i = open + 1;
+        let mut quoted = false;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' if quoted => i += 1,
+                b'"' => quoted = !quoted,
+                b'}' if !quoted => break,
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    match line[i.min(line.len())..].find(" # ") {
+        Some(k) => &line[..i + k],
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Prometheus sends gets OpenMetrics; text/plain, `*/*` or nothing get text 0.0.4.
+    #[test]
+    fn negotiation() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text")), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("text/plain; version=0.0.4; q=1, application/openmetrics-text; q=0.5")),
+            Format::Prometheus
+        );
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("application/json")), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text;q=0")), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text;version=2.0.0")), Format::Prometheus);
+    }
+
+    /// Counters are named by their samples, info becomes a gauge, UNIT/EOF/exemplars go.
+    #[test]
+    fn prometheus_text_from_openmetrics() {
+        let om = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{r=\"x}\\\" # {\"} 3\n# HELP b Open.\n# TYPE b gauge\n# UNIT b seconds\nb 2\n# HELP v Version.\n# TYPE v info\nv_info{version=\"1\"} 1\n# TYPE c counter\nc_total 1 # {trace=\"t\"} 1.0\n# HELP h Lat.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n# EOF\n";
+        let want = "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{r=\"x}\\\" # {\"} 3\n# HELP b Open.\n# TYPE b gauge\nb 2\n# HELP v_info Version.\n# TYPE v_info gauge\nv_info{version=\"1\"} 1\n# TYPE c_total counter\nc_total 1\n# HELP h Lat.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n";
+        assert_eq!(to_prometheus_text(om), want);
+        // The gateway's own registry converts with every family typed by its samples.
+        let m = Metrics::new();
+        m.error("circuit_open");
+        m.circuit_transition("u", "open");
+        let (text, ctype) = m.encode_as(Format::Prometheus);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"));
+        assert!(!text.contains("# EOF"));
+        assert!(
+            text.contains(
+                "# TYPE gatehouse_http_errors_total counter\ngatehouse_http_errors_total{code=\"circuit_open\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("gatehouse_upstream_circuit_state{upstream=\"u\",state=\"open\"} 1"), "{text}");
+        let (om, ctype) = m.encode_as(Format::OpenMetrics);
+        assert!(ctype.starts_with("application/openmetrics-text; version=1.0.0"));
+        assert!(om.ends_with("# EOF\n"));
     }
 }

@@ -62,12 +62,18 @@ impl RateLimiting {
                 Duration::from_millis(longest.saturating_mul(2)),
             )),
             CounterPolicy::Redis => match &c.sync_interval {
-                Some(every) => Store::Batched(BatchedStore::new(
-                    redis_store(env.config)?,
-                    every.get(),
-                    c.max_keys.unwrap_or(100_000),
-                    Duration::from_millis(longest.saturating_mul(2)),
-                )),
+                Some(every) => {
+                    let metrics = env.metrics.clone();
+                    Store::Batched(
+                        BatchedStore::new(
+                            redis_store(env.config)?,
+                            every.get(),
+                            c.max_keys.unwrap_or(100_000),
+                            Duration::from_millis(longest.saturating_mul(2)),
+                        )
+                        .on_sync_failure(Arc::new(move || metrics.plugin_event("rate_limiting_sync_failed"))),
+                    )
+                }
                 None => Store::Redis(redis_store(env.config)?),
             },
         };

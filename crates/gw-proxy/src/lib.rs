@@ -26,6 +26,7 @@ mod conn;
 mod forwarding;
 mod h1;
 mod h1server;
+mod h2guard;
 mod health;
 mod pipeline;
 mod pool;

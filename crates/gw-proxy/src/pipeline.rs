@@ -25,7 +25,7 @@ use http_body_util::BodyExt;
 use gw_config::model::{AuthMode, HashOn, UpstreamProtocol};
 use gw_core::{AuthOutcome, Ctx, Flow, LogEntry, Reply, RequestHead, ResponseHead};
 use gw_error::{Error, ErrorKind, Retry};
-use gw_observability::{AccessLogLine, Rfc3339};
+use gw_observability::{AccessLogLine, Rfc3339, Sampled};
 use gw_upstream::{Outcome, SelectError};
 
 use crate::body::{
@@ -118,7 +118,17 @@ pub(crate) async fn serve(
         Err(e) => {
             p.error = Some(e.kind().code());
             if e.side() != gw_error::Side::Downstream || e.kind().status().is_server_error() {
-                tracing::warn!(request_id = ?cx.request_id, error = %e, "request failed");
+                // Expected refusals (open circuit, store failing closed, no healthy upstream)
+                // are sampled: one line per kind per second; every one is in the metrics.
+                match l.shared.refusal_log.sample(e.kind().code()) {
+                    Sampled::Always => tracing::warn!(request_id = ?cx.request_id, error = %e, "request failed"),
+                    Sampled::Write { suppressed } => {
+                        // `suppressed`: lines of this kind left out since the last one.
+                        let msg = "request refused (sampled: one line per kind and second)";
+                        tracing::warn!(request_id = ?cx.request_id, error = %e, suppressed, "{msg}");
+                    }
+                    Sampled::Skip => {}
+                }
             } else {
                 tracing::debug!(request_id = ?cx.request_id, error = %e, "request refused");
             }
@@ -754,6 +764,9 @@ async fn forward(
                 let outcome = if failed { Outcome::Failure } else { Outcome::Success };
                 if can_retry {
                     inflight.finish(outcome, latency, now);
+                    if let Some(c) = &service.retried {
+                        c.inc();
+                    }
                     tracing::debug!(status, target = %endpoint.authority, attempt, "retrying after upstream status");
                     attempt += 1;
                     tried.push(sel.index);
@@ -803,6 +816,9 @@ async fn forward(
                     && service.budget.try_withdraw(now);
                 if !can_retry {
                     return Err(err);
+                }
+                if let Some(c) = &service.retried {
+                    c.inc();
                 }
                 tracing::debug!(error = %err, target = %endpoint.authority, attempt, "retrying on another target");
                 attempt += 1;

@@ -15,7 +15,7 @@ use rustls::{ClientConfig, ServerConfig};
 use gw_config::RouteChange;
 use gw_config::model::{self, Config, HashOn, Route, ServiceKind, StaticResponse, Timeouts, UpstreamProtocol};
 use gw_core::{Plugin, RouteInfo};
-use gw_observability::{Metrics, RouteMetrics, TargetHealthLabels};
+use gw_observability::{Metrics, RetryCounter, RouteMetrics, TargetHealthLabels};
 use gw_router::{Edit, RouteSpec, Router};
 use gw_upstream::{
     ActiveHealthConfig, Balancer, BalancerConfig, CircuitBreaker, CircuitBreakerConfig, HealthConfig,
@@ -53,6 +53,8 @@ pub(crate) struct ServiceRt {
     pub(crate) timeouts: Timeouts,
     pub(crate) retries: model::Retries,
     pub(crate) budget: RetryBudget,
+    /// Counts retries (`gatehouse_upstream_retries_total`); proxy services only.
+    pub(crate) retried: Option<RetryCounter>,
 }
 
 /// What a compiled service does.
@@ -159,10 +161,16 @@ impl Runtime {
             let (protocol, client, sni) =
                 tls_by_upstream.get(&i).cloned().unwrap_or((UpstreamProtocol::Http1, None, None));
             let prev = prev_upstreams.get(u.name.as_str()).copied();
-            upstreams.push(Arc::new(compile_upstream(u, protocol, client, sni.as_deref(), prev, workers)?));
+            upstreams.push(Arc::new(compile_upstream(u, protocol, client, sni.as_deref(), prev, workers, metrics)?));
         }
-        // Health gauges: drop series of targets that disappeared.
+        // Health gauges: drop series of targets that disappeared; circuit series of upstreams
+        // gone or without a breaker now.
         if let Some(p) = previous {
+            for old in &p.upstreams {
+                if old.breaker.is_some() && !upstreams.iter().any(|u| u.name == old.name && u.breaker.is_some()) {
+                    metrics.forget_circuit(&old.name);
+                }
+            }
             for old in &p.upstreams {
                 for t in old.balancer.targets() {
                     let still = upstreams
@@ -194,13 +202,32 @@ impl Runtime {
                 min_per_second: s.retries.budget_min_per_second,
                 ttl: std::time::Duration::from_secs(10),
             });
+            let retried = match &kind {
+                ServiceRtKind::Proxy { upstream, .. } => Some(metrics.retries(&s.name, &upstream.name)),
+                _ => None,
+            };
             services.push(Arc::new(ServiceRt {
                 name: s.name.as_str().into(),
                 kind,
                 timeouts: s.timeouts.clone(),
                 retries: s.retries.clone(),
                 budget,
+                retried,
             }));
+        }
+        // Retry series of services gone (or now on another upstream).
+        if let Some(p) = previous {
+            for old in &p.services {
+                if let ServiceRtKind::Proxy { upstream: old_up, .. } = &old.kind {
+                    let kept = services.iter().any(|s| {
+                        s.name == old.name
+                            && matches!(&s.kind, ServiceRtKind::Proxy { upstream, .. } if upstream.name == old_up.name)
+                    });
+                    if !kept {
+                        metrics.forget_retries(&old.name, &old_up.name);
+                    }
+                }
+            }
         }
 
         let plugins = Plugins::build(cfg, metrics, clock)?;
@@ -367,6 +394,7 @@ fn compile_upstream(
     sni: Option<&str>,
     prev: Option<&Arc<UpstreamRt>>,
     workers: usize,
+    metrics: &Arc<Metrics>,
 ) -> Result<UpstreamRt, String> {
     let health = HealthConfig {
         active: u.active_health.as_ref().map(|a| ActiveHealthConfig {
@@ -415,13 +443,22 @@ fn compile_upstream(
         let same = prev.is_some_and(|p| p.config.circuit_breaker.as_ref() == Some(c));
         match prev.and_then(|p| p.breaker.clone()) {
             Some(b) if same => b,
-            _ => Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
-                failure_ratio: c.failure_ratio,
-                min_requests: c.min_requests,
-                window: c.window,
-                open_duration: c.open_duration,
-                half_open_requests: c.half_open_requests,
-            })),
+            _ => {
+                // State changes are counted and shown per upstream (a new breaker starts closed).
+                let (m, name) = (metrics.clone(), u.name.clone());
+                m.set_circuit_state(&name, "closed");
+                let observer: gw_upstream::CircuitObserver = Arc::new(move |state| {
+                    m.circuit_transition(&name, circuit_label(state));
+                });
+                let cfg = CircuitBreakerConfig {
+                    failure_ratio: c.failure_ratio,
+                    min_requests: c.min_requests,
+                    window: c.window,
+                    open_duration: c.open_duration,
+                    half_open_requests: c.half_open_requests,
+                };
+                Arc::new(CircuitBreaker::with_observer(cfg, observer))
+            }
         }
     });
     Ok(UpstreamRt {
@@ -433,6 +470,15 @@ fn compile_upstream(
         failure_statuses: u.passive_health.as_ref().map(|p| p.failure_statuses.clone()).unwrap_or_default(),
         config: u.clone(),
     })
+}
+
+/// The metric label of a circuit state.
+pub(crate) fn circuit_label(state: gw_upstream::CircuitState) -> &'static str {
+    match state {
+        gw_upstream::CircuitState::Closed => "closed",
+        gw_upstream::CircuitState::Open => "open",
+        gw_upstream::CircuitState::HalfOpen => "half_open",
+    }
 }
 
 /// Compile a configuration without serving it (for `gatehouse validate`).

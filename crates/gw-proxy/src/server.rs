@@ -20,15 +20,22 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use gw_config::model::{Config, LogTarget};
-use gw_observability::{AccessLog, AccessLogTarget, Metrics, TargetHealthLabels};
+use gw_observability::{AccessLog, AccessLogTarget, Format, LogSampler, Metrics, TargetHealthLabels};
 
 use crate::body::ClientBody;
 use crate::conn::{ConnState, TrackedIo, Verdict, watchdog};
 use crate::forwarding::ConnForwarding;
 use crate::h1server;
+use crate::h2guard::H2Guard;
 use crate::health::HealthChecks;
 use crate::pipeline::{self, ConnInfo};
 use crate::runtime::Runtime;
+
+/// Error codes of expected refusals whose warning lines are sampled: the upstream's circuit is
+/// open, a dependency (a rate-limit store failing closed, an auth service) is unavailable, no
+/// healthy target, a target or the gateway at capacity.
+const REFUSALS_SAMPLED: &[&str] =
+    &["circuit_open", "dependency_unavailable", "no_healthy_upstream", "upstream_overloaded", "overloaded"];
 
 /// Process-wide state shared by every connection.
 pub(crate) struct Shared {
@@ -38,6 +45,8 @@ pub(crate) struct Shared {
     /// Requests per consumer, route and day.
     pub(crate) usage: gw_observability::Usage,
     pub(crate) access_log: Option<AccessLog>,
+    /// Warning lines about expected refusals, sampled (one per kind per second).
+    pub(crate) refusal_log: LogSampler,
     /// Connection tasks and upgraded tunnels, awaited on shutdown.
     pub(crate) tasks: TaskTracker,
     shutdown: watch::Sender<bool>,
@@ -215,6 +224,7 @@ impl Gateway {
             usage: gw_observability::Usage::new(&metrics, 62),
             clock,
             access_log,
+            refusal_log: LogSampler::new(REFUSALS_SAMPLED, Duration::from_secs(1)),
             tasks: TaskTracker::new(),
             shutdown,
             draining: AtomicBool::new(false),
@@ -651,6 +661,8 @@ async fn serve_http<I>(
             let f = pipeline::serve(req.map(ClientBody::Hyper), None, info.clone(), svc_shared.clone());
             async move { Ok::<_, std::convert::Infallible>(f.await) }
         });
+        // Client stream resets are limited per connection (rapid reset): see `h2guard`.
+        let io = H2Guard::new(io, limits.http2_max_resets, limits.http2_reset_window, shared.metrics.clone());
         let conn = hyper::server::conn::http2::Builder::new(FreshExecutor)
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -744,8 +756,15 @@ fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>>
                     let labels = TargetHealthLabels { upstream: u.name.to_string(), target: t.address.to_string() };
                     s.metrics.set_target_health(&labels, t.healthy);
                 }
+                // An open circuit turns half-open by time alone: show the state at this moment.
+                if let Some(b) = &u.breaker {
+                    s.metrics.set_circuit_state(&u.name, crate::runtime::circuit_label(b.state(now)));
+                }
             }
-            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", s.metrics.encode())
+            // OpenMetrics only for clients that ask for it; Prometheus text 0.0.4 otherwise.
+            let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            let (body, ctype) = s.metrics.encode_as(Format::negotiate(accept));
+            (StatusCode::OK, ctype, body)
         }
         "/health" | "/live" => (
             StatusCode::OK,

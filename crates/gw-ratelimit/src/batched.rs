@@ -1,19 +1,36 @@
 //! Batched Redis mode: requests are counted locally and the counts are added to Redis every
-//! `interval` in one pipeline, which also brings back the totals of every node. The request path
-//! never waits on Redis; the price is accuracy: between two synchronisations each node only
-//! knows its own new requests, so a cluster may admit up to `nodes x rate x interval` more than
-//! the limit. Window algorithms only (a GCRA timestamp cannot be merged).
+//! `interval` in one pipeline per Redis Cluster hash slot (one for a single Redis), which also
+//! brings back the totals of every node. The request path never waits on Redis; the price is
+//! accuracy: between two synchronisations each node only knows its own new requests, so a
+//! cluster may admit up to `nodes x rate x interval` more than the limit. Window algorithms only
+//! (a GCRA timestamp cannot be merged).
+//!
+//! A synchronisation that fails keeps its counts for the next one (for as long as the window
+//! they count is alive), reports each failed round to the failure hook (a metric) and logs a
+//! warning at most every 10 s with the number of failures since the last one. Only outages back
+//! off the Redis store (per master on a cluster), so a failing synchronisation never stops
+//! another policy's requests on healthy masters.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::redis_store::SyncItem;
 use crate::{Algorithm, Decision, Limit, LimitStatus, RedisStore};
 
+/// Called once per synchronisation round in which some counts could not be sent.
+pub type SyncFailureHook = Arc<dyn Fn() + Send + Sync>;
+
+/// Least time between two warnings about failed synchronisations.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 struct Cell {
+    digest: u128,
     key: String,
     prev_key: String,
     ttl_ms: u64,
+    /// Synchronisations of this cell that failed in a row.
+    failures: AtomicU32,
     /// Counted here, not yet added to Redis.
     pending: AtomicU64,
     /// The total in Redis at the last synchronisation (what this node sent included).
@@ -27,6 +44,11 @@ struct Inner {
     redis: Arc<RedisStore>,
     cells: moka::sync::Cache<u128, Arc<Cell>, xxhash_rust::xxh3::Xxh3Builder>,
     dirty: Mutex<Vec<Arc<Cell>>>,
+    interval: Duration,
+    on_failure: Option<SyncFailureHook>,
+    /// Failed rounds not yet reported in a warning, and when the last warning was logged.
+    unreported: AtomicU64,
+    last_warn: Mutex<Option<Instant>>,
 }
 
 /// Local counting synchronised with Redis every `interval`.
@@ -47,10 +69,23 @@ impl BatchedStore {
                     .time_to_idle(idle)
                     .build_with_hasher(xxhash_rust::xxh3::Xxh3Builder::new()),
                 dirty: Mutex::new(Vec::new()),
+                interval,
+                on_failure: None,
+                unreported: AtomicU64::new(0),
+                last_warn: Mutex::new(None),
             }),
             interval,
             started: AtomicBool::new(false),
         }
+    }
+
+    /// Call `hook` once per synchronisation round in which some counts could not be sent (set
+    /// before the first check).
+    pub fn on_sync_failure(mut self, hook: SyncFailureHook) -> BatchedStore {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.on_failure = Some(hook);
+        }
+        self
     }
 
     fn start(&self) {
@@ -142,6 +177,8 @@ impl Inner {
         self.cells.get_with(id, || {
             let base = format!("gh:rb:{{{key:032x}}}:{}:{w}", alg.code());
             Arc::new(Cell {
+                digest: key,
+                failures: AtomicU32::new(0),
                 key: format!("{base}:{idx}"),
                 prev_key: format!("{base}:{}", idx.wrapping_sub(1)),
                 ttl_ms: if alg == Algorithm::SlidingWindow { 2 * w } else { w },
@@ -175,25 +212,65 @@ impl Inner {
             c.dirty.store(false, Ordering::Release);
             let n = c.pending.load(Ordering::Acquire);
             sent.push(n);
-            items.push((c.key.clone(), n, c.ttl_ms, c.prev_key.clone()));
+            items.push(SyncItem {
+                digest: c.digest,
+                key: c.key.clone(),
+                delta: n,
+                ttl_ms: c.ttl_ms,
+                prev_key: c.prev_key.clone(),
+            });
         }
-        match self.redis.add_and_read(&items).await {
-            Ok(totals) => {
-                for ((c, n), (total, prev)) in cells.iter().zip(sent).zip(totals) {
+        let answers = self.redis.add_and_read(&items).await;
+        let mut failed: Option<Arc<crate::StoreError>> = None;
+        let mut failed_cells = 0usize;
+        for ((c, n), answer) in cells.iter().zip(sent).zip(answers) {
+            match answer {
+                Ok((total, prev)) => {
+                    c.failures.store(0, Ordering::Relaxed);
                     // Publish the new total before removing what it now includes: a reader in
                     // between counts those requests twice (stricter), never zero times.
                     c.global.store(total, Ordering::Release);
                     c.prev_global.store(prev, Ordering::Release);
                     let _ = c.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)));
                 }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "rate-limit batch sync failed; counts kept for the next one");
-                for c in &cells {
-                    self.mark(c);
+                Err(e) => {
+                    failed_cells += 1;
+                    failed.get_or_insert(e);
+                    // Keep the counts for the next round while their window can still matter;
+                    // a cell given up on is marked again by its next request.
+                    let tries = c.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    let worth = c.ttl_ms / (self.interval.as_millis() as u64).max(1) + 1;
+                    if u64::from(tries) <= worth {
+                        self.mark(c);
+                    }
                 }
             }
         }
+        if let Some(e) = failed {
+            if let Some(h) = &self.on_failure {
+                h();
+            }
+            self.warn(&e, failed_cells, cells.len());
+        }
+    }
+
+    /// A warning at most every [`WARN_EVERY`], with the failed rounds since the last one.
+    fn warn(&self, e: &crate::StoreError, failed: usize, total: usize) {
+        self.unreported.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut last) = self.last_warn.lock() else { return };
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        let rounds = self.unreported.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            error = %e,
+            counters_failed = failed,
+            counters = total,
+            failed_rounds = rounds,
+            "rate-limit batch sync to Redis failed; counts kept for the next one"
+        );
     }
 }
 
@@ -238,5 +315,54 @@ mod tests {
             a.sync_now().await;
             assert!(!a.check(alg, key, &limits, now).allowed, "{alg:?}: a sees the total");
         }
+    }
+
+    /// Redis down: each failed round calls the hook once, the counts stay (the node keeps
+    /// limiting on what it counted itself), and a cell is retried only while its window can
+    /// matter, then left until its next request.
+    #[tokio::test]
+    async fn failed_sync_is_reported_and_retried_while_useful() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let redis = Arc::new(
+            RedisStore::new(&RedisConfig {
+                urls: vec![format!("redis://127.0.0.1:{port}/")],
+                cluster: false,
+                timeout: Duration::from_millis(100),
+                backoff: Duration::from_millis(1),
+                ca_pem: None,
+            })
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let failures = Arc::new(AtomicU64::new(0));
+        let f = failures.clone();
+        // Window 1 s, interval 1 h: a cell is worth retrying for ttl/interval + 1 = 1 round.
+        let s = BatchedStore::new(redis, Duration::from_secs(3600), 100, Duration::from_secs(60)).on_sync_failure(
+            Arc::new(move || {
+                f.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        // The background task's first round (at once, with nothing to send), then none for 1 h.
+        s.start();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let limits = [Limit { name: "second", window_ms: 1000, max: 3 }];
+        for _ in 0..3 {
+            assert!(s.check(Algorithm::FixedWindow, 7, &limits, 5_000).allowed);
+        }
+        assert!(!s.check(Algorithm::FixedWindow, 7, &limits, 5_000).allowed, "counted locally");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.sync_now().await;
+        assert_eq!(failures.load(Ordering::Relaxed), 1);
+        assert_eq!(s.inner.dirty.lock().map(|d| d.len()).unwrap_or(9), 1, "kept for the next round");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.sync_now().await;
+        assert_eq!(failures.load(Ordering::Relaxed), 2);
+        assert_eq!(s.inner.dirty.lock().map(|d| d.len()).unwrap_or(9), 0, "given up: its window is over");
+        s.sync_now().await;
+        assert_eq!(failures.load(Ordering::Relaxed), 2, "nothing to send, nothing failed");
+        assert!(!s.check(Algorithm::FixedWindow, 7, &limits, 5_000).allowed, "the counts stay");
+        assert_eq!(s.inner.dirty.lock().map(|d| d.len()).unwrap_or(9), 1, "marked again by a request");
     }
 }

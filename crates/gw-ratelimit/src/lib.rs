@@ -8,11 +8,11 @@
 //!   compare-and-swap (no lock on the hot path); cells expire when idle and the number of keys is
 //!   capped, so a flood of distinct client IPs cannot grow memory without bound.
 //! - [`RedisStore`]: state shared by every gateway node, checked and updated atomically by one
-//!   Lua script in one round trip per request; a short timeout, and a back-off after a failure
-//!   so that a down or slow Redis costs requests nothing while the caller applies its
-//!   fail-open or fail-closed policy.
-//! - [`BatchedStore`]: local counting synchronised with Redis every N ms, for very high
-//!   traffic where a Redis round trip per request is too much.
+//!   Lua script in one round trip per request; a short timeout, and a back-off after an outage
+//!   (per master on a Redis Cluster) so that a down or slow Redis costs requests nothing while
+//!   the caller applies its fail-open or fail-closed policy.
+//! - [`BatchedStore`]: local counting synchronised with Redis every N ms (one pipeline per
+//!   cluster slot), for very high traffic where a Redis round trip per request is too much.
 //! - [`period`]: calendar periods (hour, day, week, month, UTC) for quotas.
 //!
 //! Every check takes the time as an argument (milliseconds since the Unix epoch) so that callers
@@ -23,7 +23,7 @@ mod local;
 pub mod period;
 mod redis_store;
 
-pub use batched::BatchedStore;
+pub use batched::{BatchedStore, SyncFailureHook};
 pub use local::LocalStore;
 pub use redis_store::{RedisConfig, RedisStore, StoreError};
 

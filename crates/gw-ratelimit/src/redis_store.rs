@@ -5,16 +5,21 @@
 //! one Redis Cluster slot, so the script runs on one node). Values never contain the clear key
 //! (an IP, a consumer name): only its 128-bit digest.
 //!
-//! Failure handling: every command has a short timeout; after a failure the store reports
-//! [`StoreError::Unavailable`] at once for a back-off period (no request waits on a Redis that
-//! is known to be down), then tries again; the connection manager reconnects by itself.
-
+//! Failure handling: every command has a short timeout; after an outage (no connection, a
+//! timeout, a node down or loading) the store reports [`StoreError::Unavailable`] at once for a
+//! back-off period (no request waits on a Redis that is known to be down), then tries again;
+//! the connection manager reconnects by itself. The back-off is per failure domain: the server
+//! for a single Redis, each master for a Redis Cluster (the store keeps the cluster's slot map,
+//! refreshed after a failure and every 30 s), so a dead master only affects the keys it holds.
+//! An error that says nothing about availability (a command refused, e.g. a script error) fails
+//! that command only.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use redis::Script;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{RetryMethod, Script};
 
 use crate::{Algorithm, Decision, Limit, LimitStatus};
 
@@ -87,6 +92,98 @@ enum Target {
     Cluster(redis::cluster::ClusterClient),
 }
 
+/// Number of Redis Cluster hash slots.
+const SLOTS: usize = 16384;
+/// How often the slot map of a cluster is read again without a failure.
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(30);
+
+/// The hash slot of the keys of digest `key` (their hash tag is its 32 hex digits).
+pub(crate) fn slot_of(key: u128) -> u16 {
+    let mut hex = [0u8; 32];
+    for (i, b) in hex.iter_mut().enumerate() {
+        let nibble = ((key >> (4 * (31 - i))) & 0xf) as u8;
+        *b = if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 };
+    }
+    key_slot(&hex)
+}
+
+/// The hash slot of a key or hash tag (CRC16-XMODEM modulo 16384, as Redis Cluster does).
+fn key_slot(tag: &[u8]) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(tag) % SLOTS as u16
+}
+
+/// One master of a cluster: its address and its back-off.
+struct Node {
+    addr: String,
+    /// Nanoseconds since the store's epoch until which this node is not tried.
+    down_until: AtomicU64,
+}
+
+/// Which master serves which slot, as last read with `CLUSTER SLOTS`.
+struct Topology {
+    /// Index into `nodes` per slot; `u16::MAX` for a slot no master serves.
+    slot_node: Box<[u16]>,
+    nodes: Vec<Node>,
+}
+
+impl Topology {
+    /// Build from `(first slot, last slot, master address)` ranges, keeping the back-off of
+    /// nodes that `old` knew.
+    fn new(ranges: &[(u16, u16, String)], old: Option<&Topology>) -> Topology {
+        let mut slot_node = vec![u16::MAX; SLOTS].into_boxed_slice();
+        let mut nodes: Vec<Node> = Vec::new();
+        for (first, last, addr) in ranges {
+            let idx = match nodes.iter().position(|n| &n.addr == addr) {
+                Some(i) => i,
+                None => {
+                    let down = old
+                        .and_then(|o| o.nodes.iter().find(|n| &n.addr == addr))
+                        .map_or(0, |n| n.down_until.load(Ordering::Acquire));
+                    nodes.push(Node { addr: addr.clone(), down_until: AtomicU64::new(down) });
+                    nodes.len() - 1
+                }
+            };
+            for s in usize::from(*first)..=usize::from(*last).min(SLOTS - 1) {
+                slot_node[s] = idx as u16;
+            }
+        }
+        Topology { slot_node, nodes }
+    }
+
+    fn node(&self, slot: u16) -> Option<&Node> {
+        self.nodes.get(usize::from(*self.slot_node.get(usize::from(slot))?))
+    }
+}
+
+/// Parse a `CLUSTER SLOTS` answer: `[[first, last, [ip, port, ...], replicas...], ...]`.
+fn parse_slots(v: &redis::Value) -> Option<Vec<(u16, u16, String)>> {
+    let redis::Value::Array(ranges) = v else { return None };
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let redis::Value::Array(r) = r else { return None };
+        let (Some(redis::Value::Int(first)), Some(redis::Value::Int(last)), Some(redis::Value::Array(master))) =
+            (r.first(), r.get(1), r.get(2))
+        else {
+            return None;
+        };
+        let host = match master.first()? {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Value::SimpleString(s) => s.clone(),
+            _ => return None,
+        };
+        let redis::Value::Int(port) = master.get(1)? else { return None };
+        out.push((u16::try_from(*first).ok()?, u16::try_from(*last).ok()?, format!("{host}:{port}")));
+    }
+    Some(out)
+}
+
+/// Whether an error means the server (or cluster node) is unavailable, as opposed to one
+/// command being refused (a script error, a cross-slot request): only the former starts a
+/// back-off.
+fn is_outage(e: &redis::RedisError) -> bool {
+    !matches!(e.retry_method(), RetryMethod::NoRetry)
+}
+
 /// A shared Redis connection with its scripts.
 pub struct RedisStore {
     target: Target,
@@ -95,10 +192,24 @@ pub struct RedisStore {
     timeout: Duration,
     backoff: Duration,
     epoch: Instant,
-    /// Nanoseconds since `epoch` until which Redis is not tried.
+    /// Nanoseconds since `epoch` until which Redis is not tried: the one server, or a cluster
+    /// whose slot map is not known (yet).
     down_until: AtomicU64,
+    /// The slot map of a cluster, with a back-off per master.
+    topology: Arc<ArcSwapOption<Topology>>,
+    /// Nanoseconds since `epoch` when the slot map was last read.
+    topology_read_at: AtomicU64,
     check_script: Script,
     quota_script: Script,
+}
+
+/// Where a command goes, for the back-off: a cluster slot, or the one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Dest {
+    /// A single Redis (or any node of a cluster, for commands without keys).
+    Any,
+    /// The master serving this slot.
+    Slot(u16),
 }
 
 const CHECK_LUA: &str = r#"
@@ -244,6 +355,8 @@ impl RedisStore {
             backoff: cfg.backoff,
             epoch: Instant::now(),
             down_until: AtomicU64::new(0),
+            topology: Arc::new(ArcSwapOption::empty()),
+            topology_read_at: AtomicU64::new(0),
             check_script: Script::new(CHECK_LUA),
             quota_script: Script::new(QUOTA_LUA),
         })
@@ -253,13 +366,46 @@ impl RedisStore {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    fn mark_down(&self) {
-        self.down_until.store(self.now_ns() + self.backoff.as_nanos() as u64, Ordering::Release);
+    /// Where the keys of digest `key` live.
+    pub(crate) fn dest(&self, key: u128) -> Dest {
+        match self.target {
+            Target::Single(_) => Dest::Any,
+            Target::Cluster(_) => Dest::Slot(slot_of(key)),
+        }
     }
 
-    /// Whether Redis is being skipped after a recent failure.
+    /// The back-off deadline that applies to `dest`: its master's when the slot map knows it,
+    /// otherwise the store's.
+    fn with_down_until<T>(&self, dest: Dest, f: impl FnOnce(&AtomicU64) -> T) -> T {
+        if let Dest::Slot(slot) = dest {
+            let topo = self.topology.load();
+            if let Some(node) = topo.as_ref().and_then(|t| t.node(slot)) {
+                return f(&node.down_until);
+            }
+        }
+        f(&self.down_until)
+    }
+
+    fn mark_down(&self, dest: Dest) {
+        let until = self.now_ns() + self.backoff.as_nanos() as u64;
+        self.with_down_until(dest, |d| d.store(until, Ordering::Release));
+    }
+
+    /// Whether Redis is being skipped after a recent failure (the server, or a cluster whose
+    /// slot map is unknown).
     pub fn in_backoff(&self) -> bool {
         self.now_ns() < self.down_until.load(Ordering::Acquire)
+    }
+
+    /// Whether the keys of digest `key` are being skipped after a recent failure of the server
+    /// or cluster master that holds them.
+    pub fn key_in_backoff(&self, key: u128) -> bool {
+        self.dest_in_backoff(self.dest(key))
+    }
+
+    fn dest_in_backoff(&self, dest: Dest) -> bool {
+        let now = self.now_ns();
+        self.with_down_until(dest, |d| now < d.load(Ordering::Acquire))
     }
 
     async fn connection(&self) -> Result<Arc<Conn>, StoreError> {
@@ -291,6 +437,14 @@ impl RedisStore {
                     .await
                     .map_err(|_| StoreError::Unavailable("connect timed out".into()))?
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                // Read the slot map before the first command, so that a failure of one master
+                // never backs off the others.
+                let mut conn = c.clone();
+                match read_topology(&mut conn, self.timeout).await {
+                    Ok(ranges) => self.topology.store(Some(Arc::new(Topology::new(&ranges, None)))),
+                    Err(e) => tracing::warn!(error = %e, "redis cluster: cannot read the slot map yet"),
+                }
+                self.topology_read_at.store(self.now_ns(), Ordering::Release);
                 Conn::Cluster(Box::new(c))
             }
         };
@@ -299,48 +453,114 @@ impl RedisStore {
         Ok(conn)
     }
 
-    /// Run `op` on the connection with the timeout; a failure starts the back-off, and during
-    /// the back-off nothing is sent.
-    async fn guarded<T>(&self, op: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>) -> Result<T, StoreError> {
-        if self.in_backoff() {
+    /// Read the cluster's slot map again in the background: every 30 s, or after an outage
+    /// when the last reading is older than the back-off period.
+    fn refresh_topology(&self, conn: &Conn, failed: bool) {
+        let Conn::Cluster(c) = conn else { return };
+        let now = self.now_ns();
+        let last = self.topology_read_at.load(Ordering::Acquire);
+        let every = if failed { self.backoff } else { TOPOLOGY_EVERY };
+        if now.saturating_sub(last) < every.as_nanos() as u64
+            || self.topology_read_at.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_err()
+        {
+            return;
+        }
+        let (mut c, cell, timeout) = ((**c).clone(), self.topology.clone(), self.timeout);
+        tokio::spawn(async move {
+            match read_topology(&mut c, timeout).await {
+                Ok(ranges) => {
+                    let old = cell.load_full();
+                    cell.store(Some(Arc::new(Topology::new(&ranges, old.as_deref()))));
+                }
+                Err(e) => tracing::debug!(error = %e, "redis cluster: slot map refresh failed"),
+            }
+        });
+    }
+
+    /// Run `op` on the connection with the timeout; an outage starts the back-off of `dest`,
+    /// and during the back-off nothing is sent there.
+    async fn guarded<T>(
+        &self,
+        dest: Dest,
+        op: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        if self.dest_in_backoff(dest) {
             return Err(StoreError::Unavailable("recent failure; backing off".into()));
         }
-        let res = async {
-            let mut conn = (*self.connection().await?).clone();
-            match tokio::time::timeout(self.timeout, op(&mut conn)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-                Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))),
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.mark_down(Dest::Any);
+                return Err(e);
             }
+        };
+        let mut c = (*conn).clone();
+        let (res, outage) = match tokio::time::timeout(self.timeout, op(&mut c)).await {
+            Ok(Ok(v)) => (Ok(v), false),
+            Ok(Err(e)) => {
+                let outage = is_outage(&e);
+                (Err(StoreError::Unavailable(e.to_string())), outage)
+            }
+            Err(_) => (Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))), true),
+        };
+        if outage {
+            self.mark_down(dest);
         }
-        .await;
-        if res.is_err() {
-            self.mark_down();
-        }
+        self.refresh_topology(&conn, outage);
         res
     }
 
     /// Add locally counted requests to window counters and read the totals back (batched mode):
-    /// for each `(counter key, delta, ttl_ms, previous window key)`, the counter's new total and
-    /// the previous window's total. One pipeline, one round trip.
-    pub(crate) async fn add_and_read(
-        &self,
-        items: &[(String, u64, u64, String)],
-    ) -> Result<Vec<(u64, u64)>, StoreError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
+    /// for each item, the counter's new total and the previous window's total, or the error of
+    /// its group. Items are sent in one pipeline per Redis Cluster slot (a pipeline may not span
+    /// slots), the pipelines concurrently; a single Redis gets one pipeline.
+    pub(crate) async fn add_and_read(&self, items: &[SyncItem]) -> Vec<Result<(u64, u64), Arc<StoreError>>> {
+        let mut groups: Vec<(Dest, Vec<usize>)> = Vec::new();
+        let mut by_dest: std::collections::HashMap<Dest, usize> = std::collections::HashMap::new();
+        for (i, it) in items.iter().enumerate() {
+            let d = self.dest(it.digest);
+            let g = *by_dest.entry(d).or_insert_with(|| {
+                groups.push((d, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
         }
-        let mut p = redis::pipe();
-        for (key, delta, ttl, prev) in items {
-            p.cmd("INCRBY").arg(key).arg(*delta);
-            p.cmd("PEXPIRE").arg(key).arg(*ttl).ignore();
-            p.cmd("GET").arg(prev);
+        let runs = groups.iter().map(|(dest, idx)| async move {
+            let mut p = redis::pipe();
+            for &i in idx {
+                let it = &items[i];
+                p.cmd("INCRBY").arg(&it.key).arg(it.delta);
+                p.cmd("PEXPIRE").arg(&it.key).arg(it.ttl_ms).ignore();
+                p.cmd("GET").arg(&it.prev_key);
+            }
+            let v: Result<Vec<Option<u64>>, StoreError> = self.guarded(*dest, async |c| p.query_async(c).await).await;
+            match v {
+                Ok(v) if v.len() == 2 * idx.len() => {
+                    Ok(v.chunks(2).map(|c| (c[0].unwrap_or(0), c[1].unwrap_or(0))).collect::<Vec<_>>())
+                }
+                Ok(v) => Err(StoreError::Unavailable(format!("unexpected pipeline answer of {} values", v.len()))),
+                Err(e) => Err(e),
+            }
+        });
+        let answers = futures_util::future::join_all(runs).await;
+        let mut out: Vec<Result<(u64, u64), Arc<StoreError>>> =
+            (0..items.len()).map(|_| Err(Arc::new(StoreError::Unavailable("not sent".into())))).collect();
+        for ((_, idx), ans) in groups.iter().zip(answers) {
+            match ans {
+                Ok(totals) => {
+                    for (&i, t) in idx.iter().zip(totals) {
+                        out[i] = Ok(t);
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for &i in idx {
+                        out[i] = Err(e.clone());
+                    }
+                }
+            }
         }
-        let v: Vec<Option<u64>> = self.guarded(async |c| p.query_async(c).await).await?;
-        if v.len() != 2 * items.len() {
-            return Err(StoreError::Unavailable(format!("unexpected pipeline answer of {} values", v.len())));
-        }
-        Ok(v.chunks(2).map(|c| (c[0].unwrap_or(0), c[1].unwrap_or(0))).collect())
+        out
     }
 
     /// Check and count one request for `key` against every limit, atomically across nodes.
@@ -359,7 +579,7 @@ impl RedisStore {
         for l in limits {
             inv.arg(l.window_ms.max(1)).arg(l.max);
         }
-        let v: Vec<i64> = self.guarded(async |c| inv.invoke_async(c).await).await?;
+        let v: Vec<i64> = self.guarded(self.dest(key), async |c| inv.invoke_async(c).await).await?;
         if v.len() != 2 + 2 * limits.len() {
             return Err(StoreError::Unavailable(format!("unexpected script answer of {} values", v.len())));
         }
@@ -381,10 +601,42 @@ impl RedisStore {
     ) -> Result<Result<u64, u64>, StoreError> {
         let mut inv = self.quota_script.prepare_invoke();
         inv.key(format!("gh:q:{{{key:032x}}}:{start_ms}")).arg(max).arg(ttl_ms.max(1));
-        let v: (i64, i64) = self.guarded(async |c| inv.invoke_async(c).await).await?;
+        let v: (i64, i64) = self.guarded(self.dest(key), async |c| inv.invoke_async(c).await).await?;
         let count = v.1.max(0) as u64;
         Ok(if v.0 == 1 { Ok(count) } else { Err(count) })
     }
+}
+
+/// One counter of a batched synchronisation.
+pub(crate) struct SyncItem {
+    /// The digest whose hash tag the keys carry (their slot).
+    pub(crate) digest: u128,
+    pub(crate) key: String,
+    pub(crate) delta: u64,
+    pub(crate) ttl_ms: u64,
+    pub(crate) prev_key: String,
+}
+
+/// `CLUSTER SLOTS` from any node that answers (a few tries: a random node may be the one down).
+async fn read_topology(
+    c: &mut redis::cluster_async::ClusterConnection,
+    timeout: Duration,
+) -> Result<Vec<(u16, u16, String)>, String> {
+    let mut last = String::new();
+    for _ in 0..4 {
+        let cmd = redis::cmd("CLUSTER").arg("SLOTS").clone();
+        match tokio::time::timeout(
+            timeout,
+            c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
+        )
+        .await
+        {
+            Ok(Ok(v)) => return parse_slots(&v).ok_or_else(|| "unexpected CLUSTER SLOTS answer".to_string()),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no answer within {timeout:?}"),
+        }
+    }
+    Err(last)
 }
 
 #[cfg(test)]
@@ -464,5 +716,105 @@ mod tests {
         assert!(s.check(Algorithm::Gcra, 1, &limits, 0).await.is_err());
         assert!(t.elapsed() < Duration::from_millis(50), "back-off answers at once: {:?}", t.elapsed());
         assert!(s.in_backoff());
+    }
+
+    /// The slot of a digest is the slot Redis Cluster gives its hash tag (CRC16-XMODEM mod
+    /// 16384; reference values from the Redis Cluster specification and `CLUSTER KEYSLOT`).
+    #[test]
+    fn slots_match_redis_cluster() {
+        assert_eq!(key_slot(b"123456789"), 0x31c3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"somekey"), 11058);
+        for key in [0u128, 1, u128::MAX, crate::digest("alice"), 0x0123_4567_89ab_cdef_0011_2233_4455_6677] {
+            assert_eq!(slot_of(key), key_slot(format!("{key:032x}").as_bytes()), "{key:x}");
+        }
+    }
+
+    /// `CLUSTER SLOTS` is read into a per-slot node table; a node known before keeps its
+    /// back-off; malformed answers are refused.
+    #[test]
+    fn topology_from_cluster_slots() {
+        use redis::Value::{Array, BulkString, Int};
+        let node = |p: i64| Array(vec![BulkString(b"127.0.0.1".to_vec()), Int(p), BulkString(b"id".to_vec())]);
+        let v = Array(vec![
+            Array(vec![Int(0), Int(5460), node(7000), node(7100)]),
+            Array(vec![Int(5461), Int(10922), node(7001)]),
+            Array(vec![Int(10923), Int(16383), node(7002)]),
+        ]);
+        let ranges = parse_slots(&v).unwrap_or_default();
+        assert_eq!(ranges.len(), 3);
+        let t = Topology::new(&ranges, None);
+        assert_eq!(t.nodes.len(), 3);
+        assert_eq!(t.node(0).map(|n| n.addr.as_str()), Some("127.0.0.1:7000"));
+        assert_eq!(t.node(5461).map(|n| n.addr.as_str()), Some("127.0.0.1:7001"));
+        assert_eq!(t.node(16383).map(|n| n.addr.as_str()), Some("127.0.0.1:7002"));
+        t.nodes[1].down_until.store(42, Ordering::Release);
+        // Slots 5461.. moved to a new node, 7001 kept a range: its back-off is kept.
+        let moved = vec![
+            (0, 5460, "127.0.0.1:7000".to_string()),
+            (5461, 8000, "127.0.0.1:7001".to_string()),
+            (8001, 16383, "127.0.0.1:7003".to_string()),
+        ];
+        let t2 = Topology::new(&moved, Some(&t));
+        assert_eq!(t2.node(6000).map(|n| n.down_until.load(Ordering::Acquire)), Some(42));
+        assert_eq!(
+            t2.node(9000).map(|n| (n.addr.as_str(), n.down_until.load(Ordering::Acquire))),
+            Some(("127.0.0.1:7003", 0))
+        );
+        assert!(parse_slots(&Array(vec![Array(vec![Int(0)])])).is_none());
+        assert!(parse_slots(&Int(1)).is_none());
+    }
+
+    /// Outages back off; a refused command (cross-slot, script or type error) does not.
+    #[test]
+    fn outage_classification() {
+        use redis::{ErrorKind, RedisError, ServerErrorKind};
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_outage(&io));
+        for k in [
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::BusyLoading,
+            ServerErrorKind::TryAgain,
+        ] {
+            assert!(is_outage(&RedisError::from((ErrorKind::Server(k), "x"))), "{k:?}");
+        }
+        for k in [
+            ServerErrorKind::CrossSlot,
+            ServerErrorKind::ResponseError,
+            ServerErrorKind::NoScript,
+            ServerErrorKind::NoPerm,
+        ] {
+            assert!(!is_outage(&RedisError::from((ErrorKind::Server(k), "x"))), "{k:?}");
+        }
+    }
+
+    /// Against the real Redis: a batched pipeline that Redis refuses (a counter holding text)
+    /// fails those counters only, and starts no back-off: the next checks go through.
+    #[tokio::test]
+    async fn refused_command_does_not_back_off() {
+        let s = store("redis://127.0.0.1:6379/");
+        let key = unique();
+        let bad = format!("gh:rb:{{{key:032x}}}:f:60000:1");
+        let set: Result<(), StoreError> = s
+            .guarded(Dest::Any, async |c| {
+                redis::cmd("SET").arg(&bad).arg("text").arg("PX").arg(60_000).query_async(c).await
+            })
+            .await;
+        assert!(set.is_ok(), "{set:?}");
+        let item = |key: String| SyncItem {
+            digest: crate::digest(&key),
+            key,
+            delta: 1,
+            ttl_ms: 60_000,
+            prev_key: "gh:rb:none".into(),
+        };
+        let res = s.add_and_read(&[item(bad.clone())]).await;
+        assert!(res[0].is_err(), "INCRBY on text is refused");
+        assert!(!s.in_backoff(), "a refused command is not an outage");
+        let limits = [Limit { name: "m", window_ms: 60_000, max: 5 }];
+        assert!(s.check(Algorithm::FixedWindow, unique(), &limits, 1_700_000_000_000).await.is_ok_and(|d| d.allowed));
+        let ok = s.add_and_read(&[item(format!("gh:rb:{{{:032x}}}:f:60000:1", unique()))]).await;
+        assert_eq!(ok[0].as_ref().ok(), Some(&(1, 0)));
     }
 }

@@ -59,11 +59,20 @@ struct Inner {
     buckets: [(Option<Instant>, u32, u32); BUCKETS],
 }
 
+/// Told of every state change (after the breaker's lock is released): metrics.
+pub type CircuitObserver = Arc<dyn Fn(CircuitState) + Send + Sync>;
+
 /// A circuit breaker for one upstream. Its lock is held for a few comparisons only.
-#[derive(Debug)]
 pub struct CircuitBreaker {
     cfg: CircuitBreakerConfig,
     inner: Mutex<Inner>,
+    observer: Option<CircuitObserver>,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker").field("cfg", &self.cfg).field("inner", &self.inner).finish_non_exhaustive()
+    }
 }
 
 /// Permission to send one request; report its result with [`CircuitPermit::record`].
@@ -78,7 +87,22 @@ pub struct CircuitPermit {
 impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(cfg: CircuitBreakerConfig) -> Self {
-        CircuitBreaker { cfg, inner: Mutex::new(Inner { state: State::Closed, buckets: [(None, 0, 0); BUCKETS] }) }
+        CircuitBreaker {
+            cfg,
+            inner: Mutex::new(Inner { state: State::Closed, buckets: [(None, 0, 0); BUCKETS] }),
+            observer: None,
+        }
+    }
+
+    /// A closed breaker that tells `observer` of every state change.
+    pub fn with_observer(cfg: CircuitBreakerConfig, observer: CircuitObserver) -> Self {
+        CircuitBreaker { observer: Some(observer), ..Self::new(cfg) }
+    }
+
+    fn notify(&self, changed: Option<CircuitState>) {
+        if let (Some(o), Some(s)) = (&self.observer, changed) {
+            o(s);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -95,6 +119,11 @@ impl CircuitBreaker {
                 return Err(CircuitOpen);
             }
             g.state = State::HalfOpen { admitted: 0, succeeded: 0 };
+            if self.observer.is_some() {
+                drop(g);
+                self.notify(Some(CircuitState::HalfOpen));
+                g = self.lock();
+            }
         }
         match &mut g.state {
             State::Closed => Ok(CircuitPermit { breaker: self.clone(), half_open: false, recorded: false }),
@@ -119,6 +148,12 @@ impl CircuitBreaker {
     }
 
     fn record(&self, half_open: bool, success: bool, now: Instant) {
+        let changed = self.record_locked(half_open, success, now);
+        self.notify(changed);
+    }
+
+    /// [`CircuitBreaker::record`] under the lock; the state entered, if it changed.
+    fn record_locked(&self, half_open: bool, success: bool, now: Instant) -> Option<CircuitState> {
         let mut g = self.lock();
         if half_open {
             if let State::HalfOpen { succeeded, .. } = &mut g.state {
@@ -126,19 +161,20 @@ impl CircuitBreaker {
                     g.state = State::Open { until: now + self.cfg.open_duration };
                     g.buckets = [(None, 0, 0); BUCKETS];
                     tracing::warn!("circuit re-opened by a failed trial request");
-                } else {
-                    *succeeded += 1;
-                    if *succeeded >= self.cfg.half_open_requests {
-                        g.state = State::Closed;
-                        g.buckets = [(None, 0, 0); BUCKETS];
-                        tracing::info!("circuit closed");
-                    }
+                    return Some(CircuitState::Open);
+                }
+                *succeeded += 1;
+                if *succeeded >= self.cfg.half_open_requests {
+                    g.state = State::Closed;
+                    g.buckets = [(None, 0, 0); BUCKETS];
+                    tracing::info!("circuit closed");
+                    return Some(CircuitState::Closed);
                 }
             }
-            return;
+            return None;
         }
         if !matches!(g.state, State::Closed) {
-            return;
+            return None;
         }
         let width = (self.cfg.window / BUCKETS as u32).max(Duration::from_millis(1));
         let slot = {
@@ -168,7 +204,9 @@ impl CircuitBreaker {
         if total >= u64::from(self.cfg.min_requests) && bad as f64 / total as f64 >= self.cfg.failure_ratio {
             g.state = State::Open { until: now + self.cfg.open_duration };
             tracing::warn!(failures = bad, requests = total, "circuit opened");
+            return Some(CircuitState::Open);
         }
+        None
     }
 }
 
@@ -259,5 +297,29 @@ mod tests {
         let t1 = t0 + Duration::from_secs(11);
         b.try_acquire(t1).unwrap().record(false, t1);
         assert_eq!(b.state(t1), CircuitState::Closed);
+    }
+
+    /// The observer sees every change, in order: open, half-open, closed, open again.
+    #[test]
+    fn observer_sees_each_transition() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let b = Arc::new(CircuitBreaker::with_observer(
+            cb().cfg.clone(),
+            Arc::new(move |st| s2.lock().unwrap_or_else(|p| p.into_inner()).push(st)),
+        ));
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            b.try_acquire(t0).unwrap().record(false, t0);
+        }
+        let t1 = t0 + Duration::from_secs(5);
+        let (p1, p2) = (b.try_acquire(t1).unwrap(), b.try_acquire(t1).unwrap());
+        p1.record(true, t1);
+        p2.record(true, t1);
+        for _ in 0..4 {
+            b.try_acquire(t1).unwrap().record(false, t1);
+        }
+        use CircuitState::*;
+        assert_eq!(*seen.lock().unwrap_or_else(|p| p.into_inner()), vec![Open, HalfOpen, Closed, Open]);
     }
 }

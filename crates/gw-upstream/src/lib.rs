@@ -23,7 +23,7 @@ mod target;
 
 pub use active::{Prober, spawn_active_checks};
 pub use balancer::{Algorithm, Balancer, BalancerConfig, SelectError, Selection, TargetConfig};
-pub use breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitOpen, CircuitPermit, CircuitState};
+pub use breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitObserver, CircuitOpen, CircuitPermit, CircuitState};
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use target::{
     ActiveHealthConfig, HealthConfig, HealthState, InFlight, Outcome, PassiveHealthConfig, Target, TargetHealth,
