@@ -527,14 +527,14 @@ mod tests {
     }
 
     /// The request message as canonical JSON (proto names), for assertions.
-    fn req(t: &Transcoder, method: http::Method, path: &str, query: Option<&str>, body: &str) -> serde_json::Value {
-        let m = t.route(&method, path).unwrap_or_else(|| panic!("no route for {method} {path}"));
+    fn req(t: &Transcoder, method: &http::Method, path: &str, query: Option<&str>, body: &str) -> serde_json::Value {
+        let m = t.route(method, path).unwrap_or_else(|| panic!("no route for {method} {path}"));
         let msg = t.request_message(&m, query, body.as_bytes()).unwrap();
         serde_json::to_value(SerializeWith(&msg, &SerializeOptions::new().use_proto_field_name(true))).unwrap()
     }
 
-    fn req_err(t: &Transcoder, method: http::Method, path: &str, query: Option<&str>, body: &str) -> String {
-        let m = t.route(&method, path).unwrap();
+    fn req_err(t: &Transcoder, method: &http::Method, path: &str, query: Option<&str>, body: &str) -> String {
+        let m = t.route(method, path).unwrap();
         t.request_message(&m, query, body.as_bytes()).unwrap_err().0
     }
 
@@ -561,17 +561,17 @@ mod tests {
     #[test]
     fn path_variables() {
         let t = tc(|_| {});
-        assert_eq!(req(&t, http::Method::GET, "/v1/shelves/42", None, ""), serde_json::json!({"shelf": "42"}));
+        assert_eq!(req(&t, &http::Method::GET, "/v1/shelves/42", None, ""), serde_json::json!({"shelf": "42"}));
         assert_eq!(
-            req(&t, http::Method::GET, "/v1/shelves/1/books/2", None, ""),
+            req(&t, &http::Method::GET, "/v1/shelves/1/books/2", None, ""),
             serde_json::json!({"name": "shelves/1/books/2"})
         );
         assert_eq!(
-            req(&t, http::Method::PATCH, "/v1/shelves/1/books/2", None, r#"{"title": "T", "name": "ignored"}"#),
+            req(&t, &http::Method::PATCH, "/v1/shelves/1/books/2", None, r#"{"title": "T", "name": "ignored"}"#),
             serde_json::json!({"book": {"name": "shelves/1/books/2", "title": "T"}})
         );
         assert!(
-            req_err(&t, http::Method::GET, "/v1/shelves/abc", None, "")
+            req_err(&t, &http::Method::GET, "/v1/shelves/abc", None, "")
                 .contains("path variable shelf: \"abc\" is not a 64-bit integer")
         );
     }
@@ -582,21 +582,21 @@ mod tests {
     fn bodies() {
         let t = tc(|_| {});
         assert_eq!(
-            req(&t, http::Method::POST, "/v1/shelves", None, r#"{"theme": "Sci-Fi", "bookCount": 3}"#),
+            req(&t, &http::Method::POST, "/v1/shelves", None, r#"{"theme": "Sci-Fi", "bookCount": 3}"#),
             serde_json::json!({"shelf": {"theme": "Sci-Fi", "book_count": 3}})
         );
         assert_eq!(
-            req(&t, http::Method::POST, "/v1/shelves/1/books/2:move", None, r#"{"other_shelf_id": "7"}"#),
+            req(&t, &http::Method::POST, "/v1/shelves/1/books/2:move", None, r#"{"other_shelf_id": "7"}"#),
             serde_json::json!({"name": "shelves/1/books/2", "other_shelf_id": "7"})
         );
-        assert_eq!(req(&t, http::Method::POST, "/v1/shelves", None, " "), serde_json::json!({}));
-        let e = req_err(&t, http::Method::POST, "/v1/shelves", None, r#"{"theme": "x", "colour": "red"}"#);
+        assert_eq!(req(&t, &http::Method::POST, "/v1/shelves", None, " "), serde_json::json!({}));
+        let e = req_err(&t, &http::Method::POST, "/v1/shelves", None, r#"{"theme": "x", "colour": "red"}"#);
         assert!(e.contains("unrecognized field name 'colour'"), "{e}");
-        let e = req_err(&t, http::Method::POST, "/v1/shelves", None, r#"{"theme": "x""#);
+        let e = req_err(&t, &http::Method::POST, "/v1/shelves", None, r#"{"theme": "x""#);
         assert!(e.starts_with("invalid JSON body") && e.contains("line 1"), "{e}");
-        let e = req_err(&t, http::Method::POST, "/v1/shelves", None, r#"{"theme": 5}"#);
+        let e = req_err(&t, &http::Method::POST, "/v1/shelves", None, r#"{"theme": 5}"#);
         assert!(e.starts_with("invalid JSON body"), "{e}");
-        let e = req_err(&t, http::Method::POST, "/v1/shelves", None, r#"{} {}"#);
+        let e = req_err(&t, &http::Method::POST, "/v1/shelves", None, r#"{} {}"#);
         assert!(e.contains("trailing"), "{e}");
     }
 
@@ -608,7 +608,7 @@ mod tests {
         assert_eq!(
             req(
                 &t,
-                http::Method::GET,
+                &http::Method::GET,
                 "/v1/shelves/5/books",
                 Some(
                     "page_size=10&filter.author=Le+Guin&filter.genres=FICTION&filter.genres=2&tags=a&tags=b%26c&pageSize=11"
@@ -621,20 +621,20 @@ mod tests {
                 "tags": ["a", "b&c"]
             })
         );
-        let e = req_err(&t, http::Method::GET, "/v1/shelves/5/books", Some("nope=1"), "");
+        let e = req_err(&t, &http::Method::GET, "/v1/shelves/5/books", Some("nope=1"), "");
         assert!(e.contains("query parameter \"nope\": no field \"nope\""), "{e}");
-        let e = req_err(&t, http::Method::GET, "/v1/shelves/5/books", Some("filter.genres=POETRY"), "");
+        let e = req_err(&t, &http::Method::GET, "/v1/shelves/5/books", Some("filter.genres=POETRY"), "");
         assert!(e.contains("not a value of enum bookstore.v1.Genre"), "{e}");
-        let e = req_err(&t, http::Method::GET, "/v1/shelves/5/books", Some("shelf=6"), "");
+        let e = req_err(&t, &http::Method::GET, "/v1/shelves/5/books", Some("shelf=6"), "");
         assert!(e.contains("bound by the path"), "{e}");
-        let e = req_err(&t, http::Method::GET, "/v1/shelves/5/books", Some("filter=x"), "");
+        let e = req_err(&t, &http::Method::GET, "/v1/shelves/5/books", Some("filter=x"), "");
         assert!(e.contains("cannot be set from a query parameter"), "{e}");
-        let e = req_err(&t, http::Method::POST, "/v1/shelves", Some("shelf.theme=x"), "{}");
+        let e = req_err(&t, &http::Method::POST, "/v1/shelves", Some("shelf.theme=x"), "{}");
         assert!(e.contains("field shelf is in the body"), "{e}");
-        let e = req_err(&t, http::Method::POST, "/v1/echo", Some("i32=1"), "{}");
+        let e = req_err(&t, &http::Method::POST, "/v1/echo", Some("i32=1"), "{}");
         assert!(e.contains("takes every field from the body"), "{e}");
         let t = tc(|o| o.ignore_unknown_query_parameters = true);
-        assert_eq!(req(&t, http::Method::GET, "/v1/shelves/5", Some("nope=1"), ""), serde_json::json!({"shelf": "5"}));
+        assert_eq!(req(&t, &http::Method::GET, "/v1/shelves/5", Some("nope=1"), ""), serde_json::json!({"shelf": "5"}));
     }
 
     /// The canonical JSON mapping of every kind of field, both ways, and the naming options.
