@@ -149,6 +149,9 @@ pub struct RuleError {
     pub method: String,
     /// What is wrong, with the rule's source.
     pub message: String,
+    /// Where the rule came from: `annotation`, `rules[i]` (with `additional_bindings[k]`), or
+    /// the configuration key of a service or rule that names nothing.
+    pub origin: String,
 }
 
 fn rule_err(m: &MethodDescriptor, source: &str, message: impl Into<String>) -> RuleError {
@@ -156,6 +159,7 @@ fn rule_err(m: &MethodDescriptor, source: &str, message: impl Into<String>) -> R
         file: m.parent_file().name().to_string(),
         method: m.full_name().to_string(),
         message: format!("{} ({source})", message.into()),
+        origin: source.to_string(),
     }
 }
 
@@ -326,6 +330,7 @@ pub fn compile_rules(pool: &DescriptorPool, opts: &RuleOptions) -> Result<Vec<Bi
         for (i, name) in opts.services.iter().enumerate() {
             let s = pool.get_service_by_name(name).ok_or_else(|| RuleError {
                 file: format!("services[{i}]"),
+                origin: format!("services[{i}]"),
                 method: name.clone(),
                 message: format!(
                     "no such service in the descriptors (services: {})",
@@ -343,6 +348,7 @@ pub fn compile_rules(pool: &DescriptorPool, opts: &RuleOptions) -> Result<Vec<Bi
         if !known {
             return Err(RuleError {
                 file: format!("rules[{i}]"),
+                origin: format!("rules[{i}]"),
                 method: sel.to_string(),
                 message: "selector names no method of the transcoded services".into(),
             });
@@ -350,6 +356,7 @@ pub fn compile_rules(pool: &DescriptorPool, opts: &RuleOptions) -> Result<Vec<Bi
         if let Some((j, _)) = overrides.insert(sel, (i, r)) {
             return Err(RuleError {
                 file: format!("rules[{i}]"),
+                origin: format!("rules[{i}]"),
                 method: sel.to_string(),
                 message: format!("a second rule for this method (rules[{j}])"),
             });
