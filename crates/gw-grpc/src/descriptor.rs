@@ -50,18 +50,6 @@ impl FileResolver for BuiltIn {
     }
 }
 
-/// The files of a decoded descriptor set, served by name.
-struct SetFiles(HashMap<String, prost_types::FileDescriptorProto>);
-
-impl FileResolver for SetFiles {
-    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-        match self.0.get(name) {
-            Some(f) => Ok(File::from_file_descriptor_proto(f.clone())),
-            None => Err(protox::Error::file_not_found(name)),
-        }
-    }
-}
-
 fn compiler_error(file: &str, e: &protox::Error) -> DescriptorError {
     let file = e.file().map(str::to_string).unwrap_or_else(|| file.to_string());
     DescriptorError { file, message: e.to_string() }
@@ -75,6 +63,9 @@ fn finish(mut compiler: protox::Compiler, origin: &str) -> Result<DescriptorPool
 }
 
 /// Load a descriptor set (the bytes of a `.pb` file). `origin` names it in errors.
+///
+/// The set is decoded by prost-reflect itself (not re-compiled), so method options keep their
+/// extensions (`google.api.http`). Imports the set lacks are compiled from the built-in copies.
 pub fn from_descriptor_set(bytes: &[u8], origin: &str) -> Result<DescriptorPool, DescriptorError> {
     let set = prost_types::FileDescriptorSet::decode(bytes).map_err(|e| DescriptorError {
         file: origin.into(),
@@ -85,22 +76,40 @@ pub fn from_descriptor_set(bytes: &[u8], origin: &str) -> Result<DescriptorPool,
     if set.file.is_empty() {
         return Err(DescriptorError { file: origin.into(), message: "the descriptor set holds no file".into() });
     }
-    let names: Vec<String> = set.file.iter().map(|f| f.name().to_string()).collect();
+    let names: HashMap<&str, ()> = set.file.iter().map(|f| (f.name(), ())).collect();
+    let mut needed: Vec<String> = Vec::new();
+    for f in &set.file {
+        for d in &f.dependency {
+            if !names.contains_key(d.as_str()) && !needed.contains(d) {
+                needed.push(d.clone());
+            }
+        }
+    }
+    for a in ALWAYS {
+        if !names.contains_key(a) && !needed.iter().any(|n| n == a) {
+            needed.push((*a).to_string());
+        }
+    }
     let mut chain = ChainFileResolver::new();
-    chain.add(SetFiles(set.file.into_iter().map(|f| (f.name().to_string(), f)).collect()));
     chain.add(BuiltIn);
     chain.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(chain);
-    for n in &names {
-        compiler.open_file(n).map_err(|e| {
-            let mut err = compiler_error(origin, &e);
-            if err.file != origin {
-                err.message = format!("{} (in descriptor set {origin})", err.message);
-            }
-            err
+    for n in &needed {
+        compiler.open_file(n).map_err(|e| DescriptorError {
+            file: origin.into(),
+            message: if e.is_file_not_found() {
+                format!(
+                    "import {n:?} is neither in the descriptor set nor built in (write the set with --include_imports)"
+                )
+            } else {
+                format!("built-in {n}: {e}")
+            },
         })?;
     }
-    finish(compiler, origin)
+    let mut pool = compiler.descriptor_pool();
+    pool.decode_file_descriptor_set(bytes)
+        .map_err(|e| DescriptorError { file: origin.into(), message: e.to_string() })?;
+    Ok(pool)
 }
 
 /// Load a descriptor set file.
@@ -195,6 +204,9 @@ mod tests {
         );
         let pool = from_descriptor_set(&set, "a.pb").unwrap();
         assert!(pool.get_service_by_name("a.S").is_some());
+        // The method's google.api.http option survives the set (it is an extension).
+        let rules = crate::rules::compile_rules(&pool, &Default::default()).unwrap();
+        assert_eq!(rules.len(), 1);
     }
 
     /// Errors name the file, and for syntax errors the line.

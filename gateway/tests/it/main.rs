@@ -20,4 +20,5 @@ mod ratelimit;
 mod security;
 mod streaming;
 mod tls;
+mod translation;
 mod upstream_h1;
