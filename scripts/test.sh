@@ -10,6 +10,7 @@ SUDO=; [[ $(id -u) -ne 0 ]] && SUDO=sudo
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
+command -v npm >/dev/null || need+=(nodejs npm)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
 if ((${#need[@]})); then
@@ -17,9 +18,15 @@ if ((${#need[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if ! python3 -c 'import websockets, grpc, schemathesis, h2, prometheus_client' 2>/dev/null; then
+if ! python3 -c 'import websockets, grpc, grpc_tools, schemathesis, h2, prometheus_client' 2>/dev/null; then
   log "installing Python test clients"
   python3 -m pip install -q --disable-pip-version-check -r gateway/tests/python/requirements.txt
+fi
+
+# Node test clients (the grpc-web library), pinned by the committed package-lock.json.
+if command -v npm >/dev/null && [[ ! -d gateway/tests/js/node_modules ]]; then
+  log "installing Node test clients"
+  (cd gateway/tests/js && npm ci --no-audit --no-fund --silent)
 fi
 
 # Services used by cluster tests (rate limiting on Redis, config store on PostgreSQL).

@@ -92,6 +92,11 @@ impl FileConfig {
                 }
             }
         }
+        for (i, p) in self.plugins.iter_mut().enumerate() {
+            for (k, f) in p.config.file_paths_mut() {
+                out.push((format!("plugins[{i}].config.{k}"), f));
+            }
+        }
         out
     }
 

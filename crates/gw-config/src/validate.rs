@@ -1412,7 +1412,7 @@ fn plugins(v: &mut V, file: &FileConfig) -> Vec<Plugin> {
         let route = resolve("route", &pl.route, &routes);
         let service = resolve("service", &pl.service, &services);
         let consumer = resolve("consumer", &pl.consumer, &consumers);
-        if let Err(e) = pl.config.validate() {
+        if let Err(e) = pl.config.validate_with(&crate::plugins::SchemaContext { base_dir: v.base_dir.clone() }) {
             v.err(p.join("config").extend_dotted(&e.path), e.message);
         }
         if let Some(anon) = pl.config.anonymous_consumer()

@@ -23,4 +23,5 @@ mod redis_cluster;
 mod security;
 mod streaming;
 mod tls;
+mod translation;
 mod upstream_h1;

@@ -17,12 +17,16 @@ use serde::{Deserialize, Serialize, Serializer};
 mod access;
 mod auth;
 mod common;
+mod protocols;
 mod rate;
 mod request_termination;
 mod transform;
 
 pub use access::{Acl, BotDetection, Cors, FailureMode, ForwardAuth, IpRestriction, RequestSizeLimiting, parse_net};
 pub use auth::{BasicAuth, HmacAuth, JWT_ALGORITHMS, JwksConfig, Jwt, KeyAuth, MtlsAuth};
+pub use protocols::{
+    CustomPattern, GrpcTranscode, GrpcWeb, HttpRuleConfig, NamespaceMode, Soap, SoapVersionConfig, StreamingMode,
+};
 pub use rate::{
     ConcurrencyLimit, CounterPolicy, Quota, QuotaPeriod, RateAlgorithm, RateLimiting, StoreFailure, Throttle,
 };
@@ -47,11 +51,30 @@ impl SchemaError {
     }
 }
 
+/// What a plugin's validation may need besides its config.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaContext {
+    /// Directory that relative file paths are resolved against (the configuration file's).
+    pub base_dir: Option<std::path::PathBuf>,
+}
+
 /// Checks a plugin config beyond what serde checks (value ranges, regex syntax, ...).
 pub trait PluginSchema: DeserializeOwned + Serialize {
     /// Validate the config; the default accepts everything serde accepted.
     fn validate(&self) -> Result<(), SchemaError> {
         Ok(())
+    }
+
+    /// Validate with the context (files read at load, relative to the configuration); the
+    /// default is [`PluginSchema::validate`].
+    fn validate_with(&self, _cx: &SchemaContext) -> Result<(), SchemaError> {
+        self.validate()
+    }
+
+    /// The config's file paths, as `(key below config, path)`, so a document imported into a
+    /// store has them made absolute like the other files. Default: none.
+    fn file_paths_mut(&mut self) -> Vec<(String, &mut String)> {
+        Vec::new()
     }
 }
 
@@ -74,7 +97,17 @@ macro_rules! plugin_configs {
 
             /// Run the plugin's own validation.
             pub fn validate(&self) -> Result<(), SchemaError> {
-                match self { $( Self::$variant(c) => c.validate(), )* }
+                self.validate_with(&SchemaContext::default())
+            }
+
+            /// Run the plugin's own validation, with files resolved by `cx`.
+            pub fn validate_with(&self, cx: &SchemaContext) -> Result<(), SchemaError> {
+                match self { $( Self::$variant(c) => c.validate_with(cx), )* }
+            }
+
+            /// The file paths of the config (`(key below config, path)`).
+            pub fn file_paths_mut(&mut self) -> Vec<(String, &mut String)> {
+                match self { $( Self::$variant(c) => c.file_paths_mut(), )* }
             }
 
             /// One schema per plugin: `{"plugin": <name>, "config": <its schema>}`.
