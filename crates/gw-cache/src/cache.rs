@@ -8,7 +8,6 @@ use bytes::Bytes;
 use gw_core::Clock;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, RANGE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::cc::{RequestCc, ResponseCc};
@@ -180,7 +179,6 @@ struct Inner {
     flights: Flights,
     node: String,
     listener: Option<JoinHandle<()>>,
-    listener_ready: Arc<Notify>,
 }
 
 impl Drop for Inner {
@@ -215,50 +213,30 @@ impl Cache {
             Some(r) => Some(Arc::new(RedisTier::new(r.clone())?)),
             None => None,
         };
-        let listener_ready = Arc::new(Notify::new());
         let listener = match (&redis, tokio::runtime::Handle::try_current()) {
             (Some(r), Ok(_)) => {
                 let (m, me) = (memory.clone(), node.clone());
-                Some(r.subscribe(
-                    move |msg| match msg {
-                        // Reconnected: purges may have been missed.
-                        None => m.clear(),
-                        Some(text) => {
-                            let Some((from, rest)) = text.split_once(' ') else { return };
-                            if from != me
-                                && let Some(p) = Purge::decode(rest)
-                            {
-                                p.apply_local(&m);
-                            }
+                Some(r.subscribe(move |msg| match msg {
+                    // Reconnected: purges may have been missed.
+                    None => m.clear(),
+                    Some(text) => {
+                        let Some((from, rest)) = text.split_once(' ') else { return };
+                        if from != me
+                            && let Some(p) = Purge::decode(rest)
+                        {
+                            p.apply_local(&m);
                         }
-                    },
-                    listener_ready.clone(),
-                ))
+                    }
+                }))
             }
             _ => None,
         };
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                opts,
-                clock,
-                memory,
-                redis,
-                flights: Flights::default(),
-                node,
-                listener,
-                listener_ready,
-            }),
-        })
+        Ok(Cache { inner: Arc::new(Inner { opts, clock, memory, redis, flights: Flights::default(), node, listener }) })
     }
 
     /// The options.
     pub fn options(&self) -> &CacheOptions {
         &self.inner.opts
-    }
-
-    /// Notified each time the purge listener (re)subscribes to Redis.
-    pub fn purge_listener_ready(&self) -> Arc<Notify> {
-        self.inner.listener_ready.clone()
     }
 
     /// Counters.
@@ -327,7 +305,10 @@ impl Cache {
             }
             Reuse::StaleWhileRevalidate => {
                 let hit = self.hit(&stored, now, req.headers, head_only, CacheStatus::Stale, false);
-                let refresh = inner.flights.try_lead(key.hash).map(|f| {
+                // A HEAD or a range request cannot refresh a stored GET (its response has no
+                // full body); the next GET will.
+                let can_refresh = !head_only && !partial;
+                let refresh = can_refresh.then(|| inner.flights.try_lead(key.hash)).flatten().map(|f| {
                     let mode = Mode::Revalidate { stored: stored.clone(), stale_if_error: false };
                     self.fill(key, f, true, mode, req, req_cc, now)
                 });
@@ -849,9 +830,10 @@ impl Waiter {
         let inner = &self.cache.inner;
         let go =
             || WaitOutcome::GoUpstream { header: self.cache.status_field(CacheStatus::Miss, StatusDetail::default()) };
-        let Waited::Head(head, body) = wait_head(self.flight.clone(), inner.opts.coalesce_wait).await else {
+        let Waited::Head(b) = wait_head(self.flight.clone(), inner.opts.coalesce_wait).await else {
             return go();
         };
+        let (head, body) = *b;
         if !head.secondary.matches(&self.req_headers)
             || (self.req_headers.contains_key(AUTHORIZATION) && !policy::shareable_with_authorization(&head.cc))
         {

@@ -213,7 +213,7 @@ impl SharedBody {
 /// What a waiter got.
 pub(crate) enum Waited {
     /// The shared head and its body.
-    Head(SharedHead, SharedBody),
+    Head(Box<(SharedHead, SharedBody)>),
     /// Not shareable, aborted before the head, or the wait timed out.
     GoUpstream,
 }
@@ -239,7 +239,9 @@ pub(crate) async fn wait_head(flight: Arc<Flight>, wait: std::time::Duration) ->
         }
     };
     match tokio::time::timeout(wait, fut).await {
-        Ok(Some(h)) => Waited::Head(h, SharedBody { flight: flight.clone(), rx: flight.tx.subscribe(), idx: 0 }),
+        Ok(Some(h)) => {
+            Waited::Head(Box::new((h, SharedBody { flight: flight.clone(), rx: flight.tx.subscribe(), idx: 0 })))
+        }
         _ => Waited::GoUpstream,
     }
 }
@@ -264,7 +266,8 @@ mod tests {
         let w = tokio::spawn(wait_head(f.clone(), Duration::from_secs(5)));
         tokio::time::sleep(Duration::from_millis(20)).await;
         f.set_head(head());
-        let Ok(Waited::Head(_, mut body)) = w.await else { panic!("head expected") };
+        let Ok(Waited::Head(b)) = w.await else { panic!("head expected") };
+        let (_, mut body) = *b;
         f.push(Bytes::from_static(b"a"));
         assert_eq!(body.next().await, Some(Ok(Bytes::from_static(b"a"))));
         // The next chunk is not there yet: the reader waits for it.
@@ -293,7 +296,8 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2));
         // Abort after the head: readers see the error.
         f.set_head(head());
-        let Waited::Head(_, mut body) = wait_head(f.clone(), Duration::from_secs(1)).await else { panic!("head") };
+        let Waited::Head(b) = wait_head(f.clone(), Duration::from_secs(1)).await else { panic!("head") };
+        let (_, mut body) = *b;
         f.end(false);
         assert_eq!(body.next().await, Some(Err(Aborted)));
     }

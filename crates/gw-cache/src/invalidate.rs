@@ -80,9 +80,9 @@ mod tests {
     use super::*;
     use crate::policy::tests::hm;
 
-    fn t(method: Method, status: u16, resp: &[(&str, &str)]) -> Vec<String> {
+    fn t(method: &Method, status: u16, resp: &[(&str, &str)]) -> Vec<String> {
         targets(
-            &method,
+            method,
             StatusCode::from_u16(status).unwrap_or_else(|e| panic!("{e}")),
             "https",
             "api.example.com",
@@ -94,20 +94,20 @@ mod tests {
 
     #[test]
     fn unsafe_success_invalidates_target() {
-        assert_eq!(t(Method::POST, 200, &[]), vec!["https://api.example.com/items/1?a=2&b=1"]);
-        assert_eq!(t(Method::DELETE, 204, &[]).len(), 1);
-        assert_eq!(t(Method::PUT, 303, &[]).len(), 1);
-        assert!(t(Method::POST, 500, &[]).is_empty(), "errors invalidate nothing");
-        assert!(t(Method::POST, 404, &[]).is_empty());
-        assert!(t(Method::GET, 200, &[]).is_empty());
-        assert!(t(Method::OPTIONS, 200, &[]).is_empty());
-        assert_eq!(t(Method::from_bytes(b"PURGEX").unwrap_or(Method::PATCH), 200, &[]).len(), 1);
+        assert_eq!(t(&Method::POST, 200, &[]), vec!["https://api.example.com/items/1?a=2&b=1"]);
+        assert_eq!(t(&Method::DELETE, 204, &[]).len(), 1);
+        assert_eq!(t(&Method::PUT, 303, &[]).len(), 1);
+        assert!(t(&Method::POST, 500, &[]).is_empty(), "errors invalidate nothing");
+        assert!(t(&Method::POST, 404, &[]).is_empty());
+        assert!(t(&Method::GET, 200, &[]).is_empty());
+        assert!(t(&Method::OPTIONS, 200, &[]).is_empty());
+        assert_eq!(t(&Method::from_bytes(b"PURGEX").unwrap_or(Method::PATCH), 200, &[]).len(), 1);
     }
 
     #[test]
     fn location_and_content_location_same_origin_only() {
         let v = t(
-            Method::POST,
+            &Method::POST,
             201,
             &[("location", "/items/2"), ("content-location", "https://API.example.com:443/items/3")],
         );
@@ -119,9 +119,9 @@ mod tests {
                 "https://api.example.com/items/3"
             ]
         );
-        assert_eq!(t(Method::POST, 201, &[("location", "https://other.example.com/x")]).len(), 1);
-        assert_eq!(t(Method::POST, 201, &[("location", "http://api.example.com/x")]).len(), 1, "other scheme");
-        assert_eq!(t(Method::POST, 201, &[("location", "//other.example.com/x")]).len(), 1);
-        assert_eq!(t(Method::POST, 201, &[("location", "5")])[1], "https://api.example.com/items/5");
+        assert_eq!(t(&Method::POST, 201, &[("location", "https://other.example.com/x")]).len(), 1);
+        assert_eq!(t(&Method::POST, 201, &[("location", "http://api.example.com/x")]).len(), 1, "other scheme");
+        assert_eq!(t(&Method::POST, 201, &[("location", "//other.example.com/x")]).len(), 1);
+        assert_eq!(t(&Method::POST, 201, &[("location", "5")])[1], "https://api.example.com/items/5");
     }
 }

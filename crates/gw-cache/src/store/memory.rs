@@ -89,15 +89,16 @@ impl MemoryTier {
     /// Store a variant: it replaces the variant with the same secondary key and becomes the
     /// first; variants past their storage time or beyond the limit are dropped.
     pub fn put(&self, key: u128, s: Arc<Stored>, now_ms: u64) {
-        let mut v = Variants(vec![s.clone()]);
+        let mut v = Vec::with_capacity(4);
         if let Some(old) = self.cache.get(&key) {
             for o in old.0.iter() {
-                if o.secondary != s.secondary && o.expires_ms > now_ms && v.0.len() < self.max_variants {
-                    v.0.push(o.clone());
+                if o.secondary != s.secondary && o.expires_ms > now_ms && v.len() + 1 < self.max_variants {
+                    v.push(o.clone());
                 }
             }
         }
-        self.cache.insert(key, Arc::new(v));
+        v.insert(0, s);
+        self.cache.insert(key, Arc::new(Variants(v)));
     }
 
     /// Replace every variant of a key (from the Redis tier).

@@ -341,12 +341,10 @@ impl RedisTier {
 
     /// Listen for purge messages until the task is aborted: `on_msg(Some(text))` for each
     /// message; `on_msg(None)` after a reconnection (messages may have been missed while
-    /// disconnected, so the caller drops what it holds). `ready` is notified on each
-    /// successful subscription.
+    /// disconnected, so the caller drops what it holds).
     pub fn subscribe(
         self: &Arc<Self>,
         on_msg: impl Fn(Option<String>) + Send + Sync + 'static,
-        ready: Arc<tokio::sync::Notify>,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
@@ -360,7 +358,6 @@ impl RedisTier {
                         on_msg(None);
                     }
                     first = false;
-                    ready.notify_waiters();
                     let mut stream = ps.on_message();
                     while let Some(m) = stream.next().await {
                         if let Ok(text) = m.get_payload::<String>() {

@@ -345,6 +345,13 @@ redis: { url: "redis://127.0.0.1:6379/0", prefix: "gh:cache:api", max_object_siz
         assert!(parse("cache_status: rfc9211").is_ok());
     }
 
+    /// Not registered until the plugin runs (docs/caching.md says a config naming it is
+    /// refused).
+    #[test]
+    fn not_registered_yet() {
+        assert!(!super::super::PluginConfig::NAMES.contains(&"proxy-cache"));
+    }
+
     #[test]
     fn errors_name_the_key() {
         let cases = [
