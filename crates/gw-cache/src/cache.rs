@@ -598,24 +598,39 @@ impl Fill {
                 }
                 let mut parts = stored.parts();
                 headers::merge_304(&mut parts.headers, resp);
+                let cc = ResponseCc::parse(&parts.headers);
+                let mut strip = cc.private_fields.clone();
+                if !inner.opts.rules.store_set_cookie {
+                    strip.push("set-cookie".into());
+                }
+                parts.headers = headers::for_storage(&parts.headers, &strip);
                 parts.request_ms = self.request_ms;
                 parts.response_ms = now;
                 let updated = Arc::new(Stored::new(&inner.opts.rules, parts));
-                self.store(updated.clone(), now);
-                self.flight.set_head(shared_head(&updated));
-                for c in &updated.body {
-                    self.flight.push(c.clone());
+                let head_only = self.method == Method::HEAD;
+                let mut hit =
+                    self.cache.hit(&updated, now, &self.req_headers, head_only, CacheStatus::Revalidated, false);
+                // Fields kept out of storage still reach this client.
+                for f in &strip {
+                    for v in resp.get_all(f.as_str()) {
+                        if let Ok(n) = HeaderName::from_bytes(f.as_bytes()) {
+                            hit.headers.append(n, v.clone());
+                        }
+                    }
+                }
+                if cc.no_store || cc.private {
+                    // The validated response may no longer be stored.
+                    inner.memory.remove(self.key.hash);
+                    self.flight.pass();
+                } else {
+                    self.store(updated.clone(), now);
+                    self.flight.set_head(shared_head(&updated));
+                    for c in &updated.body {
+                        self.flight.push(c.clone());
+                    }
                 }
                 self.close(true);
-                let head_only = self.method == Method::HEAD;
-                return Upstream::Replace(self.cache.hit(
-                    &updated,
-                    now,
-                    &self.req_headers,
-                    head_only,
-                    CacheStatus::Revalidated,
-                    false,
-                ));
+                return Upstream::Replace(hit);
             }
             let upstream_error = matches!(status.as_u16(), 500 | 502 | 503 | 504);
             if upstream_error

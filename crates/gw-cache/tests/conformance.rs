@@ -575,6 +575,69 @@ async fn conditionals_and_304_updates() {
             ],
         ),
         (
+            "a 304 updates Content-Type and other fields, for this and later responses",
+            vec![
+                step(Fetched).origin(ok(
+                    &[
+                        ("cache-control", "max-age=1"),
+                        ("etag", "\"v1\""),
+                        ("content-type", "text/plain"),
+                        ("x-frame-options", "deny"),
+                    ],
+                    "body",
+                )),
+                step(Validated)
+                    .after(5)
+                    .origin(Resp::new(
+                        304,
+                        &[
+                            ("etag", "\"v1\""),
+                            ("cache-control", "max-age=100"),
+                            ("content-type", "text/plain;charset=utf-8"),
+                            ("x-frame-options", "sameorigin"),
+                        ],
+                        "",
+                    ))
+                    .field("content-type", Some("text/plain;charset=utf-8"))
+                    .field("x-frame-options", Some("sameorigin")),
+                step(Cached)
+                    .field("content-type", Some("text/plain;charset=utf-8"))
+                    .field("x-frame-options", Some("sameorigin")),
+            ],
+        ),
+        (
+            "a 304 keeps stored fields it omits",
+            vec![
+                step(Fetched).origin(ok(
+                    &[("cache-control", "max-age=1"), ("last-modified", &lm), ("test-header", "A")],
+                    "body",
+                )),
+                step(Validated)
+                    .after(5)
+                    .origin(Resp::new(304, &[("cache-control", "max-age=100"), ("last-modified", &lm)], ""))
+                    .field("test-header", Some("A")),
+            ],
+        ),
+        (
+            "Set-Cookie of a 304 reaches that client only",
+            vec![
+                step(Fetched).origin(ok(&[("cache-control", "max-age=1"), ("etag", "\"v1\"")], "body")),
+                step(Validated)
+                    .after(5)
+                    .origin(Resp::new(304, &[("cache-control", "max-age=100"), ("set-cookie", "a=c")], ""))
+                    .field("set-cookie", Some("a=c")),
+                step(Cached).field("set-cookie", None),
+            ],
+        ),
+        (
+            "a 304 that says no-store drops the stored response",
+            vec![
+                step(Fetched).origin(ok(&[("cache-control", "max-age=1"), ("etag", "\"v1\"")], "body")),
+                step(Validated).after(5).origin(Resp::new(304, &[("cache-control", "no-store")], "")).body("body"),
+                step(Fetched).origin(ok(&[("cache-control", "max-age=100")], "new")).body("new"),
+            ],
+        ),
+        (
             "client condition on a revalidated response",
             vec![
                 step(Fetched).origin(ok(&[("cache-control", "max-age=1"), ("etag", "\"v1\"")], "body")),
