@@ -126,7 +126,9 @@ impl Purge {
 
     fn apply_local(&self, m: &MemoryTier) {
         match self.clone() {
-            Purge::Url(u) => m.remove_if(move |s| s.url == u),
+            Purge::Url(u) => {
+                m.remove_url(&u);
+            }
             Purge::Prefix(p) => m.remove_if(move |s| s.url.starts_with(&p)),
             Purge::Tag(t) => m.remove_if(move |s| s.tags.contains(&t)),
             Purge::Key(k) => m.remove(k),

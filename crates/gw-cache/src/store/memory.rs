@@ -1,8 +1,9 @@
 //! The memory tier: a moka cache bounded in bytes (a weigher per entry), with TinyLFU
 //! admission and eviction; entries expire when their last variant's storage time ends.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gw_core::Clock;
@@ -52,11 +53,20 @@ impl moka::Expiry<u128, Arc<Variants>> for Expire {
     }
 }
 
+/// URL -> primary keys holding it (purges by URL and invalidations without scanning).
+type UrlIndex = Arc<Mutex<HashMap<String, Vec<u128>>>>;
+
+fn index_lock(i: &UrlIndex) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u128>>> {
+    // Plain map edits: a poisoned lock still holds a usable map.
+    i.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The per-node memory tier.
 #[derive(Clone)]
 pub struct MemoryTier {
     cache: moka::sync::Cache<u128, Arc<Variants>>,
     evictions: Arc<AtomicU64>,
+    by_url: UrlIndex,
     max_variants: usize,
 }
 
@@ -66,19 +76,32 @@ impl MemoryTier {
     pub fn new(max_bytes: u64, max_variants: usize, clock: Arc<dyn Clock>) -> MemoryTier {
         let evictions = Arc::new(AtomicU64::new(0));
         let ev = evictions.clone();
+        let by_url: UrlIndex = Arc::default();
+        let idx = by_url.clone();
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_k: &u128, v: &Arc<Variants>| v.weight())
             .eviction_policy(EvictionPolicy::tiny_lfu())
             .expire_after(Expire { clock })
             .support_invalidation_closures()
-            .eviction_listener(move |_k, _v, cause| {
+            .eviction_listener(move |k: Arc<u128>, v: Arc<Variants>, cause| {
                 if cause == RemovalCause::Size {
                     ev.fetch_add(1, Ordering::Relaxed);
                 }
+                if cause != RemovalCause::Replaced {
+                    let mut m = index_lock(&idx);
+                    for s in v.0.iter() {
+                        if let Some(keys) = m.get_mut(&s.url) {
+                            keys.retain(|x| x != k.as_ref());
+                            if keys.is_empty() {
+                                m.remove(&s.url);
+                            }
+                        }
+                    }
+                }
             })
             .build();
-        MemoryTier { cache, evictions, max_variants: max_variants.max(1) }
+        MemoryTier { cache, evictions, by_url, max_variants: max_variants.max(1) }
     }
 
     /// The variants under a primary key.
@@ -97,6 +120,7 @@ impl MemoryTier {
                 }
             }
         }
+        self.index(key, &s.url);
         v.insert(0, s);
         self.cache.insert(key, Arc::new(Variants(v)));
     }
@@ -104,8 +128,29 @@ impl MemoryTier {
     /// Replace every variant of a key (from the Redis tier).
     pub fn put_all(&self, key: u128, v: Variants) {
         if !v.0.is_empty() {
+            for s in v.0.iter() {
+                self.index(key, &s.url);
+            }
             self.cache.insert(key, Arc::new(v));
         }
+    }
+
+    fn index(&self, key: u128, url: &str) {
+        let mut m = index_lock(&self.by_url);
+        let keys = m.entry(url.to_string()).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+
+    /// Remove every entry holding a response for `url` (through the URL index: no scan).
+    /// Returns how many primary keys were removed.
+    pub fn remove_url(&self, url: &str) -> usize {
+        let keys = index_lock(&self.by_url).remove(url).unwrap_or_default();
+        for k in &keys {
+            self.cache.invalidate(k);
+        }
+        keys.len()
     }
 
     /// Remove a primary key.
@@ -204,6 +249,14 @@ mod tests {
         m.remove_if(|s| s.url.starts_with("http://h/a/"));
         assert!(m.get(1).is_none());
         assert!(m.get(2).is_some());
+        assert_eq!(m.remove_url("http://h/b/1"), 1);
+        assert!(m.get(2).is_none());
+        assert_eq!(m.remove_url("http://h/b/1"), 0);
+        // Evicted and removed entries leave the index.
+        m.put(3, Arc::new(sample("http://h/c", "x", "max-age=60", now)), now);
+        m.remove(3);
+        m.sync();
+        assert!(index_lock(&m.by_url).get("http://h/c").is_none());
         m.clear();
         assert!(m.get(2).is_none());
     }
