@@ -43,10 +43,10 @@ pub struct Rules {
 }
 
 /// Statuses that are heuristically cacheable (RFC 9110 section 15.1).
-pub const HEURISTIC_STATUSES: [u16; 11] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414];
+pub const HEURISTIC_STATUSES: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
 /// The default stored statuses: the heuristically cacheable ones (without 206: ranges are not
-/// stored) plus 501, and 302/307 (stored only with explicit freshness).
+/// stored), and 302/307 (stored only with explicit freshness).
 pub const DEFAULT_STATUSES: [u16; 13] = [200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501];
 
 impl Default for Rules {
@@ -402,6 +402,7 @@ pub(crate) mod tests {
         // Heuristically cacheable with a validator: stored to be revalidated.
         assert_eq!(store(200, &[], &[("etag", "\"a\"")]), Ok(()));
         assert_eq!(store(404, &[], &[("last-modified", &date(T0))]), Ok(()));
+        assert_eq!(store(501, &[], &[("etag", "\"a\"")]), Ok(()), "501 is heuristically cacheable");
         assert_eq!(store(200, &[], &[]), Err(NotStorable::Useless));
         assert_eq!(
             store(200, &[], &[("cache-control", "max-age=60"), ("set-cookie", "a=b")]),
