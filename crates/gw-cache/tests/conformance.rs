@@ -249,6 +249,24 @@ async fn freshness() {
             vec![step(Fetched).origin(ok(&[("cache-control", "max-age=3600a")], "a")), step(Fetched)],
         ),
         (
+            "two Expires fields: the first counts",
+            vec![
+                step(Fetched).origin(ok(
+                    &[("expires", &httpdate(common::T0 + 100_000)), ("expires", &httpdate(common::T0 - 100_000))],
+                    "a",
+                )),
+                step(Cached).after(10),
+            ],
+        ),
+        (
+            "an invalid Date: the time received stands in",
+            vec![
+                step(Fetched).origin(ok(&[("date", "yesterday"), ("expires", &httpdate(common::T0 + 30_000))], "a")),
+                step(Cached).after(20),
+                step(Fetched).after(20),
+            ],
+        ),
+        (
             "max-age with leading zeros",
             vec![step(Fetched).origin(ok(&[("cache-control", "max-age=003600")], "a")), step(Cached).after(60)],
         ),
@@ -483,6 +501,36 @@ async fn vary() {
         ("Vary on a field the request lacks, then the same", vec![step(Fetched).origin(v("X-Unknown")), step(Cached)]),
     ];
     for (name, steps) in cases {
+        run_case(name, d(), steps).await;
+    }
+    let three = || ok(&[("cache-control", "max-age=100"), ("vary", "Foo, Bar, Baz")], "a");
+    let extra: Vec<(&str, Vec<Step>)> = vec![
+        (
+            "three fields, both requests omit the same one",
+            vec![
+                step(Fetched).req("foo", "1").req("baz", "789").origin(three()),
+                step(Cached).req("foo", "1").req("baz", "789"),
+            ],
+        ),
+        (
+            "three fields, one differs",
+            vec![
+                step(Fetched).req("foo", "1").req("bar", "abc4").req("baz", "789").origin(three()),
+                step(Fetched).req("foo", "1").req("bar", "abc").req("baz", "789"),
+            ],
+        ),
+        (
+            "fields not named in Vary do not matter",
+            vec![
+                step(Fetched)
+                    .req("foo", "1")
+                    .req("other", "2")
+                    .origin(ok(&[("cache-control", "max-age=100"), ("vary", "Foo")], "a")),
+                step(Cached).req("foo", "1").req("other", "3"),
+            ],
+        ),
+    ];
+    for (name, steps) in extra {
         run_case(name, d(), steps).await;
     }
 }
@@ -849,6 +897,14 @@ async fn statuses_methods_heuristics_authorization() {
                 step(Fetched).origin(ok(&[("last-modified", &lm)], "a")),
                 step(Cached).after(90),
                 step(Validated).after(20).origin(Resp::new(304, &[], "")),
+            ],
+        ),
+        (
+            "heuristic for 501",
+            heuristic.clone(),
+            vec![
+                step(Fetched).origin(Resp::new(501, &[("last-modified", &lm)], "")).status(501),
+                step(Cached).after(50).status(501),
             ],
         ),
         (
