@@ -567,6 +567,12 @@ impl Fill {
         }
     }
 
+    /// Whether other requests wait for or stream this response. When the leader's own client
+    /// goes away, the proxy should keep reading the upstream body for them (and to store it).
+    pub fn has_waiters(&self) -> bool {
+        Arc::strong_count(&self.flight) > 1 + usize::from(self.registered)
+    }
+
     /// Mark the time the request was sent upstream (default: the lookup time).
     pub fn set_request_time(&mut self, ms: u64) {
         self.request_ms = ms;

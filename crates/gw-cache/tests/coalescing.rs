@@ -122,7 +122,9 @@ async fn wait(c: &Cache, path: &str, h: &HeaderMap) -> gw_cache::Waiter {
 async fn waiters_receive_chunks_before_the_body_is_complete() {
     let c = cache(CacheOptions::default());
     let mut f = lead(&c, "/s", &HeaderMap::new()).await;
+    assert!(!f.has_waiters());
     let w = wait(&c, "/s", &HeaderMap::new()).await;
+    assert!(f.has_waiters());
     f.head(StatusCode::OK, &hm(&[("cache-control", "max-age=60")]));
     f.data(&Bytes::from_static(b"first"));
     let WaitOutcome::Stream { body: Some(mut body), headers, .. } = w.wait().await else { panic!("stream expected") };
