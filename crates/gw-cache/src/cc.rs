@@ -393,6 +393,32 @@ mod tests {
         assert!(!ResponseCc::parse(&h(&["max-age=5, stale-while-revalidate=10"])).forbids_stale());
     }
 
+    /// Arbitrary field values never panic the parser (bounded pseudo-random inputs built from
+    /// the characters that matter: quotes, backslashes, commas, `=`, spaces, digits).
+    #[test]
+    fn arbitrary_values_do_not_panic() {
+        let alphabet = b"\"\\,= \tmax-age0123456789s-maxageprivateno-cache\x7f\x80";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let mut v = Vec::with_capacity(len);
+            let mut y = x;
+            for _ in 0..len {
+                y = y.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                v.push(alphabet[(y >> 33) as usize % alphabet.len()]);
+            }
+            if let Ok(hv) = HeaderValue::from_bytes(&v) {
+                let mut m = HeaderMap::new();
+                m.append(CACHE_CONTROL, hv);
+                let _ = ResponseCc::parse(&m);
+                let _ = RequestCc::parse(&m);
+            }
+        }
+    }
+
     #[test]
     fn request_directives() {
         let cc = RequestCc::parse(&h(&["max-age=5, min-fresh=10, max-stale, only-if-cached"]));

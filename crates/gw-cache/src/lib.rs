@@ -25,7 +25,7 @@
 //! 3. After an unsafe method: [`Cache::invalidate_after`].
 
 pub mod cc;
-pub mod coalesce;
+mod coalesce;
 pub mod conditional;
 pub mod headers;
 pub mod invalidate;
