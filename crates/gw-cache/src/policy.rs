@@ -127,7 +127,9 @@ pub fn storable(
         return Err(NotStorable::Status);
     }
     let cc = ResponseCc::parse(headers);
-    if cc.no_store || RequestCc::parse(req_headers).no_store {
+    // `must-understand` lets a cache that understands the status (every stored status is
+    // understood here) ignore `no-store` (RFC 9111 section 5.2.2.3).
+    if (cc.no_store && !cc.must_understand) || RequestCc::parse(req_headers).no_store {
         return Err(NotStorable::NoStore);
     }
     if cc.private {
@@ -386,6 +388,11 @@ pub(crate) mod tests {
         assert_eq!(
             store(200, &[("cache-control", "no-store")], &[("cache-control", "max-age=60")]),
             Err(NotStorable::NoStore)
+        );
+        assert_eq!(store(200, &[], &[("cache-control", "must-understand, no-store, max-age=60")]), Ok(()));
+        assert_eq!(
+            store(299, &[], &[("cache-control", "must-understand, no-store, max-age=60")]),
+            Err(NotStorable::Status)
         );
         assert_eq!(store(200, &[], &[("cache-control", "private, max-age=60")]), Err(NotStorable::Private));
         assert_eq!(store(200, &[], &[("cache-control", "private=\"x-user\", max-age=60")]), Ok(()));
