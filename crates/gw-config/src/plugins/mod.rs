@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 mod access;
 mod auth;
+mod cache;
 mod common;
 mod protocols;
 mod rate;
@@ -24,6 +25,9 @@ mod transform;
 
 pub use access::{Acl, BotDetection, Cors, FailureMode, ForwardAuth, IpRestriction, RequestSizeLimiting, parse_net};
 pub use auth::{BasicAuth, HmacAuth, JWT_ALGORITHMS, JwksConfig, Jwt, KeyAuth, MtlsAuth};
+pub use cache::{
+    CacheBypass, CacheHeuristic, CacheKeyConfig, CacheKeyQuery, CacheRedis, CacheStatusFormat, ProxyCache,
+};
 pub use protocols::{
     CustomPattern, GrpcTranscode, GrpcWeb, HttpRuleConfig, NamespaceMode, Soap, SoapVersionConfig, StreamingMode,
 };
