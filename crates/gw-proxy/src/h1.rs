@@ -440,12 +440,12 @@ pub(crate) enum Chunk {
     Trailers,
 }
 
-struct ParsedHead {
-    parts: http::response::Parts,
-    framing: Framing,
-    keep_alive: bool,
+pub(crate) struct ParsedHead {
+    pub(crate) parts: http::response::Parts,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
     /// The fields passed on, when not in `parts.headers`.
-    raw: Option<RawFields>,
+    pub(crate) raw: Option<RawFields>,
 }
 
 /// What a response field is to the proxy, from its name (any case).
@@ -591,7 +591,7 @@ pub(crate) fn fold_content_length(v: &[u8], length: &mut Option<u64>) -> Result<
 /// Hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
 /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Transfer-Encoding`,
 /// `Upgrade`) are read for framing and left out of the returned head.
-fn parse_head(
+pub(crate) fn parse_head(
     buf: &mut BytesMut,
     ranges: &mut Vec<[u32; 4]>,
     method: &Method,
