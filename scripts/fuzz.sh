@@ -25,6 +25,7 @@ SECS=${1:-60}
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=("${ALL[@]}")
 SANITIZER=${FUZZ_SANITIZER:-address}
+HOST=$(rustc -vV | sed -n 's/^host: //p')
 
 log() { printf '[fuzz] %s\n' "$*" >&2; }
 die() { log "$*"; exit 2; }
@@ -80,7 +81,11 @@ for t in "${TARGETS[@]}"; do
   if ((status != 0 || findings > 0)); then
     failed=1
     log "$t: FAILED (exit $status, $findings new artifacts in fuzz/artifacts/$t); log: fuzz/logs/$t.log"
-    grep -E 'panicked at|^SUMMARY|ERROR: libFuzzer' "logs/$t.log" | head -5 >&2 || true
+    # What the oracle said about the newest few (each artifact run once by the target binary).
+    find "artifacts/$t" -type f -printf '%T@ %p\n' | sort -rn | head -3 | while read -r _ a; do
+      log "  $a:"
+      "target/$HOST/release/$t" "$a" 2>&1 | grep -A1 -m1 'panicked at' | tail -1 | cut -c1-400 >&2 || true
+    done
   fi
   rows+=("$(printf '| %s | %s | %s | %s | %s |' "$t" "$SECS" "${execs:-?}" "${corpus:-?}" "$findings")")
 done
