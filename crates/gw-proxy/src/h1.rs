@@ -442,12 +442,12 @@ pub(crate) enum Chunk {
     Trailers,
 }
 
-struct ParsedHead {
-    parts: http::response::Parts,
-    framing: Framing,
-    keep_alive: bool,
+pub(crate) struct ParsedHead {
+    pub(crate) parts: http::response::Parts,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
     /// The fields passed on, when not in `parts.headers`.
-    raw: Option<RawFields>,
+    pub(crate) raw: Option<RawFields>,
 }
 
 /// What a response field is to the proxy, from its name (any case).
@@ -593,7 +593,7 @@ pub(crate) fn fold_content_length(v: &[u8], length: &mut Option<u64>) -> Result<
 /// Hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
 /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Transfer-Encoding`,
 /// `Upgrade`) are read for framing and left out of the returned head.
-fn parse_head(
+pub(crate) fn parse_head(
     buf: &mut BytesMut,
     ranges: &mut Vec<[u32; 4]>,
     method: &Method,
@@ -1034,6 +1034,13 @@ impl H1Body {
                             Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILERS => {
                                 return Err("trailer section too large");
                             }
+                            // httparse also takes a bare LF as a line end; a body's framing is
+                            // CRLF only (RFC 9112 §7.1), here as everywhere else in the decoder.
+                            Ok(httparse::Status::Complete((len, _)))
+                                if memchr::memchr_iter(b'\n', &buf[..len]).any(|i| i == 0 || buf[i - 1] != b'\r') =>
+                            {
+                                return Err("trailer section line not ended by CRLF");
+                            }
                             Ok(httparse::Status::Complete((len, fields))) => {
                                 let mut map = HeaderMap::with_capacity(fields.len());
                                 for f in fields {
@@ -1357,9 +1364,18 @@ mod tests {
         assert_eq!(data, b"Rust");
         assert_eq!(trailers.and_then(|t| t.get("grpc-status").cloned()), Some(HeaderValue::from_static("0")));
 
-        for bad in
-            [&b"4\nRust\r\n"[..], b"4\r\nRustX\r\n", b"x\r\n", b"11111111111111111\r\n", b"4 x\r\n", b"4;a\0\r\n"]
-        {
+        for bad in [
+            &b"4\nRust\r\n"[..],
+            b"4\r\nRustX\r\n",
+            b"x\r\n",
+            b"11111111111111111\r\n",
+            b"4 x\r\n",
+            b"4;a\0\r\n",
+            // Bare LF in the trailer section or as its end.
+            b"0\r\nx: y\n\r\n",
+            b"0\r\n\n",
+            b"0\r\nx: y\r\n\n",
+        ] {
             let mut framing = Framing::Chunked(Chunk::Size);
             let mut buf = BytesMut::from(bad);
             let mut failed = false;

@@ -128,7 +128,7 @@ pub(crate) fn parse_request(
         heap.resize_with(s.max_fields, MaybeUninit::uninit);
         &mut heap
     } else {
-        &mut stack
+        &mut stack[..s.max_fields]
     };
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, &buf[..], fields) {
@@ -1279,6 +1279,13 @@ mod tests {
         assert_eq!(status(big_field.as_bytes()), 431);
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(101));
         assert_eq!(status(many.as_bytes()), 431);
+        // A limit below the on-stack array's size is exact too.
+        let few = Settings { max_head: 8192, max_fields: 8 };
+        let nine = format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(9));
+        let r = parse_request(&mut BytesMut::from(nine.as_bytes()), &mut Vec::new(), few);
+        assert_eq!(r.err().map(|r| r.status.as_u16()), Some(431));
+        let eight = format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(8));
+        assert!(parse_request(&mut BytesMut::from(eight.as_bytes()), &mut Vec::new(), few).is_ok_and(|h| h.is_some()));
         let s = Settings { max_head: 8192, max_fields: 150 };
         let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(150)).as_bytes());
         assert!(parse_request(&mut buf, &mut Vec::new(), s).unwrap().is_some());

@@ -24,6 +24,9 @@ mod body;
 mod chain;
 mod conn;
 mod forwarding;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod h1server;
 mod h2guard;

@@ -1,0 +1,249 @@
+//! Entry points for the fuzz targets (`fuzz/`, `crates/gw-fuzz`); built only with the
+//! `fuzzing` feature and not part of the crate's API.
+//!
+//! Thin wrappers around the HTTP/1.1 parsers, the chunked decoder and the HTTP/1.1 server
+//! connection, with the crate's private types turned into plain public ones. No logic of
+//! their own: what a target checks lives in `gw-fuzz`.
+
+use std::future::Future;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::body::{BoxError, ClientBody, ResponseBody};
+use crate::conn::ConnState;
+use crate::h1::{self, Chunk, H1Body};
+use crate::h1server;
+
+/// Largest response head accepted from an upstream (`h1::MAX_HEAD`).
+pub const MAX_RESPONSE_HEAD: usize = h1::MAX_HEAD;
+/// Most fields accepted in a response head (`h1::MAX_FIELDS`).
+pub const MAX_RESPONSE_FIELDS: usize = h1::MAX_FIELDS;
+
+/// How a parsed head frames its body (`h1::Framing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection closes (responses only).
+    UntilClose,
+}
+
+fn framing(f: &h1::Framing) -> BodyFraming {
+    match f {
+        h1::Framing::Done => BodyFraming::None,
+        h1::Framing::Length(n) => BodyFraming::Length(*n),
+        h1::Framing::Chunked(_) => BodyFraming::Chunked,
+        h1::Framing::Close => BodyFraming::UntilClose,
+    }
+}
+
+// === Request head (`h1server::parse_request`) ===
+
+/// A request head accepted by `h1server::parse_request`.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: BodyFraming,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub upgrade: bool,
+    pub trailers: bool,
+    /// `HeadFacts`: `Host` fields, `Content-Length` fields, the agreed length, whether
+    /// `Transfer-Encoding` was present.
+    pub hosts: usize,
+    pub content_lengths: usize,
+    pub content_length: Option<u64>,
+    pub transfer_encoding: bool,
+}
+
+/// A request head refused by `h1server::parse_request`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub why: &'static str,
+}
+
+/// `h1server::parse_request` with the given limits: the head is removed from `buf`.
+pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_fields: usize) -> Result<Option<RequestHead>, Refused> {
+    let s = h1server::Settings { max_head, max_fields };
+    match h1server::parse_request(buf, &mut Vec::new(), s) {
+        Ok(None) => Ok(None),
+        Ok(Some(h)) => Ok(Some(RequestHead {
+            method: h.parts.method,
+            uri: h.parts.uri,
+            version: h.parts.version,
+            headers: h.parts.headers,
+            framing: framing(&h.framing),
+            keep_alive: h.keep_alive,
+            expect_continue: h.expect_continue,
+            upgrade: h.upgrade,
+            trailers: h.trailers,
+            hosts: h.facts.hosts,
+            content_lengths: h.facts.content_lengths,
+            content_length: h.facts.content_length,
+            transfer_encoding: h.facts.transfer_encoding,
+        })),
+        Err(r) => Err(Refused { status: r.status, why: r.why }),
+    }
+}
+
+// === Response head (`h1::parse_head`) ===
+
+/// A response head accepted by `h1::parse_head`.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    /// The fields passed on, as every reader sees them (the raw lines merged into the map).
+    pub headers: HeaderMap,
+    /// The raw lines written out on the plain proxy path, when the head kept them.
+    pub raw_lines: Option<Vec<u8>>,
+    pub framing: BodyFraming,
+    pub keep_alive: bool,
+}
+
+/// `h1::parse_head` for a request made with `method`: interim heads are skipped, the final
+/// head is removed from `buf`.
+pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, &'static str> {
+    match h1::parse_head(buf, &mut Vec::new(), method) {
+        Ok(None) => Ok(None),
+        Ok(Some(h)) => {
+            let mut headers = h.parts.headers;
+            let raw_lines = h.raw.map(|r| {
+                let lines = r.lines().to_vec();
+                r.merge_into(&mut headers);
+                lines
+            });
+            Ok(Some(ResponseHead {
+                status: h.parts.status,
+                version: h.parts.version,
+                headers,
+                raw_lines,
+                framing: framing(&h.framing),
+                keep_alive: h.keep_alive,
+            }))
+        }
+        Err(m) => Err(m.0),
+    }
+}
+
+// === Chunked decoder (`h1::H1Body::step`) ===
+
+/// One result of [`ChunkedDecoder::step`].
+#[derive(Debug)]
+pub enum Step {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body ended (no trailers frame).
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+/// The chunked body decoder shared by requests and responses (`h1::H1Body::step` on a
+/// `Framing::Chunked`).
+pub struct ChunkedDecoder(h1::Framing);
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder(h1::Framing::Chunked(Chunk::Size))
+    }
+}
+
+impl ChunkedDecoder {
+    /// Take the next frame from `buf` (what is consumed is removed from it).
+    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, &'static str> {
+        Ok(match H1Body::step(&mut self.0, buf)? {
+            h1::Step::Frame(f) => match f.into_data() {
+                Ok(d) => Step::Data(d),
+                Err(f) => match f.into_trailers() {
+                    Ok(t) => Step::Trailers(t),
+                    Err(_) => Step::More,
+                },
+            },
+            h1::Step::End => Step::End,
+            h1::Step::More => Step::More,
+        })
+    }
+
+    /// Whether the body has ended (nothing more belongs to it).
+    pub fn is_done(&self) -> bool {
+        matches!(self.0, h1::Framing::Done)
+    }
+}
+
+// === HTTP/1.1 server connection (`h1server::Connection`) ===
+
+/// A request body as the HTTP/1.1 server delivers it (`ClientBody`).
+pub struct RequestBody(ClientBody);
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// The upgrade of a request whose head asked for one (`h1server::OnUpgrade`): answering it
+/// with `101 Switching Protocols` hands over the connection.
+pub struct Upgrade(h1server::OnUpgrade);
+
+/// Any bidirectional byte stream (an upgraded connection).
+pub trait Tunnel: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Tunnel for T {}
+
+/// Take the upgrade out of a request served by [`serve_h1`], if its head asked for one.
+pub fn take_upgrade<B>(req: &mut Request<B>) -> Option<Upgrade> {
+    req.extensions_mut().remove::<h1server::OnUpgrade>().map(Upgrade)
+}
+
+impl Upgrade {
+    /// The client's connection once the `101` went out: the bytes read past the head first.
+    pub async fn wait(self) -> Result<Box<dyn Tunnel>, BoxError> {
+        Ok(Box::new(self.0.wait().await?))
+    }
+}
+
+/// Serve one client connection on `io` with the gateway's HTTP/1.1 server, calling `svc` for
+/// each request (its response body is sent as one buffer). Ends when the connection does.
+pub fn serve_h1<I, S, F>(
+    io: I,
+    max_head: usize,
+    max_fields: usize,
+    mut svc: S,
+) -> impl Future<Output = io::Result<()>> + Send
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: FnMut(Request<RequestBody>) -> F + Send + 'static,
+    F: Future<Output = Response<Bytes>> + Send + 'static,
+{
+    let svc = move |req: Request<ClientBody>, _facts| {
+        let fut = svc(req.map(RequestBody));
+        async move { fut.await.map(ResponseBody::full) }
+    };
+    h1server::Connection::new(io, ConnState::new(), h1server::Settings { max_head, max_fields }, svc)
+}
