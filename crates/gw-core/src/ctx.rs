@@ -143,7 +143,7 @@ impl Ctx {
 
 /// What the log phase sees about a finished request.
 #[derive(Debug, Clone)]
-pub struct LogEntry {
+pub struct LogEntry<'a> {
     /// Final status sent to the client.
     pub status: u16,
     /// Response body bytes sent.
@@ -154,4 +154,7 @@ pub struct LogEntry {
     pub latency: Duration,
     /// Error code when the request failed.
     pub error: Option<&'static str>,
+    /// The full error when the request failed (also a client that left, a response body the
+    /// upstream broke, a shutdown that cut the request): kind, context and cause.
+    pub failure: Option<&'a crate::Error>,
 }

@@ -41,4 +41,4 @@ mod upgrade;
 pub mod wire;
 
 pub use runtime::check;
-pub use server::{Gateway, StartError};
+pub use server::{Embedding, Gateway, StartError};

@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod binary;
+mod body_filters;
 mod config;
 mod downstream_h1;
 mod errors;
@@ -15,6 +16,7 @@ mod hardening;
 mod lb;
 mod metrics_refusals;
 mod observability;
+mod phases;
 mod plugin_attacks;
 mod protocols;
 mod proxy;
