@@ -242,10 +242,14 @@ struct Filtered {
 
 impl Filtered {
     /// Run `frame` (or the end, `None`) through every filter, in order; what the last hands
-    /// on is queued.
+    /// on is queued. Trailers end the body: every filter's `end` follows them at once (an
+    /// engine stops reading a body at its trailers).
     fn run(&mut self, frame: Option<Frame>) -> Result<()> {
+        let end = matches!(frame, None | Some(Frame::Trailers(_)));
+        if end {
+            self.ended = true;
+        }
         let mut input: Vec<Frame> = frame.into_iter().collect();
-        let end = input.is_empty();
         for f in &mut self.filters {
             let mut out = Emit::default();
             for fr in input.drain(..) {
@@ -287,7 +291,6 @@ impl FrameSource for Filtered {
                     }
                 }
                 Poll::Ready(None) => {
-                    this.ended = true;
                     if let Err(e) = this.run(None) {
                         return Poll::Ready(Some(Err(e)));
                     }
