@@ -107,6 +107,9 @@ pub struct Ctx {
     pub has_body: bool,
     /// Plugin scratch space, keyed by type.
     pub vars: Extensions,
+    /// The gateway's client for side calls to the configuration's services (set for requests
+    /// whose chain has plugins; see [`crate::exchange`]).
+    pub upstreams: Option<crate::Upstreams>,
 }
 
 impl Ctx {
@@ -132,6 +135,7 @@ impl Ctx {
             max_body_bytes: None,
             has_body: false,
             vars: Extensions::new(),
+            upstreams: None,
         }
     }
 

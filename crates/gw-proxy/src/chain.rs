@@ -48,6 +48,11 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
+    /// Whether no plugin applies.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.selected.is_empty()
+    }
+
     /// Whether the access phase has anything to run.
     pub(crate) fn has_access(&self) -> bool {
         !(self.pre_auth.is_empty() && self.auth.is_empty() && self.post_auth.is_empty())

@@ -23,6 +23,7 @@
 mod body;
 mod chain;
 mod conn;
+mod exchange;
 mod forwarding;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -185,6 +185,9 @@ async fn handle(
     let facts = facts.unwrap_or_else(|| HeadFacts::of(&req));
     precheck(&req, &facts, rt)?;
     // === pre-route === (global plugins only; skipped without creating its future)
+    if !p.chain.pre_route.is_empty() {
+        cx.upstreams = Some(shared.upstreams.clone());
+    }
     if !p.chain.pre_route.is_empty()
         && let Some(r) = Box::pin(pre_route_phase(&mut req, cx, &p.chain)).await?
     {
@@ -218,6 +221,9 @@ async fn handle(
     let route = &rt.routes[route_idx];
     p.route = Some(route_idx);
     p.chain = route.chain.clone();
+    if !p.chain.is_empty() {
+        cx.upstreams = Some(shared.upstreams.clone());
+    }
     cx.route = Some(route.info.clone());
     cx.params = params;
     if (conn.tls && !route.route.https) || (!conn.tls && !route.route.http) {
@@ -355,7 +361,8 @@ async fn handle(
                     .await?
             } else {
                 let fwd = forwarding_block.as_deref();
-                forward(&head, body, sent.as_ref(), fwd, upstream, *protocol, service, route, cx).await?
+                let preserve_host = route.route.preserve_host;
+                forward(&head, body, sent.as_ref(), fwd, upstream, *protocol, service, preserve_host, cx).await?
             }
         }
     };
@@ -724,8 +731,10 @@ fn hash_key(upstream: &UpstreamRt, head: &RequestHead, cx: &Ctx) -> Option<Vec<u
 }
 
 /// Proxy to the upstream: pick a target, send, retry where safe, and stream the response back.
+/// The one way to an upstream over HTTP (proxied traffic and plugins' side calls, see
+/// `exchange`); upgrades go through `upgrade`.
 #[allow(clippy::too_many_arguments)]
-async fn forward(
+pub(crate) async fn forward(
     head: &RequestHead,
     body: RequestBody,
     sent: Option<&Arc<SentSignal>>,
@@ -733,7 +742,7 @@ async fn forward(
     upstream: &Arc<UpstreamRt>,
     protocol: UpstreamProtocol,
     service: &ServiceRt,
-    route: &RouteRt,
+    preserve_host: bool,
     cx: &mut Ctx,
 ) -> Result<Response<ResponseBody>, Error> {
     let t = &service.timeouts;
@@ -746,7 +755,7 @@ async fn forward(
     // Targets already tried; filled only when retrying (no allocation otherwise).
     let mut tried: Vec<usize> = Vec::new();
     let mut attempt: u32 = 0;
-    let host_header = if route.route.preserve_host { Some(cx.host.clone()) } else { None };
+    let host_header = if preserve_host { Some(cx.host.clone()) } else { None };
     let mut now = started;
     loop {
         let sel = upstream.balancer.select(key.as_deref(), &tried, now).map_err(|e| match e {

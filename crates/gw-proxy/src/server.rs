@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn gw_core::Clock>,
+    /// The client plugins make side calls with (`gw_core::Ctx::upstreams`).
+    pub(crate) upstreams: gw_core::Upstreams,
     /// Global plugins the embedding program added (they outlive reloads).
     pub(crate) extra_plugins: Arc<[Arc<dyn gw_core::Plugin>]>,
     /// Requests per consumer, route and day.
@@ -239,7 +241,8 @@ impl Gateway {
             None
         };
         let (shutdown, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|weak| Shared {
+            upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange { shared: weak.clone() })),
             runtime: ArcSwap::from_pointee(rt),
             metrics: metrics.clone(),
             usage: gw_observability::Usage::new(&metrics, 62),

@@ -23,6 +23,7 @@ mod proxy;
 mod ratelimit;
 mod redis_cluster;
 mod security;
+mod side_calls;
 mod streaming;
 mod tls;
 mod translation;
