@@ -11,6 +11,7 @@
 #   bench/run.sh ratelimit  # plain proxy vs rate limiting, local and on Redis
 #   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
 #   bench/run.sh instructions  # user-space instructions per proxied request (callgrind; repeatable)
+#   GATEHOUSE_BIN=path bench/run.sh instructions  # the same for a binary built from another commit
 #
 # Layout (2 CPUs): load generator and upstream on CPU 0, the proxy alone on CPU 1.
 # Knobs: DURATION (s, default 10), REPEATS (default 5), CONNS (default 50), NO_BUILD=1 (use the
@@ -42,6 +43,8 @@ case $BUILD in
   pgo) BIN=$ROOT/target/pgo/gatehouse ;;
   *) log "unknown BUILD=$BUILD (release|pgo)"; exit 2 ;;
 esac
+# GATEHOUSE_BIN=path measures a binary built elsewhere (another commit, for before/after counts).
+if [[ -n ${GATEHOUSE_BIN:-} ]]; then BIN=$GATEHOUSE_BIN; NO_BUILD=1; fi
 if [[ ${NO_BUILD:-0} != 1 || ! -x $BIN ]]; then
   log "building the $BUILD binary"
   if [[ $BUILD == pgo ]]; then scripts/build-pgo.sh; else cargo build --release -q -p gatehouse; fi
