@@ -83,6 +83,8 @@ pub(crate) struct H1Conn {
     /// Scratch space of the head parser.
     ranges: Vec<[u32; 4]>,
     read_size: usize,
+    /// Whether it may go back to its endpoint's pool after a clean exchange (not a probe's).
+    pub(crate) poolable: bool,
 }
 
 impl H1Conn {
@@ -95,6 +97,7 @@ impl H1Conn {
             out: Vec::new(),
             ranges: Vec::new(),
             read_size: MIN_READ,
+            poolable: true,
         }
     }
 
