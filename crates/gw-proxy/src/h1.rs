@@ -381,7 +381,7 @@ fn encode_head(
     let length = match body {
         RequestBody::Empty => Some(0),
         RequestBody::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
-        RequestBody::Stream { .. } => body.size_hint().exact(),
+        RequestBody::Stream { .. } | RequestBody::Core(..) => body.size_hint().exact(),
     };
     let framing = match length {
         Some(0) => {

@@ -360,7 +360,8 @@ impl Endpoint {
             let mut headers = http::HeaderMap::new();
             headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("gatehouse-health-check"));
             headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-            let head = gw_core::RequestHead { method: http::Method::GET, uri, version: http::Version::HTTP_11, headers };
+            let head =
+                gw_core::RequestHead { method: http::Method::GET, uri, version: http::Version::HTTP_11, headers };
             match crate::h1::exchange(conn, self, &head, None, host.as_bytes(), RequestBody::Empty, connect_timeout)
                 .await
             {
