@@ -78,6 +78,8 @@ impl Hooks {
     pub const PRE_ROUTE: Hooks = Hooks(1 << 8);
     /// [`Plugin::response_filter`].
     pub const RESPONSE_FILTER: Hooks = Hooks(1 << 9);
+    /// [`Plugin::request_filter`].
+    pub const REQUEST_FILTER: Hooks = Hooks(1 << 10);
 
     /// Whether every hook of `other` is in `self`.
     pub fn contains(self, other: Hooks) -> bool {
@@ -222,6 +224,17 @@ pub trait Plugin: Send + Sync + 'static {
     /// with 413). May edit head and body. Default: continue.
     async fn request_body(&self, _req: &mut RequestHead, _body: &mut Bytes, _cx: &mut Ctx) -> Result<Flow> {
         Ok(Flow::Continue)
+    }
+
+    /// A filter for this request's body on its way upstream, which sees its frames (data, then
+    /// trailers) as they pass (see [`BodyFilter`]; e.g. re-framing messages one by one).
+    /// Called after the request-body phase, for every request but upgrades, with or without a
+    /// body (a filter may produce one at its end); `None` leaves this body alone. Unless every
+    /// filter [`BodyFilter::keeps_length`], the request's `Content-Length` is removed and the
+    /// body is framed by the protocol (chunked on HTTP/1.1). A filtered body streams, so a
+    /// failed attempt is retried only when nothing was sent. Default: none.
+    fn request_filter(&self, _req: &mut RequestHead, _cx: &mut Ctx) -> Option<Box<dyn BodyFilter>> {
+        None
     }
 
     /// Just before the upstream request is sent (after path rewrite): edit headers, path, query,

@@ -15,6 +15,7 @@ const HOOKS: &[(&str, &str)] = &[
     ("authenticate", "AUTHENTICATE"),
     ("access", "ACCESS"),
     ("request_body", "REQUEST_BODY"),
+    ("request_filter", "REQUEST_FILTER"),
     ("upstream_request", "UPSTREAM_REQUEST"),
     ("upstream_response", "UPSTREAM_RESPONSE"),
     ("response_body", "RESPONSE_BODY"),

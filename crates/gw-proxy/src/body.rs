@@ -264,6 +264,9 @@ pub(crate) enum RequestBody {
         /// The body read timeout and the gateway's request-id field (kept out of trailers).
         stall: Box<StallTimer>,
     },
+    /// Through request body filters (`Plugin::request_filter`); the length when the filters
+    /// keep it.
+    Core(Box<gw_core::Body>, Option<u64>),
 }
 
 /// The body read timeout of a streamed request body: armed when the body has to wait for the
@@ -330,6 +333,13 @@ impl Body for RequestBody {
         match &mut *self {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Core(b, _) => b.poll_frame(cx).map(|f| {
+                f.map(|r| match r {
+                    Ok(gw_core::Frame::Data(d)) => Ok(Frame::data(d)),
+                    Ok(gw_core::Frame::Trailers(t)) => Ok(Frame::trailers(t)),
+                    Err(e) => Err(Box::new(e) as BoxError),
+                })
+            }),
             RequestBody::Stream { inner, remaining, received, sent, stall } => {
                 let frame = match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(f) => {
@@ -380,6 +390,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Full(b) => b.is_none(),
             RequestBody::Stream { inner, .. } => inner.is_end_stream(),
+            RequestBody::Core(b, _) => b.is_end(),
         }
     }
 
@@ -388,7 +399,44 @@ impl Body for RequestBody {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RequestBody::Stream { inner, .. } => inner.size_hint(),
+            RequestBody::Core(_, Some(n)) => SizeHint::with_exact(*n),
+            RequestBody::Core(_, None) => SizeHint::default(),
         }
+    }
+}
+
+impl RequestBody {
+    /// This body through `filters` (see `Plugin::request_filter`); `length` when the filters
+    /// keep it.
+    pub(crate) fn filtered(self, filters: Vec<Box<dyn gw_core::BodyFilter>>, length: Option<u64>) -> Self {
+        RequestBody::Core(Box::new(gw_core::Body::from_source(EngineRequest(self)).filtered(filters)), length)
+    }
+}
+
+/// A request body as a gateway-owned frame source (failures classified once, the original kept
+/// as the cause).
+struct EngineRequest(RequestBody);
+
+impl gw_core::body::FrameSource for EngineRequest {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<gw_error::Result<gw_core::Frame>>> {
+        let frame = match Pin::new(&mut self.0).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                let kind = body_error_kind(&*e);
+                let e = gw_error::Error::new(kind, "the client's request body failed").with_cause(e);
+                return Poll::Ready(Some(Err(e)));
+            }
+            Poll::Ready(Some(Ok(f))) => f,
+        };
+        Poll::Ready(match frame.into_data() {
+            Ok(d) => Some(Ok(gw_core::Frame::Data(d))),
+            Err(f) => f.into_trailers().ok().map(|t| Ok(gw_core::Frame::Trailers(t))),
+        })
+    }
+
+    fn is_end(&self) -> bool {
+        self.0.is_end_stream()
     }
 }
 

@@ -39,6 +39,7 @@ pub(crate) struct Chain {
     /// Access plugins after authentication (ACL, rate limiting, ...).
     pub(crate) post_auth: Vec<PluginRef>,
     pub(crate) request_body: Vec<PluginRef>,
+    pub(crate) request_filter: Vec<PluginRef>,
     pub(crate) upstream_request: Vec<PluginRef>,
     pub(crate) upstream_response: Vec<PluginRef>,
     pub(crate) response_body: Vec<PluginRef>,
@@ -81,6 +82,7 @@ impl Chain {
             for (hook, list) in [
                 (Hooks::PRE_ROUTE, &mut c.pre_route),
                 (Hooks::REQUEST_BODY, &mut c.request_body),
+                (Hooks::REQUEST_FILTER, &mut c.request_filter),
                 (Hooks::UPSTREAM_REQUEST, &mut c.upstream_request),
                 (Hooks::UPSTREAM_RESPONSE, &mut c.upstream_response),
                 (Hooks::RESPONSE_BODY, &mut c.response_body),

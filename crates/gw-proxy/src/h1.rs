@@ -83,6 +83,8 @@ pub(crate) struct H1Conn {
     /// Scratch space of the head parser.
     ranges: Vec<[u32; 4]>,
     read_size: usize,
+    /// Whether it may go back to its endpoint's pool after a clean exchange (not a probe's).
+    pub(crate) poolable: bool,
 }
 
 impl H1Conn {
@@ -95,6 +97,7 @@ impl H1Conn {
             out: Vec::new(),
             ranges: Vec::new(),
             read_size: MIN_READ,
+            poolable: true,
         }
     }
 
@@ -378,7 +381,7 @@ fn encode_head(
     let length = match body {
         RequestBody::Empty => Some(0),
         RequestBody::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
-        RequestBody::Stream { .. } => body.size_hint().exact(),
+        RequestBody::Stream { .. } | RequestBody::Core(..) => body.size_hint().exact(),
     };
     let framing = match length {
         Some(0) => {

@@ -308,6 +308,21 @@ async fn handle(
         }
     }
 
+    // Request body filters see the body's frames on their way upstream.
+    if !p.chain.request_filter.is_empty() && !upgrade {
+        let filters: Vec<Box<dyn gw_core::BodyFilter>> =
+            p.chain.request_filter.iter().filter_map(|pl| pl.request_filter(&mut head, cx)).collect();
+        if !filters.is_empty() {
+            let length = if filters.iter().all(|f| f.keeps_length()) {
+                http_body::Body::size_hint(&body).exact()
+            } else {
+                head.headers.remove(header::CONTENT_LENGTH);
+                None
+            };
+            body = body.filtered(filters, length);
+        }
+    }
+
     // === upstream request ===
     let service = &route.service;
     if let ServiceRtKind::Proxy { path_prefix, .. } = &service.kind {
@@ -751,6 +766,8 @@ pub(crate) async fn forward(
     service.budget.deposit(started);
     let key = hash_key(upstream, head, cx);
     let idempotent = is_idempotent(&head.method);
+    // A filtered body streams whatever the head says: it is never re-sent from scratch.
+    let filtered = matches!(body, RequestBody::Core(..));
     let mut body = Some(body);
     // Targets already tried; filled only when retrying (no allocation otherwise).
     let mut tried: Vec<usize> = Vec::new();
@@ -812,6 +829,7 @@ pub(crate) async fn forward(
                 let can_retry = attempt < service.retries.attempts
                     && service.retries.on_statuses.contains(&status)
                     && idempotent
+                    && !filtered
                     && sent_nothing(head)
                     && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
                     && service.budget.try_withdraw(now);
@@ -857,7 +875,7 @@ pub(crate) async fn forward(
                 if let Some(p) = permit {
                     p.record(!err.kind().is_upstream_failure(), now);
                 }
-                let replayable = returned.is_some() || sent_nothing(head);
+                let replayable = returned.is_some() || (!filtered && sent_nothing(head));
                 let safe = match err.retry() {
                     Retry::Safe => true,
                     Retry::IfIdempotent => idempotent,

@@ -293,7 +293,7 @@ impl Endpoint {
 
     /// Put an HTTP/1.1 connection back after an exchange ended cleanly.
     pub(crate) fn release(&self, mut conn: Box<H1Conn>) {
-        if self.spec.max_idle == 0 {
+        if self.spec.max_idle == 0 || !conn.poolable {
             return;
         }
         conn.trim();
@@ -323,16 +323,17 @@ impl Endpoint {
     }
 
     /// An active health probe: `GET path` on a fresh connection (never a pooled one, so probes
-    /// neither disturb nor depend on traffic). Healthy when the status is in `healthy`
-    /// (200-399 when empty). The caller bounds the time.
+    /// neither disturb nor depend on traffic), through the same HTTP/1.1 client as traffic
+    /// (`h1::exchange`; HTTP/2 upstreams: hyper's client, as for traffic). Healthy when the
+    /// status is in `healthy` (200-399 when empty). The caller bounds the time.
     pub(crate) async fn probe(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         host: Option<&str>,
         healthy: &[u16],
         connect_timeout: Duration,
     ) -> bool {
-        let Ok((io, _)) = self.connect(connect_timeout, connect_timeout.as_millis() as u64).await else {
+        let Ok((io, write_timeout)) = self.connect(connect_timeout, connect_timeout.as_millis() as u64).await else {
             return false;
         };
         let host = host.unwrap_or(&self.authority);
@@ -353,22 +354,18 @@ impl Endpoint {
                 Err(_) => return false,
             }
         } else {
-            let Ok((mut sender, conn)) = http1::Builder::new().handshake(TokioIo::new(io)).await else {
-                return false;
-            };
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let Ok(req) = http::Request::get(path)
-                .header(http::header::HOST, host)
-                .header(http::header::USER_AGENT, "gatehouse-health-check")
-                .header(http::header::CONNECTION, "close")
-                .body(RequestBody::Empty)
-            else {
-                return false;
-            };
-            match sender.send_request(req).await {
-                Ok(r) => r.status().as_u16(),
+            let mut conn = Box::new(H1Conn::new(io, write_timeout, new_read_timer()));
+            conn.poolable = false;
+            let Ok(uri) = path.parse::<http::Uri>() else { return false };
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("gatehouse-health-check"));
+            headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            let head =
+                gw_core::RequestHead { method: http::Method::GET, uri, version: http::Version::HTTP_11, headers };
+            match crate::h1::exchange(conn, self, &head, None, host.as_bytes(), RequestBody::Empty, connect_timeout)
+                .await
+            {
+                Ok((parts, _body)) => parts.status.as_u16(),
                 Err(_) => return false,
             }
         };

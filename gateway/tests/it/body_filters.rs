@@ -153,3 +153,56 @@ async fn whole_body_hook_sees_trailers() {
     assert!(r.head.contains("x-grpc-status: 5"), "{}", r.head);
     assert_eq!(&r.body[..], b"3 bytes");
 }
+
+/// Upper-cases the request body frame by frame on its way upstream.
+struct ShoutUp;
+
+struct Upper;
+
+impl BodyFilter for Upper {
+    fn data(&mut self, data: Bytes, out: &mut Emit) -> Result<()> {
+        out.data(Bytes::from(data.to_ascii_uppercase()));
+        Ok(())
+    }
+}
+
+#[gw_core::plugin]
+impl Plugin for ShoutUp {
+    fn name(&self) -> &'static str {
+        "shout-up"
+    }
+
+    fn priority(&self) -> i32 {
+        0
+    }
+
+    fn request_filter(&self, _req: &mut gw_core::RequestHead, _cx: &mut Ctx) -> Option<Box<dyn BodyFilter>> {
+        Some(Box::new(Upper))
+    }
+}
+
+/// A request body filter rewrites the body on its way upstream; the request loses its
+/// `Content-Length` (the filter may change the length) and goes chunked.
+#[tokio::test]
+async fn request_filter_rewrites_the_body_upstream() {
+    use http_body_util::BodyExt;
+    let up = Upstream::start(Behavior::Custom(Arc::new(|req| {
+        Box::pin(async move {
+            let framing =
+                format!("te={:?} cl={:?}", req.headers().get("transfer-encoding"), req.headers().get("content-length"));
+            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let mut r = http::Response::new(gw_test_util::full(String::from_utf8_lossy(&body).into_owned()));
+            r.headers_mut().insert("x-framing", HeaderValue::from_str(&framing).unwrap());
+            r
+        })
+    })))
+    .await;
+    let plugin = Arc::new(ShoutUp);
+    assert_eq!(plugin.hooks(), Hooks::REQUEST_FILTER);
+    let gw = TestGateway::start_with_plugins(&config(up.addr), vec![plugin]).await;
+    let r = client().post(gw.url("main")).body("hello world").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let framing = r.headers()["x-framing"].to_str().unwrap().to_string();
+    assert_eq!(r.text().await.unwrap(), "HELLO WORLD");
+    assert_eq!(framing, "te=Some(\"chunked\") cl=None");
+}

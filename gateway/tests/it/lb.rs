@@ -250,3 +250,60 @@ async fn connection_cap() {
     assert_eq!(codes.iter().filter(|c| c.0 == 503 && c.1 == "upstream_overloaded").count(), 3, "{codes:?}");
     assert!(t.elapsed() < Duration::from_secs(3));
 }
+
+/// Active probes go through the gateway's own HTTP/1.1 client on connections of their own:
+/// a probe's connection is never pooled (nor used by traffic), even when the upstream would
+/// keep it open.
+#[tokio::test]
+async fn probe_connections_are_never_pooled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    // (connection number, request line) of every request.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(usize, String)>::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut s, _)) = l.accept().await {
+            n += 1;
+            let (id, log) = (n, log.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 4096];
+                loop {
+                    while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..p]).to_string();
+                        buf.drain(..p + 4);
+                        let line = head.lines().next().unwrap_or("").to_string();
+                        log.lock().unwrap().push((id, line));
+                        // Keep-alive whatever the request said.
+                        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let gw = gateway(&format!(
+        "upstreams:\n  - name: u\n    targets:\n      - address: \"{addr}\"\n    health_checks:\n      active: {{ path: /health, interval: 50ms, timeout: 500ms }}\nservices:\n  - name: s\n    upstream: u\nroutes:\n  - name: r\n    service: s\n"
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let r = client().get(format!("{}/traffic", gw.url("main"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let seen = seen.lock().unwrap().clone();
+    let probes: Vec<usize> = seen.iter().filter(|(_, l)| l.starts_with("GET /health ")).map(|(c, _)| *c).collect();
+    let traffic: Vec<usize> = seen.iter().filter(|(_, l)| l.starts_with("GET /traffic ")).map(|(c, _)| *c).collect();
+    assert!(probes.len() >= 2 && traffic.len() == 5, "{seen:?}");
+    for c in &probes {
+        assert_eq!(seen.iter().filter(|(id, _)| id == c).count(), 1, "a probe connection carried more: {seen:?}");
+        assert!(!traffic.contains(c), "traffic used a probe's connection: {seen:?}");
+    }
+}
