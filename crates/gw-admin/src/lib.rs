@@ -16,8 +16,8 @@ pub mod doc;
 pub mod openapi;
 pub mod store;
 pub mod sync;
-pub mod usage_store;
 mod usage_api;
+pub mod usage_store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -38,7 +38,9 @@ fn usage_params(export: bool) -> Vec<Value> {
         v.push(json!({ "name": "format", "in": "query", "description": "default `csv`", "schema": { "type": "string", "enum": ["csv", "json"] } }));
     } else {
         v.push(json!({ "name": "offset", "in": "query", "description": "past the end: an empty page", "schema": { "type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER } }));
-        v.push(json!({ "name": "size", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }));
+        v.push(
+            json!({ "name": "size", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
+        );
     }
     v
 }

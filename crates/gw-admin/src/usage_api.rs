@@ -68,7 +68,8 @@ pub(crate) fn parse_instant(s: &str, end: bool) -> Option<u64> {
 }
 
 /// The pattern of `from` and `to` in the OpenAPI document.
-pub(crate) const INSTANT_PATTERN: &str = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z)?$";
+pub(crate) const INSTANT_PATTERN: &str =
+    "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z)?$";
 
 struct Parsed {
     from_ms: u64,
@@ -80,7 +81,9 @@ struct Parsed {
 
 fn parse(q: &UsageQuery, now_ms: u64) -> Result<Parsed, ApiError> {
     let from_ms = match &q.from {
-        Some(f) => parse_instant(f, false).ok_or_else(|| invalid("from: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"))?,
+        Some(f) => {
+            parse_instant(f, false).ok_or_else(|| invalid("from: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"))?
+        }
         // Default: the current calendar month.
         None => Granularity::Month.bucket(now_ms),
     };
@@ -97,7 +100,9 @@ fn parse(q: &UsageQuery, now_ms: u64) -> Result<Parsed, ApiError> {
     };
     let outcome = match q.outcome.as_deref() {
         None => None,
-        Some(o) => Some(Outcome::parse(o).ok_or_else(|| invalid("outcome: served, refused, auth_failed or upstream_error"))?),
+        Some(o) => {
+            Some(Outcome::parse(o).ok_or_else(|| invalid("outcome: served, refused, auth_failed or upstream_error"))?)
+        }
     };
     let filter = UsageFilter { consumer: q.consumer.clone(), route: q.route.clone(), outcome };
     Ok(Parsed { from_ms, to_ms, granularity, granularity_name, filter })

@@ -388,16 +388,26 @@ mod tests {
             s.write(&[row(Span::Minute, 60_000, Outcome::Served, 2), row(Span::Hour, 0, Outcome::Served, 2)], &[q])
                 .await
                 .unwrap();
-            s.write(&[row(Span::Minute, 60_000, Outcome::Served, 1), row(Span::Minute, 120_000, Outcome::Refused, 1)], &[])
-                .await
-                .unwrap();
+            s.write(
+                &[row(Span::Minute, 60_000, Outcome::Served, 1), row(Span::Minute, 120_000, Outcome::Refused, 1)],
+                &[],
+            )
+            .await
+            .unwrap();
         }
         let s = EmbeddedUsage::open(&dir).unwrap();
         let all = s.read(Span::Minute, 0, u64::MAX, &UsageFilter::default()).await.unwrap();
-        assert_eq!(all, vec![row(Span::Minute, 60_000, Outcome::Served, 3), row(Span::Minute, 120_000, Outcome::Refused, 1)]);
+        assert_eq!(
+            all,
+            vec![row(Span::Minute, 60_000, Outcome::Served, 3), row(Span::Minute, 120_000, Outcome::Refused, 1)]
+        );
         let f = UsageFilter { outcome: Some(Outcome::Refused), ..Default::default() };
         assert_eq!(s.read(Span::Minute, 0, u64::MAX, &f).await.unwrap().len(), 1);
-        assert_eq!(s.read(Span::Minute, 0, 120_000, &UsageFilter::default()).await.unwrap().len(), 1, "to is exclusive");
+        assert_eq!(
+            s.read(Span::Minute, 0, 120_000, &UsageFilter::default()).await.unwrap().len(),
+            1,
+            "to is exclusive"
+        );
         assert_eq!(s.read(Span::Hour, 0, u64::MAX, &UsageFilter::default()).await.unwrap().len(), 1);
         assert_eq!(s.quotas(0).await.unwrap()[0].count, 3);
         assert!(s.quotas(6_000).await.unwrap().is_empty());

@@ -18,8 +18,8 @@ pub use metrics::{
 };
 pub use sampler::{LogSampler, Sampled};
 pub use usage::{
-    Granularity, MemoryUsage, Outcome, QuotaCount, Span, Usage, UsageBackend, UsageFilter, UsageRecord, UsageRow, aggregate,
-    merge as merge_usage,
+    Granularity, MemoryUsage, Outcome, QuotaCount, Span, Usage, UsageBackend, UsageFilter, UsageRecord, UsageRow,
+    aggregate, merge as merge_usage,
 };
 
 /// Install the process-wide `tracing` subscriber: JSON lines or human-readable text on stderr,

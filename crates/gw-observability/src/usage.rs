@@ -362,7 +362,11 @@ impl Usage {
             None => {
                 let counter = self
                     .family
-                    .get_or_create(&UsageLabels { consumer: consumer.into(), route: route.into(), outcome: outcome.name() })
+                    .get_or_create(&UsageLabels {
+                        consumer: consumer.into(),
+                        route: route.into(),
+                        outcome: outcome.name(),
+                    })
                     .clone();
                 bucket.push(Entry {
                     minute_ms,
@@ -410,8 +414,10 @@ impl Usage {
                 !bucket.is_empty()
             });
         }
-        let hours: Vec<UsageRow> =
-            minutes.iter().map(|r| UsageRow { span: Span::Hour, bucket_ms: r.bucket_ms - r.bucket_ms % HOUR, ..r.clone() }).collect();
+        let hours: Vec<UsageRow> = minutes
+            .iter()
+            .map(|r| UsageRow { span: Span::Hour, bucket_ms: r.bucket_ms - r.bucket_ms % HOUR, ..r.clone() })
+            .collect();
         let mut out = Vec::with_capacity(minutes.len() + hours.len());
         merge(&mut out, minutes);
         merge(&mut out, hours);
@@ -535,7 +541,8 @@ mod tests {
         let f = UsageFilter { consumer: Some("bob".into()), ..Default::default() };
         let mins = aggregate(b.read(Span::Minute, 0, u64::MAX, &f).await.unwrap(), Granularity::Minute);
         assert_eq!((mins.len(), mins[0].period.as_str(), mins[0].requests), (1, "2024-10-04T00:01Z", 2));
-        let months = aggregate(b.read(Span::Hour, 0, u64::MAX, &UsageFilter::default()).await.unwrap(), Granularity::Month);
+        let months =
+            aggregate(b.read(Span::Hour, 0, u64::MAX, &UsageFilter::default()).await.unwrap(), Granularity::Month);
         assert_eq!(months[0].period, "2024-10");
         assert_eq!(months[0].start_ms, gw_core::calendar::days_from_civil(2024, 10, 1) as u64 * DAY);
         // Prometheus: per outcome.
