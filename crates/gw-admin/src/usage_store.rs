@@ -19,8 +19,11 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::store::{Conn, StoreError, chain, describe, migrate};
 
-/// (span, bucket ms, consumer, route, outcome) -> (requests, bytes in, bytes out)
-const USAGE: TableDefinition<'_, (&str, u64, &str, &str, &str), (u64, u64, u64)> = TableDefinition::new("usage");
+/// (span, bucket ms, consumer, route, outcome)
+type UsageKey<'a> = (&'a str, u64, &'a str, &'a str, &'a str);
+/// (requests, bytes in, bytes out)
+type Counts = (u64, u64, u64);
+const USAGE: TableDefinition<'_, UsageKey<'static>, Counts> = TableDefinition::new("usage");
 /// (counter name, period start ms) -> count
 const QUOTAS: TableDefinition<'_, (&str, u64), u64> = TableDefinition::new("quota_counters");
 

@@ -279,9 +279,12 @@ pub fn aggregate(rows: Vec<UsageRow>, g: Granularity) -> Vec<UsageRecord> {
         .collect()
 }
 
+/// What identifies a stored row: span, bucket, consumer, route, outcome.
+type RowKey = (Span, u64, String, String, Outcome);
+
 /// Merge `rows` into `into`, adding the counts of rows with the same key.
 pub fn merge(into: &mut Vec<UsageRow>, rows: Vec<UsageRow>) {
-    type Key = (Span, u64, String, String, Outcome);
+    type Key = RowKey;
     let mut index: HashMap<Key, usize> = HashMap::with_capacity(into.len() + rows.len());
     for (i, r) in into.iter().enumerate() {
         index.insert((r.span, r.bucket_ms, r.consumer.clone(), r.route.clone(), r.outcome), i);
@@ -428,7 +431,7 @@ impl Usage {
 /// Usage kept in this process only (no `--store` and no `gateway.usage.path`): lost on restart.
 #[derive(Default)]
 pub struct MemoryUsage {
-    rows: Mutex<BTreeMap<(Span, u64, String, String, Outcome), [u64; 3]>>,
+    rows: Mutex<BTreeMap<RowKey, [u64; 3]>>,
     quotas: Mutex<HashMap<(String, u64), u64>>,
 }
 

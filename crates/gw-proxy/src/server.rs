@@ -328,7 +328,7 @@ impl Gateway {
         filter: &gw_observability::UsageFilter,
     ) -> Result<Vec<gw_observability::UsageRecord>, String> {
         let s = &self.shared;
-        s.usage_sync.report(&s.usage, s.clock.now_ms(), &s.metrics, granularity, from_ms, to_ms, filter).await
+        s.usage_sync.report(s, granularity, from_ms, to_ms, filter).await
     }
 
     /// Kind of the usage store: `memory`, `embedded` or `postgres`.
@@ -799,9 +799,7 @@ async fn usage_report(query: Option<&str>, s: &Shared) -> (StatusCode, &'static 
     }
     let filter = UsageFilter { consumer, ..Default::default() };
     let (from_ms, to_ms) = (u64::from(from) * 86_400_000, (u64::from(to) + 1) * 86_400_000);
-    let now = s.clock.now_ms();
-    let records = match s.usage_sync.report(&s.usage, now, &s.metrics, Granularity::Day, from_ms, to_ms, &filter).await
-    {
+    let records = match s.usage_sync.report(s, Granularity::Day, from_ms, to_ms, &filter).await {
         Ok(r) => r,
         Err(e) => {
             let msg = serde_json::json!({ "error": "store_unavailable", "message": e });

@@ -133,16 +133,14 @@ impl UsageSync {
     /// writing this node's pending counts.
     pub(crate) async fn report(
         &self,
-        usage: &Usage,
-        now_ms: u64,
-        metrics: &Metrics,
+        s: &Shared,
         g: Granularity,
         from_ms: u64,
         to_ms: u64,
         filter: &UsageFilter,
     ) -> Result<Vec<UsageRecord>, String> {
         // A store that refuses the write probably refuses the read too; the read says why.
-        let _ = self.flush(usage, now_ms, metrics).await;
+        let _ = self.flush(&s.usage, s.clock.now_ms(), &s.metrics).await;
         let from = g.bucket(from_ms);
         let rows = match tokio::time::timeout(STORE_TIMEOUT, self.backend.read(g.span(), from, to_ms, filter)).await {
             Ok(r) => r?,
