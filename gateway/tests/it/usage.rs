@@ -256,3 +256,26 @@ async fn two_nodes_on_postgres_report_one_total() {
     stop(b).await;
     db.drop_db().await;
 }
+
+/// `kill -9` loses at most what was counted since the last batch: counts older than one flush
+/// interval are in the embedded store after the crash, and the quota continues from them.
+#[tokio::test]
+async fn crash_loses_at_most_one_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gatehouse.yaml");
+    crate::binary::write(&cfg, &config("  usage: { flush_interval: 200ms }\n", "local", 5, "crash"));
+    let store = format!("embedded:{}", dir.path().join("data").display());
+    let args = ["--store", &store, "--config", cfg.to_str().unwrap()];
+    let mut n = start(&args, &[]).await;
+    assert_eq!(send(n.proxy, ALICE, 3).await, [200, 200, 200]);
+    // Three flush intervals later, the counts are durable.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    n.p.child.start_kill().unwrap(); // SIGKILL: no last batch
+    let _ = n.p.child.wait().await;
+    let n = start(&args, &[]).await;
+    let (s, _, v) = get_json(&format!("http://{}/status/usage?consumer=alice", n.status)).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["usage"][0]["requests"].as_u64(), Some(3), "{v}");
+    assert_eq!(send(n.proxy, ALICE, 3).await, [200, 200, 429], "the quota continues from the stored count");
+    stop(n).await;
+}
