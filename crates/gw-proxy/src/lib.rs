@@ -23,6 +23,7 @@
 mod body;
 mod chain;
 mod conn;
+mod exchange;
 mod forwarding;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -42,4 +43,4 @@ mod usage_sync;
 pub mod wire;
 
 pub use runtime::check;
-pub use server::{Gateway, StartError};
+pub use server::{Embedding, Gateway, StartError};
