@@ -182,7 +182,14 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
         let admin_tls = config.gateway.admin_tls.clone();
         // Nodes of a cluster share the stored document: the node id comes from the environment.
         let node_id = std::env::var("GATEHOUSE_NODE_ID").unwrap_or_else(|_| config.gateway.node_id.clone());
-        let gw = match gw_proxy::Gateway::start(config).await {
+        let usage_store = match open_usage_store(spec, &node_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let gw = match gw_proxy::Gateway::start_with_usage(config, Some(usage_store)).await {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("cannot start: {e}");
@@ -232,6 +239,17 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// The usage store beside the configuration store: `usage.redb` in the embedded store's
+/// directory, or the same PostgreSQL database (tables `gatehouse_usage`,
+/// `gatehouse_quota_counters`).
+async fn open_usage_store(spec: &str, node_id: &str) -> Result<Arc<dyn gw_observability::UsageBackend>, String> {
+    use gw_admin::usage_store::{EmbeddedUsage, PgUsage};
+    if let Some(dir) = spec.strip_prefix("embedded:") {
+        return Ok(Arc::new(EmbeddedUsage::open(Path::new(dir)).map_err(|e| e.to_string())?));
+    }
+    Ok(PgUsage::connect(spec, node_id).await.map_err(|e| e.to_string())?)
 }
 
 fn spec_kind(spec: &str) -> &'static str {

@@ -212,7 +212,22 @@ fn run(path: &Path, watch: bool) -> ExitCode {
     };
     rt.block_on(async move {
         let shutdown_timeout = config.gateway.shutdown_timeout;
-        let gw = match gw_proxy::Gateway::start(config).await {
+        let usage_store: Option<std::sync::Arc<dyn gw_observability::UsageBackend>> = match &config.gateway.usage.path {
+            Some(dir) => match gw_admin::usage_store::EmbeddedUsage::open(dir) {
+                Ok(s) => Some(std::sync::Arc::new(s)),
+                Err(e) => {
+                    eprintln!("error: gateway.usage.path: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => {
+                tracing::info!(
+                    "usage and local quota counters are kept in memory only: set gateway.usage.path to keep them across restarts"
+                );
+                None
+            }
+        };
+        let gw = match gw_proxy::Gateway::start_with_usage(config, usage_store).await {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("cannot start: {}", loaded.locate(&e.to_string()));

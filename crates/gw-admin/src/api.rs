@@ -225,7 +225,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), errors: Vec::new() }
     }
     fn not_found(what: &str) -> ApiError {
@@ -327,6 +327,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/config", get(export_config).put(import_config))
         .route("/config/history", get(history))
         .route("/config/rollback/{version}", post(rollback))
+        .route("/usage", get(crate::usage_api::list))
+        .route("/usage/export", get(crate::usage_api::export))
         .route("/{kind}", get(list).post(create))
         .route("/{kind}/{id}", get(read).put(upsert).delete(remove))
         .fallback(|| async { ApiError::not_found("endpoint") })

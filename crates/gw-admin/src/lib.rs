@@ -5,6 +5,8 @@
 //! - [`store`]: where configuration versions live: [`store::EmbeddedStore`] (redb, one file,
 //!   the default) or [`store::PgStore`] (PostgreSQL, for several nodes).
 //! - [`sync`]: cluster follow-up: apply versions written by other nodes, heartbeat.
+//! - [`usage_store`]: where usage analytics and local quota counters are kept (redb beside the
+//!   configuration store, or the cluster's PostgreSQL).
 //!
 //! Without a store (DB-less mode) the configuration file is the source of truth and the API is
 //! read-only.
@@ -14,6 +16,8 @@ pub mod doc;
 pub mod openapi;
 pub mod store;
 pub mod sync;
+mod usage_api;
+pub mod usage_store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

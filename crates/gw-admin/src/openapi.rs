@@ -14,7 +14,54 @@ pub const ENDPOINTS: &[(&str, &str, &str, u16)] = &[
     ("/config", "put", "Import a whole configuration (JSON, or YAML with a yaml content type)", 200),
     ("/config/history", "get", "Configuration versions, newest first", 200),
     ("/config/rollback/{version}", "post", "Make a previous version current (as a new version)", 200),
+    (
+        "/usage",
+        "get",
+        "Usage by period, consumer, route and outcome, from the usage store (every node's figures), paged",
+        200,
+    ),
+    ("/usage/export", "get", "Every usage record of a range, as CSV (default) or JSON, for billing", 200),
 ];
+
+/// The query parameters of `/usage` and `/usage/export`.
+fn usage_params(export: bool) -> Vec<Value> {
+    let instant = json!({ "type": "string", "pattern": crate::usage_api::INSTANT_PATTERN });
+    let mut v = vec![
+        json!({ "name": "from", "in": "query", "description": "start, inclusive: `YYYY-MM-DD` (UTC) or `YYYY-MM-DDTHH:MM:SSZ`; default: the start of the current month", "schema": instant }),
+        json!({ "name": "to", "in": "query", "description": "end: `YYYY-MM-DD` includes that day, `YYYY-MM-DDTHH:MM:SSZ` is exclusive; default: now. A range that ends before it starts is empty", "schema": instant }),
+        json!({ "name": "granularity", "in": "query", "description": "bucket size (default `day`); `minute` reads the per-minute figures, kept for `gateway.usage.minute_retention`", "schema": { "type": "string", "enum": ["minute", "hour", "day", "month"] } }),
+        json!({ "name": "consumer", "in": "query", "description": "one consumer (`-`: requests without one)", "schema": { "type": "string" } }),
+        json!({ "name": "route", "in": "query", "schema": { "type": "string" } }),
+        json!({ "name": "outcome", "in": "query", "schema": { "type": "string", "enum": ["served", "refused", "auth_failed", "upstream_error"] } }),
+    ];
+    if export {
+        v.push(json!({ "name": "format", "in": "query", "description": "default `csv`", "schema": { "type": "string", "enum": ["csv", "json"] } }));
+    } else {
+        v.push(json!({ "name": "offset", "in": "query", "description": "past the end: an empty page", "schema": { "type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER } }));
+        v.push(
+            json!({ "name": "size", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
+        );
+    }
+    v
+}
+
+/// A usage record.
+fn usage_record_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "period": { "type": "string", "description": "`2026-11`, `2026-11-26`, `2026-11-26T13Z` or `2026-11-26T13:05Z`" },
+            "start": { "type": "string", "description": "start of the period, RFC 3339" },
+            "consumer": { "type": "string" },
+            "route": { "type": "string" },
+            "outcome": { "type": "string", "enum": ["served", "refused", "auth_failed", "upstream_error"] },
+            "requests": { "type": "integer", "minimum": 0 },
+            "bytes_in": { "type": "integer", "minimum": 0 },
+            "bytes_out": { "type": "integer", "minimum": 0 }
+        },
+        "required": ["period", "start", "consumer", "route", "outcome", "requests", "bytes_in", "bytes_out"]
+    })
+}
 
 /// What each error status means.
 const ERRORS: &[(u16, &str)] = &[
@@ -326,6 +373,8 @@ pub fn document() -> Value {
             vec![if_match]
         } else if *path == "/config" && *method == "get" {
             vec![json!({ "name": "format", "in": "query", "schema": { "type": "string", "enum": ["json", "yaml"] } })]
+        } else if path.starts_with("/usage") {
+            usage_params(*path == "/usage/export")
         } else if *path == "/config/history" {
             vec![
                 json!({ "name": "size", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
@@ -344,12 +393,39 @@ pub fn document() -> Value {
             ] })
         });
         let config_tag = "the configuration's ETag (its version's hash)";
+        let record = json!({ "$ref": "#/components/schemas/UsageRecord" });
         let success = if *path == "/config" || path.contains("{version}") {
             ok_tagged(*status, &json!({}), config_tag)
+        } else if *path == "/usage" {
+            let page = json!({
+                "type": "object",
+                "properties": {
+                    "data": { "type": "array", "items": record },
+                    "total": { "type": "integer" },
+                    "offset": { "type": "integer" },
+                    "next": { "type": ["integer", "null"] },
+                    "from": { "type": "string" },
+                    "to": { "type": "string" },
+                    "granularity": { "type": "string" },
+                    "store": { "type": "string", "enum": ["memory", "embedded", "postgres"] }
+                },
+                "required": ["data", "total", "offset", "next", "from", "to", "granularity", "store"]
+            });
+            ok(*status, &page)
+        } else if *path == "/usage/export" {
+            let body = json!({
+                "type": "object",
+                "properties": { "from": { "type": "string" }, "to": { "type": "string" }, "granularity": { "type": "string" }, "data": { "type": "array", "items": record } },
+                "required": ["from", "to", "granularity", "data"]
+            });
+            let (k, mut v) = ok(*status, &body);
+            v["content"]["text/csv"] = json!({ "schema": { "type": "string", "description": format!("header `{}`, then one line per record", crate::usage_api::CSV_HEADER) } });
+            (k, v)
         } else {
             ok(*status, &json!({}))
         };
-        let mut o = op(summary, "config", &params, body, &[success]);
+        let tag = if path.starts_with("/usage") { "usage" } else { "config" };
+        let mut o = op(summary, tag, &params, body, &[success]);
         if *path == "/config" && *method == "get" {
             // The file format: a YAML document (an object).
             o["responses"]["200"]["content"]["application/yaml"] = json!({ "schema": { "type": "object" } });
@@ -366,6 +442,7 @@ pub fn document() -> Value {
             }),
         );
     }
+    schemas.insert("UsageRecord".into(), usage_record_schema());
     schemas.insert(
         "Error".into(),
         json!({

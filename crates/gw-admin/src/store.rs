@@ -529,6 +529,30 @@ const MIGRATIONS: &[(i32, &str)] = &[
             last_seen_ms BIGINT NOT NULL
         )",
     ),
+    (
+        3,
+        "CREATE TABLE IF NOT EXISTS gatehouse_usage (
+            span TEXT NOT NULL,
+            bucket BIGINT NOT NULL,
+            consumer TEXT NOT NULL,
+            route TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            requests BIGINT NOT NULL,
+            bytes_in BIGINT NOT NULL,
+            bytes_out BIGINT NOT NULL,
+            PRIMARY KEY (span, bucket, consumer, route, outcome)
+        )",
+    ),
+    (
+        4,
+        "CREATE TABLE IF NOT EXISTS gatehouse_quota_counters (
+            node_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            period_start BIGINT NOT NULL,
+            count BIGINT NOT NULL,
+            PRIMARY KEY (node_id, name, period_start)
+        )",
+    ),
 ];
 
 /// The notification channel.
@@ -544,9 +568,9 @@ const WRITE_IDLE_LIMIT: &str = "5s";
 
 /// A connection and the task that drives it. Dropping it closes the socket (the task is
 /// aborted), so the server rolls back whatever transaction it had open and frees its locks.
-struct Conn {
-    client: tokio_postgres::Client,
-    driver: tokio::task::JoinHandle<()>,
+pub(crate) struct Conn {
+    pub(crate) client: tokio_postgres::Client,
+    pub(crate) driver: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Conn {
@@ -556,7 +580,7 @@ impl Drop for Conn {
 }
 
 /// Where a store URL points, for messages: `user@host:port/dbname` (never the password).
-fn describe(cfg: &tokio_postgres::Config) -> String {
+pub(crate) fn describe(cfg: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = cfg
         .get_hosts()
         .iter()
@@ -576,7 +600,7 @@ fn describe(cfg: &tokio_postgres::Config) -> String {
 }
 
 /// An error with its causes (`error connecting to server: Connection refused (os error 111)`).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -717,7 +741,7 @@ fn row_to_version(r: &tokio_postgres::Row) -> Version {
     }
 }
 
-async fn migrate(c: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+pub(crate) async fn migrate(c: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
     c.batch_execute("CREATE TABLE IF NOT EXISTS gatehouse_schema_migrations (version INT PRIMARY KEY)").await?;
     for (v, sql) in MIGRATIONS {
         // One transaction per migration, serialized across nodes by an advisory lock.

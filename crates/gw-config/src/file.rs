@@ -65,6 +65,9 @@ impl FileConfig {
             {
                 out.push(("gateway.access_log.target".into(), f));
             }
+            if let Some(f) = g.usage.as_mut().and_then(|u| u.path.as_mut()) {
+                out.push(("gateway.usage.path".into(), f));
+            }
         }
         for (i, l) in self.listeners.iter_mut().enumerate() {
             if let Some(f) = l.tls.as_mut().and_then(|t| t.client_ca_file.as_mut()) {
@@ -150,6 +153,32 @@ pub struct FileGateway {
     /// Cluster-wide stores (e.g. Redis for rate limiting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<FileRedis>,
+    /// Usage analytics and local quota counters: how often they are written to the durable
+    /// store, and how long they are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<FileUsage>,
+}
+
+/// Usage analytics settings (`gateway.usage`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileUsage {
+    /// How often the counters are written to the store (in one batch). Default `2s`; between
+    /// `100ms` and `60s`. A crash loses at most this much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval: Option<Dur>,
+    /// How long hourly figures (hour, day and month reports) are kept. Default `400d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Dur>,
+    /// How long per-minute figures are kept. Default `2d`; at most `retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minute_retention: Option<Dur>,
+    /// Without `--store` (file mode): a directory for `usage.redb`, where usage and local quota
+    /// counters are kept across restarts. Unset: they are kept in memory only. Ignored with
+    /// `--store` (the store keeps them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// Admin API listener settings (`gateway.admin`).

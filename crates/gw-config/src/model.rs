@@ -64,6 +64,32 @@ pub struct Gateway {
     pub worker_threads: Option<usize>,
     /// Redis for cluster-wide plugin state.
     pub redis: Option<Redis>,
+    /// Usage analytics and local quota persistence.
+    pub usage: UsageSettings,
+}
+
+/// Usage analytics settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageSettings {
+    /// Period of the batched writes to the store.
+    pub flush_interval: Duration,
+    /// How long hourly figures are kept.
+    pub retention: Duration,
+    /// How long per-minute figures are kept.
+    pub minute_retention: Duration,
+    /// File mode: directory of `usage.redb` (`None`: in memory only).
+    pub path: Option<PathBuf>,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        UsageSettings {
+            flush_interval: Duration::from_secs(2),
+            retention: Duration::from_secs(400 * 86_400),
+            minute_retention: Duration::from_secs(2 * 86_400),
+            path: None,
+        }
+    }
 }
 
 /// TLS of the Admin API listener.

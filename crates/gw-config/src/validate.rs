@@ -376,6 +376,30 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
             client_ca_file: t.client_ca_file.as_deref().map(|f| file("client_ca_file", f)),
         }
     });
+    let usage = {
+        let u = g.usage.clone().unwrap_or_default();
+        let up = base.join("usage");
+        let d = UsageSettings::default();
+        let s = UsageSettings {
+            flush_interval: dur(&u.flush_interval, d.flush_interval),
+            retention: dur(&u.retention, d.retention),
+            minute_retention: dur(&u.minute_retention, d.minute_retention),
+            path: u.path.as_deref().map(|p| v.resolve(p)),
+        };
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&s.flush_interval) {
+            v.err(up.join("flush_interval"), "must be between 100ms and 60s");
+        }
+        if s.retention < Duration::from_secs(3600) {
+            v.err(up.join("retention"), "must be at least 1h");
+        }
+        if s.minute_retention < Duration::from_secs(60) || s.minute_retention > s.retention {
+            v.err(up.join("minute_retention"), "must be at least 1m and at most `retention`");
+        }
+        if u.path.as_deref() == Some("") {
+            v.err(up.join("path"), "empty path");
+        }
+        s
+    };
     let node_id = g.node_id.clone().unwrap_or_else(default_node_id);
     Gateway {
         node_id,
@@ -389,6 +413,7 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         shutdown_timeout: dur(&g.shutdown_timeout, Duration::from_secs(30)),
         worker_threads: g.worker_threads,
         redis,
+        usage,
     }
 }
 
@@ -1503,13 +1528,13 @@ mod tests {
     /// Every file-valued key is listed once, so imports resolve all of them.
     #[test]
     fn every_file_path_is_listed() {
-        let yaml = "gateway:\n  access_log: { target: a }\n  redis: { ca_file: b }\n  admin: { tls: { cert_file: c, key_file: d, client_ca_file: e } }\nlisteners:\n  - { name: l, address: \"127.0.0.1:1\", tls: { client_ca_file: f } }\ncertificates:\n  - { name: c, cert_file: g, key_file: h }\nservices:\n  - { name: s, url: \"https://x:1\", tls: { ca_file: i, client_cert_file: j, client_key_file: k } }\n";
+        let yaml = "gateway:\n  access_log: { target: a }\n  usage: { path: u }\n  redis: { ca_file: b }\n  admin: { tls: { cert_file: c, key_file: d, client_ca_file: e } }\nlisteners:\n  - { name: l, address: \"127.0.0.1:1\", tls: { client_ca_file: f } }\ncertificates:\n  - { name: c, cert_file: g, key_file: h }\nservices:\n  - { name: s, url: \"https://x:1\", tls: { ca_file: i, client_cert_file: j, client_key_file: k } }\n";
         let mut file = crate::parse_yaml(yaml, "gw.yaml", Default::default()).unwrap();
         let listed: Vec<String> = file.file_paths_mut().into_iter().map(|(_, p)| p.clone()).collect();
-        assert_eq!(listed, ["c", "d", "e", "b", "a", "f", "g", "h", "i", "j", "k"]);
+        assert_eq!(listed, ["c", "d", "e", "b", "a", "u", "f", "g", "h", "i", "j", "k"]);
         file.resolve_paths(Path::new("/etc/gw"));
         let json = serde_json::to_string(&file).unwrap();
-        for k in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"] {
+        for k in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "u"] {
             assert!(json.contains(&format!("\"/etc/gw/{k}\"")), "{k}: {json}");
         }
     }

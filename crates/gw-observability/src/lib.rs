@@ -17,7 +17,10 @@ pub use metrics::{
     CIRCUIT_STATES, Format, Metrics, RetryCounter, RouteMetrics, TargetHealthLabels, to_prometheus_text,
 };
 pub use sampler::{LogSampler, Sampled};
-pub use usage::{Usage, UsageRow};
+pub use usage::{
+    Granularity, MemoryUsage, Outcome, QuotaCount, Span, Usage, UsageBackend, UsageFilter, UsageRecord, UsageRow,
+    aggregate, merge as merge_usage,
+};
 
 /// Install the process-wide `tracing` subscriber: JSON lines or human-readable text on stderr,
 /// filtered by `RUST_LOG` (default `info`).

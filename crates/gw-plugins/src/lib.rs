@@ -36,6 +36,7 @@ mod transformer;
 mod util;
 
 pub use directory::Directory;
+pub use quota::quota_counters;
 
 /// What plugin constructors may use: the whole validated configuration (consumers,
 /// credentials) and process-wide services.

@@ -10,14 +10,25 @@ use gw_config::plugins::{CounterPolicy, Quota as Conf, QuotaPeriod, StoreFailure
 use gw_core::{Clock, Ctx, Error, ErrorKind, Flow, Plugin, Reply, RequestHead, Result, priority};
 use gw_observability::{Metrics, rfc3339};
 use gw_ratelimit::period::Period;
-use gw_ratelimit::{LocalStore, RedisStore};
+use gw_ratelimit::{PeriodCounters, RedisStore};
 use http::StatusCode;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
-use crate::limits::{FailureLog, local_store, redis_store};
+use crate::limits::{FailureLog, redis_store};
+
+/// The local quota counters of this process (every `policy: local` quota instance), which the
+/// gateway writes to its durable store in batches and restores at start, so that a quota does
+/// not start again from zero after a restart. Keys name the instance (`q:<instance>`), so
+/// counters survive reloads as long as the instance keeps its name.
+pub fn quota_counters() -> Arc<PeriodCounters> {
+    static C: std::sync::OnceLock<Arc<PeriodCounters>> = std::sync::OnceLock::new();
+    C.get_or_init(|| Arc::new(PeriodCounters::default())).clone()
+}
 
 enum Store {
-    Local(Arc<LocalStore>),
+    /// Counted in this process; written to the durable usage store and restored at start
+    /// (see [`quota_counters`]).
+    Local(Arc<PeriodCounters>),
     Redis(Arc<RedisStore>),
 }
 
@@ -44,8 +55,7 @@ impl Quota {
         };
         let scope = format!("q:{instance}");
         let store = match c.policy {
-            // Cells live for a whole period (up to 31 days) plus a day.
-            CounterPolicy::Local => Store::Local(local_store(&scope, 1_000_000, Duration::from_secs(32 * 86_400))),
+            CounterPolicy::Local => Store::Local(quota_counters()),
             CounterPolicy::Redis => Store::Redis(redis_store(env.config)?),
         };
         Ok(Quota {
@@ -85,13 +95,12 @@ impl Plugin for Quota {
             Some(c) => format!("{}|c:{}", self.scope, c.username),
             None => format!("{}|ip:{}", self.scope, cx.client_ip),
         };
-        let key = gw_ratelimit::digest(&who);
         let max = self.limit_for(cx);
         let now = self.clock.now_ms();
         let (start, end) = self.period.bounds(now);
         let counted = match &self.store {
-            Store::Local(s) => Ok(s.count_period(key, start, max)),
-            Store::Redis(s) => s.count_period(key, start, max, end - now + 86_400_000).await,
+            Store::Local(s) => Ok(s.count(&who, start, max)),
+            Store::Redis(s) => s.count_period(gw_ratelimit::digest(&who), start, max, end - now + 86_400_000).await,
         };
         let counted = match counted {
             Ok(c) => c,

@@ -39,6 +39,7 @@ pub mod server;
 mod services;
 mod tls;
 mod upgrade;
+mod usage_sync;
 pub mod wire;
 
 pub use runtime::check;

@@ -1309,25 +1309,27 @@ impl LogPhase {
             }
             (None, None) => None,
         };
+        let bytes_received =
+            ended.bytes_received.unwrap_or_else(|| p.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed)));
         let route = p.route.map(|i| &rt.routes[i]);
         if let Some(r) = route {
             // A tunnel's request lasted until its `101` (its session is in the access log).
             let request_latency = tunnel_opened.map_or(latency, |t| t.saturating_duration_since(cx.started));
             r.metrics.record(status, request_latency, cx.upstream_latency);
-            if let Some(c) = &cx.consumer {
-                shared.usage.record(shared.clock.now_ms(), &c.username, &r.info.name);
+            // Usage: every request of a consumer; without one, only the gateway's refusals
+            // (authentication failures, rate limits) under `-`.
+            let from_upstream = cx.upstream_latency.is_some();
+            let consumer = match &cx.consumer {
+                Some(c) => Some(c.username.as_str()),
+                None if !from_upstream && matches!(status, 401 | 403 | 429) => Some("-"),
+                None => None,
+            };
+            if let Some(c) = consumer {
+                let outcome = gw_observability::Outcome::classify(status, from_upstream);
+                shared.usage.record(shared.clock.now_ms(), c, &r.info.name, outcome, bytes_received, ended.bytes_sent);
             }
         }
-        let entry = LogEntry {
-            status,
-            bytes_sent: ended.bytes_sent,
-            bytes_received: ended
-                .bytes_received
-                .unwrap_or_else(|| p.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed))),
-            latency,
-            error,
-            failure,
-        };
+        let entry = LogEntry { status, bytes_sent: ended.bytes_sent, bytes_received, latency, error, failure };
         for pl in &p.chain.log {
             pl.log(cx, &entry);
         }

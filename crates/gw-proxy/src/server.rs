@@ -46,8 +46,10 @@ pub(crate) struct Shared {
     pub(crate) upstreams: gw_core::Upstreams,
     /// Global plugins the embedding program added (they outlive reloads).
     pub(crate) extra_plugins: Arc<[Arc<dyn gw_core::Plugin>]>,
-    /// Requests per consumer, route and day.
+    /// Requests per consumer, route, minute and outcome, not yet written out.
     pub(crate) usage: gw_observability::Usage,
+    /// Where usage and local quota counters are written.
+    pub(crate) usage_sync: crate::usage_sync::UsageSync,
     pub(crate) access_log: Option<AccessLog>,
     /// Warning lines about expected refusals, sampled (one per kind per second).
     pub(crate) refusal_log: LogSampler,
@@ -210,12 +212,39 @@ impl Gateway {
 
     /// [`Gateway::start`] with the wall clock plugins count periods by (tests move it).
     pub async fn start_with_clock(config: Config, clock: Arc<dyn gw_core::Clock>) -> Result<Gateway, StartError> {
-        Self::start_embedded(config, Embedding { clock, plugins: Vec::new() }).await
+        Self::start_inner(config, Embedding { clock, plugins: Vec::new() }, None).await
+    }
+
+    /// [`Gateway::start`] writing usage and local quota counters to `usage_store`.
+    pub async fn start_with_usage(
+        config: Config,
+        usage_store: Option<Arc<dyn gw_observability::UsageBackend>>,
+    ) -> Result<Gateway, StartError> {
+        Self::start_with(config, Arc::new(gw_core::SystemClock), usage_store).await
+    }
+
+    /// [`Gateway::start`] with a clock and the store usage and local quota counters are written
+    /// to (`None`: memory only). Quota counters of current periods are read back from it before
+    /// the listeners open.
+    pub async fn start_with(
+        config: Config,
+        clock: Arc<dyn gw_core::Clock>,
+        usage_store: Option<Arc<dyn gw_observability::UsageBackend>>,
+    ) -> Result<Gateway, StartError> {
+        Self::start_inner(config, Embedding { clock, plugins: Vec::new() }, usage_store).await
     }
 
     /// [`Gateway::start`] for a program that embeds the gateway: its clock, and plugins of its
     /// own (see [`Embedding`]).
     pub async fn start_embedded(config: Config, embedding: Embedding) -> Result<Gateway, StartError> {
+        Self::start_inner(config, embedding, None).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        embedding: Embedding,
+        usage_store: Option<Arc<dyn gw_observability::UsageBackend>>,
+    ) -> Result<Gateway, StartError> {
         let Embedding { clock, plugins } = embedding;
         let extra_plugins: Arc<[Arc<dyn gw_core::Plugin>]> = plugins.into();
         // Libraries that build their own rustls configuration (the Redis client) use the
@@ -245,7 +274,8 @@ impl Gateway {
             upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange { shared: weak.clone() })),
             runtime: ArcSwap::from_pointee(rt),
             metrics: metrics.clone(),
-            usage: gw_observability::Usage::new(&metrics, 62),
+            usage: gw_observability::Usage::new(&metrics),
+            usage_sync: crate::usage_sync::UsageSync::new(usage_store.unwrap_or_else(crate::usage_sync::memory)),
             clock,
             extra_plugins,
             access_log,
@@ -272,6 +302,8 @@ impl Gateway {
             *t = threads;
         }
         let gw = Gateway { shared };
+        gw.shared.usage_sync.restore_quotas(gw.shared.clock.now_ms()).await;
+        tokio::spawn(crate::usage_sync::run(Arc::downgrade(&gw.shared)));
         gw.sync_listeners(&config).await.map_err(StartError)?;
         if let Some(addr) = config.gateway.status_listener {
             let l = bind(addr).map_err(|e| StartError(format!("status listener {addr}: {e}")))?;
@@ -310,6 +342,36 @@ impl Gateway {
     /// Time since start.
     pub fn uptime(&self) -> Duration {
         self.shared.started.elapsed()
+    }
+
+    /// Write the usage and local quota counters counted so far to the usage store now (the
+    /// background task does so every `gateway.usage.flush_interval`).
+    pub async fn flush_usage(&self) -> Result<(), String> {
+        let s = &self.shared;
+        s.usage_sync.flush(&s.usage, s.clock.now_ms(), &s.metrics).await
+    }
+
+    /// Usage from `from_ms` (inclusive) to `to_ms` (exclusive) in buckets of `granularity`,
+    /// with this node's counts written first (other nodes' within their flush interval).
+    pub async fn usage_report(
+        &self,
+        granularity: gw_observability::Granularity,
+        from_ms: u64,
+        to_ms: u64,
+        filter: &gw_observability::UsageFilter,
+    ) -> Result<Vec<gw_observability::UsageRecord>, String> {
+        let s = &self.shared;
+        s.usage_sync.report(s, granularity, from_ms, to_ms, filter).await
+    }
+
+    /// Kind of the usage store: `memory`, `embedded` or `postgres`.
+    pub fn usage_store_kind(&self) -> &'static str {
+        self.shared.usage_sync.backend.kind()
+    }
+
+    /// The gateway's wall clock (ms since the Unix epoch; tests move it).
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
     }
 
     /// Open downstream connections.
@@ -465,6 +527,11 @@ impl Gateway {
             if !matches!(flushed, Ok(true)) {
                 tracing::warn!("the access log was not fully written");
             }
+        }
+        // Every request has been logged: write the last usage batch.
+        match self.flush_usage().await {
+            Ok(()) => tracing::info!(store = self.usage_store_kind(), "usage written"),
+            Err(e) => tracing::warn!(error = %e, "the last usage batch was not written"),
         }
     }
 }
@@ -725,7 +792,13 @@ async fn status_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let s = s.clone();
-                async move { Ok::<_, std::convert::Infallible>(status_response(&req, &s)) }
+                async move {
+                    if req.uri().path() == "/status/usage" {
+                        let (status, ctype, body) = usage_report(req.uri().query(), &s).await;
+                        return Ok::<_, std::convert::Infallible>(plain_response(status, ctype, body));
+                    }
+                    Ok::<_, std::convert::Infallible>(status_response(&req, &s))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -737,10 +810,12 @@ async fn status_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// `/status/usage?consumer=NAME&from=YYYY-MM-DD&to=YYYY-MM-DD` (days inclusive, UTC; default:
-/// every consumer, the retained days).
-fn usage_report(query: Option<&str>, s: &Shared) -> (StatusCode, &'static str, String) {
+/// every consumer, the retained days): one row per day, consumer and route, with the served
+/// requests (`requests`), the refused ones by kind, and bytes. Read from the usage store.
+async fn usage_report(query: Option<&str>, s: &Shared) -> (StatusCode, &'static str, String) {
+    use gw_observability::{Granularity, Outcome, UsageFilter};
     let mut consumer = None;
-    let (mut from, mut to) = (0u32, u32::MAX);
+    let (mut from, mut to) = (0u32, u32::MAX / 2);
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*k {
             "consumer" => consumer = Some(v.into_owned()),
@@ -756,8 +831,41 @@ fn usage_report(query: Option<&str>, s: &Shared) -> (StatusCode, &'static str, S
             _ => {}
         }
     }
-    let rows = s.usage.rows(consumer.as_deref(), from, to);
+    let filter = UsageFilter { consumer, ..Default::default() };
+    let (from_ms, to_ms) = (u64::from(from) * 86_400_000, (u64::from(to) + 1) * 86_400_000);
+    let records = match s.usage_sync.report(s, Granularity::Day, from_ms, to_ms, &filter).await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = serde_json::json!({ "error": "store_unavailable", "message": e });
+            return (StatusCode::SERVICE_UNAVAILABLE, "application/json", msg.to_string());
+        }
+    };
+    // One row per (day, consumer, route), outcomes as columns; `requests` are the served ones.
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    let mut last: Option<(u64, String, String)> = None;
+    for r in records {
+        let key = (r.start_ms, r.consumer.clone(), r.route.clone());
+        if last.as_ref() != Some(&key) {
+            rows.push(serde_json::json!({
+                "day": r.period, "consumer": r.consumer, "route": r.route,
+                "requests": 0, "refused": 0, "auth_failed": 0, "upstream_error": 0, "bytes_in": 0, "bytes_out": 0,
+            }));
+            last = Some(key);
+        }
+        let Some(row) = rows.last_mut() else { continue };
+        let col = if r.outcome == Outcome::Served { "requests" } else { r.outcome.name() };
+        row[col] = (row[col].as_u64().unwrap_or(0) + r.requests).into();
+        row["bytes_in"] = (row["bytes_in"].as_u64().unwrap_or(0) + r.bytes_in).into();
+        row["bytes_out"] = (row["bytes_out"].as_u64().unwrap_or(0) + r.bytes_out).into();
+    }
     (StatusCode::OK, "application/json", serde_json::json!({ "usage": rows }).to_string())
+}
+
+fn plain_response(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
 }
 
 /// `YYYY-MM-DD` -> days since 1970-01-01.
@@ -822,7 +930,6 @@ fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>>
                 .collect();
             (StatusCode::OK, "application/json", serde_json::json!({ "upstreams": ups }).to_string())
         }
-        "/status/usage" => usage_report(req.uri().query(), s),
         _ => (StatusCode::NOT_FOUND, "application/json", r#"{"error":"not_found"}"#.to_string()),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));

@@ -13,7 +13,8 @@
 //!   the caller applies its fail-open or fail-closed policy.
 //! - [`BatchedStore`]: local counting synchronised with Redis every N ms (one pipeline per
 //!   cluster slot), for very high traffic where a Redis round trip per request is too much.
-//! - [`period`]: calendar periods (hour, day, week, month, UTC) for quotas.
+//! - [`period`]: calendar periods (hour, day, week, month, UTC) for quotas;
+//!   [`PeriodCounters`]: local quota counters that are written out and restored at start.
 //!
 //! Every check takes the time as an argument (milliseconds since the Unix epoch) so that callers
 //! can use an injectable clock.
@@ -21,10 +22,12 @@
 mod batched;
 mod local;
 pub mod period;
+mod period_counters;
 mod redis_store;
 
 pub use batched::{BatchedStore, SyncFailureHook};
 pub use local::LocalStore;
+pub use period_counters::{PeriodCount, PeriodCounters};
 pub use redis_store::{RedisConfig, RedisStore, StoreError};
 
 /// How requests are counted.

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-0123456789";
 const READ_TOKEN: &str = "reader-token-0123456789";
 
-fn sha(s: &str) -> String {
+pub(crate) fn sha(s: &str) -> String {
     use sha2::Digest;
     format!("sha256:{}", sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
@@ -720,13 +720,13 @@ async fn embedded_store_patches_and_keeps_the_last_versions() {
 }
 
 /// A database of its own on the real PostgreSQL (127.0.0.1:5432), dropped by [`PgDb::drop_db`].
-struct PgDb {
-    c: tokio_postgres::Client,
-    name: String,
+pub(crate) struct PgDb {
+    pub(crate) c: tokio_postgres::Client,
+    pub(crate) name: String,
 }
 
 impl PgDb {
-    async fn create(prefix: &str) -> PgDb {
+    pub(crate) async fn create(prefix: &str) -> PgDb {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("gatehouse_{prefix}_{}_{n}", std::process::id());
@@ -740,7 +740,7 @@ impl PgDb {
         PgDb { c, name }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 
@@ -748,14 +748,14 @@ impl PgDb {
         format!("postgres://postgres@{relay}/{}", self.name)
     }
 
-    async fn drop_db(self) {
+    pub(crate) async fn drop_db(self) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = self.c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
     }
 }
 
 /// A free loopback port (bound, then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -94,7 +94,7 @@ impl Proc {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let pid = self.child.id().expect("pid").to_string();
         let ok = std::process::Command::new("kill").args([sig, &pid]).status().expect("kill").success();
         assert!(ok, "kill {sig} {pid}");

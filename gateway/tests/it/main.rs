@@ -28,3 +28,4 @@ mod streaming;
 mod tls;
 mod translation;
 mod upstream_h1;
+mod usage;

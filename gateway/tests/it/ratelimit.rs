@@ -237,22 +237,35 @@ async fn quota_across_a_period_boundary_and_usage() {
         assert_eq!(r.headers()["x-quota-remaining"], "1");
 
         if policy == "local" {
-            // Usage: alice made 4 requests (3 on Jan 31, 1 on Feb 1), goldie 5 on Jan 31.
+            // Usage: alice was served 3 times (2 on Jan 31, 1 on Feb 1) and refused once (not
+            // usage); goldie was served 4 times and refused once on Jan 31.
             let (s, _, v) = get_json(&format!("{}/status/usage?consumer=alice", gw.status_url())).await;
             assert_eq!(s, 200);
             let rows = v["usage"].as_array().unwrap();
             assert_eq!(rows.len(), 2, "{v}");
             assert_eq!(
                 (rows[0]["day"].as_str(), rows[0]["route"].as_str(), rows[0]["requests"].as_u64()),
-                (Some("2026-01-31"), Some("orders"), Some(3))
+                (Some("2026-01-31"), Some("orders"), Some(2))
             );
+            assert_eq!(rows[0]["refused"].as_u64(), Some(1), "{v}");
             assert_eq!((rows[1]["day"].as_str(), rows[1]["requests"].as_u64()), (Some("2026-02-01"), Some(1)));
             let (_, _, v) = get_json(&format!("{}/status/usage?from=2026-01-31&to=2026-01-31", gw.status_url())).await;
             assert_eq!(v["usage"].as_array().unwrap().len(), 2, "{v}");
             let (s, _, _) = get_json(&format!("{}/status/usage?from=yesterday", gw.status_url())).await;
             assert_eq!(s, 400);
             let m = client().get(format!("{}/metrics", gw.status_url())).send().await.unwrap().text().await.unwrap();
-            assert!(m.contains("gatehouse_consumer_requests_total{consumer=\"goldie\",route=\"orders\"} 5"), "{m}");
+            assert!(
+                m.contains(
+                    "gatehouse_consumer_requests_total{consumer=\"goldie\",route=\"orders\",outcome=\"served\"} 4"
+                ),
+                "{m}"
+            );
+            assert!(
+                m.contains(
+                    "gatehouse_consumer_requests_total{consumer=\"goldie\",route=\"orders\",outcome=\"refused\"} 1"
+                ),
+                "{m}"
+            );
         }
     }
 }
