@@ -5,11 +5,14 @@
 //! - [`store`]: where configuration versions live: [`store::EmbeddedStore`] (redb, one file,
 //!   the default) or [`store::PgStore`] (PostgreSQL, for several nodes).
 //! - [`sync`]: cluster follow-up: apply versions written by other nodes, heartbeat.
+//! - [`dashboard`]: the web dashboard on the same listener (`/dashboard/`), behind the same
+//!   tokens.
 //!
 //! Without a store (DB-less mode) the configuration file is the source of truth and the API is
 //! read-only.
 
 pub mod api;
+pub mod dashboard;
 pub mod doc;
 pub mod openapi;
 pub mod store;

@@ -31,6 +31,7 @@ mod h1;
 mod h1server;
 mod h2guard;
 mod health;
+mod introspect;
 mod pipeline;
 mod pool;
 mod runtime;
@@ -40,5 +41,6 @@ mod tls;
 mod upgrade;
 pub mod wire;
 
+pub use introspect::{TargetStatus, UpstreamStatus};
 pub use runtime::check;
 pub use server::{Gateway, StartError};

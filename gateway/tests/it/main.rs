@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod binary;
 mod config;
+mod dashboard;
 mod downstream_h1;
 mod errors;
 mod framing;
