@@ -159,6 +159,20 @@ impl Dash {
     }
 }
 
+impl Dash {
+    /// The latest update if it is recent (the sampler runs), else one taken now.
+    fn current(&self, state: &AdminState) -> Arc<str> {
+        let fresh = self
+            .readings
+            .lock()
+            .ok()
+            .and_then(|q| q.back().map(|r| r.at.elapsed() < Duration::from_millis(1500)))
+            .unwrap_or(false);
+        let latest = self.latest.borrow().clone();
+        if fresh && !latest.is_empty() { latest } else { self.tick(state) }
+    }
+}
+
 /// Once per second while someone watches; stops when the listener is gone.
 async fn sampler(dash: Weak<Dash>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -186,12 +200,7 @@ fn json_response(body: &str) -> Response {
 /// `GET /dashboard/api/snapshot`: the latest update (taken now if none is recent).
 async fn snapshot(State(s): State<Arc<AdminState>>, Extension(d): Extension<Arc<Dash>>) -> Response {
     d.viewed();
-    let fresh = d.readings.lock().ok().and_then(|q| q.back().map(|r| r.at.elapsed() < Duration::from_millis(1500)));
-    let latest = d.latest.borrow().clone();
-    if fresh == Some(true) && !latest.is_empty() {
-        return json_response(&latest);
-    }
-    json_response(&d.tick(&s))
+    json_response(&d.current(&s))
 }
 
 /// Decrements the stream count when a stream ends.
@@ -214,11 +223,9 @@ async fn stream(State(s): State<Arc<AdminState>>, Extension(d): Extension<Arc<Da
     let slot = StreamSlot(d.clone());
     d.viewed();
     let digest = token_digest(&req);
-    let first = {
-        let latest = d.latest.borrow().clone();
-        if latest.is_empty() { d.tick(&s) } else { latest }
-    };
-    let rx = d.latest.subscribe();
+    let mut rx = d.latest.subscribe();
+    let first = d.current(&s);
+    rx.mark_unchanged();
     let state = Arc::downgrade(&s);
     let st = (slot, rx, state, digest, Some(first));
     let events = futures_util::stream::unfold(st, |(slot, mut rx, state, digest, first)| async move {
@@ -461,18 +468,16 @@ fn view(gw: &gw_proxy::Gateway, state: &AdminState, readings: &[Arc<Reading>]) -
             v
         })
         .collect();
-    let all = |r: &Reading| sample::sum(r.routes.values());
-    let (an, ar, al) = (all(newest), rb.map(all), lb.map(all));
-    let mut totals = rates_json(ar.as_ref(), &an, rs, al.as_ref(), ls);
+    let mut totals = rates_json(rb.map(|r| &r.all), &newest.all, rs, lb.map(|r| &r.all), ls);
     totals["connections"] = json!(newest.connections);
 
     // A minute of history, one point per reading.
     let history: Vec<Value> = readings
         .windows(2)
         .map(|w| {
-            let (a, b) = (all(w[0]), all(w[1]));
+            let (a, b) = (&w[0].all, &w[1].all);
             let dt = w[1].at.duration_since(w[0].at).as_secs_f64().max(0.001);
-            let r = sample::rates(Some(&a), &b, dt);
+            let r = sample::rates(Some(a), b, dt);
             let errors = b.by_class[4].saturating_sub(a.by_class[4]);
             json!({ "t": w[1].unix_ms, "rps": round(r.rps, 2), "errors_per_s": round(errors as f64 / dt, 2) })
         })

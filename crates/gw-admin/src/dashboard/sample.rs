@@ -45,6 +45,8 @@ pub(crate) struct Reading {
     pub(crate) no_route: u64,
     pub(crate) auth_refusals: u64,
     pub(crate) connections: i64,
+    /// Every route together.
+    pub(crate) all: RouteReading,
 }
 
 fn unescape(v: &str) -> String {
@@ -138,6 +140,7 @@ pub(crate) fn read(text: &str, at: Instant, unix_ms: u64) -> Reading {
         no_route: 0,
         auth_refusals: 0,
         connections: 0,
+        all: RouteReading::default(),
     };
     for line in text.lines() {
         let Some((name, labels, v)) = parse_line(line) else { continue };
@@ -191,6 +194,7 @@ pub(crate) fn read(text: &str, at: Instant, unix_ms: u64) -> Reading {
     for rr in r.routes.values_mut() {
         rr.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
+    r.all = sum(r.routes.values());
     r
 }
 
@@ -230,6 +234,14 @@ pub(crate) fn sum<'a>(it: impl Iterator<Item = &'a RouteReading>) -> RouteReadin
         for i in 0..6 {
             out.by_class[i] += r.by_class[i];
         }
+        // Every route has the same bucket bounds: add them up in place.
+        let same = out.buckets.len() == r.buckets.len() && out.buckets.iter().zip(&r.buckets).all(|(a, b)| a.0 == b.0);
+        if same {
+            for (a, b) in out.buckets.iter_mut().zip(&r.buckets) {
+                a.1 += b.1;
+            }
+            continue;
+        }
         for &(le, c) in &r.buckets {
             match out.buckets.iter_mut().find(|(l, _)| *l == le) {
                 Some(b) => b.1 += c,
@@ -247,9 +259,11 @@ pub(crate) fn rates(old: Option<&RouteReading>, new: &RouteReading, secs: f64) -
     let d = |i: usize| new.by_class[i].saturating_sub(old.by_class[i]);
     let requests: u64 = (0..6).map(d).sum();
     let errors = d(4);
+    // Without a window (a single reading), there is no rate to tell.
+    let windowed = secs > 0.0;
     Rates {
-        rps: if secs > 0.0 { requests as f64 / secs } else { 0.0 },
-        error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
+        rps: if windowed { requests as f64 / secs } else { 0.0 },
+        error_rate: (windowed && requests > 0).then(|| errors as f64 / requests as f64),
         requests,
         total: new.total(),
     }
@@ -313,7 +327,10 @@ mod tests {
 
     #[test]
     fn rates_and_percentiles_are_differences_of_two_readings() {
-        let old = RouteReading { by_class: [0, 10, 0, 0, 0, 0], buckets: vec![(0.001, 10), (f64::INFINITY, 10)] };
+        let old = RouteReading {
+            by_class: [0, 10, 0, 0, 0, 0],
+            buckets: vec![(0.001, 10), (0.01, 10), (0.1, 10), (f64::INFINITY, 10)],
+        };
         let new = RouteReading {
             by_class: [0, 18, 0, 0, 2, 0],
             buckets: vec![(0.001, 10), (0.01, 10), (0.1, 20), (f64::INFINITY, 20)],
@@ -326,6 +343,12 @@ mod tests {
         let p50 = quantile_ms(Some(&old), &new, 0.5).unwrap();
         assert!((p50 - 55.0).abs() < 1e-6, "{p50}");
         assert_eq!(quantile_ms(Some(&new), &new, 0.5), None);
+        // No window: no rate.
+        assert_eq!(rates(None, &new, 0.0), Rates { rps: 0.0, error_rate: None, requests: 20, total: 20 });
+        // Sums keep the buckets.
+        let s = sum([&old, &new].into_iter());
+        assert_eq!(s.by_class, [0, 28, 0, 0, 2, 0]);
+        assert_eq!(s.buckets, vec![(0.001, 20), (0.01, 20), (0.1, 30), (f64::INFINITY, 30)]);
     }
 
     #[test]
