@@ -539,8 +539,14 @@ const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
 
 /// Integers of a JSON body as JSON Schema (and the OpenAPI document) see them: a number
 /// written with a fraction of zero (`8080.0`) is an integer; an integer beyond
-/// +-[`MAX_SAFE_INTEGER`] is refused (most JSON parsers would not keep it exactly).
+/// +-[`MAX_SAFE_INTEGER`] is refused (most JSON parsers would not keep it exactly). Free-form
+/// JSON values (the transformers' `add` / `append` / `replace` `json` fields, which the document
+/// types as any value) are the user's data and are left exactly as sent.
 fn json_integers(v: &mut Value) -> ApiResult<()> {
+    json_integers_in(v, None)
+}
+
+fn json_integers_in(v: &mut Value, parent_key: Option<&str>) -> ApiResult<()> {
     match v {
         Value::Number(n) => {
             let too_large = |n: &serde_json::Number| {
@@ -567,7 +573,10 @@ fn json_integers(v: &mut Value) -> ApiResult<()> {
             Ok(())
         }
         Value::Array(a) => a.iter_mut().try_for_each(json_integers),
-        Value::Object(o) => o.values_mut().try_for_each(json_integers),
+        Value::Object(o) => o.iter_mut().try_for_each(|(k, x)| {
+            let free_form = k == "json" && matches!(parent_key, Some("add" | "append" | "replace"));
+            if free_form { Ok(()) } else { json_integers_in(x, Some(k)) }
+        }),
         _ => Ok(()),
     }
 }
@@ -1119,6 +1128,27 @@ async fn openapi() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Integers are read as the schema reads them, except inside free-form JSON values (the
+    /// transformers' `json` fields), which are the user's data, kept exactly (found by the
+    /// schemathesis run: a large integer to append to request bodies was refused).
+    #[test]
+    fn json_integers_leave_free_form_values_alone() {
+        let mut v = serde_json::json!({
+            "max_body_bytes": 8080.0,
+            "config": {"append": {"json": {"big": 1_152_921_504_606_846_975_u64, "f": 1.0, "deep": [2.0]}},
+                       "add": {"json": {"n": -1_152_921_504_606_846_975_i64}}, "minute": 5.0}
+        });
+        assert!(json_integers(&mut v).is_ok());
+        assert_eq!(v["max_body_bytes"], serde_json::json!(8080));
+        assert!(v["max_body_bytes"].is_u64());
+        assert_eq!(v["config"]["minute"], serde_json::json!(5));
+        assert_eq!(v["config"]["append"]["json"]["big"], serde_json::json!(1_152_921_504_606_846_975_u64));
+        assert!(v["config"]["append"]["json"]["f"].is_f64(), "a float the user wrote stays a float");
+        assert!(v["config"]["append"]["json"]["deep"][0].is_f64());
+        assert!(json_integers(&mut serde_json::json!({"max_body_bytes": 1_152_921_504_606_846_975_u64})).is_err());
+        assert!(json_integers(&mut serde_json::json!({"json": {"x": 1_152_921_504_606_846_975_u64}})).is_err());
+    }
 
     /// What the incremental path gives for `next`: the configuration, or the errors; `None`
     /// when it declines (the whole document is validated instead).

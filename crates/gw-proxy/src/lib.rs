@@ -23,6 +23,7 @@
 mod body;
 mod chain;
 mod conn;
+mod exchange;
 mod forwarding;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -43,4 +44,4 @@ pub mod wire;
 
 pub use introspect::{TargetStatus, UpstreamStatus};
 pub use runtime::check;
-pub use server::{Gateway, StartError};
+pub use server::{Embedding, Gateway, StartError};
