@@ -13,6 +13,8 @@ command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
+# The dashboard's browser test: headless Chromium (driven by playwright-core from gateway/tests/js).
+command -v chromium >/dev/null || need+=(chromium chromium-driver)
 if ((${#need[@]})); then
   log "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq
@@ -23,8 +25,10 @@ if ! python3 -c 'import websockets, grpc, grpc_tools, schemathesis, h2, promethe
   python3 -m pip install -q --disable-pip-version-check -r gateway/tests/python/requirements.txt
 fi
 
-# Node test clients (the grpc-web library), pinned by the committed package-lock.json.
-if command -v npm >/dev/null && [[ ! -d gateway/tests/js/node_modules ]]; then
+# Node test clients (the grpc-web library, playwright-core for the dashboard test), pinned by
+# the committed package-lock.json; installed again when the lock file is newer.
+if command -v npm >/dev/null && { [[ ! -d gateway/tests/js/node_modules ]] \
+  || [[ gateway/tests/js/package-lock.json -nt gateway/tests/js/node_modules/.package-lock.json ]]; }; then
   log "installing Node test clients"
   (cd gateway/tests/js && npm ci --no-audit --no-fund --silent)
 fi

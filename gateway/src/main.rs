@@ -91,7 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, store, log_format, no_watch, listen, admin_listen, status_listen } => {
-            gw_observability::init_tracing(log_format == "json");
+            gw_observability::init_tracing_with(log_format == "json", Some(gw_admin::dashboard::recent::layer()));
             match gw_config::AddressOverrides::new(
                 &listen,
                 admin_listen.as_deref(),

@@ -331,6 +331,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/usage/export", get(crate::usage_api::export))
         .route("/{kind}", get(list).post(create))
         .route("/{kind}/{id}", get(read).put(upsert).delete(remove))
+        .merge(crate::dashboard::router(&state))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::map_response(json_errors))
@@ -338,8 +339,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    // The OpenAPI document is public (it describes the API, not the configuration).
-    if req.uri().path() == "/openapi.json" {
+    // The OpenAPI document is public (it describes the API, not the configuration), and so
+    // are the dashboard's page and assets (they hold no data; its API needs a token).
+    if req.uri().path() == "/openapi.json" || crate::dashboard::is_public(req.uri().path()) {
         return next.run(req).await;
     }
     let token = req

@@ -7,11 +7,14 @@
 //! - [`sync`]: cluster follow-up: apply versions written by other nodes, heartbeat.
 //! - [`usage_store`]: where usage analytics and local quota counters are kept (redb beside the
 //!   configuration store, or the cluster's PostgreSQL).
+//! - [`dashboard`]: the web dashboard on the same listener (`/dashboard/`), behind the same
+//!   tokens.
 //!
 //! Without a store (DB-less mode) the configuration file is the source of truth and the API is
 //! read-only.
 
 pub mod api;
+pub mod dashboard;
 pub mod doc;
 pub mod openapi;
 pub mod store;

@@ -25,8 +25,20 @@ pub use usage::{
 /// Install the process-wide `tracing` subscriber: JSON lines or human-readable text on stderr,
 /// filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing(json: bool) {
-    use tracing_subscriber::{EnvFilter, fmt};
+    init_tracing_with(json, None);
+}
+
+/// [`init_tracing`] with one more layer that sees every event the filter lets through (the
+/// dashboard's ring buffer of recent errors).
+pub fn init_tracing_with(
+    json: bool,
+    extra: Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>>,
+) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let out = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let out = if json { out.json().flatten_event(true).boxed() } else { out.boxed() };
+    let _ = tracing_subscriber::registry().with(extra).with(filter).with(out).try_init();
 }

@@ -91,6 +91,7 @@ pub struct Metrics {
     circuit_state: Family<CircuitLabels, Gauge>,
     circuit_transitions: Family<CircuitLabels, Counter>,
     http2_reset_limited: Counter,
+    auth_refusals: Counter,
 }
 
 /// The retry counter of one service (a handle: no label lookup when counting).
@@ -111,6 +112,7 @@ pub struct RouteMetrics {
     by_class: [Counter; 6],
     latency: Histogram,
     upstream_latency: Histogram,
+    auth_refusals: Counter,
 }
 
 impl RouteMetrics {
@@ -129,6 +131,12 @@ impl RouteMetrics {
         if let Some(u) = upstream {
             self.upstream_latency.observe(u.as_secs_f64());
         }
+    }
+
+    /// A request refused by authentication (an auth plugin answered: missing or invalid
+    /// credentials). Counted on the refusal only, one atomic add.
+    pub fn auth_refused(&self) {
+        self.auth_refusals.inc();
     }
 }
 
@@ -215,6 +223,12 @@ impl Metrics {
             "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for too many client stream resets",
             http2_reset_limited.clone(),
         );
+        let auth_refusals = Counter::default();
+        r.register(
+            "http_auth_refusals",
+            "Requests refused by authentication (missing or invalid credentials)",
+            auth_refusals.clone(),
+        );
         Metrics {
             registry: Mutex::new(r),
             requests,
@@ -235,6 +249,7 @@ impl Metrics {
             circuit_state,
             circuit_transitions,
             http2_reset_limited,
+            auth_refusals,
         }
     }
 
@@ -250,6 +265,7 @@ impl Metrics {
             by_class,
             latency: self.latency.get_or_create(&rl).clone(),
             upstream_latency: self.upstream_latency.get_or_create(&rl).clone(),
+            auth_refusals: self.auth_refusals.clone(),
         }
     }
 

@@ -32,6 +32,7 @@ mod h1;
 mod h1server;
 mod h2guard;
 mod health;
+mod introspect;
 mod pipeline;
 mod pool;
 mod runtime;
@@ -42,5 +43,6 @@ mod upgrade;
 mod usage_sync;
 pub mod wire;
 
+pub use introspect::{TargetStatus, UpstreamStatus};
 pub use runtime::check;
 pub use server::{Embedding, Gateway, StartError};

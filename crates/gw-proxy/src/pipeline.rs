@@ -580,6 +580,7 @@ async fn access_phase(
     }
     if !chain.auth.is_empty() {
         if let Some(r) = authenticate(&chain, route.route.auth_mode, head, cx).await? {
+            route.metrics.auth_refused();
             return Ok(Some(reply_response(r, cx)));
         }
         if let Some(c) = &cx.consumer

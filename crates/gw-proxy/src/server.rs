@@ -147,7 +147,7 @@ struct ListenerHandle {
 /// A running gateway: the data plane plus its status listener.
 #[derive(Clone)]
 pub struct Gateway {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Why the gateway could not start.

@@ -8,6 +8,7 @@ mod admin;
 mod binary;
 mod body_filters;
 mod config;
+mod dashboard;
 mod downstream_h1;
 mod errors;
 mod framing;

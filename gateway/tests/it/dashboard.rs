@@ -1,0 +1,318 @@
+//! The web dashboard on the Admin API listener: its data endpoints refuse requests without a
+//! valid token; its data follows the traffic; and in a real browser (Debian's Chromium,
+//! headless, driven by playwright-core from `gateway/tests/js/dashboard_browser.js`) a user
+//! signs in, watches the numbers move while traffic flows, searches the configuration, and
+//! the page logs no JavaScript error. Screenshots are kept in
+//! `target/test-artifacts/dashboard/`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::support::*;
+
+const TOKEN: &str = "dashboard-reader-token-0123456789";
+const ALICE_KEY: &str = "alice-secret-key-5f1d2c";
+
+fn sha(s: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(s.as_bytes());
+    format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A gateway with every panel of the dashboard fed: a healthy upstream behind key-auth, a dead
+/// upstream (connection refused on loopback), a rate-limited route, a daily quota, one consumer.
+fn config(backend: &str) -> String {
+    format!(
+        r#"gateway:
+  status_listener: "off"
+  access_log: {{ enabled: false }}
+  admin:
+    listen: 127.0.0.1:0
+    tokens:
+      - {{ name: dashboards, token_hash: "{token}", role: read_only }}
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  - name: backend
+    targets: [{{ address: "{backend}" }}]
+    circuit_breaker: {{ min_requests: 5 }}
+  - name: dead
+    targets: [{{ address: "127.0.0.1:1" }}]
+    health_checks: {{ passive: {{ consecutive_failures: 3, ejection_time: 60s }} }}
+    circuit_breaker: {{ min_requests: 5 }}
+services:
+  - {{ name: api, upstream: backend }}
+  - {{ name: broken, upstream: dead }}
+  - {{ name: echo, type: echo }}
+routes:
+  - {{ name: busy, service: api, paths: ["/busy/*"] }}
+  - {{ name: broken, service: broken, paths: ["/broken"] }}
+  - {{ name: private, service: echo, paths: ["/private"] }}
+  - {{ name: limited, service: echo, paths: ["/limited"] }}
+  - {{ name: needle, service: echo, paths: ["/findme-7f3a"] }}
+plugins:
+  - {{ plugin: key-auth, route: busy }}
+  - {{ plugin: key-auth, route: private }}
+  - {{ plugin: rate-limiting, route: limited, config: {{ second: 2 }} }}
+  - {{ plugin: quota, name: daily, config: {{ limit: 100000, period: day }} }}
+consumers:
+  - username: alice
+    credentials: [{{ type: key-auth, id: alice-key, key: "{alice}" }}]
+"#,
+        token = sha(TOKEN),
+        alice = ALICE_KEY,
+    )
+}
+
+struct Running {
+    proc: crate::binary::Proc,
+    proxy: std::net::SocketAddr,
+    admin: String,
+    _upstream: Upstream,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Running {
+    let upstream = Upstream::start(Behavior::Echo("backend")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    crate::binary::write(&file, &config(&upstream.addr.to_string()));
+    let (mut proc, proxy) = crate::binary::Proc::start(&file).await;
+    let admin = proc.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    Running { proc, proxy, admin, _upstream: upstream, _dir: dir }
+}
+
+/// Traffic of every kind, bounded: at most `max` rounds, until `stop`. Returns the rounds sent.
+fn drive(
+    proxy: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    max: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let c = client();
+        let u = |p: &str| format!("http://{proxy}{p}");
+        let mut rounds = 0;
+        while rounds < max && !stop.load(Ordering::Relaxed) {
+            for _ in 0..4 {
+                let r = c.get(u("/busy/x")).header("x-api-key", ALICE_KEY).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+            }
+            assert_eq!(c.get(u("/private")).send().await.unwrap().status(), 401);
+            let s = c.get(u("/broken")).send().await.unwrap().status();
+            assert!(s.is_server_error(), "{s}");
+            let _ = c.get(u("/limited")).send().await.unwrap();
+            rounds += 1;
+            tokio::time::sleep(pause).await;
+        }
+        rounds
+    })
+}
+
+async fn snapshot(admin: &str) -> Value {
+    let r = client().get(format!("http://{admin}/dashboard/api/snapshot")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    r.json().await.unwrap()
+}
+
+/// Without a token, or with a wrong one, every data endpoint answers 401 (the stream too);
+/// the page and its assets are public and carry a strict Content-Security-Policy.
+#[tokio::test]
+async fn dashboard_endpoints_need_the_admin_token() {
+    let g = start().await;
+    let c = client();
+    for path in ["/dashboard/api/snapshot", "/dashboard/api/stream", "/dashboard/api/config"] {
+        let url = format!("http://{}{path}", g.admin);
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} without a token");
+        assert!(r.headers().contains_key("www-authenticate"), "{path}");
+        let r = c.get(&url).bearer_auth("wrong-token-0123456789").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} with a wrong token");
+        // The token is not taken from the query string.
+        let r = c.get(format!("{url}?token={TOKEN}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} with the token in the query");
+    }
+    for (path, ctype) in [
+        ("/dashboard/", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/app.css", "text/css"),
+        ("/dashboard/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = c.get(format!("http://{}{path}", g.admin)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with(ctype), "{path}: {:?}", h["content-type"]);
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+    // The page loads nothing from elsewhere and has no inline script.
+    let html = c.get(format!("http://{}/dashboard/", g.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+    assert!(!html.contains("<script>") && html.contains(r#"<script src="app.js" defer></script>"#));
+    // `/dashboard` leads to the page.
+    let r = c.get(format!("http://{}/dashboard", g.admin)).send().await.unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()["location"], "/dashboard/");
+    drop(g.proc);
+}
+
+/// The data follows the traffic: rates, error rates, percentiles per route, upstream health
+/// and circuit state, refusals, consumers with their quota, recent errors; the stream sends a
+/// new update every second; the configuration is redacted as the Admin API redacts it.
+#[tokio::test]
+async fn dashboard_data_follows_the_traffic() {
+    let g = start().await;
+    // The first request starts the readings; rates need two.
+    let s0 = snapshot(&g.admin).await;
+    assert_eq!(s0["totals"]["requests"], 0, "{s0}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = drive(g.proxy, stop.clone(), 400, Duration::from_millis(20));
+    let t0 = Instant::now();
+    let mut s = Value::Null;
+    while t0.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s = snapshot(&g.admin).await;
+        let busy = s["routes"].as_array().unwrap().iter().find(|r| r["route"] == "busy").cloned();
+        let ready = busy.is_some_and(|b| b["rps"].as_f64().unwrap_or(0.0) > 0.0 && b["p99_ms"].is_number())
+            && s["refusals"]["auth"]["total"].as_u64().unwrap_or(0) > 0
+            && s["refusals"]["rate_limited"]["total"].as_u64().unwrap_or(0) > 0
+            && s["consumers"].as_array().is_some_and(|c| !c.is_empty());
+        if ready {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = traffic.await.unwrap();
+    assert!(rounds > 0);
+    let route = |name: &str| s["routes"].as_array().unwrap().iter().find(|r| r["route"] == name).cloned().unwrap();
+    let busy = route("busy");
+    assert!(busy["rps"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(busy["error_rate"], 0.0, "{busy}");
+    let (p50, p99) = (busy["p50_ms"].as_f64().unwrap(), busy["p99_ms"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99, "{busy}");
+    assert_eq!(route("broken")["error_rate"], 1.0, "{s}");
+    assert!(s["totals"]["rps"].as_f64().unwrap() > 0.0);
+    assert!(!s["history"].as_array().unwrap().is_empty());
+    let svc = s["services"].as_array().unwrap().iter().find(|x| x["service"] == "api").cloned().unwrap();
+    assert_eq!(svc["requests"], busy["requests"]);
+    // Upstreams: the dead target ejected; the live one healthy; circuits shown.
+    let up = |name: &str| s["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == name).cloned().unwrap();
+    assert_eq!(up("backend")["targets"][0]["healthy"], true, "{s}");
+    assert_eq!(up("dead")["targets"][0]["healthy"], false, "{s}");
+    assert!(up("dead")["circuit"].is_string() && up("backend")["circuit"] == "closed", "{s}");
+    // Refusals.
+    let r = &s["refusals"];
+    assert!(r["auth"]["total"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["rate_limited"]["total"].as_u64().unwrap() > 0, "{r}");
+    let codes: Vec<&str> = r["errors_by_code"].as_array().unwrap().iter().filter_map(|e| e["code"].as_str()).collect();
+    assert!(codes.contains(&"upstream_connect_failed"), "{r}");
+    // Consumers: alice, with the daily quota.
+    let alice = &s["consumers"][0];
+    assert_eq!(alice["consumer"], "alice", "{s}");
+    assert!(alice["requests_today"].as_u64().unwrap() >= 4);
+    assert_eq!((alice["quota"]["period"].as_str(), alice["quota"]["limit"].as_u64()), (Some("day"), Some(100_000)));
+    assert_eq!(alice["quota"]["used"], alice["requests_today"]);
+    // Recent errors: the failed upstream requests, from the gateway's own log records.
+    let recent = s["errors"]["recent"].as_array().unwrap();
+    assert!(recent.iter().any(|e| e["message"] == "request failed" && e["level"] == "WARN"), "{recent:?}");
+
+    // The stream: `update` events, one per second.
+    let mut resp =
+        client().get(format!("http://{}/dashboard/api/stream", g.admin)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let (mut buf, mut times) = (String::new(), Vec::new());
+    let t0 = Instant::now();
+    while times.len() < 3 && t0.elapsed() < Duration::from_secs(10) {
+        let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await else { break };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = buf.find("\n\n") {
+            let ev: String = buf.drain(..i + 2).collect();
+            if let Some(data) = ev.lines().find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))) {
+                assert!(ev.contains("event: update") || ev.contains("event:update"), "{ev}");
+                let v: Value = serde_json::from_str(data).unwrap();
+                times.push(v["time"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(times.len(), 3, "{times:?}");
+    // A new update each time (RFC 3339 times compare as strings), about a second apart: the
+    // first is sent at once, the next two on the following readings.
+    assert!(times[0] < times[1] && times[1] < times[2], "the stream repeats itself: {times:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(900), "{:?}", t0.elapsed());
+
+    // The configuration, with secrets removed: alice's key is stored as its hash only.
+    let r = client().get(format!("http://{}/dashboard/api/config", g.admin)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains(ALICE_KEY), "{text}");
+    let c: Value = serde_json::from_str(&text).unwrap();
+    let e = &c["entities"];
+    assert_eq!(e["routes"].as_array().unwrap().len(), 5);
+    assert_eq!(e["consumers"][0]["credentials"][0]["key_hash"], sha(ALICE_KEY).as_str());
+    assert!(e["plugins"].as_array().unwrap().iter().any(|p| p["plugin"] == "quota"));
+    drop(g.proc);
+}
+
+/// The dashboard in headless Chromium (see `gateway/tests/js/dashboard_browser.js`).
+#[tokio::test]
+async fn dashboard_in_a_real_browser() {
+    let g = start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let js = root.join("gateway/tests/js");
+    assert!(
+        js.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in gateway/tests/js (scripts/test.sh does)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is missing (scripts/test.sh installs it)"
+    );
+    let artifacts = root.join("target/test-artifacts/dashboard");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).unwrap();
+
+    // Traffic for as long as the browser watches (bounded: 60 s at most).
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = drive(g.proxy, stop.clone(), 1500, Duration::from_millis(40));
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg("dashboard_browser.js")
+            .current_dir(&js)
+            .env("DASHBOARD_URL", format!("http://{}/dashboard/", g.admin))
+            .env("DASHBOARD_TOKEN", TOKEN)
+            .env("DASHBOARD_SECRETS", ALICE_KEY)
+            .env("ARTIFACTS", &artifacts)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser test took more than 120 s")
+    .expect("run node");
+    stop.store(true, Ordering::Relaxed);
+    let rounds = traffic.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}\ntraffic rounds: {rounds}");
+    let result: Value = stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+    assert!(out.status.success() && result["ok"] == true, "browser test failed: {result}\n{stderr}");
+    for name in ["01-login", "02-login-refused", "03-dashboard", "04-config-search"] {
+        let f = artifacts.join(format!("{name}.png"));
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 5_000, "screenshot {} missing or empty", f.display());
+    }
+    // The numbers the browser saw moved.
+    let samples = result["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2);
+    assert_ne!(samples[0]["busyTotal"], samples[1]["busyTotal"]);
+    drop(g.proc);
+}
