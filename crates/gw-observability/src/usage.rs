@@ -430,7 +430,7 @@ impl Usage {
 
 /// Rows [`MemoryUsage`] keeps at most (about 150 bytes each); past this the oldest are dropped,
 /// per-minute rows first.
-pub const MEMORY_MAX_ROWS: usize = 200_000;
+pub(crate) const MEMORY_MAX_ROWS: usize = 200_000;
 
 /// Usage kept in this process only (no `--store` and no `gateway.usage.path`): lost on restart,
 /// and bounded to [`MEMORY_MAX_ROWS`] rows.
