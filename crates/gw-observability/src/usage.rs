@@ -428,7 +428,12 @@ impl Usage {
     }
 }
 
-/// Usage kept in this process only (no `--store` and no `gateway.usage.path`): lost on restart.
+/// Rows [`MemoryUsage`] keeps at most (about 150 bytes each); past this the oldest are dropped,
+/// per-minute rows first.
+pub(crate) const MEMORY_MAX_ROWS: usize = 200_000;
+
+/// Usage kept in this process only (no `--store` and no `gateway.usage.path`): lost on restart,
+/// and bounded to [`MEMORY_MAX_ROWS`] rows.
 #[derive(Default)]
 pub struct MemoryUsage {
     rows: Mutex<BTreeMap<RowKey, [u64; 3]>>,
@@ -448,6 +453,10 @@ impl UsageBackend for MemoryUsage {
             e[0] += r.requests;
             e[1] += r.bytes_in;
             e[2] += r.bytes_out;
+        }
+        // Keys sort by span (minutes first), then bucket: the oldest minute rows go first.
+        while m.len() > MEMORY_MAX_ROWS {
+            m.pop_first();
         }
         drop(m);
         let mut q = self.quotas.lock().map_err(|_| "quota table poisoned")?;
@@ -554,6 +563,30 @@ mod tests {
         assert!(text.contains("consumer=\"alice\",route=\"orders\",outcome=\"refused\"} 1"), "{text}");
         b.prune(Span::Minute, u64::MAX, 0).await.unwrap();
         assert!(b.read(Span::Minute, 0, u64::MAX, &UsageFilter::default()).await.unwrap().is_empty());
+    }
+
+    /// Memory mode is bounded: the oldest minute rows go first, hour rows stay.
+    #[tokio::test]
+    async fn memory_is_bounded() {
+        let b = MemoryUsage::default();
+        let row = |span, bucket_ms| UsageRow {
+            span,
+            bucket_ms,
+            consumer: "c".into(),
+            route: "r".into(),
+            outcome: Outcome::Served,
+            requests: 1,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        let mut rows: Vec<UsageRow> = (0..MEMORY_MAX_ROWS as u64).map(|i| row(Span::Minute, i * MINUTE)).collect();
+        rows.push(row(Span::Hour, 0));
+        b.write(&rows, &[]).await.unwrap();
+        let all = UsageFilter::default();
+        assert_eq!(b.read(Span::Hour, 0, u64::MAX, &all).await.unwrap().len(), 1);
+        let minutes = b.read(Span::Minute, 0, u64::MAX, &all).await.unwrap();
+        assert_eq!(minutes.len(), MEMORY_MAX_ROWS - 1);
+        assert_eq!(minutes[0].bucket_ms, MINUTE, "the oldest minute row was dropped");
     }
 
     #[test]
