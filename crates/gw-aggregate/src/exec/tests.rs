@@ -17,6 +17,7 @@ enum B {
     Err(ErrorKind, Duration),
 }
 
+#[allow(clippy::needless_pass_by_value)] // called with `json!` values
 fn ok(v: Value, ms: u64) -> B {
     B::Raw(200, "application/json", Bytes::from(v.to_string()), Duration::from_millis(ms))
 }
