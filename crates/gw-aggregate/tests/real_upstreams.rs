@@ -55,6 +55,7 @@ impl Caller for HttpCaller {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // called with `json!` values
 fn json_upstream(v: Value, delay: Duration) -> Handler {
     let body = v.to_string();
     Arc::new(move |_req: http::Request<hyper::body::Incoming>| {
