@@ -412,13 +412,13 @@ impl Plan {
                     Ok(mut j) => {
                         for t in j.templates_mut() {
                             if let Err(n) = t.resolve(&index_of) {
-                                e(&mut errs, format!("{k}.body.json"), format!("no call named {n:?}"));
+                                e(&mut errs, format!("{k}.json_body"), format!("no call named {n:?}"));
                             }
                         }
                         CallBody::Json(j)
                     }
                     Err(m) => {
-                        e(&mut errs, format!("{k}.body.json"), m);
+                        e(&mut errs, format!("{k}.json_body"), m);
                         CallBody::None
                     }
                 },
