@@ -377,6 +377,12 @@ pub async fn execute<C: Caller>(plan: &Plan, caller: &C, client: &ClientRequest)
                     return Err(run.abort(Error::new(ErrorKind::ResponseNotEditable, detail.clone()), Some(i), detail));
                 }
             },
+            // Unreachable by construction (a required failure returned above); never answer
+            // without a required call.
+            _ if c.required => {
+                let detail = format!("call {:?} did not complete", c.name);
+                return Err(run.abort(Error::new(ErrorKind::Internal, detail.clone()), Some(i), detail));
+            }
             _ => incomplete.push(c.name.clone()),
         }
     }

@@ -257,7 +257,7 @@ fn shape(errs: &mut Vec<PlanError>, key: &str, s: &ShapeSpec) -> Shape {
     }
     for (k, v) in [("wrap", &s.wrap), ("group", &s.group)] {
         if v.as_ref().is_some_and(|x| x.is_empty()) {
-            errs.push(PlanError { key: format!("{key}.{k}"), message: "must not be empty".into() });
+            errs.push(PlanError { key: format!("{key}.{k}"), message: "an empty key cannot be used".into() });
         }
     }
     Shape {
@@ -629,7 +629,7 @@ pub(crate) mod tests {
             "calls[0].after[0]: no call named \"ghost\"",
             "calls[0].allow[0]: path \"a..b\": empty segment",
             "calls[0].mapping.x: path \"y.*\": `*` is only allowed",
-            "calls[0].group: must not be empty",
+            "calls[0].group: an empty key cannot be used",
             "calls[1]: refers to resp9, but there are 4 calls",
             "calls[2].path: \"/{nope.x}\": unknown reference",
             "calls[3].url: \"ftp://x\" is not a URL",
