@@ -107,6 +107,9 @@ pub struct Ctx {
     pub has_body: bool,
     /// Plugin scratch space, keyed by type.
     pub vars: Extensions,
+    /// The gateway's client for side calls to the configuration's services (set for requests
+    /// whose chain has plugins; see [`crate::exchange`]).
+    pub upstreams: Option<crate::Upstreams>,
 }
 
 impl Ctx {
@@ -132,6 +135,7 @@ impl Ctx {
             max_body_bytes: None,
             has_body: false,
             vars: Extensions::new(),
+            upstreams: None,
         }
     }
 
@@ -143,7 +147,7 @@ impl Ctx {
 
 /// What the log phase sees about a finished request.
 #[derive(Debug, Clone)]
-pub struct LogEntry {
+pub struct LogEntry<'a> {
     /// Final status sent to the client.
     pub status: u16,
     /// Response body bytes sent.
@@ -154,4 +158,7 @@ pub struct LogEntry {
     pub latency: Duration,
     /// Error code when the request failed.
     pub error: Option<&'static str>,
+    /// The full error when the request failed (also a client that left, a response body the
+    /// upstream broke, a shutdown that cut the request): kind, context and cause.
+    pub failure: Option<&'a crate::Error>,
 }

@@ -62,4 +62,16 @@ pub struct ResponseHead {
     pub version: Version,
     /// Headers.
     pub headers: HeaderMap,
+    /// The trailers, where they are known with the head: in [`crate::Plugin::response_body`]
+    /// (the whole body has been read, e.g. a gRPC response's `grpc-status` can be read and
+    /// mapped there; what is left here is sent after the body). `None` elsewhere: a streaming
+    /// body's trailers pass through [`crate::BodyFilter::trailers`].
+    pub trailers: Option<HeaderMap>,
+}
+
+impl ResponseHead {
+    /// A head without trailers.
+    pub fn new(status: StatusCode, version: Version, headers: HeaderMap) -> Self {
+        ResponseHead { status, version, headers, trailers: None }
+    }
 }

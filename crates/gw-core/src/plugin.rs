@@ -5,10 +5,11 @@ use std::ops::BitOr;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{Ctx, Flow, LogEntry, Reply, RequestHead, ResponseHead, Result};
+use crate::{BodyFilter, Ctx, Flow, LogEntry, Reply, RequestHead, ResponseHead, Result};
 
-/// Fixed priorities of the built-in plugins: higher runs first within a phase. Authentication
-/// always runs before ACL, which runs before rate limiting.
+/// Fixed priorities of the built-in plugins: higher runs first within a phase (and within a
+/// [`Stage`] of the access phase). Priority only orders: where an access hook runs is its
+/// plugin's [`Plugin::stage`].
 pub mod priority {
     /// `ip-restriction`.
     pub const IP_RESTRICTION: i32 = 3000;
@@ -36,8 +37,21 @@ pub mod priority {
     pub const TRANSFORMER: i32 = 800;
 }
 
-/// The hooks a plugin implements; the pipeline calls only these and buffers bodies only when a
-/// body hook is present.
+/// Where a plugin's [`Plugin::access`] hook runs in the access phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Before authentication (IP restriction, bot detection, CORS preflights, size limits):
+    /// no consumer is known yet.
+    PreAuth,
+    /// After authentication (ACL, forward auth, rate limits, quotas, termination), with the
+    /// consumer's own plugin instances merged in.
+    #[default]
+    PostAuth,
+}
+
+/// A set of phase hooks. A plugin's set is derived by [`macro@crate::plugin`] from the hook
+/// methods its impl block defines ([`Plugin::hooks`]); the pipeline calls only those, and
+/// buffers bodies only when a body hook is present.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Hooks(u16);
 
@@ -60,10 +74,20 @@ impl Hooks {
     pub const RESPONSE: Hooks = Hooks(1 << 6);
     /// [`Plugin::log`].
     pub const LOG: Hooks = Hooks(1 << 7);
+    /// [`Plugin::pre_route`].
+    pub const PRE_ROUTE: Hooks = Hooks(1 << 8);
+    /// [`Plugin::response_filter`].
+    pub const RESPONSE_FILTER: Hooks = Hooks(1 << 9);
 
     /// Whether every hook of `other` is in `self`.
     pub fn contains(self, other: Hooks) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    /// `self` without the hooks of `other`.
+    #[must_use]
+    pub fn without(self, other: Hooks) -> Hooks {
+        Hooks(self.0 & !other.0)
     }
 }
 
@@ -89,8 +113,26 @@ pub enum AuthOutcome {
     Rejected(Reply),
 }
 
-/// A gateway plugin. Implement only the phases you need and list them in [`Plugin::hooks`];
-/// every default does nothing.
+/// A gateway plugin. Implement only the hooks you need, in an impl block marked
+/// `#[gw_core::plugin]`: the phases the plugin runs in are derived from the hook methods that
+/// block defines (there is no separate list to keep in step); every default does nothing.
+///
+/// ```
+/// use gw_core::{Ctx, Flow, Plugin, RequestHead, Result, priority};
+///
+/// struct Tag;
+///
+/// #[gw_core::plugin]
+/// impl Plugin for Tag {
+///     fn name(&self) -> &'static str { "tag" }
+///     fn priority(&self) -> i32 { priority::TRANSFORMER }
+///     async fn upstream_request(&self, req: &mut RequestHead, _cx: &mut Ctx) -> Result<Flow> {
+///         req.headers.insert("x-tag", http::HeaderValue::from_static("1"));
+///         Ok(Flow::Continue)
+///     }
+/// }
+/// assert_eq!(Tag.hooks(), gw_core::Hooks::UPSTREAM_REQUEST);
+/// ```
 ///
 /// Plugins are built once per configuration version and shared by all requests: keep
 /// per-request state in [`Ctx::vars`], and shared mutable state in atomics or concurrent maps.
@@ -102,8 +144,35 @@ pub trait Plugin: Send + Sync + 'static {
     /// Higher runs first within a phase (see [`priority`]).
     fn priority(&self) -> i32;
 
-    /// The hooks this plugin implements.
-    fn hooks(&self) -> Hooks;
+    /// Where [`Plugin::access`] runs: before or after authentication. Default: after.
+    fn stage(&self) -> Stage {
+        Stage::PostAuth
+    }
+
+    /// Written by [`macro@crate::plugin`]: the hooks the impl block defines.
+    #[doc(hidden)]
+    fn __phases(&self) -> Hooks;
+
+    /// Hooks this instance implements but its configuration leaves unused (e.g. a transformer
+    /// with no body edits): the pipeline then skips them (and never buffers a body for them).
+    /// Narrowing only: it cannot add a hook the plugin does not implement. Default: none.
+    fn inactive(&self) -> Hooks {
+        Hooks::NONE
+    }
+
+    /// The hooks the pipeline calls: those implemented, minus [`Plugin::inactive`].
+    fn hooks(&self) -> Hooks {
+        self.__phases().without(self.inactive())
+    }
+
+    /// Pre-routing phase, for **global** plugin instances only (no route is known yet): runs
+    /// for every request that passed the precheck, matched or not (a 404 included), before the
+    /// host is read and the route looked up. May edit the head (routing then sees the edit; a
+    /// changed path is checked like a client's). `Flow::Respond` answers at once. Default:
+    /// continue.
+    async fn pre_route(&self, _req: &mut RequestHead, _cx: &mut Ctx) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
 
     /// Access phase, authentication step: identify the consumer. Runs for auth plugins only,
     /// combined per the route's `auth_mode`. On success, set `cx.consumer` and
@@ -167,10 +236,23 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     /// The whole upstream response body, buffered (only when some plugin has this hook and wants
-    /// this body; up to 8 MiB, beyond which the client gets 502 `response_too_large`).
-    /// Default: nothing.
+    /// this body; up to 8 MiB, beyond which the client gets 502 `response_too_large`), with
+    /// its trailers in [`ResponseHead::trailers`]. A convenience over
+    /// [`Plugin::response_filter`] for plugins that need the whole body. Default: nothing.
     async fn response_body(&self, _resp: &mut ResponseHead, _body: &mut Bytes, _cx: &mut Ctx) -> Result<()> {
         Ok(())
+    }
+
+    /// A filter for this response's body, which sees its frames (data, then trailers) as they
+    /// pass without the body being buffered: observe (count, copy into a cache), rewrite
+    /// (re-frame, transcode), hold back, or add frames at the end (a gRPC-Web trailer frame).
+    /// Called after the upstream-response phase, never for responses without a body (to
+    /// `HEAD`, 1xx, 204, 304); `None` leaves this body alone. Unless every filter of the
+    /// response [`BodyFilter::keeps_length`], its `Content-Length` is removed (the body is
+    /// then framed by the protocol: chunked on HTTP/1.1). Filters see the upstream's frames
+    /// first; [`Plugin::response_body`] plugins see the filtered body. Default: none.
+    fn response_filter(&self, _resp: &mut ResponseHead, _cx: &mut Ctx) -> Option<Box<dyn BodyFilter>> {
+        None
     }
 
     /// Every response on its way to the client, including gateway errors and plugin replies.
@@ -179,6 +261,8 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// After the response has been sent (or the request failed). Must be cheap and not block.
-    fn log(&self, _cx: &Ctx, _entry: &LogEntry) {}
+    /// The final phase: runs exactly once for every request that reached the pipeline, after
+    /// the response has been sent, or when the request failed, was refused, or the client left
+    /// ([`LogEntry::failure`] is then the full [`crate::Error`]). Must be cheap and not block.
+    fn log(&self, _cx: &Ctx, _entry: &LogEntry<'_>) {}
 }

@@ -1,9 +1,8 @@
 //! `acl`: allow or deny consumers by group. Runs after authentication; without a consumer the
 //! request is refused with 401, an authenticated consumer that is not allowed gets 403.
 
-use async_trait::async_trait;
 use gw_config::plugins::Acl as Conf;
-use gw_core::{Ctx, Flow, Hooks, Plugin, RequestHead, Result, priority};
+use gw_core::{Ctx, Flow, Plugin, RequestHead, Result, priority};
 
 use crate::util::{forbidden, missing_credentials};
 
@@ -19,7 +18,7 @@ impl Acl {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for Acl {
     fn name(&self) -> &'static str {
         "acl"
@@ -27,10 +26,6 @@ impl Plugin for Acl {
 
     fn priority(&self) -> i32 {
         priority::ACL
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
     }
 
     async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {

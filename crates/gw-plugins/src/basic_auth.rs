@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use base64::Engine;
 use gw_config::plugins::BasicAuth as Conf;
-use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Error, ErrorKind, Hooks, Plugin, RequestHead, Result, priority};
+use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Error, ErrorKind, Plugin, RequestHead, Result, priority};
 use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -74,7 +73,7 @@ fn parse(req: &RequestHead) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for BasicAuth {
     fn name(&self) -> &'static str {
         "basic-auth"
@@ -82,10 +81,6 @@ impl Plugin for BasicAuth {
 
     fn priority(&self) -> i32 {
         priority::AUTH + 200
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::AUTHENTICATE
     }
 
     fn anonymous(&self) -> Option<Arc<ConsumerInfo>> {

@@ -5,9 +5,8 @@
 //! skipped): a request is refused when any of its values is denied and not allowed. A value
 //! that is empty or only white space counts as missing.
 
-use async_trait::async_trait;
 use gw_config::plugins::BotDetection as Conf;
-use gw_core::{Ctx, Flow, Hooks, Plugin, RequestHead, Result, priority};
+use gw_core::{Ctx, Flow, Plugin, RequestHead, Result, Stage, priority};
 use http::header::USER_AGENT;
 use regex::bytes::RegexSet;
 
@@ -57,7 +56,7 @@ impl BotDetection {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for BotDetection {
     fn name(&self) -> &'static str {
         "bot-detection"
@@ -67,8 +66,8 @@ impl Plugin for BotDetection {
         priority::BOT_DETECTION
     }
 
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
+    fn stage(&self) -> Stage {
+        Stage::PreAuth
     }
 
     async fn access(&self, req: &mut RequestHead, _cx: &mut Ctx) -> Result<Flow> {

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use gw_config::plugins::ConcurrencyLimit as Conf;
-use gw_core::{Ctx, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_core::{Ctx, Flow, Plugin, Reply, RequestHead, Result, priority};
 use gw_observability::Metrics;
 use http::StatusCode;
 use http::header::{HeaderValue, RETRY_AFTER};
@@ -59,7 +58,7 @@ impl ConcurrencyLimit {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for ConcurrencyLimit {
     fn name(&self) -> &'static str {
         "concurrency-limit"
@@ -67,10 +66,6 @@ impl Plugin for ConcurrencyLimit {
 
     fn priority(&self) -> i32 {
         priority::CONCURRENCY_LIMIT
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
     }
 
     async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {

@@ -3,9 +3,8 @@
 //! with the plugin carries `Vary: Origin`, whatever the origin (allowed, refused or absent): the
 //! response depends on it, and a shared cache must not serve one origin's answer to another.
 
-use async_trait::async_trait;
 use gw_config::plugins::Cors as Conf;
-use gw_core::{Ctx, Flow, Hooks, Plugin, Reply, RequestHead, ResponseHead, Result, priority};
+use gw_core::{Ctx, Flow, Plugin, Reply, RequestHead, ResponseHead, Result, Stage, priority};
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
 use regex::Regex;
@@ -83,7 +82,7 @@ fn add_vary(h: &mut http::HeaderMap, name: &'static str) {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for Cors {
     fn name(&self) -> &'static str {
         "cors"
@@ -93,8 +92,8 @@ impl Plugin for Cors {
         priority::CORS
     }
 
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS | Hooks::RESPONSE
+    fn stage(&self) -> Stage {
+        Stage::PreAuth
     }
 
     async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {

@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use gw_config::plugins::{FailureMode, ForwardAuth as Conf};
-use gw_core::{Ctx, Error, ErrorKind, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_core::{Ctx, Error, ErrorKind, Flow, Plugin, Reply, RequestHead, Result, priority};
 use gw_observability::Metrics;
 use http::HeaderName;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -67,7 +66,7 @@ fn is_gateway_set(name: &HeaderName) -> bool {
     )
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for ForwardAuth {
     fn name(&self) -> &'static str {
         "forward-auth"
@@ -75,10 +74,6 @@ impl Plugin for ForwardAuth {
 
     fn priority(&self) -> i32 {
         priority::FORWARD_AUTH
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
     }
 
     /// The auth service's answer headers copied upstream describe the client: no client may

@@ -17,7 +17,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
 use gw_config::plugins::HmacAuth as Conf;
@@ -213,7 +212,7 @@ impl HmacAuth {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for HmacAuth {
     fn name(&self) -> &'static str {
         "hmac-auth"
@@ -223,8 +222,8 @@ impl Plugin for HmacAuth {
         priority::AUTH + 50
     }
 
-    fn hooks(&self) -> Hooks {
-        if self.validate_body { Hooks::AUTHENTICATE | Hooks::REQUEST_BODY } else { Hooks::AUTHENTICATE }
+    fn inactive(&self) -> Hooks {
+        if self.validate_body { Hooks::NONE } else { Hooks::REQUEST_BODY }
     }
 
     fn anonymous(&self) -> Option<Arc<ConsumerInfo>> {

@@ -3,9 +3,8 @@
 
 use std::net::IpAddr;
 
-use async_trait::async_trait;
 use gw_config::plugins::{IpRestriction as Conf, parse_net};
-use gw_core::{Ctx, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_core::{Ctx, Flow, Plugin, Reply, RequestHead, Result, Stage, priority};
 use http::StatusCode;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
@@ -53,7 +52,7 @@ impl IpRestriction {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for IpRestriction {
     fn name(&self) -> &'static str {
         "ip-restriction"
@@ -63,8 +62,8 @@ impl Plugin for IpRestriction {
         priority::IP_RESTRICTION
     }
 
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
+    fn stage(&self) -> Stage {
+        Stage::PreAuth
     }
 
     async fn access(&self, _req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {

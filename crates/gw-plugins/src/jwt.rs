@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use base64::Engine;
 use gw_config::plugins::Jwt as Conf;
-use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Hooks, Plugin, RequestHead, Result, priority};
+use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Plugin, RequestHead, Result, priority};
 use http::header::{AUTHORIZATION, COOKIE, HeaderName, HeaderValue};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -235,7 +234,7 @@ impl JwtPlugin {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for JwtPlugin {
     fn name(&self) -> &'static str {
         "jwt"
@@ -243,10 +242,6 @@ impl Plugin for JwtPlugin {
 
     fn priority(&self) -> i32 {
         priority::AUTH + 150
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::AUTHENTICATE
     }
 
     fn anonymous(&self) -> Option<Arc<ConsumerInfo>> {

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use gw_config::plugins::KeyAuth as Conf;
-use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Hooks, Plugin, RequestHead, Result, priority};
+use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Plugin, RequestHead, Result, priority};
 use http::HeaderName;
 use sha2::{Digest, Sha256};
 
@@ -59,7 +58,7 @@ impl KeyAuth {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for KeyAuth {
     fn name(&self) -> &'static str {
         "key-auth"
@@ -67,10 +66,6 @@ impl Plugin for KeyAuth {
 
     fn priority(&self) -> i32 {
         priority::AUTH + 250
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::AUTHENTICATE
     }
 
     fn anonymous(&self) -> Option<Arc<ConsumerInfo>> {

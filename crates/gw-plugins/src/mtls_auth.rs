@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use gw_config::plugins::MtlsAuth as Conf;
-use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Hooks, Plugin, RequestHead, Result, priority};
+use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Plugin, RequestHead, Result, priority};
 
 use crate::directory::Directory;
 use crate::util::{invalid_credentials, missing_credentials, set_consumer};
@@ -40,7 +39,7 @@ pub(crate) fn subject_names(der: &[u8]) -> Vec<String> {
     names
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for MtlsAuth {
     fn name(&self) -> &'static str {
         "mtls-auth"
@@ -48,10 +47,6 @@ impl Plugin for MtlsAuth {
 
     fn priority(&self) -> i32 {
         priority::AUTH + 300
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::AUTHENTICATE
     }
 
     fn anonymous(&self) -> Option<Arc<ConsumerInfo>> {

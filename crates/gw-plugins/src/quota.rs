@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use gw_config::plugins::{CounterPolicy, Quota as Conf, QuotaPeriod, StoreFailure};
-use gw_core::{Clock, Ctx, Error, ErrorKind, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_core::{Clock, Ctx, Error, ErrorKind, Flow, Plugin, Reply, RequestHead, Result, priority};
 use gw_observability::{Metrics, rfc3339};
 use gw_ratelimit::period::Period;
 use gw_ratelimit::{LocalStore, RedisStore};
@@ -71,7 +70,7 @@ impl Quota {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for Quota {
     fn name(&self) -> &'static str {
         "quota"
@@ -79,10 +78,6 @@ impl Plugin for Quota {
 
     fn priority(&self) -> i32 {
         priority::QUOTA
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
     }
 
     async fn access(&self, _req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use gw_config::plugins::{CounterPolicy, RateAlgorithm, RateLimiting as Conf, StoreFailure};
-use gw_core::{Clock, Ctx, Error, ErrorKind, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_core::{Clock, Ctx, Error, ErrorKind, Flow, Plugin, Reply, RequestHead, Result, priority};
 use gw_observability::Metrics;
 use gw_ratelimit::{Algorithm, BatchedStore, Decision, Limit, LocalStore, RedisStore};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
@@ -141,7 +140,7 @@ impl RateLimiting {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for RateLimiting {
     fn name(&self) -> &'static str {
         "rate-limiting"
@@ -149,10 +148,6 @@ impl Plugin for RateLimiting {
 
     fn priority(&self) -> i32 {
         priority::RATE_LIMITING
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
     }
 
     async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {

@@ -1,9 +1,8 @@
 //! `request-size-limiting`: refuse bodies over a size with 413 (by `Content-Length` before
 //! reading, or while streaming), optionally require `Content-Length` (411).
 
-use async_trait::async_trait;
 use gw_config::plugins::RequestSizeLimiting as Conf;
-use gw_core::{Ctx, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_core::{Ctx, Flow, Plugin, Reply, RequestHead, Result, Stage, priority};
 use http::StatusCode;
 use http::header::CONTENT_LENGTH;
 
@@ -18,7 +17,7 @@ impl RequestSizeLimiting {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for RequestSizeLimiting {
     fn name(&self) -> &'static str {
         "request-size-limiting"
@@ -28,8 +27,8 @@ impl Plugin for RequestSizeLimiting {
         priority::REQUEST_SIZE_LIMITING
     }
 
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
+    fn stage(&self) -> Stage {
+        Stage::PreAuth
     }
 
     async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {

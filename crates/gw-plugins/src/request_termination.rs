@@ -1,10 +1,9 @@
 //! `request-termination`: answer every request with a fixed response; the upstream is never
 //! called. Useful for maintenance windows and for blocking a route.
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use gw_config::plugins::RequestTermination as Conf;
-use gw_core::{Ctx, Flow, Hooks, Plugin, Reply, RequestHead, Result, priority};
+use gw_core::{Ctx, Flow, Plugin, Reply, RequestHead, Result, priority};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
@@ -34,7 +33,7 @@ impl RequestTermination {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for RequestTermination {
     fn name(&self) -> &'static str {
         "request-termination"
@@ -42,10 +41,6 @@ impl Plugin for RequestTermination {
 
     fn priority(&self) -> i32 {
         priority::REQUEST_TERMINATION
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks::ACCESS
     }
 
     async fn access(&self, _req: &mut RequestHead, _cx: &mut Ctx) -> Result<Flow> {

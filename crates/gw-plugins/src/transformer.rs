@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use gw_config::plugins::{
     InvalidJson, RemoveSpec, RenameSpec, RequestTransformer as ReqConf, ResponseTransformer as RespConf, ValueSpec,
@@ -274,7 +273,7 @@ impl RequestTransformer {
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for RequestTransformer {
     fn name(&self) -> &'static str {
         "request-transformer"
@@ -284,8 +283,8 @@ impl Plugin for RequestTransformer {
         priority::TRANSFORMER
     }
 
-    fn hooks(&self) -> Hooks {
-        if self.edits.json.is_empty() { Hooks::UPSTREAM_REQUEST } else { Hooks::UPSTREAM_REQUEST | Hooks::REQUEST_BODY }
+    fn inactive(&self) -> Hooks {
+        if self.edits.json.is_empty() { Hooks::REQUEST_BODY } else { Hooks::NONE }
     }
 
     fn identity_headers(&self) -> Vec<HeaderName> {
@@ -395,7 +394,7 @@ fn response_sources<'a>(resp: &'a HeaderMap, req: Option<&'a RequestData>, empty
     }
 }
 
-#[async_trait]
+#[gw_core::plugin]
 impl Plugin for ResponseTransformer {
     fn name(&self) -> &'static str {
         "response-transformer"
@@ -405,15 +404,15 @@ impl Plugin for ResponseTransformer {
         priority::TRANSFORMER
     }
 
-    fn hooks(&self) -> Hooks {
-        let mut h = Hooks::UPSTREAM_RESPONSE;
-        if !self.edits.json.is_empty() {
-            h = h | Hooks::UPSTREAM_REQUEST | Hooks::RESPONSE_BODY;
+    fn inactive(&self) -> Hooks {
+        let mut off = Hooks::NONE;
+        if self.edits.json.is_empty() {
+            off = off | Hooks::UPSTREAM_REQUEST | Hooks::RESPONSE_BODY;
         }
-        if self.reads_request {
-            h = h | Hooks::ACCESS;
+        if !self.reads_request {
+            off = off | Hooks::ACCESS;
         }
-        h
+        off
     }
 
     /// Keep what the templates read of the request (the client's request after

@@ -142,6 +142,10 @@ impl StdError for DownstreamBodyError {
 pub(crate) fn body_error_kind(e: &(dyn StdError + 'static)) -> ErrorKind {
     let mut cur = Some(e);
     while let Some(e) = cur {
+        // A body filter's own failure, or a failure an adapter already classified.
+        if let Some(g) = e.downcast_ref::<gw_error::Error>() {
+            return g.kind();
+        }
         if e.is::<UpstreamReadTimeout>() {
             return ErrorKind::UpstreamTimeout;
         }
@@ -560,6 +564,9 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// A gateway-owned body: filtered, or whole with trailers (boxed: rare, and the plain
+    /// path's body stays small).
+    Core(Box<gw_core::Body>),
 }
 
 /// The body sent to the client.
@@ -592,6 +599,19 @@ impl ResponseBody {
 
     pub(crate) fn upstream(b: UpstreamBody) -> Self {
         Self::new(Kind::Upstream(b))
+    }
+
+    /// A gateway-owned body (filtered, or whole with trailers).
+    pub(crate) fn core(b: gw_core::Body) -> Self {
+        Self::new(Kind::Core(Box::new(b)))
+    }
+
+    /// This body as a gateway-owned one (its frames and failures adapted), for body filters
+    /// and whole-body plugins. Its log phase, if any, stays with the returned body's owner:
+    /// call before [`ResponseBody::set_finish`].
+    pub(crate) fn into_core(self) -> gw_core::Body {
+        debug_assert!(self.finish.is_none());
+        gw_core::Body::from_source(EngineBody(self))
     }
 
     /// The upstream response's header fields, when still kept as bytes ([`RawFields`]).
@@ -659,6 +679,13 @@ impl Body for ResponseBody {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Kind::Core(b) => b.poll_frame(cx).map(|f| {
+                f.map(|r| match r {
+                    Ok(gw_core::Frame::Data(d)) => Ok(Frame::data(d)),
+                    Ok(gw_core::Frame::Trailers(t)) => Ok(Frame::trailers(t)),
+                    Err(e) => Err(Box::new(e) as BoxError),
+                })
+            }),
         };
         match res {
             Poll::Ready(Some(Ok(mut f))) => {
@@ -695,6 +722,7 @@ impl Body for ResponseBody {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Core(b) => b.is_end(),
         }
     }
 
@@ -703,6 +731,33 @@ impl Body for ResponseBody {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b) => b.size_hint(),
+            Kind::Core(_) => SizeHint::default(),
         }
+    }
+}
+
+/// An engine body as a gateway-owned frame source: frames adapted, failures classified once
+/// ([`body_error_kind`]) into a [`gw_error::Error`] that keeps the original as its cause.
+struct EngineBody(ResponseBody);
+
+impl gw_core::body::FrameSource for EngineBody {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<gw_error::Result<gw_core::Frame>>> {
+        let frame = match Pin::new(&mut self.0).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                let kind = body_error_kind(&*e);
+                return Poll::Ready(Some(Err(gw_error::Error::new(kind, "reading the body").with_cause(e))));
+            }
+            Poll::Ready(Some(Ok(f))) => f,
+        };
+        Poll::Ready(match frame.into_data() {
+            Ok(d) => Some(Ok(gw_core::Frame::Data(d))),
+            Err(f) => f.into_trailers().ok().map(|t| Ok(gw_core::Frame::Trailers(t))),
+        })
+    }
+
+    fn is_end(&self) -> bool {
+        self.0.is_end_stream()
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gw_config::model::{Config, Plugin as PluginConf};
-use gw_core::{Hooks, priority};
+use gw_core::{Hooks, Stage};
 use gw_observability::Metrics;
 
 use crate::runtime::PluginRef;
@@ -30,7 +30,9 @@ struct Selected {
 #[derive(Default)]
 pub(crate) struct Chain {
     selected: Vec<Selected>,
-    /// Access plugins that run before authentication (priority above `AUTH`).
+    /// Pre-routing plugins (only the global chain's run: no route is known yet).
+    pub(crate) pre_route: Vec<PluginRef>,
+    /// Access plugins that run before authentication ([`Stage::PreAuth`]).
     pub(crate) pre_auth: Vec<PluginRef>,
     /// Authentication plugins.
     pub(crate) auth: Vec<PluginRef>,
@@ -40,11 +42,17 @@ pub(crate) struct Chain {
     pub(crate) upstream_request: Vec<PluginRef>,
     pub(crate) upstream_response: Vec<PluginRef>,
     pub(crate) response_body: Vec<PluginRef>,
+    pub(crate) response_filter: Vec<PluginRef>,
     pub(crate) response: Vec<PluginRef>,
     pub(crate) log: Vec<PluginRef>,
 }
 
 impl Chain {
+    /// Whether no plugin applies.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.selected.is_empty()
+    }
+
     /// Whether the access phase has anything to run.
     pub(crate) fn has_access(&self) -> bool {
         !(self.pre_auth.is_empty() && self.auth.is_empty() && self.post_auth.is_empty())
@@ -52,7 +60,7 @@ impl Chain {
 
     /// Whether the upstream-response phase (head or body plugins) has anything to run.
     pub(crate) fn has_upstream_response(&self) -> bool {
-        !(self.upstream_response.is_empty() && self.response_body.is_empty())
+        !(self.upstream_response.is_empty() && self.response_body.is_empty() && self.response_filter.is_empty())
     }
 
     fn from_selected(mut selected: Vec<Selected>) -> Chain {
@@ -65,17 +73,18 @@ impl Chain {
                 c.auth.push(p.clone());
             }
             if h.contains(Hooks::ACCESS) {
-                if p.priority() > priority::AUTH {
-                    c.pre_auth.push(p.clone());
-                } else {
-                    c.post_auth.push(p.clone());
+                match p.stage() {
+                    Stage::PreAuth => c.pre_auth.push(p.clone()),
+                    Stage::PostAuth => c.post_auth.push(p.clone()),
                 }
             }
             for (hook, list) in [
+                (Hooks::PRE_ROUTE, &mut c.pre_route),
                 (Hooks::REQUEST_BODY, &mut c.request_body),
                 (Hooks::UPSTREAM_REQUEST, &mut c.upstream_request),
                 (Hooks::UPSTREAM_RESPONSE, &mut c.upstream_response),
                 (Hooks::RESPONSE_BODY, &mut c.response_body),
+                (Hooks::RESPONSE_FILTER, &mut c.response_filter),
                 (Hooks::RESPONSE, &mut c.response),
                 (Hooks::LOG, &mut c.log),
             ] {
@@ -128,6 +137,8 @@ fn identity_headers(built: &[PluginRef]) -> Arc<[http::HeaderName]> {
 /// Every plugin instance of a configuration, built, and indexed by scope.
 pub(crate) struct Plugins {
     built: Vec<PluginRef>,
+    /// The embedding program's plugins (applied like global instances).
+    extra: Arc<[PluginRef]>,
     /// The identity fields the instances set (beyond the reserved ones), removed from every
     /// client request on every route.
     identity: Arc<[http::HeaderName]>,
@@ -143,6 +154,7 @@ impl Plugins {
         cfg: &Config,
         metrics: &Arc<Metrics>,
         clock: &Arc<dyn gw_core::Clock>,
+        extra: &[PluginRef],
     ) -> Result<Plugins, String> {
         let directory = Arc::new(gw_plugins::Directory::new(cfg)?);
         let env = gw_plugins::BuildEnv { config: cfg, metrics, directory, clock: clock.clone() };
@@ -153,17 +165,24 @@ impl Plugins {
                 gw_plugins::build(&p.config, &env, &p.instance).map_err(|e| format!("plugin {:?}: {e}", p.instance))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Plugins::indexed(built, cfg))
+        Ok(Plugins::indexed(built, extra.into(), cfg))
     }
 
-    fn indexed(built: Vec<PluginRef>, cfg: &Config) -> Plugins {
-        let identity = identity_headers(&built);
-        Plugins::indexed_with(built, identity, cfg)
+    fn indexed(built: Vec<PluginRef>, extra: Arc<[PluginRef]>, cfg: &Config) -> Plugins {
+        let all: Vec<PluginRef> = built.iter().chain(extra.iter()).cloned().collect();
+        let identity = identity_headers(&all);
+        Plugins::indexed_with(built, extra, identity, cfg)
     }
 
-    fn indexed_with(built: Vec<PluginRef>, identity: Arc<[http::HeaderName]>, cfg: &Config) -> Plugins {
+    fn indexed_with(
+        built: Vec<PluginRef>,
+        extra: Arc<[PluginRef]>,
+        identity: Arc<[http::HeaderName]>,
+        cfg: &Config,
+    ) -> Plugins {
         let mut ix = Plugins {
             built,
+            extra,
             identity,
             by_route: HashMap::new(),
             by_service: HashMap::new(),
@@ -184,7 +203,7 @@ impl Plugins {
     /// The same built instances, indexed for `cfg`, whose plugin list is this one's with route
     /// positions renumbered (a route was removed).
     pub(crate) fn reindexed(&self, cfg: &Config) -> Plugins {
-        Plugins::indexed_with(self.built.clone(), self.identity.clone(), cfg)
+        Plugins::indexed_with(self.built.clone(), self.extra.clone(), self.identity.clone(), cfg)
     }
 
     /// The identity fields the configuration's plugins set, beyond the reserved ones (see
@@ -218,7 +237,16 @@ impl Plugins {
         }
         let mut v: Vec<(&'static str, u8, usize)> = best.into_iter().map(|(n, (r, i))| (n, r, i)).collect();
         v.sort_unstable_by_key(|x| x.2);
-        v.into_iter().map(|(name, rank, i)| Selected { name, rank, plugin: self.built[i].clone() }).collect()
+        let mut out: Vec<Selected> =
+            v.into_iter().map(|(name, rank, i)| Selected { name, rank, plugin: self.built[i].clone() }).collect();
+        if consumer.is_none() {
+            for p in self.extra.iter() {
+                if !out.iter().any(|s| s.name == p.name()) {
+                    out.push(Selected { name: p.name(), rank: 0, plugin: p.clone() });
+                }
+            }
+        }
+        out
     }
 
     /// The chain of a route for requests without consumer-specific instances.

@@ -23,6 +23,7 @@
 mod body;
 mod chain;
 mod conn;
+mod exchange;
 mod forwarding;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -41,4 +42,4 @@ mod upgrade;
 pub mod wire;
 
 pub use runtime::check;
-pub use server::{Gateway, StartError};
+pub use server::{Embedding, Gateway, StartError};

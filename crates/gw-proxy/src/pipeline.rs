@@ -1,7 +1,7 @@
 //! The request pipeline: one function per phase, called in order by [`serve`].
 //!
 //! ```text
-//! precheck ─► route ─► access: pre-auth plugins ─► authenticate ─► post-auth plugins
+//! precheck ─► pre-route plugins (global) ─► route ─► access: pre-auth plugins ─► authenticate ─► post-auth plugins
 //!          ─► [request body plugins] ─► upstream request (rewrite, headers, plugins)
 //!          ─► service: proxy (select target ─► send ─► retry?) | echo | static
 //!          ─► upstream response plugins ─► [response body plugins] ─► response plugins
@@ -106,6 +106,7 @@ pub(crate) async fn serve(
         chain: rt.global_chain.clone(),
         received: None,
         error: None,
+        failure: None,
     };
     // The log phase's state is allocated once, up front, and the request works on it in
     // place: the context is never moved into the response body at the end.
@@ -133,7 +134,9 @@ pub(crate) async fn serve(
                 tracing::debug!(request_id = ?cx.request_id, error = %e, "request refused");
             }
             l.shared.metrics.error(e.kind().code());
-            response_phase(error_response(&e, cx), &p.chain, cx).await
+            let r = response_phase(error_response(&e, cx), &p.chain, cx).await;
+            p.failure = Some(e);
+            r
         }
     };
     let mut resp = finish(resp, log);
@@ -166,6 +169,8 @@ struct Pending {
     /// Request body bytes received; `None` for a request without a body.
     received: Option<Arc<AtomicU64>>,
     error: Option<&'static str>,
+    /// The error the request failed with, for the log phase.
+    failure: Option<Error>,
 }
 
 async fn handle(
@@ -179,6 +184,15 @@ async fn handle(
 ) -> Result<Response<ResponseBody>, Error> {
     let facts = facts.unwrap_or_else(|| HeadFacts::of(&req));
     precheck(&req, &facts, rt)?;
+    // === pre-route === (global plugins only; skipped without creating its future)
+    if !p.chain.pre_route.is_empty() {
+        cx.upstreams = Some(shared.upstreams.clone());
+    }
+    if !p.chain.pre_route.is_empty()
+        && let Some(r) = Box::pin(pre_route_phase(&mut req, cx, &p.chain)).await?
+    {
+        return Ok(response_phase(reply_response(r, cx), &p.chain, cx).await);
+    }
     cx.host = request_host(&req)?;
 
     let listener = rt.listeners.get(&*conn.listener);
@@ -207,6 +221,9 @@ async fn handle(
     let route = &rt.routes[route_idx];
     p.route = Some(route_idx);
     p.chain = route.chain.clone();
+    if !p.chain.is_empty() {
+        cx.upstreams = Some(shared.upstreams.clone());
+    }
     cx.route = Some(route.info.clone());
     cx.params = params;
     if (conn.tls && !route.route.https) || (!conn.tls && !route.route.http) {
@@ -344,7 +361,8 @@ async fn handle(
                     .await?
             } else {
                 let fwd = forwarding_block.as_deref();
-                forward(&head, body, sent.as_ref(), fwd, upstream, *protocol, service, route, cx).await?
+                let preserve_host = route.route.preserve_host;
+                forward(&head, body, sent.as_ref(), fwd, upstream, *protocol, service, preserve_host, cx).await?
             }
         }
     };
@@ -493,6 +511,40 @@ fn redirect_https<B>(req: &Request<B>, host: &str, port: u16) -> Response<Respon
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// Pre-routing phase: the global chain's `pre_route` plugins see (and may edit) the head before
+/// the host is read and the route looked up. `Some(reply)` ends the request.
+async fn pre_route_phase(req: &mut Request<ClientBody>, cx: &mut Ctx, chain: &Chain) -> Result<Option<Reply>, Error> {
+    let mut head = RequestHead {
+        method: std::mem::take(req.method_mut()),
+        uri: std::mem::take(req.uri_mut()),
+        version: req.version(),
+        headers: std::mem::take(req.headers_mut()),
+    };
+    let before = head.uri.clone();
+    let mut outcome = Ok(None);
+    for pl in &chain.pre_route {
+        match pl.pre_route(&mut head, cx).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Respond(r)) => {
+                outcome = Ok(Some(r));
+                break;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    // A path a plugin produced is checked like a client's.
+    if outcome.as_ref().is_ok_and(Option::is_none) && head.uri != before {
+        check_path(&head.method, head.uri.path())?;
+    }
+    *req.method_mut() = head.method;
+    *req.uri_mut() = head.uri;
+    *req.headers_mut() = head.headers;
+    outcome
 }
 
 /// Access phase: pre-auth plugins, authentication, then post-auth plugins (with the consumer's
@@ -679,8 +731,10 @@ fn hash_key(upstream: &UpstreamRt, head: &RequestHead, cx: &Ctx) -> Option<Vec<u
 }
 
 /// Proxy to the upstream: pick a target, send, retry where safe, and stream the response back.
+/// The one way to an upstream over HTTP (proxied traffic and plugins' side calls, see
+/// `exchange`); upgrades go through `upgrade`.
 #[allow(clippy::too_many_arguments)]
-async fn forward(
+pub(crate) async fn forward(
     head: &RequestHead,
     body: RequestBody,
     sent: Option<&Arc<SentSignal>>,
@@ -688,7 +742,7 @@ async fn forward(
     upstream: &Arc<UpstreamRt>,
     protocol: UpstreamProtocol,
     service: &ServiceRt,
-    route: &RouteRt,
+    preserve_host: bool,
     cx: &mut Ctx,
 ) -> Result<Response<ResponseBody>, Error> {
     let t = &service.timeouts;
@@ -701,7 +755,7 @@ async fn forward(
     // Targets already tried; filled only when retrying (no allocation otherwise).
     let mut tried: Vec<usize> = Vec::new();
     let mut attempt: u32 = 0;
-    let host_header = if route.route.preserve_host { Some(cx.host.clone()) } else { None };
+    let host_header = if preserve_host { Some(cx.host.clone()) } else { None };
     let mut now = started;
     loop {
         let sel = upstream.balancer.select(key.as_deref(), &tried, now).map_err(|e| match e {
@@ -981,7 +1035,7 @@ async fn upstream_response_phase(
 ) -> Result<Response<ResponseBody>, Error> {
     full_headers(&mut resp);
     let (parts, body) = resp.into_parts();
-    let mut rh = ResponseHead { status: parts.status, version: parts.version, headers: parts.headers };
+    let mut rh = ResponseHead::new(parts.status, parts.version, parts.headers);
     for pl in &chain.upstream_response {
         pl.upstream_response(&mut rh, cx).await?;
     }
@@ -991,6 +1045,20 @@ async fn upstream_response_phase(
         || rh.status.is_informational()
         || rh.status == StatusCode::NO_CONTENT
         || rh.status == StatusCode::NOT_MODIFIED;
+    // Body filters see the upstream's frames as they pass (nothing is buffered for them).
+    let filters: Vec<Box<dyn gw_core::BodyFilter>> = if chain.response_filter.is_empty() || bodiless {
+        Vec::new()
+    } else {
+        chain.response_filter.iter().filter_map(|pl| pl.response_filter(&mut rh, cx)).collect()
+    };
+    let body = if filters.is_empty() {
+        body
+    } else {
+        if !filters.iter().all(|f| f.keeps_length()) {
+            rh.headers.remove(header::CONTENT_LENGTH);
+        }
+        ResponseBody::core(body.into_core().filtered(filters))
+    };
     let wanted: Vec<&crate::runtime::PluginRef> = if chain.response_body.is_empty() || bodiless {
         Vec::new()
     } else {
@@ -1005,20 +1073,24 @@ async fn upstream_response_phase(
         if content_length(&rh.headers).is_some_and(|l| l > MAX_BUFFERED_BODY) {
             return Err(too_large());
         }
-        let limited = http_body_util::Limited::new(body, MAX_BUFFERED_BODY as usize);
-        let mut bytes = match limited.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        let collected = match body.into_core().collect(MAX_BUFFERED_BODY as usize).await {
+            Ok(c) => c,
+            Err(e) if e.kind() == ErrorKind::ResponseTooLarge => return Err(too_large()),
             Err(e) => {
                 return Err(Error::new(ErrorKind::UpstreamProtocol, "reading upstream body").with_cause(e));
             }
         };
+        let mut bytes = collected.data;
+        rh.trailers = collected.trailers;
         for pl in wanted {
             pl.response_body(&mut rh, &mut bytes, cx).await?;
         }
         rh.headers.remove(header::TRANSFER_ENCODING);
         rh.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        ResponseBody::full(bytes)
+        match rh.trailers.take() {
+            None => ResponseBody::full(bytes),
+            Some(t) => ResponseBody::core(gw_core::Body::full_with_trailers(bytes, Some(t))),
+        }
     };
     let mut r = Response::new(body);
     *r.status_mut() = rh.status;
@@ -1047,8 +1119,7 @@ fn response_phase<'a>(
 async fn run_response_plugins(mut resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
     full_headers(&mut resp);
     let (mut parts, body) = resp.into_parts();
-    let mut rh =
-        ResponseHead { status: parts.status, version: parts.version, headers: std::mem::take(&mut parts.headers) };
+    let mut rh = ResponseHead::new(parts.status, parts.version, std::mem::take(&mut parts.headers));
     for pl in &chain.response {
         if let Err(e) = pl.response(&mut rh, cx).await {
             tracing::warn!(plugin = pl.name(), error = %e, "response phase failed");
@@ -1162,6 +1233,7 @@ impl Finish for LogPhase {
         self.shared.metrics.error(kind.code());
         self.p.error = Some(kind.code());
         let mut r = error_response(&e, &self.cx);
+        self.p.failure = Some(e);
         r.headers_mut().insert(self.rt.gateway.request_id_header.clone(), self.cx.request_id.clone());
         self.status = r.status().as_u16();
         r
@@ -1196,15 +1268,29 @@ impl LogPhase {
         let (status, at) = (*status, ended.at);
         conn.state.request_finished_at(tokio::time::Instant::from_std(at));
         let latency = at.duration_since(cx.started);
-        let error = p.error.or(match ended.end {
+        let ended_with = match ended.end {
             End::Complete => None,
-            End::ClientGone if shared.is_aborting() => Some(ErrorKind::ShutdownTimeout.code()),
-            End::ClientGone => Some(ErrorKind::DownstreamClosed.code()),
+            End::ClientGone if shared.is_aborting() => {
+                Some((ErrorKind::ShutdownTimeout, "the shutdown timeout cut the request"))
+            }
+            End::ClientGone => Some((ErrorKind::DownstreamClosed, "the client left before the response was complete")),
             End::Failed(kind) => {
                 shared.metrics.error(kind.code());
-                Some(kind.code())
+                Some((kind, "the response body failed after its head was sent"))
             }
-        });
+        };
+        let error = p.error.or(ended_with.map(|(k, _)| k.code()));
+        // The full error for the log phase: the pipeline's, or one describing how the exchange
+        // ended (built only on failure).
+        let own;
+        let failure = match (&p.failure, ended_with) {
+            (Some(e), _) => Some(e),
+            (None, Some((kind, why))) => {
+                own = Error::new(kind, why);
+                Some(&own)
+            }
+            (None, None) => None,
+        };
         let route = p.route.map(|i| &rt.routes[i]);
         if let Some(r) = route {
             // A tunnel's request lasted until its `101` (its session is in the access log).
@@ -1222,6 +1308,7 @@ impl LogPhase {
                 .unwrap_or_else(|| p.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed))),
             latency,
             error,
+            failure,
         };
         for pl in &p.chain.log {
             pl.log(cx, &entry);

@@ -113,6 +113,7 @@ impl Runtime {
         previous: Option<&Runtime>,
         metrics: &Arc<Metrics>,
         clock: &Arc<dyn gw_core::Clock>,
+        extra: &[PluginRef],
         workers: usize,
     ) -> Result<Runtime, String> {
         let cfg = &*config;
@@ -230,7 +231,7 @@ impl Runtime {
             }
         }
 
-        let plugins = Plugins::build(cfg, metrics, clock)?;
+        let plugins = Plugins::build(cfg, metrics, clock, extra)?;
         // Per-route metric handles of the previous runtime, reused by (route, service) name.
         let prev_metrics: HashMap<(&str, &str), &RouteMetrics> = previous
             .map(|p| p.routes.iter().map(|r| ((&*r.info.name, &*r.info.service), &r.metrics)).collect())
@@ -485,7 +486,7 @@ pub(crate) fn circuit_label(state: gw_upstream::CircuitState) -> &'static str {
 pub fn check(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let clock: Arc<dyn gw_core::Clock> = Arc::new(gw_core::SystemClock);
-    Runtime::compile(Arc::new(config), None, &metrics, &clock, 1).map(|_| ())
+    Runtime::compile(Arc::new(config), None, &metrics, &clock, &[], 1).map(|_| ())
 }
 
 /// A plugin trait object, for chain building.

@@ -42,6 +42,10 @@ pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn gw_core::Clock>,
+    /// The client plugins make side calls with (`gw_core::Ctx::upstreams`).
+    pub(crate) upstreams: gw_core::Upstreams,
+    /// Global plugins the embedding program added (they outlive reloads).
+    pub(crate) extra_plugins: Arc<[Arc<dyn gw_core::Plugin>]>,
     /// Requests per consumer, route and day.
     pub(crate) usage: gw_observability::Usage,
     pub(crate) access_log: Option<AccessLog>,
@@ -188,6 +192,16 @@ fn bind_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpLi
     Ok(v)
 }
 
+/// What a program embedding the gateway brings to it.
+pub struct Embedding {
+    /// The wall clock plugins count periods by.
+    pub clock: Arc<dyn gw_core::Clock>,
+    /// Plugins of the embedding program, applied like global instances of the configuration
+    /// (every route, and requests that match none) for as long as the gateway runs, reloads
+    /// included. A configured instance of the same name takes the place of one of these.
+    pub plugins: Vec<Arc<dyn gw_core::Plugin>>,
+}
+
 impl Gateway {
     /// Compile `config`, bind every listener and start serving.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
@@ -196,6 +210,14 @@ impl Gateway {
 
     /// [`Gateway::start`] with the wall clock plugins count periods by (tests move it).
     pub async fn start_with_clock(config: Config, clock: Arc<dyn gw_core::Clock>) -> Result<Gateway, StartError> {
+        Self::start_embedded(config, Embedding { clock, plugins: Vec::new() }).await
+    }
+
+    /// [`Gateway::start`] for a program that embeds the gateway: its clock, and plugins of its
+    /// own (see [`Embedding`]).
+    pub async fn start_embedded(config: Config, embedding: Embedding) -> Result<Gateway, StartError> {
+        let Embedding { clock, plugins } = embedding;
+        let extra_plugins: Arc<[Arc<dyn gw_core::Plugin>]> = plugins.into();
         // Libraries that build their own rustls configuration (the Redis client) use the
         // process default provider: make it aws-lc-rs, like every TLS config of ours.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -206,7 +228,8 @@ impl Gateway {
             .worker_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
             .max(1);
-        let rt = Runtime::compile(config.clone(), None, &metrics, &clock, worker_count).map_err(StartError)?;
+        let rt = Runtime::compile(config.clone(), None, &metrics, &clock, &extra_plugins, worker_count)
+            .map_err(StartError)?;
         let access_log = if config.gateway.access_log.enabled {
             let target = match &config.gateway.access_log.target {
                 LogTarget::Stdout => AccessLogTarget::Stdout,
@@ -218,11 +241,13 @@ impl Gateway {
             None
         };
         let (shutdown, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|weak| Shared {
+            upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange { shared: weak.clone() })),
             runtime: ArcSwap::from_pointee(rt),
             metrics: metrics.clone(),
             usage: gw_observability::Usage::new(&metrics, 62),
             clock,
+            extra_plugins,
             access_log,
             refusal_log: LogSampler::new(REFUSALS_SAMPLED, Duration::from_secs(1)),
             tasks: TaskTracker::new(),
@@ -302,8 +327,9 @@ impl Gateway {
         let cfg = config.clone();
         let workers = self.shared.worker_count;
         let clock = self.shared.clock.clone();
+        let extra = self.shared.extra_plugins.clone();
         let compiled =
-            tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics, &clock, workers))
+            tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics, &clock, &extra, workers))
                 .await
                 .map_err(|e| format!("compile task failed: {e}"))
                 .and_then(|r| r);

@@ -46,6 +46,17 @@ impl TestGateway {
         TestGateway { gw }
     }
 
+    /// Start from YAML with plugins of the test's own (applied like global instances, see
+    /// [`gw_proxy::Embedding`]).
+    pub async fn start_with_plugins(yaml: &str, plugins: Vec<Arc<dyn gw_core::Plugin>>) -> TestGateway {
+        let cfg = config(yaml, &[]);
+        let embedding = gw_proxy::Embedding { clock: Arc::new(gw_core::SystemClock), plugins };
+        let gw = gw_proxy::Gateway::start_embedded(cfg, embedding)
+            .await
+            .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        TestGateway { gw }
+    }
+
     /// Address of listener `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.gw.listener_addr(name).unwrap_or_else(|| panic!("no listener {name}"))

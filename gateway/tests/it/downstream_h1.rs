@@ -242,7 +242,7 @@ async fn refusals_close_the_connection() {
 
 /// A raw upstream: answers every request head with `reply`; with `echo_after`, then echoes
 /// whatever arrives (an upgraded tunnel).
-async fn raw_upstream(reply: &'static [u8], echo_after: bool) -> std::net::SocketAddr {
+pub(crate) async fn raw_upstream(reply: &'static [u8], echo_after: bool) -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {

@@ -1,0 +1,54 @@
+//! Side calls: how a plugin reaches an upstream service of the configuration through the
+//! gateway's own client (the same connection pools, balancing, health, circuit breakers,
+//! retries and timeouts as the traffic it proxies), rather than a client of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Body, RequestHead, ResponseHead, Result};
+
+/// A response to a side call.
+#[derive(Debug)]
+pub struct Exchanged {
+    /// The response head.
+    pub head: ResponseHead,
+    /// The response body, streaming (read it with [`Body::frame`] or [`Body::collect`]).
+    pub body: Body,
+    /// The target of the attempt that answered.
+    pub target: Option<Arc<str>>,
+    /// Time from the first attempt to the response head (retries included).
+    pub latency: Option<Duration>,
+}
+
+/// The engine's side of [`Upstreams`] (implemented by `gw-proxy`).
+#[async_trait]
+pub trait Exchange: Send + Sync + 'static {
+    /// Send `req` to the configuration's service named `service` (a proxy service): its path
+    /// prefix applies, and its upstream's balancing, health, breaker, retries and timeouts.
+    /// `req.uri` is origin-form (`/path?query`); `Host` is the target's unless set.
+    async fn send(&self, service: &str, req: RequestHead, body: Body) -> Result<Exchanged>;
+}
+
+/// The gateway's client for side calls, handed to plugins in [`crate::Ctx::upstreams`].
+#[derive(Clone)]
+pub struct Upstreams(Arc<dyn Exchange>);
+
+impl Upstreams {
+    /// Wrap an engine's exchange.
+    pub fn new(e: Arc<dyn Exchange>) -> Self {
+        Upstreams(e)
+    }
+
+    /// See [`Exchange::send`].
+    pub async fn send(&self, service: &str, req: RequestHead, body: Body) -> Result<Exchanged> {
+        self.0.send(service, req, body).await
+    }
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upstreams")
+    }
+}
