@@ -558,9 +558,100 @@ pub struct FileService {
     /// Response of a `static` service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<FileStaticResponse>,
+    /// Backend calls of an `aggregate` service (not available yet: engine only, see
+    /// `docs/aggregation.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<FileAggregate>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+}
+
+/// An aggregate (`services[].aggregate`): one client request fanned out to several backend
+/// calls whose JSON responses are merged. See `docs/aggregation.md`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileAggregate {
+    /// The backend calls; `resp0` is the first.
+    pub calls: Vec<FileAggregateCall>,
+    /// Most calls in flight at once for one request. Default 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
+    /// Overall deadline of the aggregate. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Largest backend response body (each). Default `1MiB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<ByteSize>,
+    /// Header naming the failed optional calls. Default `X-Aggregate-Incomplete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete_header: Option<String>,
+}
+
+/// One backend call of an aggregate (`services[].aggregate.calls[]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileAggregateCall {
+    /// Name: metrics label, access log, `X-Aggregate-Incomplete`, `{resp.<name>...}`.
+    pub name: String,
+    /// A proxy service of this configuration (instead of `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// A base URL `http://host:port/prefix` (instead of `service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Method. Default `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Path template, optionally with a query: `/orders?user={resp0.account_id}`.
+    pub path: String,
+    /// More query parameters: name -> value template.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Request header fields: name -> value template.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// `client` forwards the client's request body. Default: no body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// A JSON request body whose strings are templates (instead of `body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_body: Option<serde_json::Value>,
+    /// Time limit of this call. Default: the aggregate's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Whether the aggregate fails when this call fails. Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+    /// Largest response body. Default: the aggregate's `max_body_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<ByteSize>,
+    /// Calls that must answer before this one starts (besides those its templates read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Extract this nested value of the response first (dotted path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Keep only these dotted paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Remove these dotted paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Renames: dotted path in the response -> dotted path in the result.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mapping: BTreeMap<String, String>,
+    /// Put a JSON array response under this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrap: Option<String>,
+    /// Flatten an array of arrays by one level. Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flatten: Option<bool>,
+    /// Put the result under this key instead of merging it at the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Upstream timeouts (`services[].timeouts`).

@@ -840,7 +840,38 @@ fn services(
             v.err(p.join("retries").join("budget_ratio"), "must be between 0 and 1");
         }
         check_statuses(v, &p.join("retries").join("on_statuses"), &retries.on_statuses);
+        if s.aggregate.is_some() && s.kind.as_deref() != Some("aggregate") {
+            v.err(p.join("aggregate"), "`aggregate` is only for services of type aggregate");
+        }
         let kind = match s.kind.as_deref() {
+            Some("aggregate") => {
+                for (key, set) in [
+                    ("url", s.url.is_some()),
+                    ("upstream", s.upstream.is_some()),
+                    ("protocol", s.protocol.is_some()),
+                    ("tls", s.tls.is_some()),
+                    ("path", s.path.is_some()),
+                    ("response", s.response.is_some()),
+                ] {
+                    if set {
+                        v.err(p.join(key), format!("`{key}` does not apply to a service of type aggregate"));
+                    }
+                }
+                match &s.aggregate {
+                    Some(a) => {
+                        let _plan = aggregate_plan(v, &p.join("aggregate"), a, svcs);
+                    }
+                    None => v.err(p.join("aggregate"), "a service of type aggregate needs `aggregate.calls`"),
+                }
+                // The engine (gw-aggregate) and this schema exist; the gateway does not run
+                // aggregates yet. Refused until the wiring lands, so no configuration is accepted
+                // that would not work.
+                v.err(
+                    p.join("type"),
+                    "service type aggregate is not available yet (engine only; see docs/aggregation.md)",
+                );
+                None
+            }
             None | Some("proxy") => {
                 if s.response.is_some() {
                     v.err(p.join("response"), "`response` is only for services of type static");
@@ -868,13 +899,110 @@ fn services(
                 }
             }
             Some(o) => {
-                v.err(p.join("type"), format!("unknown service type {o:?}; use proxy, echo or static"));
+                v.err(p.join("type"), format!("unknown service type {o:?}; use proxy, echo, static or aggregate"));
                 None
             }
         };
         out.push(Service { name: s.name.clone(), kind: kind.unwrap_or(ServiceKind::Echo), timeouts, retries });
     }
     out
+}
+
+/// An aggregate plan error's key (`calls[1].mapping.a.b`) as a key path: the call, its field,
+/// then the rest as one key (header names, query names and mapping sources may hold dots).
+fn plan_key(base: &KeyPath, key: &str) -> KeyPath {
+    let mut parts = key.splitn(3, '.');
+    let mut p = base.clone();
+    for part in parts.by_ref().take(2) {
+        p = p.extend_dotted(part);
+    }
+    match parts.next() {
+        Some(rest) => p.join(rest),
+        None => p,
+    }
+}
+
+/// Validate an aggregate into its plan: call targets resolved to proxy services (or URLs),
+/// then the plan's own checks (templates, dependency graph, limits).
+fn aggregate_plan(v: &mut V, p: &KeyPath, a: &FileAggregate, svcs: &[FileService]) -> Option<gw_aggregate::Plan> {
+    use gw_aggregate::plan::{AggregateSpec, BodySpec, CallSpec, ShapeSpec, Target};
+    let before = v.errors.len();
+    let mut calls = Vec::new();
+    for (j, c) in a.calls.iter().enumerate() {
+        let cp = p.join("calls").join(j);
+        let target = match (&c.service, &c.url) {
+            (Some(name), None) => match svcs.iter().position(|s| &s.name == name) {
+                Some(index) if matches!(svcs[index].kind.as_deref(), None | Some("proxy")) => {
+                    Target::Service { name: name.clone(), index }
+                }
+                Some(_) => {
+                    v.err(cp.join("service"), format!("service {name:?} is not a proxy service"));
+                    Target::Service { name: name.clone(), index: usize::MAX }
+                }
+                None => {
+                    v.err(cp.join("service"), format!("unknown service {name:?}"));
+                    Target::Service { name: name.clone(), index: usize::MAX }
+                }
+            },
+            (None, Some(url)) => Target::Url(url.clone()),
+            _ => {
+                v.err(cp.clone(), "set exactly one of `service` and `url`");
+                Target::Service { name: String::new(), index: usize::MAX }
+            }
+        };
+        let body = match (c.body.as_deref(), &c.json_body) {
+            (None | Some("none"), None) => BodySpec::None,
+            (Some("client"), None) => BodySpec::Client,
+            (None, Some(j)) => BodySpec::Json(j.clone()),
+            (Some(_), Some(_)) => {
+                v.err(cp.join("json_body"), "set `body` or `json_body`, not both");
+                BodySpec::None
+            }
+            (Some(o), None) => {
+                v.err(cp.join("body"), format!("{o:?}: use client or none"));
+                BodySpec::None
+            }
+        };
+        calls.push(CallSpec {
+            name: c.name.clone(),
+            target,
+            method: c.method.clone(),
+            path: c.path.clone(),
+            query: c.query.iter().map(|(k, t)| (k.clone(), t.clone())).collect(),
+            headers: c.headers.iter().map(|(k, t)| (k.clone(), t.clone())).collect(),
+            body,
+            timeout: c.timeout.as_ref().map(Dur::get),
+            required: c.required,
+            max_body_bytes: c.max_body_bytes.as_ref().map(|b| b.get()),
+            after: c.after.clone(),
+            shape: ShapeSpec {
+                target: c.target.clone(),
+                allow: c.allow.clone(),
+                deny: c.deny.clone(),
+                mapping: c.mapping.iter().map(|(k, t)| (k.clone(), t.clone())).collect(),
+                wrap: c.wrap.clone(),
+                flatten: c.flatten.unwrap_or(false),
+                group: c.group.clone(),
+            },
+        });
+    }
+    let spec = AggregateSpec {
+        calls,
+        max_concurrency: a.max_concurrency,
+        timeout: a.timeout.as_ref().map(Dur::get),
+        max_body_bytes: a.max_body_bytes.as_ref().map(|b| b.get()),
+        incomplete_header: a.incomplete_header.clone(),
+    };
+    match gw_aggregate::Plan::build(&spec) {
+        Ok(plan) if v.errors.len() == before => Some(plan),
+        Ok(_) => None,
+        Err(errs) => {
+            for e in errs {
+                v.err(plan_key(p, &e.key), e.message);
+            }
+            None
+        }
+    }
 }
 
 fn static_response(v: &mut V, p: &KeyPath, r: Option<&FileStaticResponse>) -> Option<StaticResponse> {

@@ -91,6 +91,10 @@ pub enum ErrorKind {
     /// An upstream response body a plugin must edit cannot be parsed (e.g. invalid JSON under a
     /// JSON content type) (502). Not counted against the upstream's health.
     ResponseNotEditable,
+    /// A backend call of an aggregate that the aggregate needs failed (an error status, or a
+    /// value an aggregate call needed is missing from an earlier response) (502). The call's
+    /// own connection failures and timeouts keep their kinds.
+    AggregateCallFailed,
     /// No healthy target is available (503).
     NoHealthyUpstream,
     /// The upstream's circuit breaker is open (503).
@@ -126,9 +130,8 @@ impl ErrorKind {
             TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpsRequired => StatusCode::UPGRADE_REQUIRED,
-            ConnectFailed | UpstreamTls | UpstreamProtocol | ResponseTooLarge | ResponseNotEditable => {
-                StatusCode::BAD_GATEWAY
-            }
+            ConnectFailed | UpstreamTls | UpstreamProtocol | ResponseTooLarge | ResponseNotEditable
+            | AggregateCallFailed => StatusCode::BAD_GATEWAY,
             ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => StatusCode::GATEWAY_TIMEOUT,
             NoHealthyUpstream | CircuitOpen | UpstreamOverloaded | Overloaded | DependencyUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -164,6 +167,7 @@ impl ErrorKind {
             UpstreamProtocol => "upstream_protocol_error",
             ResponseTooLarge => "response_too_large",
             ResponseNotEditable => "response_not_editable",
+            AggregateCallFailed => "aggregate_call_failed",
             NoHealthyUpstream => "no_healthy_upstream",
             CircuitOpen => "circuit_open",
             UpstreamOverloaded => "upstream_overloaded",
@@ -193,6 +197,7 @@ impl ErrorKind {
             ConnectFailed | UpstreamTls | UpstreamProtocol => "bad gateway",
             ResponseTooLarge => "upstream response too large to edit",
             ResponseNotEditable => "upstream response could not be edited",
+            AggregateCallFailed => "a backend call of the aggregate failed",
             ConnectTimeout | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout => "upstream timed out",
             NoHealthyUpstream => "no healthy upstream",
             CircuitOpen => "upstream unavailable (circuit open)",
@@ -211,9 +216,8 @@ impl ErrorKind {
             NoRoute | MethodNotAllowed | BadRequest | UriTooLong | HeadersTooLarge | PayloadTooLarge | Unauthorized
             | Forbidden | TooManyRequests | RequestTimeout | HttpsRequired | DownstreamClosed => Side::Downstream,
             ConnectFailed | ConnectTimeout | UpstreamTls | UpstreamTimeout | UpstreamWriteTimeout | TotalTimeout
-            | UpstreamProtocol | NoHealthyUpstream | CircuitOpen | UpstreamOverloaded | ResponseNotEditable => {
-                Side::Upstream
-            }
+            | UpstreamProtocol | NoHealthyUpstream | CircuitOpen | UpstreamOverloaded | ResponseNotEditable
+            | AggregateCallFailed => Side::Upstream,
             Overloaded | DependencyUnavailable | ShutdownTimeout | Internal | ResponseTooLarge => Side::Internal,
         }
     }
@@ -372,6 +376,9 @@ mod tests {
         assert_eq!(ErrorKind::ResponseTooLarge.code(), "response_too_large");
         assert!(!ErrorKind::ResponseTooLarge.is_upstream_failure());
         assert!(!ErrorKind::ResponseNotEditable.is_upstream_failure());
+        assert_eq!(ErrorKind::AggregateCallFailed.status(), 502);
+        assert_eq!(ErrorKind::AggregateCallFailed.code(), "aggregate_call_failed");
+        assert!(!ErrorKind::AggregateCallFailed.is_upstream_failure());
     }
 
     #[test]
