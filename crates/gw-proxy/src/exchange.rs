@@ -2,7 +2,7 @@
 //! proxy services through the same path as proxied traffic (`pipeline::forward`: target
 //! selection, pools, health, circuit breaker, retries, timeouts).
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,23 +13,30 @@ use gw_core::{Body, Ctx, RequestHead, ResponseHead};
 use gw_error::{Error, ErrorKind, Result};
 
 use crate::body::RequestBody;
-use crate::runtime::ServiceRtKind;
-use crate::server::Shared;
+use crate::runtime::{Runtime, ServiceRtKind};
 
 /// Largest request body of a side call (it is buffered, so it can be re-sent on a retry).
 const MAX_SIDE_BODY: usize = 8 << 20;
 
+/// Where the configuration being served is found (the server's shared state; a trait so this
+/// module does not depend on the server's).
+pub(crate) trait Serving: Send + Sync + 'static {
+    /// The runtime compiled from the configuration being served.
+    fn runtime(&self) -> Arc<Runtime>;
+}
+
 /// The gateway's [`Exchange`]: looks the service up in the configuration being served.
-pub(crate) struct GatewayExchange {
-    pub(crate) shared: Weak<Shared>,
+pub(crate) struct GatewayExchange<S> {
+    pub(crate) serving: Weak<S>,
 }
 
 #[async_trait]
-impl Exchange for GatewayExchange {
+impl<S: Serving> Exchange for GatewayExchange<S> {
     async fn send(&self, service: &str, mut req: RequestHead, body: Body) -> Result<Exchanged> {
-        let shared =
-            self.shared.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
-        let rt = shared.runtime.load_full();
+        let serving =
+            self.serving.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
+        let rt = serving.runtime();
+        drop(serving);
         let svc = rt
             .services
             .iter()

@@ -17,7 +17,9 @@
 //! HTTP/2 clients are served by hyper) ─► `pipeline` (the phases) ─►
 //! `chain` (which plugins) ─► `pool` (upstream connections) ─► `h1` (the gateway's own
 //! HTTP/1.1 upstream client; HTTP/2 and upgrades use hyper's) ─► `body` (streaming both ways,
-//! the log phase). `runtime` compiles a configuration into what all of these read. [`wire`]
+//! the log phase; gateway-owned bodies and body filters adapted to the engine's). `exchange`
+//! gives plugins side calls (`gw_core::Upstreams`) through the same `pipeline::forward` as
+//! proxied traffic. `runtime` compiles a configuration into what all of these read. [`wire`]
 //! holds pure wire rules (trailer fields, `Host` values) that tests and fuzzers call directly.
 
 mod body;

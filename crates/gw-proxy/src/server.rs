@@ -72,6 +72,12 @@ pub(crate) struct Shared {
     pub(crate) worker_count: usize,
 }
 
+impl crate::exchange::Serving for Shared {
+    fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+}
+
 impl Shared {
     /// Whether the shutdown timeout ran out (requests still running are being cut).
     pub(crate) fn is_aborting(&self) -> bool {
@@ -271,7 +277,7 @@ impl Gateway {
         };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new_cyclic(|weak| Shared {
-            upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange { shared: weak.clone() })),
+            upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange { serving: weak.clone() })),
             runtime: ArcSwap::from_pointee(rt),
             metrics: metrics.clone(),
             usage: gw_observability::Usage::new(&metrics),
