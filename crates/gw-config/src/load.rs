@@ -182,7 +182,7 @@ fn saphyr_error(source: &str, text: &str, path: Option<String>, e: &serde_saphyr
     // position is the plugin's), point at the key instead.
     if (loc.is_none() || path != before)
         && let Some(p) = &path
-        && let Ok(tree) = serde_saphyr::from_str_with_options::<Spanned<Node>>(text, serde_saphyr::options! {})
+        && let Ok(tree) = span_tree(text)
     {
         loc = locate(&tree, &KeyPath(Vec::new()).extend_dotted(p));
     }
@@ -289,8 +289,10 @@ pub fn validate_located(
 
 fn locate_all(errs: Vec<ValidationError>, source: &str, yaml: Option<&str>) -> LoadError {
     let tree = yaml.and_then(|y| {
-        // No property map: `${VAR}` stays literal text, which is all locating needs.
-        serde_saphyr::from_str_with_options::<Spanned<Node>>(y, serde_saphyr::options! {}).ok()
+        // No property map: `${VAR}` stays literal text, which is all locating needs. Any
+        // scalar is fine here (a float out of range such as `1e400` too: found by fuzzing, it
+        // left every error of the document without a line).
+        span_tree(y).ok()
     });
     let errors = errs
         .into_iter()
@@ -360,8 +362,7 @@ impl LoadedFile {
             None => (None, message.to_string()),
         };
         let loc = path.as_ref().and_then(|p| {
-            let tree =
-                serde_saphyr::from_str_with_options::<Spanned<Node>>(&self.text, serde_saphyr::options! {}).ok()?;
+            let tree = span_tree(&self.text).ok()?;
             locate(&tree, &KeyPath(Vec::new()).extend_dotted(p))
         });
         LocatedError {
@@ -498,6 +499,16 @@ impl<'de> Deserialize<'de> for Node {
     }
 }
 
+/// The document as a tree of located nodes, for error locations. Any scalar is fine here (a
+/// float out of range such as `1e400` too: found by fuzzing, it left every error of the
+/// document without a line).
+fn span_tree(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options::<Spanned<Node>>(
+        text,
+        serde_saphyr::options! { non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough },
+    )
+}
+
 fn line_col(s: &serde_saphyr::Location) -> (u64, u64) {
     (s.line(), s.column())
 }
@@ -546,6 +557,16 @@ mod tests {
         assert_eq!(e.line, Some(4), "{err}");
         assert!(e.message.contains("colour"), "{err}");
         assert!(err.to_string().starts_with("gw.yaml:4:"), "{err}");
+    }
+
+    /// A value YAML reads as an out-of-range float (`1e400`) does not stop errors elsewhere in
+    /// the document from being located (found by the config fuzz target).
+    #[test]
+    fn errors_are_located_beside_non_finite_floats() {
+        let yaml = "services:\n  - name: 1e400\n    url: htt$p://127.0.0.1:1\n";
+        let file = parse_yaml(yaml, "gw.yaml", env()).unwrap();
+        let err = validate_located(&file, "gw.yaml", Some(yaml), &ValidateOptions::default()).unwrap_err();
+        assert!(err.to_string().starts_with("gw.yaml:3:5: services[0].url: unknown scheme"), "{err}");
     }
 
     /// A semantic error (unknown service) points at the offending key's line.
