@@ -413,6 +413,15 @@ impl RequestBody {
     }
 }
 
+/// An engine frame as a gateway frame (data or trailers; `None` for a frame of neither kind,
+/// which ends the stream).
+fn core_frame(frame: Frame<Bytes>) -> Option<gw_core::Frame> {
+    match frame.into_data() {
+        Ok(d) => Some(gw_core::Frame::Data(d)),
+        Err(f) => f.into_trailers().ok().map(gw_core::Frame::Trailers),
+    }
+}
+
 /// A request body as a gateway-owned frame source (failures classified once, the original kept
 /// as the cause).
 struct EngineRequest(RequestBody);
@@ -429,10 +438,7 @@ impl gw_core::body::FrameSource for EngineRequest {
             }
             Poll::Ready(Some(Ok(f))) => f,
         };
-        Poll::Ready(match frame.into_data() {
-            Ok(d) => Some(Ok(gw_core::Frame::Data(d))),
-            Err(f) => f.into_trailers().ok().map(|t| Ok(gw_core::Frame::Trailers(t))),
-        })
+        Poll::Ready(core_frame(frame).map(Ok))
     }
 
     fn is_end(&self) -> bool {
@@ -799,10 +805,7 @@ impl gw_core::body::FrameSource for EngineBody {
             }
             Poll::Ready(Some(Ok(f))) => f,
         };
-        Poll::Ready(match frame.into_data() {
-            Ok(d) => Some(Ok(gw_core::Frame::Data(d))),
-            Err(f) => f.into_trailers().ok().map(|t| Ok(gw_core::Frame::Trailers(t))),
-        })
+        Poll::Ready(core_frame(frame).map(Ok))
     }
 
     fn is_end(&self) -> bool {
