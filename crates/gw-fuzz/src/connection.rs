@@ -290,8 +290,10 @@ pub fn run(wire: &[u8]) -> Run {
     Run { dispatched, ended, received, tunnel }
 }
 
-/// The statuses of the responses in `received`, each parsed with the method of its request.
-fn responses(received: &[u8], methods: &mut dyn Iterator<Item = Method>) -> Result<Vec<u16>, String> {
+/// The statuses of the responses in `received`, each parsed with the method of its request,
+/// and whether the last one keeps the connection alive.
+fn responses(received: &[u8], methods: &mut dyn Iterator<Item = Method>) -> Result<(Vec<u16>, bool), String> {
+    let mut keep_alive = true;
     let mut buf = BytesMut::from(received);
     let mut statuses = Vec::new();
     while !buf.is_empty() {
@@ -300,6 +302,7 @@ fn responses(received: &[u8], methods: &mut dyn Iterator<Item = Method>) -> Resu
         // upstream client's).
         if buf.starts_with(b"HTTP/1.1 101 ") {
             statuses.push(101);
+            keep_alive = false;
             break;
         }
         let h = match parse_response_head(&mut buf, &method) {
@@ -329,8 +332,9 @@ fn responses(received: &[u8], methods: &mut dyn Iterator<Item = Method>) -> Resu
             BodyFraming::UntilClose => buf.clear(),
         }
         statuses.push(h.status.as_u16());
+        keep_alive = h.keep_alive;
     }
-    Ok(statuses)
+    Ok((statuses, keep_alive))
 }
 
 /// The fuzz target.
@@ -393,7 +397,7 @@ pub fn request_connection(wire: &[u8]) {
 
     // One well-framed response per answered request, then the refusal.
     let mut methods = got.dispatched.iter().map(|s| s.method.clone());
-    let statuses = match responses(&got.received, &mut methods) {
+    let (statuses, last_keeps_alive) = match responses(&got.received, &mut methods) {
         Ok(s) => s,
         Err(e) => panic!("{e}; received {}: input {}", show(&got.received), w()),
     };
@@ -407,9 +411,15 @@ pub fn request_connection(wire: &[u8]) {
             None => None,
         })
         .collect();
+    // A body the service skipped whose end had not arrived yet ends the connection after its
+    // response, which says so (`Connection: close`): the next head is then never read, and
+    // its refusal never sent. Nothing may follow a response that said it was the last.
+    let closed_after_skip = skipped && got.ended && statuses.len() == expected.len() && !last_keeps_alive;
     match end {
-        End::Refused(status) if got.dispatched.len() == want.len() => expected.push(status),
-        End::RefusedLater(status) if got.ended && got.dispatched.len() == want.len() => expected.push(status),
+        End::Refused(status) if got.dispatched.len() == want.len() && !closed_after_skip => expected.push(status),
+        End::RefusedLater(status) if got.ended && got.dispatched.len() == want.len() && !closed_after_skip => {
+            expected.push(status)
+        }
         _ => {}
     }
     assert_eq!(statuses, expected, "responses received: {}", w());
