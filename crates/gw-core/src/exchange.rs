@@ -1,6 +1,8 @@
 //! Side calls: how a plugin reaches an upstream service of the configuration through the
 //! gateway's own client (the same connection pools, balancing, health, circuit breakers,
-//! retries and timeouts as the traffic it proxies), rather than a client of its own.
+//! retries and timeouts as the traffic it proxies), rather than a client of its own; and how it
+//! reaches a URL outside the configuration (an auth service, a key set) through that same
+//! client.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,13 @@ pub trait Exchange: Send + Sync + 'static {
     /// prefix applies, and its upstream's balancing, health, breaker, retries and timeouts.
     /// `req.uri` is origin-form (`/path?query`); `Host` is the target's unless set.
     async fn send(&self, service: &str, req: RequestHead, body: Body) -> Result<Exchanged>;
+
+    /// Send `req` to the absolute `http://` or `https://` URL in `req.uri` (its path and query
+    /// go on the request line; `Host` is the URL's unless set), through the gateway's own
+    /// client: pooled connections per origin, TLS verified against the system roots, a stale
+    /// pooled connection retried once. `timeout` bounds the connection, the wait for the
+    /// response head and each stall of its body.
+    async fn send_url(&self, req: RequestHead, body: Body, timeout: Duration) -> Result<Exchanged>;
 }
 
 /// The gateway's client for side calls, handed to plugins in [`crate::Ctx::upstreams`].
@@ -44,6 +53,11 @@ impl Upstreams {
     /// See [`Exchange::send`].
     pub async fn send(&self, service: &str, req: RequestHead, body: Body) -> Result<Exchanged> {
         self.0.send(service, req, body).await
+    }
+
+    /// See [`Exchange::send_url`].
+    pub async fn send_url(&self, req: RequestHead, body: Body, timeout: Duration) -> Result<Exchanged> {
+        self.0.send_url(req, body, timeout).await
     }
 }
 

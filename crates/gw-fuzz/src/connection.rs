@@ -418,7 +418,7 @@ pub fn request_connection(wire: &[u8]) {
     match end {
         End::Refused(status) if got.dispatched.len() == want.len() && !closed_after_skip => expected.push(status),
         End::RefusedLater(status) if got.ended && got.dispatched.len() == want.len() && !closed_after_skip => {
-            expected.push(status)
+            expected.push(status);
         }
         _ => {}
     }

@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gw_config::plugins::{FailureMode, ForwardAuth as Conf};
-use gw_core::{Ctx, Error, ErrorKind, Flow, Plugin, Reply, RequestHead, Result, priority};
+use gw_core::{Body, Ctx, Error, ErrorKind, Flow, Plugin, Reply, RequestHead, Result, priority};
 use gw_observability::Metrics;
-use http::HeaderName;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue};
 
-use crate::util::{header_name, http_client};
+use crate::util::header_name;
 
 pub(crate) struct ForwardAuth {
-    url: String,
+    url: http::Uri,
     timeout: Duration,
     request_headers: Option<Vec<HeaderName>>,
     upstream_headers: Vec<HeaderName>,
@@ -33,7 +33,7 @@ impl ForwardAuth {
     pub(crate) fn new(c: &Conf, metrics: Arc<Metrics>) -> Result<Self, String> {
         let names = |v: &[String]| v.iter().map(|n| header_name(n)).collect::<Result<Vec<_>, _>>();
         Ok(ForwardAuth {
-            url: c.url.clone(),
+            url: c.url.parse().map_err(|e| format!("url: {e}"))?,
             timeout: c.timeout.as_ref().map(|d| d.get()).unwrap_or(Duration::from_secs(2)),
             request_headers: c.request_headers.as_deref().map(names).transpose()?,
             upstream_headers: names(&c.upstream_headers)?,
@@ -83,7 +83,12 @@ impl Plugin for ForwardAuth {
     }
 
     async fn access(&self, req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
-        let mut b = http_client().get(&self.url).timeout(self.timeout);
+        let mut auth = RequestHead {
+            method: http::Method::GET,
+            uri: self.url.clone(),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+        };
         for (k, v) in &req.headers {
             if k == HOST || k == CONTENT_LENGTH || k == TRANSFER_ENCODING || k == CONNECTION || is_gateway_set(k) {
                 continue;
@@ -91,17 +96,26 @@ impl Plugin for ForwardAuth {
             if self.request_headers.as_ref().is_some_and(|only| !only.contains(k)) {
                 continue;
             }
-            b = b.header(k, v);
+            auth.headers.append(k, v.clone());
         }
-        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
-        b = b
-            .header("x-forwarded-method", req.method.as_str())
-            .header("x-forwarded-uri", target)
-            .header("x-forwarded-host", cx.host.as_str())
-            .header("x-forwarded-proto", if cx.tls { "https" } else { "http" })
-            .header("x-forwarded-for", cx.client_ip.to_string())
-            .header("x-request-id", cx.request_id.clone());
-        let resp = match b.send().await {
+        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let h = &mut auth.headers;
+        let mut set = |name: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        set("x-forwarded-method", req.method.as_str());
+        set("x-forwarded-uri", target);
+        set("x-forwarded-host", &cx.host);
+        set("x-forwarded-proto", if cx.tls { "https" } else { "http" });
+        set("x-forwarded-for", &cx.client_ip.to_string());
+        h.insert(HeaderName::from_static("x-request-id"), cx.request_id.clone());
+        let sent = match &cx.upstreams {
+            Some(client) => client.send_url(auth, Body::empty(), self.timeout).await,
+            None => Err(Error::new(ErrorKind::Internal, "no client for side calls")),
+        };
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 if self.fail_open {
@@ -119,29 +133,31 @@ impl Plugin for ForwardAuth {
                 );
             }
         };
-        if resp.status().is_success() {
+        let status = resp.head.status;
+        if status.is_success() {
             for h in &self.upstream_headers {
                 req.headers.remove(h);
-                for v in resp.headers().get_all(h) {
+                for v in resp.head.headers.get_all(h) {
                     req.headers.append(h.clone(), v.clone());
                 }
             }
             return Ok(Flow::Continue);
         }
-        let status = resp.status();
         let mut reply = Reply::empty(status);
         for h in &self.client_headers {
-            for v in resp.headers().get_all(h) {
+            for v in resp.head.headers.get_all(h) {
                 reply.headers.append(h.clone(), v.clone());
             }
         }
+        // The answer's body, up to `MAX_BODY` (the rest is not relayed).
         let mut body = Vec::new();
-        let mut resp = resp;
-        while let Ok(Some(chunk)) = resp.chunk().await {
+        let mut rest = resp.body;
+        while let Some(Ok(frame)) = rest.frame().await {
+            let Some(chunk) = frame.data() else { break };
             if body.len() + chunk.len() > MAX_BODY {
                 break;
             }
-            body.extend_from_slice(&chunk);
+            body.extend_from_slice(chunk);
         }
         reply.body = Bytes::from(body);
         Ok(Flow::Respond(reply))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use base64::Engine;
 use gw_config::plugins::Jwt as Conf;
-use gw_core::{AuthOutcome, ConsumerInfo, Ctx, Plugin, RequestHead, Result, priority};
+use gw_core::{AuthOutcome, Body, ConsumerInfo, Ctx, Plugin, RequestHead, Result, Upstreams, priority};
 use http::header::{AUTHORIZATION, COOKIE, HeaderName, HeaderValue};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -176,14 +176,18 @@ impl JwtPlugin {
     }
 
     /// Verify `token`; on success the consumer (if any) and the credential id.
-    async fn verify(&self, token: &str) -> Option<(Option<Arc<ConsumerInfo>>, String, Map<String, Value>)> {
+    async fn verify(
+        &self,
+        token: &str,
+        client: Option<&Upstreams>,
+    ) -> Option<(Option<Arc<ConsumerInfo>>, String, Map<String, Value>)> {
         if token.len() > self.max_bytes || token.split('.').count() != 3 {
             return None;
         }
         let header = jsonwebtoken::decode_header(token).ok()?;
         // A key from the JWKS, by kid.
         if let (Some(jwks), Some(kid)) = (&self.jwks, header.kid.as_deref())
-            && let Some(k) = jwks.key(kid).await
+            && let Some(k) = jwks.key(kid, client).await
         {
             if !k.algorithms.contains(&header.alg) {
                 return None;
@@ -257,7 +261,7 @@ impl Plugin for JwtPlugin {
         let Some((token, source)) = self.find(req) else {
             return Ok(AuthOutcome::NoCredentials { challenge: missing_credentials(CHALLENGE) });
         };
-        let Some((consumer, id, claims)) = self.verify(&token).await else {
+        let Some((consumer, id, claims)) = self.verify(&token, cx.upstreams.as_ref()).await else {
             return Ok(AuthOutcome::Rejected(invalid_credentials(&format!("{CHALLENGE}, error=\"invalid_token\""))));
         };
         match consumer {
@@ -330,8 +334,9 @@ impl Jwks {
         st.fetched.is_some_and(|f| now.duration_since(f) < self.ttl)
     }
 
-    /// The key `kid`, fetching the set when the key is unknown or the set expired.
-    pub(crate) async fn key(&self, kid: &str) -> Option<Arc<JwksKey>> {
+    /// The key `kid`, fetching the set (through `client`, the gateway's own) when the key is
+    /// unknown or the set expired.
+    pub(crate) async fn key(&self, kid: &str, client: Option<&Upstreams>) -> Option<Arc<JwksKey>> {
         let now = Instant::now();
         let st = self.state.load_full();
         if self.valid(&st, now)
@@ -339,17 +344,17 @@ impl Jwks {
         {
             if st.fetched.is_some_and(|f| now.duration_since(f) > self.ttl / 2) {
                 // Refresh ahead of expiry; the current keys keep serving meanwhile.
-                let _ = self.refresh(now).await;
+                let _ = self.refresh(now, client).await;
             }
             return Some(k.clone());
         }
-        self.refresh(now).await;
+        self.refresh(now, client).await;
         let st = self.state.load();
         if self.valid(&st, Instant::now()) { st.keys.get(kid).cloned() } else { None }
     }
 
     /// Fetch the set unless another fetch happened less than a second ago.
-    async fn refresh(&self, now: Instant) -> bool {
+    async fn refresh(&self, now: Instant, client: Option<&Upstreams>) -> bool {
         let at = now.duration_since(self.epoch).as_millis() as u64 + 1;
         let last = self.last_attempt.load(Ordering::Acquire);
         if last != 0 && at.saturating_sub(last) < MIN_REFETCH.as_millis() as u64 {
@@ -361,7 +366,7 @@ impl Jwks {
             return false;
         };
         self.last_attempt.store(at, Ordering::Release);
-        match self.fetch().await {
+        match self.fetch(client).await {
             Ok(keys) => {
                 tracing::debug!(url = %self.url, keys = keys.len(), "JWKS fetched");
                 self.state.store(Arc::new(JwksState { keys, fetched: Some(Instant::now()) }));
@@ -374,16 +379,25 @@ impl Jwks {
         }
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, Arc<JwksKey>>, String> {
-        let resp =
-            crate::util::http_client().get(&self.url).timeout(self.timeout).send().await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()));
+    async fn fetch(&self, client: Option<&Upstreams>) -> Result<HashMap<String, Arc<JwksKey>>, String> {
+        let client = client.ok_or("no client for side calls")?;
+        let mut req = RequestHead {
+            method: http::Method::GET,
+            uri: self.url.parse().map_err(|e| format!("invalid URL: {e}"))?,
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+        };
+        req.headers
+            .insert(http::header::ACCEPT, HeaderValue::from_static("application/jwk-set+json, application/json"));
+        let resp = client.send_url(req, Body::empty(), self.timeout).await.map_err(|e| e.to_string())?;
+        if !resp.head.status.is_success() {
+            return Err(format!("status {}", resp.head.status));
         }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > 1 << 20 {
-            return Err("JWKS larger than 1 MiB".into());
-        }
+        let body = match resp.body.collect(1 << 20).await {
+            Ok(c) => c.data,
+            Err(e) if e.kind() == gw_core::ErrorKind::ResponseTooLarge => return Err("JWKS larger than 1 MiB".into()),
+            Err(e) => return Err(e.to_string()),
+        };
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("invalid JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {

@@ -1,7 +1,7 @@
 //! Helpers shared by plugins: standard refusals, constant-time comparison, header helpers, the
 //! outbound HTTP client.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use gw_core::{Ctx, Reply};
 use http::StatusCode;
@@ -65,27 +65,6 @@ pub(crate) fn remove_query_params(query: &str, names: &[&str]) -> Option<String>
 /// Decoded query parameters.
 pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
-}
-
-/// The process-wide client for calls plugins make (JWKS, forward-auth): rustls with aws-lc-rs
-/// and the system roots, no proxy from the environment, pooled connections.
-pub(crate) fn http_client() -> reqwest::Client {
-    static C: OnceLock<reqwest::Client> = OnceLock::new();
-    C.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(c);
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-        let mut b = reqwest::Client::builder().no_proxy().pool_idle_timeout(std::time::Duration::from_secs(60));
-        if let Ok(tls) = tls {
-            b = b.use_preconfigured_tls(tls);
-        }
-        b.build().unwrap_or_else(|_| reqwest::Client::new())
-    })
-    .clone()
 }
 
 #[cfg(test)]

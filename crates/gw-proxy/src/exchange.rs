@@ -1,8 +1,11 @@
 //! Side calls of plugins ([`gw_core::Upstreams`]): a request to one of the configuration's
-//! proxy services through the same path as proxied traffic (`pipeline::forward`: target
-//! selection, pools, health, circuit breaker, retries, timeouts).
+//! proxy services, or to a URL outside the configuration (forward-auth, JWKS), through the
+//! same path as proxied traffic (`pipeline::forward`: target selection, pools, TLS, health,
+//! circuit breaker, retries, timeouts).
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,12 +14,16 @@ use http::header::{self, HeaderValue};
 use gw_core::exchange::{Exchange, Exchanged};
 use gw_core::{Body, Ctx, RequestHead, ResponseHead};
 use gw_error::{Error, ErrorKind, Result};
+use gw_observability::Metrics;
 
 use crate::body::RequestBody;
-use crate::runtime::{Runtime, ServiceRtKind};
+use crate::runtime::{Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
 
 /// Largest request body of a side call (it is buffered, so it can be re-sent on a retry).
 const MAX_SIDE_BODY: usize = 8 << 20;
+/// Origins reached by URL whose pools are kept (URLs come from the configuration, so this is
+/// only a guard): past it, the table starts again.
+const MAX_ORIGINS: usize = 256;
 
 /// Where the configuration being served is found (the server's shared state; a trait so this
 /// module does not depend on the server's).
@@ -25,9 +32,44 @@ pub(crate) trait Serving: Send + Sync + 'static {
     fn runtime(&self) -> Arc<Runtime>;
 }
 
+/// An origin reached by URL: its one-target upstream and service, with their pool.
+struct Origin {
+    upstream: Arc<UpstreamRt>,
+    service: ServiceRt,
+}
+
+/// (https, host, port, timeout).
+type OriginKey = (bool, String, u16, Duration);
+
 /// The gateway's [`Exchange`]: looks the service up in the configuration being served.
 pub(crate) struct GatewayExchange<S> {
-    pub(crate) serving: Weak<S>,
+    serving: Weak<S>,
+    workers: usize,
+    metrics: Arc<Metrics>,
+    origins: Mutex<HashMap<OriginKey, Arc<Origin>>>,
+}
+
+impl<S> GatewayExchange<S> {
+    pub(crate) fn new(serving: Weak<S>, workers: usize, metrics: Arc<Metrics>) -> Self {
+        GatewayExchange { serving, workers, metrics, origins: Mutex::new(HashMap::new()) }
+    }
+
+    fn origin(&self, key: OriginKey) -> Result<Arc<Origin>> {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = origins.get(&key) {
+            return Ok(o.clone());
+        }
+        let (https, host, port, timeout) = &key;
+        let (upstream, service) =
+            crate::runtime::url_service(*https, host, *port, *timeout, self.workers, &self.metrics)
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("side call to {host}:{port}: {e}")))?;
+        if origins.len() >= MAX_ORIGINS {
+            origins.clear();
+        }
+        let o = Arc::new(Origin { upstream, service });
+        origins.insert(key, o.clone());
+        Ok(o)
+    }
 }
 
 #[async_trait]
@@ -42,33 +84,75 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
             .iter()
             .find(|s| &*s.name == service)
             .ok_or_else(|| Error::new(ErrorKind::Internal, format!("side call to unknown service {service:?}")))?;
-        let ServiceRtKind::Proxy { upstream, protocol, path_prefix } = &svc.kind else {
+        let ServiceRtKind::Proxy { upstream, path_prefix, .. } = &svc.kind else {
             return Err(Error::new(ErrorKind::Internal, format!("side call to service {service:?}, not a proxy")));
         };
         if !path_prefix.is_empty() {
             let path = if req.path() == "/" { path_prefix.clone() } else { format!("{path_prefix}{}", req.path()) };
             req.set_path(&path).map_err(|e| Error::new(ErrorKind::Internal, "side call path").with_cause(e))?;
         }
-        let body = if body.is_end() {
-            RequestBody::Empty
-        } else {
-            let bytes: Bytes = body.collect(MAX_SIDE_BODY).await?.data;
-            req.headers.remove(header::TRANSFER_ENCODING);
-            req.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            RequestBody::Full(Some(bytes))
-        };
-        // The side call's own context: what `forward` records about its attempts.
-        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut cx = Ctx::new(peer, "side-call".into(), false, HeaderValue::from_static(""));
-        let resp = crate::pipeline::forward(&req, body, None, None, upstream, *protocol, svc, false, &mut cx).await?;
-        let mut resp = resp;
-        crate::pipeline::full_headers(&mut resp);
-        let (parts, body) = resp.into_parts();
-        Ok(Exchanged {
-            head: ResponseHead::new(parts.status, parts.version, parts.headers),
-            body: body.into_core(),
-            target: cx.upstream_addr,
-            latency: cx.upstream_latency,
-        })
+        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+        call(req, body, host, upstream, svc).await
     }
+
+    async fn send_url(&self, mut req: RequestHead, body: Body, timeout: Duration) -> Result<Exchanged> {
+        let bad = |why: &str| Error::new(ErrorKind::Internal, format!("side call to {}: {why}", req.uri));
+        let https = match req.uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("not an http:// or https:// URL")),
+        };
+        let Some(auth) = req.uri.authority() else { return Err(bad("no host")) };
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
+        // The Host field names the URL's authority as written (no default port added).
+        let host_field = match req.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(h) => h.to_owned(),
+            None => auth.as_str().rsplit('@').next().unwrap_or(auth.as_str()).to_owned(),
+        };
+        let origin = self.origin((https, host, port, timeout))?;
+        let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+        req.uri = pq.parse().map_err(|e| Error::new(ErrorKind::Internal, "side call path").with_cause(e))?;
+        call(req, body, Some(host_field), &origin.upstream, &origin.service).await
+    }
+}
+
+/// Send `req` through `pipeline::forward` to `upstream` as service `svc`: the body is buffered
+/// (so a retry can re-send it), `host` (when given) is the `Host` field sent.
+async fn call(
+    mut req: RequestHead,
+    body: Body,
+    host: Option<String>,
+    upstream: &Arc<UpstreamRt>,
+    svc: &ServiceRt,
+) -> Result<Exchanged> {
+    let ServiceRtKind::Proxy { protocol, .. } = &svc.kind else {
+        return Err(Error::new(ErrorKind::Internal, "side call to a service that is not a proxy"));
+    };
+    let body = if body.is_end() {
+        RequestBody::Empty
+    } else {
+        let bytes: Bytes = body.collect(MAX_SIDE_BODY).await?.data;
+        req.headers.remove(header::TRANSFER_ENCODING);
+        req.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        RequestBody::Full(Some(bytes))
+    };
+    // The side call's own context: what `forward` records about its attempts.
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut cx = Ctx::new(peer, "side-call".into(), false, HeaderValue::from_static(""));
+    let preserve_host = host.is_some();
+    if let Some(h) = host {
+        cx.host = h;
+    }
+    let resp =
+        crate::pipeline::forward(&req, body, None, None, upstream, *protocol, svc, preserve_host, &mut cx).await?;
+    let mut resp = resp;
+    crate::pipeline::full_headers(&mut resp);
+    let (parts, body) = resp.into_parts();
+    Ok(Exchanged {
+        head: ResponseHead::new(parts.status, parts.version, parts.headers),
+        body: body.into_core(),
+        target: cx.upstream_addr,
+        latency: cx.upstream_latency,
+    })
 }

@@ -473,6 +473,56 @@ fn compile_upstream(
     })
 }
 
+/// An upstream and service for calls to a URL outside the configuration (`send_url`: an auth
+/// service, a key set): one target, the origin's, with the gateway's pools and TLS (verified
+/// against the system roots); no health checks, no breaker; one retry, taken only where it is
+/// safe (a pooled connection the origin had closed, an idempotent request that failed to connect).
+pub(crate) fn url_service(
+    https: bool,
+    host: &str,
+    port: u16,
+    timeout: std::time::Duration,
+    workers: usize,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<UpstreamRt>, ServiceRt), String> {
+    let scheme = if https { "https" } else { "http" };
+    let target = model::Target { host: host.to_owned(), port, weight: 1 };
+    let name = format!("{scheme}://{}", target.authority());
+    let u = model::Upstream {
+        name: name.clone(),
+        algorithm: model::Algorithm::RoundRobin,
+        hash_on: None,
+        targets: vec![target],
+        active_health: None,
+        passive_health: None,
+        circuit_breaker: None,
+        max_connections_per_target: None,
+        max_idle_per_target: 16,
+        idle_timeout: std::time::Duration::from_secs(60),
+        implicit: true,
+    };
+    let (protocol, client) = if https {
+        let t = model::UpstreamTls { verify: true, ca_pem: None, sni: None, client_cert: None };
+        (UpstreamProtocol::Https, Some(tls::client_config(&t, false)?))
+    } else {
+        (UpstreamProtocol::Http1, None)
+    };
+    let upstream = Arc::new(compile_upstream(&u, protocol, client, None, None, workers, metrics)?);
+    let service = ServiceRt {
+        name: name.into(),
+        kind: ServiceRtKind::Proxy { upstream: upstream.clone(), protocol, path_prefix: String::new() },
+        timeouts: Timeouts { connect: timeout, read: timeout, write: timeout, total: Some(timeout) },
+        retries: model::Retries { attempts: 1, on_statuses: Vec::new(), budget_ratio: 1.0, budget_min_per_second: 10 },
+        budget: RetryBudget::new(RetryBudgetConfig {
+            ratio: 1.0,
+            min_per_second: 10,
+            ttl: std::time::Duration::from_secs(10),
+        }),
+        retried: None,
+    };
+    Ok((upstream, service))
+}
+
 /// The metric label of a circuit state.
 pub(crate) fn circuit_label(state: gw_upstream::CircuitState) -> &'static str {
     match state {

@@ -277,7 +277,11 @@ impl Gateway {
         };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new_cyclic(|weak| Shared {
-            upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange { serving: weak.clone() })),
+            upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange::new(
+                weak.clone(),
+                worker_count,
+                metrics.clone(),
+            ))),
             runtime: ArcSwap::from_pointee(rt),
             metrics: metrics.clone(),
             usage: gw_observability::Usage::new(&metrics),

@@ -679,6 +679,71 @@ async fn forward_auth() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
 
+/// forward-auth goes through the gateway's own client: the checks of successive requests share
+/// one pooled connection to the auth service (not a connection per request), and the `Host`
+/// sent is the URL's authority. The auth service is a raw socket, so what arrives is seen as
+/// sent.
+#[tokio::test]
+async fn forward_auth_reuses_a_pooled_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let auth = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let (conns, heads) = (conns.clone(), heads.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                conns.fetch_add(1, Ordering::SeqCst);
+                let heads = heads.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 4096];
+                    loop {
+                        let Ok(n) = s.read(&mut b).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&b[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head: Vec<u8> = buf.drain(..end + 4).collect();
+                            heads.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-auth-user: u-7\r\n\r\n";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let up = Upstream::start(Behavior::Echo("a")).await;
+    let gw = gateway(&with_route(
+        &up,
+        &format!(
+            "plugins:\n  - plugin: forward-auth\n    config: {{ url: \"http://{auth}/check?from=gw\", upstream_headers: [x-auth-user] }}\n"
+        ),
+    ))
+    .await;
+    let c = client();
+    for i in 0..5 {
+        let (s, _, b) = send(c.get(format!("{}/item/{i}", gw.url("main")))).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["headers"]["x-auth-user"], "u-7");
+    }
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 5, "{heads:?}");
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one pooled connection carries every check: {heads:?}");
+    for (i, h) in heads.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        assert!(lower.starts_with("get /check?from=gw http/1.1\r\n"), "{h}");
+        assert!(lower.contains(&format!("\r\nhost: {auth}\r\n")), "{h}");
+        assert!(lower.contains(&format!("\r\nx-forwarded-uri: /item/{i}\r\n")), "{h}");
+    }
+}
+
 // === acl ===
 
 /// acl: allow and deny lists of consumer groups; 403 for an authenticated consumer not allowed;
