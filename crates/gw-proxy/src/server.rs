@@ -11,7 +11,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -22,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use gw_config::model::{Config, LogTarget};
 use gw_observability::{AccessLog, AccessLogTarget, Format, LogSampler, Metrics, TargetHealthLabels};
 
-use crate::body::ClientBody;
+use crate::body::{ClientBody, ResponseBody};
 use crate::conn::{ConnState, TrackedIo, Verdict, watchdog};
 use crate::forwarding::ConnForwarding;
 use crate::h1server;
@@ -800,21 +799,29 @@ async fn status_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let s = shared.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let s = s.clone();
+            // The gateway's own HTTP/1.1 server, with the data plane's head limits, slow-head
+            // and idle timeouts (the watchdog) and framing rules.
+            let limits = s.runtime.load().gateway.limits.clone();
+            let state = ConnState::new();
+            let settings = h1server::Settings { max_head: limits.max_header_bytes, max_fields: limits.max_headers };
+            let svc_shared = s.clone();
+            let svc_state = state.clone();
+            let svc = move |req: Request<ClientBody>, _facts| {
+                let (s, state) = (svc_shared.clone(), svc_state.clone());
                 async move {
-                    if req.uri().path() == "/status/usage" {
+                    state.request_started();
+                    let resp = if req.uri().path() == "/status/usage" {
                         let (status, ctype, body) = usage_report(req.uri().query(), &s).await;
-                        return Ok::<_, std::convert::Infallible>(plain_response(status, ctype, body));
-                    }
-                    Ok::<_, std::convert::Infallible>(status_response(&req, &s))
+                        plain_response(status, ctype, body)
+                    } else {
+                        status_response(&req, &s)
+                    };
+                    state.request_finished_at(tokio::time::Instant::now());
+                    resp
                 }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            };
+            let conn = h1server::Connection::new(TrackedIo::new(tcp, state.clone()), state.clone(), settings, svc);
+            drive!(conn, state, limits, s);
         });
     }
 }
@@ -871,8 +878,8 @@ async fn usage_report(query: Option<&str>, s: &Shared) -> (StatusCode, &'static 
     (StatusCode::OK, "application/json", serde_json::json!({ "usage": rows }).to_string())
 }
 
-fn plain_response(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn plain_response(status: StatusCode, ctype: &'static str, body: String) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
@@ -890,7 +897,7 @@ fn parse_day(v: &str) -> Option<u32> {
     u32::try_from(gw_core::calendar::days_from_civil(y, m, d)).ok()
 }
 
-fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>> {
+fn status_response<B>(req: &Request<B>, s: &Shared) -> Response<ResponseBody> {
     let rt = s.runtime.load();
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => {
@@ -942,8 +949,5 @@ fn status_response(req: &Request<Incoming>, s: &Shared) -> Response<Full<Bytes>>
         }
         _ => (StatusCode::NOT_FOUND, "application/json", r#"{"error":"not_found"}"#.to_string()),
     };
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    r
+    plain_response(status, ctype, body)
 }

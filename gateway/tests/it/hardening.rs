@@ -162,3 +162,56 @@ async fn max_connections() {
     let resp = raw(addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Duration::from_secs(2)).await;
     assert_eq!(status_of(&resp), 200);
 }
+
+/// The status listener is served by the gateway's own HTTP/1.1 server with the data plane's
+/// limits and timeouts: a slow head is cut after `header_read_timeout` (hyper's server, which
+/// served it before, waited its own fixed 10 s), an ambiguous framing is refused with 400 and
+/// a close, an oversized head with 431; ordinary requests are answered on a kept-alive
+/// connection.
+#[tokio::test]
+async fn status_listener_has_the_data_planes_limits() {
+    let yaml = "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: { enabled: false }\n  limits: { header_read_timeout: 300ms, idle_timeout: 30s, max_header_bytes: 8KiB }\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    type: echo\nroutes:\n  - name: r\n    service: s\n";
+    let gw = TestGateway::start(yaml, &[]).await;
+    let addr: std::net::SocketAddr = gw.status_url().trim_start_matches("http://").parse().unwrap();
+
+    // Two requests on one connection.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    for path in ["/health", "/ready"] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+        let resp = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert_eq!(status_of(&resp), 200, "{path}: {resp}");
+    }
+
+    let refused = [
+        (
+            "both framing fields",
+            "GET /health HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+            400,
+        ),
+        ("oversized head", format!("GET /health HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(9000)), 431),
+    ];
+    for (name, req, want) in refused {
+        let resp = raw(addr, req.as_bytes(), Duration::from_secs(2)).await;
+        assert_eq!(status_of(&resp), want, "{name}: {resp}");
+    }
+
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let t = Instant::now();
+    let head = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ";
+    let mut closed_at = None;
+    for i in 0..40 {
+        if s.write_all(&head[i % head.len()..i % head.len() + 1]).await.is_err() {
+            closed_at = Some(t.elapsed());
+            break;
+        }
+        let mut b = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await {
+            closed_at = Some(t.elapsed());
+            break;
+        }
+    }
+    let at = closed_at.expect("the status listener must close a slow head");
+    assert!(at >= Duration::from_millis(250) && at < Duration::from_secs(2), "closed after {at:?}");
+}
