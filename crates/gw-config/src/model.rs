@@ -349,6 +349,8 @@ pub enum ServiceKind {
     Echo,
     /// Answer with a fixed response.
     Static(StaticResponse),
+    /// Fan the request out to several backend calls and merge their JSON answers.
+    Aggregate(std::sync::Arc<gw_aggregate::Plan>),
 }
 
 /// Where a proxy service sends requests.
@@ -365,7 +367,7 @@ pub struct ProxyTarget {
 }
 
 /// Wire protocol towards an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 in clear text.
     Http1,

@@ -858,19 +858,13 @@ fn services(
                     }
                 }
                 match &s.aggregate {
-                    Some(a) => {
-                        let _plan = aggregate_plan(v, &p.join("aggregate"), a, svcs);
+                    Some(a) => aggregate_plan(v, &p.join("aggregate"), a, svcs)
+                        .map(|plan| ServiceKind::Aggregate(std::sync::Arc::new(plan))),
+                    None => {
+                        v.err(p.join("aggregate"), "a service of type aggregate needs `aggregate.calls`");
+                        None
                     }
-                    None => v.err(p.join("aggregate"), "a service of type aggregate needs `aggregate.calls`"),
                 }
-                // The engine (gw-aggregate) and this schema exist; the gateway does not run
-                // aggregates yet. Refused until the wiring lands, so no configuration is accepted
-                // that would not work.
-                v.err(
-                    p.join("type"),
-                    "service type aggregate is not available yet (engine only; see docs/aggregation.md)",
-                );
-                None
             }
             None | Some("proxy") => {
                 if s.response.is_some() {

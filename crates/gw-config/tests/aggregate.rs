@@ -1,5 +1,5 @@
 //! The `aggregate` service schema: validated in full, errors located at file:line:column with
-//! their key, and the service type itself refused until the gateway runs aggregates.
+//! their key.
 
 use std::collections::HashMap;
 
@@ -16,11 +16,8 @@ fn errors(yaml: &str) -> Vec<String> {
     }
 }
 
-const NOT_YET: &str =
-    "services[2].type: service type aggregate is not available yet (engine only; see docs/aggregation.md)";
-
 #[test]
-fn a_valid_aggregate_is_only_refused_as_not_available_yet() {
+fn a_valid_aggregate_is_accepted() {
     let yaml = r#"
 services:
   - name: users
@@ -62,9 +59,7 @@ routes:
     paths: ["/home/{id}"]
 "#;
     let errs = errors(yaml);
-    assert_eq!(errs.len(), 1, "{errs:#?}");
-    assert!(errs[0].starts_with("gw.yaml:8:"), "{errs:#?}");
-    assert!(errs[0].ends_with(NOT_YET), "{errs:#?}");
+    assert!(errs.is_empty(), "{errs:#?}");
 }
 
 #[test]
@@ -114,7 +109,6 @@ services:
         "gw.yaml:25:22: services[2].aggregate.calls[3].headers.Host: Host is set by the gateway",
         "gw.yaml:27:11: services[2].aggregate.calls[4]: call \"loop\" refers to its own response",
         "gw.yaml:30:19: services[2].aggregate.calls[4].allow[0]: path \"a..b\": empty segment",
-        "gw.yaml:8:5: services[2].type: service type aggregate is not available yet",
         "gw.yaml:33:5: services[3].aggregate: `aggregate` is only for services of type aggregate",
     ] {
         assert!(errs.iter().any(|e| e.contains(want)), "missing {want:?} in {errs:#?}");

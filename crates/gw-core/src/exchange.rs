@@ -32,7 +32,8 @@ pub trait Exchange: Send + Sync + 'static {
     /// `req.uri` is origin-form (`/path?query`); `Host` is the target's unless set.
     async fn send(&self, service: &str, req: RequestHead, body: Body) -> Result<Exchanged>;
 
-    /// Send `req` to the absolute `http://` or `https://` URL in `req.uri` (its path and query
+    /// Send `req` to the absolute `http://` or `https://` URL in `req.uri` (`h2c://` and `h2://`
+    /// for HTTP/2 with prior knowledge, in clear text or over TLS; its path and query
     /// go on the request line; `Host` is the URL's unless set), through the gateway's own
     /// client: pooled connections per origin, TLS verified against the system roots, a stale
     /// pooled connection retried once. `timeout` bounds the connection, the wait for the

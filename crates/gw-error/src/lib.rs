@@ -236,12 +236,14 @@ pub struct Error {
     retry: Retry,
     context: Cow<'static, str>,
     cause: Option<BoxError>,
+    /// Fields added to the client's JSON error body (safe to show: no addresses or internals).
+    public: Option<Box<Vec<(&'static str, String)>>>,
 }
 
 impl Error {
     /// A new error of `kind`, with the kind's default side and no retry.
     pub fn new(kind: ErrorKind, context: impl Into<Cow<'static, str>>) -> Self {
-        Error { kind, side: kind.side(), retry: Retry::Never, context: context.into(), cause: None }
+        Error { kind, side: kind.side(), retry: Retry::Never, context: context.into(), cause: None, public: None }
     }
 
     /// Attach the underlying cause.
@@ -263,6 +265,19 @@ impl Error {
     pub fn with_side(mut self, side: Side) -> Self {
         self.side = side;
         self
+    }
+
+    /// Add a field to the client's JSON error body (beside `error` and `message`): a detail
+    /// that is safe to show the client, such as which backend call of an aggregate failed.
+    #[must_use]
+    pub fn with_public_field(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.public.get_or_insert_with(Box::default).push((name, value.into()));
+        self
+    }
+
+    /// The fields added with [`Error::with_public_field`].
+    pub fn public_fields(&self) -> &[(&'static str, String)] {
+        self.public.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// What went wrong.

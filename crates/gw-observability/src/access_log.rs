@@ -59,6 +59,10 @@ pub struct AccessLogLine<'a> {
     pub upstream_latency_ms: Option<f64>,
     /// Gateway error code, if any.
     pub error: Option<&'static str>,
+    /// The backend calls of an aggregate: `name:status-or-error-code:ms`, comma-separated
+    /// (absent for other services).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<&'a str>,
 }
 
 impl AccessLogLine<'_> {
@@ -111,6 +115,10 @@ impl AccessLogLine<'_> {
         match self.error {
             Some(v) => json_str(out, v),
             None => out.extend_from_slice(b"null"),
+        }
+        if let Some(c) = self.calls {
+            out.extend_from_slice(b",\"calls\":");
+            json_str(out, c);
         }
         out.push(b'}');
     }
@@ -303,7 +311,10 @@ mod tests {
     /// The hand-written JSON equals serde_json's for ordinary and awkward values.
     #[test]
     fn json_matches_serde() {
-        for (path, consumer, up) in [("/p", None, Some(1.25)), ("/q\"\\\n\u{1}é", Some("al\tice"), None)] {
+        for (path, consumer, up, calls) in [
+            ("/p", None, Some(1.25), None),
+            ("/q\"\\\n\u{1}é", Some("al\tice"), None, Some("user:200:12,news:upstream_timeout:800")),
+        ] {
             let line = AccessLogLine {
                 time: Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
                 request_id: "abc",
@@ -322,6 +333,7 @@ mod tests {
                 latency_ms: 1.5,
                 upstream_latency_ms: up,
                 error: None,
+                calls,
             };
             let mut mine = Vec::new();
             line.write_json(&mut mine);
@@ -364,6 +376,7 @@ mod tests {
             latency_ms: 1.5,
             upstream_latency_ms: Some(1.0),
             error: None,
+            calls: None,
         };
         assert!(log.log(&line));
         assert!(log.flush(Duration::from_secs(5)), "written within 5 s");

@@ -55,6 +55,19 @@ struct RetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AggregateCallLabels {
+    service: String,
+    call: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AggregateCallRoute {
+    service: String,
+    call: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CircuitLabels {
     upstream: String,
     state: &'static str,
@@ -92,6 +105,8 @@ pub struct Metrics {
     circuit_transitions: Family<CircuitLabels, Counter>,
     http2_reset_limited: Counter,
     auth_refusals: Counter,
+    aggregate_calls: Family<AggregateCallLabels, Counter>,
+    aggregate_call_latency: Family<AggregateCallRoute, Histogram>,
 }
 
 /// The retry counter of one service (a handle: no label lookup when counting).
@@ -229,7 +244,22 @@ impl Metrics {
             "Requests refused by authentication (missing or invalid credentials)",
             auth_refusals.clone(),
         );
+        let aggregate_calls = Family::<AggregateCallLabels, Counter>::default();
+        r.register(
+            "aggregate_calls",
+            "Backend calls of aggregate services, by service, call name and outcome (the status class, or the error code)",
+            aggregate_calls.clone(),
+        );
+        let aggregate_call_latency =
+            Family::<AggregateCallRoute, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        r.register(
+            "aggregate_call_duration_seconds",
+            "Time of each backend call of an aggregate service, from its start to its answer",
+            aggregate_call_latency.clone(),
+        );
         Metrics {
+            aggregate_calls,
+            aggregate_call_latency,
             registry: Mutex::new(r),
             requests,
             latency,
@@ -347,6 +377,17 @@ impl Metrics {
     /// Count a named plugin event.
     pub fn plugin_event(&self, name: &str) {
         self.plugin_counters.get_or_create(&NameLabels { name: name.to_string() }).inc();
+    }
+
+    /// A backend call of aggregate `service` ended: `outcome` is its status class (`2xx`) or
+    /// error code; `duration` when it started.
+    pub fn aggregate_call(&self, service: &str, call: &str, outcome: &str, duration: Option<std::time::Duration>) {
+        let labels = AggregateCallLabels { service: service.into(), call: call.into(), outcome: outcome.into() };
+        self.aggregate_calls.get_or_create(&labels).inc();
+        if let Some(d) = duration {
+            let route = AggregateCallRoute { service: service.into(), call: call.into() };
+            self.aggregate_call_latency.get_or_create(&route).observe(d.as_secs_f64());
+        }
     }
 
     /// The retry counter of a service and its upstream (fetched once per configuration).

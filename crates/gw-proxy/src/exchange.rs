@@ -14,6 +14,7 @@ use http::header::{self, HeaderValue};
 use gw_core::exchange::{Exchange, Exchanged};
 use gw_core::{Body, Ctx, RequestHead, ResponseHead};
 use gw_error::{Error, ErrorKind, Result};
+use gw_config::model::UpstreamProtocol;
 use gw_observability::Metrics;
 
 use crate::body::RequestBody;
@@ -38,8 +39,8 @@ struct Origin {
     service: ServiceRt,
 }
 
-/// (https, host, port, timeout).
-type OriginKey = (bool, String, u16, Duration);
+/// (protocol, host, port, timeout).
+type OriginKey = (UpstreamProtocol, String, u16, Duration);
 
 /// The gateway's [`Exchange`]: looks the service up in the configuration being served.
 pub(crate) struct GatewayExchange<S> {
@@ -97,11 +98,14 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
 
     async fn send_url(&self, mut req: RequestHead, body: Body, timeout: Duration) -> Result<Exchanged> {
         let bad = |why: &str| Error::new(ErrorKind::Internal, format!("side call to {}: {why}", req.uri));
-        let https = match req.uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(bad("not an http:// or https:// URL")),
+        let protocol = match req.uri.scheme_str() {
+            Some("http") => UpstreamProtocol::Http1,
+            Some("https") => UpstreamProtocol::Https,
+            Some("h2c") => UpstreamProtocol::H2c,
+            Some("h2") => UpstreamProtocol::H2,
+            _ => return Err(bad("not an http, https, h2c or h2 URL")),
         };
+        let https = protocol.is_tls();
         let Some(auth) = req.uri.authority() else { return Err(bad("no host")) };
         let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -110,7 +114,7 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
             Some(h) => h.to_owned(),
             None => auth.as_str().rsplit('@').next().unwrap_or(auth.as_str()).to_owned(),
         };
-        let origin = self.origin((https, host, port, timeout))?;
+        let origin = self.origin((protocol, host, port, timeout))?;
         let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
         req.uri = pq.parse().map_err(|e| Error::new(ErrorKind::Internal, "side call path").with_cause(e))?;
         call(req, body, Some(host_field), &origin.upstream, &origin.service).await

@@ -45,7 +45,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use gw_core::RequestHead;
 use gw_error::{Error, ErrorKind, Retry};
@@ -735,6 +735,45 @@ pub(crate) fn parse_head(
     }
 }
 
+// === Upgraded connections ===
+
+/// Any bidirectional byte stream.
+pub(crate) trait UpgradeIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradeIo for T {}
+
+/// A connection handed over after `101 Switching Protocols` (the client's, by the server; the
+/// upstream's, by [`upgrade`]): the bytes read past the head first, then the socket.
+pub(crate) struct Upgraded {
+    pub(crate) pre: Bytes,
+    pub(crate) io: Box<dyn UpgradeIo>,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 // === Exchange ===
 
 /// What a failed exchange returns: the error, and the request body when none of it was used
@@ -898,6 +937,144 @@ pub(crate) async fn exchange(
             };
             Err((err.with_retry(retry), returned))
         }
+    }
+}
+
+// === Upgrade ===
+
+/// What the start of a buffer holds, for an upgrade request's answer.
+enum Peek {
+    /// More bytes are needed.
+    More,
+    /// A `101` head (removed from the buffer), every field kept.
+    Switched(http::response::Parts),
+    /// A final head of another status, left in the buffer for [`parse_head`].
+    Final,
+}
+
+/// Read the answer to an upgrade request at the start of `buf`: interim `1xx` heads other
+/// than `101` are skipped.
+fn peek_switch(buf: &mut BytesMut) -> Result<Peek, Malformed> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut resp = httparse::Response::new(&mut fields);
+        let len = match resp.parse(&buf[..]) {
+            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+            Ok(httparse::Status::Complete(_)) => return Err(Malformed("response head too large")),
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+                return Err(Malformed("response head too large"));
+            }
+            Ok(httparse::Status::Partial) => return Ok(Peek::More),
+            Err(httparse::Error::TooManyHeaders) => return Err(Malformed("too many header fields")),
+            Err(_) => return Err(Malformed("malformed response head")),
+        };
+        match resp.code.unwrap_or(0) {
+            101 => {
+                if resp.version != Some(1) {
+                    return Err(Malformed("101 Switching Protocols on HTTP/1.0"));
+                }
+                let mut headers = HeaderMap::with_capacity(resp.headers.len());
+                for f in resp.headers.iter() {
+                    let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Malformed("invalid field name"))?;
+                    let value = HeaderValue::from_bytes(f.value).map_err(|_| Malformed("invalid field value"))?;
+                    headers.append(name, value);
+                }
+                if !headers.contains_key(header::UPGRADE) {
+                    return Err(Malformed("101 Switching Protocols without Upgrade"));
+                }
+                let mut parts = http::Response::new(()).into_parts().0;
+                parts.status = StatusCode::SWITCHING_PROTOCOLS;
+                parts.version = Version::HTTP_11;
+                parts.headers = headers;
+                buf.advance(len);
+                return Ok(Peek::Switched(parts));
+            }
+            100..=199 => buf.advance(len),
+            _ => return Ok(Peek::Final),
+        }
+    }
+}
+
+/// The answer to an upgrade request (see [`upgrade`]).
+pub(crate) enum UpgradeAnswer {
+    /// `101 Switching Protocols`: its head (every field, `Upgrade` and `Connection` included)
+    /// and the connection, now a tunnel; bytes the upstream sent after the head come first.
+    Switched(http::response::Parts, Upgraded),
+    /// Any other final status: an ordinary response, whose connection is not reused.
+    Refused(http::response::Parts, H1Body),
+}
+
+/// Send an upgrade request (no body; its `Connection` and `Upgrade` fields in `head`) on a
+/// connection of its own, and read the answer within `read`.
+pub(crate) async fn upgrade(
+    mut conn: Box<H1Conn>,
+    endpoint: &Arc<Endpoint>,
+    head: &RequestHead,
+    host: &[u8],
+    read: Duration,
+) -> Result<UpgradeAnswer, Error> {
+    use tokio::io::AsyncWriteExt;
+    let authority = &endpoint.authority;
+    conn.poolable = false;
+    encode_head(&mut conn.out, head, None, host, &RequestBody::Empty);
+    let out = std::mem::take(&mut conn.out);
+    let written = async {
+        conn.io.write_all(&out).await?;
+        conn.io.flush().await
+    };
+    written.await.map_err(|e| {
+        let kind = if e.kind() == io::ErrorKind::TimedOut {
+            ErrorKind::UpstreamWriteTimeout
+        } else {
+            ErrorKind::UpstreamProtocol
+        };
+        Error::new(kind, format!("writing the upgrade request to {authority}")).with_cause(e)
+    })?;
+    let malformed = |m: Malformed| Error::new(ErrorKind::UpstreamProtocol, format!("upgrade to {authority}")).with_cause(m);
+    let answer = async {
+        loop {
+            match peek_switch(&mut conn.buf).map_err(malformed)? {
+                Peek::Switched(parts) => {
+                    let H1Conn { io, buf, .. } = *conn;
+                    let pre = buf.freeze();
+                    return Ok(UpgradeAnswer::Switched(parts, Upgraded { pre, io: Box::new(io) }));
+                }
+                Peek::Final => {
+                    if let Some(h) = parse_head(&mut conn.buf, &mut conn.ranges, &head.method).map_err(malformed)? {
+                        let mut body = H1Body {
+                            raw: h.raw,
+                            conn: Some(conn),
+                            framing: h.framing,
+                            writer: None,
+                            reusable: false,
+                            endpoint: endpoint.clone(),
+                        };
+                        if matches!(body.framing, Framing::Done) {
+                            body.end();
+                        }
+                        return Ok(UpgradeAnswer::Refused(h.parts, body));
+                    }
+                }
+                Peek::More => {}
+            }
+            match std::future::poll_fn(|cx| conn.poll_fill(cx)).await {
+                Ok(0) => {
+                    return Err(Error::new(
+                        ErrorKind::UpstreamProtocol,
+                        format!("{authority} closed the connection before answering the upgrade"),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Error::new(ErrorKind::UpstreamProtocol, format!("reading the upgrade answer of {authority}"))
+                        .with_cause(e));
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(read, answer).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(ErrorKind::UpstreamTimeout, format!("{authority} did not answer the upgrade within {read:?}"))),
     }
 }
 

@@ -53,16 +53,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::body::{BodyFault, BoxError, ClientBody, ClientBodyError, ResponseBody};
 use crate::conn::ConnState;
-use crate::h1::{Chunk, Framing, H1Body, MIN_READ, Step, put_num};
+use crate::h1::{Chunk, Framing, H1Body, MIN_READ, Step, Upgraded, put_num};
 use crate::pipeline::HeadFacts;
 
 /// Limits of the server, from the gateway's `limits`.
@@ -406,42 +406,6 @@ impl OnUpgrade {
             Some(rx) => rx.await.map_err(|_| "the connection was not upgraded".into()),
             None => Err("the upgrade was already taken".into()),
         }
-    }
-}
-
-/// Any bidirectional byte stream.
-pub(crate) trait UpgradeIo: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradeIo for T {}
-
-/// An upgraded client connection: the bytes read past the head first, then the socket.
-pub(crate) struct Upgraded {
-    pre: Bytes,
-    io: Box<dyn UpgradeIo>,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(buf.remaining());
-            buf.put_slice(&self.pre[..n]);
-            self.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

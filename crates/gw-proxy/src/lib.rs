@@ -22,6 +22,7 @@
 //! proxied traffic. `runtime` compiles a configuration into what all of these read. [`wire`]
 //! holds pure wire rules (trailer fields, `Host` values) that tests and fuzzers call directly.
 
+mod aggregate;
 mod body;
 mod chain;
 mod conn;

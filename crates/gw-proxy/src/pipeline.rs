@@ -370,6 +370,7 @@ async fn handle(
     let resp = match &service.kind {
         ServiceRtKind::Echo => Box::pin(crate::services::echo(&head, body, cx, &conn.listener)).await?,
         ServiceRtKind::Static(s) => crate::services::static_response(s),
+        ServiceRtKind::Aggregate(plan) => Box::pin(crate::aggregate::serve(&head, body, plan, rt, &shared.upstreams, &shared.metrics, cx)).await?,
         ServiceRtKind::Proxy { upstream, protocol, .. } => {
             if let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade_proto) {
                 Box::pin(crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks))
@@ -1167,7 +1168,17 @@ fn add_response_headers(mut resp: Response<ResponseBody>, cx: &mut Ctx) -> Respo
 /// message ([`reply_response`] adds the request id). Context and causes go to the log only.
 pub(crate) fn error_reply(e: &Error, _cx: &Ctx) -> Reply {
     let kind = e.kind();
-    let mut r = Reply::error(kind.status(), kind.code(), kind.public_message());
+    let mut r = if e.public_fields().is_empty() {
+        Reply::error(kind.status(), kind.code(), kind.public_message())
+    } else {
+        let mut m = serde_json::Map::new();
+        m.insert("error".into(), kind.code().into());
+        m.insert("message".into(), kind.public_message().into());
+        for (k, v) in e.public_fields() {
+            m.insert((*k).into(), v.clone().into());
+        }
+        Reply::json(kind.status(), &serde_json::Value::Object(m))
+    };
     if kind == ErrorKind::HttpsRequired {
         r.headers.insert(header::UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
     }
@@ -1356,6 +1367,7 @@ impl LogPhase {
                 latency_ms: latency.as_secs_f64() * 1000.0,
                 upstream_latency_ms: cx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
                 error,
+                calls: cx.vars.get::<crate::aggregate::Calls>().map(|c| c.0.as_str()),
             };
             if !al.log(&line) {
                 shared.metrics.access_log_dropped();

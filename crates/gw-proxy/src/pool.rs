@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -275,20 +275,13 @@ impl Endpoint {
         Ok(Conn::H1(Box::new(H1Conn::new(io, write_timeout, new_read_timer()))))
     }
 
-    /// A new HTTP/1.1 connection that supports protocol upgrades (WebSocket); never pooled.
-    pub(crate) async fn connect_upgradable(
-        self: &Arc<Self>,
-        connect_timeout: Duration,
-    ) -> Result<http1::SendRequest<RequestBody>, Error> {
-        let (io, _) = self.connect(connect_timeout, 60_000).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        Ok(sender)
+    /// A new HTTP/1.1 connection for a protocol upgrade (WebSocket, `h1::upgrade`); never
+    /// pooled.
+    pub(crate) async fn connect_upgradable(self: &Arc<Self>, connect_timeout: Duration) -> Result<Box<H1Conn>, Error> {
+        let (io, write_timeout) = self.connect(connect_timeout, 60_000).await?;
+        let mut conn = H1Conn::new(io, write_timeout, new_read_timer());
+        conn.poolable = false;
+        Ok(Box::new(conn))
     }
 
     /// Put an HTTP/1.1 connection back after an exchange ended cleanly.

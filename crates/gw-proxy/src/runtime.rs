@@ -67,6 +67,8 @@ pub(crate) enum ServiceRtKind {
     },
     Echo,
     Static(StaticResponse),
+    /// Backend calls fanned out and merged (`crate::aggregate`).
+    Aggregate(Arc<gw_aggregate::Plan>),
 }
 
 /// A route, compiled.
@@ -197,6 +199,7 @@ impl Runtime {
                 },
                 ServiceKind::Echo => ServiceRtKind::Echo,
                 ServiceKind::Static(r) => ServiceRtKind::Static(r.clone()),
+                ServiceKind::Aggregate(plan) => ServiceRtKind::Aggregate(plan.clone()),
             };
             let budget = RetryBudget::new(RetryBudgetConfig {
                 ratio: s.retries.budget_ratio,
@@ -478,14 +481,19 @@ fn compile_upstream(
 /// against the system roots); no health checks, no breaker; one retry, taken only where it is
 /// safe (a pooled connection the origin had closed, an idempotent request that failed to connect).
 pub(crate) fn url_service(
-    https: bool,
+    protocol: UpstreamProtocol,
     host: &str,
     port: u16,
     timeout: std::time::Duration,
     workers: usize,
     metrics: &Arc<Metrics>,
 ) -> Result<(Arc<UpstreamRt>, ServiceRt), String> {
-    let scheme = if https { "https" } else { "http" };
+    let scheme = match protocol {
+        UpstreamProtocol::Http1 => "http",
+        UpstreamProtocol::Https => "https",
+        UpstreamProtocol::H2c => "h2c",
+        UpstreamProtocol::H2 => "h2",
+    };
     let target = model::Target { host: host.to_owned(), port, weight: 1 };
     let name = format!("{scheme}://{}", target.authority());
     let u = model::Upstream {
@@ -501,11 +509,11 @@ pub(crate) fn url_service(
         idle_timeout: std::time::Duration::from_secs(60),
         implicit: true,
     };
-    let (protocol, client) = if https {
+    let client = if protocol.is_tls() {
         let t = model::UpstreamTls { verify: true, ca_pem: None, sni: None, client_cert: None };
-        (UpstreamProtocol::Https, Some(tls::client_config(&t, false)?))
+        Some(tls::client_config(&t, protocol.is_http2())?)
     } else {
-        (UpstreamProtocol::Http1, None)
+        None
     };
     let upstream = Arc::new(compile_upstream(&u, protocol, client, None, None, workers, metrics)?);
     let service = ServiceRt {

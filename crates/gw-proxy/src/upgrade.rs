@@ -1,4 +1,5 @@
-//! Protocol upgrades (WebSocket): the handshake is proxied on a dedicated upstream connection;
+//! Protocol upgrades (WebSocket): the handshake is proxied on a dedicated upstream connection
+//! by the gateway's own HTTP/1.1 client (`h1::upgrade`);
 //! after `101 Switching Protocols` both sides are spliced together in a tracked task, which a
 //! configuration reload does not touch and a graceful shutdown waits for. The request's log
 //! phase moves to the tunnel ([`TunnelLog`]): the access log line is written when the tunnel
@@ -14,7 +15,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, Version};
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
@@ -22,7 +23,8 @@ use gw_core::{Ctx, RequestHead};
 use gw_error::{Error, ErrorKind, Retry};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{BoxError, End, Ended, Finish, RequestBody, ResponseBody};
+use crate::body::{BoxError, End, Ended, Finish, ResponseBody};
+use crate::h1::UpgradeAnswer;
 use crate::forwarding;
 use crate::runtime::{RouteRt, ServiceRt, UpstreamRt};
 
@@ -43,7 +45,7 @@ impl ClientUpgrade {
         }
     }
 
-    async fn wait(self) -> Result<Box<dyn crate::h1server::UpgradeIo>, BoxError> {
+    async fn wait(self) -> Result<Box<dyn crate::h1::UpgradeIo>, BoxError> {
         match self {
             ClientUpgrade::Hyper(u) => Ok(Box::new(TokioIo::new(u.await?))),
             ClientUpgrade::H1(u) => Ok(Box::new(u.wait().await?)),
@@ -71,42 +73,33 @@ pub(crate) async fn forward(
     let endpoint = upstream.endpoints[sel.index].clone();
     cx.upstream_addr = Some(endpoint.authority.clone());
     let inflight = sel.target.begin();
-    let mut sender = endpoint.connect_upgradable(service.timeouts.connect).await?;
-    let mut headers = head.headers.clone();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol);
-    let host = if route.route.preserve_host { cx.host.clone() } else { endpoint.authority.to_string() };
-    headers.insert(
-        header::HOST,
-        HeaderValue::from_str(&host).map_err(|_| Error::new(ErrorKind::BadRequest, "invalid Host"))?,
-    );
-    let mut req = Request::builder()
-        .method(head.method.clone())
-        .uri(head.uri.clone())
-        .version(Version::HTTP_11)
-        .body(RequestBody::Empty)
-        .map_err(|e| Error::new(ErrorKind::Internal, "building upgrade request").with_cause(e))?;
-    *req.headers_mut() = headers;
-    let start = Instant::now();
-    let mut resp = tokio::time::timeout(service.timeouts.read, sender.send_request(req))
-        .await
-        .map_err(|_| Error::new(ErrorKind::UpstreamTimeout, "upgrade response").with_retry(Retry::Never))?
-        .map_err(|e| Error::new(ErrorKind::UpstreamProtocol, "upgrade request").with_cause(e))?;
-    cx.upstream_latency = Some(start.elapsed());
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The upstream refused the upgrade: relay its answer as a normal response.
-        inflight.finish(Outcome::Success, start.elapsed(), Instant::now());
-        let (mut parts, body) = resp.into_parts();
-        forwarding::strip_hop_by_hop(&mut parts.headers, false);
-        let body = crate::body::UpstreamBody::new(
-            crate::body::UpstreamInner::Hyper(body),
-            service.timeouts.read,
-            Box::new(|_| {}),
-        );
-        return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+    let conn = endpoint.connect_upgradable(service.timeouts.connect).await?;
+    let mut head = head;
+    head.version = Version::HTTP_11;
+    head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    head.headers.insert(header::UPGRADE, protocol);
+    let host = if route.route.preserve_host { cx.host.as_str() } else { &*endpoint.authority };
+    if host.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(Error::new(ErrorKind::BadRequest, "invalid Host"));
     }
-    let up = hyper::upgrade::on(&mut resp);
-    let (mut parts, _) = resp.into_parts();
+    let start = Instant::now();
+    let answer = crate::h1::upgrade(conn, &endpoint, &head, host.as_bytes(), service.timeouts.read)
+        .await
+        .map_err(|e| e.with_retry(Retry::Never))?;
+    cx.upstream_latency = Some(start.elapsed());
+    let (mut parts, up) = match answer {
+        UpgradeAnswer::Switched(parts, up) => (parts, up),
+        UpgradeAnswer::Refused(parts, body) => {
+            // The upstream refused the upgrade: relay its answer as a normal response.
+            inflight.finish(Outcome::Success, start.elapsed(), Instant::now());
+            let body = crate::body::UpstreamBody::new(
+                crate::body::UpstreamInner::H1(body),
+                service.timeouts.read,
+                Box::new(|_| {}),
+            );
+            return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+        }
+    };
     forwarding::strip_hop_by_hop(&mut parts.headers, true);
     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     let latency = start.elapsed();
@@ -115,19 +108,16 @@ pub(crate) async fn forward(
     tasks.spawn(async move {
         // Logs the session when the tunnel ends, also when the gateway's shutdown drops it.
         let mut session = Session { log, stats: Arc::default(), end: End::ClientGone };
-        let down = async { downstream.wait().await.map_err(|e| (End::ClientGone, e)) };
-        let up = async { up.await.map_err(|e| (End::Failed(ErrorKind::UpstreamProtocol), Box::new(e) as BoxError)) };
-        let (d, up) = match tokio::try_join!(down, up) {
-            Ok(pair) => pair,
-            Err((end, e)) => {
+        let d = match downstream.wait().await {
+            Ok(d) => d,
+            Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
-                session.end = end;
                 inflight.finish(Outcome::Success, latency, Instant::now());
                 return;
             }
         };
         let mut d = Metered { io: d, stats: session.stats.clone(), downstream: true };
-        let mut u = Metered { io: TokioIo::new(up), stats: session.stats.clone(), downstream: false };
+        let mut u = Metered { io: up, stats: session.stats.clone(), downstream: false };
         let r = tokio::io::copy_bidirectional(&mut d, &mut u).await;
         tracing::debug!(result = ?r, "upgraded connection closed");
         session.end = session.stats.end();

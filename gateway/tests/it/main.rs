@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod aggregate;
 mod binary;
 mod body_filters;
 mod config;

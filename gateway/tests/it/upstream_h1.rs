@@ -640,3 +640,65 @@ async fn forged_forwarding_fields_are_replaced_exactly_once() {
         assert!(req.contains("x-user: u1\r\n"), "case {i}: {req}");
     }
 }
+
+/// Upgrades (WebSocket) go through the gateway's own client: the upstream sees `Connection:
+/// upgrade` and `Upgrade`; bytes it writes together with its `101` reach the client right
+/// after the head; the tunnel then carries both ways. A refusal is relayed as an ordinary
+/// response with its body; a `101` without `Upgrade`, or with a malformed head, is a 502.
+#[tokio::test]
+async fn upgrades_on_the_gateways_client() {
+    let up = Scripted::start(|_, req| {
+        let first = req.lines().next().unwrap_or("");
+        if first.starts_with("GET /ws ") {
+            keep(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nHELLO")
+        } else if first.starts_with("GET /no ") {
+            keep(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\nno way")
+        } else if first.starts_with("GET /bare ") {
+            keep(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n")
+        } else if first.starts_with("GET /junk ") {
+            keep(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade websocket\r\n\r\n")
+        } else {
+            // Bytes carried by the tunnel: echoed.
+            keep(format!("pong:{req}").as_bytes())
+        }
+    })
+    .await;
+    let gw = gateway_to(up.addr).await;
+    let upgrade = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    };
+    let mut c = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    c.write_all(upgrade("/ws").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("HELLO") {
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b)).await.unwrap().unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    assert!(text.to_ascii_lowercase().contains("\r\nupgrade: websocket\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nHELLO"), "the upstream's first bytes follow the head: {text}");
+    c.write_all(b"ping\r\n\r\n").await.unwrap();
+    let mut echoed = Vec::new();
+    while !String::from_utf8_lossy(&echoed).contains("pong:ping") {
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b)).await.unwrap().unwrap();
+        assert!(n > 0, "tunnel closed: {}", String::from_utf8_lossy(&echoed));
+        echoed.extend_from_slice(&b[..n]);
+    }
+    let sent = up.request(0).to_ascii_lowercase();
+    assert!(sent.starts_with("get /ws http/1.1\r\n"), "{sent}");
+    assert!(sent.contains("\r\nconnection: upgrade\r\n") && sent.contains("\r\nupgrade: websocket\r\n"), "{sent}");
+    assert!(sent.contains("\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n"), "{sent}");
+
+    let mut c = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+    let (head, body) = roundtrip(&mut c, &upgrade("/no")).await;
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert_eq!(body, "no way");
+    for path in ["/bare", "/junk"] {
+        let mut c = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
+        let (head, body) = roundtrip(&mut c, &upgrade(path)).await;
+        assert!(head.starts_with("http/1.1 502"), "{path}: {head}{body}");
+    }
+}
