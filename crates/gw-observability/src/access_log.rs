@@ -59,6 +59,12 @@ pub struct AccessLogLine<'a> {
     pub upstream_latency_ms: Option<f64>,
     /// Gateway error code, if any.
     pub error: Option<&'static str>,
+    /// Trace id (32 hex digits) when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+    /// The request's server span id (16 hex digits) when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<&'a str>,
 }
 
 impl AccessLogLine<'_> {
@@ -111,6 +117,14 @@ impl AccessLogLine<'_> {
         match self.error {
             Some(v) => json_str(out, v),
             None => out.extend_from_slice(b"null"),
+        }
+        if let Some(t) = self.trace_id {
+            out.extend_from_slice(b",\"trace_id\":");
+            json_str(out, t);
+        }
+        if let Some(s) = self.span_id {
+            out.extend_from_slice(b",\"span_id\":");
+            json_str(out, s);
         }
         out.push(b'}');
     }
@@ -303,7 +317,10 @@ mod tests {
     /// The hand-written JSON equals serde_json's for ordinary and awkward values.
     #[test]
     fn json_matches_serde() {
-        for (path, consumer, up) in [("/p", None, Some(1.25)), ("/q\"\\\n\u{1}é", Some("al\tice"), None)] {
+        for (path, consumer, up, trace) in [
+            ("/p", None, Some(1.25), None),
+            ("/q\"\\\n\u{1}é", Some("al\tice"), None, Some(("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"))),
+        ] {
             let line = AccessLogLine {
                 time: Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
                 request_id: "abc",
@@ -322,6 +339,8 @@ mod tests {
                 latency_ms: 1.5,
                 upstream_latency_ms: up,
                 error: None,
+                trace_id: trace.map(|t| t.0),
+                span_id: trace.map(|t| t.1),
             };
             let mut mine = Vec::new();
             line.write_json(&mut mine);
@@ -364,6 +383,8 @@ mod tests {
             latency_ms: 1.5,
             upstream_latency_ms: Some(1.0),
             error: None,
+            trace_id: None,
+            span_id: None,
         };
         assert!(log.log(&line));
         assert!(log.flush(Duration::from_secs(5)), "written within 5 s");

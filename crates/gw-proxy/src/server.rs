@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     /// Where usage and local quota counters are written.
     pub(crate) usage_sync: crate::usage_sync::UsageSync,
     pub(crate) access_log: Option<AccessLog>,
+    /// OpenTelemetry tracing (`gateway.tracing`, read at start).
+    pub(crate) tracing: Option<Arc<gw_otel::Tracing>>,
     /// Warning lines about expected refusals, sampled (one per kind per second).
     pub(crate) refusal_log: LogSampler,
     /// Connection tasks and upgraded tunnels, awaited on shutdown.
@@ -75,6 +77,10 @@ pub(crate) struct Shared {
 impl crate::exchange::Serving for Shared {
     fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    fn tracing(&self) -> Option<Arc<gw_otel::Tracing>> {
+        self.tracing.clone()
     }
 }
 
@@ -275,8 +281,13 @@ impl Gateway {
         } else {
             None
         };
+        let tracing = match &config.gateway.tracing {
+            Some(s) => Some(gw_otel::Tracing::start(s, metrics.clone()).map_err(StartError)?),
+            None => None,
+        };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new_cyclic(|weak| Shared {
+            tracing,
             upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange::new(
                 weak.clone(),
                 worker_count,
