@@ -167,19 +167,9 @@ async fn call(
         cx.record_attempts = t.sampled;
         cx.trace = Some(t.clone());
     }
-    let resp = crate::pipeline::forward(
-        &mut req,
-        body,
-        None,
-        None,
-        upstream,
-        *protocol,
-        svc,
-        preserve_host,
-        tracing,
-        &mut cx,
-    )
-    .await?;
+    let resp =
+        crate::pipeline::forward(&mut req, body, None, None, upstream, *protocol, svc, preserve_host, tracing, &mut cx)
+            .await?;
     let mut resp = resp;
     crate::pipeline::full_headers(&mut resp);
     let (parts, body) = resp.into_parts();

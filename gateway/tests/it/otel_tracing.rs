@@ -480,3 +480,76 @@ async fn collector_down_costs_only_a_counter() {
     }
     assert_eq!(metric(&on, "gatehouse_tracing_spans_exported_total").await, 0.0);
 }
+
+/// A plugin's side call through `Ctx::upstreams`: asks the `profiles` service before the
+/// request goes upstream.
+struct SideCall;
+
+#[gw_core::plugin]
+impl gw_core::Plugin for SideCall {
+    fn name(&self) -> &'static str {
+        "side-call"
+    }
+
+    fn priority(&self) -> i32 {
+        0
+    }
+
+    async fn access(&self, _req: &mut gw_core::RequestHead, cx: &mut gw_core::Ctx) -> gw_core::Result<gw_core::Flow> {
+        let u = cx.upstreams.clone().expect("side calls");
+        let head = gw_core::RequestHead {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/lookup"),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+        };
+        let r = u.send("profiles", head, gw_core::Body::empty()).await?;
+        r.body.collect(1 << 16).await?;
+        Ok(gw_core::Flow::Continue)
+    }
+}
+
+/// The calls a traced request makes besides its proxied one carry its trace: forward-auth and a
+/// plugin's side call each get an attempt span under the request's server span, and the
+/// services called see that span as their parent.
+#[tokio::test]
+async fn forward_auth_and_side_calls_are_traced() {
+    let recv = Receiver::start().await;
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let recorder = |name: &'static str| {
+        let seen = seen.clone();
+        Behavior::Custom(Arc::new(move |req| {
+            let tp = req.headers().get("traceparent").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            seen.lock().unwrap().push((name.to_string(), tp));
+            Box::pin(async move { gw_test_util::echo(name, req).await })
+        }))
+    };
+    let auth = Upstream::start(recorder("auth")).await;
+    let profiles = Upstream::start(recorder("profiles")).await;
+    let up = Upstream::start(recorder("main")).await;
+    let body = format!(
+        "services:\n  - name: s\n    url: http://{}\n  - name: profiles\n    url: http://{}\nroutes:\n  - name: r\n    service: s\n    paths: [\"/r\"]\nplugins:\n  - plugin: forward-auth\n    route: r\n    config: {{ url: \"http://{}/check\" }}\n",
+        up.authority(),
+        profiles.authority(),
+        auth.authority()
+    );
+    let gw = TestGateway::start_with_plugins(&traced(&recv.tracing("grpc", ""), &body), vec![Arc::new(SideCall)]).await;
+    let (s, v) = get_with(&format!("{}/r", gw.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200, "{v}");
+    let spans = recv.trace(CLIENT_TRACE, 4).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let server = kind(&spans, "SPAN_KIND_SERVER")[0];
+    let clients = kind(&spans, "SPAN_KIND_CLIENT");
+    assert_eq!(clients.len(), 3, "{spans:#?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (name, tp) in &seen {
+        let (trace, parent, flags) = parse_tp(&Value::String(tp.clone()));
+        assert_eq!((trace.as_str(), flags.as_str()), (CLIENT_TRACE, "01"), "{name}");
+        let span = clients
+            .iter()
+            .find(|c| c["span_id"] == parent.as_str())
+            .unwrap_or_else(|| panic!("{name}'s parent {parent} is not an attempt span: {spans:#?}"));
+        assert_eq!(span["parent_span_id"], server["span_id"], "{name}");
+    }
+}

@@ -7,6 +7,9 @@ Prints "<grpc port> <http port>" on its first line. On the HTTP port:
   GET  /spans       every span received so far, as JSON (a list, in arrival order)
   GET  /exports     how many export requests arrived, per transport
 Runs until stdin closes (the test that started it ends) or it is killed.
+
+With --discard (the benchmark's collector), gRPC exports are taken as raw bytes and only
+counted (requests and bytes in GET /exports): no decoding, so the collector costs little CPU.
 """
 
 import json
@@ -111,15 +114,30 @@ class Http(BaseHTTPRequestHandler):
         self.reply(200, body, "application/json")
 
 
+def discard(request, context):
+    with LOCK:
+        EXPORTS["grpc"] += 1
+        EXPORTS["bytes"] = EXPORTS.get("bytes", 0) + len(request)
+    return b""
+
+
 def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    if "--discard" in sys.argv:
+        handler = grpc.unary_unary_rpc_method_handler(discard)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),)
+        )
+    else:
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     http = ThreadingHTTPServer(("127.0.0.1", 0), Http)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     print(f"{grpc_port} {http.server_address[1]}", flush=True)
-    # Until the test that started us goes away.
+    # Until the test that started us goes away (or, detached from stdin, until killed).
+    if "--discard" in sys.argv:
+        threading.Event().wait()
     sys.stdin.read()
     server.stop(0)
 
