@@ -51,6 +51,7 @@ static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 /// spawns the export task on the current Tokio runtime).
 pub struct Tracing {
     provider: SdkTracerProvider,
+    flush: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     tracer: SdkTracer,
     propagation: Propagation,
     ratio: f64,
@@ -87,8 +88,10 @@ impl Tracing {
         .map_err(|e| format!("tracing exporter: {e}"))?;
         exporter.set_resource(&resource);
         let (tx, rx) = mpsc::channel(s.queue_size);
+        let (flush, flush_rx) = mpsc::channel(4);
         let queue = Queue { tx, metrics: metrics.clone() };
-        tokio::spawn(export_loop(rx, exporter, s.batch_size, s.export_interval, s.export_timeout, metrics));
+        let export = Export { exporter, batch: s.batch_size, timeout: s.export_timeout, metrics };
+        tokio::spawn(export_loop(rx, flush_rx, export, s.export_interval));
         let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(s.sample_ratio)));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(queue)
@@ -96,7 +99,7 @@ impl Tracing {
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("gatehouse");
-        Ok(Arc::new(Tracing { provider, tracer, propagation: s.propagation, ratio: s.sample_ratio }))
+        Ok(Arc::new(Tracing { provider, flush, tracer, propagation: s.propagation, ratio: s.sample_ratio }))
     }
 
     /// Start tracing a request whose head just arrived: its parent context (if the client sent
@@ -177,7 +180,17 @@ impl Tracing {
         parent.inject(headers);
     }
 
-    /// Stop exporting (spans still queued are exported by the task, within its timeout).
+    /// Export every span queued so far, waiting at most `timeout` (graceful shutdown: the
+    /// requests have ended). Whether the queue was written out in time.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.flush.send(done).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
+    }
+
+    /// Stop recording spans (those already queued stay there for [`Tracing::flush`]).
     pub fn shutdown(&self) {
         let _ = self.provider.shutdown_with_timeout(Duration::from_millis(100));
     }
@@ -511,48 +524,82 @@ impl SpanProcessor for Queue {
     }
 }
 
-/// Export queued spans in batches: up to `batch` spans, or what arrived within `interval` of
-/// the first. A batch the collector does not take within `timeout` is dropped (counted).
-async fn export_loop(
-    mut rx: mpsc::Receiver<SpanData>,
+/// The exporter and what an export may take.
+struct Export {
     exporter: opentelemetry_otlp::SpanExporter,
     batch: usize,
-    interval: Duration,
     timeout: Duration,
     metrics: Arc<Metrics>,
-) {
-    let mut spans = Vec::with_capacity(batch);
-    let mut open = true;
-    while open {
-        match rx.recv().await {
-            Some(s) => spans.push(s),
-            None => break,
-        }
-        let deadline = tokio::time::Instant::now() + interval;
-        while spans.len() < batch {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(s)) => spans.push(s),
-                Ok(None) => {
-                    open = false;
-                    break;
-                }
-                Err(_) => break,
-            }
+}
+
+impl Export {
+    /// Export `spans` (emptied); a batch the collector does not take within the timeout is
+    /// dropped and counted.
+    async fn send(&self, spans: &mut Vec<SpanData>) {
+        if spans.is_empty() {
+            return;
         }
         let n = spans.len() as u64;
-        let out = std::mem::replace(&mut spans, Vec::with_capacity(batch));
-        match tokio::time::timeout(timeout, exporter.export(out)).await {
-            Ok(Ok(())) => metrics.spans_exported(n),
+        let out = std::mem::replace(spans, Vec::with_capacity(self.batch));
+        match tokio::time::timeout(self.timeout, self.exporter.export(out)).await {
+            Ok(Ok(())) => self.metrics.spans_exported(n),
             Ok(Err(e)) => {
-                metrics.spans_dropped(n);
+                self.metrics.spans_dropped(n);
                 tracing::debug!(error = %e, spans = n, "trace export failed");
             }
             Err(_) => {
-                metrics.spans_dropped(n);
+                self.metrics.spans_dropped(n);
                 tracing::debug!(spans = n, "trace export timed out");
             }
         }
     }
+}
+
+/// Export queued spans in batches: `batch` spans, or what arrived within `interval` of the
+/// first of a batch; on a flush request, everything queued at once.
+async fn export_loop(
+    mut rx: mpsc::Receiver<SpanData>,
+    mut flush: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+    export: Export,
+    interval: Duration,
+) {
+    let mut spans = Vec::with_capacity(export.batch);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            s = rx.recv() => {
+                let Some(s) = s else { break };
+                spans.push(s);
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + interval);
+                if spans.len() >= export.batch {
+                    export.send(&mut spans).await;
+                    deadline = None;
+                }
+            }
+            () = timer => {
+                export.send(&mut spans).await;
+                deadline = None;
+            }
+            Some(done) = flush.recv() => {
+                while let Ok(s) = rx.try_recv() {
+                    spans.push(s);
+                    if spans.len() >= export.batch {
+                        export.send(&mut spans).await;
+                    }
+                }
+                export.send(&mut spans).await;
+                deadline = None;
+                let _ = done.send(());
+            }
+        }
+    }
+    export.send(&mut spans).await;
 }
 
 #[cfg(test)]

@@ -549,6 +549,13 @@ impl Gateway {
                 tracing::warn!("the access log was not fully written");
             }
         }
+        // Every request has been logged: export the spans still queued.
+        if let Some(t) = &self.shared.tracing {
+            if !t.flush(Duration::from_secs(5)).await {
+                tracing::warn!("the last trace spans were not exported");
+            }
+            t.shutdown();
+        }
         // Every request has been logged: write the last usage batch.
         match self.flush_usage().await {
             Ok(()) => tracing::info!(store = self.usage_store_kind(), "usage written"),

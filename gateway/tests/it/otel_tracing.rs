@@ -553,3 +553,19 @@ async fn forward_auth_and_side_calls_are_traced() {
         assert_eq!(span["parent_span_id"], server["span_id"], "{name}");
     }
 }
+
+/// A graceful shutdown exports the spans still queued, however long the export interval.
+#[tokio::test]
+async fn shutdown_exports_queued_spans() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let tracing = format!("{{ enabled: true, endpoint: \"http://127.0.0.1:{}\", export_interval: 60s }}", recv.grpc);
+    let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
+    let (s, _) = get_with(&format!("{}/users/1", gw.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(recv.spans().await.is_empty(), "nothing exported before the interval");
+    gw.gw.shutdown(Duration::from_secs(5)).await;
+    let spans = recv.trace(CLIENT_TRACE, 2).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+}
