@@ -9,6 +9,7 @@
 #   bench/run.sh memory     # idle RSS, and RSS with 10,000 idle client connections
 #   bench/run.sh plugins    # plain proxy vs key-auth + acl + access log (file)
 #   bench/run.sh ratelimit  # plain proxy vs rate limiting, local and on Redis
+#   bench/run.sh tracing    # plain proxy vs OpenTelemetry tracing at ratio 1.0 and 0.01
 #   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
 #   bench/run.sh instructions  # user-space instructions per proxied request (callgrind; repeatable)
 #   GATEHOUSE_BIN=path bench/run.sh instructions  # the same for a binary built from another commit
@@ -240,6 +241,21 @@ plugins() {
     "key-auth+acl+log $ROOT/bench/gateway-auth.yaml x-api-key: bench-api-key-0001"
 }
 
+tracing() {
+  log "tracing: plain vs OpenTelemetry tracing at ratio 1.0 and 0.01 (OTLP/gRPC receiver running)"
+  # The collector: the tests' OTLP receiver, counting what it gets without decoding, on CPU 0
+  # with the load generator (the gateway's export work stays on its own CPU).
+  taskset -c 0 python3 gateway/tests/python/otlp_receiver.py --discard >"$TMP/otlp.ports" </dev/null & PIDS+=($!)
+  for _ in $(seq 100); do [[ -s $TMP/otlp.ports ]] && break; sleep 0.1; done
+  read -r grpc_port http_port <"$TMP/otlp.ports"
+  export OTLP_ADDR=127.0.0.1:$grpc_port
+  compare "Plain proxy vs OpenTelemetry tracing (OTLP/gRPC)" \
+    "plain $ROOT/bench/gateway-plain.yaml" \
+    "tracing-ratio-1.0 $ROOT/bench/gateway-tracing-1.yaml" \
+    "tracing-ratio-0.01 $ROOT/bench/gateway-tracing-001.yaml"
+  log "collector received: $(curl -s "http://127.0.0.1:$http_port/exports")"
+}
+
 ratelimit() {
   log "rate limiting: plain vs local vs redis"
   compare "Plain proxy vs rate-limiting (sliding window, one key)" \
@@ -306,9 +322,10 @@ case $WHAT in
   routes) routes ;;
   memory) memory ;;
   plugins) plugins ;;
+  tracing) tracing ;;
   ratelimit) ratelimit ;;
   admin) admin ;;
   instructions) instructions ;;
-  all) http1; http2; routes; memory; plugins; ratelimit; admin ;;
+  all) http1; http2; routes; memory; plugins; tracing; ratelimit; admin ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac

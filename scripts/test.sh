@@ -20,7 +20,7 @@ if ((${#need[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if ! python3 -c 'import websockets, grpc, grpc_tools, schemathesis, h2, prometheus_client' 2>/dev/null; then
+if ! python3 -c 'import websockets, grpc, grpc_tools, schemathesis, h2, prometheus_client, opentelemetry.proto' 2>/dev/null; then
   log "installing Python test clients"
   python3 -m pip install -q --disable-pip-version-check -r gateway/tests/python/requirements.txt
 fi

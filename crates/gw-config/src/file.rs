@@ -157,6 +157,50 @@ pub struct FileGateway {
     /// store, and how long they are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<FileUsage>,
+    /// OpenTelemetry tracing: spans per request and per upstream attempt, exported with OTLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<FileTracing>,
+}
+
+/// OpenTelemetry tracing settings (`gateway.tracing`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileTracing {
+    /// Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// OTLP collector: `http://host:4317` for `grpc`; for `http`, the URL spans are posted to
+    /// (`/v1/traces` is added to a URL without a path). Default `http://127.0.0.1:4317`
+    /// (`grpc`) or `http://127.0.0.1:4318/v1/traces` (`http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `grpc` (default) or `http` (HTTP/protobuf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Share of new traces recorded, 0.0 to 1.0 (default 1.0). A request carrying a trace
+    /// context follows its parent's decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<f64>,
+    /// Trace context headers read from clients and sent upstream: `w3c` (default,
+    /// `traceparent`/`tracestate`), `b3` (single `b3` header) or `b3multi` (`X-B3-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<String>,
+    /// `service.name` of the spans. Default `gatehouse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Spans kept waiting for export; beyond this they are dropped (and counted). Default 2048.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<usize>,
+    /// Most spans per export. Default 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Longest wait before a partial batch is exported. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_interval: Option<Dur>,
+    /// Time allowed for one export. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_timeout: Option<Dur>,
 }
 
 /// Usage analytics settings (`gateway.usage`).
@@ -779,6 +823,10 @@ pub struct FileRoute {
     /// How several auth plugins combine: `any` (default: the first that succeeds) or `all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_mode: Option<String>,
+    /// Trace this route's requests when `gateway.tracing` is enabled. Default `true`; `false`
+    /// sends no spans for them (trace headers from the client still pass through unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<bool>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

@@ -579,6 +579,32 @@ mod tests {
         assert_eq!(err.to_string(), "gw.yaml:6:5: routes[0].service: unknown service \"nope\"");
     }
 
+    /// `gateway.tracing` keys are checked with file, line and key; a valid block gives the
+    /// settings (an HTTP endpoint without a path gets `/v1/traces`), a disabled one none.
+    #[test]
+    fn tracing_settings_are_validated_and_located() {
+        let yaml = "gateway:\n  tracing:\n    enabled: true\n    protocol: carrier-pigeon\n    sample_ratio: 1.5\n    propagation: jaeger\n    endpoint: \"not a url\"\n";
+        let file = parse_yaml(yaml, "gw.yaml", env()).unwrap();
+        let err = validate_located(&file, "gw.yaml", Some(yaml), &ValidateOptions::default()).unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "gw.yaml:4:5: gateway.tracing.protocol: \"carrier-pigeon\": use grpc or http",
+            "gw.yaml:5:5: gateway.tracing.sample_ratio: must be between 0.0 and 1.0",
+            "gw.yaml:6:5: gateway.tracing.propagation: \"jaeger\": use w3c, b3 or b3multi",
+            "gw.yaml:7:5: gateway.tracing.endpoint: \"not a url\" is not an http:// or https:// URL",
+        ] {
+            assert!(text.contains(want), "{want} not in {text}");
+        }
+        let yaml = "gateway:\n  tracing: { enabled: true, protocol: http, endpoint: \"http://127.0.0.1:4318\", sample_ratio: 0.25 }\n";
+        let cfg = validate(&parse_yaml(yaml, "gw.yaml", env()).unwrap(), &ValidateOptions::default()).unwrap();
+        let t = cfg.gateway.tracing.unwrap();
+        assert_eq!(t.endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!((t.protocol, t.sample_ratio), (crate::model::OtlpProtocol::Http, 0.25));
+        let yaml = "gateway:\n  tracing: { endpoint: \"http://127.0.0.1:4317\" }\n";
+        let cfg = validate(&parse_yaml(yaml, "gw.yaml", env()).unwrap(), &ValidateOptions::default()).unwrap();
+        assert!(cfg.gateway.tracing.is_none(), "off unless enabled");
+    }
+
     /// An unset environment variable is an error naming the variable, not an empty value.
     #[test]
     fn unset_env_var_is_an_error() {

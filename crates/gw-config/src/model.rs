@@ -66,6 +66,51 @@ pub struct Gateway {
     pub redis: Option<Redis>,
     /// Usage analytics and local quota persistence.
     pub usage: UsageSettings,
+    /// OpenTelemetry tracing (`None`: off).
+    pub tracing: Option<Tracing>,
+}
+
+/// OpenTelemetry tracing settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// OTLP endpoint (for `http`, the full URL spans are posted to).
+    pub endpoint: String,
+    /// Export protocol.
+    pub protocol: OtlpProtocol,
+    /// Share of new traces sampled (parent-based otherwise).
+    pub sample_ratio: f64,
+    /// Trace context header format.
+    pub propagation: Propagation,
+    /// `service.name`.
+    pub service_name: String,
+    /// Export queue bound (spans).
+    pub queue_size: usize,
+    /// Most spans per export.
+    pub batch_size: usize,
+    /// Longest wait before a partial batch goes out.
+    pub export_interval: Duration,
+    /// Time allowed for one export.
+    pub export_timeout: Duration,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+/// Trace context header format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// W3C Trace Context (`traceparent`, `tracestate`).
+    W3c,
+    /// Zipkin B3, single `b3` header.
+    B3,
+    /// Zipkin B3, `X-B3-TraceId` / `X-B3-SpanId` / `X-B3-Sampled` headers.
+    B3Multi,
 }
 
 /// Usage analytics settings.
@@ -483,6 +528,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Auth combination.
     pub auth_mode: AuthMode,
+    /// Requests of this route are traced (when `gateway.tracing` is on).
+    pub tracing: bool,
 }
 
 /// A plugin instance.

@@ -400,6 +400,7 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         }
         s
     };
+    let tracing = tracing_settings(v, g.tracing.as_ref(), &base);
     let node_id = g.node_id.clone().unwrap_or_else(default_node_id);
     Gateway {
         node_id,
@@ -414,7 +415,88 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         worker_threads: g.worker_threads,
         redis,
         usage,
+        tracing,
     }
+}
+
+/// `gateway.tracing`: `None` when disabled (the other keys are checked either way).
+fn tracing_settings(v: &mut V, t: Option<&FileTracing>, base: &KeyPath) -> Option<Tracing> {
+    let t = t?;
+    let tp = base.join("tracing");
+    let protocol = match t.protocol.as_deref() {
+        None | Some("grpc") => OtlpProtocol::Grpc,
+        Some("http") => OtlpProtocol::Http,
+        Some(o) => {
+            v.err(tp.join("protocol"), format!("{o:?}: use grpc or http"));
+            OtlpProtocol::Grpc
+        }
+    };
+    let endpoint = match t.endpoint.as_deref() {
+        None => match protocol {
+            OtlpProtocol::Grpc => "http://127.0.0.1:4317".to_string(),
+            OtlpProtocol::Http => "http://127.0.0.1:4318/v1/traces".to_string(),
+        },
+        Some(e) => {
+            let ok = e
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+            match ok {
+                None => {
+                    v.err(tp.join("endpoint"), format!("{e:?} is not an http:// or https:// URL"));
+                    e.to_string()
+                }
+                Some(u) if protocol == OtlpProtocol::Http && matches!(u.path(), "" | "/") => {
+                    format!("{}/v1/traces", e.trim_end_matches('/'))
+                }
+                Some(_) => e.to_string(),
+            }
+        }
+    };
+    let sample_ratio = t.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        v.err(tp.join("sample_ratio"), "must be between 0.0 and 1.0");
+    }
+    let propagation = match t.propagation.as_deref() {
+        None | Some("w3c") => Propagation::W3c,
+        Some("b3") => Propagation::B3,
+        Some("b3multi") => Propagation::B3Multi,
+        Some(o) => {
+            v.err(tp.join("propagation"), format!("{o:?}: use w3c, b3 or b3multi"));
+            Propagation::W3c
+        }
+    };
+    let service_name = t.service_name.clone().unwrap_or_else(|| "gatehouse".to_string());
+    if service_name.is_empty() {
+        v.err(tp.join("service_name"), "empty service name");
+    }
+    let queue_size = t.queue_size.unwrap_or(2048);
+    if !(1..=1_000_000).contains(&queue_size) {
+        v.err(tp.join("queue_size"), "must be between 1 and 1000000");
+    }
+    let batch_size = t.batch_size.unwrap_or(512);
+    if batch_size == 0 || batch_size > queue_size {
+        v.err(tp.join("batch_size"), "must be at least 1 and at most queue_size");
+    }
+    let export_interval = dur(&t.export_interval, Duration::from_secs(1));
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&export_interval) {
+        v.err(tp.join("export_interval"), "must be between 10ms and 60s");
+    }
+    let export_timeout = dur(&t.export_timeout, Duration::from_secs(10));
+    if !(Duration::from_millis(100)..=Duration::from_secs(120)).contains(&export_timeout) {
+        v.err(tp.join("export_timeout"), "must be between 100ms and 120s");
+    }
+    t.enabled.unwrap_or(false).then_some(Tracing {
+        endpoint,
+        protocol,
+        sample_ratio,
+        propagation,
+        service_name,
+        queue_size,
+        batch_size,
+        export_interval,
+        export_timeout,
+    })
 }
 
 fn default_node_id() -> String {
@@ -1285,6 +1367,7 @@ fn route(v: &mut V, p: &KeyPath, r: &FileRoute, services: &HashMap<&str, usize>,
             preserve_host: r.preserve_host.unwrap_or(false),
             max_body_bytes: r.max_body_bytes.as_ref().map(|b| b.get()).unwrap_or(default_body),
             auth_mode,
+            tracing: r.tracing.unwrap_or(true),
         }
     }
 }

@@ -110,6 +110,14 @@ pub struct Ctx {
     /// The gateway's client for side calls to the configuration's services (set for requests
     /// whose chain has plugins; see [`crate::exchange`]).
     pub upstreams: Option<crate::Upstreams>,
+    /// The trace context of the request's server span when the request is traced: upstream
+    /// calls (a plugin's own included, see [`crate::TraceParent::inject`]) carry it.
+    pub trace: Option<crate::TraceParent>,
+    /// Whether upstream attempts are reported in [`Ctx::attempts`] (set by the gateway when
+    /// something reads them, e.g. tracing; off, nothing is allocated per request).
+    pub record_attempts: bool,
+    /// One report per upstream attempt, in order (when [`Ctx::record_attempts`]).
+    pub attempts: Vec<crate::AttemptReport>,
 }
 
 impl Ctx {
@@ -136,6 +144,9 @@ impl Ctx {
             has_body: false,
             vars: Extensions::new(),
             upstreams: None,
+            trace: None,
+            record_attempts: false,
+            attempts: Vec::new(),
         }
     }
 

@@ -22,6 +22,8 @@ pub struct Exchanged {
     pub target: Option<Arc<str>>,
     /// Time from the first attempt to the response head (retries included).
     pub latency: Option<Duration>,
+    /// One report per attempt (when the calling request records them, e.g. it is traced).
+    pub attempts: Vec<crate::AttemptReport>,
 }
 
 /// The engine's side of [`Upstreams`] (implemented by `gw-proxy`).
@@ -29,8 +31,15 @@ pub struct Exchanged {
 pub trait Exchange: Send + Sync + 'static {
     /// Send `req` to the configuration's service named `service` (a proxy service): its path
     /// prefix applies, and its upstream's balancing, health, breaker, retries and timeouts.
-    /// `req.uri` is origin-form (`/path?query`); `Host` is the target's unless set.
-    async fn send(&self, service: &str, req: RequestHead, body: Body) -> Result<Exchanged>;
+    /// `req.uri` is origin-form (`/path?query`); `Host` is the target's unless set. `trace`:
+    /// the calling request's trace context, which the call carries (and is traced under).
+    async fn send(
+        &self,
+        service: &str,
+        req: RequestHead,
+        body: Body,
+        trace: Option<&crate::TraceParent>,
+    ) -> Result<Exchanged>;
 
     /// Send `req` to the absolute `http://` or `https://` URL in `req.uri` (`h2c://` and `h2://`
     /// for HTTP/2 with prior knowledge, in clear text or over TLS; its path and query
@@ -38,27 +47,38 @@ pub trait Exchange: Send + Sync + 'static {
     /// client: pooled connections per origin, TLS verified against the system roots, a stale
     /// pooled connection retried once. `timeout` bounds the connection, the wait for the
     /// response head and each stall of its body.
-    async fn send_url(&self, req: RequestHead, body: Body, timeout: Duration) -> Result<Exchanged>;
+    async fn send_url(
+        &self,
+        req: RequestHead,
+        body: Body,
+        timeout: Duration,
+        trace: Option<&crate::TraceParent>,
+    ) -> Result<Exchanged>;
 }
 
 /// The gateway's client for side calls, handed to plugins in [`crate::Ctx::upstreams`].
 #[derive(Clone)]
-pub struct Upstreams(Arc<dyn Exchange>);
+pub struct Upstreams(Arc<dyn Exchange>, Option<crate::TraceParent>);
 
 impl Upstreams {
     /// Wrap an engine's exchange.
     pub fn new(e: Arc<dyn Exchange>) -> Self {
-        Upstreams(e)
+        Upstreams(e, None)
     }
 
-    /// See [`Exchange::send`].
+    /// The same client, for calls made on behalf of a request traced as `trace`.
+    pub fn with_trace(&self, trace: crate::TraceParent) -> Self {
+        Upstreams(self.0.clone(), Some(trace))
+    }
+
+    /// See [`Exchange::send`] (the request's trace context goes with it).
     pub async fn send(&self, service: &str, req: RequestHead, body: Body) -> Result<Exchanged> {
-        self.0.send(service, req, body).await
+        self.0.send(service, req, body, self.1.as_ref()).await
     }
 
     /// See [`Exchange::send_url`].
     pub async fn send_url(&self, req: RequestHead, body: Body, timeout: Duration) -> Result<Exchanged> {
-        self.0.send_url(req, body, timeout).await
+        self.0.send_url(req, body, timeout, self.1.as_ref()).await
     }
 }
 

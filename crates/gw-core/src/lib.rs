@@ -26,6 +26,7 @@ mod head;
 pub mod identity;
 mod plugin;
 pub mod tick;
+pub mod trace;
 
 pub use body::{Body, BodyFilter, Emit, Frame};
 pub use clock::{Clock, OffsetClock, SystemClock};
@@ -35,6 +36,7 @@ pub use flow::{Flow, Reply};
 pub use gw_error::{Error, ErrorKind, OrErr, Result, Retry, Side};
 pub use head::{RequestHead, ResponseHead};
 pub use plugin::{AuthOutcome, Hooks, Plugin, Stage, priority};
+pub use trace::{AttemptOutcome, AttemptReport, ConnectionUse, TraceParent};
 
 /// Applied by [`macro@plugin`]; re-exported so plugin crates need no `async-trait` of their own.
 #[doc(hidden)]

@@ -63,6 +63,12 @@ pub struct AccessLogLine<'a> {
     /// (absent for other services).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calls: Option<&'a str>,
+    /// Trace id (32 hex digits) when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+    /// The request's server span id (16 hex digits) when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<&'a str>,
 }
 
 impl AccessLogLine<'_> {
@@ -119,6 +125,14 @@ impl AccessLogLine<'_> {
         if let Some(c) = self.calls {
             out.extend_from_slice(b",\"calls\":");
             json_str(out, c);
+        }
+        if let Some(t) = self.trace_id {
+            out.extend_from_slice(b",\"trace_id\":");
+            json_str(out, t);
+        }
+        if let Some(s) = self.span_id {
+            out.extend_from_slice(b",\"span_id\":");
+            json_str(out, s);
         }
         out.push(b'}');
     }
@@ -311,9 +325,15 @@ mod tests {
     /// The hand-written JSON equals serde_json's for ordinary and awkward values.
     #[test]
     fn json_matches_serde() {
-        for (path, consumer, up, calls) in [
-            ("/p", None, Some(1.25), None),
-            ("/q\"\\\n\u{1}é", Some("al\tice"), None, Some("user:200:12,news:upstream_timeout:800")),
+        for (path, consumer, up, calls, trace) in [
+            ("/p", None, Some(1.25), None, None),
+            (
+                "/q\"\\\n\u{1}é",
+                Some("al\tice"),
+                None,
+                Some("user:200:12,news:upstream_timeout:800"),
+                Some(("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")),
+            ),
         ] {
             let line = AccessLogLine {
                 time: Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
@@ -334,6 +354,8 @@ mod tests {
                 upstream_latency_ms: up,
                 error: None,
                 calls,
+                trace_id: trace.map(|t| t.0),
+                span_id: trace.map(|t| t.1),
             };
             let mut mine = Vec::new();
             line.write_json(&mut mine);
@@ -377,6 +399,8 @@ mod tests {
             upstream_latency_ms: Some(1.0),
             error: None,
             calls: None,
+            trace_id: None,
+            span_id: None,
         };
         assert!(log.log(&line));
         assert!(log.flush(Duration::from_secs(5)), "written within 5 s");

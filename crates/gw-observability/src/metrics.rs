@@ -99,6 +99,8 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     config_timestamp: Gauge<f64, AtomicU64>,
     access_log_dropped: Counter,
+    spans_dropped: Counter,
+    spans_exported: Counter,
     plugin_counters: Family<NameLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     circuit_state: Family<CircuitLabels, Gauge>,
@@ -216,6 +218,14 @@ impl Metrics {
             "Access log lines dropped because the writer could not keep up",
             access_log_dropped.clone(),
         );
+        let spans_dropped = Counter::default();
+        r.register(
+            "tracing_spans_dropped",
+            "Trace spans dropped: the export queue was full or the collector did not take them",
+            spans_dropped.clone(),
+        );
+        let spans_exported = Counter::default();
+        r.register("tracing_spans_exported", "Trace spans the OTLP collector accepted", spans_exported.clone());
         let plugin_counters = Family::<NameLabels, Counter>::default();
         r.register("plugin_events", "Plugin events by name (e.g. redis fail-open)", plugin_counters.clone());
         let retries = Family::<RetryLabels, Counter>::default();
@@ -274,6 +284,8 @@ impl Metrics {
             reloads,
             config_timestamp,
             access_log_dropped,
+            spans_dropped,
+            spans_exported,
             plugin_counters,
             retries,
             circuit_state,
@@ -372,6 +384,16 @@ impl Metrics {
     /// Count a dropped access log line.
     pub fn access_log_dropped(&self) {
         self.access_log_dropped.inc();
+    }
+
+    /// Count trace spans dropped (queue full, export failed).
+    pub fn spans_dropped(&self, n: u64) {
+        self.spans_dropped.inc_by(n);
+    }
+
+    /// Count trace spans exported.
+    pub fn spans_exported(&self, n: u64) {
+        self.spans_exported.inc_by(n);
     }
 
     /// Count a named plugin event.

@@ -96,7 +96,9 @@ pub(crate) async fn serve(
         consumer: cx.consumer.as_ref().map(|c| c.username.clone()),
         propagate,
     };
-    let caller = GatewayCaller { upstreams };
+    // Calls of a traced request carry its trace context (and are traced under it).
+    let traced = cx.trace.clone().map(|t| upstreams.with_trace(t));
+    let caller = GatewayCaller { upstreams: traced.as_ref().unwrap_or(upstreams) };
     let result = gw_aggregate::execute(plan, &caller, &client).await;
     let service = cx.route.as_ref().map_or("", |r| &*r.service);
     let reports = match &result {

@@ -31,6 +31,8 @@ const MAX_ORIGINS: usize = 256;
 pub(crate) trait Serving: Send + Sync + 'static {
     /// The runtime compiled from the configuration being served.
     fn runtime(&self) -> Arc<Runtime>;
+    /// The tracer, when tracing is on.
+    fn tracing(&self) -> Option<Arc<gw_otel::Tracing>>;
 }
 
 /// An origin reached by URL: its one-target upstream and service, with their pool.
@@ -75,10 +77,17 @@ impl<S> GatewayExchange<S> {
 
 #[async_trait]
 impl<S: Serving> Exchange for GatewayExchange<S> {
-    async fn send(&self, service: &str, mut req: RequestHead, body: Body) -> Result<Exchanged> {
+    async fn send(
+        &self,
+        service: &str,
+        mut req: RequestHead,
+        body: Body,
+        trace: Option<&gw_core::TraceParent>,
+    ) -> Result<Exchanged> {
         let serving =
             self.serving.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
         let rt = serving.runtime();
+        let tracing = serving.tracing();
         drop(serving);
         let svc = rt
             .services
@@ -93,10 +102,16 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
             req.set_path(&path).map_err(|e| Error::new(ErrorKind::Internal, "side call path").with_cause(e))?;
         }
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-        call(req, body, host, upstream, svc).await
+        call(req, body, host, upstream, svc, trace, tracing.as_deref()).await
     }
 
-    async fn send_url(&self, mut req: RequestHead, body: Body, timeout: Duration) -> Result<Exchanged> {
+    async fn send_url(
+        &self,
+        mut req: RequestHead,
+        body: Body,
+        timeout: Duration,
+        trace: Option<&gw_core::TraceParent>,
+    ) -> Result<Exchanged> {
         let bad = |why: &str| Error::new(ErrorKind::Internal, format!("side call to {}: {why}", req.uri));
         let protocol = match req.uri.scheme_str() {
             Some("http") => UpstreamProtocol::Http1,
@@ -117,7 +132,8 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
         let origin = self.origin((protocol, host, port, timeout))?;
         let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
         req.uri = pq.parse().map_err(|e| Error::new(ErrorKind::Internal, "side call path").with_cause(e))?;
-        call(req, body, Some(host_field), &origin.upstream, &origin.service).await
+        let tracing = self.serving.upgrade().and_then(|s| s.tracing());
+        call(req, body, Some(host_field), &origin.upstream, &origin.service, trace, tracing.as_deref()).await
     }
 }
 
@@ -129,6 +145,8 @@ async fn call(
     host: Option<String>,
     upstream: &Arc<UpstreamRt>,
     svc: &ServiceRt,
+    trace: Option<&gw_core::TraceParent>,
+    tracing: Option<&gw_otel::Tracing>,
 ) -> Result<Exchanged> {
     let ServiceRtKind::Proxy { protocol, .. } = &svc.kind else {
         return Err(Error::new(ErrorKind::Internal, "side call to a service that is not a proxy"));
@@ -148,8 +166,14 @@ async fn call(
     if let Some(h) = host {
         cx.host = h;
     }
+    // A call made for a traced request is traced under it (an attempt span each when sampled).
+    if let Some(t) = trace {
+        cx.record_attempts = t.sampled;
+        cx.trace = Some(t.clone());
+    }
     let resp =
-        crate::pipeline::forward(&req, body, None, None, upstream, *protocol, svc, preserve_host, &mut cx).await?;
+        crate::pipeline::forward(&mut req, body, None, None, upstream, *protocol, svc, preserve_host, tracing, &mut cx)
+            .await?;
     let mut resp = resp;
     crate::pipeline::full_headers(&mut resp);
     let (parts, body) = resp.into_parts();
@@ -158,5 +182,6 @@ async fn call(
         body: body.into_core(),
         target: cx.upstream_addr,
         latency: cx.upstream_latency,
+        attempts: cx.attempts,
     })
 }

@@ -98,6 +98,9 @@ pub(crate) async fn serve(
     cx.client_ip = forwarding::client_ip(conn.peer.ip(), req.headers(), &rt.gateway.trusted_proxies);
     cx.sni = conn.sni.clone();
     cx.client_certs = conn.client_certs.clone();
+    // Tracing: the client's trace context and the start time; the span is created once the
+    // route is known (nothing at all when tracing is off).
+    let trace = shared.tracing.as_ref().map(|t| t.begin(req.headers(), cx.started));
     let p = Pending {
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -107,6 +110,7 @@ pub(crate) async fn serve(
         received: None,
         error: None,
         failure: None,
+        trace,
     };
     // The log phase's state is allocated once, up front, and the request works on it in
     // place: the context is never moved into the response body at the end.
@@ -171,6 +175,8 @@ struct Pending {
     error: Option<&'static str>,
     /// The error the request failed with, for the log phase.
     failure: Option<Error>,
+    /// The request's trace (tracing on, and the route does not turn it off).
+    trace: Option<Box<gw_otel::ServerTrace>>,
 }
 
 async fn handle(
@@ -226,6 +232,9 @@ async fn handle(
     }
     cx.route = Some(route.info.clone());
     cx.params = params;
+    if p.trace.is_some() {
+        start_trace(route, cx, p, shared);
+    }
     if (conn.tls && !route.route.https) || (!conn.tls && !route.route.http) {
         if !conn.tls {
             return Err(Error::new(ErrorKind::HttpsRequired, "route accepts HTTPS only"));
@@ -373,12 +382,17 @@ async fn handle(
         ServiceRtKind::Aggregate(plan) => Box::pin(crate::aggregate::serve(&head, body, plan, rt, &shared.upstreams, &shared.metrics, cx)).await?,
         ServiceRtKind::Proxy { upstream, protocol, .. } => {
             if let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade_proto) {
+                if let (Some(t), Some(parent)) = (shared.tracing.as_deref(), &cx.trace) {
+                    t.inject_parent(parent, &mut head.headers);
+                }
                 Box::pin(crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks))
                     .await?
             } else {
                 let fwd = forwarding_block.as_deref();
                 let preserve_host = route.route.preserve_host;
-                forward(&head, body, sent.as_ref(), fwd, upstream, *protocol, service, preserve_host, cx).await?
+                let tracing = shared.tracing.as_deref();
+                forward(&mut head, body, sent.as_ref(), fwd, upstream, *protocol, service, preserve_host, tracing, cx)
+                    .await?
             }
         }
     };
@@ -393,6 +407,38 @@ async fn handle(
         Ok(add_response_headers(resp, cx))
     } else {
         Ok(Box::pin(run_response_plugins(resp, &p.chain, cx)).await)
+    }
+}
+
+/// Create the request's server span now that its route is known (or forget the trace when the
+/// route turns tracing off): upstream calls descend from it.
+#[cold]
+fn start_trace(route: &RouteRt, cx: &mut Ctx, p: &mut Pending, shared: &Shared) {
+    let (Some(t), Some(tr)) = (shared.tracing.as_deref(), p.trace.as_mut()) else { return };
+    if !route.route.tracing {
+        p.trace = None;
+        return;
+    }
+    let name = match route_pattern(route) {
+        Some(pat) => format!("{} {pat}", p.method),
+        None => p.method.to_string(),
+    };
+    let parent = tr.start(t, name);
+    cx.record_attempts = parent.sampled;
+    // Side calls of the route's plugins carry the trace too.
+    if let Some(u) = &cx.upstreams {
+        cx.upstreams = Some(u.with_trace(parent.clone()));
+    }
+    cx.trace = Some(parent);
+}
+
+/// `http.route`: the route's path pattern when it has one (`/users/{id}`, `/api/*`), else its
+/// name.
+fn route_pattern(route: &RouteRt) -> Option<String> {
+    match route.route.paths.as_slice() {
+        [gw_config::model::PathPattern::Prefix(p)] => Some(format!("{p}/*")),
+        [one] => Some(one.as_str().to_string()),
+        _ => Some(route.info.name.to_string()),
     }
 }
 
@@ -752,7 +798,7 @@ fn hash_key(upstream: &UpstreamRt, head: &RequestHead, cx: &Ctx) -> Option<Vec<u
 /// `exchange`); upgrades go through `upgrade`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
-    head: &RequestHead,
+    head: &mut RequestHead,
     body: RequestBody,
     sent: Option<&Arc<SentSignal>>,
     forwarding_block: Option<&[u8]>,
@@ -760,9 +806,24 @@ pub(crate) async fn forward(
     protocol: UpstreamProtocol,
     service: &ServiceRt,
     preserve_host: bool,
+    tracing: Option<&gw_otel::Tracing>,
     cx: &mut Ctx,
 ) -> Result<Response<ResponseBody>, Error> {
     let t = &service.timeouts;
+    // A traced request: each attempt of a sampled one gets a client span whose context goes
+    // upstream; an unsampled one sends its server span's context (not sampled) as it is.
+    let traced = match (tracing, &cx.trace) {
+        (Some(tr), Some(parent)) if parent.sampled => Some(tr),
+        (Some(tr), Some(parent)) => {
+            tr.inject_parent(parent, &mut head.headers);
+            None
+        }
+        (None, Some(parent)) => {
+            parent.inject(&mut head.headers);
+            None
+        }
+        _ => None,
+    };
     let deadline = t.total.map(|d| tokio::time::Instant::now() + d);
     let started = gw_core::tick::now();
     service.budget.deposit(started);
@@ -798,6 +859,15 @@ pub(crate) async fn forward(
         let req_body = body.take().unwrap_or(RequestBody::Empty);
 
         let attempt_start = now;
+        let span = match (traced, &cx.trace) {
+            (Some(tr), Some(parent)) => {
+                let s = tr.client_span(parent, head.method.as_str(), &endpoint.authority, attempt);
+                tr.inject_span(&s, &mut head.headers);
+                Some(s)
+            }
+            _ => None,
+        };
+        let mut facts = ConnFacts::default();
         // The total timeout wraps the attempt only when one is set. The attempt is awaited
         // here rather than in a helper: each level of async fn costs a copy of its future.
         let attempt_fut = self::attempt(
@@ -811,6 +881,7 @@ pub(crate) async fn forward(
             t.read,
             t.write,
             sent,
+            &mut facts,
         );
         let result = match deadline {
             None => attempt_fut.await,
@@ -821,6 +892,13 @@ pub(crate) async fn forward(
         };
         now = gw_core::tick::now();
         let latency = now.duration_since(attempt_start);
+        if span.is_some() || cx.record_attempts {
+            let outcome = match &result {
+                Ok(r) => gw_core::AttemptOutcome::Status(r.status().as_u16()),
+                Err((e, _)) => gw_core::AttemptOutcome::Failed(e.kind()),
+            };
+            report_attempt(cx, span, &endpoint.authority, attempt, &facts, attempt_start, latency, outcome);
+        }
         match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -933,6 +1011,49 @@ fn build_h2_request(
 
 type SendResult = Result<Response<UpstreamInner>, h1::Failed>;
 
+/// What an attempt learned about its connection.
+#[derive(Default)]
+struct ConnFacts {
+    /// Connect time of a new connection (`None`: an idle or shared one).
+    connected: Option<Duration>,
+    /// A connection was had.
+    had: bool,
+}
+
+/// Record an attempt's report on the context (when asked for) and end its span.
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn report_attempt(
+    cx: &mut Ctx,
+    span: Option<gw_otel::ClientSpan>,
+    target: &Arc<str>,
+    attempt: u32,
+    facts: &ConnFacts,
+    started: Instant,
+    duration: Duration,
+    outcome: gw_core::AttemptOutcome,
+) {
+    let report = gw_core::AttemptReport {
+        target: target.clone(),
+        attempt,
+        connection: facts.had.then_some(if facts.connected.is_some() {
+            gw_core::ConnectionUse::New
+        } else {
+            gw_core::ConnectionUse::Reused
+        }),
+        connect_time: facts.connected,
+        started,
+        duration,
+        outcome,
+    };
+    if let Some(s) = span {
+        s.finish(&report);
+    }
+    if cx.record_attempts {
+        cx.attempts.push(report);
+    }
+}
+
 /// One attempt: check out a connection, send, and wait for the response head. On failure, the
 /// request body is handed back when none of it was sent (so a retry can reuse it).
 #[allow(clippy::too_many_arguments)]
@@ -947,11 +1068,13 @@ async fn attempt(
     read: Duration,
     write: Duration,
     sent: Option<&Arc<SentSignal>>,
+    facts: &mut ConnFacts,
 ) -> SendResult {
-    let conn = match endpoint.checkout(connect, write).await {
+    let conn = match endpoint.checkout(connect, write, &mut facts.connected).await {
         Ok(c) => c,
         Err(e) => return Err((e, Some(body))),
     };
+    facts.had = true;
     match conn {
         Conn::H1(conn) => {
             let host = host.map_or(endpoint.authority.as_bytes(), str::as_bytes);
@@ -1294,6 +1417,7 @@ impl Drop for LogPhase {
 impl LogPhase {
     fn record(&mut self, ended: Ended) {
         self.logged = true;
+        let trace = self.p.trace.take();
         let LogPhase { cx, p, rt, conn, shared, status, tunnel_opened, .. } = &*self;
         let (status, at) = (*status, ended.at);
         conn.state.request_finished_at(tokio::time::Instant::from_std(at));
@@ -1341,6 +1465,10 @@ impl LogPhase {
                 shared.usage.record(shared.clock.now_ms(), c, &r.info.name, outcome, bytes_received, ended.bytes_sent);
             }
         }
+        let trace_ids = match (trace, shared.tracing.as_deref()) {
+            (Some(tr), Some(t)) => Some(finish_trace(tr, t, cx, p, route, status, failure.map(Error::kind), at)),
+            _ => None,
+        };
         let entry = LogEntry { status, bytes_sent: ended.bytes_sent, bytes_received, latency, error, failure };
         for pl in &p.chain.log {
             pl.log(cx, &entry);
@@ -1368,12 +1496,54 @@ impl LogPhase {
                 upstream_latency_ms: cx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
                 error,
                 calls: cx.vars.get::<crate::aggregate::Calls>().map(|c| c.0.as_str()),
+                trace_id: trace_ids.as_ref().map(|t| t.0.as_str()),
+                span_id: trace_ids.as_ref().map(|t| t.1.as_str()),
             };
             if !al.log(&line) {
                 shared.metrics.access_log_dropped();
             }
         }
     }
+}
+
+/// End the request's server span with what the request did; its trace and span ids (hex).
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn finish_trace(
+    mut tr: Box<gw_otel::ServerTrace>,
+    t: &gw_otel::Tracing,
+    cx: &Ctx,
+    p: &Pending,
+    route: Option<&Arc<RouteRt>>,
+    status: u16,
+    error: Option<ErrorKind>,
+    ended: Instant,
+) -> (String, String) {
+    if tr.ids().is_none() {
+        // The request ended before a route was found (404, a malformed request, a pre-route
+        // plugin's answer).
+        tr.start(t, p.method.to_string());
+    }
+    let (trace_id, span_id) = tr.ids().unwrap_or_default();
+    let pattern = route.and_then(|r| route_pattern(r));
+    let facts = gw_otel::ServerFacts {
+        method: p.method.as_str(),
+        path: p.uri.path(),
+        route_pattern: pattern.as_deref(),
+        route: route.map(|r| &*r.info.name),
+        service: route.map(|r| &*r.info.service),
+        consumer: cx.consumer.as_ref().map(|c| c.username.as_str()),
+        host: &cx.host,
+        client_ip: cx.client_ip,
+        scheme: if cx.tls { "https" } else { "http" },
+        protocol_version: version_str(p.version).trim_start_matches("HTTP/"),
+        status,
+        error,
+        request_id: cx.request_id.to_str().unwrap_or(""),
+        ended,
+    };
+    tr.finish(t, &facts);
+    (gw_core::trace::hex(&trace_id), gw_core::trace::hex(&span_id))
 }
 
 fn version_str(v: Version) -> &'static str {

@@ -225,19 +225,23 @@ impl Endpoint {
         self: &Arc<Self>,
         connect_timeout: Duration,
         write_timeout: Duration,
+        connected: &mut Option<Duration>,
     ) -> Result<Conn, Error> {
         let wt = write_timeout.as_millis() as u64;
         if self.spec.protocol.is_http2() {
             if let Some(c) = self.shared_h2(wt) {
                 return Ok(c);
             }
-            return Box::pin(self.connect_h2(connect_timeout, wt)).await;
+            return Box::pin(self.connect_h2(connect_timeout, wt, connected)).await;
         }
         if let Some(conn) = self.pop_idle() {
             conn.write_timeout.store(wt, Ordering::Relaxed);
             return Ok(Conn::H1(conn));
         }
-        Box::pin(self.connect_h1(connect_timeout, wt)).await
+        let start = Instant::now();
+        let c = Box::pin(self.connect_h1(connect_timeout, wt)).await?;
+        *connected = Some(start.elapsed());
+        Ok(c)
     }
 
     /// The shared HTTP/2 connection, if open, with its write-stall limit set to `wt` ms.
@@ -248,11 +252,17 @@ impl Endpoint {
     }
 
     /// Open the shared HTTP/2 connection (one at a time) unless another request just did.
-    async fn connect_h2(self: &Arc<Self>, connect_timeout: Duration, wt: u64) -> Result<Conn, Error> {
+    async fn connect_h2(
+        self: &Arc<Self>,
+        connect_timeout: Duration,
+        wt: u64,
+        connected: &mut Option<Duration>,
+    ) -> Result<Conn, Error> {
         let _guard = self.h2_connect.lock().await;
         if let Some(c) = self.shared_h2(wt) {
             return Ok(c);
         }
+        let start = Instant::now();
         let (io, timeout) = self.connect(connect_timeout, wt).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -266,6 +276,7 @@ impl Endpoint {
             let _ = conn.await;
         });
         self.h2.store(Some(Arc::new((sender.clone(), timeout))));
+        *connected = Some(start.elapsed());
         Ok(Conn::H2(sender))
     }
 

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     /// Where usage and local quota counters are written.
     pub(crate) usage_sync: crate::usage_sync::UsageSync,
     pub(crate) access_log: Option<AccessLog>,
+    /// OpenTelemetry tracing (`gateway.tracing`, read at start).
+    pub(crate) tracing: Option<Arc<gw_otel::Tracing>>,
     /// Warning lines about expected refusals, sampled (one per kind per second).
     pub(crate) refusal_log: LogSampler,
     /// Connection tasks and upgraded tunnels, awaited on shutdown.
@@ -74,6 +76,10 @@ pub(crate) struct Shared {
 impl crate::exchange::Serving for Shared {
     fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    fn tracing(&self) -> Option<Arc<gw_otel::Tracing>> {
+        self.tracing.clone()
     }
 }
 
@@ -274,8 +280,13 @@ impl Gateway {
         } else {
             None
         };
+        let tracing = match &config.gateway.tracing {
+            Some(s) => Some(gw_otel::Tracing::start(s, metrics.clone()).map_err(StartError)?),
+            None => None,
+        };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new_cyclic(|weak| Shared {
+            tracing,
             upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange::new(
                 weak.clone(),
                 worker_count,
@@ -536,6 +547,13 @@ impl Gateway {
             if !matches!(flushed, Ok(true)) {
                 tracing::warn!("the access log was not fully written");
             }
+        }
+        // Every request has been logged: export the spans still queued.
+        if let Some(t) = &self.shared.tracing {
+            if !t.flush(Duration::from_secs(5)).await {
+                tracing::warn!("the last trace spans were not exported");
+            }
+            t.shutdown();
         }
         // Every request has been logged: write the last usage batch.
         match self.flush_usage().await {

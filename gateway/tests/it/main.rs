@@ -18,6 +18,7 @@ mod hardening;
 mod lb;
 mod metrics_refusals;
 mod observability;
+mod otel_tracing;
 mod phases;
 mod plugin_attacks;
 mod protocols;

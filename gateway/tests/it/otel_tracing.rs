@@ -1,0 +1,571 @@
+//! OpenTelemetry tracing end to end: a real OTLP receiver (Python, grpcio and the official
+//! `opentelemetry-proto` definitions, `tests/python/otlp_receiver.py`) takes the gateway's
+//! spans over OTLP/gRPC or OTLP/HTTP and dumps them as JSON; the tests check span trees,
+//! attributes, propagation to upstreams and through two gateways, sampling, per-route off and
+//! a dead collector.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::*;
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// The OTLP receiver, running until dropped.
+struct Receiver {
+    _child: Child,
+    grpc: u16,
+    http: u16,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let script = format!("{}/tests/python/otlp_receiver.py", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 with grpcio and opentelemetry-proto (tests/python/requirements.txt)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("receiver started")
+            .unwrap()
+            .expect("receiver printed its ports");
+        let mut ports = line.split_whitespace().map(|p| p.parse::<u16>().unwrap());
+        Receiver { grpc: ports.next().unwrap(), http: ports.next().unwrap(), _child: child }
+    }
+
+    async fn spans(&self) -> Vec<Value> {
+        let (_, _, v) = get_json(&format!("http://127.0.0.1:{}/spans", self.http)).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The spans of `trace`, once `n` have arrived (panics after 10 s).
+    async fn trace(&self, trace: &str, n: usize) -> Vec<Value> {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans: Vec<Value> = self.spans().await.into_iter().filter(|s| s["trace_id"] == trace).collect();
+            if spans.len() >= n {
+                return spans;
+            }
+            assert!(Instant::now() < until, "{} of {n} spans of trace {trace} arrived: {spans:#?}", spans.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `gateway.tracing` for this receiver.
+    fn tracing(&self, protocol: &str, extra: &str) -> String {
+        let port = if protocol == "grpc" { self.grpc } else { self.http };
+        format!(
+            "{{ enabled: true, protocol: {protocol}, endpoint: \"http://127.0.0.1:{port}\", export_interval: 50ms{extra} }}"
+        )
+    }
+}
+
+/// A config with `gateway.tracing: <tracing>` and `body`.
+fn traced(tracing: &str, body: &str) -> String {
+    format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\n  tracing: {tracing}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{body}"
+    )
+}
+
+fn one_service(upstream: &str) -> String {
+    format!(
+        "services:\n  - name: s\n    url: http://{upstream}\nroutes:\n  - name: users\n    service: s\n    paths: [\"/users/{{id}}\"]\n"
+    )
+}
+
+fn traceparent(sampled: bool) -> String {
+    format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-{}", if sampled { "01" } else { "00" })
+}
+
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut b = client().get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let r = b.send().await.expect("request");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `traceparent` → (trace id, parent span id, flags).
+fn parse_tp(v: &Value) -> (String, String, String) {
+    let s = v.as_str().unwrap_or_else(|| panic!("no traceparent: {v}"));
+    let p: Vec<&str> = s.split('-').collect();
+    assert_eq!(p.len(), 4, "{s}");
+    assert_eq!(p[0], "00");
+    (p[1].to_string(), p[2].to_string(), p[3].to_string())
+}
+
+fn kind<'a>(spans: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    spans.iter().filter(|s| s["kind"] == kind).collect()
+}
+
+async fn metric(gw: &TestGateway, name: &str) -> f64 {
+    let m = client().get(format!("{}/metrics", gw.status_url())).send().await.unwrap().text().await.unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// Over OTLP/gRPC: a request with a client trace context gives one SERVER span (child of the
+/// client's span) with the HTTP semantic-convention attributes, and one CLIENT span per
+/// upstream attempt (numbered, the retry marked) under it; the upstream that answered saw the
+/// same trace with its attempt's span as parent.
+#[tokio::test]
+async fn server_span_and_attempt_spans_over_grpc() {
+    let recv = Receiver::start().await;
+    // The first request anywhere gets a 503, the retry (on the other target) an echo.
+    let first = Arc::new(AtomicUsize::new(0));
+    let handler = |first: Arc<AtomicUsize>| -> Behavior {
+        Behavior::Custom(Arc::new(move |req| {
+            let first = first.clone();
+            Box::pin(async move {
+                if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let mut r = http::Response::new(gw_test_util::full(bytes::Bytes::new()));
+                    *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                    r
+                } else {
+                    gw_test_util::echo("ok", req).await
+                }
+            })
+        }))
+    };
+    let a = Upstream::start(handler(first.clone())).await;
+    let b = Upstream::start(handler(first.clone())).await;
+    let body = format!(
+        "upstreams:\n  - name: u\n    targets:\n      - address: \"{}\"\n      - address: \"{}\"\nservices:\n  - name: s\n    upstream: u\n    retries: {{ attempts: 1, on_statuses: [503] }}\nroutes:\n  - name: users\n    service: s\n    paths: [\"/users/{{id}}\"]\n",
+        a.authority(),
+        b.authority()
+    );
+    // One data-plane worker: idle connections are pooled per worker.
+    let yaml = traced(&recv.tracing("grpc", ", service_name: edge"), &body)
+        .replace("gateway:\n", "gateway:\n  worker_threads: 1\n");
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let tp = traceparent(true);
+    let (s, v) =
+        get_with(&format!("{}/users/7?x=1", gw.url("main")), &[("traceparent", &tp), ("tracestate", "vendor=abc")])
+            .await;
+    assert_eq!(s, 200, "{v}");
+    let spans = recv.trace(CLIENT_TRACE, 3).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let server = kind(&spans, "SPAN_KIND_SERVER");
+    assert_eq!(server.len(), 1, "{spans:#?}");
+    let server = server[0];
+    assert_eq!(server["parent_span_id"], CLIENT_SPAN, "the server span is a child of the client's");
+    assert_eq!(server["name"], "GET /users/{id}");
+    assert_eq!(server["service"], "edge");
+    assert_eq!(server["via"], "grpc");
+    let at = &server["attributes"];
+    assert_eq!(at["http.request.method"], "GET");
+    assert_eq!(at["url.path"], "/users/7");
+    assert_eq!(at["http.route"], "/users/{id}");
+    assert_eq!(at["http.response.status_code"], 200);
+    assert_eq!(at["server.address"], "127.0.0.1");
+    assert_eq!(at["client.address"], "127.0.0.1");
+    assert_eq!(at["gatehouse.route"], "users");
+    assert_eq!(at["gatehouse.service"], "s");
+    assert!(at.get("error.type").is_none(), "{at}");
+
+    let mut attempts = kind(&spans, "SPAN_KIND_CLIENT");
+    attempts.sort_by_key(|s| s["attributes"]["gatehouse.attempt"].as_i64());
+    assert_eq!(attempts.len(), 2, "{spans:#?}");
+    for (i, c) in attempts.iter().enumerate() {
+        assert_eq!(c["parent_span_id"], server["span_id"], "attempts are children of the server span");
+        assert_eq!(c["name"], "GET");
+        assert_eq!(c["attributes"]["gatehouse.attempt"], i as i64);
+        assert_eq!(c["attributes"]["gatehouse.connection"], "new");
+        assert_eq!(c["attributes"]["server.address"], "127.0.0.1");
+    }
+    assert_eq!(attempts[0]["attributes"]["http.response.status_code"], 503);
+    assert_eq!(attempts[0]["attributes"]["error.type"], "503");
+    assert!(attempts[0]["attributes"].get("http.request.resend_count").is_none());
+    assert_eq!(attempts[1]["attributes"]["http.response.status_code"], 200);
+    assert_eq!(attempts[1]["attributes"]["http.request.resend_count"], 1);
+    let targets: Vec<String> =
+        attempts.iter().map(|c| format!("127.0.0.1:{}", c["attributes"]["server.port"].as_i64().unwrap())).collect();
+    assert_ne!(targets[0], targets[1], "the retry went to the other target");
+    assert!(targets.contains(&a.authority()) && targets.contains(&b.authority()));
+
+    // The upstream that answered saw the trace, its parent being the second attempt's span,
+    // and the client's tracestate.
+    let (trace, parent, flags) = parse_tp(&v["headers"]["traceparent"]);
+    assert_eq!((trace.as_str(), flags.as_str()), (CLIENT_TRACE, "01"));
+    assert_eq!(parent, attempts[1]["span_id"].as_str().unwrap());
+    assert_eq!(v["headers"]["tracestate"], "vendor=abc");
+
+    // The next two requests go to one target each (round robin): the one that answered 200
+    // kept its connection in the pool, so one of them reuses it.
+    for i in 8..10 {
+        let (s, _) = get_with(&format!("{}/users/{i}", gw.url("main")), &[("traceparent", &tp)]).await;
+        assert_eq!(s, 200);
+    }
+    let spans = recv.trace(CLIENT_TRACE, 7).await;
+    let reused = spans
+        .iter()
+        .filter(|s| s["kind"] == "SPAN_KIND_CLIENT" && s["attributes"]["gatehouse.connection"] == "reused")
+        .count();
+    assert!(reused >= 1, "{spans:#?}");
+}
+
+/// Over OTLP/HTTP (protobuf): a request that matches no route is traced (404, `no_route`), and
+/// so is one refused by a plugin (401); a new trace is started for a client without one, and the
+/// access log line carries its trace and span ids.
+#[tokio::test]
+async fn refused_requests_are_traced_over_http_protobuf() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ target: \"{}\" }}\n  tracing: {}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: open\n    service: s\n    paths: [\"/open/*\"]\n  - name: locked\n    service: s\n    paths: [\"/locked\"]\nplugins:\n  - plugin: key-auth\n    route: locked\n",
+        log.display(),
+        recv.tracing("http", ""),
+        up.authority()
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let tp = traceparent(true);
+    let (s, _) = get_with(&format!("{}/nowhere", gw.url("main")), &[("traceparent", &tp)]).await;
+    assert_eq!(s, 404);
+    let spans = recv.trace(CLIENT_TRACE, 1).await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let sp = &spans[0];
+    assert_eq!(sp["via"], "http");
+    assert_eq!(sp["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(sp["name"], "GET");
+    assert_eq!(sp["parent_span_id"], CLIENT_SPAN);
+    assert_eq!(sp["attributes"]["http.response.status_code"], 404);
+    assert_eq!(sp["attributes"]["error.type"], "no_route");
+    assert_eq!(sp["attributes"]["url.path"], "/nowhere");
+    assert!(sp["attributes"].get("http.route").is_none());
+
+    // Refused by key-auth, without a client trace context: a new trace.
+    let before: Vec<Value> = recv.spans().await;
+    let (s, _) = get_with(&format!("{}/locked", gw.url("main")), &[]).await;
+    assert_eq!(s, 401);
+    let until = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let all = recv.spans().await;
+        if let Some(s) = all.iter().skip(before.len()).find(|s| s["attributes"]["http.route"] == "/locked") {
+            break s.clone();
+        }
+        assert!(Instant::now() < until, "no span for the 401: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused["attributes"]["http.response.status_code"], 401);
+    assert_eq!(refused["parent_span_id"], "", "a new trace has no parent");
+    assert_ne!(refused["trace_id"], CLIENT_TRACE);
+
+    // The access log lines carry the ids.
+    let until = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(Instant::now() < until, "access log: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(lines[0]["trace_id"], CLIENT_TRACE);
+    assert_eq!(lines[0]["span_id"], sp["span_id"]);
+    assert_eq!(lines[1]["trace_id"], refused["trace_id"]);
+    assert_eq!(lines[1]["span_id"], refused["span_id"]);
+}
+
+/// Head sampling: at ratio 0 a new trace is not recorded (the upstream still gets a context,
+/// marked not sampled); a sampled parent is followed (parent-based) and so is an unsampled one
+/// at ratio 1.
+#[tokio::test]
+async fn sampling_ratio_and_parent_based() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let gw0 =
+        TestGateway::start(&traced(&recv.tracing("grpc", ", sample_ratio: 0.0"), &one_service(&up.authority())), &[])
+            .await;
+    let gw1 =
+        TestGateway::start(&traced(&recv.tracing("grpc", ", sample_ratio: 1.0"), &one_service(&up.authority())), &[])
+            .await;
+
+    // Ratio 0, no parent: nothing recorded, but the context goes upstream (flags 00).
+    let mut unsampled = Vec::new();
+    for i in 0..20 {
+        let (s, v) = get_with(&format!("{}/users/{i}", gw0.url("main")), &[]).await;
+        assert_eq!(s, 200);
+        let (trace, _, flags) = parse_tp(&v["headers"]["traceparent"]);
+        assert_eq!(flags, "00");
+        unsampled.push(trace);
+    }
+    // Ratio 0, sampled parent: recorded (server + client span).
+    let (s, v) = get_with(&format!("{}/users/1", gw0.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200);
+    assert_eq!(parse_tp(&v["headers"]["traceparent"]).2, "01");
+    let spans = recv.trace(CLIENT_TRACE, 2).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+
+    // Ratio 1, unsampled parent: not recorded; the upstream's parent is the gateway's server
+    // span (no attempt spans for an unsampled request), on the client's trace.
+    let other = "11111111111111111111111111111111";
+    let tp = format!("00-{other}-{CLIENT_SPAN}-00");
+    let (s, v) = get_with(&format!("{}/users/2", gw1.url("main")), &[("traceparent", &tp)]).await;
+    assert_eq!(s, 200);
+    let (trace, parent, flags) = parse_tp(&v["headers"]["traceparent"]);
+    assert_eq!((trace.as_str(), flags.as_str()), (other, "00"));
+    assert_ne!(parent, CLIENT_SPAN, "the gateway's span is the upstream's parent");
+    // Ratio 1, no parent: recorded.
+    let (_, v) = get_with(&format!("{}/users/3", gw1.url("main")), &[]).await;
+    let (sampled_trace, _, flags) = parse_tp(&v["headers"]["traceparent"]);
+    assert_eq!(flags, "01");
+    recv.trace(&sampled_trace, 2).await;
+
+    // By now every span sent has arrived (the sampled trace above was exported after them):
+    // none of the unsampled traces.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = recv.spans().await;
+    let leaked: Vec<&Value> = all
+        .iter()
+        .filter(|s| unsampled.contains(&s["trace_id"].as_str().unwrap().to_string()) || s["trace_id"] == other)
+        .collect();
+    assert!(leaked.is_empty(), "unsampled traces were exported: {leaked:#?}");
+}
+
+/// A route with `tracing: false` sends no spans, and the client's trace context reaches the
+/// upstream unchanged; another route of the same gateway is traced.
+#[tokio::test]
+async fn per_route_off() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let body = format!(
+        "services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: quiet\n    service: s\n    paths: [\"/quiet\"]\n    tracing: false\n  - name: loud\n    service: s\n    paths: [\"/loud\"]\n",
+        up.authority()
+    );
+    let gw = TestGateway::start(&traced(&recv.tracing("grpc", ""), &body), &[]).await;
+    let quiet = format!("00-{}-{CLIENT_SPAN}-01", "22222222222222222222222222222222");
+    let (s, v) = get_with(&format!("{}/quiet", gw.url("main")), &[("traceparent", &quiet)]).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["headers"]["traceparent"], quiet.as_str(), "passed through unchanged");
+    let (s, _) = get_with(&format!("{}/loud", gw.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200);
+    recv.trace(CLIENT_TRACE, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = recv.spans().await;
+    assert!(all.iter().all(|s| s["trace_id"] != "22222222222222222222222222222222"), "{all:#?}");
+}
+
+/// Client → gateway A → gateway B → upstream: one trace. B's server span is a child of A's
+/// attempt span, and the upstream's parent is B's attempt span.
+#[tokio::test]
+async fn propagation_through_two_gateways() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let b =
+        TestGateway::start(&traced(&recv.tracing("grpc", ", service_name: inner"), &one_service(&up.authority())), &[])
+            .await;
+    let a = TestGateway::start(
+        &traced(&recv.tracing("http", ", service_name: outer"), &one_service(&b.addr("main").to_string())),
+        &[],
+    )
+    .await;
+    let (s, v) = get_with(&format!("{}/users/5", a.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200, "{v}");
+    let spans = recv.trace(CLIENT_TRACE, 4).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let find = |service: &str, k: &str| {
+        spans
+            .iter()
+            .find(|s| s["service"] == service && s["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k} span of {service}: {spans:#?}"))
+            .clone()
+    };
+    let (a_server, a_client) = (find("outer", "SPAN_KIND_SERVER"), find("outer", "SPAN_KIND_CLIENT"));
+    let (b_server, b_client) = (find("inner", "SPAN_KIND_SERVER"), find("inner", "SPAN_KIND_CLIENT"));
+    assert_eq!(a_server["parent_span_id"], CLIENT_SPAN);
+    assert_eq!(a_client["parent_span_id"], a_server["span_id"]);
+    assert_eq!(b_server["parent_span_id"], a_client["span_id"]);
+    assert_eq!(b_client["parent_span_id"], b_server["span_id"]);
+    let (trace, parent, _) = parse_tp(&v["headers"]["traceparent"]);
+    assert_eq!(trace, CLIENT_TRACE);
+    assert_eq!(parent, b_client["span_id"].as_str().unwrap());
+}
+
+/// B3, single and multi header: the client's B3 context is read and the upstream gets the
+/// gateway's attempt span in the same format.
+#[tokio::test]
+async fn b3_propagation() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let gw =
+        TestGateway::start(&traced(&recv.tracing("grpc", ", propagation: b3"), &one_service(&up.authority())), &[])
+            .await;
+    let (s, v) =
+        get_with(&format!("{}/users/1", gw.url("main")), &[("b3", &format!("{CLIENT_TRACE}-{CLIENT_SPAN}-1"))]).await;
+    assert_eq!(s, 200);
+    let spans = recv.trace(CLIENT_TRACE, 2).await;
+    let attempt = kind(&spans, "SPAN_KIND_CLIENT")[0];
+    assert_eq!(kind(&spans, "SPAN_KIND_SERVER")[0]["parent_span_id"], CLIENT_SPAN);
+    assert_eq!(v["headers"]["b3"], format!("{CLIENT_TRACE}-{}-1", attempt["span_id"].as_str().unwrap()).as_str());
+    assert!(v["headers"].get("traceparent").is_none());
+
+    let gw = TestGateway::start(
+        &traced(&recv.tracing("grpc", ", propagation: b3multi"), &one_service(&up.authority())),
+        &[],
+    )
+    .await;
+    let t = "33333333333333333333333333333333";
+    let (s, v) = get_with(
+        &format!("{}/users/1", gw.url("main")),
+        &[("x-b3-traceid", t), ("x-b3-spanid", CLIENT_SPAN), ("x-b3-sampled", "1")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let spans = recv.trace(t, 2).await;
+    let attempt = kind(&spans, "SPAN_KIND_CLIENT")[0];
+    assert_eq!(v["headers"]["x-b3-traceid"], t);
+    assert_eq!(v["headers"]["x-b3-spanid"], attempt["span_id"]);
+    assert_eq!(v["headers"]["x-b3-sampled"], "1");
+}
+
+/// With the collector down, requests succeed as fast as without tracing, and the spans that
+/// could not be exported are counted in `gatehouse_tracing_spans_dropped_total`.
+#[tokio::test]
+async fn collector_down_costs_only_a_counter() {
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let tracing = format!(
+        "{{ enabled: true, endpoint: \"http://127.0.0.1:{dead_port}\", export_interval: 20ms, export_timeout: 200ms, queue_size: 64, batch_size: 32 }}"
+    );
+    let on = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
+    let off = TestGateway::start(&base(&one_service(&up.authority())), &[]).await;
+    let c = client();
+    let run = |url: String| {
+        let c = c.clone();
+        async move {
+            let t = Instant::now();
+            for i in 0..300 {
+                let r = c.get(format!("{url}/users/{i}")).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+            }
+            t.elapsed()
+        }
+    };
+    // Warm both up, then measure.
+    run(off.url("main")).await;
+    run(on.url("main")).await;
+    let t_off = run(off.url("main")).await;
+    let t_on = run(on.url("main")).await;
+    assert!(t_on < t_off * 3 + Duration::from_millis(300), "tracing to a dead collector: {t_on:?} vs {t_off:?} off");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dropped = metric(&on, "gatehouse_tracing_spans_dropped_total").await;
+        if dropped >= 100.0 {
+            break;
+        }
+        assert!(Instant::now() < until, "dropped spans counted: {dropped}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&on, "gatehouse_tracing_spans_exported_total").await, 0.0);
+}
+
+/// A plugin's side call through `Ctx::upstreams`: asks the `profiles` service before the
+/// request goes upstream.
+struct SideCall;
+
+#[gw_core::plugin]
+impl gw_core::Plugin for SideCall {
+    fn name(&self) -> &'static str {
+        "side-call"
+    }
+
+    fn priority(&self) -> i32 {
+        0
+    }
+
+    async fn access(&self, _req: &mut gw_core::RequestHead, cx: &mut gw_core::Ctx) -> gw_core::Result<gw_core::Flow> {
+        let u = cx.upstreams.clone().expect("side calls");
+        let head = gw_core::RequestHead {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/lookup"),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+        };
+        let r = u.send("profiles", head, gw_core::Body::empty()).await?;
+        r.body.collect(1 << 16).await?;
+        Ok(gw_core::Flow::Continue)
+    }
+}
+
+/// The calls a traced request makes besides its proxied one carry its trace: forward-auth and a
+/// plugin's side call each get an attempt span under the request's server span, and the
+/// services called see that span as their parent.
+#[tokio::test]
+async fn forward_auth_and_side_calls_are_traced() {
+    let recv = Receiver::start().await;
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let recorder = |name: &'static str| {
+        let seen = seen.clone();
+        Behavior::Custom(Arc::new(move |req| {
+            let tp = req.headers().get("traceparent").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            seen.lock().unwrap().push((name.to_string(), tp));
+            Box::pin(async move { gw_test_util::echo(name, req).await })
+        }))
+    };
+    let auth = Upstream::start(recorder("auth")).await;
+    let profiles = Upstream::start(recorder("profiles")).await;
+    let up = Upstream::start(recorder("main")).await;
+    let body = format!(
+        "services:\n  - name: s\n    url: http://{}\n  - name: profiles\n    url: http://{}\nroutes:\n  - name: r\n    service: s\n    paths: [\"/r\"]\nplugins:\n  - plugin: forward-auth\n    route: r\n    config: {{ url: \"http://{}/check\" }}\n",
+        up.authority(),
+        profiles.authority(),
+        auth.authority()
+    );
+    let gw = TestGateway::start_with_plugins(&traced(&recv.tracing("grpc", ""), &body), vec![Arc::new(SideCall)]).await;
+    let (s, v) = get_with(&format!("{}/r", gw.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200, "{v}");
+    let spans = recv.trace(CLIENT_TRACE, 4).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let server = kind(&spans, "SPAN_KIND_SERVER")[0];
+    let clients = kind(&spans, "SPAN_KIND_CLIENT");
+    assert_eq!(clients.len(), 3, "{spans:#?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (name, tp) in &seen {
+        let (trace, parent, flags) = parse_tp(&Value::String(tp.clone()));
+        assert_eq!((trace.as_str(), flags.as_str()), (CLIENT_TRACE, "01"), "{name}");
+        let span = clients
+            .iter()
+            .find(|c| c["span_id"] == parent.as_str())
+            .unwrap_or_else(|| panic!("{name}'s parent {parent} is not an attempt span: {spans:#?}"));
+        assert_eq!(span["parent_span_id"], server["span_id"], "{name}");
+    }
+}
+
+/// A graceful shutdown exports the spans still queued, however long the export interval.
+#[tokio::test]
+async fn shutdown_exports_queued_spans() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let tracing = format!("{{ enabled: true, endpoint: \"http://127.0.0.1:{}\", export_interval: 60s }}", recv.grpc);
+    let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
+    let (s, _) = get_with(&format!("{}/users/1", gw.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(recv.spans().await.is_empty(), "nothing exported before the interval");
+    gw.gw.shutdown(Duration::from_secs(5)).await;
+    let spans = recv.trace(CLIENT_TRACE, 2).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+}

@@ -1,0 +1,146 @@
+"""A real OTLP trace receiver for the tracing tests: OTLP/gRPC (grpcio) and OTLP/HTTP with
+protobuf bodies, decoded with the official OpenTelemetry protobuf definitions
+(`opentelemetry-proto`).
+
+Prints "<grpc port> <http port>" on its first line. On the HTTP port:
+  POST /v1/traces   an ExportTraceServiceRequest (application/x-protobuf)
+  GET  /spans       every span received so far, as JSON (a list, in arrival order)
+  GET  /exports     how many export requests arrived, per transport
+Runs until stdin closes (the test that started it ends) or it is killed.
+
+With --discard (the benchmark's collector), gRPC exports are taken as raw bytes and only
+counted (requests and bytes in GET /exports): no decoding, so the collector costs little CPU.
+"""
+
+import json
+import sys
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+LOCK = threading.Lock()
+SPANS = []
+EXPORTS = {"grpc": 0, "http": 0}
+
+
+def any_value(v):
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "double_value":
+        return v.double_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return None
+
+
+def record(req, via):
+    out = []
+    for rs in req.resource_spans:
+        resource = {a.key: any_value(a.value) for a in rs.resource.attributes}
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                out.append(
+                    {
+                        "via": via,
+                        "service": resource.get("service.name"),
+                        "scope": ss.scope.name,
+                        "trace_id": s.trace_id.hex(),
+                        "span_id": s.span_id.hex(),
+                        "parent_span_id": s.parent_span_id.hex(),
+                        "name": s.name,
+                        "kind": trace_pb2.Span.SpanKind.Name(s.kind),
+                        "start_ns": s.start_time_unix_nano,
+                        "end_ns": s.end_time_unix_nano,
+                        "status": trace_pb2.Status.StatusCode.Name(s.status.code),
+                        "attributes": {a.key: any_value(a.value) for a in s.attributes},
+                    }
+                )
+    with LOCK:
+        SPANS.extend(out)
+        EXPORTS[via] += 1
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request, context):
+        record(request, "grpc")
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class Http(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, ctype):
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        n = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(n)
+        if self.path != "/v1/traces":
+            return self.reply(404, b"", "text/plain")
+        if self.headers.get("content-type") != "application/x-protobuf":
+            return self.reply(415, b"", "text/plain")
+        req = trace_service_pb2.ExportTraceServiceRequest()
+        req.ParseFromString(body)
+        record(req, "http")
+        resp = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        self.reply(200, resp, "application/x-protobuf")
+
+    def do_GET(self):
+        with LOCK:
+            if self.path == "/spans":
+                body = json.dumps(SPANS).encode()
+            elif self.path == "/exports":
+                body = json.dumps(EXPORTS).encode()
+            else:
+                return self.reply(404, b"", "text/plain")
+        self.reply(200, body, "application/json")
+
+
+def discard(request, context):
+    with LOCK:
+        EXPORTS["grpc"] += 1
+        EXPORTS["bytes"] = EXPORTS.get("bytes", 0) + len(request)
+    return b""
+
+
+def main():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    if "--discard" in sys.argv:
+        handler = grpc.unary_unary_rpc_method_handler(discard)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),)
+        )
+    else:
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Http)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    print(f"{grpc_port} {http.server_address[1]}", flush=True)
+    # Until the test that started us goes away (or, detached from stdin, until killed).
+    if "--discard" in sys.argv:
+        threading.Event().wait()
+    sys.stdin.read()
+    server.stop(0)
+
+
+if __name__ == "__main__":
+    main()
