@@ -602,8 +602,7 @@ pub struct FileService {
     /// Response of a `static` service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<FileStaticResponse>,
-    /// Backend calls of an `aggregate` service (not available yet: engine only, see
-    /// `docs/aggregation.md`).
+    /// Backend calls of an `aggregate` service (see `docs/aggregation.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<FileAggregate>,
     /// Free-form labels.

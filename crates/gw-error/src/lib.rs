@@ -237,7 +237,7 @@ pub struct Error {
     context: Cow<'static, str>,
     cause: Option<BoxError>,
     /// Fields added to the client's JSON error body (safe to show: no addresses or internals).
-    public: Option<Box<Vec<(&'static str, String)>>>,
+    public: Option<Box<[(&'static str, String)]>>,
 }
 
 impl Error {
@@ -271,13 +271,15 @@ impl Error {
     /// that is safe to show the client, such as which backend call of an aggregate failed.
     #[must_use]
     pub fn with_public_field(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.public.get_or_insert_with(Box::default).push((name, value.into()));
+        let mut fields = self.public.take().map(Vec::from).unwrap_or_default();
+        fields.push((name, value.into()));
+        self.public = Some(fields.into_boxed_slice());
         self
     }
 
     /// The fields added with [`Error::with_public_field`].
     pub fn public_fields(&self) -> &[(&'static str, String)] {
-        self.public.as_deref().map_or(&[], Vec::as_slice)
+        self.public.as_deref().unwrap_or(&[])
     }
 
     /// What went wrong.

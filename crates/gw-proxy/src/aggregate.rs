@@ -191,4 +191,3 @@ fn summary(calls: &[CallReport]) -> String {
     }
     out
 }
-

@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 
+use gw_config::model::UpstreamProtocol;
 use gw_core::exchange::{Exchange, Exchanged};
 use gw_core::{Body, Ctx, RequestHead, ResponseHead};
 use gw_error::{Error, ErrorKind, Result};
-use gw_config::model::UpstreamProtocol;
 use gw_observability::Metrics;
 
 use crate::body::RequestBody;

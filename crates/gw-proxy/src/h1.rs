@@ -975,7 +975,8 @@ fn peek_switch(buf: &mut BytesMut) -> Result<Peek, Malformed> {
                 }
                 let mut headers = HeaderMap::with_capacity(resp.headers.len());
                 for f in resp.headers.iter() {
-                    let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Malformed("invalid field name"))?;
+                    let name =
+                        HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Malformed("invalid field name"))?;
                     let value = HeaderValue::from_bytes(f.value).map_err(|_| Malformed("invalid field value"))?;
                     headers.append(name, value);
                 }
@@ -1030,7 +1031,8 @@ pub(crate) async fn upgrade(
         };
         Error::new(kind, format!("writing the upgrade request to {authority}")).with_cause(e)
     })?;
-    let malformed = |m: Malformed| Error::new(ErrorKind::UpstreamProtocol, format!("upgrade to {authority}")).with_cause(m);
+    let malformed =
+        |m: Malformed| Error::new(ErrorKind::UpstreamProtocol, format!("upgrade to {authority}")).with_cause(m);
     let answer = async {
         loop {
             match peek_switch(&mut conn.buf).map_err(malformed)? {
@@ -1066,15 +1068,21 @@ pub(crate) async fn upgrade(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    return Err(Error::new(ErrorKind::UpstreamProtocol, format!("reading the upgrade answer of {authority}"))
-                        .with_cause(e));
+                    return Err(Error::new(
+                        ErrorKind::UpstreamProtocol,
+                        format!("reading the upgrade answer of {authority}"),
+                    )
+                    .with_cause(e));
                 }
             }
         }
     };
     match tokio::time::timeout(read, answer).await {
         Ok(r) => r,
-        Err(_) => Err(Error::new(ErrorKind::UpstreamTimeout, format!("{authority} did not answer the upgrade within {read:?}"))),
+        Err(_) => Err(Error::new(
+            ErrorKind::UpstreamTimeout,
+            format!("{authority} did not answer the upgrade within {read:?}"),
+        )),
     }
 }
 

@@ -379,7 +379,9 @@ async fn handle(
     let resp = match &service.kind {
         ServiceRtKind::Echo => Box::pin(crate::services::echo(&head, body, cx, &conn.listener)).await?,
         ServiceRtKind::Static(s) => crate::services::static_response(s),
-        ServiceRtKind::Aggregate(plan) => Box::pin(crate::aggregate::serve(&head, body, plan, rt, &shared.upstreams, &shared.metrics, cx)).await?,
+        ServiceRtKind::Aggregate(plan) => {
+            Box::pin(crate::aggregate::serve(&head, body, plan, rt, &shared.upstreams, &shared.metrics, cx)).await?
+        }
         ServiceRtKind::Proxy { upstream, protocol, .. } => {
             if let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade_proto) {
                 if let (Some(t), Some(parent)) = (shared.tracing.as_deref(), &cx.trace) {

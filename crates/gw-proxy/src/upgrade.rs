@@ -24,8 +24,8 @@ use gw_error::{Error, ErrorKind, Retry};
 use gw_upstream::{Outcome, SelectError};
 
 use crate::body::{BoxError, End, Ended, Finish, ResponseBody};
-use crate::h1::UpgradeAnswer;
 use crate::forwarding;
+use crate::h1::UpgradeAnswer;
 use crate::runtime::{RouteRt, ServiceRt, UpstreamRt};
 
 /// The client's side of an upgrade: resolves to its connection once `101` was sent.

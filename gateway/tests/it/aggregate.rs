@@ -35,7 +35,8 @@ async fn backend(delay: Duration, ctype: &'static str, body: Value) -> (Upstream
     (up, seen)
 }
 
-const CONSUMERS: &str = "consumers:\n  - username: alice\n    credentials:\n      - { type: key-auth, id: alice-key, key: alice-secret }\n";
+const CONSUMERS: &str =
+    "consumers:\n  - username: alice\n    credentials:\n      - { type: key-auth, id: alice-key, key: alice-secret }\n";
 
 /// Three backends merged: the user (deny, rename), the user's orders (needs the user's account,
 /// so it runs second; a JSON array wrapped, allowed fields, grouped) and the news from a URL
@@ -107,9 +108,11 @@ async fn backends_merged_with_a_dependency_auth_once_and_per_call_records() {
 
     let metrics = client().get(format!("{}/metrics", gw.status_url())).send().await.unwrap().text().await.unwrap();
     for call in ["user", "orders", "news"] {
-        let line = format!("gatehouse_aggregate_calls_total{{service=\"mobile-home\",call=\"{call}\",outcome=\"2xx\"}} 1");
+        let line =
+            format!("gatehouse_aggregate_calls_total{{service=\"mobile-home\",call=\"{call}\",outcome=\"2xx\"}} 1");
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
-        let count = format!("gatehouse_aggregate_call_duration_seconds_count{{service=\"mobile-home\",call=\"{call}\"}} 1");
+        let count =
+            format!("gatehouse_aggregate_call_duration_seconds_count{{service=\"mobile-home\",call=\"{call}\"}} 1");
         assert!(metrics.contains(&count), "missing {count}");
     }
 
@@ -148,7 +151,10 @@ async fn partial_answers_and_failures() {
         users.authority(),
         slow.authority(),
         html.authority(),
-        agg("partial", "        - name: feed\n          service: slow\n          path: /feed\n          required: false\n          timeout: 300ms\n"),
+        agg(
+            "partial",
+            "        - name: feed\n          service: slow\n          path: /feed\n          required: false\n          timeout: 300ms\n"
+        ),
         agg("down", "        - name: orders\n          service: dead\n          path: /o\n"),
         agg("page", "        - name: banner\n          service: html\n          path: /b\n          required: false\n"),
     );
@@ -223,7 +229,8 @@ async fn a_client_that_leaves_cancels_the_calls() {
     drop(c);
     let t = Instant::now();
     for _ in 0..2 {
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("the backend calls were cancelled");
+        let got =
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("the backend calls were cancelled");
         assert_eq!(got, Some("closed"));
     }
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());

@@ -665,7 +665,9 @@ async fn upgrades_on_the_gateways_client() {
     .await;
     let gw = gateway_to(up.addr).await;
     let upgrade = |path: &str| {
-        format!("GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
     };
     let mut c = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
     c.write_all(upgrade("/ws").as_bytes()).await.unwrap();
