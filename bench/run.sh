@@ -10,6 +10,7 @@
 #   bench/run.sh plugins    # plain proxy vs key-auth + acl + access log (file)
 #   bench/run.sh ratelimit  # plain proxy vs rate limiting, local and on Redis
 #   bench/run.sh tracing    # plain proxy vs OpenTelemetry tracing at ratio 1.0 and 0.01
+#   bench/run.sh aggregate  # one proxied call vs an aggregate of three; latency vs three sequential calls
 #   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
 #   bench/run.sh instructions  # user-space instructions per proxied request (callgrind; repeatable)
 #   GATEHOUSE_BIN=path bench/run.sh instructions  # the same for a binary built from another commit
@@ -256,6 +257,20 @@ tracing() {
   log "collector received: $(curl -s "http://127.0.0.1:$http_port/exports")"
 }
 
+aggregate() {
+  log "aggregate: one proxied request vs an aggregate of three backend calls; latency vs sequential calls"
+  local port=18185
+  nginx_conf json "server { listen 127.0.0.1:$port backlog=4096; location / { default_type application/json; return 200 '{\"id\":42,\"name\":\"Ann\",\"items\":[1,2,3]}'; } }" >"$TMP/json.conf"
+  taskset -c 0 nginx -p "$TMP" -c "$TMP/json.conf" & PIDS+=($!)
+  wait_port $port
+  export JSON_ADDR=127.0.0.1:$port
+  # The gateway saturates its CPU in both runs: its CPU per request is 1 / (req/s).
+  compare "One proxied request vs an aggregate of three backend calls (JSON, merged)" \
+    "proxy-1-call $ROOT/bench/gateway-aggregate-single.yaml" \
+    "aggregate-3-calls $ROOT/bench/gateway-aggregate.yaml"
+  python3 bench/aggregate_latency.py "$BIN" 200
+}
+
 ratelimit() {
   log "rate limiting: plain vs local vs redis"
   compare "Plain proxy vs rate-limiting (sliding window, one key)" \
@@ -323,9 +338,10 @@ case $WHAT in
   memory) memory ;;
   plugins) plugins ;;
   tracing) tracing ;;
+  aggregate) aggregate ;;
   ratelimit) ratelimit ;;
   admin) admin ;;
   instructions) instructions ;;
-  all) http1; http2; routes; memory; plugins; tracing; ratelimit; admin ;;
+  all) http1; http2; routes; memory; plugins; tracing; aggregate; ratelimit; admin ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac
