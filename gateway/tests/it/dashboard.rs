@@ -16,6 +16,7 @@ use crate::support::*;
 
 const TOKEN: &str = "dashboard-reader-token-0123456789";
 const ALICE_KEY: &str = "alice-secret-key-5f1d2c";
+const BOB_KEY: &str = "bob-secret-key-9a7e01";
 
 fn sha(s: &str) -> String {
     use sha2::Digest;
@@ -55,17 +56,23 @@ routes:
   - {{ name: private, service: echo, paths: ["/private"] }}
   - {{ name: limited, service: echo, paths: ["/limited"] }}
   - {{ name: needle, service: echo, paths: ["/findme-7f3a"] }}
+  - {{ name: admins, service: echo, paths: ["/admins"] }}
 plugins:
   - {{ plugin: key-auth, route: busy }}
   - {{ plugin: key-auth, route: private }}
+  - {{ plugin: key-auth, route: admins }}
+  - {{ plugin: acl, route: admins, config: {{ allow: [admins] }} }}
   - {{ plugin: rate-limiting, route: limited, config: {{ second: 2 }} }}
   - {{ plugin: quota, name: daily, config: {{ limit: 100000, period: day }} }}
 consumers:
   - username: alice
     credentials: [{{ type: key-auth, id: alice-key, key: "{alice}" }}]
+  - username: bob
+    credentials: [{{ type: key-auth, id: bob-key, key: "{bob}" }}]
 "#,
         token = sha(TOKEN),
         alice = ALICE_KEY,
+        bob = BOB_KEY,
     )
 }
 
@@ -104,6 +111,8 @@ fn drive(
                 assert_eq!(r.status(), 200);
             }
             assert_eq!(c.get(u("/private")).send().await.unwrap().status(), 401);
+            let r = c.get(u("/admins")).header("x-api-key", BOB_KEY).send().await.unwrap();
+            assert_eq!(r.status(), 403, "bob is not in the admins group");
             let s = c.get(u("/broken")).send().await.unwrap().status();
             assert!(s.is_server_error(), "{s}");
             let _ = c.get(u("/limited")).send().await.unwrap();
@@ -183,6 +192,7 @@ async fn dashboard_data_follows_the_traffic() {
         let busy = s["routes"].as_array().unwrap().iter().find(|r| r["route"] == "busy").cloned();
         let ready = busy.is_some_and(|b| b["rps"].as_f64().unwrap_or(0.0) > 0.0 && b["p99_ms"].is_number())
             && s["refusals"]["auth"]["total"].as_u64().unwrap_or(0) > 0
+            && s["refusals"]["forbidden"]["total"].as_u64().unwrap_or(0) > 0
             && s["refusals"]["rate_limited"]["total"].as_u64().unwrap_or(0) > 0
             && s["consumers"].as_array().is_some_and(|c| !c.is_empty());
         if ready {
@@ -211,6 +221,7 @@ async fn dashboard_data_follows_the_traffic() {
     // Refusals.
     let r = &s["refusals"];
     assert!(r["auth"]["total"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["forbidden"]["total"].as_u64().unwrap() > 0, "authorization refusals counted apart: {r}");
     assert!(r["rate_limited"]["total"].as_u64().unwrap() > 0, "{r}");
     let codes: Vec<&str> = r["errors_by_code"].as_array().unwrap().iter().filter_map(|e| e["code"].as_str()).collect();
     assert!(codes.contains(&"upstream_connect_failed"), "{r}");

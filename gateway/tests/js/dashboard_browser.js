@@ -151,6 +151,7 @@ const num = (text) => {
     await page.waitForSelector('[data-upstream="backend"] [data-healthy="true"]', { timeout: 5000 });
     await waitFor('auth refusals', async () => num(await page.textContent('tr[data-refusal="auth"] .total')) > 0, 15000);
     await waitFor('rate-limit refusals', async () => num(await page.textContent('tr[data-refusal="rate_limited"] .total')) > 0, 15000);
+    await waitFor('authorization refusals', async () => num(await page.textContent('tr[data-refusal="forbidden"] .total')) > 0, 15000);
     await page.waitForSelector('#consumers-table tr[data-consumer="alice"]', { timeout: 15000 });
     const quota = await page.textContent('#consumers-table tr[data-consumer="alice"]');
     check(/per day/.test(quota), `alice's quota: ${quota}`);

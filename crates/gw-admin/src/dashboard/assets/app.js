@@ -187,7 +187,7 @@
     $('kpi-latency-window').textContent = 'last ' + s.windows.latency_seconds + ' s';
     $('kpi-connections').textContent = fmtInt(t.connections);
     const r = s.refusals;
-    const refusing = r.rate_limited.rate + r.quota_exceeded.rate + r.auth.rate;
+    const refusing = r.rate_limited.rate + r.quota_exceeded.rate + r.auth.rate + r.forbidden.rate;
     $('kpi-refusals').textContent = fmtRate(refusing);
     $('kpi-refusals').parentElement.classList.toggle('warn', refusing > 0);
 
@@ -284,9 +284,10 @@
       line('rate limited (429)', 'rate_limited', r.rate_limited),
       line('quota exceeded (429)', 'quota_exceeded', r.quota_exceeded),
       line('authentication (401)', 'auth', r.auth),
+      line('authorization (403)', 'forbidden', r.forbidden),
       line('no route (404)', 'no_route', r.no_route),
     ];
-    for (const e of r.errors_by_code) rows.push(line('error: ' + e.code, 'code:' + e.code, e));
+    for (const e of r.errors_by_code) if (e.code !== 'forbidden') rows.push(line('error: ' + e.code, 'code:' + e.code, e));
     fill(document.querySelector('#refusals-table tbody'), rows, 3);
   }
 
