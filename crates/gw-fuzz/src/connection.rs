@@ -307,6 +307,9 @@ fn responses(received: &[u8], methods: &mut dyn Iterator<Item = Method>) -> Resu
         }
         let h = match parse_response_head(&mut buf, &method) {
             Ok(Some(h)) => h,
+            // Interim heads alone (a `100 Continue` sent for a body still arriving): the
+            // parser consumed them, and the final response has not been sent yet.
+            Ok(None) if buf.is_empty() => break,
             Ok(None) => return Err(format!("incomplete response head after {statuses:?}")),
             Err(e) => return Err(format!("malformed response after {statuses:?}: {e}")),
         };
