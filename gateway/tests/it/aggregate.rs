@@ -132,14 +132,17 @@ async fn backends_merged_with_a_dependency_auth_once_and_per_call_records() {
     assert!(calls.split(',').all(|c| c.split(':').nth(1) == Some("200")), "{line}");
 }
 
-/// Failures: an optional call that times out leaves a partial answer with the incomplete header
-/// (in about the call's time limit); a required backend that is down fails the aggregate with a
-/// JSON error naming the call; a backend answering HTML fails it with 502 even when optional.
+/// Failures: an optional call that times out, or whose backend is down, leaves a partial answer
+/// with the incomplete header (the timeout in about the call's time limit); a required backend
+/// that is down fails the aggregate with a JSON error naming the call; a backend answering HTML,
+/// or more than the call's `max_body_bytes`, fails it with 502 even when optional.
 #[tokio::test]
 async fn partial_answers_and_failures() {
     let (users, _) = backend(Duration::ZERO, "application/json", json!({ "id": 7 })).await;
     let (slow, _) = backend(Duration::from_secs(3), "application/json", json!({ "late": true })).await;
     let (html, _) = backend(Duration::ZERO, "text/html", json!("<p>hi</p>")).await;
+    let big_list: Vec<Value> = (0..500).map(|i| json!({ "id": i, "pad": "x".repeat(20) })).collect();
+    let (big, _) = backend(Duration::ZERO, "application/json", json!({ "items": big_list })).await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let agg = |name: &str, second: &str| {
         format!(
@@ -147,16 +150,19 @@ async fn partial_answers_and_failures() {
         )
     };
     let yaml = format!(
-        "services:\n  - name: users\n    url: http://{}\n  - name: slow\n    url: http://{}\n  - name: html\n    url: http://{}\n  - name: dead\n    url: http://{dead}\n    retries: {{ attempts: 0 }}\n{}{}{}routes:\n  - name: partial\n    service: partial\n    paths: [/partial]\n  - name: down\n    service: down\n    paths: [/down]\n  - name: html\n    service: page\n    paths: [/html]\n",
+        "services:\n  - name: users\n    url: http://{}\n  - name: slow\n    url: http://{}\n  - name: html\n    url: http://{}\n  - name: big\n    url: http://{}\n  - name: dead\n    url: http://{dead}\n    retries: {{ attempts: 0 }}\n{}{}{}{}{}routes:\n  - name: partial\n    service: partial\n    paths: [/partial]\n  - name: down\n    service: down\n    paths: [/down]\n  - name: html\n    service: page\n    paths: [/html]\n  - name: optional-down\n    service: optional-down\n    paths: [/optional-down]\n  - name: big\n    service: huge\n    paths: [/big]\n",
         users.authority(),
         slow.authority(),
         html.authority(),
+        big.authority(),
         agg(
             "partial",
             "        - name: feed\n          service: slow\n          path: /feed\n          required: false\n          timeout: 300ms\n"
         ),
         agg("down", "        - name: orders\n          service: dead\n          path: /o\n"),
         agg("page", "        - name: banner\n          service: html\n          path: /b\n          required: false\n"),
+        agg("optional-down", "        - name: orders\n          service: dead\n          path: /o\n          required: false\n"),
+        agg("huge", "        - name: list\n          service: big\n          path: /l\n          required: false\n          max_body_bytes: 4KiB\n"),
     );
     let gw = gateway(&yaml).await;
     let base = gw.url("main");
@@ -177,6 +183,20 @@ async fn partial_answers_and_failures() {
     assert!(body["detail"].as_str().is_some_and(|d| d.contains("orders")), "{body}");
     assert!(body["request_id"].is_string(), "{body}");
     assert!(!body.to_string().contains(&dead.port().to_string()), "no address in the answer: {body}");
+
+    // An optional backend that is down: left out, named in the header.
+    let r = client().get(format!("{base}/optional-down")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aggregate-incomplete"], "orders");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({ "id": 7 }));
+
+    // A backend answering more than its cap (4 KiB; this one sends ~16 KiB) fails the aggregate,
+    // optional or not, with a clear error.
+    let r = client().get(format!("{base}/big")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "response_too_large", "{body}");
+    assert_eq!(body["call"], "list", "{body}");
 
     let r = client().get(format!("{base}/html")).send().await.unwrap();
     assert_eq!(r.status(), 502);
