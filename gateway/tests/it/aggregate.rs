@@ -161,8 +161,14 @@ async fn partial_answers_and_failures() {
         ),
         agg("down", "        - name: orders\n          service: dead\n          path: /o\n"),
         agg("page", "        - name: banner\n          service: html\n          path: /b\n          required: false\n"),
-        agg("optional-down", "        - name: orders\n          service: dead\n          path: /o\n          required: false\n"),
-        agg("huge", "        - name: list\n          service: big\n          path: /l\n          required: false\n          max_body_bytes: 4KiB\n"),
+        agg(
+            "optional-down",
+            "        - name: orders\n          service: dead\n          path: /o\n          required: false\n"
+        ),
+        agg(
+            "huge",
+            "        - name: list\n          service: big\n          path: /l\n          required: false\n          max_body_bytes: 4KiB\n"
+        ),
     );
     let gw = gateway(&yaml).await;
     let base = gw.url("main");
@@ -254,4 +260,36 @@ async fn a_client_that_leaves_cancels_the_calls() {
         assert_eq!(got, Some("closed"));
     }
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+/// `body: client` sends the client's request body (and its content type) to the calls that ask
+/// for it, with their own method; the others get none. `json_body` builds one from templates.
+#[tokio::test]
+async fn the_client_body_goes_to_the_calls_that_ask_for_it() {
+    let echo = Upstream::start(Behavior::Echo("e")).await;
+    let yaml = format!(
+        "services:\n  - name: echo\n    url: http://{}\n  - name: post\n    type: aggregate\n    aggregate:\n      calls:\n        - {{ name: create, service: echo, method: PUT, path: /items, body: client, group: create }}\n        - {{ name: audit, service: echo, method: POST, path: /audit, json_body: {{ item: \"{{query.item}}\", n: 1 }}, group: audit }}\n        - {{ name: plain, service: echo, path: /plain, group: plain }}\nroutes:\n  - name: post\n    service: post\n    paths: [/post]\n",
+        echo.authority()
+    );
+    let gw = gateway(&yaml).await;
+    let r = client()
+        .post(format!("{}/post?item=i-9", gw.url("main")))
+        .header("content-type", "text/plain")
+        .body("hello world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["create"]["method"], "PUT", "{v}");
+    assert_eq!(v["create"]["body"], "hello world", "{v}");
+    assert_eq!(v["create"]["headers"]["content-type"], "text/plain", "{v}");
+    assert_eq!(v["audit"]["method"], "POST", "{v}");
+    assert_eq!(
+        serde_json::from_str::<Value>(v["audit"]["body"].as_str().unwrap()).unwrap(),
+        json!({ "item": "i-9", "n": 1 })
+    );
+    assert_eq!(v["audit"]["headers"]["content-type"], "application/json", "{v}");
+    assert_eq!(v["plain"]["method"], "GET", "{v}");
+    assert_eq!(v["plain"]["body_bytes"], 0, "{v}");
 }
