@@ -229,6 +229,29 @@ impl ErrorKind {
     }
 }
 
+/// Fields an error adds to the client's JSON error body, kept in the cause chain (first link)
+/// so that errors without them stay as small as before; the cause they wrap stays the source.
+#[derive(Debug)]
+struct PublicFields {
+    fields: Vec<(&'static str, String)>,
+    inner: Option<BoxError>,
+}
+
+impl fmt::Display for PublicFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            write!(f, "{}{k}={v}", if i == 0 { "" } else { ", " })?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PublicFields {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 /// The gateway error: kind, side, retry safety, context for logs and an optional cause.
 pub struct Error {
     kind: ErrorKind,
@@ -236,14 +259,12 @@ pub struct Error {
     retry: Retry,
     context: Cow<'static, str>,
     cause: Option<BoxError>,
-    /// Fields added to the client's JSON error body (safe to show: no addresses or internals).
-    public: Option<Box<[(&'static str, String)]>>,
 }
 
 impl Error {
     /// A new error of `kind`, with the kind's default side and no retry.
     pub fn new(kind: ErrorKind, context: impl Into<Cow<'static, str>>) -> Self {
-        Error { kind, side: kind.side(), retry: Retry::Never, context: context.into(), cause: None, public: None }
+        Error { kind, side: kind.side(), retry: Retry::Never, context: context.into(), cause: None }
     }
 
     /// Attach the underlying cause.
@@ -271,15 +292,23 @@ impl Error {
     /// that is safe to show the client, such as which backend call of an aggregate failed.
     #[must_use]
     pub fn with_public_field(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        let mut fields = self.public.take().map(Vec::from).unwrap_or_default();
-        fields.push((name, value.into()));
-        self.public = Some(fields.into_boxed_slice());
+        let field = (name, value.into());
+        self.cause = Some(match self.cause.take() {
+            None => Box::new(PublicFields { fields: vec![field], inner: None }),
+            Some(c) => match c.downcast::<PublicFields>() {
+                Ok(mut p) => {
+                    p.fields.push(field);
+                    p
+                }
+                Err(c) => Box::new(PublicFields { fields: vec![field], inner: Some(c) }),
+            },
+        });
         self
     }
 
     /// The fields added with [`Error::with_public_field`].
     pub fn public_fields(&self) -> &[(&'static str, String)] {
-        self.public.as_deref().unwrap_or(&[])
+        self.cause.as_deref().and_then(|c| c.downcast_ref::<PublicFields>()).map_or(&[], |p| p.fields.as_slice())
     }
 
     /// What went wrong.
@@ -407,5 +436,22 @@ mod tests {
         assert!(!e.is_caused_by::<std::fmt::Error>());
         assert_eq!(e.side(), Side::Upstream);
         assert_eq!(e.retry(), Retry::Never);
+    }
+
+    /// Public fields accumulate, keep the cause as the source, and add nothing to the size of
+    /// an error.
+    #[test]
+    fn public_fields_ride_in_the_cause_chain() {
+        let io = std::io::Error::other("refused");
+        let e = Error::new(ErrorKind::ConnectFailed, "call").with_cause(io).with_public_field("call", "orders");
+        let e = e.with_public_field("detail", "call \"orders\" failed");
+        assert_eq!(
+            e.public_fields(),
+            &[("call", "orders".to_string()), ("detail", "call \"orders\" failed".to_string())]
+        );
+        assert!(e.is_caused_by::<std::io::Error>(), "{e}");
+        assert!(e.to_string().ends_with(": refused"), "{e}");
+        assert!(Error::new(ErrorKind::Internal, "x").public_fields().is_empty());
+        assert!(std::mem::size_of::<Error>() <= 48, "{}", std::mem::size_of::<Error>());
     }
 }

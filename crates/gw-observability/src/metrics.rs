@@ -107,6 +107,7 @@ pub struct Metrics {
     circuit_transitions: Family<CircuitLabels, Counter>,
     http2_reset_limited: Counter,
     auth_refusals: Counter,
+    authz_refusals: Counter,
     aggregate_calls: Family<AggregateCallLabels, Counter>,
     aggregate_call_latency: Family<AggregateCallRoute, Histogram>,
 }
@@ -130,6 +131,7 @@ pub struct RouteMetrics {
     latency: Histogram,
     upstream_latency: Histogram,
     auth_refusals: Counter,
+    authz_refusals: Counter,
 }
 
 impl RouteMetrics {
@@ -154,6 +156,12 @@ impl RouteMetrics {
     /// credentials). Counted on the refusal only, one atomic add.
     pub fn auth_refused(&self) {
         self.auth_refusals.inc();
+    }
+
+    /// A request an authenticated (or anonymous) consumer was not allowed to make: a plugin of
+    /// the access phase after authentication (acl, ...) answered 403.
+    pub fn authz_refused(&self) {
+        self.authz_refusals.inc();
     }
 }
 
@@ -254,6 +262,12 @@ impl Metrics {
             "Requests refused by authentication (missing or invalid credentials)",
             auth_refusals.clone(),
         );
+        let authz_refusals = Counter::default();
+        r.register(
+            "http_authz_refusals",
+            "Requests refused by authorization (403 from acl or another plugin after authentication)",
+            authz_refusals.clone(),
+        );
         let aggregate_calls = Family::<AggregateCallLabels, Counter>::default();
         r.register(
             "aggregate_calls",
@@ -292,6 +306,7 @@ impl Metrics {
             circuit_transitions,
             http2_reset_limited,
             auth_refusals,
+            authz_refusals,
         }
     }
 
@@ -308,6 +323,7 @@ impl Metrics {
             latency: self.latency.get_or_create(&rl).clone(),
             upstream_latency: self.upstream_latency.get_or_create(&rl).clone(),
             auth_refusals: self.auth_refusals.clone(),
+            authz_refusals: self.authz_refusals.clone(),
         }
     }
 

@@ -16,7 +16,8 @@ use gw_config::model::{Config, Plugin as PluginConf};
 use gw_core::{Hooks, Stage};
 use gw_observability::Metrics;
 
-use crate::runtime::PluginRef;
+/// A plugin trait object, for chain building.
+pub(crate) type PluginRef = Arc<dyn gw_core::Plugin>;
 
 /// An applicable plugin with the specificity it was selected at.
 #[derive(Clone)]

@@ -197,7 +197,7 @@ impl ConnForwarding {
         // The string's buffer becomes the value (checked, not copied).
         let forwarded = HeaderValue::from_maybe_shared(Bytes::from(elem)).ok();
         let mut block = Vec::with_capacity(160);
-        let mut line = |name: &HeaderName, value: &HeaderValue| crate::h1::put_field(&mut block, name, value);
+        let mut line = |name: &HeaderName, value: &HeaderValue| crate::wire::put_field(&mut block, name, value);
         line(&X_FORWARDED_FOR, &self.peer);
         line(&X_FORWARDED_PROTO, &self.proto);
         if let Some(v) = &x_forwarded_host {

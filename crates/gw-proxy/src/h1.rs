@@ -52,6 +52,7 @@ use gw_error::{Error, ErrorKind, Retry};
 
 use crate::body::{BoxError, RequestBody};
 use crate::pool::{Endpoint, ReadTimer, StallIo, WriteTimeout};
+use crate::wire::put_field;
 
 /// Largest response head (status line and fields) accepted from an upstream.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -331,14 +332,6 @@ impl Writer {
             }
         }
     }
-}
-
-/// One `name: value` line of an HTTP/1.1 head.
-pub(crate) fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 fn encode_fields(out: &mut Vec<u8>, fields: &HeaderMap) {

@@ -63,7 +63,7 @@ use tokio::sync::oneshot;
 use crate::body::{BodyFault, BoxError, ClientBody, ClientBodyError, ResponseBody};
 use crate::conn::ConnState;
 use crate::h1::{Chunk, Framing, H1Body, MIN_READ, Step, Upgraded, put_num};
-use crate::pipeline::HeadFacts;
+use crate::wire::HeadFacts;
 
 /// Limits of the server, from the gateway's `limits`.
 #[derive(Clone, Copy, Debug)]
@@ -507,7 +507,7 @@ fn encode_response_head(
         } else if name == header::DATE {
             date = true;
         }
-        crate::h1::put_field(out, name, value);
+        crate::wire::put_field(out, name, value);
     }
     if !date {
         put_date(out);
@@ -866,7 +866,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 {
                     self.wbuf.extend_from_slice(b"0\r\n");
                     for (name, value) in &trailers {
-                        crate::h1::put_field(&mut self.wbuf, name, value);
+                        crate::wire::put_field(&mut self.wbuf, name, value);
                     }
                     self.wbuf.extend_from_slice(b"\r\n");
                     s.framing = Out::None;

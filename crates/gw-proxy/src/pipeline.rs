@@ -39,6 +39,7 @@ use crate::pool::Conn;
 use crate::runtime::{RouteRt, Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
 use crate::server::Shared;
 use crate::upgrade::ClientUpgrade;
+use crate::wire::HeadFacts;
 
 /// Facts about the downstream connection a request arrived on.
 pub(crate) struct ConnInfo {
@@ -52,31 +53,16 @@ pub(crate) struct ConnInfo {
     pub(crate) forwarding: ConnForwarding,
 }
 
-/// Facts about a request head's framing fields. The HTTP/1.1 server collects them while it
-/// parses (so the pipeline does not look them up again); for HTTP/2 requests they are looked up.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct HeadFacts {
-    /// `Host` fields.
-    pub(crate) hosts: usize,
-    /// `Content-Length` fields.
-    pub(crate) content_lengths: usize,
-    /// The (agreed) `Content-Length` value.
-    pub(crate) content_length: Option<u64>,
-    pub(crate) transfer_encoding: bool,
-    /// An HTTP/1.1 upgrade request (`Upgrade` and `Connection: upgrade`).
-    pub(crate) upgrade: bool,
-}
-
-impl HeadFacts {
-    fn of<B>(req: &Request<B>) -> HeadFacts {
-        let h = req.headers();
-        HeadFacts {
-            hosts: h.get_all(header::HOST).iter().count(),
-            content_lengths: h.get_all(header::CONTENT_LENGTH).iter().count(),
-            content_length: content_length(h),
-            transfer_encoding: h.contains_key(header::TRANSFER_ENCODING),
-            upgrade: is_upgrade(req),
-        }
+/// [`HeadFacts`] looked up in a parsed request (HTTP/2; the HTTP/1.1 server collects them as
+/// it parses).
+fn head_facts<B>(req: &Request<B>) -> HeadFacts {
+    let h = req.headers();
+    HeadFacts {
+        hosts: h.get_all(header::HOST).iter().count(),
+        content_lengths: h.get_all(header::CONTENT_LENGTH).iter().count(),
+        content_length: content_length(h),
+        transfer_encoding: h.contains_key(header::TRANSFER_ENCODING),
+        upgrade: is_upgrade(req),
     }
 }
 
@@ -188,7 +174,7 @@ async fn handle(
     cx: &mut Ctx,
     p: &mut Pending,
 ) -> Result<Response<ResponseBody>, Error> {
-    let facts = facts.unwrap_or_else(|| HeadFacts::of(&req));
+    let facts = facts.unwrap_or_else(|| head_facts(&req));
     precheck(&req, &facts, rt)?;
     // === pre-route === (global plugins only; skipped without creating its future)
     if !p.chain.pre_route.is_empty() {
@@ -642,6 +628,9 @@ async fn access_phase(
     let chain = p.chain.clone();
     for pl in &chain.post_auth {
         if let Flow::Respond(r) = pl.access(head, cx).await? {
+            if r.status == StatusCode::FORBIDDEN {
+                route.metrics.authz_refused();
+            }
             return Ok(Some(reply_response(r, cx)));
         }
     }

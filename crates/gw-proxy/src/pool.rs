@@ -32,6 +32,22 @@ use crate::h1::H1Conn;
 /// A connection's current write-stall limit in milliseconds, set by each request that uses it.
 pub(crate) type WriteTimeout = Arc<AtomicU64>;
 
+thread_local! {
+    /// Index of the data-plane worker running on this thread (0 elsewhere): idle connections
+    /// are kept per worker.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The data-plane worker index of the current thread.
+pub(crate) fn worker_index() -> usize {
+    WORKER.with(std::cell::Cell::get)
+}
+
+/// Mark the current thread as data-plane worker `i` (the server's worker threads, at start).
+pub(crate) fn set_worker_index(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
 // === StallIo ===
 
 /// TCP or TLS stream with a write-stall timeout.
@@ -216,7 +232,7 @@ impl Endpoint {
     }
 
     fn idle_list(&self) -> &Mutex<Vec<Idle>> {
-        &self.idle[crate::server::worker_index() % self.idle.len()]
+        &self.idle[worker_index() % self.idle.len()]
     }
 
     /// Get a connection: an idle or shared one, or a new one within `connect_timeout`. The

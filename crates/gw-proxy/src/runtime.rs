@@ -14,7 +14,7 @@ use rustls::{ClientConfig, ServerConfig};
 
 use gw_config::RouteChange;
 use gw_config::model::{self, Config, HashOn, Route, ServiceKind, StaticResponse, Timeouts, UpstreamProtocol};
-use gw_core::{Plugin, RouteInfo};
+use gw_core::RouteInfo;
 use gw_observability::{Metrics, RetryCounter, RouteMetrics, TargetHealthLabels};
 use gw_router::{Edit, RouteSpec, Router};
 use gw_upstream::{
@@ -22,6 +22,7 @@ use gw_upstream::{
     PassiveHealthConfig, RetryBudget, RetryBudgetConfig, TargetConfig,
 };
 
+pub(crate) use crate::chain::PluginRef;
 use crate::chain::{Chain, Plugins};
 use crate::pool::{Endpoint, EndpointSpec};
 use crate::tls;
@@ -546,6 +547,3 @@ pub fn check(config: Config) -> Result<(), String> {
     let clock: Arc<dyn gw_core::Clock> = Arc::new(gw_core::SystemClock);
     Runtime::compile(Arc::new(config), None, &metrics, &clock, &[], 1).map(|_| ())
 }
-
-/// A plugin trait object, for chain building.
-pub(crate) type PluginRef = Arc<dyn Plugin>;

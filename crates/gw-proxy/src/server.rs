@@ -96,16 +96,6 @@ enum WorkerCmd {
     Listen { listener: std::net::TcpListener, name: Arc<str>, stop: watch::Receiver<bool> },
 }
 
-thread_local! {
-    /// Index of the data-plane worker running on this thread (0 elsewhere).
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The data-plane worker index of the current thread.
-pub(crate) fn worker_index() -> usize {
-    WORKER.with(|w| w.get())
-}
-
 /// Start `n` data-plane threads. Each runs a current-thread tokio runtime: a connection, its
 /// requests and the upstream connections they open stay on one thread, with no work-stealing
 /// scheduler in between (measured: about a quarter more requests per CPU than a multi-thread
@@ -128,7 +118,7 @@ fn spawn_workers(n: usize, shared: &Arc<Shared>) -> Result<Workers, String> {
         let thread = std::thread::Builder::new()
             .name(format!("gatehouse-w{i}"))
             .spawn(move || {
-                WORKER.with(|w| w.set(i));
+                crate::pool::set_worker_index(i);
                 rt.block_on(async move {
                     while let Some(cmd) = rx.recv().await {
                         let Some(shared) = shared.upgrade() else { break };
@@ -323,7 +313,7 @@ impl Gateway {
         }
         let gw = Gateway { shared };
         gw.shared.usage_sync.restore_quotas(gw.shared.clock.now_ms()).await;
-        tokio::spawn(crate::usage_sync::run(Arc::downgrade(&gw.shared)));
+        tokio::spawn(usage_flusher(Arc::downgrade(&gw.shared)));
         gw.sync_listeners(&config).await.map_err(StartError)?;
         if let Some(addr) = config.gateway.status_listener {
             let l = bind(addr).map_err(|e| StartError(format!("status listener {addr}: {e}")))?;
@@ -381,7 +371,7 @@ impl Gateway {
         filter: &gw_observability::UsageFilter,
     ) -> Result<Vec<gw_observability::UsageRecord>, String> {
         let s = &self.shared;
-        s.usage_sync.report(s, granularity, from_ms, to_ms, filter).await
+        s.usage_sync.report(&s.usage, s.clock.now_ms(), &s.metrics, granularity, from_ms, to_ms, filter).await
     }
 
     /// Kind of the usage store: `memory`, `embedded` or `postgres`.
@@ -800,6 +790,22 @@ async fn serve_http<I>(
     }
 }
 
+/// The flusher: every `gateway.usage.flush_interval`, until the gateway is gone.
+async fn usage_flusher(shared: std::sync::Weak<Shared>) {
+    loop {
+        let interval = match shared.upgrade() {
+            Some(s) => s.runtime.load().config.gateway.usage.flush_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let Some(s) = shared.upgrade() else { return };
+        let now = s.clock.now_ms();
+        let _ = s.usage_sync.flush(&s.usage, now, &s.metrics).await;
+        let settings = s.runtime.load().config.gateway.usage.clone();
+        s.usage_sync.prune_if_due(now, &settings).await;
+    }
+}
+
 // === status listener ===
 
 async fn status_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -868,7 +874,11 @@ async fn usage_report(query: Option<&str>, s: &Shared) -> (StatusCode, &'static 
     }
     let filter = UsageFilter { consumer, ..Default::default() };
     let (from_ms, to_ms) = (u64::from(from) * 86_400_000, (u64::from(to) + 1) * 86_400_000);
-    let records = match s.usage_sync.report(s, Granularity::Day, from_ms, to_ms, &filter).await {
+    let records = match s
+        .usage_sync
+        .report(&s.usage, s.clock.now_ms(), &s.metrics, Granularity::Day, from_ms, to_ms, &filter)
+        .await
+    {
         Ok(r) => r,
         Err(e) => {
             let msg = serde_json::json!({ "error": "store_unavailable", "message": e });

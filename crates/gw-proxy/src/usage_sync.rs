@@ -8,16 +8,14 @@
 //! counted since the last write (at most one flush interval). At start, the quota counters of
 //! current periods are read back, so a quota does not start again from zero.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use gw_observability::{
     Granularity, Metrics, QuotaCount, Span, Usage, UsageBackend, UsageFilter, UsageRecord, UsageRow,
 };
 use gw_ratelimit::PeriodCount;
-
-use crate::server::Shared;
 
 /// Rows kept while the store refuses writes; past this the oldest are dropped (and counted in
 /// `gatehouse_plugin_events_total{event="usage_rows_dropped"}`).
@@ -113,7 +111,7 @@ impl UsageSync {
     }
 
     /// Delete rows past their retention (at most once an hour).
-    async fn prune_if_due(&self, now_ms: u64, settings: &gw_config::model::UsageSettings) {
+    pub(crate) async fn prune_if_due(&self, now_ms: u64, settings: &gw_config::model::UsageSettings) {
         let last = self.last_prune_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) < PRUNE_EVERY_MS && last != 0 {
             return;
@@ -131,38 +129,25 @@ impl UsageSync {
 
     /// Usage between `from_ms` (inclusive) and `to_ms` (exclusive) in buckets of `g`, after
     /// writing this node's pending counts.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn report(
         &self,
-        s: &Shared,
+        usage: &Usage,
+        now_ms: u64,
+        metrics: &Metrics,
         g: Granularity,
         from_ms: u64,
         to_ms: u64,
         filter: &UsageFilter,
     ) -> Result<Vec<UsageRecord>, String> {
         // A store that refuses the write probably refuses the read too; the read says why.
-        let _ = self.flush(&s.usage, s.clock.now_ms(), &s.metrics).await;
+        let _ = self.flush(usage, now_ms, metrics).await;
         let from = g.bucket(from_ms);
         let rows = match tokio::time::timeout(STORE_TIMEOUT, self.backend.read(g.span(), from, to_ms, filter)).await {
             Ok(r) => r?,
             Err(_) => return Err(format!("usage store: no answer within {STORE_TIMEOUT:?}")),
         };
         Ok(gw_observability::aggregate(rows, g))
-    }
-}
-
-/// The flusher: every `gateway.usage.flush_interval`, until the gateway is gone.
-pub(crate) async fn run(shared: Weak<Shared>) {
-    loop {
-        let interval = match shared.upgrade() {
-            Some(s) => s.runtime.load().config.gateway.usage.flush_interval,
-            None => return,
-        };
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        let now = s.clock.now_ms();
-        let _ = s.usage_sync.flush(&s.usage, now, &s.metrics).await;
-        let settings = s.runtime.load().config.gateway.usage.clone();
-        s.usage_sync.prune_if_due(now, &settings).await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! Wire rules that hold for both HTTP versions and both directions, as pure functions (no IO):
 //! which fields may travel as trailers, and what a valid `Host` value is.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Fields that never leave the gateway as trailers, in either direction (request trailers to
 /// an upstream, response trailers to a client), on HTTP/1.1 and HTTP/2. A trailer arrives after
@@ -225,4 +225,28 @@ mod tests {
             assert!(!is_valid_host(bad.as_bytes()), "{bad:?} accepted");
         }
     }
+}
+
+/// One `name: value` line of an HTTP/1.1 head.
+pub(crate) fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Facts about a request head's framing fields. The HTTP/1.1 server collects them while it
+/// parses (so the pipeline does not look them up again); for HTTP/2 requests the pipeline looks
+/// them up.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HeadFacts {
+    /// `Host` fields.
+    pub(crate) hosts: usize,
+    /// `Content-Length` fields.
+    pub(crate) content_lengths: usize,
+    /// The (agreed) `Content-Length` value.
+    pub(crate) content_length: Option<u64>,
+    pub(crate) transfer_encoding: bool,
+    /// An HTTP/1.1 upgrade request (`Upgrade` and `Connection: upgrade`).
+    pub(crate) upgrade: bool,
 }

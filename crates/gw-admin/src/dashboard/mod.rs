@@ -542,11 +542,8 @@ fn view(
         "rate_limited": event("rate_limiting_rejected"),
         "quota_exceeded": event("quota_exceeded"),
         "auth": counter(newest.auth_refusals, rb.map(|b| b.auth_refusals)),
-        // Authenticated but not allowed (acl, and other plugins answering 403 `forbidden`).
-        "forbidden": counter(
-            newest.errors.get("forbidden").copied().unwrap_or(0),
-            rb.map(|b| b.errors.get("forbidden").copied().unwrap_or(0)),
-        ),
+        // Authenticated but not allowed (acl, and other plugins answering 403).
+        "forbidden": counter(newest.authz_refusals, rb.map(|b| b.authz_refusals)),
         "no_route": counter(newest.no_route, rb.map(|b| b.no_route)),
         "errors_by_code": by_code,
     });

@@ -44,6 +44,7 @@ pub(crate) struct Reading {
     pub(crate) consumers: HashMap<String, u64>,
     pub(crate) no_route: u64,
     pub(crate) auth_refusals: u64,
+    pub(crate) authz_refusals: u64,
     pub(crate) connections: i64,
     /// Every route together.
     pub(crate) all: RouteReading,
@@ -139,6 +140,7 @@ pub(crate) fn read(text: &str, at: Instant, unix_ms: u64) -> Reading {
         consumers: HashMap::new(),
         no_route: 0,
         auth_refusals: 0,
+        authz_refusals: 0,
         connections: 0,
         all: RouteReading::default(),
     };
@@ -187,6 +189,7 @@ pub(crate) fn read(text: &str, at: Instant, unix_ms: u64) -> Reading {
             }
             "gatehouse_http_no_route_total" => r.no_route = count(v),
             "gatehouse_http_auth_refusals_total" => r.auth_refusals = count(v),
+            "gatehouse_http_authz_refusals_total" => r.authz_refusals = count(v),
             "gatehouse_downstream_connections_active" => r.connections = v as i64,
             _ => {}
         }
@@ -308,6 +311,7 @@ mod tests {
         }
         h.record(502, std::time::Duration::from_millis(7), None);
         h.auth_refused();
+        h.authz_refused();
         m.error("upstream_connect_failed");
         m.plugin_event("rate_limiting_rejected");
         m.no_route();
@@ -317,7 +321,7 @@ mod tests {
         assert_eq!(o.buckets.last(), Some(&(f64::INFINITY, 5)));
         assert_eq!(r.errors["upstream_connect_failed"], 1);
         assert_eq!(r.plugin_events["rate_limiting_rejected"], 1);
-        assert_eq!((r.no_route, r.auth_refusals), (1, 1));
+        assert_eq!((r.no_route, r.auth_refusals, r.authz_refusals), (1, 1, 1));
         // Percentiles from the whole histogram (no older reading).
         let p50 = quantile_ms(None, o, 0.5).unwrap();
         assert!((2.5..=5.0).contains(&p50), "{p50}");

@@ -287,7 +287,7 @@
       line('authorization (403)', 'forbidden', r.forbidden),
       line('no route (404)', 'no_route', r.no_route),
     ];
-    for (const e of r.errors_by_code) if (e.code !== 'forbidden') rows.push(line('error: ' + e.code, 'code:' + e.code, e));
+    for (const e of r.errors_by_code) rows.push(line('error: ' + e.code, 'code:' + e.code, e));
     fill(document.querySelector('#refusals-table tbody'), rows, 3);
   }
 
