@@ -36,7 +36,7 @@ pub use flow::{Flow, Reply};
 pub use gw_error::{Error, ErrorKind, OrErr, Result, Retry, Side};
 pub use head::{RequestHead, ResponseHead};
 pub use plugin::{AuthOutcome, Hooks, Plugin, Stage, priority};
-pub use trace::{AttemptOutcome, AttemptReport, ConnectionUse, TraceParent};
+pub use trace::{AttemptOutcome, AttemptReport, ConnectionUse, TraceFormat, TraceParent};
 
 /// Applied by [`macro@plugin`]; re-exported so plugin crates need no `async-trait` of their own.
 #[doc(hidden)]

@@ -9,8 +9,31 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::ErrorKind;
 
+/// How a trace context travels in headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceFormat {
+    /// W3C Trace Context: `traceparent` (and `tracestate`).
+    W3c,
+    /// Zipkin B3, the single `b3` header.
+    B3,
+    /// Zipkin B3, `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled`.
+    B3Multi,
+}
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// The B3 headers (single and multi), all removed before B3 is written.
+static B3_ALL: [HeaderName; 6] = [
+    HeaderName::from_static("b3"),
+    HeaderName::from_static("x-b3-traceid"),
+    HeaderName::from_static("x-b3-spanid"),
+    HeaderName::from_static("x-b3-parentspanid"),
+    HeaderName::from_static("x-b3-sampled"),
+    HeaderName::from_static("x-b3-flags"),
+];
+
 /// The trace context a request's upstream calls descend from (its server span): ids, the
-/// sampling decision, and the headers that carry it in the configured format.
+/// sampling decision, and how it is written in headers.
 #[derive(Debug, Clone)]
 pub struct TraceParent {
     /// Trace id.
@@ -19,17 +42,17 @@ pub struct TraceParent {
     pub span_id: [u8; 8],
     /// Whether the trace is recorded.
     pub sampled: bool,
-    /// The trace context headers for a call made directly under the server span (e.g. an
-    /// authorization sub-request), in the configured format (`traceparent`/`tracestate` or B3).
-    pub headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// The configured header format.
+    pub format: TraceFormat,
+    /// The client's `tracestate`, passed on (W3C).
+    pub tracestate: Option<HeaderValue>,
 }
 
 impl TraceParent {
-    /// Put the trace context headers on a request to another service (replacing any there).
+    /// Put the trace context on a request to another service, as a call made directly under
+    /// the server span (replacing the trace headers there).
     pub fn inject(&self, headers: &mut HeaderMap) {
-        for (k, v) in self.headers.iter() {
-            headers.insert(k.clone(), v.clone());
-        }
+        inject(self.format, &self.trace_id, &self.span_id, self.sampled, self.tracestate.as_ref(), headers);
     }
 
     /// The trace id as 32 lowercase hex digits.
@@ -40,6 +63,68 @@ impl TraceParent {
     /// The span id as 16 lowercase hex digits.
     pub fn span_id_hex(&self) -> String {
         hex(&self.span_id)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (o, b) in out.chunks_exact_mut(2).zip(bytes) {
+        o[0] = HEX[(b >> 4) as usize];
+        o[1] = HEX[(b & 15) as usize];
+    }
+}
+
+/// A header value of ASCII hex digits and punctuation (valid by construction).
+fn value(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Write a trace context (a span's ids, the sampling flag, a `tracestate` to pass on) into
+/// `headers` in `format`, replacing the trace headers there.
+pub fn inject(
+    format: TraceFormat,
+    trace_id: &[u8; 16],
+    span_id: &[u8; 8],
+    sampled: bool,
+    tracestate: Option<&HeaderValue>,
+    headers: &mut HeaderMap,
+) {
+    match format {
+        TraceFormat::W3c => {
+            let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
+            hex_into(&mut v[3..35], trace_id);
+            hex_into(&mut v[36..52], span_id);
+            if sampled {
+                v[54] = b'1';
+            }
+            // `insert` replaces the client's values.
+            headers.insert(TRACEPARENT.clone(), value(&v));
+            if let Some(s) = tracestate {
+                headers.insert(TRACESTATE.clone(), s.clone());
+            }
+        }
+        TraceFormat::B3 | TraceFormat::B3Multi => {
+            for n in &B3_ALL {
+                headers.remove(n);
+            }
+            if format == TraceFormat::B3 {
+                let mut v = *b"00000000000000000000000000000000-0000000000000000-0";
+                hex_into(&mut v[0..32], trace_id);
+                hex_into(&mut v[33..49], span_id);
+                if sampled {
+                    v[50] = b'1';
+                }
+                headers.insert(B3_ALL[0].clone(), value(&v));
+            } else {
+                let (mut t, mut s) = ([0u8; 32], [0u8; 16]);
+                hex_into(&mut t, trace_id);
+                hex_into(&mut s, span_id);
+                headers.insert(B3_ALL[1].clone(), value(&t));
+                headers.insert(B3_ALL[2].clone(), value(&s));
+                headers.insert(B3_ALL[4].clone(), HeaderValue::from_static(if sampled { "1" } else { "0" }));
+            }
+        }
     }
 }
 
@@ -89,4 +174,39 @@ pub struct AttemptReport {
     pub duration: Duration,
     /// How it ended.
     pub outcome: AttemptOutcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each format writes its headers and replaces the client's (B3 removes both forms).
+    #[test]
+    fn inject_formats() {
+        let t = [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36];
+        let s = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static("00-11111111111111111111111111111111-2222222222222222-00"));
+        h.append("traceparent", HeaderValue::from_static("second"));
+        let state = HeaderValue::from_static("a=1");
+        inject(TraceFormat::W3c, &t, &s, true, Some(&state), &mut h);
+        let all: Vec<_> = h.get_all("traceparent").iter().collect();
+        assert_eq!(all, ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]);
+        assert_eq!(h["tracestate"], "a=1");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-b3-traceid", HeaderValue::from_static("1"));
+        h.insert("x-b3-parentspanid", HeaderValue::from_static("1"));
+        inject(TraceFormat::B3, &t, &s, false, None, &mut h);
+        assert_eq!(h["b3"], "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0");
+        assert_eq!(h.len(), 1, "{h:?}");
+
+        let mut h = HeaderMap::new();
+        h.insert("b3", HeaderValue::from_static("1"));
+        inject(TraceFormat::B3Multi, &t, &s, true, None, &mut h);
+        assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(h["x-b3-spanid"], "00f067aa0ba902b7");
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert_eq!(h.len(), 3, "{h:?}");
+    }
 }

@@ -29,13 +29,12 @@ use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    Sampler, SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample as _, Span, SpanData, SpanExporter as _,
-    SpanProcessor,
+    Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter as _, SpanProcessor,
 };
 use tokio::sync::mpsc;
 
 pub use gw_config::model::{OtlpProtocol, Propagation, Tracing as Settings};
-use gw_core::{AttemptOutcome, AttemptReport, ConnectionUse, ErrorKind, TraceParent};
+use gw_core::{AttemptOutcome, AttemptReport, ConnectionUse, ErrorKind, TraceFormat, TraceParent};
 use gw_observability::Metrics;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -43,7 +42,6 @@ static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static B3: HeaderName = HeaderName::from_static("b3");
 static B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 static B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
-static B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
@@ -54,6 +52,7 @@ pub struct Tracing {
     flush: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     tracer: SdkTracer,
     propagation: Propagation,
+    format: TraceFormat,
     ratio: f64,
 }
 
@@ -92,14 +91,21 @@ impl Tracing {
         let queue = Queue { tx, metrics: metrics.clone() };
         let export = Export { exporter, batch: s.batch_size, timeout: s.export_timeout, metrics };
         tokio::spawn(export_loop(rx, flush_rx, export, s.export_interval));
-        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(s.sample_ratio)));
+        // Sampling is decided before a span is built (`ServerTrace::start`): unsampled requests
+        // never reach the SDK, and the spans it builds are all recorded.
+        let sampler = Sampler::AlwaysOn;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(queue)
             .with_sampler(sampler)
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("gatehouse");
-        Ok(Arc::new(Tracing { provider, flush, tracer, propagation: s.propagation, ratio: s.sample_ratio }))
+        let format = match s.propagation {
+            Propagation::W3c => TraceFormat::W3c,
+            Propagation::B3 => TraceFormat::B3,
+            Propagation::B3Multi => TraceFormat::B3Multi,
+        };
+        Ok(Arc::new(Tracing { provider, flush, tracer, propagation: s.propagation, format, ratio: s.sample_ratio }))
     }
 
     /// Start tracing a request whose head just arrived: its parent context (if the client sent
@@ -111,26 +117,18 @@ impl Tracing {
                 if decided {
                     sc
                 } else {
-                    // No sampling decision from upstream: ours (the ratio), on the same trace id.
-                    let r = Sampler::TraceIdRatioBased(self.ratio).should_sample(
-                        None,
-                        sc.trace_id(),
-                        "",
-                        &SpanKind::Server,
-                        &[],
-                        &[],
-                    );
-                    let flags = if r.decision == SamplingDecision::RecordAndSample {
-                        TraceFlags::SAMPLED
-                    } else {
-                        TraceFlags::default()
-                    };
+                    // No sampling decision from upstream: ours (the ratio), on the same trace.
+                    let flags = if self.sample_new() { TraceFlags::SAMPLED } else { TraceFlags::default() };
                     SpanContext::new(sc.trace_id(), sc.span_id(), flags, true, TraceState::default())
                 }
             }),
         };
-        let wall = SystemTime::now() - started.elapsed();
-        Box::new(ServerTrace { parent, wall, started, span: None })
+        Box::new(ServerTrace { parent, started, state: State::Pending })
+    }
+
+    /// The head-sampling decision for a new trace (or one whose parent did not decide).
+    fn sample_new(&self) -> bool {
+        self.ratio >= 1.0 || (self.ratio > 0.0 && fastrand::f64() < self.ratio)
     }
 
     /// A CLIENT span for one upstream attempt under `parent` (the request's server span), named
@@ -161,22 +159,19 @@ impl Tracing {
             self.tracer.span_builder(method.to_string()).with_kind(SpanKind::Client).with_attributes(attrs),
             &cx,
         );
-        let headers = format_headers(self.propagation, span.span_context(), None);
-        ClientSpan { span, headers }
+        let ids = (sc_ids(span.span_context()), span.span_context().is_sampled());
+        ClientSpan { span, ids }
     }
 
     /// Put the trace context of `span` on an upstream request (replacing the client's).
     pub fn inject_span(&self, span: &ClientSpan, headers: &mut HeaderMap) {
-        remove_trace_headers(self.propagation, headers);
-        for (k, v) in &span.headers {
-            headers.insert(k.clone(), v.clone());
-        }
+        let ((trace_id, span_id), sampled) = &span.ids;
+        gw_core::trace::inject(self.format, trace_id, span_id, *sampled, None, headers);
     }
 
     /// Put `parent`'s trace context on an upstream request (replacing the client's): for
     /// requests whose attempts get no span of their own (not sampled).
     pub fn inject_parent(&self, parent: &TraceParent, headers: &mut HeaderMap) {
-        remove_trace_headers(self.propagation, headers);
         parent.inject(headers);
     }
 
@@ -201,9 +196,36 @@ impl Tracing {
 #[derive(Debug)]
 pub struct ServerTrace {
     parent: Option<SpanContext>,
-    wall: SystemTime,
     started: Instant,
-    span: Option<Span>,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// No decision yet.
+    Pending,
+    /// Not sampled: ids only (the context still goes upstream), no SDK span.
+    Unsampled { trace_id: [u8; 16], span_id: [u8; 8] },
+    /// Sampled: the SDK's span and the request's start on the wall clock.
+    Sampled { span: Box<Span>, wall: SystemTime },
+}
+
+fn random_span_id() -> [u8; 8] {
+    loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            return id.to_be_bytes();
+        }
+    }
+}
+
+fn random_trace_id() -> [u8; 16] {
+    loop {
+        let id = fastrand::u128(..);
+        if id != 0 {
+            return id.to_be_bytes();
+        }
+    }
 }
 
 /// What the server span records when the request ends.
@@ -240,44 +262,67 @@ pub struct ServerFacts<'a> {
 }
 
 impl ServerTrace {
-    /// Create the server span (if not yet) and return the context upstream calls descend from.
-    /// `name` is the span name (`GET /users/{id}`).
-    pub fn start(&mut self, t: &Tracing, name: String) -> TraceParent {
-        let span = self.span.get_or_insert_with(|| {
-            let cx = match &self.parent {
-                Some(sc) => Context::new().with_remote_span_context(sc.clone()),
-                None => Context::new(),
+    /// Decide sampling and create the server span (if not yet); the context upstream calls
+    /// descend from. `name` gives the span name (`GET /users/{id}`); it is called only for a
+    /// sampled request.
+    pub fn start(&mut self, t: &Tracing, name: impl FnOnce() -> String) -> TraceParent {
+        if matches!(self.state, State::Pending) {
+            let sampled = match &self.parent {
+                Some(p) => p.is_sampled(),
+                None => t.sample_new(),
             };
-            t.tracer.build_with_context(
-                t.tracer.span_builder(name).with_kind(SpanKind::Server).with_start_time(self.wall),
-                &cx,
-            )
-        });
-        let sc = span.span_context();
-        let headers = format_headers(t.propagation, sc, None);
-        TraceParent {
-            trace_id: sc.trace_id().to_bytes(),
-            span_id: sc.span_id().to_bytes(),
-            sampled: sc.is_sampled(),
-            headers: headers.into(),
+            self.state = if sampled {
+                let cx = match &self.parent {
+                    Some(sc) => Context::new().with_remote_span_context(sc.clone()),
+                    None => Context::new(),
+                };
+                let wall = SystemTime::now() - self.started.elapsed();
+                let builder = t.tracer.span_builder(name()).with_kind(SpanKind::Server).with_start_time(wall);
+                State::Sampled { span: Box::new(t.tracer.build_with_context(builder, &cx)), wall }
+            } else {
+                let trace_id = self.parent.as_ref().map_or_else(random_trace_id, |p| p.trace_id().to_bytes());
+                State::Unsampled { trace_id, span_id: random_span_id() }
+            };
+        }
+        let (trace_id, span_id, sampled) = self.ids_sampled().unwrap_or_default();
+        // The client's `tracestate` goes on (W3C; none when it sent none).
+        let tracestate = match &self.parent {
+            Some(p) if t.format == TraceFormat::W3c && p.trace_state() != &TraceState::NONE => {
+                HeaderValue::from_str(&p.trace_state().header()).ok()
+            }
+            _ => None,
+        };
+        TraceParent { trace_id, span_id, sampled, format: t.format, tracestate }
+    }
+
+    fn ids_sampled(&self) -> Option<([u8; 16], [u8; 8], bool)> {
+        match &self.state {
+            State::Pending => None,
+            State::Unsampled { trace_id, span_id } => Some((*trace_id, *span_id, false)),
+            State::Sampled { span, .. } => {
+                let sc = span.span_context();
+                Some((sc.trace_id().to_bytes(), sc.span_id().to_bytes(), true))
+            }
         }
     }
 
-    /// The trace and server span ids (`None` before the span exists).
+    /// The trace and server span ids (`None` before [`ServerTrace::start`]).
     pub fn ids(&self) -> Option<([u8; 16], [u8; 8])> {
-        self.span.as_ref().map(|s| (s.span_context().trace_id().to_bytes(), s.span_context().span_id().to_bytes()))
+        self.ids_sampled().map(|(t, s, _)| (t, s))
+    }
+
+    /// Whether the request is recorded (`false` before [`ServerTrace::start`]).
+    pub fn is_sampled(&self) -> bool {
+        matches!(self.state, State::Sampled { .. })
     }
 
     /// Record the request's outcome and end the span (created now if the request ended before
     /// reaching a route).
-    pub fn finish(mut self: Box<Self>, t: &Tracing, f: &ServerFacts<'_>) {
-        if self.span.is_none() {
-            self.start(t, f.method.to_string());
+    pub fn finish(&mut self, t: &Tracing, f: &ServerFacts<'_>) {
+        if matches!(self.state, State::Pending) {
+            self.start(t, || f.method.to_string());
         }
-        let Some(mut span) = self.span.take() else { return };
-        if !span.is_recording() {
-            return;
-        }
+        let State::Sampled { mut span, wall } = std::mem::replace(&mut self.state, State::Pending) else { return };
         if let Some(p) = f.route_pattern {
             span.update_name(format!("{} {p}", f.method));
         }
@@ -310,7 +355,7 @@ impl ServerTrace {
         if f.status >= 500 {
             span.set_status(Status::error(f.error.map_or("", |e| e.code())));
         }
-        span.end_with_timestamp(self.wall + f.ended.saturating_duration_since(self.started));
+        span.end_with_timestamp(wall + f.ended.saturating_duration_since(self.started));
     }
 }
 
@@ -318,7 +363,8 @@ impl ServerTrace {
 #[derive(Debug)]
 pub struct ClientSpan {
     span: Span,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// (trace id, span id), sampled.
+    ids: (([u8; 16], [u8; 8]), bool),
 }
 
 impl ClientSpan {
@@ -392,7 +438,7 @@ fn extract_w3c(h: &HeaderMap) -> Option<SpanContext> {
         return None;
     }
     let state = h.get_all(&TRACESTATE).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
-    let state = TraceState::from_str(&state).unwrap_or_default();
+    let state = if state.is_empty() { TraceState::NONE } else { TraceState::from_str(&state).unwrap_or_default() };
     Some(SpanContext::new(
         TraceId::from_bytes(trace),
         SpanId::from_bytes(span),
@@ -454,43 +500,8 @@ fn extract_b3(h: &HeaderMap) -> Option<(SpanContext, bool)> {
     Some((sc, sampled.is_some()))
 }
 
-fn remove_trace_headers(p: Propagation, h: &mut HeaderMap) {
-    match p {
-        Propagation::W3c => {
-            h.remove(&TRACEPARENT);
-        }
-        Propagation::B3 | Propagation::B3Multi => {
-            for n in [&B3, &B3_TRACE_ID, &B3_SPAN_ID, &B3_PARENT_SPAN_ID, &B3_SAMPLED, &B3_FLAGS] {
-                h.remove(n);
-            }
-        }
-    }
-}
-
-/// The headers that carry `sc` in format `p`.
-fn format_headers(p: Propagation, sc: &SpanContext, _parent: Option<SpanId>) -> Vec<(HeaderName, HeaderValue)> {
-    let (t, s) = (sc.trace_id(), sc.span_id());
-    let v = |s: String| HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""));
-    match p {
-        Propagation::W3c => {
-            let flags = if sc.is_sampled() { "01" } else { "00" };
-            let mut out = vec![(TRACEPARENT.clone(), v(format!("00-{t}-{s}-{flags}")))];
-            let state = sc.trace_state().header();
-            if !state.is_empty() {
-                out.push((TRACESTATE.clone(), v(state)));
-            }
-            out
-        }
-        Propagation::B3 => {
-            let flag = if sc.is_sampled() { "1" } else { "0" };
-            vec![(B3.clone(), v(format!("{t}-{s}-{flag}")))]
-        }
-        Propagation::B3Multi => vec![
-            (B3_TRACE_ID.clone(), v(t.to_string())),
-            (B3_SPAN_ID.clone(), v(s.to_string())),
-            (B3_SAMPLED.clone(), HeaderValue::from_static(if sc.is_sampled() { "1" } else { "0" })),
-        ],
-    }
+fn sc_ids(sc: &SpanContext) -> ([u8; 16], [u8; 8]) {
+    (sc.trace_id().to_bytes(), sc.span_id().to_bytes())
 }
 
 /// The span processor: ending a span puts it in the bounded queue (never waits); a full queue

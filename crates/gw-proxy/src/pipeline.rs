@@ -407,11 +407,8 @@ fn start_trace(route: &RouteRt, cx: &mut Ctx, p: &mut Pending, shared: &Shared) 
         p.trace = None;
         return;
     }
-    let name = match route_pattern(route) {
-        Some(pat) => format!("{} {pat}", p.method),
-        None => p.method.to_string(),
-    };
-    let parent = tr.start(t, name);
+    let method = &p.method;
+    let parent = tr.start(t, || format!("{method} {}", route_pattern(route)));
     cx.record_attempts = parent.sampled;
     // Side calls of the route's plugins carry the trace too.
     if let Some(u) = &cx.upstreams {
@@ -422,11 +419,11 @@ fn start_trace(route: &RouteRt, cx: &mut Ctx, p: &mut Pending, shared: &Shared) 
 
 /// `http.route`: the route's path pattern when it has one (`/users/{id}`, `/api/*`), else its
 /// name.
-fn route_pattern(route: &RouteRt) -> Option<String> {
+fn route_pattern(route: &RouteRt) -> String {
     match route.route.paths.as_slice() {
-        [gw_config::model::PathPattern::Prefix(p)] => Some(format!("{p}/*")),
-        [one] => Some(one.as_str().to_string()),
-        _ => Some(route.info.name.to_string()),
+        [gw_config::model::PathPattern::Prefix(p)] => format!("{p}/*"),
+        [one] => one.as_str().to_string(),
+        _ => route.info.name.to_string(),
     }
 }
 
@@ -1082,7 +1079,8 @@ async fn attempt(
 }
 
 /// The HTTP/2 part of [`attempt`]: hyper's client on the shared connection.
-#[allow(clippy::too_many_arguments)]
+// (`SendResult` hands the request body back on failure, as `attempt` does.)
+#[allow(clippy::too_many_arguments, clippy::result_large_err)]
 async fn attempt_h2(
     mut sender: hyper::client::conn::http2::SendRequest<RequestBody>,
     endpoint: &Arc<crate::pool::Endpoint>,
@@ -1457,7 +1455,9 @@ impl LogPhase {
             }
         }
         let trace_ids = match (trace, shared.tracing.as_deref()) {
-            (Some(tr), Some(t)) => Some(finish_trace(tr, t, cx, p, route, status, failure.map(Error::kind), at)),
+            (Some(mut tr), Some(t)) => {
+                Some(finish_trace(&mut tr, t, cx, p, route, status, failure.map(Error::kind), at))
+            }
             _ => None,
         };
         let entry = LogEntry { status, bytes_sent: ended.bytes_sent, bytes_received, latency, error, failure };
@@ -1468,6 +1468,7 @@ impl LogPhase {
             && let Some(al) = &shared.access_log
         {
             let started_wall = SystemTime::now() - latency;
+            let trace_hex = trace_ids.map(|(t, s)| (gw_core::trace::hex(&t), gw_core::trace::hex(&s)));
             let line = AccessLogLine {
                 time: Rfc3339(started_wall),
                 request_id: cx.request_id.to_str().unwrap_or(""),
@@ -1487,8 +1488,8 @@ impl LogPhase {
                 upstream_latency_ms: cx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
                 error,
                 calls: cx.vars.get::<crate::aggregate::Calls>().map(|c| c.0.as_str()),
-                trace_id: trace_ids.as_ref().map(|t| t.0.as_str()),
-                span_id: trace_ids.as_ref().map(|t| t.1.as_str()),
+                trace_id: trace_hex.as_ref().map(|t| t.0.as_str()),
+                span_id: trace_hex.as_ref().map(|t| t.1.as_str()),
             };
             if !al.log(&line) {
                 shared.metrics.access_log_dropped();
@@ -1497,11 +1498,11 @@ impl LogPhase {
     }
 }
 
-/// End the request's server span with what the request did; its trace and span ids (hex).
+/// End the request's server span with what the request did; its trace and span ids.
 #[cold]
 #[allow(clippy::too_many_arguments)]
 fn finish_trace(
-    mut tr: Box<gw_otel::ServerTrace>,
+    tr: &mut gw_otel::ServerTrace,
     t: &gw_otel::Tracing,
     cx: &Ctx,
     p: &Pending,
@@ -1509,14 +1510,17 @@ fn finish_trace(
     status: u16,
     error: Option<ErrorKind>,
     ended: Instant,
-) -> (String, String) {
+) -> ([u8; 16], [u8; 8]) {
     if tr.ids().is_none() {
         // The request ended before a route was found (404, a malformed request, a pre-route
         // plugin's answer).
-        tr.start(t, p.method.to_string());
+        tr.start(t, || p.method.to_string());
     }
-    let (trace_id, span_id) = tr.ids().unwrap_or_default();
-    let pattern = route.and_then(|r| route_pattern(r));
+    let ids = tr.ids().unwrap_or_default();
+    if !tr.is_sampled() {
+        return ids;
+    }
+    let pattern = route.map(|r| route_pattern(r));
     let facts = gw_otel::ServerFacts {
         method: p.method.as_str(),
         path: p.uri.path(),
@@ -1534,7 +1538,7 @@ fn finish_trace(
         ended,
     };
     tr.finish(t, &facts);
-    (gw_core::trace::hex(&trace_id), gw_core::trace::hex(&span_id))
+    ids
 }
 
 fn version_str(v: Version) -> &'static str {
