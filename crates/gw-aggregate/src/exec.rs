@@ -214,8 +214,6 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Record a failure of call `i`; for a required call, the error that ends the aggregate.
-    // The error is returned once per aggregate, on its failure path.
-    #[allow(clippy::result_large_err)]
     fn fail(&mut self, i: usize, err: Error, detail: String) -> Result<(), AggregateError> {
         self.state[i] = State::Failed;
         self.reports[i].outcome = Outcome::Failed { code: err.kind().code(), reason: detail.clone() };

@@ -1080,7 +1080,7 @@ async fn attempt(
 
 /// The HTTP/2 part of [`attempt`]: hyper's client on the shared connection.
 // (`SendResult` hands the request body back on failure, as `attempt` does.)
-#[allow(clippy::too_many_arguments, clippy::result_large_err)]
+#[allow(clippy::too_many_arguments)]
 async fn attempt_h2(
     mut sender: hyper::client::conn::http2::SendRequest<RequestBody>,
     endpoint: &Arc<crate::pool::Endpoint>,
