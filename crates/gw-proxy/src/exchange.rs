@@ -35,6 +35,16 @@ pub(crate) trait Serving: Send + Sync + 'static {
     fn tracing(&self) -> Option<Arc<gw_otel::Tracing>>;
 }
 
+impl Serving for crate::state::DataPlane {
+    fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    fn tracing(&self) -> Option<Arc<gw_otel::Tracing>> {
+        self.tracing.clone()
+    }
+}
+
 /// An origin reached by URL: its one-target upstream and service, with their pool.
 struct Origin {
     upstream: Arc<UpstreamRt>,

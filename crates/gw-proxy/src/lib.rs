@@ -41,6 +41,7 @@ mod pool;
 mod runtime;
 pub mod server;
 mod services;
+mod state;
 mod tls;
 mod upgrade;
 mod usage_sync;

@@ -37,7 +37,7 @@ use crate::forwarding::{self, ConnForwarding};
 use crate::h1;
 use crate::pool::Conn;
 use crate::runtime::{RouteRt, Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
-use crate::server::Shared;
+use crate::state::DataPlane;
 use crate::upgrade::ClientUpgrade;
 use crate::wire::HeadFacts;
 
@@ -74,7 +74,7 @@ pub(crate) async fn serve(
     req: Request<ClientBody>,
     facts: Option<HeadFacts>,
     conn: Arc<ConnInfo>,
-    shared: Arc<Shared>,
+    shared: Arc<DataPlane>,
 ) -> Response<ResponseBody> {
     conn.state.request_started();
     let h2 = facts.is_none();
@@ -169,7 +169,7 @@ async fn handle(
     mut req: Request<ClientBody>,
     facts: Option<HeadFacts>,
     conn: &ConnInfo,
-    shared: &Arc<Shared>,
+    shared: &Arc<DataPlane>,
     rt: &Arc<Runtime>,
     cx: &mut Ctx,
     p: &mut Pending,
@@ -401,7 +401,7 @@ async fn handle(
 /// Create the request's server span now that its route is known (or forget the trace when the
 /// route turns tracing off): upstream calls descend from it.
 #[cold]
-fn start_trace(route: &RouteRt, cx: &mut Ctx, p: &mut Pending, shared: &Shared) {
+fn start_trace(route: &RouteRt, cx: &mut Ctx, p: &mut Pending, shared: &DataPlane) {
     let (Some(t), Some(tr)) = (shared.tracing.as_deref(), p.trace.as_mut()) else { return };
     if !route.route.tracing {
         p.trace = None;
@@ -1354,7 +1354,7 @@ struct LogPhase {
     p: Pending,
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
-    shared: Arc<Shared>,
+    shared: Arc<DataPlane>,
     status: u16,
     /// A response left the pipeline.
     responded: bool,

@@ -29,6 +29,7 @@ use crate::h2guard::H2Guard;
 use crate::health::HealthChecks;
 use crate::pipeline::{self, ConnInfo};
 use crate::runtime::Runtime;
+use crate::state::DataPlane;
 
 /// Error codes of expected refusals whose warning lines are sampled: the upstream's circuit is
 /// open, a dependency (a rate-limit store failing closed, an auth service) is unavailable, no
@@ -38,28 +39,14 @@ const REFUSALS_SAMPLED: &[&str] =
 
 /// Process-wide state shared by every connection.
 pub(crate) struct Shared {
-    pub(crate) runtime: ArcSwap<Runtime>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) clock: Arc<dyn gw_core::Clock>,
-    /// The client plugins make side calls with (`gw_core::Ctx::upstreams`).
-    pub(crate) upstreams: gw_core::Upstreams,
+    /// What the request path reads (`pipeline` is given this, not the server's state).
+    pub(crate) dp: Arc<DataPlane>,
     /// Global plugins the embedding program added (they outlive reloads).
     pub(crate) extra_plugins: Arc<[Arc<dyn gw_core::Plugin>]>,
-    /// Requests per consumer, route, minute and outcome, not yet written out.
-    pub(crate) usage: gw_observability::Usage,
     /// Where usage and local quota counters are written.
     pub(crate) usage_sync: crate::usage_sync::UsageSync,
-    pub(crate) access_log: Option<AccessLog>,
-    /// OpenTelemetry tracing (`gateway.tracing`, read at start).
-    pub(crate) tracing: Option<Arc<gw_otel::Tracing>>,
-    /// Warning lines about expected refusals, sampled (one per kind per second).
-    pub(crate) refusal_log: LogSampler,
-    /// Connection tasks and upgraded tunnels, awaited on shutdown.
-    pub(crate) tasks: TaskTracker,
     shutdown: watch::Sender<bool>,
     draining: AtomicBool,
-    /// The shutdown timeout ran out: what is still running is being dropped.
-    aborting: AtomicBool,
     connections: AtomicUsize,
     listeners: Mutex<HashMap<String, ListenerHandle>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -73,20 +60,11 @@ pub(crate) struct Shared {
     pub(crate) worker_count: usize,
 }
 
-impl crate::exchange::Serving for Shared {
-    fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
-    }
+impl std::ops::Deref for Shared {
+    type Target = DataPlane;
 
-    fn tracing(&self) -> Option<Arc<gw_otel::Tracing>> {
-        self.tracing.clone()
-    }
-}
-
-impl Shared {
-    /// Whether the shutdown timeout ran out (requests still running are being cut).
-    pub(crate) fn is_aborting(&self) -> bool {
-        self.aborting.load(Ordering::Acquire)
+    fn deref(&self) -> &DataPlane {
+        &self.dp
     }
 }
 
@@ -275,7 +253,7 @@ impl Gateway {
             None => None,
         };
         let (shutdown, _) = watch::channel(false);
-        let shared = Arc::new_cyclic(|weak| Shared {
+        let dp = Arc::new_cyclic(|weak| DataPlane {
             tracing,
             upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange::new(
                 weak.clone(),
@@ -285,15 +263,18 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(rt),
             metrics: metrics.clone(),
             usage: gw_observability::Usage::new(&metrics),
-            usage_sync: crate::usage_sync::UsageSync::new(usage_store.unwrap_or_else(crate::usage_sync::memory)),
             clock,
-            extra_plugins,
             access_log,
             refusal_log: LogSampler::new(REFUSALS_SAMPLED, Duration::from_secs(1)),
             tasks: TaskTracker::new(),
+            aborting: AtomicBool::new(false),
+        });
+        let shared = Arc::new(Shared {
+            dp,
+            usage_sync: crate::usage_sync::UsageSync::new(usage_store.unwrap_or_else(crate::usage_sync::memory)),
+            extra_plugins,
             shutdown,
             draining: AtomicBool::new(false),
-            aborting: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             listeners: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -765,10 +746,10 @@ async fn serve_http<I>(
 {
     let state = info.state.clone();
     let info = Arc::new(info);
-    let svc_shared = shared.clone();
+    let svc_dp = shared.dp.clone();
     if h2 {
         let svc = service_fn(move |req: Request<Incoming>| {
-            let f = pipeline::serve(req.map(ClientBody::Hyper), None, info.clone(), svc_shared.clone());
+            let f = pipeline::serve(req.map(ClientBody::Hyper), None, info.clone(), svc_dp.clone());
             async move { Ok::<_, std::convert::Infallible>(f.await) }
         });
         // Client stream resets are limited per connection (rapid reset): see `h2guard`.
@@ -784,7 +765,7 @@ async fn serve_http<I>(
         drive!(conn, state, limits, shared);
     } else {
         let settings = h1server::Settings { max_head: limits.max_header_bytes, max_fields: limits.max_headers };
-        let svc = move |req, facts| pipeline::serve(req, Some(facts), info.clone(), svc_shared.clone());
+        let svc = move |req, facts| pipeline::serve(req, Some(facts), info.clone(), svc_dp.clone());
         let conn = h1server::Connection::new(io, state.clone(), settings, svc);
         drive!(conn, state, limits, shared);
     }
