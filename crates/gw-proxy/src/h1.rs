@@ -51,7 +51,7 @@ use gw_core::RequestHead;
 use gw_error::{Error, ErrorKind, Retry};
 
 use crate::body::{BoxError, RequestBody};
-use crate::pool::{Endpoint, ReadTimer, StallIo, WriteTimeout};
+use crate::io::{ReadTimer, StallIo, WriteTimeout};
 use crate::wire::put_field;
 
 /// Largest response head (status line and fields) accepted from an upstream.
@@ -728,6 +728,17 @@ pub(crate) fn parse_head(
     }
 }
 
+// === Where connections go back ===
+
+/// Where an HTTP/1.1 connection goes back after a clean exchange (the pool's endpoint), and the
+/// name of its upstream target in errors.
+pub(crate) trait ConnHome: Send + Sync + 'static {
+    /// `host:port` of the target.
+    fn authority(&self) -> &str;
+    /// Take the connection back (it may be dropped instead: a full pool, a probe's connection).
+    fn release(&self, conn: Box<H1Conn>);
+}
+
 // === Upgraded connections ===
 
 /// Any bidirectional byte stream.
@@ -779,9 +790,9 @@ pub(crate) type Failed = (Error, Option<RequestBody>);
 /// Retry safety of failures: nothing written yet (the connection failed at the first write) is
 /// [`Retry::Safe`] and hands the body back; anything after that is [`Retry::IfIdempotent`]: an
 /// upstream may have acted on a request whose response never came.
-pub(crate) async fn exchange(
+pub(crate) async fn exchange<E: ConnHome>(
     mut conn: Box<H1Conn>,
-    endpoint: &Arc<Endpoint>,
+    endpoint: &Arc<E>,
     head: &RequestHead,
     forwarding_block: Option<&[u8]>,
     host: &[u8],
@@ -861,7 +872,7 @@ pub(crate) async fn exchange(
         Poll::Pending
     })
     .await;
-    let authority = &endpoint.authority;
+    let authority = endpoint.authority();
     match result {
         Ok(h) => {
             // A write error after the upstream answered: it stopped reading (a 413 before the
@@ -1000,15 +1011,15 @@ pub(crate) enum UpgradeAnswer {
 
 /// Send an upgrade request (no body; its `Connection` and `Upgrade` fields in `head`) on a
 /// connection of its own, and read the answer within `read`.
-pub(crate) async fn upgrade(
+pub(crate) async fn upgrade<E: ConnHome>(
     mut conn: Box<H1Conn>,
-    endpoint: &Arc<Endpoint>,
+    endpoint: &Arc<E>,
     head: &RequestHead,
     host: &[u8],
     read: Duration,
 ) -> Result<UpgradeAnswer, Error> {
     use tokio::io::AsyncWriteExt;
-    let authority = &endpoint.authority;
+    let authority = endpoint.authority();
     conn.poolable = false;
     encode_head(&mut conn.out, head, None, host, &RequestBody::Empty);
     let out = std::mem::take(&mut conn.out);
@@ -1109,7 +1120,7 @@ pub(crate) struct H1Body {
     framing: Framing,
     writer: Option<Box<Writer>>,
     reusable: bool,
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<dyn ConnHome>,
 }
 
 /// The response body broke off: the upstream closed early or framed it wrongly.

@@ -36,6 +36,7 @@ mod h1server;
 mod h2guard;
 mod health;
 mod introspect;
+mod io;
 mod pipeline;
 mod pool;
 mod runtime;

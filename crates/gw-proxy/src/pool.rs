@@ -6,12 +6,9 @@
 //! wrapped in [`StallIo`], which fails a write that stays blocked longer than the service's write
 //! timeout (the upstream stopped reading the request).
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -19,18 +16,14 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
 
 use gw_config::model::UpstreamProtocol;
 use gw_error::{Error, ErrorKind, Retry};
 
 use crate::body::RequestBody;
-use crate::h1::H1Conn;
-
-/// A connection's current write-stall limit in milliseconds, set by each request that uses it.
-pub(crate) type WriteTimeout = Arc<AtomicU64>;
+use crate::h1::{ConnHome, H1Conn};
+use crate::io::{StallIo, UpstreamStream, WriteTimeout, new_read_timer};
 
 thread_local! {
     /// Index of the data-plane worker running on this thread (0 elsewhere): idle connections
@@ -48,119 +41,21 @@ pub(crate) fn set_worker_index(i: usize) {
     WORKER.with(|w| w.set(i));
 }
 
-// === StallIo ===
-
-/// TCP or TLS stream with a write-stall timeout.
-pub(crate) struct StallIo {
-    inner: Stream,
-    write_timeout: WriteTimeout,
-    stall: Option<Pin<Box<Sleep>>>,
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl StallIo {
-    fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let ms = self.write_timeout.load(Ordering::Relaxed);
-        let sleep = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(ms.max(1)))));
-        if sleep.as_mut().poll(cx).is_ready() {
-            self.stall = None;
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "upstream write stalled")));
-        }
-        Poll::Pending
-    }
-}
-
-impl AsyncRead for StallIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for StallIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let r = match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        };
-        match r {
-            Poll::Pending => match self.check_stall(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
-            ready => {
-                self.stall = None;
-                ready
-            }
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        };
-        match r {
-            Poll::Pending => match self.check_stall(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
-            ready => {
-                self.stall = None;
-                ready
-            }
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.inner {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 // === Endpoint ===
+
+impl ConnHome for Endpoint {
+    fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    fn release(&self, conn: Box<H1Conn>) {
+        Endpoint::release(self, conn);
+    }
+}
 
 struct Idle {
     conn: Box<H1Conn>,
     since: Instant,
-}
-
-/// A timer kept with an HTTP/1.1 connection for the response-head timeout. Re-arming a
-/// registered timer to a later deadline is one atomic store in tokio, where a new timer per
-/// request is registered in and removed from the timer wheel under its lock each time. While
-/// the connection sits idle, the last deadline may still pass and wake the task that last used
-/// it once (a spurious wake, harmless); the next request re-arms the timer.
-pub(crate) type ReadTimer = Pin<Box<Sleep>>;
-
-fn new_read_timer() -> ReadTimer {
-    // Armed for real before each use.
-    Box::pin(tokio::time::sleep(Duration::from_secs(86_400)))
 }
 
 /// Connection settings of an endpoint that, when changed by a reload, require new connections.
@@ -419,13 +314,13 @@ impl Endpoint {
             let tcp = TcpStream::connect(addr).await.map_err(|e| self.connect_error(ErrorKind::ConnectFailed, e))?;
             let _ = tcp.set_nodelay(true);
             let inner = match &self.spec.tls {
-                None => Stream::Plain(tcp),
+                None => UpstreamStream::Plain(tcp),
                 Some((cfg, name)) => {
                     let tls = tokio_rustls::TlsConnector::from(cfg.clone())
                         .connect(name.clone(), tcp)
                         .await
                         .map_err(|e| self.connect_error(ErrorKind::UpstreamTls, e))?;
-                    Stream::Tls(Box::new(tls))
+                    UpstreamStream::Tls(Box::new(tls))
                 }
             };
             Ok::<_, Error>(inner)
@@ -441,6 +336,6 @@ impl Endpoint {
             }
         };
         let wt: WriteTimeout = Arc::new(AtomicU64::new(write_timeout_ms));
-        Ok((StallIo { inner, write_timeout: wt.clone(), stall: None }, wt))
+        Ok((StallIo::new(inner, wt.clone()), wt))
     }
 }

@@ -1,0 +1,128 @@
+//! IO helpers of upstream connections, below the HTTP/1.1 client (`h1`) and the pool: the
+//! stream with a write-stall timeout ([`StallIo`]) and the response-head timer kept with a
+//! connection ([`ReadTimer`]).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+/// A connection's current write-stall limit in milliseconds, set by each request that uses it.
+pub(crate) type WriteTimeout = Arc<AtomicU64>;
+
+/// TCP or TLS stream with a write-stall timeout.
+pub(crate) struct StallIo {
+    inner: UpstreamStream,
+    write_timeout: WriteTimeout,
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+/// The transport under a [`StallIo`].
+pub(crate) enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl StallIo {
+    pub(crate) fn new(inner: UpstreamStream, write_timeout: WriteTimeout) -> Self {
+        StallIo { inner, write_timeout, stall: None }
+    }
+
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let ms = self.write_timeout.load(Ordering::Relaxed);
+        let sleep = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(ms.max(1)))));
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.stall = None;
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "upstream write stalled")));
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for StallIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for StallIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = match &mut self.inner {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        };
+        match r {
+            Poll::Pending => match self.check_stall(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                self.stall = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = match &mut self.inner {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        };
+        match r {
+            Poll::Pending => match self.check_stall(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                self.stall = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.inner {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A timer kept with an HTTP/1.1 connection for the response-head timeout. Re-arming a
+/// registered timer to a later deadline is one atomic store in tokio, where a new timer per
+/// request is registered in and removed from the timer wheel under its lock each time. While
+/// the connection sits idle, the last deadline may still pass and wake the task that last used
+/// it once (a spurious wake, harmless); the next request re-arms the timer.
+pub(crate) type ReadTimer = Pin<Box<Sleep>>;
+
+pub(crate) fn new_read_timer() -> ReadTimer {
+    // Armed for real before each use.
+    Box::pin(tokio::time::sleep(Duration::from_secs(86_400)))
+}
