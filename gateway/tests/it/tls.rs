@@ -251,3 +251,41 @@ async fn upstream_client_certificate() {
     assert_eq!(s, 200);
     assert_eq!(h["x-upstream"], "mtls");
 }
+
+/// Calls to URLs outside the configuration (forward-auth here; JWKS the same way) go through the
+/// gateway's own client with TLS verified against the system roots: an auth service whose
+/// certificate does not verify (its CA is not a system root, and it names auth.test, not the
+/// address called) fails the handshake, so forward-auth
+/// fails closed (503) and never trusts what that service answers; failing open lets the request
+/// through without the answer's headers. Plain http to the same service passes.
+#[tokio::test]
+async fn forward_auth_over_https_verifies_the_certificate() {
+    let ca = TestCa::new("auth-ca");
+    let auth_up = Upstream::start(Behavior::Echo("auth")).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Gateway B terminates TLS for auth.test in front of an always-allowing auth service.
+    let b = TestGateway::start(&tls_gateway_yaml(dir.path(), &ca, &["auth.test"], "", &auth_up.authority()), &[]).await;
+    let up = Upstream::start(Behavior::Echo("app")).await;
+    let front = |url: String, mode: &str| {
+        base(&format!(
+            "services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: forward-auth\n    config: {{ url: \"{url}\", upstream_headers: [x-upstream], failure_mode: {mode}, timeout: 2s }}\n",
+            up.authority()
+        ))
+    };
+    let https = format!("https://127.0.0.1:{}/check", b.addr("tls").port());
+    let closed = TestGateway::start(&front(https.clone(), "closed"), &[]).await;
+    let (s, _, v) = get_json(&closed.url("main")).await;
+    assert_eq!((s.as_u16(), v["error"].as_str()), (503, Some("dependency_unavailable")), "{v}");
+    assert_eq!(auth_up.hits(), 0, "nothing reached the auth service through an unverified handshake");
+    assert_eq!(up.hits(), 0);
+
+    let open = TestGateway::start(&front(https, "open"), &[]).await;
+    let (s, _, v) = get_json(&open.url("main")).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["headers"].get("x-upstream").is_none(), "no header from an unverified service: {v}");
+
+    let plain = TestGateway::start(&front(format!("http://{}/check", auth_up.authority()), "closed"), &[]).await;
+    let (s, _, v) = get_json(&plain.url("main")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["headers"]["x-upstream"], "auth", "the auth service's header copied upstream: {v}");
+}
