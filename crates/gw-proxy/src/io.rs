@@ -34,7 +34,13 @@ impl StallIo {
         StallIo { inner, write_timeout, stall: None }
     }
 
-    fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// A write's result through the stall timer: a write that stays pending past the write
+    /// timeout fails with `TimedOut`; any other outcome disarms the timer.
+    fn stall_checked(&mut self, r: Poll<io::Result<usize>>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if r.is_ready() {
+            self.stall = None;
+            return r;
+        }
         let ms = self.write_timeout.load(Ordering::Relaxed);
         let sleep = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(ms.max(1)))));
         if sleep.as_mut().poll(cx).is_ready() {
@@ -60,16 +66,7 @@ impl AsyncWrite for StallIo {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         };
-        match r {
-            Poll::Pending => match self.check_stall(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
-            ready => {
-                self.stall = None;
-                ready
-            }
-        }
+        self.stall_checked(r, cx)
     }
 
     fn poll_write_vectored(
@@ -81,16 +78,7 @@ impl AsyncWrite for StallIo {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         };
-        match r {
-            Poll::Pending => match self.check_stall(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
-            ready => {
-                self.stall = None;
-                ready
-            }
-        }
+        self.stall_checked(r, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
