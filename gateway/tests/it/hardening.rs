@@ -99,26 +99,31 @@ async fn chunked_body_over_limit_is_413() {
     assert_eq!(status_of(&resp), 413, "{resp}");
 }
 
+/// Send `head` one byte every 100 ms (40 bytes at most, starting over at its end) and return
+/// how long after connecting the server closed the connection, if it did.
+async fn slow_head_closed_after(addr: std::net::SocketAddr, head: &[u8]) -> Option<Duration> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let t = Instant::now();
+    for i in 0..40 {
+        let at = i % head.len();
+        if s.write_all(&head[at..at + 1]).await.is_err() {
+            return Some(t.elapsed());
+        }
+        let mut b = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await {
+            return Some(t.elapsed());
+        }
+    }
+    None
+}
+
 /// A client that sends a head byte by byte is disconnected after the header timeout.
 #[tokio::test]
 async fn slowloris_is_cut() {
     let (gw, up) = setup("header_read_timeout: 300ms, idle_timeout: 30s").await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr("main")).await.unwrap();
-    let t = Instant::now();
-    let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ";
-    let mut closed_at = None;
-    for _ in 0..40 {
-        if s.write_all(&head[..1]).await.is_err() {
-            closed_at = Some(t.elapsed());
-            break;
-        }
-        let mut b = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await {
-            closed_at = Some(t.elapsed());
-            break;
-        }
-    }
-    let at = closed_at.expect("the gateway must close a slow head");
+    let at = slow_head_closed_after(gw.addr("main"), b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .expect("the gateway must close a slow head");
     assert!(at >= Duration::from_millis(250) && at < Duration::from_secs(2), "closed after {at:?}");
     assert_eq!(up.hits(), 0);
 }
@@ -197,21 +202,8 @@ async fn status_listener_has_the_data_planes_limits() {
         assert_eq!(status_of(&resp), want, "{name}: {resp}");
     }
 
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let t = Instant::now();
-    let head = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ";
-    let mut closed_at = None;
-    for i in 0..40 {
-        if s.write_all(&head[i % head.len()..i % head.len() + 1]).await.is_err() {
-            closed_at = Some(t.elapsed());
-            break;
-        }
-        let mut b = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await {
-            closed_at = Some(t.elapsed());
-            break;
-        }
-    }
-    let at = closed_at.expect("the status listener must close a slow head");
+    let at = slow_head_closed_after(addr, b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .expect("the status listener must close a slow head");
     assert!(at >= Duration::from_millis(250) && at < Duration::from_secs(2), "closed after {at:?}");
 }
