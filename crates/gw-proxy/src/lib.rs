@@ -27,6 +27,7 @@ mod body;
 mod chain;
 mod conn;
 mod exchange;
+mod fault;
 mod forwarding;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -28,11 +28,10 @@ use gw_error::{Error, ErrorKind, Retry};
 use gw_observability::{AccessLogLine, Rfc3339, Sampled};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{
-    BodyTooLarge, ClientBody, End, Ended, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner,
-};
+use crate::body::{ClientBody, End, Ended, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner};
 use crate::chain::Chain;
 use crate::conn::ConnState;
+use crate::fault::BodyTooLarge;
 use crate::forwarding::{self, ConnForwarding};
 use crate::h1;
 use crate::pool::Conn;
@@ -712,7 +711,7 @@ async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
                     format!("request body a plugin must edit is larger than {cap} bytes"),
                 ))
             } else {
-                Err(h1::client_body_failure(e))
+                Err(crate::fault::client_body_failure(e))
             }
         }
     }
@@ -997,7 +996,7 @@ fn build_h2_request(
     Ok(req)
 }
 
-type SendResult = Result<Response<UpstreamInner>, h1::Failed>;
+type SendResult = Result<Response<UpstreamInner>, h1::Failed<RequestBody>>;
 
 /// What an attempt learned about its connection.
 #[derive(Default)]
@@ -1317,7 +1316,7 @@ fn reply_response(r: Reply, cx: &Ctx) -> Response<ResponseBody> {
 }
 
 /// The response's header map with every field in it: upstream fields still kept as bytes
-/// (`h1::RawFields`, the plain HTTP/1.1 path) are moved into it first. Whatever reads or edits
+/// (`wire::response::RawFields`, the plain HTTP/1.1 path) are moved into it first. Whatever reads or edits
 /// response headers goes through here; appending new fields does not need to.
 pub(crate) fn full_headers(resp: &mut Response<ResponseBody>) -> &mut http::HeaderMap {
     if let Some(raw) = resp.body_mut().take_raw_fields() {
