@@ -146,6 +146,17 @@ impl Body {
         }
     }
 
+    /// The body's bytes when it is whole already (empty, or made by [`Body::full`] and not
+    /// read from), without trailers; otherwise the body itself, untouched (a stream, or a
+    /// whole body with trailers).
+    pub fn into_whole(self) -> std::result::Result<Bytes, Body> {
+        match self.kind {
+            Kind::Empty => Ok(Bytes::new()),
+            Kind::Full(d, None) => Ok(d.unwrap_or_default()),
+            kind => Err(Body { kind }),
+        }
+    }
+
     /// Read the whole body, refusing more than `limit` data bytes (`ResponseTooLarge`).
     pub async fn collect(mut self, limit: usize) -> Result<Collected> {
         let mut buf = BytesMut::new();
