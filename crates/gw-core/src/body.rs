@@ -146,14 +146,18 @@ impl Body {
         }
     }
 
-    /// The body's bytes when it is whole already (empty, or made by [`Body::full`] and not
-    /// read from), without trailers; otherwise the body itself, untouched (a stream, or a
-    /// whole body with trailers).
-    pub fn into_whole(self) -> std::result::Result<Bytes, Body> {
-        match self.kind {
-            Kind::Empty => Ok(Bytes::new()),
-            Kind::Full(d, None) => Ok(d.unwrap_or_default()),
-            kind => Err(Body { kind }),
+    /// The body's bytes, taken out, when it is whole already (empty, or made by
+    /// [`Body::full`] and not read from) and has no trailers: the body is then empty.
+    /// `None` for a stream or a whole body with trailers, which is left untouched.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        match &mut self.kind {
+            Kind::Empty => Some(Bytes::new()),
+            Kind::Full(d, None) => {
+                let d = d.take().unwrap_or_default();
+                self.kind = Kind::Empty;
+                Some(d)
+            }
+            _ => None,
         }
     }
 

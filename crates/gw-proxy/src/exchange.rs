@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 
 use gw_config::model::UpstreamProtocol;
@@ -164,18 +163,19 @@ async fn call(
     // in `Content-Length` (checked against what it sends) or else chunked on HTTP/1.1 (a
     // stream is retried only when none of it was sent).
     req.headers.remove(header::TRANSFER_ENCODING);
-    let body = match body.into_whole() {
-        Ok(bytes) if bytes.is_empty() => RequestBody::Empty,
-        Ok(bytes) => {
+    let mut body = body;
+    let body = match body.take_whole() {
+        Some(bytes) if bytes.is_empty() => RequestBody::Empty,
+        Some(bytes) => {
             req.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             RequestBody::Full(Some(bytes))
         }
-        Err(stream) => {
+        None => {
             let length = crate::pipeline::content_length(&req.headers);
             if length.is_none() {
                 req.headers.remove(header::CONTENT_LENGTH);
             }
-            RequestBody::Core(Box::new(stream), length)
+            RequestBody::Core(Box::new(body), length)
         }
     };
     // The side call's own context: what `forward` records about its attempts.
