@@ -1298,17 +1298,27 @@ pub(crate) fn error_reply(e: &Error, _cx: &Ctx) -> Reply {
 
 /// A reply of the gateway (an error or a plugin's answer) as a response: the one place where
 /// the request id is added to JSON bodies the gateway built (see [`Reply::add_request_id`]).
-fn reply_response(r: Reply, cx: &Ctx) -> Response<ResponseBody> {
+/// A whole body gets its `Content-Length`; a streaming one is sent frame by frame as it is
+/// produced, with the length the reply's headers give (else framed by the protocol).
+fn reply_response(mut r: Reply, cx: &Ctx) -> Response<ResponseBody> {
+    let status = r.status;
+    let headers = std::mem::take(&mut r.headers);
     let body = r.body_with_request_id(cx.request_id.to_str().unwrap_or(""));
-    let Reply { status, headers, .. } = r;
-    let len = body.len();
-    let mut resp = Response::new(ResponseBody::full(body));
+    let (body, len) = match body.whole() {
+        Some(b) => (ResponseBody::full(b.clone()), b.len()),
+        None if body.is_end() => (ResponseBody::empty(), 0),
+        None => (ResponseBody::core(body), 0),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     if len > 0 {
         resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     for (k, v) in headers {
         if let Some(k) = k {
+            if len > 0 && k == header::CONTENT_LENGTH {
+                continue;
+            }
             resp.headers_mut().append(k, v);
         }
     }
