@@ -761,6 +761,8 @@ async fn serve_http<I>(
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(10))
             .adaptive_window(true)
+            // RFC 8441: WebSocket (and other upgrades) over HTTP/2 by extended CONNECT.
+            .enable_connect_protocol()
             .serve_connection(TokioIo::new(io), svc);
         drive!(conn, state, limits, shared);
     } else {
