@@ -27,6 +27,7 @@ mod jwt;
 mod key_auth;
 mod limits;
 mod mtls_auth;
+mod proxy_cache;
 mod quota;
 mod rate_limiting;
 mod request_size_limiting;
@@ -36,6 +37,7 @@ mod transformer;
 mod util;
 
 pub use directory::Directory;
+pub use proxy_cache::{CacheSlot, caches};
 pub use quota::quota_counters;
 
 /// What plugin constructors may use: the whole validated configuration (consumers,
@@ -75,5 +77,6 @@ pub fn build(config: &PluginConfig, env: &BuildEnv<'_>, instance: &str) -> Resul
         PluginConfig::RequestTransformer(c) => Arc::new(transformer::RequestTransformer::new(c)?),
         PluginConfig::ResponseTransformer(c) => Arc::new(transformer::ResponseTransformer::new(c)?),
         PluginConfig::RequestTermination(c) => Arc::new(request_termination::RequestTermination::new(c)?),
+        PluginConfig::ProxyCache(c) => Arc::new(proxy_cache::ProxyCache::new(c, env, instance)?),
     })
 }

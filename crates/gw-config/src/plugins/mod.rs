@@ -179,6 +179,8 @@ plugin_configs! {
     ResponseTransformer(ResponseTransformer) = "response-transformer",
     /// Answer every request with a fixed response (maintenance mode, blocking a route).
     RequestTermination(RequestTermination) = "request-termination",
+    /// An RFC 9111 shared response cache, in memory and optionally on Redis.
+    ProxyCache(ProxyCache) = "proxy-cache",
 }
 
 impl PluginConfig {
