@@ -545,3 +545,168 @@ async fn metrics_and_access_log() {
         .collect();
     assert_eq!(caches, ["MISS", "HIT", "HIT"]);
 }
+
+fn redis_config(upstream: std::net::SocketAddr, redis_url: &str, prefix: &str, admin: bool) -> String {
+    let admin = if admin {
+        format!(
+            "  admin:\n    listen: 127.0.0.1:0\n    tokens:\n      - {{ name: ops, token_hash: \"{}\" }}\n",
+            crate::admin::sha(crate::admin::ADMIN_TOKEN)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\n{admin}listeners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{upstream}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: proxy-cache\n    route: r\n    config:\n      redis: {{ url: \"{redis_url}\", prefix: \"{prefix}\", timeout: 100ms, backoff: 200ms }}\n"
+    )
+}
+
+async fn purge(admin: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = client()
+        .post(format!("http://{admin}/cache/purge"))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Two gateway processes share the real Redis (a prefix of their own): a response stored by
+/// one is a hit on the other; purges by URL, prefix, tag and all on one node's Admin API
+/// reach the other node (its memory tier too, through Redis pub/sub).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_across_two_gateway_processes() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            let f = fields(&[("cache-control", "max-age=300"), ("surrogate-key", "all-items item-1")]);
+            (200, f, whole(format!("{} #{n}", req.uri().path())))
+        }),
+    )
+    .await;
+    let prefix = format!("gh:cache:test:{}:{}", std::process::id(), fastrand::u64(..));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    crate::binary::write(&file, &redis_config(up.addr, "redis://127.0.0.1:6379", &prefix, true));
+    let f = file.to_str().unwrap();
+    let (mut one, proxy_one) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
+    let (mut two, proxy_two) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
+    let admin_one = one.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let admin_two = two.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let at = |p: std::net::SocketAddr, path: &str| format!("http://{p}{path}");
+    let h = [("host", "shop.example")];
+
+    // Stored by one, a hit on the other (from Redis).
+    assert_eq!(req("GET", &at(proxy_one, "/x"), &h).await.cs(), "MISS");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = req("GET", &at(proxy_two, "/x"), &h).await;
+    assert_eq!((b.cs(), b.body.as_str()), ("HIT", "/x #0"));
+    assert_eq!(seen.count(), 1);
+
+    // By URL, on node one: node two misses.
+    let r = purge(&admin_one, serde_json::json!({ "url": "http://shop.example/x" })).await;
+    assert_eq!(r["caches"][0]["delivered"], 2, "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(req("GET", &at(proxy_two, "/x"), &h).await.cs(), "MISS");
+    assert_eq!(seen.count(), 2);
+
+    // By prefix, on node two: node one misses both.
+    for p in ["/p/1", "/p/2"] {
+        req("GET", &at(proxy_one, p), &h).await;
+        assert_eq!(req("GET", &at(proxy_one, p), &h).await.cs(), "HIT");
+    }
+    purge(&admin_two, serde_json::json!({ "prefix": "http://shop.example/p/" })).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for p in ["/p/1", "/p/2"] {
+        assert_eq!(req("GET", &at(proxy_one, p), &h).await.cs(), "MISS", "{p}");
+    }
+    // By tag (Surrogate-Key), on node one: node two misses.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(req("GET", &at(proxy_two, "/p/1"), &h).await.cs(), "HIT");
+    purge(&admin_one, serde_json::json!({ "tag": "item-1" })).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(req("GET", &at(proxy_two, "/p/1"), &h).await.cs(), "MISS");
+    // All, on node two: node one misses (every response carried item-1: /x was purged too).
+    assert_eq!(req("GET", &at(proxy_one, "/x"), &h).await.cs(), "MISS");
+    assert_eq!(req("GET", &at(proxy_one, "/x"), &h).await.cs(), "HIT");
+    purge(&admin_two, serde_json::json!({ "all": true })).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(req("GET", &at(proxy_one, "/x"), &h).await.cs(), "MISS");
+    // Bad requests are refused with 400.
+    let bad = client()
+        .post(format!("http://{admin_one}/cache/purge"))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "url": "x", "all": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let list: serde_json::Value = client()
+        .get(format!("http://{admin_one}/cache"))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["caches"][0]["cache"], "proxy-cache@route:r", "{list}");
+    assert_eq!(list["caches"][0]["redis"], true, "{list}");
+    drop((one, two));
+}
+
+/// Redis stopped while serving: the memory tier keeps answering, misses go upstream, nothing
+/// fails (the Redis tier is bypassed, never an error). Our own redis-server, never the shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_while_serving() {
+    let port = crate::admin::free_port();
+    let mut redis = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server");
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            (200, fields(&[("cache-control", "max-age=300")]), whole(format!("{} #{n}", req.uri().path())))
+        }),
+    )
+    .await;
+    let yaml = redis_config(up.addr, &format!("redis://127.0.0.1:{port}"), "gh:cache:down", false);
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let u = |p: &str| format!("{}{p}", gw.url("main"));
+    assert_eq!(get(&u("/a")).await.cs(), "MISS");
+    // Written to Redis.
+    let t0 = Instant::now();
+    loop {
+        let out = tokio::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "--scan", "--pattern", "gh:cache:down*"])
+            .output()
+            .await
+            .unwrap();
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "nothing written to redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.kill().await.unwrap();
+    let _ = redis.wait().await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let a = get(&u("/a")).await;
+        assert_eq!((a.status, a.cs(), a.body.as_str()), (200, "HIT", "/a #0"));
+        let b = get(&u("/b")).await;
+        assert_eq!(b.status, 200);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    // The first /b was a miss; the memory tier keeps it.
+    assert_eq!(seen.count(), 2);
+}
