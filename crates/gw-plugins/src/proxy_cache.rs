@@ -122,8 +122,6 @@ struct Var(Arc<Mutex<State>>);
 
 #[derive(Default)]
 struct State {
-    /// The status label (access log, metrics).
-    status: Option<CacheStatus>,
     /// The status field to add to the upstream's response.
     header: Option<Field>,
     /// The fill of a miss or revalidation.
@@ -142,6 +140,13 @@ impl Var {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// New per-request state, kept in the context (only requests that go on need it).
+fn keep(cx: &mut Ctx) -> Var {
+    let v = Var::default();
+    cx.vars.insert(v.clone());
+    v
 }
 
 fn var(cx: &Ctx) -> Option<Var> {
@@ -297,8 +302,8 @@ async fn refresh(up: gw_core::Upstreams, route: Arc<str>, mut head: RequestHead,
 }
 
 impl ProxyCache {
-    fn set_status(cx: &mut Ctx, v: &Var, s: CacheStatus) {
-        v.lock().status = Some(s);
+    /// The status label (access log, metrics).
+    fn set_status(cx: &mut Ctx, s: CacheStatus) {
         cx.vars.insert(gw_core::CacheResult(s.as_str()));
     }
 
@@ -317,10 +322,10 @@ impl ProxyCache {
     }
 
     /// Answer from `Lookup::Wait`: the shared response, or go upstream.
-    async fn wait(&self, w: gw_cache::Waiter, v: &Var, cx: &mut Ctx) -> Option<Reply> {
+    async fn wait(&self, w: gw_cache::Waiter, cx: &mut Ctx) -> Option<Reply> {
         match w.wait().await {
             gw_cache::WaitOutcome::Stream { status, headers, body } => {
-                Self::set_status(cx, v, CacheStatus::Hit);
+                Self::set_status(cx, CacheStatus::Hit);
                 let body = match body {
                     None => Body::empty(),
                     Some(b) => Body::from_source(Shared { body: Some(b), next: None, done: false }),
@@ -328,8 +333,8 @@ impl ProxyCache {
                 Some(Reply::stream(status, headers, body))
             }
             gw_cache::WaitOutcome::GoUpstream { header } => {
-                Self::set_status(cx, v, CacheStatus::Miss);
-                v.lock().header = header;
+                Self::set_status(cx, CacheStatus::Miss);
+                keep(cx).lock().header = header;
                 None
             }
         }
@@ -385,10 +390,8 @@ impl Plugin for ProxyCache {
         if self.purge_method && req.method.as_str() == "PURGE" {
             return Ok(Flow::Respond(self.purge_request(req, cx).await));
         }
-        let v = Var::default();
-        cx.vars.insert(v.clone());
         if gw_cache::invalidate::is_unsafe(&req.method) {
-            v.lock().unsafe_req = Some((req.method.clone(), scheme(cx), cx.host.clone(), target(req)));
+            keep(cx).lock().unsafe_req = Some((req.method.clone(), scheme(cx), cx.host.clone(), target(req)));
             return Ok(Flow::Continue);
         }
         let pq = target(req);
@@ -405,22 +408,22 @@ impl Plugin for ProxyCache {
         };
         match lookup {
             Lookup::Hit(hit) => {
-                Self::set_status(cx, &v, hit.cache_status);
+                Self::set_status(cx, hit.cache_status);
                 Ok(Flow::Respond(hit_reply(hit)))
             }
             Lookup::Stale { hit, refresh: None } => {
-                Self::set_status(cx, &v, CacheStatus::Stale);
+                Self::set_status(cx, CacheStatus::Stale);
                 Ok(Flow::Respond(hit_reply(hit)))
             }
             Lookup::Stale { hit, refresh: Some(f) } => {
                 // Answered in the upstream-request phase, where the request as it would be
                 // sent is known (the background refresh sends it).
-                Self::set_status(cx, &v, CacheStatus::Stale);
-                v.lock().stale = Some((hit, f));
+                Self::set_status(cx, CacheStatus::Stale);
+                keep(cx).lock().stale = Some((hit, f));
                 Ok(Flow::Continue)
             }
             Lookup::GatewayTimeout { header } => {
-                Self::set_status(cx, &v, CacheStatus::Miss);
+                Self::set_status(cx, CacheStatus::Miss);
                 let mut r = Reply::error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "not_cached",
@@ -432,24 +435,25 @@ impl Plugin for ProxyCache {
                 Ok(Flow::Respond(r))
             }
             Lookup::Miss(f) => {
-                Self::set_status(cx, &v, CacheStatus::Miss);
-                v.lock().fill = Some(f);
+                Self::set_status(cx, CacheStatus::Miss);
+                keep(cx).lock().fill = Some(f);
                 Ok(Flow::Continue)
             }
             Lookup::Revalidate(f) => {
-                Self::set_status(cx, &v, CacheStatus::Expired);
+                Self::set_status(cx, CacheStatus::Expired);
+                let v = keep(cx);
                 let mut s = v.lock();
                 s.fill = Some(f);
                 s.revalidating = true;
                 Ok(Flow::Continue)
             }
-            Lookup::Wait(w) => match self.wait(w, &v, cx).await {
+            Lookup::Wait(w) => match self.wait(w, cx).await {
                 Some(r) => Ok(Flow::Respond(r)),
                 None => Ok(Flow::Continue),
             },
             Lookup::Forward { cache_status, header } => {
-                Self::set_status(cx, &v, cache_status);
-                v.lock().header = header;
+                Self::set_status(cx, cache_status);
+                keep(cx).lock().header = header;
                 Ok(Flow::Continue)
             }
         }
@@ -501,7 +505,7 @@ impl Plugin for ProxyCache {
         };
         match fill.head(resp.status, &resp.headers) {
             Upstream::Forward { cache_status, header, storing } => {
-                Self::set_status(cx, &v, cache_status);
+                Self::set_status(cx, cache_status);
                 if let Some((n, val)) = header {
                     resp.headers.insert(n, val);
                 }
@@ -518,7 +522,7 @@ impl Plugin for ProxyCache {
                 Ok(Flow::Continue)
             }
             Upstream::Replace(hit) => {
-                Self::set_status(cx, &v, hit.cache_status);
+                Self::set_status(cx, hit.cache_status);
                 Ok(Flow::Respond(hit_reply(hit)))
             }
             Upstream::Refetch => {
@@ -537,7 +541,7 @@ impl Plugin for ProxyCache {
         let v = var(cx)?;
         let fill = v.lock().fill.take()?;
         let hit = fill.upstream_failed()?;
-        Self::set_status(cx, &v, CacheStatus::Stale);
+        Self::set_status(cx, CacheStatus::Stale);
         Some(hit_reply(hit))
     }
 
