@@ -311,7 +311,8 @@ cache() {
   nginx_conf cup "server { listen 127.0.0.1:$cup backlog=4096; root $TMP; location = /small { default_type text/plain; add_header Cache-Control \"max-age=3600\"; return 200 \"$BODY\"; } location = /big { default_type text/plain; add_header Cache-Control \"max-age=3600\"; try_files /big.txt =404; } }" >"$TMP/cup.conf"
   taskset -c 0 nginx -p "$TMP" -c "$TMP/cup.conf" & PIDS+=($!)
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$cup/small" && break; sleep 0.1; done
-  mkdir -p "$TMP/ngcache"
+  # nginx workers run unprivileged: they read the body file and write the cache files.
+  mkdir -p "$TMP/ngcache"; chmod 755 "$TMP"; chmod 777 "$TMP/ngcache"
   nginx_conf ngc "proxy_cache_path $TMP/ngcache levels=1:2 keys_zone=c:10m max_size=256m inactive=60m use_temp_path=off;
     upstream cacheup { server 127.0.0.1:$cup; keepalive 64; }
     server { listen 127.0.0.1:$NG_PORT backlog=4096; location / { proxy_pass http://cacheup; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache c; add_header X-Cache-Status \$upstream_cache_status; } }" >"$TMP/ngc.conf"
@@ -325,7 +326,7 @@ cache() {
     for port in $NG_PORT $GW_PORT; do
       curl -s -o /dev/null "http://127.0.0.1:$port$path"
       st=$(curl -s -o /dev/null -D - "http://127.0.0.1:$port$path" | awk 'tolower($1)=="x-cache-status:" {print $2}' | tr -d '\r')
-      [[ $st == HIT ]] || { log "port $port $path: second request not a hit ($st)"; exit 1; }
+      [[ $st == HIT ]] || { log "port $port $path: second request not a hit ($st)"; curl -si "http://127.0.0.1:$port$path" | head -12 >&2; cat "$TMP"/*.err >&2; exit 1; }
       taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port$path" >/dev/null
     done
   done
