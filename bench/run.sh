@@ -12,6 +12,7 @@
 #   bench/run.sh tracing    # plain proxy vs OpenTelemetry tracing at ratio 1.0 and 0.01
 #   bench/run.sh aggregate  # one proxied call vs an aggregate of three; latency vs three sequential calls
 #   bench/run.sh tracing-instructions  # the same three, instructions per request (callgrind)
+#   bench/run.sh cache      # cache hits: Gatehouse proxy-cache vs nginx proxy_cache, 99 B and 64 KiB
 #   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
 #   bench/run.sh instructions  # user-space instructions per proxied request (callgrind; repeatable)
 #   GATEHOUSE_BIN=path bench/run.sh instructions  # the same for a binary built from another commit
@@ -299,6 +300,61 @@ ratelimit() {
     "rate-limit-redis-batched $ROOT/bench/gateway-ratelimit-redis-batched.yaml"
 }
 
+# Cache hits, HTTP/1.1 keep-alive: Gatehouse proxy-cache vs nginx proxy_cache (memory-backed
+# keys zone, files in the page cache), each alone on CPU 1, on the same 99-byte body and a
+# 64 KiB one that the upstream marks `Cache-Control: max-age=3600`. wrk -t1 on CPU 0; the
+# upstream (on CPU 0) is asked once per size and proxy; alternating runs, median req/s and p99.
+cache() {
+  log "cache: proxy-cache vs nginx proxy_cache, hits (wrk -c$CONNS, ${DURATION}s x $REPEATS)"
+  local cup=18183
+  head -c 65536 /dev/zero | tr '\0' 'x' >"$TMP/big.txt"
+  nginx_conf cup "server { listen 127.0.0.1:$cup backlog=4096; root $TMP; location = /small { default_type text/plain; add_header Cache-Control \"max-age=3600\"; return 200 \"$BODY\"; } location = /big { default_type text/plain; add_header Cache-Control \"max-age=3600\"; try_files /big.txt =404; } }" >"$TMP/cup.conf"
+  taskset -c 0 nginx -p "$TMP" -c "$TMP/cup.conf" & PIDS+=($!)
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$cup/small" && break; sleep 0.1; done
+  # nginx workers run unprivileged: they read the body file and write the cache files.
+  mkdir -p "$TMP/ngcache"; chmod 755 "$TMP"; chmod 777 "$TMP/ngcache"
+  nginx_conf ngc "proxy_cache_path $TMP/ngcache levels=1:2 keys_zone=c:10m max_size=256m inactive=60m use_temp_path=off;
+    upstream cacheup { server 127.0.0.1:$cup; keepalive 64; }
+    server { listen 127.0.0.1:$NG_PORT backlog=4096; location / { proxy_pass http://cacheup; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache c; add_header X-Cache-Status \$upstream_cache_status; } }" >"$TMP/ngc.conf"
+  taskset -c 1 nginx -p "$TMP" -c "$TMP/ngc.conf" & NG_PID=$!; PIDS+=($NG_PID)
+  wait_port $NG_PORT
+  GATEWAY_ADDR=127.0.0.1:$GW_PORT UPSTREAM_ADDR=127.0.0.1:$cup taskset -c 1 "$BIN" run --no-watch --config "$ROOT/bench/gateway-cache.yaml" >/dev/null 2>"$TMP/gw.err" &
+  GW_PID=$!; PIDS+=($GW_PID)
+  wait_port $GW_PORT
+  : >"$TMP/cache.csv"
+  for path in /small /big; do
+    for port in $NG_PORT $GW_PORT; do
+      curl -s -o /dev/null "http://127.0.0.1:$port$path"
+      st=$(curl -s -o /dev/null -D - "http://127.0.0.1:$port$path" | awk 'tolower($1)=="x-cache-status:" {print $2}' | tr -d '\r')
+      [[ $st == HIT ]] || { log "port $port $path: second request not a hit ($st)"; curl -si "http://127.0.0.1:$port$path" | head -12 >&2; cat "$TMP"/*.err >&2; exit 1; }
+      taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port$path" >/dev/null
+    done
+  done
+  for r in $(seq "$REPEATS"); do
+    for path in /small /big; do
+      for t in nginx gateway; do
+        port=$([[ $t == nginx ]] && echo $NG_PORT || echo $GW_PORT)
+        out=$(taskset -c 0 wrk -t1 -c"$CONNS" --latency -d"${DURATION}s" "http://127.0.0.1:$port$path")
+        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+        p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")
+        non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+        echo "$t,$path,$rps,$p99,${non2xx:-0}" >>"$TMP/cache.csv"
+        log "run $r $t $path: $rps req/s, p99 ${p99} ms, non-2xx ${non2xx:-0}"
+      done
+    done
+  done
+  printf '\nCache hits, HTTP/1.1 keep-alive (wrk -c%s, %ss x %s, alternating, median)\n' "$CONNS" "$DURATION" "$REPEATS"
+  for path in /small /big; do
+    n=$(grep "^nginx,$path," "$TMP/cache.csv" | cut -d, -f3 | median)
+    g=$(grep "^gateway,$path," "$TMP/cache.csv" | cut -d, -f3 | median)
+    np=$(grep "^nginx,$path," "$TMP/cache.csv" | cut -d, -f4 | median)
+    gp=$(grep "^gateway,$path," "$TMP/cache.csv" | cut -d, -f4 | median)
+    printf '%-6s nginx proxy_cache %9.0f req/s p99 %6.2f ms | gatehouse proxy-cache %9.0f req/s p99 %6.2f ms | ratio %.3f\n' \
+      "$path" "$n" "$np" "$g" "$gp" "$(echo "$g / $n" | bc -l)"
+  done
+  stop_pid "$GW_PID"; stop_pid "$NG_PID"
+}
+
 admin() {
   log "admin: route changes applied to a gateway with 10,000 routes (embedded store), under load"
   start_upstream
@@ -361,6 +417,7 @@ case $WHAT in
   tracing-instructions) tracing_instructions ;;
   ratelimit) ratelimit ;;
   admin) admin ;;
+  cache) cache ;;
   instructions) instructions ;;
   all) http1; http2; routes; memory; plugins; tracing; aggregate; ratelimit; admin ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;

@@ -329,6 +329,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/config/rollback/{version}", post(rollback))
         .route("/usage", get(crate::usage_api::list))
         .route("/usage/export", get(crate::usage_api::export))
+        .route("/cache", get(crate::cache_api::list))
+        .route("/cache/purge", post(crate::cache_api::purge))
         .route("/{kind}", get(list).post(create))
         .route("/{kind}/{id}", get(read).put(upsert).delete(remove))
         .merge(crate::dashboard::router(&state))

@@ -14,6 +14,7 @@
 //! read-only.
 
 pub mod api;
+mod cache_api;
 pub mod dashboard;
 pub mod doc;
 pub mod openapi;

@@ -21,7 +21,68 @@ pub const ENDPOINTS: &[(&str, &str, &str, u16)] = &[
         200,
     ),
     ("/usage/export", "get", "Every usage record of a range, as CSV (default) or JSON, for billing", 200),
+    (
+        "/cache",
+        "get",
+        "The proxy-cache instances of this node: memory bytes and keys, evictions, requests in flight",
+        200,
+    ),
+    (
+        "/cache/purge",
+        "post",
+        "Purge stored responses by URL, URL prefix, surrogate key (tag), cache key or all, in every proxy-cache of \
+         this node (or the one named); with a Redis tier, on Redis and on every node sharing it",
+        200,
+    ),
 ];
+
+/// The body of `POST /cache/purge`.
+fn purge_body_schema() -> Value {
+    let s = |d: &str| json!({ "type": "string", "minLength": 1, "description": d });
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "exactly one of url, prefix, tag, key, all",
+        "properties": {
+            "url": s("absolute http(s) URL: every stored response of it (all variants; the query normalised like keys)"),
+            "prefix": s("absolute http(s) URL prefix (`https://host/path`): every stored response whose URL starts with it"),
+            "tag": s("a surrogate key of the `Surrogate-Key` or `Cache-Tag` response fields"),
+            "key": { "type": "string", "pattern": "^[0-9a-fA-F]{32}$", "description": "a primary cache key (32 hex digits)" },
+            "all": { "type": "boolean", "const": true, "description": "everything" },
+            "cache": s("only the proxy-cache instance of this name")
+        }
+    })
+}
+
+/// The answer of `POST /cache/purge`.
+fn purge_result_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": { "caches": { "type": "array", "items": { "type": "object", "properties": {
+            "cache": { "type": "string" },
+            "redis_removed": { "type": ["integer", "null"], "description": "keys removed from Redis (null: no Redis tier, or it failed)" },
+            "delivered": { "type": ["integer", "null"], "description": "nodes that received the purge message, this one included (null: not published)" },
+            "redis_error": { "type": "string", "description": "why Redis could not be purged (this node's memory was purged anyway)" }
+        }, "required": ["cache", "redis_removed", "delivered"] } } },
+        "required": ["caches"]
+    })
+}
+
+/// The answer of `GET /cache`.
+fn cache_list_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": { "caches": { "type": "array", "items": { "type": "object", "properties": {
+            "cache": { "type": "string" },
+            "memory_bytes": { "type": "integer", "minimum": 0 },
+            "memory_entries": { "type": "integer", "minimum": 0 },
+            "evictions": { "type": "integer", "minimum": 0 },
+            "in_flight": { "type": "integer", "minimum": 0 },
+            "redis": { "type": "boolean" }
+        }, "required": ["cache", "memory_bytes", "memory_entries", "evictions", "in_flight", "redis"] } } },
+        "required": ["caches"]
+    })
+}
 
 /// The query parameters of `/usage` and `/usage/export`.
 fn usage_params(export: bool) -> Vec<Value> {
@@ -383,14 +444,17 @@ pub fn document() -> Value {
             vec![]
         };
         // `PUT /config` takes the document, or what `GET /config` returns.
-        let body = (*method == "put").then(|| {
-            json!({ "oneOf": [
+        let body = if *path == "/cache/purge" { Some(purge_body_schema()) } else { None };
+        let body = body.or_else(|| {
+            (*method == "put").then(|| {
+                json!({ "oneOf": [
                 { "$ref": "#/components/schemas/FileConfigRef" },
                 { "type": "object", "additionalProperties": false, "required": ["document"], "properties": {
                     "document": { "$ref": "#/components/schemas/FileConfigRef" },
                     "version": { "type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER },
                     "hash": { "type": "string" } } }
             ] })
+            })
         });
         let config_tag = "the configuration's ETag (its version's hash)";
         let record = json!({ "$ref": "#/components/schemas/UsageRecord" });
@@ -412,6 +476,10 @@ pub fn document() -> Value {
                 "required": ["data", "total", "offset", "next", "from", "to", "granularity", "store"]
             });
             ok(*status, &page)
+        } else if *path == "/cache/purge" {
+            ok(*status, &purge_result_schema())
+        } else if *path == "/cache" {
+            ok(*status, &cache_list_schema())
         } else if *path == "/usage/export" {
             let body = json!({
                 "type": "object",
@@ -424,7 +492,13 @@ pub fn document() -> Value {
         } else {
             ok(*status, &json!({}))
         };
-        let tag = if path.starts_with("/usage") { "usage" } else { "config" };
+        let tag = if path.starts_with("/usage") {
+            "usage"
+        } else if path.starts_with("/cache") {
+            "cache"
+        } else {
+            "config"
+        };
         let mut o = op(summary, tag, &params, body, &[success]);
         if *path == "/config" && *method == "get" {
             // The file format: a YAML document (an object).

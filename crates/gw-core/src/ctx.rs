@@ -156,6 +156,11 @@ impl Ctx {
     }
 }
 
+/// What a response cache did for the request (`HIT`, `MISS`, `EXPIRED`, `STALE`,
+/// `REVALIDATED`, `BYPASS`): put in [`Ctx::vars`] by the cache plugin, shown in the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheResult(pub &'static str);
+
 /// What the log phase sees about a finished request.
 #[derive(Debug, Clone)]
 pub struct LogEntry<'a> {

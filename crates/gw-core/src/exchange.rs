@@ -41,6 +41,18 @@ pub trait Exchange: Send + Sync + 'static {
         trace: Option<&crate::TraceParent>,
     ) -> Result<Exchanged>;
 
+    /// Send `req` again as the request of route `route` was sent to its service: `req` is the
+    /// upstream request as the pipeline built it (path rewritten, service prefix included,
+    /// headers set), so nothing is added to its path; the route's `preserve_host` decides the
+    /// `Host`. For a plugin that repeats a request in the background (a cache revalidation).
+    async fn resend(
+        &self,
+        route: &str,
+        req: RequestHead,
+        body: Body,
+        trace: Option<&crate::TraceParent>,
+    ) -> Result<Exchanged>;
+
     /// Send `req` to the absolute `http://` or `https://` URL in `req.uri` (`h2c://` and `h2://`
     /// for HTTP/2 with prior knowledge, in clear text or over TLS; its path and query
     /// go on the request line; `Host` is the URL's unless set), through the gateway's own
@@ -74,6 +86,11 @@ impl Upstreams {
     /// See [`Exchange::send`] (the request's trace context goes with it).
     pub async fn send(&self, service: &str, req: RequestHead, body: Body) -> Result<Exchanged> {
         self.0.send(service, req, body, self.1.as_ref()).await
+    }
+
+    /// See [`Exchange::resend`].
+    pub async fn resend(&self, route: &str, req: RequestHead, body: Body) -> Result<Exchanged> {
+        self.0.resend(route, req, body, self.1.as_ref()).await
     }
 
     /// See [`Exchange::send_url`].

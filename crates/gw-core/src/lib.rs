@@ -30,7 +30,7 @@ pub mod trace;
 
 pub use body::{Body, BodyFilter, Emit, Frame};
 pub use clock::{Clock, OffsetClock, SystemClock};
-pub use ctx::{ConsumerInfo, Ctx, LogEntry, RouteInfo};
+pub use ctx::{CacheResult, ConsumerInfo, Ctx, LogEntry, RouteInfo};
 pub use exchange::{Exchanged, Upstreams};
 pub use flow::{Flow, Reply};
 pub use gw_error::{Error, ErrorKind, OrErr, Result, Retry, Side};

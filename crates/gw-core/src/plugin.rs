@@ -86,6 +86,8 @@ impl Hooks {
     pub const RESPONSE_FILTER: Hooks = Hooks(1 << 9);
     /// [`Plugin::request_filter`].
     pub const REQUEST_FILTER: Hooks = Hooks(1 << 10);
+    /// [`Plugin::upstream_failed`].
+    pub const UPSTREAM_FAILED: Hooks = Hooks(1 << 11);
 
     /// Whether every hook of `other` is in `self`.
     pub fn contains(self, other: Hooks) -> bool {
@@ -249,9 +251,21 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(Flow::Continue)
     }
 
-    /// The upstream's response head, before anything is sent to the client. Default: nothing.
-    async fn upstream_response(&self, _resp: &mut ResponseHead, _cx: &mut Ctx) -> Result<()> {
-        Ok(())
+    /// The upstream's response head, before anything is sent to the client. `Flow::Respond`
+    /// answers with that reply instead (the upstream's body is dropped unread, and the
+    /// following upstream-response plugins are skipped; the response phase still runs), e.g. a
+    /// cache answering from a stored response the upstream's 304 validated. Default: continue.
+    async fn upstream_response(&self, _resp: &mut ResponseHead, _cx: &mut Ctx) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+
+    /// The upstream could not be reached or gave no response head (connection refused or
+    /// reset, timeout, open circuit, no healthy target: an error on the upstream's side, never
+    /// the client's): `Some(reply)` answers with it instead of the gateway's error (e.g. a
+    /// stale cached response under `stale-if-error`). The first plugin that answers wins.
+    /// Default: none.
+    fn upstream_failed(&self, _err: &crate::Error, _cx: &mut Ctx) -> Option<Reply> {
+        None
     }
 
     /// The whole upstream response body, buffered (only when some plugin has this hook and wants

@@ -63,6 +63,10 @@ pub struct AccessLogLine<'a> {
     /// (absent for other services).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calls: Option<&'a str>,
+    /// What the response cache did (`HIT`, `MISS`, `EXPIRED`, `STALE`, `REVALIDATED`,
+    /// `BYPASS`), on routes with `proxy-cache`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'a str>,
     /// Trace id (32 hex digits) when tracing is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
@@ -124,6 +128,10 @@ impl AccessLogLine<'_> {
         }
         if let Some(c) = self.calls {
             out.extend_from_slice(b",\"calls\":");
+            json_str(out, c);
+        }
+        if let Some(c) = self.cache {
+            out.extend_from_slice(b",\"cache\":");
             json_str(out, c);
         }
         if let Some(t) = self.trace_id {
@@ -354,6 +362,7 @@ mod tests {
                 upstream_latency_ms: up,
                 error: None,
                 calls,
+                cache: calls.map(|_| "HIT"),
                 trace_id: trace.map(|t| t.0),
                 span_id: trace.map(|t| t.1),
             };
@@ -399,6 +408,7 @@ mod tests {
             upstream_latency_ms: Some(1.0),
             error: None,
             calls: None,
+            cache: None,
             trace_id: None,
             span_id: None,
         };

@@ -49,6 +49,28 @@ struct NameLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    route: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheInstanceLabels {
+    cache: String,
+}
+
+/// The counter of one route and cache status (a handle: no label lookup when counting).
+#[derive(Clone, Debug)]
+pub struct CacheCounter(Counter);
+
+impl CacheCounter {
+    /// Count one request.
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
     service: String,
     upstream: String,
@@ -110,6 +132,10 @@ pub struct Metrics {
     authz_refusals: Counter,
     aggregate_calls: Family<AggregateCallLabels, Counter>,
     aggregate_call_latency: Family<AggregateCallRoute, Histogram>,
+    cache_requests: Family<CacheLabels, Counter>,
+    cache_bytes: Family<CacheInstanceLabels, Gauge>,
+    cache_entries: Family<CacheInstanceLabels, Gauge>,
+    cache_evictions: Family<CacheInstanceLabels, Counter>,
 }
 
 /// The retry counter of one service (a handle: no label lookup when counting).
@@ -281,7 +307,27 @@ impl Metrics {
             "Time of each backend call of an aggregate service, from its start to its answer",
             aggregate_call_latency.clone(),
         );
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        r.register(
+            "cache_requests",
+            "Requests through proxy-cache, by route and cache status (HIT, MISS, EXPIRED, STALE, REVALIDATED, BYPASS)",
+            cache_requests.clone(),
+        );
+        let cache_bytes = Family::<CacheInstanceLabels, Gauge>::default();
+        r.register("cache_memory_bytes", "Bytes stored in the memory tier of each proxy-cache", cache_bytes.clone());
+        let cache_entries = Family::<CacheInstanceLabels, Gauge>::default();
+        r.register("cache_memory_entries", "Keys stored in the memory tier of each proxy-cache", cache_entries.clone());
+        let cache_evictions = Family::<CacheInstanceLabels, Counter>::default();
+        r.register(
+            "cache_evictions",
+            "Entries evicted for space from the memory tier of each proxy-cache",
+            cache_evictions.clone(),
+        );
         Metrics {
+            cache_requests,
+            cache_bytes,
+            cache_entries,
+            cache_evictions,
             aggregate_calls,
             aggregate_call_latency,
             registry: Mutex::new(r),
@@ -415,6 +461,24 @@ impl Metrics {
     /// Count a named plugin event.
     pub fn plugin_event(&self, name: &str) {
         self.plugin_counters.get_or_create(&NameLabels { name: name.to_string() }).inc();
+    }
+
+    /// The counter of requests through a cache on `route` with cache status `status`.
+    pub fn cache_counter(&self, route: &str, status: &'static str) -> CacheCounter {
+        CacheCounter(self.cache_requests.get_or_create(&CacheLabels { route: route.into(), status }).clone())
+    }
+
+    /// The memory tier of cache `cache` holds `bytes` in `entries` keys, and has evicted
+    /// `evictions` entries since it was made.
+    pub fn cache_stats(&self, cache: &str, bytes: u64, entries: u64, evictions: u64) {
+        let l = CacheInstanceLabels { cache: cache.into() };
+        self.cache_bytes.get_or_create(&l).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.cache_entries.get_or_create(&l).set(i64::try_from(entries).unwrap_or(i64::MAX));
+        let c = self.cache_evictions.get_or_create(&l);
+        let seen = c.get();
+        if evictions > seen {
+            c.inc_by(evictions - seen);
+        }
     }
 
     /// A backend call of aggregate `service` ended: `outcome` is its status class (`2xx`) or

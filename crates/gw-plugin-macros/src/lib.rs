@@ -18,6 +18,7 @@ const HOOKS: &[(&str, &str)] = &[
     ("request_filter", "REQUEST_FILTER"),
     ("upstream_request", "UPSTREAM_REQUEST"),
     ("upstream_response", "UPSTREAM_RESPONSE"),
+    ("upstream_failed", "UPSTREAM_FAILED"),
     ("response_body", "RESPONSE_BODY"),
     ("response_filter", "RESPONSE_FILTER"),
     ("response", "RESPONSE"),

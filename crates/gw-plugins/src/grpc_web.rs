@@ -98,8 +98,8 @@ impl Plugin for GrpcWeb {
         Some(Box::new(filter))
     }
 
-    async fn upstream_response(&self, resp: &mut ResponseHead, cx: &mut Ctx) -> Result<()> {
-        let Some(call) = cx.vars.get_mut::<WebCall>() else { return Ok(()) };
+    async fn upstream_response(&self, resp: &mut ResponseHead, cx: &mut Ctx) -> Result<Flow> {
+        let Some(call) = cx.vars.get_mut::<WebCall>() else { return Ok(Flow::Continue) };
         let grpc_ct = resp
             .headers
             .get(header::CONTENT_TYPE)
@@ -114,7 +114,7 @@ impl Plugin for GrpcWeb {
             call.drop_body = true;
         }
         web::response_headers(&mut resp.headers, &call.ct);
-        Ok(())
+        Ok(Flow::Continue)
     }
 
     fn response_filter(&self, resp: &mut ResponseHead, cx: &mut Ctx) -> Option<Box<dyn BodyFilter>> {

@@ -29,6 +29,7 @@ mod jwt;
 mod key_auth;
 mod limits;
 mod mtls_auth;
+mod proxy_cache;
 mod quota;
 mod rate_limiting;
 mod request_size_limiting;
@@ -39,6 +40,7 @@ mod transformer;
 mod util;
 
 pub use directory::Directory;
+pub use proxy_cache::{CacheSlot, caches};
 pub use quota::quota_counters;
 
 /// What plugin constructors may use: the whole validated configuration (consumers,
@@ -81,5 +83,6 @@ pub fn build(config: &PluginConfig, env: &BuildEnv<'_>, instance: &str) -> Resul
         PluginConfig::GrpcWeb(c) => Arc::new(grpc_web::GrpcWeb::new(c)),
         PluginConfig::GrpcTranscode(c) => Arc::new(grpc_transcode::GrpcTranscode::new(c)?),
         PluginConfig::Soap(c) => Arc::new(soap::Soap::new(c)?),
+        PluginConfig::ProxyCache(c) => Arc::new(proxy_cache::ProxyCache::new(c, env, instance)?),
     })
 }

@@ -434,16 +434,16 @@ impl Plugin for ResponseTransformer {
         Ok(Flow::Continue)
     }
 
-    async fn upstream_response(&self, resp: &mut ResponseHead, cx: &mut Ctx) -> Result<()> {
+    async fn upstream_response(&self, resp: &mut ResponseHead, cx: &mut Ctx) -> Result<Flow> {
         if self.edits.headers.is_empty() {
-            return Ok(());
+            return Ok(Flow::Continue);
         }
         let before = resp.headers.clone();
         let empty = HeaderMap::new();
         let data = cx.vars.get::<RequestData>().cloned();
         let src = response_sources(&before, data.as_ref(), &empty);
         edit_headers(&mut resp.headers, &self.edits.headers, &src, cx);
-        Ok(())
+        Ok(Flow::Continue)
     }
 
     /// Only bodies declared JSON are buffered.

@@ -112,6 +112,35 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
         call(req, body, host, upstream, svc, trace, tracing.as_deref()).await
     }
 
+    async fn resend(
+        &self,
+        route: &str,
+        req: RequestHead,
+        body: Body,
+        trace: Option<&gw_core::TraceParent>,
+    ) -> Result<Exchanged> {
+        let serving =
+            self.serving.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
+        let rt = serving.runtime();
+        let tracing = serving.tracing();
+        drop(serving);
+        let r = rt
+            .routes
+            .iter()
+            .find(|r| &*r.info.name == route)
+            .ok_or_else(|| Error::new(ErrorKind::Internal, format!("side call for unknown route {route:?}")))?;
+        let svc = &r.service;
+        let ServiceRtKind::Proxy { upstream, .. } = &svc.kind else {
+            return Err(Error::new(ErrorKind::Internal, format!("side call for route {route:?}, not a proxy")));
+        };
+        let host = if r.route.preserve_host {
+            req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
+        } else {
+            None
+        };
+        call(req, body, host, upstream, svc, trace, tracing.as_deref()).await
+    }
+
     async fn send_url(
         &self,
         mut req: RequestHead,

@@ -391,7 +391,7 @@ async fn handle(
                 let fwd = forwarding_block.as_deref();
                 let preserve_host = route.route.preserve_host;
                 let tracing = shared.tracing.as_deref();
-                match forward(
+                let r = forward(
                     &mut head,
                     body,
                     sent.as_ref(),
@@ -403,10 +403,20 @@ async fn handle(
                     tracing,
                     cx,
                 )
-                .await
-                {
+                .await;
+                match r {
                     Ok(r) => r,
-                    Err(e) => return Err(body_fault.and_then(|f| f.take()).unwrap_or(e)),
+                    Err(e) => {
+                        // A body filter's refusal of the request body is the request's answer.
+                        let e = body_fault.and_then(|f| f.take()).unwrap_or(e);
+                        if !p.chain.upstream_failed.is_empty() && e.side() != gw_error::Side::Downstream {
+                            return match p.chain.upstream_failed.iter().find_map(|pl| pl.upstream_failed(&e, cx)) {
+                                Some(r) => Ok(response_phase(reply_response(r, cx), &p.chain, cx).await),
+                                None => Err(e),
+                            };
+                        }
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -1249,7 +1259,11 @@ async fn upstream_response_phase(
     let (parts, body) = resp.into_parts();
     let mut rh = ResponseHead::new(parts.status, parts.version, parts.headers);
     for pl in &chain.upstream_response {
-        pl.upstream_response(&mut rh, cx).await?;
+        if let Flow::Respond(r) = pl.upstream_response(&mut rh, cx).await? {
+            // The upstream's body is dropped unread.
+            drop(body);
+            return Ok(reply_response(r, cx));
+        }
     }
     // Responses without a body are never buffered (a HEAD keeps the upstream's Content-Length);
     // the others only when a body plugin wants them (e.g. only JSON), else they stream.
@@ -1580,6 +1594,7 @@ impl LogPhase {
                 upstream_latency_ms: cx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
                 error,
                 calls: cx.vars.get::<crate::aggregate::Calls>().map(|c| c.0.as_str()),
+                cache: cx.vars.get::<gw_core::CacheResult>().map(|c| c.0),
                 trace_id: trace_hex.as_ref().map(|t| t.0.as_str()),
                 span_id: trace_hex.as_ref().map(|t| t.1.as_str()),
             };

@@ -8,6 +8,7 @@ mod admin;
 mod aggregate;
 mod binary;
 mod body_filters;
+mod caching;
 mod config;
 mod dashboard;
 mod downstream_h1;

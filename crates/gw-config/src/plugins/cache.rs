@@ -1,9 +1,5 @@
-//! Schema of the `proxy-cache` plugin (the response cache; see `docs/caching.md`).
-//!
-//! Not yet registered in `plugin_configs!`: the plugin itself is wired into the pipeline in a
-//! later change (on the streaming body seam), so a configuration naming `proxy-cache` is still
-//! refused as an unknown plugin. The engine is `gw-cache`, which converts this schema into its
-//! options.
+//! Schema of the `proxy-cache` plugin (the response cache; see `docs/caching.md`). The engine
+//! is `gw-cache`, which converts this schema into its options; the plugin is in `gw-plugins`.
 
 use serde::{Deserialize, Serialize};
 
@@ -345,11 +341,10 @@ redis: { url: "redis://127.0.0.1:6379/0", prefix: "gh:cache:api", max_object_siz
         assert!(parse("cache_status: rfc9211").is_ok());
     }
 
-    /// Not registered until the plugin runs (docs/caching.md says a config naming it is
-    /// refused).
+    /// Registered: a configuration may name it.
     #[test]
-    fn not_registered_yet() {
-        assert!(!super::super::PluginConfig::NAMES.contains(&"proxy-cache"));
+    fn registered() {
+        assert!(super::super::PluginConfig::NAMES.contains(&"proxy-cache"));
     }
 
     #[test]

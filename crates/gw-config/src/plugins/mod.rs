@@ -185,6 +185,8 @@ plugin_configs! {
     GrpcTranscode(GrpcTranscode) = "grpc-transcode",
     /// JSON to a SOAP/XML upstream through a template, and its XML answer back to JSON.
     Soap(Soap) = "soap",
+    /// An RFC 9111 shared response cache, in memory and optionally on Redis.
+    ProxyCache(ProxyCache) = "proxy-cache",
 }
 
 impl PluginConfig {

@@ -1,0 +1,736 @@
+//! `proxy-cache` end to end over real sockets: freshness, `Vary`, revalidation, client
+//! conditionals, stale content (RFC 5861), coalescing, large responses streaming through,
+//! invalidation after unsafe methods, `PURGE`, status fields, metrics and the access log, the
+//! Redis tier (shared by two gateway processes, purged across them, and stopped while serving).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+
+use crate::support::*;
+
+/// What the origin answers to one request: status, fields, body.
+type Answer = (u16, Vec<(&'static str, String)>, Body);
+
+/// An upstream body: whole, or chunks handed over a channel (the test decides when each
+/// one exists; the body ends when the sender is dropped).
+enum Body {
+    Whole(Bytes),
+    Chunks(tokio::sync::mpsc::UnboundedReceiver<Bytes>),
+}
+
+fn whole(s: impl Into<Bytes>) -> Body {
+    Body::Whole(s.into())
+}
+
+/// The requests an origin received: method, path and query, header fields.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, String, HeaderMap)>>>);
+
+impl Seen {
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn last(&self) -> HeaderMap {
+        self.0.lock().unwrap().last().map(|s| s.2.clone()).unwrap_or_default()
+    }
+}
+
+type Script = Arc<dyn Fn(&Request<hyper::body::Incoming>, usize) -> Answer + Send + Sync>;
+
+/// An origin that answers with `script(request, n)` (`n`: requests before this one) after
+/// `delay`, recording what it receives.
+async fn origin(delay: Duration, script: Script) -> (Upstream, Seen) {
+    let seen = Seen::default();
+    let s2 = seen.clone();
+    let up = Upstream::start(Behavior::Custom(Arc::new(move |req| {
+        let n = {
+            let mut s = s2.0.lock().unwrap();
+            s.push((req.method().to_string(), req.uri().to_string(), req.headers().clone()));
+            s.len() - 1
+        };
+        let (status, fields, body) = script(&req, n);
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let body = match body {
+                Body::Whole(b) => gw_test_util::full(b),
+                Body::Chunks(rx) => {
+                    let s = futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|b| (Ok::<_, hyper::Error>(hyper::body::Frame::data(b)), rx))
+                    });
+                    http_body_util::StreamBody::new(s).boxed()
+                }
+            };
+            let mut r = Response::new(body);
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            for (k, v) in fields {
+                r.headers_mut().append(k, v.parse().unwrap());
+            }
+            r
+        })
+    })))
+    .await;
+    (up, seen)
+}
+
+/// A gateway with one route `r` to `upstream` and `proxy-cache` configured with `cache`
+/// (YAML flow mapping), plus `extra` gateway settings.
+async fn gateway_with(upstream: std::net::SocketAddr, cache: &str, extra: &str) -> TestGateway {
+    let yaml = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\n{extra}listeners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{upstream}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: proxy-cache\n    route: r\n    config: {cache}\n"
+    );
+    TestGateway::start(&yaml, &[]).await
+}
+
+struct Got {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Got {
+    fn h(&self, n: &str) -> &str {
+        self.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    fn cs(&self) -> &str {
+        self.h("x-cache-status")
+    }
+}
+
+async fn req(method: &str, url: &str, fields: &[(&str, &str)]) -> Got {
+    let mut r = client().request(method.parse().unwrap(), url);
+    for (k, v) in fields {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.text().await.unwrap();
+    Got { status, headers, body }
+}
+
+async fn get(url: &str) -> Got {
+    req("GET", url, &[]).await
+}
+
+fn fields(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// Freshness from `max-age`, `Age` on hits, HEAD from a stored GET, expiry, `no-store`,
+/// `private`, `Authorization`, request `no-cache`, normalised query keys, status field.
+#[tokio::test]
+async fn freshness_and_what_is_stored() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            let path = req.uri().path().to_string();
+            let cc = match path.as_str() {
+                "/short" => "max-age=1",
+                "/nostore" => "no-store",
+                "/private" => "private, max-age=60",
+                _ => "max-age=60",
+            };
+            (200, fields(&[("cache-control", cc)]), whole(format!("{path} #{n}")))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let u = |p: &str| format!("{}{p}", gw.url("main"));
+
+    let a = get(&u("/a?y=2&x=1")).await;
+    assert_eq!((a.status, a.cs(), a.body.as_str()), (200, "MISS", "/a #0"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Same parameters in another order: the same key.
+    let b = get(&u("/a?x=1&y=2")).await;
+    assert_eq!((b.cs(), b.body.as_str()), ("HIT", "/a #0"));
+    let age: u64 = b.h("age").parse().unwrap();
+    assert!((1..=2).contains(&age), "age {age}");
+    assert_eq!(seen.count(), 1);
+    // HEAD is answered from the stored GET, without a body, with its length.
+    let h = req("HEAD", &u("/a?x=1&y=2"), &[]).await;
+    assert_eq!((h.status, h.cs(), h.body.as_str(), h.h("content-length")), (200, "HIT", "", "5"));
+    assert_eq!(seen.count(), 1);
+    // The client's `no-cache` makes the cache validate (no validator: a full fetch).
+    let nc = req("GET", &u("/a?x=1&y=2"), &[("cache-control", "no-cache")]).await;
+    assert_eq!((nc.cs(), nc.body.as_str()), ("EXPIRED", "/a #1"));
+    // Authorization: not served from the shared cache.
+    let au = req("GET", &u("/a?x=1&y=2"), &[("authorization", "Bearer x")]).await;
+    assert_eq!(au.cs(), "BYPASS");
+    assert_eq!(seen.count(), 3);
+
+    // Expiry.
+    assert_eq!(get(&u("/short")).await.cs(), "MISS");
+    assert_eq!(get(&u("/short")).await.cs(), "HIT");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let e = get(&u("/short")).await;
+    assert_eq!(e.cs(), "EXPIRED");
+
+    // Not stored: no-store, private.
+    for p in ["/nostore", "/private"] {
+        assert_eq!(get(&u(p)).await.cs(), "MISS");
+        let again = get(&u(p)).await;
+        assert_eq!(again.cs(), "MISS", "{p}");
+    }
+    // Unsafe methods are not cached.
+    assert_eq!(req("POST", &u("/a"), &[]).await.status, 200);
+}
+
+/// `Vary`: one stored response per variant (normalised request values); `Vary: *` is never
+/// reused.
+#[tokio::test]
+async fn vary_variants() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            let lang = req.headers().get("accept-language").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+            let vary = if req.uri().path() == "/star" { "*" } else { "Accept-Language" };
+            (200, fields(&[("cache-control", "max-age=60"), ("vary", vary)]), whole(format!("{lang} #{n}")))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let u = format!("{}/v", gw.url("main"));
+    let en = req("GET", &u, &[("accept-language", "en")]).await;
+    let fr = req("GET", &u, &[("accept-language", "fr")]).await;
+    assert_eq!((en.body.as_str(), fr.body.as_str()), ("en #0", "fr #1"));
+    let en2 = req("GET", &u, &[("accept-language", "en")]).await;
+    let fr2 = req("GET", &u, &[("accept-language", "fr")]).await;
+    assert_eq!((en2.cs(), en2.body.as_str(), fr2.cs(), fr2.body.as_str()), ("HIT", "en #0", "HIT", "fr #1"));
+    assert_eq!(seen.count(), 2);
+    let star = format!("{}/star", gw.url("main"));
+    get(&star).await;
+    assert_eq!(get(&star).await.cs(), "MISS");
+    assert_eq!(seen.count(), 4);
+}
+
+/// A stale response is validated with its `ETag`; the upstream's 304 updates the stored
+/// fields; the client's own conditional request is answered 304 from the cache.
+#[tokio::test]
+async fn revalidation_and_client_conditionals() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            let inm = req.headers().get("if-none-match").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if inm == "\"v1\"" {
+                (304, fields(&[("etag", "\"v1\""), ("cache-control", "max-age=60"), ("x-version", "2")]), whole(""))
+            } else {
+                let f = fields(&[("etag", "\"v1\""), ("cache-control", "max-age=1"), ("x-version", "1")]);
+                (200, f, whole(format!("body #{n}")))
+            }
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let u = format!("{}/doc", gw.url("main"));
+    let first = get(&u).await;
+    assert_eq!((first.cs(), first.h("x-version")), ("MISS", "1"));
+    // The client's conditional request: 304 from the cache, nothing upstream.
+    let c = req("GET", &u, &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!((c.status, c.cs(), c.h("etag")), (304, "HIT", "\"v1\""));
+    assert_eq!(seen.count(), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&u).await;
+    assert_eq!((r.status, r.cs(), r.body.as_str(), r.h("x-version")), (200, "REVALIDATED", "body #0", "2"));
+    assert_eq!(seen.count(), 2);
+    assert_eq!(seen.last().get("if-none-match").unwrap(), "\"v1\"");
+    // The 304's fields and freshness were stored.
+    let h = get(&u).await;
+    assert_eq!((h.cs(), h.body.as_str(), h.h("x-version")), ("HIT", "body #0", "2"));
+    assert_eq!(seen.count(), 2);
+}
+
+/// `stale-while-revalidate`: stale answers at once while one background request refreshes.
+#[tokio::test]
+async fn stale_while_revalidate_refreshes_once() {
+    let (up, seen) = origin(
+        Duration::from_millis(300),
+        Arc::new(|_req, n| {
+            (200, fields(&[("cache-control", "max-age=1, stale-while-revalidate=30")]), whole(format!("v{n}")))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let u = format!("{}/swr", gw.url("main"));
+    assert_eq!(get(&u).await.body, "v0");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let t = Instant::now();
+    let many = futures_util::future::join_all((0..5).map(|_| get(&u))).await;
+    assert!(t.elapsed() < Duration::from_millis(290), "stale answers do not wait: {:?}", t.elapsed());
+    for g in &many {
+        assert_eq!((g.status, g.cs(), g.body.as_str()), (200, "STALE", "v0"));
+    }
+    // One background refresh.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let g = get(&u).await;
+        if g.body == "v1" {
+            assert_eq!(g.cs(), "HIT");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not refreshed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.count(), 2);
+}
+
+/// `stale-if-error`: the stale response when the upstream answers 5xx or cannot be reached.
+#[tokio::test]
+async fn stale_if_error_on_5xx_and_unreachable() {
+    let fail = Arc::new(AtomicUsize::new(0));
+    let f2 = fail.clone();
+    let (up, _seen) = origin(
+        Duration::ZERO,
+        Arc::new(move |_req, n| {
+            if f2.load(Ordering::SeqCst) == 1 {
+                return (503, vec![], whole("down"));
+            }
+            (200, fields(&[("cache-control", "max-age=1, stale-if-error=60")]), whole(format!("v{n}")))
+        }),
+    )
+    .await;
+    let addr = up.addr;
+    let gw = gateway_with(addr, "{}", "").await;
+    let u = format!("{}/sie", gw.url("main"));
+    assert_eq!(get(&u).await.body, "v0");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    fail.store(1, Ordering::SeqCst);
+    let g = get(&u).await;
+    assert_eq!((g.status, g.cs(), g.body.as_str()), (200, "STALE", "v0"));
+    up.stop();
+    drop(up);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let g = get(&u).await;
+    assert_eq!((g.status, g.cs(), g.body.as_str()), (200, "STALE", "v0"));
+    // Without stale-if-error, an unreachable upstream is the gateway's error.
+    let other = get(&format!("{}/other", gw.url("main"))).await;
+    assert_eq!(other.status, 502, "{}", other.body);
+}
+
+/// 100 concurrent misses: one upstream request; the others stream the response as it
+/// arrives (a waiter has its first chunk before the upstream has sent the rest); a wait is
+/// bounded by `coalesce_wait`.
+#[tokio::test]
+async fn coalescing_one_upstream_request_for_100_misses() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let (up, seen) = origin(
+        Duration::from_millis(200),
+        Arc::new(move |req, _n| {
+            if req.uri().path() == "/slow" {
+                return (200, fields(&[("cache-control", "max-age=60")]), whole("slow"));
+            }
+            let rx = rx.lock().unwrap().take().expect("one request upstream");
+            (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let addr = gw.addr("main");
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = Responses::connect(addr).await;
+            c.send(b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n").await;
+            c
+        }));
+    }
+    let mut conns = Vec::new();
+    for t in tasks {
+        conns.push(t.await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    tx.send(Bytes::from_static(b"first,")).unwrap();
+    // A waiter (and every other) gets the head and the first chunk now.
+    let mut c0 = conns.pop().unwrap();
+    let mut head = String::new();
+    loop {
+        let l = c0.line().await;
+        if l.is_empty() {
+            break;
+        }
+        head.push_str(&String::from_utf8_lossy(&l).to_ascii_lowercase());
+        head.push('\n');
+    }
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(c0.line().await, b"6");
+    assert_eq!(c0.take(6).await, b"first,");
+    tx.send(Bytes::from_static(b"second")).unwrap();
+    drop(tx);
+    let mut hits = 0;
+    for mut c in conns {
+        let r = c.next(false).await;
+        assert_eq!((r.status(), &r.body[..]), (200, &b"first,second"[..]), "{}", r.head);
+        hits += usize::from(r.head.contains("x-cache-status: hit"));
+    }
+    assert!(hits >= 98, "coalesced: {hits}");
+    assert_eq!(seen.count(), 1, "exactly one upstream request");
+    let stored = req("GET", &format!("{}/c", gw.url("main")), &[("host", "a")]).await;
+    assert_eq!((stored.cs(), stored.body.as_str()), ("HIT", "first,second"));
+
+    // Bounded wait: a second request waits 100 ms for the first (whose upstream takes
+    // 200 ms), then goes upstream itself.
+    let bounded = gateway_with(up.addr, "{ coalesce_wait: 100ms }", "").await;
+    let slow = format!("{}/slow", bounded.url("main"));
+    let s2 = slow.clone();
+    let first = tokio::spawn(async move { get(&s2).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = Instant::now();
+    let second = get(&slow).await;
+    assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+    assert_eq!((second.status, second.cs()), (200, "MISS"));
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(seen.count(), 3);
+}
+
+/// A response larger than `max_object_size` streams through without being buffered (the
+/// client reads its first chunk before the upstream sent the rest) and is not stored.
+#[tokio::test]
+async fn large_responses_stream_through_uncached() {
+    let chans: Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>> = Arc::default();
+    let c2 = chans.clone();
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(move |req, _n| {
+            if req.uri().path() == "/sized" {
+                return (200, fields(&[("cache-control", "max-age=60")]), whole(vec![b'x'; 4096]));
+            }
+            let rx = c2.lock().unwrap().remove(0);
+            (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{ max_object_size: 1KiB }", "").await;
+    // Known length over the limit: not stored.
+    let a = get(&format!("{}/sized", gw.url("main"))).await;
+    assert_eq!((a.cs(), a.body.len()), ("MISS", 4096));
+    assert_eq!(get(&format!("{}/sized", gw.url("main"))).await.cs(), "MISS");
+    // Unknown length, growing past the limit while it streams.
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        chans.lock().unwrap().push(rx);
+        let mut c = Responses::connect(gw.addr("main")).await;
+        c.send(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        tx.send(Bytes::from(vec![b'a'; 800])).unwrap();
+        loop {
+            if c.line().await.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(c.line().await, b"320");
+        assert_eq!(c.take(800).await, vec![b'a'; 800]);
+        assert_eq!(c.line().await, b"");
+        tx.send(Bytes::from(vec![b'b'; 800])).unwrap();
+        drop(tx);
+        assert_eq!(c.line().await, b"320");
+        assert_eq!(c.take(800).await, vec![b'b'; 800]);
+    }
+    assert_eq!(seen.count(), 4, "neither is stored");
+}
+
+/// An unsafe method that succeeds invalidates its target and the same-origin `Location` and
+/// `Content-Location` of its response.
+#[tokio::test]
+async fn unsafe_methods_invalidate() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            let path = req.uri().path().to_string();
+            if req.method() == http::Method::POST {
+                let mut f = vec![];
+                if path == "/make" {
+                    f = fields(&[("location", "/b"), ("content-location", "http://a/c")]);
+                }
+                return (201, f, whole("made"));
+            }
+            (200, fields(&[("cache-control", "max-age=60")]), whole(format!("{path} #{n}")))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let u = |p: &str| format!("{}{p}", gw.url("main"));
+    let host = [("host", "a")];
+    for p in ["/a", "/b", "/c"] {
+        req("GET", &u(p), &host).await;
+        assert_eq!(req("GET", &u(p), &host).await.cs(), "HIT");
+    }
+    assert_eq!(req("POST", &u("/a"), &host).await.status, 201);
+    assert_eq!(req("GET", &u("/a"), &host).await.cs(), "MISS");
+    assert_eq!(req("POST", &u("/make"), &host).await.status, 201);
+    assert_eq!(req("GET", &u("/b"), &host).await.cs(), "MISS");
+    assert_eq!(req("GET", &u("/c"), &host).await.cs(), "MISS");
+    assert_eq!(seen.count(), 3 + 1 + 1 + 1 + 2);
+}
+
+/// `PURGE` is refused as a method unless enabled; enabled, it purges the URL. RFC 9211
+/// `Cache-Status` replaces the simple field when configured.
+#[tokio::test]
+async fn purge_method_and_cache_status_field() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|_req, n| (200, fields(&[("cache-control", "max-age=60")]), whole(format!("#{n}")))),
+    )
+    .await;
+    let off = gateway_with(up.addr, "{}", "").await;
+    let u = format!("{}/p", off.url("main"));
+    get(&u).await;
+    // Not enabled: PURGE is a method like any other, sent upstream; as an unsafe method that
+    // succeeded it invalidates its target (RFC 9111 section 4.4).
+    req("PURGE", &u, &[]).await;
+    assert_eq!(seen.0.lock().unwrap()[1].0, "PURGE");
+    assert_eq!(get(&u).await.cs(), "MISS");
+    assert_eq!(seen.count(), 3);
+
+    let on = gateway_with(up.addr, "{ purge_method: true, cache_status: rfc9211 }", "").await;
+    let u = format!("{}/p", on.url("main"));
+    let m = get(&u).await;
+    assert!(m.h("cache-status").starts_with("gatehouse; fwd=uri-miss"), "{}", m.h("cache-status"));
+    assert!(m.h("cache-status").contains("stored"), "{}", m.h("cache-status"));
+    assert_eq!(m.cs(), "");
+    let h = get(&u).await;
+    assert!(h.h("cache-status").starts_with("gatehouse; hit; ttl="), "{}", h.h("cache-status"));
+    let p = req("PURGE", &u, &[]).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    let after = get(&u).await;
+    assert!(after.h("cache-status").contains("fwd=uri-miss"), "{}", after.h("cache-status"));
+    assert_eq!(seen.count(), 5);
+}
+
+/// Prometheus counters by route and cache status, memory bytes; the access log's `cache`.
+#[tokio::test]
+async fn metrics_and_access_log() {
+    let (up, _seen) =
+        origin(Duration::ZERO, Arc::new(|_req, _n| (200, fields(&[("cache-control", "max-age=60")]), whole("hello"))))
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ target: {} }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: proxy-cache\n    route: r\n",
+        log.display(),
+        up.addr
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let u = format!("{}/m", gw.url("main"));
+    for _ in 0..3 {
+        get(&u).await;
+    }
+    let m = client().get(format!("{}/metrics", gw.status_url())).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("gatehouse_cache_requests_total{route=\"r\",status=\"MISS\"} 1"), "{m}");
+    assert!(m.contains("gatehouse_cache_requests_total{route=\"r\",status=\"HIT\"} 2"), "{m}");
+    let bytes: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("gatehouse_cache_memory_bytes{cache=\"proxy-cache@route:r\"} "))
+        .unwrap_or_else(|| panic!("{m}"))
+        .parse()
+        .unwrap();
+    assert!(bytes > 5, "{bytes}");
+    assert!(m.contains("gatehouse_cache_evictions_total{cache=\"proxy-cache@route:r\"} 0"), "{m}");
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let caches: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["cache"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(caches, ["MISS", "HIT", "HIT"]);
+}
+
+fn redis_config(upstream: std::net::SocketAddr, redis_url: &str, prefix: &str, admin: bool) -> String {
+    let admin = if admin {
+        format!(
+            "  admin:\n    listen: 127.0.0.1:0\n    tokens:\n      - {{ name: ops, token_hash: \"{}\" }}\n",
+            crate::admin::sha(crate::admin::ADMIN_TOKEN)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\n{admin}listeners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{upstream}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: proxy-cache\n    route: r\n    config:\n      redis: {{ url: \"{redis_url}\", prefix: \"{prefix}\", timeout: 100ms, backoff: 200ms }}\n"
+    )
+}
+
+/// How long a purge message takes to reach the other node, at most (a loaded machine).
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// Wait (at most 5 s) until Redis holds at least `n` entries under `prefix`.
+async fn in_redis(prefix: &str, n: usize) {
+    let t0 = Instant::now();
+    loop {
+        let out = tokio::process::Command::new("redis-cli")
+            .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}:e:*")])
+            .output()
+            .await
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).lines().count() >= n {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "fewer than {n} entries written to redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn purge(admin: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = client()
+        .post(format!("http://{admin}/cache/purge"))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Two gateway processes share the real Redis (a prefix of their own): a response stored by
+/// one is a hit on the other; purges by URL, prefix, tag and all on one node's Admin API
+/// reach the other node (its memory tier too, through Redis pub/sub).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_across_two_gateway_processes() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            let f = fields(&[("cache-control", "max-age=300"), ("surrogate-key", "all-items item-1")]);
+            (200, f, whole(format!("{} #{n}", req.uri().path())))
+        }),
+    )
+    .await;
+    let prefix = format!("gh:cache:test:{}:{}", std::process::id(), fastrand::u64(..));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    crate::binary::write(&file, &redis_config(up.addr, "redis://127.0.0.1:6379", &prefix, true));
+    let f = file.to_str().unwrap();
+    let (mut one, proxy_one) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
+    let (mut two, proxy_two) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
+    let admin_one = one.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let admin_two = two.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let at = |p: std::net::SocketAddr, path: &str| format!("http://{p}{path}");
+    let h = [("host", "shop.example")];
+
+    // Stored by one, a hit on the other (from Redis).
+    assert_eq!(req("GET", &at(proxy_one, "/x"), &h).await.cs(), "MISS");
+    in_redis(&prefix, 1).await;
+    let b = req("GET", &at(proxy_two, "/x"), &h).await;
+    assert_eq!((b.cs(), b.body.as_str()), ("HIT", "/x #0"));
+    assert_eq!(seen.count(), 1);
+
+    // By URL, on node one: node two misses.
+    let r = purge(&admin_one, serde_json::json!({ "url": "http://shop.example/x" })).await;
+    assert_eq!(r["caches"][0]["delivered"], 2, "{r}");
+    tokio::time::sleep(PROPAGATION).await;
+    assert_eq!(req("GET", &at(proxy_two, "/x"), &h).await.cs(), "MISS");
+    assert_eq!(seen.count(), 2);
+
+    // By prefix, on node two: node one misses both.
+    for p in ["/p/1", "/p/2"] {
+        req("GET", &at(proxy_one, p), &h).await;
+        assert_eq!(req("GET", &at(proxy_one, p), &h).await.cs(), "HIT");
+    }
+    // (Their Redis copies are written in the background: a purge must not overtake them, see
+    // docs/caching.md, Limits.)
+    in_redis(&prefix, 3).await;
+    purge(&admin_two, serde_json::json!({ "prefix": "http://shop.example/p/" })).await;
+    tokio::time::sleep(PROPAGATION).await;
+    for p in ["/p/1", "/p/2"] {
+        assert_eq!(req("GET", &at(proxy_one, p), &h).await.cs(), "MISS", "{p}");
+    }
+    // By tag (Surrogate-Key), on node one: node two misses.
+    in_redis(&prefix, 3).await;
+    assert_eq!(req("GET", &at(proxy_two, "/p/1"), &h).await.cs(), "HIT");
+    purge(&admin_one, serde_json::json!({ "tag": "item-1" })).await;
+    tokio::time::sleep(PROPAGATION).await;
+    assert_eq!(req("GET", &at(proxy_two, "/p/1"), &h).await.cs(), "MISS");
+    // All, on node two: node one misses (every response carried item-1: /x was purged too).
+    assert_eq!(req("GET", &at(proxy_one, "/x"), &h).await.cs(), "MISS");
+    assert_eq!(req("GET", &at(proxy_one, "/x"), &h).await.cs(), "HIT");
+    in_redis(&prefix, 2).await;
+    purge(&admin_two, serde_json::json!({ "all": true })).await;
+    tokio::time::sleep(PROPAGATION).await;
+    assert_eq!(req("GET", &at(proxy_one, "/x"), &h).await.cs(), "MISS");
+    // Bad requests are refused with 400.
+    let bad = client()
+        .post(format!("http://{admin_one}/cache/purge"))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "url": "x", "all": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let list: serde_json::Value = client()
+        .get(format!("http://{admin_one}/cache"))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["caches"][0]["cache"], "proxy-cache@route:r", "{list}");
+    assert_eq!(list["caches"][0]["redis"], true, "{list}");
+    drop((one, two));
+}
+
+/// Redis stopped while serving: the memory tier keeps answering, misses go upstream, nothing
+/// fails (the Redis tier is bypassed, never an error). Our own redis-server, never the shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_while_serving() {
+    let port = crate::admin::free_port();
+    let mut redis = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server");
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            (200, fields(&[("cache-control", "max-age=300")]), whole(format!("{} #{n}", req.uri().path())))
+        }),
+    )
+    .await;
+    let yaml = redis_config(up.addr, &format!("redis://127.0.0.1:{port}"), "gh:cache:down", false);
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let u = |p: &str| format!("{}{p}", gw.url("main"));
+    assert_eq!(get(&u("/a")).await.cs(), "MISS");
+    // Written to Redis.
+    let t0 = Instant::now();
+    loop {
+        let out = tokio::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "--scan", "--pattern", "gh:cache:down*"])
+            .output()
+            .await
+            .unwrap();
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "nothing written to redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.kill().await.unwrap();
+    let _ = redis.wait().await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let a = get(&u("/a")).await;
+        assert_eq!((a.status, a.cs(), a.body.as_str()), (200, "HIT", "/a #0"));
+        let b = get(&u("/b")).await;
+        assert_eq!(b.status, 200);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    // The first /b was a miss; the memory tier keeps it.
+    assert_eq!(seen.count(), 2);
+}
