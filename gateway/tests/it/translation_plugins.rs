@@ -414,7 +414,7 @@ async fn grpc_transcode_descriptor_set_and_options() {
 }
 
 /// Invalid descriptors and rules are configuration errors at load, naming the file, the line,
-/// the key and the method.
+/// the key and the method; so is a gRPC plugin on a route without an HTTP/2 upstream.
 #[test]
 fn grpc_transcode_config_errors_name_file_and_method() {
     let yaml = transcode_config(
@@ -435,6 +435,12 @@ fn grpc_transcode_config_errors_name_file_and_method() {
     let yaml = transcode_config(1, "      descriptor_set: \"/nonexistent/b.pb\"\n", "");
     let e = gw_test_util::try_config(&yaml, &[]).unwrap_err();
     assert!(e.contains("plugins[0].config.descriptor_set") && e.contains("b.pb"), "{e}");
+    // gRPC plugins on a route whose service speaks HTTP/1.1 to its upstream: refused.
+    let yaml = transcode_config(1, &proto_files(), "").replace("grpc://", "http://");
+    let e = gw_test_util::try_config(&yaml, &[]).unwrap_err();
+    assert!(e.contains("plugins[0].route") && e.contains("HTTP/2"), "{e}");
+    let e = gw_test_util::try_config(&grpc_web_config(1, "{}").replace("grpc://", "http://"), &[]).unwrap_err();
+    assert!(e.contains("plugins[0].route") && e.contains("grpc-web needs"), "{e}");
 }
 
 /// The `soap` plugin through the gateway to the Python SOAP server: JSON in, a SOAP envelope
