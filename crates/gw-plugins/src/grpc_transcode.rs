@@ -59,10 +59,9 @@ impl GrpcTranscode {
     /// A JSON `google.rpc.Status` reply.
     fn status_reply(&self, status: StatusCode, code: Code, message: &str) -> Reply {
         let (_, body) = self.t.error_response(&Status::new(code, message));
-        let mut r = Reply::empty(status);
-        r.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        r.body = Bytes::from(body);
-        r
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Reply::full(status, headers, body)
     }
 }
 

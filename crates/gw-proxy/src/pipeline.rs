@@ -28,11 +28,10 @@ use gw_error::{Error, ErrorKind, Retry};
 use gw_observability::{AccessLogLine, Rfc3339, Sampled};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{
-    BodyTooLarge, ClientBody, End, Ended, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner,
-};
+use crate::body::{ClientBody, End, Ended, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner};
 use crate::chain::Chain;
 use crate::conn::ConnState;
+use crate::fault::BodyTooLarge;
 use crate::forwarding::{self, ConnForwarding};
 use crate::h1;
 use crate::pool::Conn;
@@ -580,7 +579,7 @@ fn is_extended_connect<B>(req: &Request<B>) -> bool {
         && req.extensions().get::<hyper::ext::Protocol>().is_some()
 }
 
-fn content_length(h: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
@@ -748,7 +747,7 @@ async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
                     format!("request body a plugin must edit is larger than {cap} bytes"),
                 ))
             } else {
-                Err(h1::client_body_failure(e))
+                Err(crate::fault::client_body_failure(e))
             }
         }
     }
@@ -1033,7 +1032,7 @@ fn build_h2_request(
     Ok(req)
 }
 
-type SendResult = Result<Response<UpstreamInner>, h1::Failed>;
+type SendResult = Result<Response<UpstreamInner>, h1::Failed<RequestBody>>;
 
 /// What an attempt learned about its connection.
 #[derive(Default)]
@@ -1380,17 +1379,27 @@ pub(crate) fn error_reply(e: &Error, _cx: &Ctx) -> Reply {
 
 /// A reply of the gateway (an error or a plugin's answer) as a response: the one place where
 /// the request id is added to JSON bodies the gateway built (see [`Reply::add_request_id`]).
-fn reply_response(r: Reply, cx: &Ctx) -> Response<ResponseBody> {
+/// A whole body gets its `Content-Length`; a streaming one is sent frame by frame as it is
+/// produced, with the length the reply's headers give (else framed by the protocol).
+fn reply_response(mut r: Reply, cx: &Ctx) -> Response<ResponseBody> {
+    let status = r.status;
+    let headers = std::mem::take(&mut r.headers);
     let body = r.body_with_request_id(cx.request_id.to_str().unwrap_or(""));
-    let Reply { status, headers, .. } = r;
-    let len = body.len();
-    let mut resp = Response::new(ResponseBody::full(body));
+    let (body, len) = match body.whole() {
+        Some(b) => (ResponseBody::full(b.clone()), b.len()),
+        None if body.is_end() => (ResponseBody::empty(), 0),
+        None => (ResponseBody::core(body), 0),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     if len > 0 {
         resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     for (k, v) in headers {
         if let Some(k) = k {
+            if len > 0 && k == header::CONTENT_LENGTH {
+                continue;
+            }
             resp.headers_mut().append(k, v);
         }
     }
@@ -1398,7 +1407,7 @@ fn reply_response(r: Reply, cx: &Ctx) -> Response<ResponseBody> {
 }
 
 /// The response's header map with every field in it: upstream fields still kept as bytes
-/// (`h1::RawFields`, the plain HTTP/1.1 path) are moved into it first. Whatever reads or edits
+/// (`wire::response::RawFields`, the plain HTTP/1.1 path) are moved into it first. Whatever reads or edits
 /// response headers goes through here; appending new fields does not need to.
 pub(crate) fn full_headers(resp: &mut Response<ResponseBody>) -> &mut http::HeaderMap {
     if let Some(raw) = resp.body_mut().take_raw_fields() {

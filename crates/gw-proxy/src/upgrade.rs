@@ -23,7 +23,8 @@ use gw_core::{Ctx, RequestHead};
 use gw_error::{Error, ErrorKind, Retry};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{BoxError, End, Ended, Finish, ResponseBody};
+use crate::body::{End, Ended, Finish, ResponseBody};
+use crate::fault::BoxError;
 use crate::forwarding;
 use crate::h1::UpgradeAnswer;
 use crate::runtime::{RouteRt, ServiceRt, UpstreamRt};
@@ -45,7 +46,7 @@ impl ClientUpgrade {
         }
     }
 
-    async fn wait(self) -> Result<Box<dyn crate::h1::UpgradeIo>, BoxError> {
+    async fn wait(self) -> Result<Box<dyn crate::io::UpgradeIo>, BoxError> {
         match self {
             ClientUpgrade::Hyper(u) => Ok(Box::new(TokioIo::new(u.await?))),
             ClientUpgrade::H1(u) => Ok(Box::new(u.wait().await?)),
