@@ -14,6 +14,7 @@
 #   bench/run.sh tracing-instructions  # the same three, instructions per request (callgrind)
 #   bench/run.sh cache      # cache hits: Gatehouse proxy-cache vs nginx proxy_cache, 99 B and 64 KiB
 #   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
+#   bench/run.sh grpc       # h2load: gRPC pass-through vs gRPC-Web (binary, text) vs transcoded REST, one upstream
 #   bench/run.sh instructions  # user-space instructions per proxied request (callgrind; repeatable)
 #   GATEHOUSE_BIN=path bench/run.sh instructions  # the same for a binary built from another commit
 #
@@ -406,6 +407,72 @@ admin() {
   stop_pid "$GW_PID"
 }
 
+# gRPC translation: the same unary call (GetShelf) as plain gRPC through the gateway, as
+# gRPC-Web (binary and text) through `grpc-web`, and as REST/JSON (GET /v1/shelves/1) through
+# `grpc-transcode`, all over h2c from h2load, against one fast upstream
+# (crates/gw-test-util/src/bin/grpc-bench-upstream.rs: hyper, one thread, on CPU 0 with the
+# load generator). Alternating runs; median req/s and the ratio of each to the pass-through.
+grpc() {
+  local up_port=18183 upbin
+  upbin=$(dirname "$BIN")/grpc-bench-upstream
+  [[ -x $upbin ]] || upbin=$ROOT/target/release/grpc-bench-upstream
+  if [[ ! -x $upbin ]]; then
+    log "building grpc-bench-upstream"
+    cargo build --release -q -p gw-test-util --bin grpc-bench-upstream
+  fi
+  log "gRPC: h2load -c$CONNS -m10 (h2c), ${DURATION}s x $REPEATS, alternating; upstream $upbin"
+  taskset -c 0 "$upbin" 127.0.0.1:$up_port >"$TMP/grpc-up.out" & PIDS+=($!)
+  for _ in $(seq 100); do [[ -s $TMP/grpc-up.out ]] && break; sleep 0.1; done
+  # GetShelfRequest { shelf: 1 }, framed; and its base64 for grpc-web-text.
+  printf '\x00\x00\x00\x00\x02\x08\x01' >"$TMP/get-shelf.bin"
+  base64 -w0 "$TMP/get-shelf.bin" >"$TMP/get-shelf.b64"
+  local path=/bookstore.v1.Bookstore/GetShelf
+  # name config method target data headers...
+  local specs=(
+    "grpc gateway-grpc.yaml $path $TMP/get-shelf.bin content-type:application/grpc te:trailers"
+    "grpc-web gateway-grpc-web.yaml $path $TMP/get-shelf.bin content-type:application/grpc-web+proto x-grpc-web:1"
+    "grpc-web-text gateway-grpc-web.yaml $path $TMP/get-shelf.b64 content-type:application/grpc-web-text x-grpc-web:1"
+    "rest gateway-grpc-transcode.yaml /v1/shelves/1 - accept:application/json"
+  )
+  : >"$TMP/grpc.csv"
+  for r in $(seq "$REPEATS"); do
+    for spec in "${specs[@]}"; do
+      read -r name cfg target data hdrs <<<"$spec"
+      GRPC_UPSTREAM_ADDR=127.0.0.1:$up_port start_gateway "$ROOT/bench/$cfg"
+      local args=(-c "$CONNS" -m 10)
+      for h in $hdrs; do args+=(-H "${h%%:*}: ${h#*:}"); done
+      [[ $data != - ]] && args+=(-d "$data")
+      if [[ $r == 1 ]]; then
+        # What the client gets, once per kind (a wrong answer is not a benchmark).
+        local curl_args=(-s --http2-prior-knowledge -o "$TMP/answer" -w '%{http_code}')
+        for h in $hdrs; do curl_args+=(-H "${h%%:*}: ${h#*:}"); done
+        [[ $data != - ]] && curl_args+=(--data-binary "@$data")
+        code=$(curl "${curl_args[@]}" "http://127.0.0.1:$GW_PORT$target")
+        log "$name answers $code: $(head -c 120 "$TMP/answer" | od -An -c | tr -s ' \n' ' ' | head -c 160)"
+        [[ $code == 200 ]] || { cat "$TMP/gw.err" >&2; exit 1; }
+      fi
+      taskset -c 0 h2load "${args[@]}" -D 2 "http://127.0.0.1:$GW_PORT$target" >/dev/null 2>&1
+      out=$(taskset -c 0 h2load "${args[@]}" -D "$DURATION" "http://127.0.0.1:$GW_PORT$target" 2>&1)
+      rps=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+      ok=$(sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p' <<<"$out")
+      fail=$(sed -n 's/^requests: .* \([0-9]*\) failed.*/\1/p' <<<"$out")
+      mean=$(awk '/^time for request:/ {print $6}' <<<"$out")
+      echo "$name,$rps,$mean,$fail,$ok" >>"$TMP/grpc.csv"
+      log "run $r $name: $rps req/s, mean $mean, failed $fail, 2xx $ok"
+      stop_pid "$GW_PID"
+    done
+  done
+  printf '\ngRPC translation (h2load -c%s -m10 h2c, %ss x %s, alternating, median req/s; ratio to pass-through)\n' "$CONNS" "$DURATION" "$REPEATS"
+  local base=""
+  for spec in "${specs[@]}"; do
+    read -r name _ <<<"$spec"
+    m=$(grep "^$name," "$TMP/grpc.csv" | cut -d, -f2 | median)
+    all=$(grep "^$name," "$TMP/grpc.csv" | cut -d, -f2 | tr '\n' ' ')
+    [[ -z $base ]] && base=$m
+    printf '%-14s %10.0f req/s  ratio %.3f  runs: %s\n' "$name" "$m" "$(echo "$m / $base" | bc -l)" "$all"
+  done
+}
+
 case $WHAT in
   http1) http1 ;;
   http2) http2 ;;
@@ -419,6 +486,7 @@ case $WHAT in
   admin) admin ;;
   cache) cache ;;
   instructions) instructions ;;
+  grpc) grpc ;;
   all) http1; http2; routes; memory; plugins; tracing; aggregate; ratelimit; admin ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac

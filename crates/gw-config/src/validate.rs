@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::file::*;
 use crate::model::*;
+use crate::plugins::PluginConfig;
 use crate::template::PathTemplate;
 use crate::value::{Dur, Secret};
 
@@ -194,6 +195,9 @@ pub fn validate(file: &FileConfig, opts: &ValidateOptions) -> Result<Config, Vec
     let routes = routes(&mut v, &file.routes, &service_index, gateway.limits.max_body_bytes);
     let consumers = consumers(&mut v, &file.consumers);
     let plugins = plugins(&mut v, file);
+    if v.errors.is_empty() {
+        grpc_plugin_scopes(&mut v, file, &services, &routes);
+    }
     if !v.errors.is_empty() {
         return Err(v.errors);
     }
@@ -1612,6 +1616,38 @@ fn parse_sha256(s: &str) -> Option<[u8; 32]> {
         out[i] = u8::from_str_radix(hexv, 16).ok()?;
     }
     Some(out)
+}
+
+/// `grpc-web` and `grpc-transcode` call a gRPC upstream: a route or service they are scoped to
+/// must proxy over HTTP/2 (`grpc://`, `grpcs://`, `h2c://`, `h2://`).
+fn grpc_plugin_scopes(v: &mut V, file: &FileConfig, services: &[Service], routes: &[Arc<Route>]) {
+    for (i, pl) in file.plugins.iter().enumerate() {
+        if !matches!(pl.config, PluginConfig::GrpcWeb(_) | PluginConfig::GrpcTranscode(_)) {
+            continue;
+        }
+        let scope = if let Some(r) = &pl.route {
+            file.routes.iter().position(|x| &x.name == r).and_then(|i| routes.get(i)).map(|r| ("route", r.service))
+        } else if let Some(s) = &pl.service {
+            file.services.iter().position(|x| &x.name == s).map(|i| ("service", i))
+        } else {
+            None
+        };
+        let Some((key, service)) = scope else { continue };
+        let http2 = match services.get(service).map(|s| &s.kind) {
+            Some(ServiceKind::Proxy(t)) => t.protocol.is_http2(),
+            _ => false,
+        };
+        if !http2 {
+            let name = services.get(service).map_or("", |s| s.name.as_str());
+            v.err(
+                kp!["plugins", i, key],
+                format!(
+                    "{} needs a service that proxies over HTTP/2 to a gRPC upstream (url grpc://, grpcs://, h2c:// or h2://); service {name:?} does not",
+                    pl.config.plugin_name()
+                ),
+            );
+        }
+    }
 }
 
 fn plugins(v: &mut V, file: &FileConfig) -> Vec<Plugin> {

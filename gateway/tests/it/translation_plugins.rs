@@ -414,7 +414,7 @@ async fn grpc_transcode_descriptor_set_and_options() {
 }
 
 /// Invalid descriptors and rules are configuration errors at load, naming the file, the line,
-/// the key and the method.
+/// the key and the method; so is a gRPC plugin on a route without an HTTP/2 upstream.
 #[test]
 fn grpc_transcode_config_errors_name_file_and_method() {
     let yaml = transcode_config(
@@ -435,6 +435,12 @@ fn grpc_transcode_config_errors_name_file_and_method() {
     let yaml = transcode_config(1, "      descriptor_set: \"/nonexistent/b.pb\"\n", "");
     let e = gw_test_util::try_config(&yaml, &[]).unwrap_err();
     assert!(e.contains("plugins[0].config.descriptor_set") && e.contains("b.pb"), "{e}");
+    // gRPC plugins on a route whose service speaks HTTP/1.1 to its upstream: refused.
+    let yaml = transcode_config(1, &proto_files(), "").replace("grpc://", "http://");
+    let e = gw_test_util::try_config(&yaml, &[]).unwrap_err();
+    assert!(e.contains("plugins[0].route") && e.contains("HTTP/2"), "{e}");
+    let e = gw_test_util::try_config(&grpc_web_config(1, "{}").replace("grpc://", "http://"), &[]).unwrap_err();
+    assert!(e.contains("plugins[0].route") && e.contains("grpc-web needs"), "{e}");
 }
 
 /// The `soap` plugin through the gateway to the Python SOAP server: JSON in, a SOAP envelope
@@ -554,4 +560,35 @@ async fn websocket_over_http2_extended_connect() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null);
     assert_eq!(r["status"], 404, "{stdout}");
+}
+
+/// An upstream that answers without gRPC (HTTP 503, no `grpc-status`): a gRPC-Web client gets
+/// a trailers-only answer with UNAVAILABLE (gRPC's HTTP mapping), a REST client the JSON
+/// `google.rpc.Status` with 503; neither gets the upstream's body.
+#[tokio::test]
+async fn translation_of_an_upstream_that_is_not_grpc() {
+    let up = Upstream::start(Behavior::Status(503)).await;
+    let gw = gateway(&format!(
+        "services:\n  - name: h2\n    url: grpc://{}\nroutes:\n  - name: web\n    service: h2\n    paths: [\"/bookstore.v1.Bookstore/*\"]\n  - name: rest\n    service: h2\n    paths: [\"/v1/*\"]\n\
+         plugins:\n  - plugin: grpc-web\n    route: web\n  - plugin: grpc-transcode\n    route: rest\n    config:\n{}",
+        up.addr,
+        proto_files()
+    ))
+    .await;
+    let url = gw.url("main");
+    let r = client()
+        .post(format!("{url}/bookstore.v1.Bookstore/GetShelf"))
+        .header("content-type", "application/grpc-web+proto")
+        .body(encode_message(&[0x08, 0x01], false).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/grpc-web+proto");
+    assert_eq!(r.headers()["grpc-status"], "14");
+    assert_eq!(r.headers()["grpc-message"], "upstream answered HTTP 503");
+    assert!(r.bytes().await.unwrap().is_empty());
+    let (s, _, j) = call(reqwest::Method::GET, &format!("{url}/v1/shelves/1"), None).await;
+    assert_eq!((s, j), (503, json!({"code": 14, "message": "upstream answered HTTP 503"})));
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::Relaxed), 2);
 }
