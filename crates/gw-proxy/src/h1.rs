@@ -342,11 +342,13 @@ fn encode_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
 
 /// Encode the request head into `out`. The request's own framing fields are replaced by the
 /// body's: the gateway decides how the body is framed upstream. `forwarding_block`, when
-/// given, replaces the request's forwarding fields (see `ConnForwarding::untrusted_block`).
+/// given, replaces the request's forwarding fields (see `ConnForwarding::untrusted_block`);
+/// `traceparent`, when given, replaces the request's `traceparent` field.
 fn encode_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
     forwarding_block: Option<&[u8]>,
+    traceparent: Option<&[u8]>,
     host: &[u8],
     body: &RequestBody,
 ) -> ReqFraming {
@@ -363,6 +365,7 @@ fn encode_head(
             || name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || (forwarding_block.is_some() && crate::forwarding::is_forwarding_field(name))
+            || (traceparent.is_some() && name.as_str() == "traceparent")
         {
             continue;
         }
@@ -370,6 +373,11 @@ fn encode_head(
     }
     if let Some(block) = forwarding_block {
         out.extend_from_slice(block);
+    }
+    if let Some(tp) = traceparent {
+        out.extend_from_slice(b"traceparent: ");
+        out.extend_from_slice(tp);
+        out.extend_from_slice(b"\r\n");
     }
     let length = match body {
         RequestBody::Empty => Some(0),
@@ -790,16 +798,18 @@ pub(crate) type Failed = (Error, Option<RequestBody>);
 /// Retry safety of failures: nothing written yet (the connection failed at the first write) is
 /// [`Retry::Safe`] and hands the body back; anything after that is [`Retry::IfIdempotent`]: an
 /// upstream may have acted on a request whose response never came.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn exchange<E: ConnHome>(
     mut conn: Box<H1Conn>,
     endpoint: &Arc<E>,
     head: &RequestHead,
     forwarding_block: Option<&[u8]>,
+    traceparent: Option<&[u8]>,
     host: &[u8],
     body: RequestBody,
     read: Duration,
 ) -> Result<(http::response::Parts, H1Body), Failed> {
-    let framing = encode_head(&mut conn.out, head, forwarding_block, host, &body);
+    let framing = encode_head(&mut conn.out, head, forwarding_block, traceparent, host, &body);
     let body = match framing {
         ReqFraming::None => {
             drop(body);
@@ -1021,7 +1031,7 @@ pub(crate) async fn upgrade<E: ConnHome>(
     use tokio::io::AsyncWriteExt;
     let authority = endpoint.authority();
     conn.poolable = false;
-    encode_head(&mut conn.out, head, None, host, &RequestBody::Empty);
+    encode_head(&mut conn.out, head, None, None, host, &RequestBody::Empty);
     let out = std::mem::take(&mut conn.out);
     let written = async {
         conn.io.write_all(&out).await?;
