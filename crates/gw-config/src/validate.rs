@@ -1661,7 +1661,12 @@ fn plugins(v: &mut V, file: &FileConfig) -> Vec<Plugin> {
         if pl.enabled == Some(false) {
             continue;
         }
-        out.push(Plugin { instance, route, service, consumer, config: pl.config.clone() });
+        // The model's files are absolute: plugins read them when they are built.
+        let mut config = pl.config.clone();
+        for (_, f) in config.file_paths_mut() {
+            *f = v.resolve(f).to_string_lossy().into_owned();
+        }
+        out.push(Plugin { instance, route, service, consumer, config });
     }
     out
 }

@@ -51,7 +51,8 @@ pub trait FrameSource: Send + 'static {
 
 enum Kind {
     Empty,
-    Full(Option<Bytes>, Option<HeaderMap>),
+    /// Data, then trailers (boxed: rare, and a whole body stays small).
+    Full(Option<Bytes>, Option<Box<HeaderMap>>),
     Stream(Pin<Box<dyn FrameSource>>),
 }
 
@@ -99,7 +100,16 @@ impl Body {
 
     /// A whole body followed by trailers (`None`: none).
     pub fn full_with_trailers(data: impl Into<Bytes>, trailers: Option<HeaderMap>) -> Body {
-        Body { kind: Kind::Full(Some(data.into()), trailers) }
+        Body { kind: Kind::Full(Some(data.into()), trailers.map(Box::new)) }
+    }
+
+    /// The bytes of a whole body without trailers ([`Body::full`]) not yet read; `None` for
+    /// an empty, streaming or trailer-carrying body.
+    pub fn whole(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Full(Some(d), None) => Some(d),
+            _ => None,
+        }
     }
 
     /// A body streamed from `source`.
@@ -126,7 +136,7 @@ impl Body {
                 {
                     return Poll::Ready(Some(Ok(Frame::Data(d))));
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::Trailers(t))))
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::Trailers(*t))))
             }
             Kind::Stream(s) => s.as_mut().poll_frame(cx),
         }
@@ -143,6 +153,21 @@ impl Body {
             Kind::Empty => true,
             Kind::Full(d, t) => d.as_ref().is_none_or(Bytes::is_empty) && t.is_none(),
             Kind::Stream(s) => s.is_end(),
+        }
+    }
+
+    /// The body's bytes, taken out, when it is whole already (empty, or made by
+    /// [`Body::full`] and not read from) and has no trailers: the body is then empty.
+    /// `None` for a stream or a whole body with trailers, which is left untouched.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        match &mut self.kind {
+            Kind::Empty => Some(Bytes::new()),
+            Kind::Full(d, None) => {
+                let d = d.take().unwrap_or_default();
+                self.kind = Kind::Empty;
+                Some(d)
+            }
+            _ => None,
         }
     }
 

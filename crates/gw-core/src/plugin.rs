@@ -35,6 +35,12 @@ pub mod priority {
     pub const REQUEST_TERMINATION: i32 = 850;
     /// `request-transformer` / `response-transformer`.
     pub const TRANSFORMER: i32 = 800;
+    /// `soap` (after the transformers: it reads the JSON they edited).
+    pub const SOAP: i32 = 720;
+    /// `grpc-transcode`.
+    pub const GRPC_TRANSCODE: i32 = 710;
+    /// `grpc-web`.
+    pub const GRPC_WEB: i32 = 700;
 }
 
 /// Where a plugin's [`Plugin::access`] hook runs in the access phase.

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use gw_config::plugins::{FailureMode, ForwardAuth as Conf};
 use gw_core::{Body, Ctx, Error, ErrorKind, Flow, Plugin, Reply, RequestHead, Result, priority};
 use gw_observability::Metrics;
@@ -159,7 +158,7 @@ impl Plugin for ForwardAuth {
             }
             body.extend_from_slice(chunk);
         }
-        reply.body = Bytes::from(body);
+        reply.body = gw_core::Body::full(body);
         Ok(Flow::Respond(reply))
     }
 }

@@ -13,7 +13,8 @@ pub(crate) struct IpRestriction {
     v4: PrefixMap<Ipv4Net, bool>,
     v6: PrefixMap<Ipv6Net, bool>,
     has_allow: bool,
-    reply: Reply,
+    status: StatusCode,
+    message: String,
 }
 
 impl IpRestriction {
@@ -35,7 +36,7 @@ impl IpRestriction {
         }
         let status = StatusCode::from_u16(c.status).map_err(|e| e.to_string())?;
         let message = c.message.clone().unwrap_or_else(|| "your IP address is not allowed".into());
-        Ok(IpRestriction { v4, v6, has_allow: !c.allow.is_empty(), reply: Reply::error(status, "forbidden", &message) })
+        Ok(IpRestriction { v4, v6, has_allow: !c.allow.is_empty(), status, message })
     }
 
     /// Whether `ip` may pass.
@@ -67,7 +68,11 @@ impl Plugin for IpRestriction {
     }
 
     async fn access(&self, _req: &mut RequestHead, cx: &mut Ctx) -> Result<Flow> {
-        if self.allowed(cx.client_ip) { Ok(Flow::Continue) } else { Ok(Flow::Respond(self.reply.clone())) }
+        if self.allowed(cx.client_ip) {
+            Ok(Flow::Continue)
+        } else {
+            Ok(Flow::Respond(Reply::error(self.status, "forbidden", &self.message)))
+        }
     }
 }
 

@@ -21,6 +21,8 @@ mod concurrency_limit;
 mod cors;
 mod directory;
 mod forward_auth;
+mod grpc_transcode;
+mod grpc_web;
 mod hmac_auth;
 mod ip_restriction;
 mod jwt;
@@ -31,6 +33,7 @@ mod quota;
 mod rate_limiting;
 mod request_size_limiting;
 mod request_termination;
+mod soap;
 mod template;
 mod transformer;
 mod util;
@@ -75,5 +78,8 @@ pub fn build(config: &PluginConfig, env: &BuildEnv<'_>, instance: &str) -> Resul
         PluginConfig::RequestTransformer(c) => Arc::new(transformer::RequestTransformer::new(c)?),
         PluginConfig::ResponseTransformer(c) => Arc::new(transformer::ResponseTransformer::new(c)?),
         PluginConfig::RequestTermination(c) => Arc::new(request_termination::RequestTermination::new(c)?),
+        PluginConfig::GrpcWeb(c) => Arc::new(grpc_web::GrpcWeb::new(c)),
+        PluginConfig::GrpcTranscode(c) => Arc::new(grpc_transcode::GrpcTranscode::new(c)?),
+        PluginConfig::Soap(c) => Arc::new(soap::Soap::new(c)?),
     })
 }

@@ -7,9 +7,12 @@ use gw_core::{Ctx, Flow, Plugin, Reply, RequestHead, Result, priority};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
-/// The built plugin: the response is prepared once.
+/// The built plugin: the response is prepared once (its body is shared, not copied).
 pub(crate) struct RequestTermination {
-    reply: Reply,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    add_request_id: bool,
 }
 
 impl RequestTermination {
@@ -20,7 +23,7 @@ impl RequestTermination {
                 let ct = c.content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
                 let mut headers = HeaderMap::new();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_str(ct).map_err(|e| format!("content_type: {e}"))?);
-                Reply { status, headers, body: Bytes::from(body.clone()), add_request_id: false }
+                Reply::full(status, headers, Bytes::from(body.clone()))
             }
             (None, msg) => {
                 let message = msg
@@ -29,7 +32,9 @@ impl RequestTermination {
                 Reply::json(status, &serde_json::json!({ "message": message }))
             }
         };
-        Ok(RequestTermination { reply })
+        let Reply { status, headers, body, add_request_id } = reply;
+        let body = body.whole().cloned().unwrap_or_default();
+        Ok(RequestTermination { status, headers, body, add_request_id })
     }
 }
 
@@ -44,6 +49,8 @@ impl Plugin for RequestTermination {
     }
 
     async fn access(&self, _req: &mut RequestHead, _cx: &mut Ctx) -> Result<Flow> {
-        Ok(Flow::Respond(self.reply.clone()))
+        let mut r = Reply::full(self.status, self.headers.clone(), self.body.clone());
+        r.add_request_id = self.add_request_id;
+        Ok(Flow::Respond(r))
     }
 }

@@ -151,7 +151,7 @@ async fn read_body(mut body: RequestBody) -> Result<Bytes, Error> {
     let mut out = bytes::BytesMut::new();
     while !body.is_end_stream() {
         let Some(frame) = body.frame().await else { break };
-        let frame = frame.map_err(crate::h1::client_body_failure)?;
+        let frame = frame.map_err(crate::fault::client_body_failure)?;
         if let Some(d) = frame.data_ref() {
             if out.len() + d.len() > MAX_CLIENT_BODY {
                 return Err(Error::new(

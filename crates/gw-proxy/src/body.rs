@@ -17,15 +17,16 @@
 //! than the body read timeout (408, the connection closes), more than the route allows (413),
 //! or a client that went away (499).
 
-use std::error::Error as StdError;
-use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::h1::RawFields;
+use crate::fault::{
+    BodyFault, BodyTooLarge, BoxError, ClientBodyError, DownstreamBodyError, UpstreamReadTimeout, body_error_kind,
+};
+use crate::wire::response::RawFields;
 
 use bytes::Bytes;
 use gw_error::ErrorKind;
@@ -33,132 +34,6 @@ use http::{HeaderMap, HeaderName, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
-
-/// Boxed error of body streams.
-pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
-
-// === RequestBody ===
-
-/// The request body exceeded the route's limit.
-#[derive(Debug)]
-pub(crate) struct BodyTooLarge;
-
-impl fmt::Display for BodyTooLarge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request body exceeds the route's max_body_bytes")
-    }
-}
-
-impl StdError for BodyTooLarge {}
-
-/// Why a client's request body failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BodyFault {
-    /// Its framing is invalid (a malformed chunked body).
-    Malformed,
-    /// The client closed or reset its connection (or stream) before the body's end.
-    Closed,
-    /// The client sent nothing for `limits.body_read_timeout`.
-    Timeout,
-    /// More than the route's `max_body_bytes`.
-    TooLarge,
-}
-
-impl BodyFault {
-    /// The error kind (and so the status) this failure becomes.
-    pub(crate) fn kind(self) -> ErrorKind {
-        match self {
-            BodyFault::Malformed => ErrorKind::BadRequest,
-            BodyFault::Closed => ErrorKind::DownstreamClosed,
-            BodyFault::Timeout => ErrorKind::RequestTimeout,
-            BodyFault::TooLarge => ErrorKind::PayloadTooLarge,
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            BodyFault::Malformed => 1,
-            BodyFault::Closed => 2,
-            BodyFault::Timeout => 3,
-            BodyFault::TooLarge => 4,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<BodyFault> {
-        Some(match c {
-            1 => BodyFault::Malformed,
-            2 => BodyFault::Closed,
-            3 => BodyFault::Timeout,
-            4 => BodyFault::TooLarge,
-            _ => return None,
-        })
-    }
-}
-
-/// A client's request body failed: what the HTTP/1.1 server's decoder found, or the body
-/// read timeout.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientBodyError {
-    pub(crate) fault: BodyFault,
-    pub(crate) why: &'static str,
-}
-
-impl fmt::Display for ClientBodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.why)
-    }
-}
-
-impl StdError for ClientBodyError {}
-
-/// The client's request body failed while streaming upstream (the wrapper [`RequestBody`] puts
-/// around whatever the client's body reported).
-#[derive(Debug)]
-pub(crate) struct DownstreamBodyError(pub(crate) BoxError);
-
-impl DownstreamBodyError {
-    /// What kind of failure: as the gateway's own server classified it; other errors (hyper's
-    /// HTTP/2 server: a reset stream) are a client that went away.
-    pub(crate) fn fault(&self) -> BodyFault {
-        self.0.downcast_ref::<ClientBodyError>().map_or(BodyFault::Closed, |e| e.fault)
-    }
-}
-
-impl fmt::Display for DownstreamBodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "reading the client's request body: {}", self.0)
-    }
-}
-
-impl StdError for DownstreamBodyError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.0)
-    }
-}
-
-/// The error kind of a failed body, from the error's chain: the client's request body (by its
-/// [`BodyFault`], or over the route's limit), or else an upstream that stalled (504) or broke
-/// its framing or connection (502).
-pub(crate) fn body_error_kind(e: &(dyn StdError + 'static)) -> ErrorKind {
-    let mut cur = Some(e);
-    while let Some(e) = cur {
-        // A body filter's own failure, or a failure an adapter already classified.
-        if let Some(g) = e.downcast_ref::<gw_error::Error>() {
-            return g.kind();
-        }
-        if e.is::<UpstreamReadTimeout>() {
-            return ErrorKind::UpstreamTimeout;
-        }
-        if let Some(d) = e.downcast_ref::<DownstreamBodyError>() {
-            return d.fault().kind();
-        }
-        if e.is::<BodyTooLarge>() {
-            return ErrorKind::PayloadTooLarge;
-        }
-        cur = e.source();
-    }
-    ErrorKind::UpstreamProtocol
-}
 
 // === ClientBody ===
 
@@ -170,6 +45,12 @@ pub(crate) enum ClientBody {
     Hyper(Incoming),
     /// From the gateway's HTTP/1.1 server.
     H1(crate::h1server::ReqBody),
+}
+
+impl From<Option<crate::h1server::ReqBody>> for ClientBody {
+    fn from(b: Option<crate::h1server::ReqBody>) -> Self {
+        b.map_or(ClientBody::Empty, ClientBody::H1)
+    }
 }
 
 impl Body for ClientBody {
@@ -405,6 +286,23 @@ impl Body for RequestBody {
     }
 }
 
+impl crate::h1::Outgoing for RequestBody {
+    fn take_whole(&mut self) -> Option<Bytes> {
+        match self {
+            RequestBody::Full(b) => b.take(),
+            _ => None,
+        }
+    }
+
+    fn whole(bytes: Bytes) -> Self {
+        RequestBody::Full(Some(bytes))
+    }
+
+    fn stalled_for(&self, now: Instant) -> Option<Duration> {
+        RequestBody::stalled_for(self, now)
+    }
+}
+
 impl RequestBody {
     /// This body through `filters` (see `Plugin::request_filter`); `length` when the filters
     /// keep it.
@@ -447,18 +345,6 @@ impl gw_core::body::FrameSource for EngineRequest {
 }
 
 // === UpstreamBody ===
-
-/// The upstream stopped sending the response body for longer than the read timeout.
-#[derive(Debug)]
-pub(crate) struct UpstreamReadTimeout;
-
-impl fmt::Display for UpstreamReadTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("upstream response body stalled past the read timeout")
-    }
-}
-
-impl StdError for UpstreamReadTimeout {}
 
 /// Called once when an upstream body ends, read to the end or not: `true` when the upstream
 /// failed it (stalled past the read timeout, broke its framing or its connection).
@@ -703,6 +589,16 @@ impl ResponseBody {
         if let Some(f) = self.finish.take() {
             f.finish(Ended { bytes_sent: self.sent, bytes_received: None, end, at: gw_core::tick::now() });
         }
+    }
+}
+
+impl crate::h1server::Outgoing for ResponseBody {
+    fn take_raw_fields(&mut self) -> Option<RawFields> {
+        ResponseBody::take_raw_fields(self)
+    }
+
+    fn error_response(&mut self) -> Option<Response<Self>> {
+        ResponseBody::error_response(self)
     }
 }
 

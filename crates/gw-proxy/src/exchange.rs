@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 
 use gw_config::model::UpstreamProtocol;
@@ -20,8 +19,6 @@ use gw_observability::Metrics;
 use crate::body::RequestBody;
 use crate::runtime::{Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
 
-/// Largest request body of a side call (it is buffered, so it can be re-sent on a retry).
-const MAX_SIDE_BODY: usize = 8 << 20;
 /// Origins reached by URL whose pools are kept (URLs come from the configuration, so this is
 /// only a guard): past it, the table starts again.
 const MAX_ORIGINS: usize = 256;
@@ -140,8 +137,8 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
     }
 }
 
-/// Send `req` through `pipeline::forward` to `upstream` as service `svc`: the body is buffered
-/// (so a retry can re-send it), `host` (when given) is the `Host` field sent.
+/// Send `req` through `pipeline::forward` to `upstream` as service `svc`: a whole body goes
+/// with its length, a streaming one as it comes; `host` (when given) is the `Host` field sent.
 async fn call(
     mut req: RequestHead,
     body: Body,
@@ -154,13 +151,25 @@ async fn call(
     let ServiceRtKind::Proxy { protocol, .. } = &svc.kind else {
         return Err(Error::new(ErrorKind::Internal, "side call to a service that is not a proxy"));
     };
-    let body = if body.is_end() {
-        RequestBody::Empty
-    } else {
-        let bytes: Bytes = body.collect(MAX_SIDE_BODY).await?.data;
-        req.headers.remove(header::TRANSFER_ENCODING);
-        req.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        RequestBody::Full(Some(bytes))
+    // The framing fields are the gateway's: a whole body is sent with its length (and can be
+    // re-sent on a retry); a streaming one as it is produced, with the length the caller gave
+    // in `Content-Length` (checked against what it sends) or else chunked on HTTP/1.1 (a
+    // stream is retried only when none of it was sent).
+    req.headers.remove(header::TRANSFER_ENCODING);
+    let mut body = body;
+    let body = match body.take_whole() {
+        Some(bytes) if bytes.is_empty() => RequestBody::Empty,
+        Some(bytes) => {
+            req.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            RequestBody::Full(Some(bytes))
+        }
+        None => {
+            let length = crate::pipeline::content_length(&req.headers);
+            if length.is_none() {
+                req.headers.remove(header::CONTENT_LENGTH);
+            }
+            RequestBody::Core(Box::new(body), length)
+        }
     };
     // The side call's own context: what `forward` records about its attempts.
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));

@@ -1,9 +1,11 @@
 //! Entry points for the fuzz targets (`fuzz/`, `crates/gw-fuzz`); built only with the
 //! `fuzzing` feature and not part of the crate's API.
 //!
-//! Thin wrappers around the HTTP/1.1 parsers, the chunked decoder and the HTTP/1.1 server
-//! connection, with the crate's private types turned into plain public ones. No logic of
-//! their own: what a target checks lives in `gw-fuzz`.
+//! Thin wrappers around the pure wire module (`crate::wire`: the request and response head
+//! parsers, the chunked decoder) and the HTTP/1.1 server connection (`crate::h1server`, with
+//! bodies of its own: nothing of the data plane's body types), with the crate's private types
+//! turned into plain public ones. No logic of their own: what a target checks lives in
+//! `gw-fuzz`.
 
 use std::future::Future;
 use std::io;
@@ -13,17 +15,18 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::conn::ConnState;
-use crate::h1::{self, Chunk, H1Body};
+use crate::fault::BoxError;
 use crate::h1server;
+use crate::wire::framing::{self, Chunk, Framing};
+use crate::wire::{request, response};
 
-/// Largest response head accepted from an upstream (`h1::MAX_HEAD`).
-pub const MAX_RESPONSE_HEAD: usize = h1::MAX_HEAD;
-/// Most fields accepted in a response head (`h1::MAX_FIELDS`).
-pub const MAX_RESPONSE_FIELDS: usize = h1::MAX_FIELDS;
+/// Largest response head accepted from an upstream (`wire::response::MAX_HEAD`).
+pub const MAX_RESPONSE_HEAD: usize = response::MAX_HEAD;
+/// Most fields accepted in a response head (`wire::response::MAX_FIELDS`).
+pub const MAX_RESPONSE_FIELDS: usize = response::MAX_FIELDS;
 
-/// How a parsed head frames its body (`h1::Framing`).
+/// How a parsed head frames its body (`wire::framing::Framing`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFraming {
     /// No body.
@@ -36,18 +39,18 @@ pub enum BodyFraming {
     UntilClose,
 }
 
-fn framing(f: &h1::Framing) -> BodyFraming {
+fn framing(f: &Framing) -> BodyFraming {
     match f {
-        h1::Framing::Done => BodyFraming::None,
-        h1::Framing::Length(n) => BodyFraming::Length(*n),
-        h1::Framing::Chunked(_) => BodyFraming::Chunked,
-        h1::Framing::Close => BodyFraming::UntilClose,
+        Framing::Done => BodyFraming::None,
+        Framing::Length(n) => BodyFraming::Length(*n),
+        Framing::Chunked(_) => BodyFraming::Chunked,
+        Framing::Close => BodyFraming::UntilClose,
     }
 }
 
-// === Request head (`h1server::parse_request`) ===
+// === Request head (`wire::request::parse_request`) ===
 
-/// A request head accepted by `h1server::parse_request`.
+/// A request head accepted by `wire::request::parse_request`.
 #[derive(Debug)]
 pub struct RequestHead {
     pub method: Method,
@@ -67,17 +70,17 @@ pub struct RequestHead {
     pub transfer_encoding: bool,
 }
 
-/// A request head refused by `h1server::parse_request`.
+/// A request head refused by `wire::request::parse_request`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub status: StatusCode,
     pub why: &'static str,
 }
 
-/// `h1server::parse_request` with the given limits: the head is removed from `buf`.
+/// `wire::request::parse_request` with the given limits: the head is removed from `buf`.
 pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_fields: usize) -> Result<Option<RequestHead>, Refused> {
-    let s = h1server::Settings { max_head, max_fields };
-    match h1server::parse_request(buf, &mut Vec::new(), s) {
+    let s = request::Settings { max_head, max_fields };
+    match request::parse_request(buf, &mut Vec::new(), s) {
         Ok(None) => Ok(None),
         Ok(Some(h)) => Ok(Some(RequestHead {
             method: h.parts.method,
@@ -98,9 +101,9 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_fields: usize) -> 
     }
 }
 
-// === Response head (`h1::parse_head`) ===
+// === Response head (`wire::response::parse_head`) ===
 
-/// A response head accepted by `h1::parse_head`.
+/// A response head accepted by `wire::response::parse_head`.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
@@ -113,10 +116,10 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// `h1::parse_head` for a request made with `method`: interim heads are skipped, the final
+/// `wire::response::parse_head` for a request made with `method`: interim heads are skipped, the final
 /// head is removed from `buf`.
 pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, &'static str> {
-    match h1::parse_head(buf, &mut Vec::new(), method) {
+    match response::parse_head(buf, &mut Vec::new(), method) {
         Ok(None) => Ok(None),
         Ok(Some(h)) => {
             let mut headers = h.parts.headers;
@@ -138,7 +141,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
     }
 }
 
-// === Chunked decoder (`h1::H1Body::step`) ===
+// === Chunked decoder (`wire::framing::next_frame`) ===
 
 /// One result of [`ChunkedDecoder::step`].
 #[derive(Debug)]
@@ -151,42 +154,49 @@ pub enum Step {
     More,
 }
 
-/// The chunked body decoder shared by requests and responses (`h1::H1Body::step` on a
-/// `Framing::Chunked`).
-pub struct ChunkedDecoder(h1::Framing);
+/// The chunked body decoder shared by requests and responses (`wire::framing::next_frame` on
+/// a `Framing::Chunked`).
+pub struct ChunkedDecoder(Framing);
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder(h1::Framing::Chunked(Chunk::Size))
+        ChunkedDecoder(Framing::Chunked(Chunk::Size))
     }
 }
 
 impl ChunkedDecoder {
     /// Take the next frame from `buf` (what is consumed is removed from it).
     pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, &'static str> {
-        Ok(match H1Body::step(&mut self.0, buf)? {
-            h1::Step::Frame(f) => match f.into_data() {
+        Ok(match framing::next_frame(&mut self.0, buf)? {
+            framing::Step::Frame(f) => match f.into_data() {
                 Ok(d) => Step::Data(d),
                 Err(f) => match f.into_trailers() {
                     Ok(t) => Step::Trailers(t),
                     Err(_) => Step::More,
                 },
             },
-            h1::Step::End => Step::End,
-            h1::Step::More => Step::More,
+            framing::Step::End => Step::End,
+            framing::Step::More => Step::More,
         })
     }
 
     /// Whether the body has ended (nothing more belongs to it).
     pub fn is_done(&self) -> bool {
-        matches!(self.0, h1::Framing::Done)
+        matches!(self.0, Framing::Done)
     }
 }
 
 // === HTTP/1.1 server connection (`h1server::Connection`) ===
 
-/// A request body as the HTTP/1.1 server delivers it (`ClientBody`).
-pub struct RequestBody(ClientBody);
+/// A request body as the HTTP/1.1 server delivers it (`h1server::ReqBody`; none for a
+/// request without a body).
+pub struct RequestBody(Option<h1server::ReqBody>);
+
+impl From<Option<h1server::ReqBody>> for RequestBody {
+    fn from(b: Option<h1server::ReqBody>) -> Self {
+        RequestBody(b)
+    }
+}
 
 impl Body for RequestBody {
     type Data = Bytes;
@@ -196,15 +206,51 @@ impl Body for RequestBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+        match &mut self.0 {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
+        self.0.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// A whole response body (what [`serve_h1`]'s service answers with).
+struct Whole(Option<Bytes>);
+
+impl Body for Whole {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        std::task::Poll::Ready(self.0.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
+    }
+}
+
+impl h1server::Outgoing for Whole {
+    fn take_raw_fields(&mut self) -> Option<response::RawFields> {
+        None
+    }
+
+    fn error_response(&mut self) -> Option<Response<Self>> {
+        None
     }
 }
 
@@ -241,9 +287,9 @@ where
     S: FnMut(Request<RequestBody>) -> F + Send + 'static,
     F: Future<Output = Response<Bytes>> + Send + 'static,
 {
-    let svc = move |req: Request<ClientBody>, _facts| {
-        let fut = svc(req.map(RequestBody));
-        async move { fut.await.map(ResponseBody::full) }
+    let svc = move |req: Request<RequestBody>, _facts| {
+        let fut = svc(req);
+        async move { fut.await.map(|b| Whole(Some(b))) }
     };
-    h1server::Connection::new(io, ConnState::new(), h1server::Settings { max_head, max_fields }, svc)
+    h1server::Connection::new(io, ConnState::new(), request::Settings { max_head, max_fields }, svc)
 }

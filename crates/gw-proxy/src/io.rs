@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -113,4 +114,71 @@ pub(crate) type ReadTimer = Pin<Box<Sleep>>;
 pub(crate) fn new_read_timer() -> ReadTimer {
     // Armed for real before each use.
     Box::pin(tokio::time::sleep(Duration::from_secs(86_400)))
+}
+
+// === Reading ===
+
+/// First read size of an exchange; doubles while reads fill it, up to [`MAX_READ`].
+pub(crate) const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// Read more bytes from `io` into `buf` (`Ok(0)` at end of stream). The read size starts at
+/// [`MIN_READ`] and doubles while reads fill it, up to [`MAX_READ`] (client and server side).
+pub(crate) fn poll_fill<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    read_size: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < *read_size / 2 {
+        buf.reserve(*read_size);
+    }
+    let spare = buf.capacity() - buf.len();
+    let r = tokio_util::io::poll_read_buf(Pin::new(io), cx, buf);
+    if let Poll::Ready(Ok(n)) = r
+        && n == spare
+        && *read_size < MAX_READ
+    {
+        *read_size *= 2;
+    }
+    r
+}
+
+// === Upgraded connections ===
+
+/// Any bidirectional byte stream.
+pub(crate) trait UpgradeIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradeIo for T {}
+
+/// A connection handed over after `101 Switching Protocols` (the client's, by the server; the
+/// upstream's, by [`upgrade`]): the bytes read past the head first, then the socket.
+pub(crate) struct Upgraded {
+    pub(crate) pre: Bytes,
+    pub(crate) io: Box<dyn UpgradeIo>,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -16,17 +16,30 @@
 //! reload, shutdown) ─► `conn` (timeouts) ─► `h1server` (the gateway's own HTTP/1.1 server;
 //! HTTP/2 clients are served by hyper) ─► `pipeline` (the phases) ─►
 //! `chain` (which plugins) ─► `pool` (upstream connections) ─► `h1` (the gateway's own
-//! HTTP/1.1 upstream client; HTTP/2 and upgrades use hyper's) ─► `body` (streaming both ways,
+//! HTTP/1.1 upstream client; HTTP/2 uses hyper's) ─► `body` (streaming both ways,
 //! the log phase; gateway-owned bodies and body filters adapted to the engine's). `exchange`
 //! gives plugins side calls (`gw_core::Upstreams`) through the same `pipeline::forward` as
-//! proxied traffic. `runtime` compiles a configuration into what all of these read. [`wire`]
-//! holds pure wire rules (trailer fields, `Host` values) that tests and fuzzers call directly.
+//! proxied traffic. `runtime` compiles a configuration into what all of these read.
+//!
+//! Layers, each importing only from the ones below it (no import circle):
+//!
+//! | layer | modules | what belongs there |
+//! | --- | --- | --- |
+//! | pure, no IO | [`wire`] (`wire::request`, `wire::response`, `wire::framing`), `fault`, `forwarding`, `h2guard`, `chain` | parsing and encoding rules, body error types, forwarding fields, plugin chains: unit-tested and fuzzed on their own |
+//! | IO helpers | `io`, `conn`, `tls` | sockets with stall limits, timers, reads, upgraded sockets, TLS |
+//! | HTTP/1.1 engines | `h1` (client), `h1server` (server) | connections, generic over the body types (`h1::Outgoing`, `h1server::Outgoing`) |
+//! | bodies | `body` | the data plane's request and response bodies over both engines |
+//! | connections | `pool` | pooling per target, connecting, health probes' exchanges |
+//! | compiled configuration | `runtime`, `state`, `health`, `services` | the snapshot requests read, active health checks, built-in services |
+//! | the request | `aggregate`, `upgrade`, `pipeline`, `exchange` | fan-out, tunnels, the phases, side calls |
+//! | the process | [`server`], `usage_sync`, `introspect` | listeners, reload, shutdown, background tasks |
 
 mod aggregate;
 mod body;
 mod chain;
 mod conn;
 mod exchange;
+mod fault;
 mod forwarding;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

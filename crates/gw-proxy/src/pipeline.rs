@@ -28,11 +28,10 @@ use gw_error::{Error, ErrorKind, Retry};
 use gw_observability::{AccessLogLine, Rfc3339, Sampled};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{
-    BodyTooLarge, ClientBody, End, Ended, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner,
-};
+use crate::body::{ClientBody, End, Ended, Finish, RequestBody, ResponseBody, SentSignal, UpstreamBody, UpstreamInner};
 use crate::chain::Chain;
 use crate::conn::ConnState;
+use crate::fault::BodyTooLarge;
 use crate::forwarding::{self, ConnForwarding};
 use crate::h1;
 use crate::pool::Conn;
@@ -62,7 +61,7 @@ fn head_facts<B>(req: &Request<B>) -> HeadFacts {
         content_lengths: h.get_all(header::CONTENT_LENGTH).iter().count(),
         content_length: content_length(h),
         transfer_encoding: h.contains_key(header::TRANSFER_ENCODING),
-        upgrade: is_upgrade(req),
+        upgrade: is_upgrade(req) || is_extended_connect(req),
     }
 }
 
@@ -239,7 +238,12 @@ async fn handle(
         version: parts.version,
         headers: parts.headers,
     };
-    let upgrade_proto = if upgrade { head.headers.get(header::UPGRADE).cloned() } else { None };
+    let upgrade_proto = match parts.extensions.get::<hyper::ext::Protocol>() {
+        _ if !upgrade => None,
+        // RFC 8441: the protocol of an HTTP/2 extended CONNECT becomes the HTTP/1.1 `Upgrade`.
+        Some(p) => HeaderValue::from_str(p.as_str()).ok(),
+        None => head.headers.get(header::UPGRADE).cloned(),
+    };
     forwarding::scrub_request(&mut head.headers, upgrade, rt.plugins.identity_headers());
 
     // === access ===
@@ -305,6 +309,7 @@ async fn handle(
     }
 
     // Request body filters see the body's frames on their way upstream.
+    let mut body_fault: Option<BodyFault> = None;
     if !p.chain.request_filter.is_empty() && !upgrade {
         let filters: Vec<Box<dyn gw_core::BodyFilter>> =
             p.chain.request_filter.iter().filter_map(|pl| pl.request_filter(&mut head, cx)).collect();
@@ -316,6 +321,13 @@ async fn handle(
                 None
             };
             body = body.filtered(filters, length);
+            // A filter's refusal (a malformed body) is the request's answer, whatever the
+            // upstream's connection made of the aborted body.
+            if let RequestBody::Core(b, len) = body {
+                let fault = BodyFault::default();
+                body = RequestBody::Core(Box::new(gw_core::Body::from_source(fault.watch(*b))), len);
+                body_fault = Some(fault);
+            }
         }
     }
 
@@ -380,8 +392,23 @@ async fn handle(
                 let fwd = forwarding_block.as_deref();
                 let preserve_host = route.route.preserve_host;
                 let tracing = rt.tracing.as_deref();
-                forward(&mut head, body, sent.as_ref(), fwd, upstream, *protocol, service, preserve_host, tracing, cx)
-                    .await?
+                match forward(
+                    &mut head,
+                    body,
+                    sent.as_ref(),
+                    fwd,
+                    upstream,
+                    *protocol,
+                    service,
+                    preserve_host,
+                    tracing,
+                    cx,
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(e) => return Err(body_fault.and_then(|f| f.take()).unwrap_or(e)),
+                }
             }
         }
     };
@@ -551,7 +578,15 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
-fn content_length(h: &HeaderMap) -> Option<u64> {
+/// An HTTP/2 extended CONNECT (RFC 8441: `:method CONNECT` with `:protocol`, e.g. a WebSocket
+/// over HTTP/2): tunnelled like an HTTP/1.1 upgrade.
+fn is_extended_connect<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req.method() == Method::CONNECT
+        && req.extensions().get::<hyper::ext::Protocol>().is_some()
+}
+
+pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
@@ -719,7 +754,7 @@ async fn collect_body(body: RequestBody, cap: u64) -> Result<Bytes, Error> {
                     format!("request body a plugin must edit is larger than {cap} bytes"),
                 ))
             } else {
-                Err(h1::client_body_failure(e))
+                Err(crate::fault::client_body_failure(e))
             }
         }
     }
@@ -1031,7 +1066,7 @@ fn build_h2_request(
     Ok(req)
 }
 
-type SendResult = Result<Response<UpstreamInner>, h1::Failed>;
+type SendResult = Result<Response<UpstreamInner>, h1::Failed<RequestBody>>;
 
 /// What an attempt learned about its connection.
 #[derive(Default)]
@@ -1113,6 +1148,51 @@ async fn attempt(
         Conn::H2(sender) => {
             Box::pin(attempt_h2(sender, endpoint, head, body, host, protocol, traceparent, read, sent)).await
         }
+    }
+}
+
+/// The first failure of a filtered request body (a body filter refusing it), kept so that the
+/// request is answered with it rather than with what the upstream's connection made of the
+/// aborted body (hyper's HTTP/2 client reports a reset stream, not the body's error).
+#[derive(Clone, Default)]
+struct BodyFault(Arc<std::sync::Mutex<Option<Error>>>);
+
+impl BodyFault {
+    /// `body`, its first error recorded here.
+    fn watch(&self, body: gw_core::Body) -> FaultWatch {
+        FaultWatch { body, fault: self.clone() }
+    }
+
+    fn take(&self) -> Option<Error> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+struct FaultWatch {
+    body: gw_core::Body,
+    fault: BodyFault,
+}
+
+impl gw_core::body::FrameSource for FaultWatch {
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<gw_core::Result<gw_core::Frame>>> {
+        let r = self.body.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(e))) = &r
+            && e.side() == gw_error::Side::Downstream
+        {
+            let mut copy = Error::new(e.kind(), e.context().to_string()).with_retry(Retry::Never);
+            for (k, v) in e.public_fields() {
+                copy = copy.with_public_field(k, v.clone());
+            }
+            self.fault.0.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(copy);
+        }
+        r
+    }
+
+    fn is_end(&self) -> bool {
+        self.body.is_end()
     }
 }
 
@@ -1343,17 +1423,27 @@ pub(crate) fn error_reply(e: &Error, _cx: &Ctx) -> Reply {
 
 /// A reply of the gateway (an error or a plugin's answer) as a response: the one place where
 /// the request id is added to JSON bodies the gateway built (see [`Reply::add_request_id`]).
-fn reply_response(r: Reply, cx: &Ctx) -> Response<ResponseBody> {
+/// A whole body gets its `Content-Length`; a streaming one is sent frame by frame as it is
+/// produced, with the length the reply's headers give (else framed by the protocol).
+fn reply_response(mut r: Reply, cx: &Ctx) -> Response<ResponseBody> {
+    let status = r.status;
+    let headers = std::mem::take(&mut r.headers);
     let body = r.body_with_request_id(cx.request_id.to_str().unwrap_or(""));
-    let Reply { status, headers, .. } = r;
-    let len = body.len();
-    let mut resp = Response::new(ResponseBody::full(body));
+    let (body, len) = match body.whole() {
+        Some(b) => (ResponseBody::full(b.clone()), b.len()),
+        None if body.is_end() => (ResponseBody::empty(), 0),
+        None => (ResponseBody::core(body), 0),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     if len > 0 {
         resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     for (k, v) in headers {
         if let Some(k) = k {
+            if len > 0 && k == header::CONTENT_LENGTH {
+                continue;
+            }
             resp.headers_mut().append(k, v);
         }
     }
@@ -1361,7 +1451,7 @@ fn reply_response(r: Reply, cx: &Ctx) -> Response<ResponseBody> {
 }
 
 /// The response's header map with every field in it: upstream fields still kept as bytes
-/// (`h1::RawFields`, the plain HTTP/1.1 path) are moved into it first. Whatever reads or edits
+/// (`wire::response::RawFields`, the plain HTTP/1.1 path) are moved into it first. Whatever reads or edits
 /// response headers goes through here; appending new fields does not need to.
 pub(crate) fn full_headers(resp: &mut Response<ResponseBody>) -> &mut http::HeaderMap {
     if let Some(raw) = resp.body_mut().take_raw_fields() {
@@ -1370,7 +1460,8 @@ pub(crate) fn full_headers(resp: &mut Response<ResponseBody>) -> &mut http::Head
     resp.headers_mut()
 }
 
-/// Attach the request id and the log phase to the response. A `101` that opened a tunnel
+/// Attach the request id and the log phase to the response. A `101` (or the `200` of an
+/// HTTP/2 extended CONNECT) that opened a tunnel
 /// hands the log phase to the tunnel, which runs it when it closes.
 fn finish(mut resp: Response<ResponseBody>, mut log: Box<LogPhase>) -> Response<ResponseBody> {
     let name = &log.rt.gateway.request_id_header;
@@ -1381,7 +1472,8 @@ fn finish(mut resp: Response<ResponseBody>, mut log: Box<LogPhase>) -> Response<
     resp.headers_mut().insert(name.clone(), log.cx.request_id.clone());
     log.status = resp.status().as_u16();
     log.responded = true;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    // A tunnel answers `101` (HTTP/1.1) or `200` (an HTTP/2 extended CONNECT).
+    if (resp.status() == StatusCode::SWITCHING_PROTOCOLS || resp.status() == StatusCode::OK)
         && let Some(tunnel) = resp.extensions_mut().remove::<crate::upgrade::TunnelLog>()
     {
         log.tunnel_opened = Some(gw_core::tick::now());

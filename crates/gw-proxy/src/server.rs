@@ -783,10 +783,13 @@ async fn serve_http<I>(
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(10))
             .adaptive_window(true)
+            // RFC 8441: WebSocket (and other upgrades) over HTTP/2 by extended CONNECT.
+            .enable_connect_protocol()
             .serve_connection(TokioIo::new(io), svc);
         drive!(conn, state, limits, shared);
     } else {
-        let settings = h1server::Settings { max_head: limits.max_header_bytes, max_fields: limits.max_headers };
+        let settings =
+            crate::wire::request::Settings { max_head: limits.max_header_bytes, max_fields: limits.max_headers };
         let svc = move |req, facts| pipeline::serve(req, Some(facts), info.clone(), svc_dp.clone());
         let conn = h1server::Connection::new(io, state.clone(), settings, svc);
         drive!(conn, state, limits, shared);
@@ -830,7 +833,8 @@ async fn status_loop(listener: TcpListener, shared: Arc<Shared>) {
             // and idle timeouts (the watchdog) and framing rules.
             let limits = s.runtime.load().gateway.limits.clone();
             let state = ConnState::new();
-            let settings = h1server::Settings { max_head: limits.max_header_bytes, max_fields: limits.max_headers };
+            let settings =
+                crate::wire::request::Settings { max_head: limits.max_header_bytes, max_fields: limits.max_headers };
             let svc_shared = s.clone();
             let svc_state = state.clone();
             let svc = move |req: Request<ClientBody>, _facts| {

@@ -25,7 +25,7 @@ pub(crate) async fn echo(
     let mut kept = Vec::new();
     let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(crate::h1::client_body_failure)?;
+        let frame = frame.map_err(crate::fault::client_body_failure)?;
         if let Some(d) = frame.data_ref() {
             total += d.len() as u64;
             let room = ECHO_BODY_MAX.saturating_sub(kept.len());

@@ -23,7 +23,8 @@ use gw_core::{Ctx, RequestHead};
 use gw_error::{Error, ErrorKind, Retry};
 use gw_upstream::{Outcome, SelectError};
 
-use crate::body::{BoxError, End, Ended, Finish, ResponseBody};
+use crate::body::{End, Ended, Finish, ResponseBody};
+use crate::fault::BoxError;
 use crate::forwarding;
 use crate::h1::UpgradeAnswer;
 use crate::runtime::{RouteRt, ServiceRt, UpstreamRt};
@@ -45,7 +46,7 @@ impl ClientUpgrade {
         }
     }
 
-    async fn wait(self) -> Result<Box<dyn crate::h1::UpgradeIo>, BoxError> {
+    async fn wait(self) -> Result<Box<dyn crate::io::UpgradeIo>, BoxError> {
         match self {
             ClientUpgrade::Hyper(u) => Ok(Box::new(TokioIo::new(u.await?))),
             ClientUpgrade::H1(u) => Ok(Box::new(u.wait().await?)),
@@ -75,6 +76,16 @@ pub(crate) async fn forward(
     let inflight = sel.target.begin();
     let conn = endpoint.connect_upgradable(service.timeouts.connect).await?;
     let mut head = head;
+    // RFC 8441: an HTTP/2 extended CONNECT is sent upstream as an HTTP/1.1 upgrade (a GET with
+    // `Upgrade`; a WebSocket gets the `Sec-WebSocket-Key` HTTP/2 does not carry), and the
+    // upstream's `101` is answered `200`.
+    let extended = head.method == http::Method::CONNECT;
+    if extended {
+        head.method = http::Method::GET;
+        if protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+            head.headers.insert(http::HeaderName::from_static("sec-websocket-key"), websocket_key());
+        }
+    }
     head.version = Version::HTTP_11;
     head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     head.headers.insert(header::UPGRADE, protocol);
@@ -100,8 +111,15 @@ pub(crate) async fn forward(
             return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
         }
     };
-    forwarding::strip_hop_by_hop(&mut parts.headers, true);
-    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if extended {
+        forwarding::strip_hop_by_hop(&mut parts.headers, false);
+        parts.headers.remove(http::HeaderName::from_static("sec-websocket-accept"));
+        parts.status = http::StatusCode::OK;
+        parts.version = Version::HTTP_2;
+    } else {
+        forwarding::strip_hop_by_hop(&mut parts.headers, true);
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     let latency = start.elapsed();
     let log = TunnelLog::default();
     parts.extensions.insert(log.clone());
@@ -124,6 +142,23 @@ pub(crate) async fn forward(
         inflight.finish(Outcome::Success, latency, Instant::now());
     });
     Ok(Response::from_parts(parts, ResponseBody::empty()))
+}
+
+/// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1; a nonce, not a secret).
+fn websocket_key() -> HeaderValue {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let n = fastrand::u128(..);
+    let bytes = n.to_be_bytes();
+    let mut out = Vec::with_capacity(24);
+    for c in bytes.chunks(3) {
+        let v =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        out.push(B64[(v >> 18) as usize & 63]);
+        out.push(B64[(v >> 12) as usize & 63]);
+        out.push(if c.len() > 1 { B64[(v >> 6) as usize & 63] } else { b'=' });
+        out.push(if c.len() > 2 { B64[v as usize & 63] } else { b'=' });
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
 /// Where a `101` response leaves its log phase for the tunnel it opened (a response extension

@@ -206,3 +206,80 @@ async fn request_filter_rewrites_the_body_upstream() {
     assert_eq!(r.text().await.unwrap(), "HELLO WORLD");
     assert_eq!(framing, "te=Some(\"chunked\") cl=None");
 }
+
+/// Frames handed over a channel (the test decides when each one exists).
+struct Channel(tokio::sync::mpsc::UnboundedReceiver<gw_core::Frame>);
+
+impl gw_core::body::FrameSource for Channel {
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<gw_core::Frame>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+/// Answers in the access phase with a streaming reply whose frames the test sends.
+struct StreamReply {
+    frames: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<gw_core::Frame>>>,
+}
+
+#[gw_core::plugin]
+impl Plugin for StreamReply {
+    fn name(&self) -> &'static str {
+        "stream-reply"
+    }
+
+    fn priority(&self) -> i32 {
+        0
+    }
+
+    async fn access(&self, _req: &mut gw_core::RequestHead, _cx: &mut Ctx) -> Result<gw_core::Flow> {
+        let rx = self.frames.lock().unwrap().take().expect("one request");
+        let mut h = HeaderMap::new();
+        h.insert("x-streamed", HeaderValue::from_static("1"));
+        let body = gw_core::Body::from_source(Channel(rx));
+        Ok(gw_core::Flow::Respond(gw_core::Reply::stream(http::StatusCode::CREATED, h, body)))
+    }
+}
+
+/// A plugin's streaming reply reaches the client frame by frame: the head and the first chunk
+/// arrive while the stream is still open (the second does not exist yet), then the rest and
+/// the trailers (HTTP/1.1 chunked, the client accepting trailers). Whole replies keep their
+/// `Content-Length` and request id.
+#[tokio::test]
+async fn plugin_reply_streams_frame_by_frame() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let plugin = Arc::new(StreamReply { frames: std::sync::Mutex::new(Some(rx)) });
+    let gw = TestGateway::start_with_plugins(&config("127.0.0.1:9".parse().unwrap()), vec![plugin]).await;
+    let mut c = Responses::connect(gw.addr("main")).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n").await;
+    tx.send(gw_core::Frame::Data(Bytes::from_static(b"first"))).unwrap();
+    let mut head = String::new();
+    loop {
+        let line = c.line().await;
+        if line.is_empty() {
+            break;
+        }
+        head.push_str(&String::from_utf8_lossy(&line).to_ascii_lowercase());
+        head.push('\n');
+    }
+    assert!(head.starts_with("http/1.1 201"), "{head}");
+    assert!(head.contains("x-streamed: 1") && head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(c.line().await, b"5");
+    assert_eq!(c.take(5).await, b"first");
+    assert_eq!(c.line().await, b"");
+    // Nothing more until the next frame exists.
+    let mut t = HeaderMap::new();
+    t.insert("x-done", HeaderValue::from_static("yes"));
+    tx.send(gw_core::Frame::Data(Bytes::from_static(b"second"))).unwrap();
+    tx.send(gw_core::Frame::Trailers(t)).unwrap();
+    drop(tx);
+    assert_eq!(c.line().await, b"6");
+    assert_eq!(c.take(6).await, b"second");
+    assert_eq!(c.line().await, b"");
+    assert_eq!(c.line().await, b"0");
+    assert_eq!(c.line().await, b"x-done: yes");
+    assert_eq!(c.line().await, b"");
+}

@@ -30,5 +30,6 @@ mod side_calls;
 mod streaming;
 mod tls;
 mod translation;
+mod translation_plugins;
 mod upstream_h1;
 mod usage;

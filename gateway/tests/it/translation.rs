@@ -15,15 +15,15 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-fn script(name: &str) -> String {
+pub(crate) fn script(name: &str) -> String {
     format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn proto_dir() -> PathBuf {
+pub(crate) fn proto_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/proto")
 }
 
-async fn python_server(args: &[&str]) -> (tokio::process::Child, u16) {
+pub(crate) async fn python_server(args: &[&str]) -> (tokio::process::Child, u16) {
     let mut child = Command::new("python3")
         .args(args)
         .stdout(Stdio::piped())

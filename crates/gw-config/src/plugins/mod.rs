@@ -179,6 +179,12 @@ plugin_configs! {
     ResponseTransformer(ResponseTransformer) = "response-transformer",
     /// Answer every request with a fixed response (maintenance mode, blocking a route).
     RequestTermination(RequestTermination) = "request-termination",
+    /// gRPC-Web clients to a gRPC upstream.
+    GrpcWeb(GrpcWeb) = "grpc-web",
+    /// REST/JSON to gRPC by HTTP rules.
+    GrpcTranscode(GrpcTranscode) = "grpc-transcode",
+    /// JSON to a SOAP/XML upstream through a template, and its XML answer back to JSON.
+    Soap(Soap) = "soap",
 }
 
 impl PluginConfig {

@@ -1,11 +1,7 @@
 //! Schemas of the protocol translation plugins: `grpc-web`, `grpc-transcode` and `soap`
-//! (see `docs/protocols.md`).
-//!
-//! Not yet registered in `plugin_configs!`: their implementations are written on the streaming
-//! body seam and land with it, and the loader must not accept a plugin that does not run. The
-//! schemas, their validation (descriptors compiled, rules and templates checked, errors naming
-//! the file and the method) and their tests are complete; registering one is one line in
-//! `plugin_configs!` and one arm in `gw_plugins::build`.
+//! (see `docs/protocols.md`); their implementations are in `gw-plugins`. Validation compiles
+//! the descriptors and rules and parses the templates, so errors name the file and the method
+//! at load time, never at request time.
 
 use std::path::{Path, PathBuf};
 

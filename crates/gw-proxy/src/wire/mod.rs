@@ -1,5 +1,18 @@
-//! Wire rules that hold for both HTTP versions and both directions, as pure functions (no IO):
-//! which fields may travel as trailers, and what a valid `Host` value is.
+//! The HTTP wire format as pure functions, no IO: what the HTTP/1.1 client and server parse and
+//! encode, and the field rules that hold for both HTTP versions. Everything here works on
+//! buffers and header maps, so it is unit-tested and fuzzed on its own (`fuzz/`, through
+//! `crate::fuzzing`).
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`request`] | client request heads: the strict parser and its refusals |
+//! | [`response`] | upstream response heads: the strict parser, [`response::RawFields`] |
+//! | [`framing`] | body framing, the chunked decoder, numbers on the wire |
+//! | (this file) | trailer rules, `Host` validation, field encoding, [`HeadFacts`] |
+
+pub(crate) mod framing;
+pub(crate) mod request;
+pub(crate) mod response;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
