@@ -67,27 +67,6 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Query parameters are removed by decoded name; the others keep their encoding.
-    #[test]
-    fn removes_query_params() {
-        assert_eq!(remove_query_params("apikey=abc&x=%20y&b", &["apikey"]).as_deref(), Some("x=%20y&b"));
-        assert_eq!(remove_query_params("api%6Bey=abc", &["apikey"]), None);
-        assert_eq!(remove_query_params("a=1", &["b"]).as_deref(), Some("a=1"));
-    }
-
-    /// Constant-time comparison agrees with ==.
-    #[test]
-    fn ct() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
-    }
-}
-
 /// A span for a plugin's own call to Redis (`redis <op>`), child of the request's server span,
 /// with the plugin, route and consumer as attributes: `None` unless the request is recorded.
 pub(crate) fn redis_span(cx: &Ctx, plugin: &'static str, op: &'static str) -> Option<gw_core::ChildSpan> {
@@ -108,5 +87,26 @@ pub(crate) fn redis_span(cx: &Ctx, plugin: &'static str, op: &'static str) -> Op
 pub(crate) fn end_span<T, E: std::fmt::Display>(span: Option<gw_core::ChildSpan>, r: &std::result::Result<T, E>) {
     if let Some(s) = span {
         s.end(r.as_ref().err().map(ToString::to_string));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Query parameters are removed by decoded name; the others keep their encoding.
+    #[test]
+    fn removes_query_params() {
+        assert_eq!(remove_query_params("apikey=abc&x=%20y&b", &["apikey"]).as_deref(), Some("x=%20y&b"));
+        assert_eq!(remove_query_params("api%6Bey=abc", &["apikey"]), None);
+        assert_eq!(remove_query_params("a=1", &["b"]).as_deref(), Some("a=1"));
+    }
+
+    /// Constant-time comparison agrees with ==.
+    #[test]
+    fn ct() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
     }
 }
