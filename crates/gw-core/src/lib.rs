@@ -36,7 +36,10 @@ pub use flow::{Flow, Reply};
 pub use gw_error::{Error, ErrorKind, OrErr, Result, Retry, Side};
 pub use head::{RequestHead, ResponseHead};
 pub use plugin::{AuthOutcome, Hooks, Plugin, Stage, priority};
-pub use trace::{AttemptOutcome, AttemptReport, ConnectionUse, TraceFormat, TraceParent};
+pub use trace::{
+    AttemptOutcome, AttemptReport, AttrValue, ChildSpan, ConnectionUse, SpanKind, SpanRecord, SpanSink, TraceFormat,
+    TraceParent,
+};
 
 /// Applied by [`macro@plugin`]; re-exported so plugin crates need no `async-trait` of their own.
 #[doc(hidden)]

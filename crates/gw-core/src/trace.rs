@@ -2,8 +2,9 @@
 //! from, and a report per upstream attempt. Gateway-owned types: the exporter (`gw-otel`)
 //! reads these rather than the HTTP engine's.
 
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -46,6 +47,105 @@ pub struct TraceParent {
     pub format: TraceFormat,
     /// The client's `tracestate`, passed on (W3C).
     pub tracestate: Option<HeaderValue>,
+    /// Where spans of this trace go (set by the gateway on sampled requests only): plugins
+    /// record spans for their own IO with [`TraceParent::child`].
+    pub sink: Option<Arc<dyn SpanSink>>,
+}
+
+/// The exporter's side of [`TraceParent::child`] (implemented by `gw-otel`).
+pub trait SpanSink: Send + Sync + std::fmt::Debug + 'static {
+    /// Queue a finished span for export (never waits).
+    fn record(&self, span: SpanRecord);
+}
+
+/// What a span is (OpenTelemetry span kinds that plugins use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// A call to another service (Redis, a database).
+    Client,
+    /// Work inside the gateway.
+    Internal,
+}
+
+/// An attribute value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    /// A string.
+    Str(Cow<'static, str>),
+    /// An integer.
+    Int(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl From<&'static str> for AttrValue {
+    fn from(s: &'static str) -> Self {
+        AttrValue::Str(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for AttrValue {
+    fn from(s: String) -> Self {
+        AttrValue::Str(Cow::Owned(s))
+    }
+}
+
+impl From<i64> for AttrValue {
+    fn from(v: i64) -> Self {
+        AttrValue::Int(v)
+    }
+}
+
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Bool(v)
+    }
+}
+
+/// A finished span of a plugin's own IO, child of the request's server span.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    /// Trace id.
+    pub trace_id: [u8; 16],
+    /// This span's id.
+    pub span_id: [u8; 8],
+    /// The parent (the request's server span).
+    pub parent_span_id: [u8; 8],
+    /// Name (`redis EVALSHA`).
+    pub name: Cow<'static, str>,
+    /// Kind.
+    pub kind: SpanKind,
+    /// Start, wall clock.
+    pub start: SystemTime,
+    /// End, wall clock.
+    pub end: SystemTime,
+    /// Attributes.
+    pub attributes: Vec<(&'static str, AttrValue)>,
+    /// Set when the operation failed (the span's status is then `Error` with this message).
+    pub error: Option<String>,
+}
+
+/// A span being timed ([`TraceParent::child`]); recorded by [`ChildSpan::end`], forgotten if
+/// dropped.
+#[derive(Debug)]
+pub struct ChildSpan {
+    record: SpanRecord,
+    started: Instant,
+    sink: Arc<dyn SpanSink>,
+}
+
+impl ChildSpan {
+    /// Add an attribute.
+    pub fn set(&mut self, key: &'static str, value: impl Into<AttrValue>) {
+        self.record.attributes.push((key, value.into()));
+    }
+
+    /// End the span now (failed with `error` if given) and queue it for export.
+    pub fn end(mut self, error: Option<String>) {
+        self.record.end = self.record.start + self.started.elapsed();
+        self.record.error = error;
+        self.sink.record(self.record);
+    }
 }
 
 impl TraceParent {
@@ -53,6 +153,35 @@ impl TraceParent {
     /// the server span (replacing the trace headers there).
     pub fn inject(&self, headers: &mut HeaderMap) {
         inject(self.format, &self.trace_id, &self.span_id, self.sampled, self.tracestate.as_ref(), headers);
+    }
+
+    /// Start a child span of the request's server span for a plugin's own IO (a Redis call, a
+    /// database query): `None` when the request is not recorded (not sampled). Plugins add
+    /// `gatehouse.route` and `gatehouse.consumer` (see [`ChildSpan::set`]).
+    pub fn child(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Option<ChildSpan> {
+        let sink = self.sink.as_ref()?;
+        let span_id = loop {
+            let id = fastrand::u64(..);
+            if id != 0 {
+                break id.to_be_bytes();
+            }
+        };
+        let now = SystemTime::now();
+        Some(ChildSpan {
+            record: SpanRecord {
+                trace_id: self.trace_id,
+                span_id,
+                parent_span_id: self.span_id,
+                name: name.into(),
+                kind,
+                start: now,
+                end: now,
+                attributes: Vec::new(),
+                error: None,
+            },
+            started: Instant::now(),
+            sink: sink.clone(),
+        })
     }
 
     /// The trace id as 32 lowercase hex digits.
@@ -66,18 +195,39 @@ impl TraceParent {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Two lowercase hex digits per byte value.
+static HEX2: [[u8; 2]; 256] = {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [D[i >> 4], D[i & 15]];
+        i += 1;
+    }
+    t
+};
 
 fn hex_into(out: &mut [u8], bytes: &[u8]) {
     for (o, b) in out.chunks_exact_mut(2).zip(bytes) {
-        o[0] = HEX[(b >> 4) as usize];
-        o[1] = HEX[(b & 15) as usize];
+        o.copy_from_slice(&HEX2[*b as usize]);
     }
 }
 
 /// A header value of ASCII hex digits and punctuation (valid by construction).
 fn value(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The W3C `traceparent` value of a span (`00-<trace id>-<span id>-<flags>`), written into a
+/// fixed buffer (no allocation).
+pub fn traceparent_value(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> [u8; 55] {
+    let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(&mut v[3..35], trace_id);
+    hex_into(&mut v[36..52], span_id);
+    if sampled {
+        v[54] = b'1';
+    }
+    v
 }
 
 /// Write a trace context (a span's ids, the sampling flag, a `tracestate` to pass on) into
@@ -92,12 +242,7 @@ pub fn inject(
 ) {
     match format {
         TraceFormat::W3c => {
-            let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
-            hex_into(&mut v[3..35], trace_id);
-            hex_into(&mut v[36..52], span_id);
-            if sampled {
-                v[54] = b'1';
-            }
+            let v = traceparent_value(trace_id, span_id, sampled);
             // `insert` replaces the client's values.
             headers.insert(TRACEPARENT.clone(), value(&v));
             if let Some(s) = tracestate {
@@ -130,11 +275,11 @@ pub fn inject(
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
+        let [hi, lo] = HEX2[*b as usize];
+        s.push(hi as char);
+        s.push(lo as char);
     }
     s
 }

@@ -1,14 +1,16 @@
 //! The metrics registry.
 
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,6 +24,74 @@ struct RequestLabels {
 struct RouteLabels {
     route: String,
     service: String,
+}
+
+/// The exemplar of a request latency: the trace of a sampled request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TraceLabels {
+    trace_id: String,
+}
+
+/// A request latency histogram: with exemplars (the trace id of a sampled request, per
+/// bucket) when tracing was on as its series was created, plain otherwise (one lock per
+/// observation rather than two).
+#[derive(Clone, Debug)]
+enum Latency {
+    Plain(Histogram),
+    Exemplars(HistogramWithExemplars<TraceLabels>),
+}
+
+impl Latency {
+    fn observe(&self, v: f64, trace_id: Option<&[u8; 16]>) {
+        match self {
+            Latency::Plain(h) => h.observe(v),
+            Latency::Exemplars(h) => {
+                let ex = trace_id.map(|t| TraceLabels { trace_id: hex(t) });
+                let at = ex.as_ref().map(|_| SystemTime::now());
+                h.observe(v, ex, at);
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            Latency::Plain(h) => h.encode(encoder),
+            Latency::Exemplars(h) => h.encode(encoder),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Builds request latency series, with exemplars while tracing is on.
+#[derive(Clone, Debug, Default)]
+struct LatencyCtor(Arc<AtomicBool>);
+
+impl MetricConstructor<Latency> for LatencyCtor {
+    fn new_metric(&self) -> Latency {
+        if self.0.load(Ordering::Relaxed) {
+            Latency::Exemplars(HistogramWithExemplars::new(latency_buckets()))
+        } else {
+            Latency::Plain(Histogram::new(latency_buckets()))
+        }
+    }
 }
 
 /// Labels of per-target upstream health.
@@ -109,7 +179,9 @@ pub struct Metrics {
     /// The registry is only locked to encode `/metrics` and to register new families.
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<RouteLabels, Histogram>,
+    latency: Family<RouteLabels, Latency, LatencyCtor>,
+    /// Whether new request latency series carry exemplars (tracing on).
+    exemplars: Arc<AtomicBool>,
     upstream_latency: Family<RouteLabels, Histogram>,
     no_route: Counter,
     errors: Family<CodeLabels, Counter>,
@@ -154,15 +226,16 @@ impl RetryCounter {
 #[derive(Clone)]
 pub struct RouteMetrics {
     by_class: [Counter; 6],
-    latency: Histogram,
+    latency: Latency,
     upstream_latency: Histogram,
     auth_refusals: Counter,
     authz_refusals: Counter,
 }
 
 impl RouteMetrics {
-    /// Record a finished request.
-    pub fn record(&self, status: u16, total: Duration, upstream: Option<Duration>) {
+    /// Record a finished request; `trace_id`: the trace of a sampled request, kept as the
+    /// latency's exemplar (when the series has exemplars, see [`Metrics::set_exemplars`]).
+    pub fn record(&self, status: u16, total: Duration, upstream: Option<Duration>, trace_id: Option<&[u8; 16]>) {
         let class = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -172,7 +245,7 @@ impl RouteMetrics {
             _ => 5,
         };
         self.by_class[class].inc();
-        self.latency.observe(total.as_secs_f64());
+        self.latency.observe(total.as_secs_f64(), trace_id);
         if let Some(u) = upstream {
             self.upstream_latency.observe(u.as_secs_f64());
         }
@@ -203,7 +276,8 @@ impl Metrics {
         let mut r = Registry::with_prefix("gatehouse");
         let requests = Family::<RequestLabels, Counter>::default();
         r.register("http_requests", "Requests by route, service and status class", requests.clone());
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let exemplars = Arc::new(AtomicBool::new(false));
+        let latency = Family::new_with_constructor(LatencyCtor(exemplars.clone()));
         r.register("http_request_duration_seconds", "Total request latency seen by the gateway", latency.clone());
         let upstream_latency =
             Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
@@ -333,6 +407,7 @@ impl Metrics {
             registry: Mutex::new(r),
             requests,
             latency,
+            exemplars,
             upstream_latency,
             no_route,
             errors,
@@ -354,6 +429,12 @@ impl Metrics {
             auth_refusals,
             authz_refusals,
         }
+    }
+
+    /// Whether request latency series created from now on carry exemplars (the server turns
+    /// this on with tracing, before it builds the routes' series; a series keeps its kind).
+    pub fn set_exemplars(&self, on: bool) {
+        self.exemplars.store(on, Ordering::Relaxed);
     }
 
     /// Handles for one route.

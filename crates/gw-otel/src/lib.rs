@@ -2,39 +2,38 @@
 //!
 //! - Trace context is read from the client's request (W3C `traceparent`/`tracestate`, or B3
 //!   single or multi header) and a new trace is started without one.
-//! - One SERVER span per request ([`ServerTrace`]), started before routing so that requests
-//!   refused before (or by) routing are traced too, and a CLIENT span per upstream attempt
-//!   ([`ClientSpan`]) whose context goes upstream in the configured format.
-//! - Spans are exported with OTLP (gRPC through tonic, or HTTP/protobuf through a hyper client)
-//!   by a task off the request path: ending a span only puts it in a bounded queue. A full
-//!   queue or a failed export drops spans and counts them
-//!   (`gatehouse_tracing_spans_dropped_total`); nothing waits for the collector.
+//! - One SERVER span per request ([`Tracing::begin`], [`Tracing::finish_server`]): its ids and
+//!   sampling decision are drawn when the request arrives, before any plugin runs, so that
+//!   requests refused before (or by) routing are traced too and every call the request makes
+//!   descends from it; a CLIENT span per upstream attempt ([`ClientSpan`]) whose context goes
+//!   upstream in the configured format; spans of plugins' own IO ([`gw_core::ChildSpan`]).
 //! - Head sampling: a new trace is sampled with `sample_ratio`; a request with a parent follows
-//!   the parent's decision (parent-based), and the attempts of a request follow the request's.
+//!   the parent's decision (parent-based), and everything under a request follows the
+//!   request's. An unsampled request costs a header lookup, three random numbers and the
+//!   `traceparent` it sends upstream: no allocation, no span.
+//! - Spans are built by the gateway as OpenTelemetry [`SpanData`] and exported with OTLP (gRPC
+//!   through tonic, or HTTP/protobuf through a hyper client) by a task off the request path:
+//!   ending a span only puts it in a bounded queue. A full queue or a failed export drops spans
+//!   and counts them (`gatehouse_tracing_spans_dropped_total`); nothing waits for the collector.
 //!
 //! The pipeline (`gw-proxy`) holds the spans; plugins see only [`gw_core::TraceParent`] and the
 //! gateway-owned [`gw_core::AttemptReport`]s.
 
+use std::borrow::Cow;
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-    Tracer as _, TracerProvider as _,
-};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter as _, SpanProcessor,
-};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use tokio::sync::mpsc;
 
 pub use gw_config::model::{OtlpProtocol, Propagation, Tracing as Settings};
-use gw_core::{AttemptOutcome, AttemptReport, ConnectionUse, ErrorKind, TraceFormat, TraceParent};
+use gw_core::{AttemptOutcome, AttemptReport, ConnectionUse, ErrorKind, SpanRecord, TraceFormat, TraceParent};
 use gw_observability::Metrics;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -45,20 +44,28 @@ static B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
-/// The process's tracer: sampling, propagation and the export queue. Built once at start (it
-/// spawns the export task on the current Tokio runtime).
+/// A tracer: sampling, propagation and the export queue. Built by [`Tracing::start`] (it
+/// spawns the export task on the current Tokio runtime); a configuration reload with other
+/// tracing settings builds a new one, and the old one exports what it still holds once the
+/// last request using it has ended.
 pub struct Tracing {
-    provider: SdkTracerProvider,
+    queue: Arc<Queue>,
     flush: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
-    tracer: SdkTracer,
     propagation: Propagation,
     format: TraceFormat,
-    ratio: f64,
+    /// A new trace is sampled when a random `u64` is below this (`u64::MAX`: always, with
+    /// `always`).
+    threshold: u64,
+    always: bool,
+    settings: Settings,
 }
 
 impl std::fmt::Debug for Tracing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tracing").field("propagation", &self.propagation).field("ratio", &self.ratio).finish()
+        f.debug_struct("Tracing")
+            .field("propagation", &self.propagation)
+            .field("ratio", &self.settings.sample_ratio)
+            .finish()
     }
 }
 
@@ -88,61 +95,66 @@ impl Tracing {
         exporter.set_resource(&resource);
         let (tx, rx) = mpsc::channel(s.queue_size);
         let (flush, flush_rx) = mpsc::channel(4);
-        let queue = Queue { tx, metrics: metrics.clone() };
+        let scope = InstrumentationScope::builder("gatehouse").with_version(env!("CARGO_PKG_VERSION")).build();
+        let queue =
+            Arc::new(Queue { tx, metrics: metrics.clone(), scope, closed: std::sync::atomic::AtomicBool::new(false) });
         let export = Export { exporter, batch: s.batch_size, timeout: s.export_timeout, metrics };
         tokio::spawn(export_loop(rx, flush_rx, export, s.export_interval));
-        // Sampling is decided before a span is built (`ServerTrace::start`): unsampled requests
-        // never reach the SDK, and the spans it builds are all recorded.
-        let sampler = Sampler::AlwaysOn;
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(queue)
-            .with_sampler(sampler)
-            .with_resource(resource)
-            .build();
-        let tracer = provider.tracer("gatehouse");
         let format = match s.propagation {
             Propagation::W3c => TraceFormat::W3c,
             Propagation::B3 => TraceFormat::B3,
             Propagation::B3Multi => TraceFormat::B3Multi,
         };
-        Ok(Arc::new(Tracing { provider, flush, tracer, propagation: s.propagation, format, ratio: s.sample_ratio }))
+        let always = s.sample_ratio >= 1.0;
+        // `as` saturates: ratio 0 gives 0 (never), anything below 1 a share of 2^64.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let threshold = (s.sample_ratio.clamp(0.0, 1.0) * (u64::MAX as f64)) as u64;
+        Ok(Arc::new(Tracing {
+            queue,
+            flush,
+            propagation: s.propagation,
+            format,
+            threshold,
+            always,
+            settings: s.clone(),
+        }))
     }
 
-    /// Start tracing a request whose head just arrived: its parent context (if the client sent
-    /// one) and its start time. The span itself is created by [`ServerTrace::start`].
-    pub fn begin(&self, headers: &HeaderMap, started: Instant) -> Box<ServerTrace> {
-        let parent = match self.propagation {
-            Propagation::W3c => extract_w3c(headers),
-            Propagation::B3 | Propagation::B3Multi => extract_b3(headers).map(|(sc, decided)| {
-                if decided {
-                    sc
-                } else {
-                    // No sampling decision from upstream: ours (the ratio), on the same trace.
-                    let flags = if self.sample_new() { TraceFlags::SAMPLED } else { TraceFlags::default() };
-                    SpanContext::new(sc.trace_id(), sc.span_id(), flags, true, TraceState::default())
-                }
-            }),
+    /// The settings this tracer was built with (a reload with the same ones keeps it).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Start tracing a request whose head just arrived: read its parent context (if the client
+    /// sent one), decide sampling and draw the server span's id. The context its upstream
+    /// calls carry, and what [`Tracing::finish_server`] needs besides.
+    pub fn begin(&self, headers: &HeaderMap) -> (ServerTrace, TraceParent) {
+        let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
+        let (parent, decided, tracestate) = match self.propagation {
+            Propagation::W3c => match extract_w3c(headers) {
+                Some((p, state)) => (Some(p), Some(p.sampled), state),
+                None => (None, None, None),
+            },
+            Propagation::B3 | Propagation::B3Multi => match extract_b3(headers) {
+                Some((p, decided)) => (Some(p), decided.then_some(p.sampled), None),
+                None => (None, None, None),
+            },
         };
-        Box::new(ServerTrace { parent, started, state: State::Pending })
+        // Parent-based; a new trace (or a B3 parent that did not decide) by the ratio.
+        let sampled = decided.unwrap_or_else(|| self.always || rng.u64(..) < self.threshold);
+        let trace_id = match parent {
+            Some(p) => p.trace_id,
+            None => nonzero(|| rng.u128(..)).to_be_bytes(),
+        };
+        let span_id = nonzero(|| rng.u64(..)).to_be_bytes();
+        let sink = if sampled { Some(self.queue.clone() as Arc<dyn gw_core::SpanSink>) } else { None };
+        let tp = TraceParent { trace_id, span_id, sampled, format: self.format, tracestate, sink };
+        (ServerTrace { parent_span_id: parent.map(|p| p.span_id) }, tp)
     }
 
-    /// The head-sampling decision for a new trace (or one whose parent did not decide).
-    fn sample_new(&self) -> bool {
-        self.ratio >= 1.0 || (self.ratio > 0.0 && fastrand::f64() < self.ratio)
-    }
-
-    /// A CLIENT span for one upstream attempt under `parent` (the request's server span), named
-    /// after the method. Its context goes upstream ([`ClientSpan::inject`]).
+    /// A CLIENT span for one upstream attempt under `parent` (the request's server span, which
+    /// is sampled), named after the method. Its context goes upstream ([`Tracing::inject_span`]).
     pub fn client_span(&self, parent: &TraceParent, method: &str, target: &str, attempt: u32) -> ClientSpan {
-        let flags = if parent.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
-        let psc = SpanContext::new(
-            TraceId::from_bytes(parent.trace_id),
-            SpanId::from_bytes(parent.span_id),
-            flags,
-            false,
-            TraceState::default(),
-        );
-        let cx = Context::new().with_remote_span_context(psc);
         let (host, port) = split_authority(target);
         let mut attrs = vec![
             KeyValue::new("http.request.method", method.to_string()),
@@ -155,24 +167,84 @@ impl Tracing {
         if attempt > 0 {
             attrs.push(KeyValue::new("http.request.resend_count", i64::from(attempt)));
         }
-        let span = self.tracer.build_with_context(
-            self.tracer.span_builder(method.to_string()).with_kind(SpanKind::Client).with_attributes(attrs),
-            &cx,
-        );
-        let ids = (sc_ids(span.span_context()), span.span_context().is_sampled());
-        ClientSpan { span, ids }
+        ClientSpan {
+            trace_id: parent.trace_id,
+            span_id: nonzero(|| fastrand::u64(..)).to_be_bytes(),
+            parent_span_id: parent.span_id,
+            name: method.to_string(),
+            start: SystemTime::now(),
+            attrs,
+            tracestate: parent.tracestate.clone(),
+            queue: self.queue.clone(),
+        }
     }
 
-    /// Put the trace context of `span` on an upstream request (replacing the client's).
+    /// Put the trace context of `span` on an upstream request (replacing the client's), with the
+    /// client's `tracestate`.
     pub fn inject_span(&self, span: &ClientSpan, headers: &mut HeaderMap) {
-        let ((trace_id, span_id), sampled) = &span.ids;
-        gw_core::trace::inject(self.format, trace_id, span_id, *sampled, None, headers);
+        gw_core::trace::inject(self.format, &span.trace_id, &span.span_id, true, span.tracestate.as_ref(), headers);
     }
 
     /// Put `parent`'s trace context on an upstream request (replacing the client's): for
     /// requests whose attempts get no span of their own (not sampled).
     pub fn inject_parent(&self, parent: &TraceParent, headers: &mut HeaderMap) {
         parent.inject(headers);
+    }
+
+    /// End the request's server span with what the request did (nothing for a request that
+    /// is not sampled). `started`: when the request's head arrived.
+    pub fn finish_server(&self, tr: &ServerTrace, parent: &TraceParent, f: &ServerFacts<'_>, started: Instant) {
+        if !parent.sampled {
+            return;
+        }
+        let name = match f.route_pattern {
+            Some(p) => format!("{} {p}", f.method),
+            None => f.method.to_string(),
+        };
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", f.method.to_string()),
+            KeyValue::new("url.path", f.path.to_string()),
+            KeyValue::new("url.scheme", f.scheme.to_string()),
+            KeyValue::new("http.response.status_code", i64::from(f.status)),
+            KeyValue::new("server.address", f.host.to_string()),
+            KeyValue::new("client.address", f.client_ip.to_string()),
+            KeyValue::new("network.protocol.version", f.protocol_version.to_string()),
+            KeyValue::new("gatehouse.request_id", f.request_id.to_string()),
+        ];
+        for (k, v) in [
+            ("http.route", f.route_pattern),
+            ("gatehouse.route", f.route),
+            ("gatehouse.service", f.service),
+            ("gatehouse.consumer", f.consumer),
+        ] {
+            if let Some(v) = v {
+                attrs.push(KeyValue::new(k, v.to_string()));
+            }
+        }
+        if let Some(e) = f.error {
+            attrs.push(KeyValue::new("error.type", e.code()));
+        } else if f.status >= 500 {
+            attrs.push(KeyValue::new("error.type", f.status.to_string()));
+        }
+        let status = if f.status >= 500 { Status::error(f.error.map_or("", |e| e.code())) } else { Status::Unset };
+        // Wall-clock times from the monotonic ones.
+        let end = SystemTime::now() - f.ended.elapsed();
+        let start = end - f.ended.saturating_duration_since(started);
+        self.queue.push(SpanData {
+            span_context: span_context(parent.trace_id, parent.span_id, parent.tracestate.as_ref()),
+            parent_span_id: tr.parent_span_id.map_or(SpanId::INVALID, SpanId::from_bytes),
+            parent_span_is_remote: tr.parent_span_id.is_some(),
+            span_kind: SpanKind::Server,
+            name: Cow::Owned(name),
+            start_time: start,
+            end_time: end,
+            attributes: attrs,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.queue.scope.clone(),
+        });
     }
 
     /// Export every span queued so far, waiting at most `timeout` (graceful shutdown: the
@@ -187,45 +259,31 @@ impl Tracing {
 
     /// Stop recording spans (those already queued stay there for [`Tracing::flush`]).
     pub fn shutdown(&self) {
-        let _ = self.provider.shutdown_with_timeout(Duration::from_millis(100));
+        self.queue.closed.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-/// A request's trace: parent context and start time until the span is created (once the route
-/// is known, or at the end for requests that never reached a route).
-#[derive(Debug)]
+/// What the server span of a request needs besides its [`TraceParent`] (kept by the pipeline).
+#[derive(Debug, Clone, Copy)]
 pub struct ServerTrace {
-    parent: Option<SpanContext>,
-    started: Instant,
-    state: State,
+    /// The client's span (the server span's remote parent).
+    parent_span_id: Option<[u8; 8]>,
 }
 
-#[derive(Debug)]
-enum State {
-    /// No decision yet.
-    Pending,
-    /// Not sampled: ids only (the context still goes upstream), no SDK span.
-    Unsampled { trace_id: [u8; 16], span_id: [u8; 8] },
-    /// Sampled: the SDK's span and the request's start on the wall clock.
-    Sampled { span: Box<Span>, wall: SystemTime },
-}
-
-fn random_span_id() -> [u8; 8] {
+/// A random id that is not zero (W3C: all-zero ids are invalid).
+fn nonzero<T: PartialEq + Default>(mut draw: impl FnMut() -> T) -> T {
     loop {
-        let id = fastrand::u64(..);
-        if id != 0 {
-            return id.to_be_bytes();
+        let id = draw();
+        if id != T::default() {
+            return id;
         }
     }
 }
 
-fn random_trace_id() -> [u8; 16] {
-    loop {
-        let id = fastrand::u128(..);
-        if id != 0 {
-            return id.to_be_bytes();
-        }
-    }
+fn span_context(trace_id: [u8; 16], span_id: [u8; 8], tracestate: Option<&HeaderValue>) -> SpanContext {
+    let state =
+        tracestate.and_then(|v| v.to_str().ok()).and_then(|v| TraceState::from_str(v).ok()).unwrap_or(TraceState::NONE);
+    SpanContext::new(TraceId::from_bytes(trace_id), SpanId::from_bytes(span_id), TraceFlags::SAMPLED, false, state)
 }
 
 /// What the server span records when the request ends.
@@ -261,141 +319,131 @@ pub struct ServerFacts<'a> {
     pub ended: Instant,
 }
 
-impl ServerTrace {
-    /// Decide sampling and create the server span (if not yet); the context upstream calls
-    /// descend from. `name` gives the span name (`GET /users/{id}`); it is called only for a
-    /// sampled request.
-    pub fn start(&mut self, t: &Tracing, name: impl FnOnce() -> String) -> TraceParent {
-        if matches!(self.state, State::Pending) {
-            let sampled = match &self.parent {
-                Some(p) => p.is_sampled(),
-                None => t.sample_new(),
-            };
-            self.state = if sampled {
-                let cx = match &self.parent {
-                    Some(sc) => Context::new().with_remote_span_context(sc.clone()),
-                    None => Context::new(),
-                };
-                let wall = SystemTime::now() - self.started.elapsed();
-                let builder = t.tracer.span_builder(name()).with_kind(SpanKind::Server).with_start_time(wall);
-                State::Sampled { span: Box::new(t.tracer.build_with_context(builder, &cx)), wall }
-            } else {
-                let trace_id = self.parent.as_ref().map_or_else(random_trace_id, |p| p.trace_id().to_bytes());
-                State::Unsampled { trace_id, span_id: random_span_id() }
-            };
-        }
-        let (trace_id, span_id, sampled) = self.ids_sampled().unwrap_or_default();
-        // The client's `tracestate` goes on (W3C; none when it sent none).
-        let tracestate = match &self.parent {
-            Some(p) if t.format == TraceFormat::W3c && p.trace_state() != &TraceState::NONE => {
-                HeaderValue::from_str(&p.trace_state().header()).ok()
-            }
-            _ => None,
-        };
-        TraceParent { trace_id, span_id, sampled, format: t.format, tracestate }
-    }
-
-    fn ids_sampled(&self) -> Option<([u8; 16], [u8; 8], bool)> {
-        match &self.state {
-            State::Pending => None,
-            State::Unsampled { trace_id, span_id } => Some((*trace_id, *span_id, false)),
-            State::Sampled { span, .. } => {
-                let sc = span.span_context();
-                Some((sc.trace_id().to_bytes(), sc.span_id().to_bytes(), true))
-            }
-        }
-    }
-
-    /// The trace and server span ids (`None` before [`ServerTrace::start`]).
-    pub fn ids(&self) -> Option<([u8; 16], [u8; 8])> {
-        self.ids_sampled().map(|(t, s, _)| (t, s))
-    }
-
-    /// Whether the request is recorded (`false` before [`ServerTrace::start`]).
-    pub fn is_sampled(&self) -> bool {
-        matches!(self.state, State::Sampled { .. })
-    }
-
-    /// Record the request's outcome and end the span (created now if the request ended before
-    /// reaching a route).
-    pub fn finish(&mut self, t: &Tracing, f: &ServerFacts<'_>) {
-        if matches!(self.state, State::Pending) {
-            self.start(t, || f.method.to_string());
-        }
-        let State::Sampled { mut span, wall } = std::mem::replace(&mut self.state, State::Pending) else { return };
-        if let Some(p) = f.route_pattern {
-            span.update_name(format!("{} {p}", f.method));
-        }
-        let mut attrs = vec![
-            KeyValue::new("http.request.method", f.method.to_string()),
-            KeyValue::new("url.path", f.path.to_string()),
-            KeyValue::new("url.scheme", f.scheme.to_string()),
-            KeyValue::new("http.response.status_code", i64::from(f.status)),
-            KeyValue::new("server.address", f.host.to_string()),
-            KeyValue::new("client.address", f.client_ip.to_string()),
-            KeyValue::new("network.protocol.version", f.protocol_version.to_string()),
-            KeyValue::new("gatehouse.request_id", f.request_id.to_string()),
-        ];
-        for (k, v) in [
-            ("http.route", f.route_pattern),
-            ("gatehouse.route", f.route),
-            ("gatehouse.service", f.service),
-            ("gatehouse.consumer", f.consumer),
-        ] {
-            if let Some(v) = v {
-                attrs.push(KeyValue::new(k, v.to_string()));
-            }
-        }
-        if let Some(e) = f.error {
-            attrs.push(KeyValue::new("error.type", e.code()));
-        } else if f.status >= 500 {
-            attrs.push(KeyValue::new("error.type", f.status.to_string()));
-        }
-        span.set_attributes(attrs);
-        if f.status >= 500 {
-            span.set_status(Status::error(f.error.map_or("", |e| e.code())));
-        }
-        span.end_with_timestamp(wall + f.ended.saturating_duration_since(self.started));
-    }
-}
-
-/// The CLIENT span of one upstream attempt.
+/// The CLIENT span of one upstream attempt (sampled requests only).
 #[derive(Debug)]
 pub struct ClientSpan {
-    span: Span,
-    /// (trace id, span id), sampled.
-    ids: (([u8; 16], [u8; 8]), bool),
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_span_id: [u8; 8],
+    name: String,
+    start: SystemTime,
+    attrs: Vec<KeyValue>,
+    tracestate: Option<HeaderValue>,
+    queue: Arc<Queue>,
 }
 
 impl ClientSpan {
+    /// The span's trace and span ids (the context its attempt sends upstream).
+    pub fn ids(&self) -> (&[u8; 16], &[u8; 8]) {
+        (&self.trace_id, &self.span_id)
+    }
+
     /// Record the attempt's report and end the span.
     pub fn finish(mut self, r: &AttemptReport) {
-        let mut attrs = vec![KeyValue::new(
+        self.attrs.push(KeyValue::new(
             "gatehouse.connection",
             match r.connection {
                 Some(ConnectionUse::New) => "new",
                 Some(ConnectionUse::Reused) => "reused",
                 None => "none",
             },
-        )];
+        ));
         if let Some(c) = r.connect_time {
-            attrs.push(KeyValue::new("gatehouse.connect_time_ms", c.as_secs_f64() * 1000.0));
+            self.attrs.push(KeyValue::new("gatehouse.connect_time_ms", c.as_secs_f64() * 1000.0));
         }
+        let mut status = Status::Unset;
         match r.outcome {
             AttemptOutcome::Status(s) => {
-                attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
+                self.attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
                 if s >= 400 {
-                    attrs.push(KeyValue::new("error.type", s.to_string()));
-                    self.span.set_status(Status::error(""));
+                    self.attrs.push(KeyValue::new("error.type", s.to_string()));
+                    status = Status::error("");
                 }
             }
             AttemptOutcome::Failed(kind) => {
-                attrs.push(KeyValue::new("error.type", kind.code()));
-                self.span.set_status(Status::error(kind.code()));
+                self.attrs.push(KeyValue::new("error.type", kind.code()));
+                status = Status::error(kind.code());
             }
         }
-        self.span.set_attributes(attrs);
-        self.span.end();
+        let end = self.start + r.duration;
+        self.queue.push(SpanData {
+            span_context: span_context(self.trace_id, self.span_id, self.tracestate.as_ref()),
+            parent_span_id: SpanId::from_bytes(self.parent_span_id),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Client,
+            name: Cow::Owned(self.name),
+            start_time: self.start,
+            end_time: end,
+            attributes: self.attrs,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.queue.scope.clone(),
+        });
+    }
+}
+
+/// The export queue: a finished span goes in without waiting; a full queue drops it and
+/// counts it. Also the sink of plugins' spans ([`gw_core::SpanSink`]).
+struct Queue {
+    tx: mpsc::Sender<SpanData>,
+    metrics: Arc<Metrics>,
+    scope: InstrumentationScope,
+    /// Set on shutdown: spans are no longer taken.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("capacity", &self.tx.max_capacity()).finish()
+    }
+}
+
+impl Queue {
+    fn push(&self, span: SpanData) {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if self.tx.try_send(span).is_err() {
+            self.metrics.spans_dropped(1);
+        }
+    }
+}
+
+impl gw_core::SpanSink for Queue {
+    fn record(&self, s: SpanRecord) {
+        let attributes = s
+            .attributes
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    gw_core::AttrValue::Str(s) => Value::from(s),
+                    gw_core::AttrValue::Int(i) => Value::I64(i),
+                    gw_core::AttrValue::Bool(b) => Value::Bool(b),
+                };
+                KeyValue::new(k, v)
+            })
+            .collect();
+        let kind = match s.kind {
+            gw_core::SpanKind::Client => SpanKind::Client,
+            gw_core::SpanKind::Internal => SpanKind::Internal,
+        };
+        self.push(SpanData {
+            span_context: span_context(s.trace_id, s.span_id, None),
+            parent_span_id: SpanId::from_bytes(s.parent_span_id),
+            parent_span_is_remote: false,
+            span_kind: kind,
+            name: s.name,
+            start_time: s.start,
+            end_time: s.end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: s.error.map_or(Status::Unset, Status::error),
+            instrumentation_scope: self.scope.clone(),
+        });
     }
 }
 
@@ -410,129 +458,135 @@ fn split_authority(a: &str) -> (&str, Option<u16>) {
     }
 }
 
-fn hex_val(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+/// A parent context read from the client's headers.
+#[derive(Debug, Clone, Copy)]
+struct Parent {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    sampled: bool,
+}
+
+fn hex_digit(b: u8, upper_ok: bool) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' if upper_ok => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Exactly `N` bytes from `2 * N` hex digits (lowercase only unless `upper_ok`).
+fn hex_array<const N: usize>(s: &[u8], upper_ok: bool) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = (hex_digit(pair[0], upper_ok)? << 4) | hex_digit(pair[1], upper_ok)?;
+    }
+    Some(out)
 }
 
 /// W3C Trace Context (level 1): `version-traceid-parentid-flags`, ids lowercase hex, not all
-/// zero; version `ff` is invalid; a later version may carry more fields after a `-`.
-fn extract_w3c(h: &HeaderMap) -> Option<SpanContext> {
+/// zero; version `ff` is invalid; a later version may carry more fields after a `-`. With it,
+/// the client's `tracestate` (several fields joined) when it is valid.
+fn extract_w3c(h: &HeaderMap) -> Option<(Parent, Option<HeaderValue>)> {
     let mut values = h.get_all(&TRACEPARENT).iter();
-    let v = values.next()?.to_str().ok()?.trim();
+    let v = values.next()?.as_bytes().trim_ascii();
     if values.next().is_some() {
         return None;
     }
-    let mut parts = v.split('-');
+    let mut parts = v.split(|&b| b == b'-');
     let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let version = hex_val(version).filter(|b| b.len() == 1)?[0];
+    let [version] = hex_array::<1>(version, false)?;
     if version == 0xff || (version == 0 && parts.next().is_some()) {
         return None;
     }
-    let trace: [u8; 16] = hex_val(trace)?.try_into().ok()?;
-    let span: [u8; 8] = hex_val(span)?.try_into().ok()?;
-    let flags = hex_val(flags).filter(|b| b.len() == 1)?[0];
-    if trace == [0; 16] || span == [0; 8] {
+    let trace_id = hex_array::<16>(trace, false)?;
+    let span_id = hex_array::<8>(span, false)?;
+    let [flags] = hex_array::<1>(flags, false)?;
+    if trace_id == [0; 16] || span_id == [0; 8] {
         return None;
     }
-    let state = h.get_all(&TRACESTATE).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
-    let state = if state.is_empty() { TraceState::NONE } else { TraceState::from_str(&state).unwrap_or_default() };
-    Some(SpanContext::new(
-        TraceId::from_bytes(trace),
-        SpanId::from_bytes(span),
-        TraceFlags::new(flags & 1),
-        true,
-        state,
-    ))
+    Some((Parent { trace_id, span_id, sampled: flags & 1 == 1 }, tracestate(h)))
+}
+
+/// The client's `tracestate` to pass on: its fields joined, when the list is valid (an
+/// invalid one is dropped, as W3C Trace Context asks).
+fn tracestate(h: &HeaderMap) -> Option<HeaderValue> {
+    let mut values = h.get_all(&TRACESTATE).iter();
+    let first = values.next()?;
+    let joined;
+    let (text, value) = match values.next() {
+        None => (first.to_str().ok()?, Some(first)),
+        Some(second) => {
+            let mut parts = vec![first.to_str().ok()?, second.to_str().ok()?];
+            for v in values {
+                parts.push(v.to_str().ok()?);
+            }
+            joined = parts.join(",");
+            (joined.as_str(), None)
+        }
+    };
+    if text.trim().is_empty() {
+        return None;
+    }
+    let state = TraceState::from_str(text).ok()?;
+    match value {
+        Some(v) => Some(v.clone()),
+        None => HeaderValue::from_str(&state.header()).ok(),
+    }
 }
 
 /// A B3 trace id: 32 hex digits, or 16 (a 64-bit id, padded on the left).
-fn b3_trace_id(s: &str) -> Option<[u8; 16]> {
-    let b = hex_val(&s.to_ascii_lowercase())?;
-    let mut id = [0u8; 16];
-    match b.len() {
-        16 => id.copy_from_slice(&b),
-        8 => id[8..].copy_from_slice(&b),
+fn b3_trace_id(s: &[u8]) -> Option<[u8; 16]> {
+    let id = match s.len() {
+        32 => hex_array::<16>(s, true)?,
+        16 => {
+            let mut id = [0u8; 16];
+            id[8..].copy_from_slice(&hex_array::<8>(s, true)?);
+            id
+        }
         _ => return None,
-    }
+    };
     (id != [0; 16]).then_some(id)
 }
 
-fn b3_span_id(s: &str) -> Option<[u8; 8]> {
-    let id: [u8; 8] = hex_val(&s.to_ascii_lowercase())?.try_into().ok()?;
-    (id != [0; 8]).then_some(id)
+fn b3_span_id(s: &[u8]) -> Option<[u8; 8]> {
+    hex_array::<8>(s, true).filter(|id| *id != [0; 8])
 }
 
 /// B3, single (`b3: traceid-spanid[-sampled[-parentspanid]]`) or multi header (`X-B3-*`):
 /// the context and whether it carries a sampling decision.
-fn extract_b3(h: &HeaderMap) -> Option<(SpanContext, bool)> {
-    let (trace, span, sampled) = if let Some(v) = h.get(&B3).and_then(|v| v.to_str().ok()) {
-        let mut p = v.trim().split('-');
+fn extract_b3(h: &HeaderMap) -> Option<(Parent, bool)> {
+    let (trace_id, span_id, sampled) = if let Some(v) = h.get(&B3) {
+        let mut p = v.as_bytes().trim_ascii().split(|&b| b == b'-');
         let trace = b3_trace_id(p.next()?)?;
         let span = b3_span_id(p.next()?)?;
         let sampled = match p.next() {
             None => None,
-            Some("1" | "d") => Some(true),
-            Some("0") => Some(false),
+            Some(b"1" | b"d") => Some(true),
+            Some(b"0") => Some(false),
             Some(_) => return None,
         };
         (trace, span, sampled)
     } else {
-        let get = |n: &HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+        let get = |n: &HeaderName| h.get(n).map(|v| v.as_bytes().trim_ascii());
         let trace = b3_trace_id(get(&B3_TRACE_ID)?)?;
         let span = b3_span_id(get(&B3_SPAN_ID)?)?;
-        let sampled = if get(&B3_FLAGS) == Some("1") {
+        let sampled = if get(&B3_FLAGS) == Some(b"1") {
             Some(true)
         } else {
             match get(&B3_SAMPLED) {
                 None => None,
-                Some("1" | "true") => Some(true),
-                Some("0" | "false") => Some(false),
+                Some(b"1" | b"true") => Some(true),
+                Some(b"0" | b"false") => Some(false),
                 Some(_) => return None,
             }
         };
         (trace, span, sampled)
     };
-    let flags = if sampled == Some(true) { TraceFlags::SAMPLED } else { TraceFlags::default() };
-    let sc = SpanContext::new(TraceId::from_bytes(trace), SpanId::from_bytes(span), flags, true, TraceState::default());
-    Some((sc, sampled.is_some()))
-}
-
-fn sc_ids(sc: &SpanContext) -> ([u8; 16], [u8; 8]) {
-    (sc.trace_id().to_bytes(), sc.span_id().to_bytes())
-}
-
-/// The span processor: ending a span puts it in the bounded queue (never waits); a full queue
-/// drops it and counts it.
-struct Queue {
-    tx: mpsc::Sender<SpanData>,
-    metrics: Arc<Metrics>,
-}
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("capacity", &self.tx.max_capacity()).finish()
-    }
-}
-
-impl SpanProcessor for Queue {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if self.tx.try_send(span).is_err() {
-            self.metrics.spans_dropped(1);
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
+    Some((Parent { trace_id, span_id, sampled: sampled == Some(true) }, sampled.is_some()))
 }
 
 /// The exporter and what an export may take.
@@ -629,11 +683,17 @@ mod tests {
     #[test]
     fn w3c_parsing() {
         let ok = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let sc = extract_w3c(&headers(&[("traceparent", ok), ("tracestate", "a=1,b=2")])).unwrap();
-        assert_eq!(sc.trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
-        assert_eq!(sc.span_id().to_string(), "b7ad6b7169203331");
-        assert!(sc.is_sampled() && sc.is_remote());
-        assert_eq!(sc.trace_state().header(), "a=1,b=2");
+        let (p, state) = extract_w3c(&headers(&[("traceparent", ok), ("tracestate", "a=1,b=2")])).unwrap();
+        assert_eq!(gw_core::trace::hex(&p.trace_id), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(gw_core::trace::hex(&p.span_id), "b7ad6b7169203331");
+        assert!(p.sampled);
+        assert_eq!(state.unwrap(), "a=1,b=2");
+        // Several tracestate fields are one list; an invalid list is not passed on.
+        let (_, state) =
+            extract_w3c(&headers(&[("traceparent", ok), ("tracestate", "a=1"), ("tracestate", "b=2")])).unwrap();
+        assert_eq!(state.unwrap(), "a=1,b=2");
+        let (_, state) = extract_w3c(&headers(&[("traceparent", ok), ("tracestate", "not a list")])).unwrap();
+        assert!(state.is_none());
         for bad in [
             "00-00000000000000000000000000000000-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
@@ -652,20 +712,21 @@ mod tests {
     /// B3 single and multi: 64- and 128-bit ids, sampling flags, deferred decisions.
     #[test]
     fn b3_parsing() {
-        let (sc, decided) =
+        let (p, decided) =
             extract_b3(&headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")])).unwrap();
-        assert_eq!(sc.trace_id().to_string(), "80f198ee56343ba864fe8b2a57d3eff7");
-        assert!(sc.is_sampled() && decided);
-        let (sc, decided) = extract_b3(&headers(&[("b3", "64fe8b2a57d3eff7-e457b5a2e4d86bd1")])).unwrap();
-        assert_eq!(sc.trace_id().to_string(), "000000000000000064fe8b2a57d3eff7");
+        assert_eq!(gw_core::trace::hex(&p.trace_id), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert!(p.sampled && decided);
+        let (p, decided) = extract_b3(&headers(&[("b3", "64fe8b2a57d3eff7-e457b5a2e4d86bd1")])).unwrap();
+        assert_eq!(gw_core::trace::hex(&p.trace_id), "000000000000000064fe8b2a57d3eff7");
         assert!(!decided);
-        let (sc, decided) = extract_b3(&headers(&[
-            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        let (p, decided) = extract_b3(&headers(&[
+            ("x-b3-traceid", "80F198EE56343BA864FE8B2A57D3EFF7"),
             ("x-b3-spanid", "e457b5a2e4d86bd1"),
             ("x-b3-sampled", "0"),
         ]))
         .unwrap();
-        assert!(!sc.is_sampled() && decided);
+        assert_eq!(gw_core::trace::hex(&p.trace_id), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert!(!p.sampled && decided);
         assert!(extract_b3(&headers(&[("b3", "0")])).is_none());
         assert!(extract_b3(&headers(&[("b3", "zz-e457b5a2e4d86bd1-1")])).is_none());
     }

@@ -100,7 +100,12 @@ impl Plugin for Quota {
         let (start, end) = self.period.bounds(now);
         let counted = match &self.store {
             Store::Local(s) => Ok(s.count(&who, start, max)),
-            Store::Redis(s) => s.count_period(gw_ratelimit::digest(&who), start, max, end - now + 86_400_000).await,
+            Store::Redis(s) => {
+                let span = crate::util::redis_span(cx, "quota", "EVALSHA");
+                let r = s.count_period(gw_ratelimit::digest(&who), start, max, end - now + 86_400_000).await;
+                crate::util::end_span(span, &r);
+                r
+            }
         };
         let counted = match counted {
             Ok(c) => c,

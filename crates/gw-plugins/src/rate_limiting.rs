@@ -102,11 +102,17 @@ impl RateLimiting {
         })
     }
 
-    async fn check(&self, key: u128) -> std::result::Result<Decision, gw_ratelimit::StoreError> {
+    async fn check(&self, key: u128, cx: &Ctx) -> std::result::Result<Decision, gw_ratelimit::StoreError> {
         let now = self.clock.now_ms();
         match &self.store {
             Store::Local(s) => Ok(s.check(self.alg, key, &self.limits, now)),
-            Store::Redis(s) => s.check(self.alg, key, &self.limits, now).await,
+            Store::Redis(s) => {
+                // A traced request records the Redis call as a span of its own.
+                let span = crate::util::redis_span(cx, "rate-limiting", "EVALSHA");
+                let r = s.check(self.alg, key, &self.limits, now).await;
+                crate::util::end_span(span, &r);
+                r
+            }
             Store::Batched(s) => Ok(s.check(self.alg, key, &self.limits, now)),
         }
     }
@@ -155,7 +161,7 @@ impl Plugin for RateLimiting {
         let mut waited = false;
         let deadline = self.throttle.map(|(max, _)| tokio::time::Instant::now() + max);
         let decision = loop {
-            let d = match self.check(key).await {
+            let d = match self.check(key, cx).await {
                 Ok(d) => d,
                 Err(e) => {
                     self.failures.report("rate-limiting", self.fail_open, &e, self.clock.now_ms());

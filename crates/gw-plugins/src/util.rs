@@ -67,6 +67,29 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
+/// A span for a plugin's own call to Redis (`redis <op>`), child of the request's server span,
+/// with the plugin, route and consumer as attributes: `None` unless the request is recorded.
+pub(crate) fn redis_span(cx: &Ctx, plugin: &'static str, op: &'static str) -> Option<gw_core::ChildSpan> {
+    let mut s = cx.trace.as_ref()?.child(format!("redis {op}"), gw_core::SpanKind::Client)?;
+    s.set("db.system.name", "redis");
+    s.set("db.operation.name", op);
+    s.set("gatehouse.plugin", plugin);
+    if let Some(r) = &cx.route {
+        s.set("gatehouse.route", r.name.to_string());
+    }
+    if let Some(c) = &cx.consumer {
+        s.set("gatehouse.consumer", c.username.clone());
+    }
+    Some(s)
+}
+
+/// End a plugin's IO span with the call's outcome.
+pub(crate) fn end_span<T, E: std::fmt::Display>(span: Option<gw_core::ChildSpan>, r: &std::result::Result<T, E>) {
+    if let Some(s) = span {
+        s.end(r.as_ref().err().map(ToString::to_string));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,17 +28,11 @@ const MAX_ORIGINS: usize = 256;
 pub(crate) trait Serving: Send + Sync + 'static {
     /// The runtime compiled from the configuration being served.
     fn runtime(&self) -> Arc<Runtime>;
-    /// The tracer, when tracing is on.
-    fn tracing(&self) -> Option<Arc<gw_otel::Tracing>>;
 }
 
 impl Serving for crate::state::DataPlane {
     fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
-    }
-
-    fn tracing(&self) -> Option<Arc<gw_otel::Tracing>> {
-        self.tracing.clone()
     }
 }
 
@@ -94,7 +88,6 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
         let serving =
             self.serving.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
         let rt = serving.runtime();
-        let tracing = serving.tracing();
         drop(serving);
         let svc = rt
             .services
@@ -109,7 +102,7 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
             req.set_path(&path).map_err(|e| Error::new(ErrorKind::Internal, "side call path").with_cause(e))?;
         }
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-        call(req, body, host, upstream, svc, trace, tracing.as_deref()).await
+        call(req, body, host, upstream, svc, trace, rt.tracing.as_deref()).await
     }
 
     async fn resend(
@@ -122,7 +115,6 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
         let serving =
             self.serving.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
         let rt = serving.runtime();
-        let tracing = serving.tracing();
         drop(serving);
         let r = rt
             .routes
@@ -138,7 +130,7 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
         } else {
             None
         };
-        call(req, body, host, upstream, svc, trace, tracing.as_deref()).await
+        call(req, body, host, upstream, svc, trace, rt.tracing.as_deref()).await
     }
 
     async fn send_url(
@@ -168,7 +160,7 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
         let origin = self.origin((protocol, host, port, timeout))?;
         let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
         req.uri = pq.parse().map_err(|e| Error::new(ErrorKind::Internal, "side call path").with_cause(e))?;
-        let tracing = self.serving.upgrade().and_then(|s| s.tracing());
+        let tracing = self.serving.upgrade().and_then(|s| s.runtime().tracing.clone());
         call(req, body, Some(host_field), &origin.upstream, &origin.service, trace, tracing.as_deref()).await
     }
 }

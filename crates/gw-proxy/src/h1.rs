@@ -306,11 +306,13 @@ fn encode_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
 
 /// Encode the request head into `out`. The request's own framing fields are replaced by the
 /// body's: the gateway decides how the body is framed upstream. `forwarding_block`, when
-/// given, replaces the request's forwarding fields (see `ConnForwarding::untrusted_block`).
+/// given, replaces the request's forwarding fields (see `ConnForwarding::untrusted_block`);
+/// `traceparent`, when given, replaces the request's `traceparent` field.
 fn encode_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
     forwarding_block: Option<&[u8]>,
+    traceparent: Option<&[u8]>,
     host: &[u8],
     length: Option<u64>,
 ) -> ReqFraming {
@@ -327,6 +329,7 @@ fn encode_head(
             || name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || (forwarding_block.is_some() && crate::forwarding::is_forwarding_field(name))
+            || (traceparent.is_some() && name.as_str() == "traceparent")
         {
             continue;
         }
@@ -334,6 +337,11 @@ fn encode_head(
     }
     if let Some(block) = forwarding_block {
         out.extend_from_slice(block);
+    }
+    if let Some(tp) = traceparent {
+        out.extend_from_slice(b"traceparent: ");
+        out.extend_from_slice(tp);
+        out.extend_from_slice(b"\r\n");
     }
     let framing = match length {
         Some(0) => {
@@ -383,11 +391,13 @@ pub(crate) type Failed<B> = (Error, Option<B>);
 /// Retry safety of failures: nothing written yet (the connection failed at the first write) is
 /// [`Retry::Safe`] and hands the body back; anything after that is [`Retry::IfIdempotent`]: an
 /// upstream may have acted on a request whose response never came.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn exchange<E: ConnHome, B: Outgoing>(
     mut conn: Box<H1Conn>,
     endpoint: &Arc<E>,
     head: &RequestHead,
     forwarding_block: Option<&[u8]>,
+    traceparent: Option<&[u8]>,
     host: &[u8],
     mut body: B,
     read: Duration,
@@ -399,7 +409,7 @@ pub(crate) async fn exchange<E: ConnHome, B: Outgoing>(
         Some(b) => Some(b.len() as u64),
         None => body.size_hint().exact(),
     };
-    let framing = encode_head(&mut conn.out, head, forwarding_block, host, length);
+    let framing = encode_head(&mut conn.out, head, forwarding_block, traceparent, host, length);
     let (body, full) = match framing {
         ReqFraming::None => {
             drop(body);
@@ -615,7 +625,7 @@ pub(crate) async fn upgrade<E: ConnHome>(
     use tokio::io::AsyncWriteExt;
     let authority = endpoint.authority();
     conn.poolable = false;
-    encode_head(&mut conn.out, head, None, host, Some(0));
+    encode_head(&mut conn.out, head, None, None, host, Some(0));
     let out = std::mem::take(&mut conn.out);
     let written = async {
         conn.io.write_all(&out).await?;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -83,9 +83,9 @@ pub(crate) async fn serve(
     cx.client_ip = forwarding::client_ip(conn.peer.ip(), req.headers(), &rt.gateway.trusted_proxies);
     cx.sni = conn.sni.clone();
     cx.client_certs = conn.client_certs.clone();
-    // Tracing: the client's trace context and the start time; the span is created once the
-    // route is known (nothing at all when tracing is off).
-    let trace = shared.tracing.as_ref().map(|t| t.begin(req.headers(), cx.started));
+    // Tracing: the client's trace context, the sampling decision and the server span's id,
+    // before any plugin runs (nothing at all when tracing is off).
+    let trace = rt.tracing.as_ref().map(|t| begin_trace(t, &req, &mut cx));
     let p = Pending {
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -160,8 +160,9 @@ struct Pending {
     error: Option<&'static str>,
     /// The error the request failed with, for the log phase.
     failure: Option<Error>,
-    /// The request's trace (tracing on, and the route does not turn it off).
-    trace: Option<Box<gw_otel::ServerTrace>>,
+    /// The request's trace (tracing on, and the route does not turn it off); its context is
+    /// `Ctx::trace`.
+    trace: Option<gw_otel::ServerTrace>,
 }
 
 async fn handle(
@@ -177,7 +178,7 @@ async fn handle(
     precheck(&req, &facts, rt)?;
     // === pre-route === (global plugins only; skipped without creating its future)
     if !p.chain.pre_route.is_empty() {
-        cx.upstreams = Some(shared.upstreams.clone());
+        cx.upstreams = Some(upstreams_for(shared, cx));
     }
     if !p.chain.pre_route.is_empty()
         && let Some(r) = Box::pin(pre_route_phase(&mut req, cx, &p.chain)).await?
@@ -212,14 +213,14 @@ async fn handle(
     let route = &rt.routes[route_idx];
     p.route = Some(route_idx);
     p.chain = route.chain.clone();
+    if p.trace.is_some() && !route.route.tracing {
+        untrace(cx, p);
+    }
     if !p.chain.is_empty() {
-        cx.upstreams = Some(shared.upstreams.clone());
+        cx.upstreams = Some(upstreams_for(shared, cx));
     }
     cx.route = Some(route.info.clone());
     cx.params = params;
-    if p.trace.is_some() {
-        start_trace(route, cx, p, shared);
-    }
     if (conn.tls && !route.route.https) || (!conn.tls && !route.route.http) {
         if !conn.tls {
             return Err(Error::new(ErrorKind::HttpsRequired, "route accepts HTTPS only"));
@@ -382,7 +383,7 @@ async fn handle(
         }
         ServiceRtKind::Proxy { upstream, protocol, .. } => {
             if let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade_proto) {
-                if let (Some(t), Some(parent)) = (shared.tracing.as_deref(), &cx.trace) {
+                if let (Some(t), Some(parent)) = (rt.tracing.as_deref(), &cx.trace) {
                     t.inject_parent(parent, &mut head.headers);
                 }
                 Box::pin(crate::upgrade::forward(head, proto, on_upgrade, upstream, service, route, cx, &shared.tasks))
@@ -390,7 +391,7 @@ async fn handle(
             } else {
                 let fwd = forwarding_block.as_deref();
                 let preserve_host = route.route.preserve_host;
-                let tracing = shared.tracing.as_deref();
+                let tracing = rt.tracing.as_deref();
                 let r = forward(
                     &mut head,
                     body,
@@ -435,23 +436,29 @@ async fn handle(
     }
 }
 
-/// Create the request's server span now that its route is known (or forget the trace when the
-/// route turns tracing off): upstream calls descend from it.
-#[cold]
-fn start_trace(route: &RouteRt, cx: &mut Ctx, p: &mut Pending, shared: &DataPlane) {
-    let (Some(t), Some(tr)) = (shared.tracing.as_deref(), p.trace.as_mut()) else { return };
-    if !route.route.tracing {
-        p.trace = None;
-        return;
-    }
-    let method = &p.method;
-    let parent = tr.start(t, || format!("{method} {}", route_pattern(route)));
+/// Start the request's trace when its head arrives: its context goes on `cx` (every upstream
+/// call of the request, the global `pre_route` plugins' included, descends from it).
+fn begin_trace(t: &gw_otel::Tracing, req: &Request<ClientBody>, cx: &mut Ctx) -> gw_otel::ServerTrace {
+    let (tr, parent) = t.begin(req.headers());
     cx.record_attempts = parent.sampled;
-    // Side calls of the route's plugins carry the trace too.
-    if let Some(u) = &cx.upstreams {
-        cx.upstreams = Some(u.with_trace(parent.clone()));
-    }
     cx.trace = Some(parent);
+    tr
+}
+
+/// The route turns tracing off: no span, and the client's trace headers go upstream as sent.
+#[cold]
+fn untrace(cx: &mut Ctx, p: &mut Pending) {
+    p.trace = None;
+    cx.trace = None;
+    cx.record_attempts = false;
+}
+
+/// The side-call client for the request's plugins, carrying its trace context.
+fn upstreams_for(shared: &DataPlane, cx: &Ctx) -> gw_core::Upstreams {
+    match &cx.trace {
+        Some(t) => shared.upstreams.with_trace(t.clone()),
+        None => shared.upstreams.clone(),
+    }
 }
 
 /// `http.route`: the route's path pattern when it has one (`/users/{id}`, `/api/*`), else its
@@ -844,17 +851,12 @@ pub(crate) async fn forward(
 ) -> Result<Response<ResponseBody>, Error> {
     let t = &service.timeouts;
     // A traced request: each attempt of a sampled one gets a client span whose context goes
-    // upstream; an unsampled one sends its server span's context (not sampled) as it is.
+    // upstream; an unsampled one sends its server span's context (not sampled) as it is. A
+    // W3C `traceparent` is written by the HTTP/1.1 encoder from a fixed buffer (`traceparent`
+    // below), not put in the header map.
+    let mut traceparent: Option<[u8; 55]> = None;
     let traced = match (tracing, &cx.trace) {
-        (Some(tr), Some(parent)) if parent.sampled => Some(tr),
-        (Some(tr), Some(parent)) => {
-            tr.inject_parent(parent, &mut head.headers);
-            None
-        }
-        (None, Some(parent)) => {
-            parent.inject(&mut head.headers);
-            None
-        }
+        (tr, Some(parent)) => trace_head(tr, parent, &mut head.headers, &mut traceparent),
         _ => None,
     };
     let deadline = t.total.map(|d| tokio::time::Instant::now() + d);
@@ -895,7 +897,12 @@ pub(crate) async fn forward(
         let span = match (traced, &cx.trace) {
             (Some(tr), Some(parent)) => {
                 let s = tr.client_span(parent, head.method.as_str(), &endpoint.authority, attempt);
-                tr.inject_span(&s, &mut head.headers);
+                if parent.format == gw_core::TraceFormat::W3c {
+                    let (trace_id, span_id) = s.ids();
+                    traceparent = Some(gw_core::trace::traceparent_value(trace_id, span_id, true));
+                } else {
+                    tr.inject_span(&s, &mut head.headers);
+                }
                 Some(s)
             }
             _ => None,
@@ -908,6 +915,7 @@ pub(crate) async fn forward(
             head,
             req_body,
             forwarding_block,
+            traceparent.as_ref(),
             host_header.as_deref(),
             protocol,
             t.connect,
@@ -1014,6 +1022,32 @@ pub(crate) async fn forward(
     }
 }
 
+/// Put a traced request's context on its upstream request: the `tracestate` to pass on in
+/// the map; a W3C `traceparent` of an unsampled request into `traceparent` (the same for
+/// every attempt), other formats into the map. The tracer when attempts get spans (sampled).
+fn trace_head<'t>(
+    tracing: Option<&'t gw_otel::Tracing>,
+    parent: &gw_core::TraceParent,
+    headers: &mut HeaderMap,
+    traceparent: &mut Option<[u8; 55]>,
+) -> Option<&'t gw_otel::Tracing> {
+    if parent.format != gw_core::TraceFormat::W3c {
+        if parent.sampled && tracing.is_some() {
+            return tracing;
+        }
+        parent.inject(headers);
+        return None;
+    }
+    if let Some(state) = &parent.tracestate {
+        headers.insert(HeaderName::from_static("tracestate"), state.clone());
+    }
+    if parent.sampled && tracing.is_some() {
+        return tracing;
+    }
+    *traceparent = Some(gw_core::trace::traceparent_value(&parent.trace_id, &parent.span_id, parent.sampled));
+    None
+}
+
 /// A request can be re-sent from scratch only when it had no body.
 fn sent_nothing(head: &RequestHead) -> bool {
     content_length(&head.headers).is_none_or(|l| l == 0) && !head.headers.contains_key(header::TRANSFER_ENCODING)
@@ -1095,6 +1129,7 @@ async fn attempt(
     head: &RequestHead,
     body: RequestBody,
     forwarding_block: Option<&[u8]>,
+    traceparent: Option<&[u8; 55]>,
     host: Option<&str>,
     protocol: UpstreamProtocol,
     connect: Duration,
@@ -1114,12 +1149,15 @@ async fn attempt(
             if host.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err((Error::new(ErrorKind::BadRequest, "invalid Host"), None));
             }
-            let (parts, body) = h1::exchange(conn, endpoint, head, forwarding_block, host, body, read).await?;
+            let tp = traceparent.map(|v| &v[..]);
+            let (parts, body) = h1::exchange(conn, endpoint, head, forwarding_block, tp, host, body, read).await?;
             Ok(Response::from_parts(parts, UpstreamInner::H1(body)))
         }
         // Boxed: its timers and hyper's futures would otherwise make every request's future
         // larger (it is moved several times per request).
-        Conn::H2(sender) => Box::pin(attempt_h2(sender, endpoint, head, body, host, protocol, read, sent)).await,
+        Conn::H2(sender) => {
+            Box::pin(attempt_h2(sender, endpoint, head, body, host, protocol, traceparent, read, sent)).await
+        }
     }
 }
 
@@ -1178,13 +1216,19 @@ async fn attempt_h2(
     body: RequestBody,
     host: Option<&str>,
     protocol: UpstreamProtocol,
+    traceparent: Option<&[u8; 55]>,
     read: Duration,
     sent: Option<&Arc<SentSignal>>,
 ) -> SendResult {
-    let req = match build_h2_request(head, body, endpoint, host, protocol) {
+    let mut req = match build_h2_request(head, body, endpoint, host, protocol) {
         Ok(r) => r,
         Err(e) => return Err((e, None)),
     };
+    if let Some(tp) = traceparent
+        && let Ok(v) = HeaderValue::from_bytes(tp)
+    {
+        req.headers_mut().insert(HeaderName::from_static("traceparent"), v);
+    }
     if let Err(e) = sender.ready().await {
         let err =
             Error::new(ErrorKind::UpstreamProtocol, format!("HTTP/2 connection to {} closed", endpoint.authority))
@@ -1546,7 +1590,12 @@ impl LogPhase {
         if let Some(r) = route {
             // A tunnel's request lasted until its `101` (its session is in the access log).
             let request_latency = tunnel_opened.map_or(latency, |t| t.saturating_duration_since(cx.started));
-            r.metrics.record(status, request_latency, cx.upstream_latency);
+            // A sampled request's trace is the latency's exemplar.
+            let exemplar = match (&trace, &cx.trace) {
+                (Some(_), Some(t)) if t.sampled => Some(&t.trace_id),
+                _ => None,
+            };
+            r.metrics.record(status, request_latency, cx.upstream_latency, exemplar);
             // Usage: every request of a consumer; without one, only the gateway's refusals
             // (authentication failures, rate limits) under `-`.
             let from_upstream = cx.upstream_latency.is_some();
@@ -1560,9 +1609,12 @@ impl LogPhase {
                 shared.usage.record(shared.clock.now_ms(), c, &r.info.name, outcome, bytes_received, ended.bytes_sent);
             }
         }
-        let trace_ids = match (trace, shared.tracing.as_deref()) {
-            (Some(mut tr), Some(t)) => {
-                Some(finish_trace(&mut tr, t, cx, p, route, status, failure.map(Error::kind), at))
+        let trace_ids = match (trace, rt.tracing.as_deref(), &cx.trace) {
+            (Some(tr), Some(t), Some(parent)) => {
+                if parent.sampled {
+                    finish_trace(&tr, parent, t, cx, p, route, status, failure.map(Error::kind), at);
+                }
+                Some((parent.trace_id, parent.span_id))
             }
             _ => None,
         };
@@ -1605,11 +1657,12 @@ impl LogPhase {
     }
 }
 
-/// End the request's server span with what the request did; its trace and span ids.
+/// End the request's server span (a sampled request) with what the request did.
 #[cold]
 #[allow(clippy::too_many_arguments)]
 fn finish_trace(
-    tr: &mut gw_otel::ServerTrace,
+    tr: &gw_otel::ServerTrace,
+    parent: &gw_core::TraceParent,
     t: &gw_otel::Tracing,
     cx: &Ctx,
     p: &Pending,
@@ -1617,16 +1670,7 @@ fn finish_trace(
     status: u16,
     error: Option<ErrorKind>,
     ended: Instant,
-) -> ([u8; 16], [u8; 8]) {
-    if tr.ids().is_none() {
-        // The request ended before a route was found (404, a malformed request, a pre-route
-        // plugin's answer).
-        tr.start(t, || p.method.to_string());
-    }
-    let ids = tr.ids().unwrap_or_default();
-    if !tr.is_sampled() {
-        return ids;
-    }
+) {
     let pattern = route.map(|r| route_pattern(r));
     let facts = gw_otel::ServerFacts {
         method: p.method.as_str(),
@@ -1644,8 +1688,7 @@ fn finish_trace(
         request_id: cx.request_id.to_str().unwrap_or(""),
         ended,
     };
-    tr.finish(t, &facts);
-    ids
+    t.finish_server(tr, parent, &facts, cx.started);
 }
 
 fn version_str(v: Version) -> &'static str {

@@ -277,8 +277,17 @@ impl Endpoint {
             headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             let head =
                 gw_core::RequestHead { method: http::Method::GET, uri, version: http::Version::HTTP_11, headers };
-            match crate::h1::exchange(conn, self, &head, None, host.as_bytes(), RequestBody::Empty, connect_timeout)
-                .await
+            match crate::h1::exchange(
+                conn,
+                self,
+                &head,
+                None,
+                None,
+                host.as_bytes(),
+                RequestBody::Empty,
+                connect_timeout,
+            )
+            .await
             {
                 Ok((parts, _body)) => parts.status.as_u16(),
                 Err(_) => return false,

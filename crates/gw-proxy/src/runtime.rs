@@ -105,6 +105,9 @@ pub(crate) struct Runtime {
     pub(crate) global_chain: Arc<Chain>,
     /// Every plugin instance, for merging consumer-scoped ones after authentication.
     pub(crate) plugins: Arc<Plugins>,
+    /// OpenTelemetry tracing (`gateway.tracing`): set by the server, which keeps the running
+    /// tracer across reloads that leave the settings as they are.
+    pub(crate) tracing: Option<Arc<gw_otel::Tracing>>,
 }
 
 impl Runtime {
@@ -285,6 +288,7 @@ impl Runtime {
             listeners: Arc::new(listeners),
             global_chain,
             plugins: Arc::new(plugins),
+            tracing: None,
         })
     }
 
@@ -356,6 +360,7 @@ impl Runtime {
             listeners: prev.listeners.clone(),
             global_chain: prev.global_chain.clone(),
             plugins,
+            tracing: prev.tracing.clone(),
         })
     }
 }

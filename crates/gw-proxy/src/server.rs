@@ -236,7 +236,9 @@ impl Gateway {
             .worker_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
             .max(1);
-        let rt = Runtime::compile(config.clone(), None, &metrics, &clock, &extra_plugins, worker_count)
+        // Request latency series get exemplars (trace ids) when tracing is on.
+        metrics.set_exemplars(config.gateway.tracing.is_some());
+        let mut rt = Runtime::compile(config.clone(), None, &metrics, &clock, &extra_plugins, worker_count)
             .map_err(StartError)?;
         let access_log = if config.gateway.access_log.enabled {
             let target = match &config.gateway.access_log.target {
@@ -248,13 +250,9 @@ impl Gateway {
         } else {
             None
         };
-        let tracing = match &config.gateway.tracing {
-            Some(s) => Some(gw_otel::Tracing::start(s, metrics.clone()).map_err(StartError)?),
-            None => None,
-        };
+        rt.tracing = tracer(config.gateway.tracing.as_ref(), None, &metrics).map_err(StartError)?;
         let (shutdown, _) = watch::channel(false);
         let dp = Arc::new_cyclic(|weak| DataPlane {
-            tracing,
             upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange::new(
                 weak.clone(),
                 worker_count,
@@ -381,18 +379,28 @@ impl Gateway {
         let workers = self.shared.worker_count;
         let clock = self.shared.clock.clone();
         let extra = self.shared.extra_plugins.clone();
+        self.shared.metrics.set_exemplars(config.gateway.tracing.is_some());
         let compiled =
             tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics, &clock, &extra, workers))
                 .await
                 .map_err(|e| format!("compile task failed: {e}"))
                 .and_then(|r| r);
-        let rt = match compiled {
+        let mut rt = match compiled {
             Ok(rt) => rt,
             Err(e) => {
                 self.shared.metrics.reload(false);
                 return Err(e);
             }
         };
+        // Tracing settings follow reloads: the running tracer is kept when they are unchanged.
+        let old = self.shared.runtime.load();
+        match tracer(config.gateway.tracing.as_ref(), old.tracing.as_ref(), &self.shared.metrics) {
+            Ok(t) => rt.tracing = t,
+            Err(e) => {
+                self.shared.metrics.reload(false);
+                return Err(e);
+            }
+        }
         if let Err(e) = self.sync_listeners(&config).await {
             self.shared.metrics.reload(false);
             return Err(e);
@@ -520,7 +528,7 @@ impl Gateway {
             }
         }
         // Every request has been logged: export the spans still queued.
-        if let Some(t) = &self.shared.tracing {
+        if let Some(t) = &self.shared.runtime.load().tracing {
             if !t.flush(Duration::from_secs(5)).await {
                 tracing::warn!("the last trace spans were not exported");
             }
@@ -531,6 +539,20 @@ impl Gateway {
             Ok(()) => tracing::info!(store = self.usage_store_kind(), "usage written"),
             Err(e) => tracing::warn!(error = %e, "the last usage batch was not written"),
         }
+    }
+}
+
+/// The tracer for `settings`: `current` when it was built with the same ones, else a new one
+/// (the one it replaces exports what it holds once the requests using it have ended).
+fn tracer(
+    settings: Option<&gw_otel::Settings>,
+    current: Option<&Arc<gw_otel::Tracing>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<gw_otel::Tracing>>, String> {
+    match (settings, current) {
+        (None, _) => Ok(None),
+        (Some(s), Some(t)) if t.settings() == s => Ok(Some(t.clone())),
+        (Some(s), _) => gw_otel::Tracing::start(s, metrics.clone()).map(Some),
     }
 }
 

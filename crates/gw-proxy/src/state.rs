@@ -1,6 +1,6 @@
 //! What the request path reads of the running gateway ([`DataPlane`]): the compiled
-//! configuration, metrics, the clock, the side-call client, usage counters, the access log,
-//! tracing, and the tasks it spawns. The server owns it beside its own state (listeners,
+//! configuration (with its tracer), metrics, the clock, the side-call client, usage counters,
+//! the access log, and the tasks it spawns. The server owns it beside its own state (listeners,
 //! workers, shutdown) and hands it to the pipeline, so the pipeline does not depend on the
 //! server.
 
@@ -24,8 +24,6 @@ pub(crate) struct DataPlane {
     /// Requests per consumer, route, minute and outcome, not yet written out.
     pub(crate) usage: gw_observability::Usage,
     pub(crate) access_log: Option<AccessLog>,
-    /// OpenTelemetry tracing (`gateway.tracing`, read at start).
-    pub(crate) tracing: Option<Arc<gw_otel::Tracing>>,
     /// Warning lines about expected refusals, sampled (one per kind per second).
     pub(crate) refusal_log: LogSampler,
     /// Connection tasks and upgraded tunnels, awaited on shutdown.

@@ -569,3 +569,265 @@ async fn shutdown_exports_queued_spans() {
     let spans = recv.trace(CLIENT_TRACE, 2).await;
     assert_eq!(spans.len(), 2, "{spans:#?}");
 }
+
+/// A global plugin whose `pre_route` phase makes a side call (to `profiles`), before the
+/// request is routed.
+struct PreRouteCall;
+
+#[gw_core::plugin]
+impl gw_core::Plugin for PreRouteCall {
+    fn name(&self) -> &'static str {
+        "pre-route-call"
+    }
+
+    fn priority(&self) -> i32 {
+        0
+    }
+
+    async fn pre_route(
+        &self,
+        _req: &mut gw_core::RequestHead,
+        cx: &mut gw_core::Ctx,
+    ) -> gw_core::Result<gw_core::Flow> {
+        let u = cx.upstreams.clone().expect("side calls before routing");
+        let head = gw_core::RequestHead {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/pre"),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+        };
+        let r = u.send("profiles", head, gw_core::Body::empty()).await?;
+        r.body.collect(1 << 16).await?;
+        Ok(gw_core::Flow::Continue)
+    }
+}
+
+/// (service called, traceparent, tracestate) of each call an upstream received.
+type Seen = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+fn recorder(seen: &Seen, name: &'static str) -> Behavior {
+    let seen = seen.clone();
+    Behavior::Custom(Arc::new(move |req| {
+        let get = |h: &str| req.headers().get(h).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        seen.lock().unwrap().push((name.to_string(), get("traceparent"), get("tracestate")));
+        Box::pin(async move { gw_test_util::echo(name, req).await })
+    }))
+}
+
+/// Every call a traced request makes carries the client's `tracestate` as the proxied call
+/// does (forward-auth's, a global `pre_route` plugin's side call, the proxied call), and the
+/// side call of a `pre_route` plugin, made before routing, is traced under the request's server
+/// span like the others. Unsampled, the calls carry the server span's id (not sampled) and the
+/// `tracestate` too.
+#[tokio::test]
+async fn tracestate_and_pre_route_side_calls() {
+    let recv = Receiver::start().await;
+    let seen: Seen = Arc::default();
+    let auth = Upstream::start(recorder(&seen, "auth")).await;
+    let profiles = Upstream::start(recorder(&seen, "profiles")).await;
+    let up = Upstream::start(recorder(&seen, "main")).await;
+    let body = format!(
+        "services:\n  - name: s\n    url: http://{}\n  - name: profiles\n    url: http://{}\nroutes:\n  - name: r\n    service: s\n    paths: [\"/r\"]\nplugins:\n  - plugin: forward-auth\n    route: r\n    config: {{ url: \"http://{}/check\" }}\n",
+        up.authority(),
+        profiles.authority(),
+        auth.authority()
+    );
+    let gw =
+        TestGateway::start_with_plugins(&traced(&recv.tracing("grpc", ""), &body), vec![Arc::new(PreRouteCall)]).await;
+    let headers = [("traceparent", traceparent(true)), ("tracestate", "vendor=abc,other=1".to_string())];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, v) = get_with(&format!("{}/r", gw.url("main")), &headers).await;
+    assert_eq!(s, 200, "{v}");
+    let spans = recv.trace(CLIENT_TRACE, 4).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let server = kind(&spans, "SPAN_KIND_SERVER")[0];
+    let clients = kind(&spans, "SPAN_KIND_CLIENT");
+    let calls = std::mem::take(&mut *seen.lock().unwrap());
+    let names: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["profiles", "auth", "main"], "pre-route call, forward-auth, proxied call");
+    for (name, tp, state) in &calls {
+        assert_eq!(state, "vendor=abc,other=1", "{name} got the client's tracestate");
+        let (trace, parent, flags) = parse_tp(&Value::String(tp.clone()));
+        assert_eq!((trace.as_str(), flags.as_str()), (CLIENT_TRACE, "01"), "{name}");
+        let span = clients
+            .iter()
+            .find(|c| c["span_id"] == parent.as_str())
+            .unwrap_or_else(|| panic!("{name}'s parent {parent} is not an attempt span: {spans:#?}"));
+        assert_eq!(span["parent_span_id"], server["span_id"], "{name}'s attempt is under the server span");
+    }
+    assert_eq!(server["trace_state"], "vendor=abc,other=1", "{server:#}");
+
+    // Not sampled: every call carries the server span's id, not sampled, and the tracestate.
+    let other = "44444444444444444444444444444444";
+    let tp = format!("00-{other}-{CLIENT_SPAN}-00");
+    let (s, _) = get_with(&format!("{}/r", gw.url("main")), &[("traceparent", &tp), ("tracestate", "k=v")]).await;
+    assert_eq!(s, 200);
+    let calls = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    let parents: Vec<String> = calls
+        .iter()
+        .map(|(name, tp, state)| {
+            assert_eq!(state, "k=v", "{name}");
+            let (trace, parent, flags) = parse_tp(&Value::String(tp.clone()));
+            assert_eq!((trace.as_str(), flags.as_str()), (other, "00"), "{name}");
+            parent
+        })
+        .collect();
+    assert_ne!(parents[0], CLIENT_SPAN);
+    assert!(parents.iter().all(|p| *p == parents[0]), "all under the server span: {parents:?}");
+}
+
+/// The tracing settings follow a configuration reload: ratio, endpoint, on and off, and a
+/// route's `tracing` flag, without a restart.
+#[tokio::test]
+async fn tracing_settings_follow_reloads() {
+    let first = Receiver::start().await;
+    let second = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let routes = |quiet: bool| {
+        format!(
+            "services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: users\n    service: s\n    paths: [\"/users/{{id}}\"]\n    tracing: {}\n",
+            up.authority(),
+            !quiet
+        )
+    };
+    let off = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{}",
+        routes(false)
+    );
+    // Ratio 0 to the first receiver: a new trace is not recorded.
+    let gw = TestGateway::start(&traced(&first.tracing("grpc", ", sample_ratio: 0.0"), &routes(false)), &[]).await;
+    let url = format!("{}/users/1", gw.url("main"));
+    let new_trace = |v: &Value| parse_tp(&v["headers"]["traceparent"]);
+    let (_, v) = get_with(&url, &[]).await;
+    assert_eq!(new_trace(&v).2, "00");
+
+    // Ratio 1: recorded, still at the first receiver.
+    gw.reload(&traced(&first.tracing("grpc", ", sample_ratio: 1.0"), &routes(false)), &[]).await.unwrap();
+    let (_, v) = get_with(&url, &[]).await;
+    let (t1, _, flags) = new_trace(&v);
+    assert_eq!(flags, "01");
+    first.trace(&t1, 2).await;
+
+    // Another endpoint (and protocol): the spans go to the second receiver.
+    gw.reload(&traced(&second.tracing("http", ", sample_ratio: 1.0"), &routes(false)), &[]).await.unwrap();
+    let (_, v) = get_with(&url, &[]).await;
+    let (t2, _, _) = new_trace(&v);
+    let spans = second.trace(&t2, 2).await;
+    assert!(spans.iter().all(|s| s["via"] == "http"), "{spans:#?}");
+
+    // The route turns tracing off: the client's context passes through unchanged.
+    gw.reload(&traced(&second.tracing("http", ", sample_ratio: 1.0"), &routes(true)), &[]).await.unwrap();
+    let tp = format!("00-{}-{CLIENT_SPAN}-01", "55555555555555555555555555555555");
+    let (_, v) = get_with(&url, &[("traceparent", &tp)]).await;
+    assert_eq!(v["headers"]["traceparent"], tp.as_str());
+
+    // Tracing off: no context is started or sent.
+    gw.reload(&off, &[]).await.unwrap();
+    let (_, v) = get_with(&url, &[]).await;
+    assert!(v["headers"].get("traceparent").is_none(), "{v}");
+
+    // And on again (the first receiver): recorded.
+    gw.reload(&traced(&first.tracing("grpc", ", sample_ratio: 1.0"), &routes(false)), &[]).await.unwrap();
+    let (_, v) = get_with(&url, &[]).await;
+    let (t3, _, flags) = new_trace(&v);
+    assert_eq!(flags, "01");
+    first.trace(&t3, 2).await;
+    // Neither receiver got the other's traces.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(first.spans().await.iter().all(|s| s["trace_id"] != t2.as_str()));
+    assert!(second.spans().await.iter().all(|s| s["trace_id"] != t1.as_str() && s["trace_id"] != t3.as_str()));
+}
+
+/// The request latency histogram carries the trace id of a sampled request as its exemplar
+/// (OpenMetrics exposition), the same trace the collector received; the Prometheus text
+/// format has no exemplars.
+#[tokio::test]
+async fn latency_exemplars_name_sampled_traces() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let gw =
+        TestGateway::start(&traced(&recv.tracing("grpc", ", sample_ratio: 1.0"), &one_service(&up.authority())), &[])
+            .await;
+    let (s, v) = get_with(&format!("{}/users/1", gw.url("main")), &[]).await;
+    assert_eq!(s, 200);
+    let (trace, _, flags) = parse_tp(&v["headers"]["traceparent"]);
+    assert_eq!(flags, "01");
+    let spans = recv.trace(&trace, 2).await;
+    assert_eq!(kind(&spans, "SPAN_KIND_SERVER").len(), 1);
+
+    let metrics = |accept: &'static str| {
+        let url = format!("{}/metrics", gw.status_url());
+        async move {
+            let r = client().get(url).header("accept", accept).send().await.unwrap();
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            (ct, r.text().await.unwrap())
+        }
+    };
+    let (ct, om) = metrics("application/openmetrics-text; version=1.0.0").await;
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let wanted = format!("# {{trace_id=\"{trace}\"}}");
+    let line = om
+        .lines()
+        .find(|l| l.starts_with("gatehouse_http_request_duration_seconds_bucket") && l.contains(&wanted))
+        .unwrap_or_else(|| panic!("no exemplar with trace {trace}:\n{om}"));
+    assert!(line.contains("route=\"users\""), "{line}");
+    let (ct, text) = metrics("text/plain").await;
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    assert!(text.contains("gatehouse_http_request_duration_seconds_bucket"));
+    assert!(!text.contains("trace_id="), "no exemplars in the Prometheus format");
+}
+
+/// Plugins' own IO is traced: the rate limiter's and the quota's Redis calls (`policy:
+/// redis`, the real Redis) are CLIENT spans under the request's server span, with the route
+/// and the consumer; with Redis down (failing open) the span records the error.
+#[tokio::test]
+async fn redis_calls_of_plugins_are_spans() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let yaml = |redis: &str| {
+        format!(
+            "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\n  redis: {{ url: \"{redis}\" }}\n  tracing: {}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\n    paths: [\"/r\"]\nplugins:\n  - plugin: key-auth\n  - plugin: rate-limiting\n    name: rl-{id}\n    config: {{ minute: 1000, policy: redis, failure_mode: open }}\n  - plugin: quota\n    name: q-{id}\n    config: {{ limit: 1000, period: day, policy: redis, failure_mode: open }}\nconsumers:\n  - username: alice\n    credentials: [{{ type: key-auth, key: alice-key-123 }}]\n",
+            recv.tracing("grpc", ""),
+            up.authority()
+        )
+    };
+    let gw = TestGateway::start(&yaml("redis://127.0.0.1:6379/"), &[]).await;
+    let tp = traceparent(true);
+    let (s, v) = get_with(&format!("{}/r", gw.url("main")), &[("traceparent", &tp), ("apikey", "alice-key-123")]).await;
+    assert_eq!(s, 200, "{v}");
+    let spans = recv.trace(CLIENT_TRACE, 4).await;
+    let server = kind(&spans, "SPAN_KIND_SERVER")[0];
+    let redis: Vec<&Value> = spans.iter().filter(|s| s["attributes"]["db.system.name"] == "redis").collect();
+    assert_eq!(redis.len(), 2, "{spans:#?}");
+    let mut plugins: Vec<&str> = redis.iter().map(|s| s["attributes"]["gatehouse.plugin"].as_str().unwrap()).collect();
+    plugins.sort_unstable();
+    assert_eq!(plugins, ["quota", "rate-limiting"]);
+    for s in &redis {
+        assert_eq!(s["kind"], "SPAN_KIND_CLIENT");
+        assert_eq!(s["name"], "redis EVALSHA");
+        assert_eq!(s["parent_span_id"], server["span_id"], "{s:#}");
+        assert_eq!(s["attributes"]["gatehouse.route"], "r");
+        assert_eq!(s["attributes"]["gatehouse.consumer"], "alice");
+        assert_eq!(s["status"], "STATUS_CODE_UNSET", "{s:#}");
+        assert!(s["end_ns"].as_u64() >= s["start_ns"].as_u64());
+    }
+
+    // Redis down (a closed port), failing open: the request passes, the spans say why.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let gw = TestGateway::start(&yaml(&format!("redis://127.0.0.1:{dead_port}/")), &[]).await;
+    let t = "66666666666666666666666666666666";
+    let tp = format!("00-{t}-{CLIENT_SPAN}-01");
+    let (s, _) = get_with(&format!("{}/r", gw.url("main")), &[("traceparent", &tp), ("apikey", "alice-key-123")]).await;
+    assert_eq!(s, 200);
+    let spans = recv.trace(t, 4).await;
+    let redis: Vec<&Value> = spans.iter().filter(|s| s["attributes"]["db.system.name"] == "redis").collect();
+    assert_eq!(redis.len(), 2, "{spans:#?}");
+    for s in redis {
+        assert_eq!(s["status"], "STATUS_CODE_ERROR", "{s:#}");
+        assert!(!s["status_message"].as_str().unwrap().is_empty(), "{s:#}");
+    }
+}

@@ -58,11 +58,13 @@ def record(req, via):
                         "trace_id": s.trace_id.hex(),
                         "span_id": s.span_id.hex(),
                         "parent_span_id": s.parent_span_id.hex(),
+                        "trace_state": s.trace_state,
                         "name": s.name,
                         "kind": trace_pb2.Span.SpanKind.Name(s.kind),
                         "start_ns": s.start_time_unix_nano,
                         "end_ns": s.end_time_unix_nano,
                         "status": trace_pb2.Status.StatusCode.Name(s.status.code),
+                        "status_message": s.status.message,
                         "attributes": {a.key: any_value(a.value) for a in s.attributes},
                     }
                 )

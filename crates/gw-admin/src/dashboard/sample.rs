@@ -307,9 +307,9 @@ mod tests {
         let m = gw_observability::Metrics::new();
         let h = m.route("orders", "orders-svc");
         for ms in [1, 2, 3, 40] {
-            h.record(200, std::time::Duration::from_millis(ms), None);
+            h.record(200, std::time::Duration::from_millis(ms), None, None);
         }
-        h.record(502, std::time::Duration::from_millis(7), None);
+        h.record(502, std::time::Duration::from_millis(7), None, None);
         h.auth_refused();
         h.authz_refused();
         m.error("upstream_connect_failed");
