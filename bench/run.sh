@@ -169,6 +169,8 @@ instructions() {
   f=$(ls "$TMP"/cg.out.* | head -1)
   rm -f "$TMP"/cg.out
   total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  # CG_KEEP=path keeps the callgrind profile (for `callgrind_annotate` per function).
+  if [[ -n ${CG_KEEP:-} ]]; then cp "$f" "$CG_KEEP"; fi
   rm -f "$f"
   printf '
 Instructions per proxied request (callgrind, user space, %s requests, %s)
