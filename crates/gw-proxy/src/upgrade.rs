@@ -146,19 +146,9 @@ pub(crate) async fn forward(
 
 /// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1; a nonce, not a secret).
 fn websocket_key() -> HeaderValue {
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let n = fastrand::u128(..);
-    let bytes = n.to_be_bytes();
-    let mut out = Vec::with_capacity(24);
-    for c in bytes.chunks(3) {
-        let v =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        out.push(B64[(v >> 18) as usize & 63]);
-        out.push(B64[(v >> 12) as usize & 63]);
-        out.push(if c.len() > 1 { B64[(v >> 6) as usize & 63] } else { b'=' });
-        out.push(if c.len() > 2 { B64[v as usize & 63] } else { b'=' });
-    }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_be_bytes());
+    HeaderValue::from_str(&key).unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
 /// Where a `101` response leaves its log phase for the tunnel it opened (a response extension
@@ -266,5 +256,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use base64::Engine as _;
+
+    /// RFC 6455 §4.1: the key is 16 random bytes in base64 (24 characters), new each time.
+    #[test]
+    fn websocket_keys_are_16_random_bytes() {
+        let a = super::websocket_key();
+        let b = super::websocket_key();
+        assert_ne!(a, b);
+        for k in [a, b] {
+            assert_eq!(k.len(), 24);
+            assert_eq!(base64::engine::general_purpose::STANDARD.decode(k.as_bytes()).unwrap().len(), 16);
+        }
     }
 }
