@@ -76,6 +76,15 @@ impl<S> GatewayExchange<S> {
     }
 }
 
+impl<S: Serving> GatewayExchange<S> {
+    /// The configuration being served (an error once the gateway has stopped).
+    fn runtime(&self) -> Result<Arc<Runtime>> {
+        let serving =
+            self.serving.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
+        Ok(serving.runtime())
+    }
+}
+
 #[async_trait]
 impl<S: Serving> Exchange for GatewayExchange<S> {
     async fn send(
@@ -85,10 +94,7 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
         body: Body,
         trace: Option<&gw_core::TraceParent>,
     ) -> Result<Exchanged> {
-        let serving =
-            self.serving.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
-        let rt = serving.runtime();
-        drop(serving);
+        let rt = self.runtime()?;
         let svc = rt
             .services
             .iter()
@@ -112,10 +118,7 @@ impl<S: Serving> Exchange for GatewayExchange<S> {
         body: Body,
         trace: Option<&gw_core::TraceParent>,
     ) -> Result<Exchanged> {
-        let serving =
-            self.serving.upgrade().ok_or_else(|| Error::new(ErrorKind::ShutdownTimeout, "the gateway has stopped"))?;
-        let rt = serving.runtime();
-        drop(serving);
+        let rt = self.runtime()?;
         let r = rt
             .routes
             .iter()
