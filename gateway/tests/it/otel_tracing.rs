@@ -496,16 +496,7 @@ impl gw_core::Plugin for SideCall {
     }
 
     async fn access(&self, _req: &mut gw_core::RequestHead, cx: &mut gw_core::Ctx) -> gw_core::Result<gw_core::Flow> {
-        let u = cx.upstreams.clone().expect("side calls");
-        let head = gw_core::RequestHead {
-            method: http::Method::GET,
-            uri: http::Uri::from_static("/lookup"),
-            version: http::Version::HTTP_11,
-            headers: http::HeaderMap::new(),
-        };
-        let r = u.send("profiles", head, gw_core::Body::empty()).await?;
-        r.body.collect(1 << 16).await?;
-        Ok(gw_core::Flow::Continue)
+        get_profiles(cx, "/lookup").await
     }
 }
 
@@ -589,16 +580,7 @@ impl gw_core::Plugin for PreRouteCall {
         _req: &mut gw_core::RequestHead,
         cx: &mut gw_core::Ctx,
     ) -> gw_core::Result<gw_core::Flow> {
-        let u = cx.upstreams.clone().expect("side calls before routing");
-        let head = gw_core::RequestHead {
-            method: http::Method::GET,
-            uri: http::Uri::from_static("/pre"),
-            version: http::Version::HTTP_11,
-            headers: http::HeaderMap::new(),
-        };
-        let r = u.send("profiles", head, gw_core::Body::empty()).await?;
-        r.body.collect(1 << 16).await?;
-        Ok(gw_core::Flow::Continue)
+        get_profiles(cx, "/pre").await
     }
 }
 
@@ -830,4 +812,18 @@ async fn redis_calls_of_plugins_are_spans() {
         assert_eq!(s["status"], "STATUS_CODE_ERROR", "{s:#}");
         assert!(!s["status_message"].as_str().unwrap().is_empty(), "{s:#}");
     }
+}
+
+/// A side call of the test plugins: `GET path` on the `profiles` service, its body read.
+async fn get_profiles(cx: &gw_core::Ctx, path: &'static str) -> gw_core::Result<gw_core::Flow> {
+    let u = cx.upstreams.clone().expect("side calls");
+    let head = gw_core::RequestHead {
+        method: http::Method::GET,
+        uri: http::Uri::from_static(path),
+        version: http::Version::HTTP_11,
+        headers: http::HeaderMap::new(),
+    };
+    let r = u.send("profiles", head, gw_core::Body::empty()).await?;
+    r.body.collect(1 << 16).await?;
+    Ok(gw_core::Flow::Continue)
 }
