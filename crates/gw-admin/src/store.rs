@@ -153,6 +153,32 @@ pub trait ConfigStore: Send + Sync + 'static {
     fn announcements(&self) -> Option<watch::Receiver<u64>> {
         None
     }
+    /// Send a response-cache purge to every other node sharing the store (cluster stores):
+    /// `cache` is the cache's instance name, `msg` the purge. `Ok(false)`: the store has no
+    /// notification channel.
+    async fn notify_purge(&self, _cache: &str, _msg: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// Response-cache purges sent by other nodes ([`PurgeNotice`]); `None` when the store has
+    /// no notification channel.
+    fn purge_notices(&self) -> Option<tokio::sync::broadcast::Receiver<PurgeNotice>> {
+        None
+    }
+}
+
+/// A response-cache purge from another node, or notice that some may have been missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeNotice {
+    /// Purge `msg` (`gw_cache::Purge::encode`'s form) in the cache named `cache`.
+    Purge {
+        /// The cache's instance name.
+        cache: String,
+        /// The purge.
+        msg: String,
+    },
+    /// The notification connection was lost and opened again: purges sent meanwhile were
+    /// missed, so every cache that relies on the channel is emptied.
+    Missed,
 }
 
 fn now_ms() -> u64 {
@@ -558,6 +584,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
 /// The notification channel.
 const CHANNEL: &str = "gatehouse_config";
 
+/// The notification channel of response-cache purges: `<sender>\n<cache>\n<purge>`.
+const PURGE_CHANNEL: &str = "gatehouse_cache_purge";
+
 /// The advisory lock that serializes writers (every node, every version of this code).
 const WRITE_LOCK: i64 = 7246;
 
@@ -627,6 +656,9 @@ pub struct PgStore {
     client: tokio::sync::Mutex<Option<Conn>>,
     writer: Arc<tokio::sync::Mutex<Option<Conn>>>,
     latest_tx: watch::Sender<u64>,
+    /// This store's id in purge notifications (its own are not handed back).
+    sender: String,
+    purge_tx: tokio::sync::broadcast::Sender<PurgeNotice>,
 }
 
 impl PgStore {
@@ -638,8 +670,22 @@ impl PgStore {
             url.parse().map_err(|e| StoreError::Invalid(format!("store URL: {}", chain(&e))))?;
         let target = describe(&cfg);
         let (latest_tx, _) = watch::channel(0);
-        let store =
-            Arc::new(PgStore { cfg, target, client: tokio::sync::Mutex::new(None), writer: Arc::default(), latest_tx });
+        let sender = format!(
+            "{:016x}",
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+                ^ (u64::from(std::process::id()) << 32)
+                ^ fastrand::u64(..)
+        );
+        let (purge_tx, _) = tokio::sync::broadcast::channel(1024);
+        let store = Arc::new(PgStore {
+            cfg,
+            target,
+            client: tokio::sync::Mutex::new(None),
+            writer: Arc::default(),
+            latest_tx,
+            sender,
+            purge_tx,
+        });
         {
             let mut guard = store.client.lock().await;
             let conn = store.open().await?;
@@ -758,11 +804,14 @@ pub(crate) async fn migrate(c: &tokio_postgres::Client) -> Result<(), tokio_post
 /// Listen for change notifications; resync periodically; reconnect when the connection drops
 /// or stops answering (every step bounded by [`STORE_TIMEOUT`]).
 async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
+    let mut first = true;
     loop {
         let Some(s) = store.upgrade() else { return };
         let cfg = s.cfg.clone();
         let target = s.target.clone();
         let tx = s.latest_tx.clone();
+        let (purge_tx, me) = (s.purge_tx.clone(), s.sender.clone());
+        let purge_tx_missed = purge_tx.clone();
         drop(s);
         let connected = tokio::time::timeout(STORE_TIMEOUT, cfg.connect(tokio_postgres::NoTls)).await;
         let (client, mut conn) = match connected {
@@ -784,6 +833,16 @@ async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
             std::future::poll_fn(|cx| {
                 loop {
                     match conn.poll_message(cx) {
+                        std::task::Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(n))))
+                            if n.channel() == PURGE_CHANNEL =>
+                        {
+                            let mut parts = n.payload().splitn(3, '\n');
+                            if let (Some(from), Some(cache), Some(msg)) = (parts.next(), parts.next(), parts.next())
+                                && from != me
+                            {
+                                let _ = purge_tx.send(PurgeNotice::Purge { cache: cache.into(), msg: msg.into() });
+                            }
+                        }
                         std::task::Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(n)))) => {
                             let _ = ntx.send(n.payload().parse::<u64>().ok());
                         }
@@ -795,12 +854,21 @@ async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
             })
             .await;
         });
-        let listening = tokio::time::timeout(STORE_TIMEOUT, client.batch_execute(&format!("LISTEN {CHANNEL}"))).await;
+        let listening = tokio::time::timeout(
+            STORE_TIMEOUT,
+            client.batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {PURGE_CHANNEL}")),
+        )
+        .await;
         if !matches!(listening, Ok(Ok(()))) {
             driver.abort();
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
+        // Listening again after a loss: purges sent meanwhile were missed.
+        if !first {
+            let _ = purge_tx_missed.send(PurgeNotice::Missed);
+        }
+        first = false;
         let mut tick = tokio::time::interval(resync);
         loop {
             tokio::select! {
@@ -1084,6 +1152,26 @@ impl ConfigStore for PgStore {
 
     fn announcements(&self) -> Option<watch::Receiver<u64>> {
         Some(self.latest_tx.subscribe())
+    }
+
+    async fn notify_purge(&self, cache: &str, msg: &str) -> Result<bool, StoreError> {
+        if cache.contains('\n') {
+            return Err(StoreError::Invalid(format!("cache name {cache:?} has a line break")));
+        }
+        let payload = format!("{}\n{cache}\n{msg}", self.sender);
+        self.with(|c| {
+            let payload = payload.clone();
+            Box::pin(async move {
+                c.execute("SELECT pg_notify($1, $2)", &[&PURGE_CHANNEL, &payload]).await?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(true)
+    }
+
+    fn purge_notices(&self) -> Option<tokio::sync::broadcast::Receiver<PurgeNotice>> {
+        Some(self.purge_tx.subscribe())
     }
 }
 

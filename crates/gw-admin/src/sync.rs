@@ -12,6 +12,20 @@ pub fn spawn(state: Arc<AdminState>, every: Duration) -> tokio::task::JoinHandle
     tokio::spawn(async move {
         let Some(store) = state.store.clone() else { return };
         let mut announced = store.announcements();
+        // Purges of caches without a Redis tier reach the other nodes through the store's
+        // notification channel (PostgreSQL NOTIFY), when it has one.
+        let mut purges = store.purge_notices();
+        if purges.is_some() {
+            let st = store.clone();
+            gw_plugins::set_purge_peers(Some(Arc::new(move |cache: &str, msg: &str| {
+                let (st, cache, msg) = (st.clone(), cache.to_string(), msg.to_string());
+                tokio::spawn(async move {
+                    if let Err(e) = st.notify_purge(&cache, &msg).await {
+                        tracing::warn!(cache = %cache, error = %e, "cache purge not sent to the other nodes");
+                    }
+                });
+            })));
+        }
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -23,6 +37,26 @@ pub fn spawn(state: Arc<AdminState>, every: Duration) -> tokio::task::JoinHandle
                     }
                 } => {
                     if !changed { announced = None; continue; }
+                }
+                notice = async {
+                    match purges.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match notice {
+                        Ok(crate::store::PurgeNotice::Purge { cache, msg }) => {
+                            gw_plugins::apply_peer_purge(&cache, &msg);
+                        }
+                        // Missed some (the connection was lost, or this node fell behind):
+                        // drop what may have been purged.
+                        Ok(crate::store::PurgeNotice::Missed)
+                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            gw_plugins::apply_peer_purge("*", "all");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => purges = None,
+                    }
+                    continue;
                 }
                 _ = tick.tick() => {}
             }

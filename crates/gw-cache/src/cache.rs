@@ -102,7 +102,9 @@ pub enum Purge {
 }
 
 impl Purge {
-    fn encode(&self) -> String {
+    /// The purge as a message (`url <url>`, `prefix <p>`, `tag <t>`, `key <hex>`, `all`): what
+    /// nodes send each other, and what the Redis tier's purge log records.
+    pub fn encode(&self) -> String {
         match self {
             Purge::Url(u) => format!("url {u}"),
             Purge::Prefix(p) => format!("prefix {p}"),
@@ -112,7 +114,8 @@ impl Purge {
         }
     }
 
-    fn decode(s: &str) -> Option<Purge> {
+    /// A purge from [`Purge::encode`]'s form.
+    pub fn decode(s: &str) -> Option<Purge> {
         let (kind, arg) = s.split_once(' ').unwrap_or((s, ""));
         Some(match kind {
             "url" => Purge::Url(arg.into()),
@@ -122,6 +125,17 @@ impl Purge {
             "all" => Purge::All,
             _ => return None,
         })
+    }
+
+    /// Whether this purge covers a stored response of `key`.
+    fn covers(&self, key: u128, s: &Stored) -> bool {
+        match self {
+            Purge::Url(u) => s.url == *u,
+            Purge::Prefix(p) => s.url.starts_with(p.as_str()),
+            Purge::Tag(t) => s.tags.contains(t),
+            Purge::Key(k) => *k == key,
+            Purge::All => true,
+        }
     }
 
     fn apply_local(&self, m: &MemoryTier) {
@@ -173,6 +187,83 @@ pub struct Stats {
     pub in_flight: u64,
 }
 
+/// How long purges are remembered for the fills that were in flight when they happened (ms).
+const PURGE_LOG_KEEP_MS: u64 = 10 * 60 * 1000;
+/// At most this many purges are remembered; fills older than the oldest one forgotten are
+/// not stored.
+const PURGE_LOG_MAX: usize = 10_000;
+
+/// The purges of the last minutes on this node (its own and other nodes'), numbered in the
+/// order they were applied: a fill remembers the number when it started, and does not store
+/// its response if a later purge covers it (the response may predate the purge), so a purge
+/// is never overtaken by a fill that was upstream when it happened.
+#[derive(Default)]
+struct PurgeLog {
+    /// (number, time applied in ms, purge), oldest first.
+    entries: std::collections::VecDeque<(u64, u64, Purge)>,
+    /// Fills that started at or before this number are not stored (purges were forgotten).
+    floor: u64,
+}
+
+impl PurgeLog {
+    fn add(&mut self, seq: u64, now: u64, p: Purge) {
+        while let Some((n, t, _)) = self.entries.front() {
+            if *t + PURGE_LOG_KEEP_MS < now || self.entries.len() >= PURGE_LOG_MAX {
+                self.floor = self.floor.max(*n);
+                self.entries.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.entries.push_back((seq, now, p));
+    }
+
+    /// Whether a purge after number `since` covers `s` (stored under `key`).
+    fn purged_since(&self, since: u64, key: u128, s: &Stored) -> bool {
+        since < self.floor
+            || self.entries.iter().rev().take_while(|(n, _, _)| *n > since).any(|(_, _, p)| p.covers(key, s))
+    }
+}
+
+/// The purge log and the number of the last purge applied.
+#[derive(Default)]
+struct Purges {
+    log: std::sync::Mutex<PurgeLog>,
+    seq: AtomicU64,
+}
+
+impl Purges {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PurgeLog> {
+        // Plain field updates: a poisoned lock holds a consistent log.
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number a purge, remember it and apply it to the memory tier, under the log's lock (a
+    /// fill storing at the same time either sees the purge or is removed by it).
+    fn apply(&self, now: u64, p: &Purge, m: &MemoryTier) {
+        let mut log = self.lock();
+        let n = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        log.add(n, now, p.clone());
+        p.apply_local(m);
+    }
+
+    /// The number of the last purge (what a fill starts from).
+    fn current(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// Run `put` unless a purge after number `since` covers one of `stored` (under `key`),
+    /// under the log's lock. Returns whether it ran.
+    fn put_unless_purged(&self, since: u64, key: u128, stored: &[Arc<Stored>], put: impl FnOnce()) -> bool {
+        let log = self.lock();
+        if stored.iter().any(|s| log.purged_since(since, key, s)) {
+            return false;
+        }
+        put();
+        true
+    }
+}
+
 struct Inner {
     opts: CacheOptions,
     clock: Arc<dyn Clock>,
@@ -181,7 +272,14 @@ struct Inner {
     flights: Flights,
     node: String,
     listener: Option<JoinHandle<()>>,
+    purges: Arc<Purges>,
+    /// Carries purges to the other nodes when there is no Redis tier (the config store's
+    /// notification channel): called with [`Purge::encode`]'s message.
+    relay: std::sync::OnceLock<Relay>,
 }
+
+/// Sends a purge message to the other nodes (see [`Cache::set_relay`]).
+pub type Relay = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -215,25 +313,59 @@ impl Cache {
             Some(r) => Some(Arc::new(RedisTier::new(r.clone())?)),
             None => None,
         };
+        let purges = Arc::new(Purges::default());
         let listener = match (&redis, tokio::runtime::Handle::try_current()) {
             (Some(r), Ok(_)) => {
-                let (m, me) = (memory.clone(), node.clone());
+                let (m, me, log, clk) = (memory.clone(), node.clone(), purges.clone(), clock.clone());
                 Some(r.subscribe(move |msg| match msg {
                     // Reconnected: purges may have been missed.
-                    None => m.clear(),
+                    None => log.apply(clk.now_ms(), &Purge::All, &m),
                     Some(text) => {
                         let Some((from, rest)) = text.split_once(' ') else { return };
                         if from != me
                             && let Some(p) = Purge::decode(rest)
                         {
-                            p.apply_local(&m);
+                            log.apply(clk.now_ms(), &p, &m);
                         }
                     }
                 }))
             }
             _ => None,
         };
-        Ok(Cache { inner: Arc::new(Inner { opts, clock, memory, redis, flights: Flights::default(), node, listener }) })
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                opts,
+                clock,
+                memory,
+                redis,
+                flights: Flights::default(),
+                node,
+                listener,
+                purges,
+                relay: std::sync::OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Send purges to the other nodes through `relay` when there is no Redis tier (the
+    /// gateway gives it the config store's notification channel). Set once; later calls are
+    /// ignored.
+    pub fn set_relay(&self, relay: Relay) {
+        let _ = self.inner.relay.set(relay);
+    }
+
+    /// A purge message from another node ([`Purge::encode`]'s form): applied to this node's
+    /// memory tier. Returns whether it was understood.
+    pub fn apply_remote(&self, msg: &str) -> bool {
+        let Some(p) = Purge::decode(msg) else { return false };
+        self.purge_memory(&p);
+        true
+    }
+
+    /// Purge this node's memory tier, remembering the purge for the fills in flight.
+    fn purge_memory(&self, p: &Purge) {
+        let inner = &self.inner;
+        inner.purges.apply(inner.clock.now_ms(), p, &inner.memory);
     }
 
     /// The options.
@@ -267,6 +399,30 @@ impl Cache {
 
     /// Look a request up.
     pub async fn lookup(&self, req: &CacheRequest<'_>) -> Lookup {
+        // Purges from now on may be overtaken by a fill this lookup starts: the fill checks.
+        let since = self.inner.purges.current();
+        let mut redis_since = None;
+        let mut l = self.decide(req, &mut redis_since).await;
+        let fill = match &mut l {
+            Lookup::Miss(f) | Lookup::Revalidate(f) | Lookup::Stale { refresh: Some(f), .. } => Some(f),
+            _ => None,
+        };
+        if let Some(f) = fill {
+            f.since = since;
+            if redis_since.is_none()
+                && let Some(r) = &self.inner.redis
+                && !r.in_backoff()
+            {
+                redis_since = r.purge_seq().await.ok();
+            }
+            f.redis_since = redis_since;
+        }
+        l
+    }
+
+    /// What to do with a request (see [`Cache::lookup`]); `redis_since` gets the Redis purge
+    /// log's number when Redis was read.
+    async fn decide(&self, req: &CacheRequest<'_>, redis_since: &mut Option<u64>) -> Lookup {
         let inner = &self.inner;
         let m = req.method;
         if !(*m == Method::GET || *m == Method::HEAD) || !inner.opts.rules.methods.contains(m) {
@@ -280,7 +436,7 @@ impl Cache {
         let req_cc = RequestCc::parse(req.headers);
         let head_only = *m == Method::HEAD;
         let partial = req.headers.contains_key(RANGE);
-        let (found, vary_miss) = self.find(&key, req.headers, now).await;
+        let (found, vary_miss) = self.find(&key, req.headers, now, redis_since).await;
         let Some(stored) = found else {
             if req_cc.only_if_cached {
                 return Lookup::GatewayTimeout {
@@ -367,12 +523,20 @@ impl Cache {
             req_headers: req.headers.clone(),
             req_cc,
             request_ms: now,
+            since: 0,
+            redis_since: None,
             state: FillState::Head,
         }
     }
 
     /// Find the variant for a request: memory first, then Redis (promoted into memory).
-    async fn find(&self, key: &CacheKey, req: &HeaderMap, now: u64) -> (Option<Arc<Stored>>, bool) {
+    async fn find(
+        &self,
+        key: &CacheKey,
+        req: &HeaderMap,
+        now: u64,
+        redis_since: &mut Option<u64>,
+    ) -> (Option<Arc<Stored>>, bool) {
         let inner = &self.inner;
         let mut vary_miss = false;
         if let Some(v) = inner.memory.get(key.hash) {
@@ -381,18 +545,25 @@ impl Cache {
             }
             vary_miss = v.0.iter().any(|s| s.expires_ms > now);
         }
+        let since = inner.purges.current();
         if let Some(r) = &inner.redis
             && !r.in_backoff()
-            && let Ok(list) = r.get(&inner.opts.rules, key.hash, now).await
-            && !list.is_empty()
+            && let Ok((list, seq)) = r.get(&inner.opts.rules, key.hash, now).await
         {
+            *redis_since = Some(seq);
             let list: Vec<Arc<Stored>> = list.into_iter().map(Arc::new).collect();
             let found = list.iter().find(|s| s.secondary.matches(req)).cloned();
-            inner.memory.put_all(key.hash, Variants(list));
-            if found.is_some() {
-                return (found, false);
+            // What Redis held while a purge was on its way here is neither kept nor served.
+            let kept = !list.is_empty()
+                && inner.purges.put_unless_purged(since, key.hash, &list.clone(), || {
+                    inner.memory.put_all(key.hash, Variants(list));
+                });
+            if kept {
+                if found.is_some() {
+                    return (found, false);
+                }
+                vary_miss = true;
             }
-            vary_miss = true;
         }
         (None, vary_miss)
     }
@@ -458,10 +629,16 @@ impl Cache {
     /// this node is always purged; Redis failures are reported, not raised.
     pub async fn purge(&self, p: Purge) -> PurgeReport {
         let inner = &self.inner;
-        p.apply_local(&inner.memory);
+        self.purge_memory(&p);
         let Some(r) = &inner.redis else {
+            if let Some(relay) = inner.relay.get() {
+                relay(&p.encode());
+            }
             return PurgeReport { redis_removed: None, redis_error: None, delivered: None };
         };
+        // Recorded before anything is removed: a write of a fill that started before it is
+        // refused from now on (the write script checks the log), so it cannot overtake it.
+        let logged = r.log_purge(&p.encode()).await;
         let removed = match &p {
             Purge::Url(u) => r.remove_url(u, true).await,
             Purge::Prefix(u) => r.remove_url(u, false).await,
@@ -470,8 +647,8 @@ impl Cache {
             Purge::All => r.remove_all().await,
         };
         let delivered = r.publish(&format!("{} {}", inner.node, p.encode())).await;
-        let error = match (&removed, &delivered) {
-            (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
+        let error = match (&logged, &removed, &delivered) {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(e.to_string()),
             _ => None,
         };
         PurgeReport { redis_removed: removed.ok(), redis_error: error, delivered: delivered.ok() }
@@ -548,6 +725,11 @@ pub struct Fill {
     req_headers: HeaderMap,
     req_cc: RequestCc,
     request_ms: u64,
+    /// The number of the last purge applied on this node when the lookup made this fill:
+    /// later ones that cover the response keep it from being stored.
+    since: u64,
+    /// The same on the Redis purge log (`None`: unknown, the response is not written there).
+    redis_since: Option<u64>,
     state: FillState,
 }
 
@@ -567,10 +749,16 @@ impl Fill {
         }
     }
 
-    /// Whether other requests wait for or stream this response. When the leader's own client
-    /// goes away, the proxy should keep reading the upstream body for them (and to store it).
+    /// Whether other requests wait for or stream this response.
     pub fn has_waiters(&self) -> bool {
         Arc::strong_count(&self.flight) > 1 + usize::from(self.registered)
+    }
+
+    /// Whether the upstream body is still needed when the leader's own client goes away: it
+    /// is being recorded (within `max_object_size`) or other requests stream it. The proxy
+    /// then keeps reading it (and passing it to [`Fill::data`]) without that client.
+    pub fn wants_rest(&self) -> bool {
+        matches!(self.state, FillState::Recording { .. }) || self.has_waiters()
     }
 
     /// Mark the time the request was sent upstream (default: the lookup time).
@@ -780,15 +968,25 @@ impl Fill {
 
     fn store(&self, s: Arc<Stored>, now: u64) -> Option<JoinHandle<()>> {
         let inner = &self.cache.inner;
-        inner.memory.put(self.key.hash, s.clone(), now);
+        // A purge applied while this response was upstream wins: it is not stored.
+        let stored = std::slice::from_ref(&s);
+        if !inner
+            .purges
+            .put_unless_purged(self.since, self.key.hash, stored, || inner.memory.put(self.key.hash, s.clone(), now))
+        {
+            return None;
+        }
         let r = inner.redis.clone()?;
+        let since = self.redis_since?;
         if s.body_len() > r.options().max_object_size {
             return None;
         }
         let rt = tokio::runtime::Handle::try_current().ok()?;
         let key = self.key.hash;
         Some(rt.spawn(async move {
-            if let Err(e) = r.put(key, &s, now).await {
+            // A purge recorded on Redis (by any node) since the fill started that covers the
+            // response refuses the write.
+            if let Err(e) = r.put(key, &s, now, since).await {
                 tracing::debug!("proxy-cache: redis write skipped: {e}");
             }
         }))

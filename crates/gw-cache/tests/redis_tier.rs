@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::hm;
-use gw_cache::store::RedisTierOptions;
+use gw_cache::store::{RedisTier, RedisTierOptions, Stored, StoredParts};
 use gw_cache::{Cache, CacheOptions, CacheRequest, Lookup, Purge};
 use gw_core::SystemClock;
 use http::{HeaderMap, Method, StatusCode};
@@ -48,10 +48,12 @@ async fn raw() -> redis::aio::MultiplexedConnection {
     c.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Keys under a prefix (to check clean-up and layout).
+/// Keys under a prefix (to check clean-up and layout), except the purge log and its number
+/// (which outlive purges: they expire 10 minutes after the last one).
 async fn keys(prefix: &str) -> Vec<String> {
     let mut c = raw().await;
-    redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut c).await.unwrap_or_default()
+    let all: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut c).await.unwrap_or_default();
+    all.into_iter().filter(|k| !k.ends_with(":purges") && !k.ends_with(":purgeseq")).collect()
 }
 
 /// Wait until `n` nodes listen on the purge channel.
@@ -298,4 +300,69 @@ async fn redis_stopped_while_serving() {
     let direct = node(REDIS, &p, 1 << 20);
     direct.purge(Purge::All).await;
     assert!(keys(&p).await.is_empty());
+}
+
+/// The Redis purge log: a write whose fill started (read the purge number) before a purge
+/// that covers it is refused, for each kind of purge; a write that the purge does not cover,
+/// or whose fill started after it, is written. No clocks: purges are numbered on Redis.
+#[tokio::test]
+async fn purge_log_refuses_writes_that_a_later_purge_covers() {
+    let p = prefix("purgelog");
+    let tier = RedisTier::new(RedisTierOptions {
+        url: REDIS.into(),
+        prefix: p.clone(),
+        timeout: Duration::from_millis(500),
+        backoff: Duration::from_millis(300),
+        max_object_size: 1 << 20,
+        ca_pem: None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rules = CacheOptions::default().rules;
+    let now = SystemClock_now();
+    let stored = |url: &str, tag: &str| {
+        Stored::new(
+            &rules,
+            StoredParts {
+                status: StatusCode::OK,
+                headers: hm(&[CC]),
+                body: vec![Bytes::from_static(b"x")],
+                request_ms: now,
+                response_ms: now,
+                secondary: Default::default(),
+                url: url.into(),
+                tags: vec![tag.into()],
+            },
+        )
+    };
+    let (a, b) = (stored("https://h.example/a/1", "ta"), stored("https://h.example/b/1", "tb"));
+    let (ka, kb) = (1u128, 2u128);
+    let cases: [(&str, bool, bool); 5] = [
+        ("url https://h.example/a/1", false, true),
+        ("prefix https://h.example/a/", false, true),
+        ("tag ta", false, true),
+        (&format!("key {ka:032x}"), false, true),
+        ("all", false, false),
+    ];
+    for (msg, a_ok, b_ok) in cases {
+        let since = tier.purge_seq().await.unwrap_or_else(|e| panic!("{e}"));
+        let n = tier.log_purge(msg).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n, since + 1, "numbered in order");
+        let wa = tier.put(ka, &a, now, since).await.unwrap_or_else(|e| panic!("{e}"));
+        let wb = tier.put(kb, &b, now, since).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((wa, wb), (a_ok, b_ok), "{msg}: a fill that started before it");
+        // A fill that started after the purge is written.
+        assert!(tier.put(ka, &a, now, n).await.unwrap_or_else(|e| panic!("{e}")), "{msg}: after");
+        let (got, seq) = tier.get(&rules, ka, now).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((got.len(), seq), (1, n));
+        tier.remove_all().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Purging everything keeps the log: the number goes on.
+    assert_eq!(tier.purge_seq().await.unwrap_or_else(|e| panic!("{e}")), 5);
+    let mut c = raw().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{p}:purges"))
+        .arg(format!("{p}:purgeseq"))
+        .query_async(&mut c)
+        .await
+        .unwrap_or(());
 }

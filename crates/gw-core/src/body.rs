@@ -47,6 +47,13 @@ pub trait FrameSource: Send + 'static {
     fn is_end(&self) -> bool {
         false
     }
+
+    /// The reader is abandoning this source before its end (the client left): the rest of
+    /// it, as a body to read to its end in the background, when something still needs it (a
+    /// filter recording it, see [`BodyFilter::reads_rest`]). Default: `None` (dropped).
+    fn detach(self: Pin<&mut Self>) -> Option<Body> {
+        None
+    }
 }
 
 enum Kind {
@@ -123,7 +130,26 @@ impl Body {
         if filters.is_empty() {
             return self;
         }
-        Body::from_source(Filtered { inner: self, filters, queue: VecDeque::new(), ended: false })
+        Body::from_source(Filtered { inner: self, filters, queue: VecDeque::new(), ended: false, detached: false })
+    }
+
+    /// The reader is abandoning this body before its end: the rest of it, when a filter
+    /// still needs it read ([`BodyFilter::reads_rest`]); read it with [`Body::drain`] (its
+    /// frames are the filters' output, which nobody wants). `None`: drop it.
+    pub fn detach(&mut self) -> Option<Body> {
+        match &mut self.kind {
+            Kind::Stream(s) if !s.is_end() => s.as_mut().detach(),
+            _ => None,
+        }
+    }
+
+    /// Read the body to its end (or its first error), dropping every frame.
+    pub async fn drain(mut self) {
+        while let Some(f) = self.frame().await {
+            if f.is_err() {
+                return;
+            }
+        }
     }
 
     /// Poll the next frame.
@@ -254,6 +280,15 @@ pub trait BodyFilter: Send + 'static {
     fn keeps_length(&self) -> bool {
         false
     }
+
+    /// Whether the rest of the body must still be read through this filter when the reader
+    /// abandons it before its end (the client left): a cache fill that other requests stream
+    /// from, or that is still storing. Asked when the body is abandoned and after each frame
+    /// read in the background; reading stops (and the filter is dropped) once no filter says
+    /// so. Default: `false`.
+    fn reads_rest(&self) -> bool {
+        false
+    }
 }
 
 /// A body with filters applied (see [`Body::filtered`]).
@@ -263,6 +298,8 @@ struct Filtered {
     /// Frames the last filter handed on, not yet read.
     queue: VecDeque<Frame>,
     ended: bool,
+    /// Read in the background after its reader left: ends once no filter reads the rest.
+    detached: bool,
 }
 
 impl Filtered {
@@ -303,6 +340,10 @@ impl FrameSource for Filtered {
             if this.ended {
                 return Poll::Ready(None);
             }
+            if this.detached && !this.filters.iter().any(|f| f.reads_rest()) {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
             match this.inner.poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => {
@@ -326,6 +367,20 @@ impl FrameSource for Filtered {
 
     fn is_end(&self) -> bool {
         self.ended && self.queue.is_empty()
+    }
+
+    fn detach(mut self: Pin<&mut Self>) -> Option<Body> {
+        let this = &mut *self;
+        if this.ended {
+            return None;
+        }
+        // Only the filters up to the last one that reads the rest: what comes after it is
+        // output nobody reads.
+        let last = this.filters.iter().rposition(|f| f.reads_rest())?;
+        let filters: Vec<Box<dyn BodyFilter>> = this.filters.drain(..=last).collect();
+        this.ended = true;
+        let inner = std::mem::take(&mut this.inner);
+        Some(Body::from_source(Filtered { inner, filters, queue: VecDeque::new(), ended: false, detached: true }))
     }
 }
 
@@ -431,5 +486,47 @@ mod tests {
         let c = block_on(Body::full_with_trailers("x", None).collect(9)).unwrap();
         assert_eq!(c.data, "x");
         assert!(Body::empty().is_end() && Body::full("").is_end() && !Body::full("a").is_end());
+    }
+
+    /// Counts the bytes it sees in a shared counter; reads the rest until `until` bytes.
+    struct Tally(std::sync::Arc<std::sync::atomic::AtomicUsize>, usize);
+
+    impl BodyFilter for Tally {
+        fn data(&mut self, data: Bytes, out: &mut Emit) -> Result<()> {
+            self.0.fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
+            out.data(data);
+            Ok(())
+        }
+
+        fn reads_rest(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::Relaxed) < self.1
+        }
+    }
+
+    /// An abandoned body whose filter reads the rest is handed over whole (the rest of its
+    /// frames, through that filter, not the ones after it); reading stops once the filter no
+    /// longer wants it; without such a filter nothing is handed over.
+    #[test]
+    fn detach_reads_the_rest_for_filters_that_want_it() {
+        let frames = || (0..5).map(|_| Frame::Data(Bytes::from_static(b"ab"))).collect::<Vec<_>>();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = source(frames()).filtered(vec![Box::new(Tally(seen.clone(), 100)), Box::new(Upper::default())]);
+        assert_eq!(block_on(b.frame()).unwrap().unwrap().data().unwrap(), "AB");
+        let rest = b.detach().expect("the rest is wanted");
+        drop(b);
+        block_on(rest.drain());
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 10);
+        // Stops once the filter has what it wants.
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = source(frames()).filtered(vec![Box::new(Tally(seen.clone(), 4))]);
+        block_on(b.frame());
+        block_on(b.detach().expect("wanted").drain());
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 4);
+        // Nobody wants it, or it ended: nothing to read.
+        let mut b = source(frames()).filtered(vec![Box::new(Upper::default())]);
+        assert!(b.detach().is_none());
+        let mut b = source(vec![]).filtered(vec![Box::new(Tally(seen.clone(), 100))]);
+        assert!(block_on(b.frame()).is_none());
+        assert!(b.detach().is_none());
     }
 }

@@ -40,7 +40,7 @@ mod transformer;
 mod util;
 
 pub use directory::Directory;
-pub use proxy_cache::{CacheSlot, caches};
+pub use proxy_cache::{CacheSlot, PurgePeers, apply_peer_purge, caches, set_purge_peers};
 pub use quota::quota_counters;
 
 /// What plugin constructors may use: the whole validated configuration (consumers,

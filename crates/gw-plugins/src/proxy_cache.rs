@@ -64,6 +64,34 @@ pub fn caches() -> Vec<Arc<CacheSlot>> {
     v
 }
 
+/// Carries a purge of a cache without a Redis tier to the other nodes: called with the cache's
+/// instance name and the purge message (`gw_cache::Purge::encode`).
+pub type PurgePeers = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+fn peers() -> &'static std::sync::RwLock<Option<PurgePeers>> {
+    static P: OnceLock<std::sync::RwLock<Option<PurgePeers>>> = OnceLock::new();
+    P.get_or_init(|| std::sync::RwLock::new(None))
+}
+
+/// Where purges of caches without a Redis tier go to reach the other nodes (the config
+/// store's notification channel, set by the Admin API in store mode); `None`: this node only.
+pub fn set_purge_peers(p: Option<PurgePeers>) {
+    if let Ok(mut g) = peers().write() {
+        *g = p;
+    }
+}
+
+/// A purge message from another node for the cache `instance` (`*`: every cache of this
+/// node without a Redis tier), applied to the memory tier here. Caches with a Redis tier get
+/// their purges through Redis. Returns how many caches applied it.
+pub fn apply_peer_purge(instance: &str, msg: &str) -> usize {
+    caches()
+        .iter()
+        .filter(|c| (instance == "*" || c.instance == instance) && c.cache.options().redis.is_none())
+        .filter(|c| c.cache.apply_remote(msg))
+        .count()
+}
+
 /// The cache of `instance` with `opts`: the live one when a previous configuration built it
 /// with the same options (a reload keeps the stored responses), else a new one.
 fn slot(instance: &str, opts: CacheOptions, clock: Arc<dyn gw_core::Clock>) -> Result<Arc<CacheSlot>, String> {
@@ -74,6 +102,13 @@ fn slot(instance: &str, opts: CacheOptions, clock: Arc<dyn gw_core::Clock>) -> R
         return Ok(s);
     }
     let cache = Cache::new(opts, clock).map_err(|e| e.to_string())?;
+    let name = instance.to_string();
+    cache.set_relay(Arc::new(move |msg: &str| {
+        let p = peers().read().ok().and_then(|g| g.clone());
+        if let Some(p) = p {
+            p(&name, msg);
+        }
+    }));
     let s = Arc::new(CacheSlot { instance: instance.to_string(), cache });
     m.insert(id, Arc::downgrade(&s));
     Ok(s)
@@ -261,6 +296,11 @@ impl BodyFilter for Record {
 
     fn keeps_length(&self) -> bool {
         true
+    }
+
+    fn reads_rest(&self) -> bool {
+        // The client left: the fill goes on without it while it stores or others stream it.
+        self.fill.as_ref().is_some_and(Fill::wants_rest)
     }
 }
 

@@ -604,6 +604,15 @@ impl crate::h1server::Outgoing for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // Abandoned before its end (the client left): a filter that still needs the rest (a
+        // cache fill others stream from) gets it read in the background, within the upstream
+        // read timeout.
+        if let Kind::Core(b) = &mut self.kind
+            && let Some(rest) = b.detach()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(rest.drain());
+        }
         if self.finish.is_none() {
             return;
         }

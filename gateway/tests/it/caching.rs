@@ -745,3 +745,474 @@ async fn redis_stopped_while_serving() {
     // The first /b was a miss; the memory tier keeps it.
     assert_eq!(seen.count(), 2);
 }
+
+/// A gateway process (the binary) with the Admin API, one route `r` to `upstream` with
+/// `proxy-cache` configured with `cache` (YAML flow mapping) and, before it, the plugins of
+/// `plugins` (YAML list items); `top` adds top-level sections (consumers).
+fn node_config(upstream: std::net::SocketAddr, cache: &str, plugins: &str, top: &str) -> String {
+    format!(
+        "gateway:\n  status_listener: \"off\"\n  access_log: {{ enabled: false }}\n  admin:\n    listen: 127.0.0.1:0\n    tokens:\n      - {{ name: ops, token_hash: \"{}\" }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{top}services:\n  - name: s\n    url: http://{upstream}\nroutes:\n  - name: r\n    service: s\nplugins:\n{plugins}  - plugin: proxy-cache\n    route: r\n    config: {cache}\n",
+        crate::admin::sha(crate::admin::ADMIN_TOKEN)
+    )
+}
+
+/// Start the binary on `yaml`: the process, its proxy address and its Admin API address.
+async fn node(dir: &tempfile::TempDir, name: &str, yaml: &str) -> (crate::binary::Proc, std::net::SocketAddr, String) {
+    let file = dir.path().join(name);
+    crate::binary::write(&file, yaml);
+    let (mut p, proxy) = crate::binary::Proc::start_args(&["--config", file.to_str().unwrap()], &[]).await;
+    let admin = p.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    (p, proxy, admin)
+}
+
+/// The primary key (hex) of a GET of `http://<host><pq>` with the default key options: what
+/// a purge by key names.
+fn default_key(host: &str, pq: &str) -> String {
+    let headers = HeaderMap::new();
+    let r = gw_cache::CacheRequest {
+        method: &http::Method::GET,
+        scheme: "http",
+        host,
+        path_and_query: pq,
+        headers: &headers,
+        consumer: None,
+    };
+    gw_cache::key::primary_key(&gw_cache::KeyOptions::default(), &r).hex()
+}
+
+/// Purge by `key` through the Admin API removes exactly that key; `only-if-cached` is answered
+/// from the cache when it can be, else with 504 and nothing sent upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_by_key_and_only_if_cached() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| (200, fields(&[("cache-control", "max-age=300")]), whole(format!("{} #{n}", req.uri())))),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (p, proxy, admin) = node(&dir, "gw.yaml", &node_config(up.addr, "{}", "", "")).await;
+    let h = [("host", "shop.example")];
+    let oic = [("host", "shop.example"), ("cache-control", "only-if-cached")];
+    let u = |pq: &str| format!("http://{proxy}{pq}");
+
+    // Nothing stored: 504, the upstream is not asked.
+    let miss = req("GET", &u("/k?b=2&a=1"), &oic).await;
+    assert_eq!((miss.status, miss.cs()), (504, "MISS"), "{}", miss.body);
+    assert_eq!(seen.count(), 0);
+    for pq in ["/k?b=2&a=1", "/other"] {
+        assert_eq!(req("GET", &u(pq), &h).await.cs(), "MISS");
+        assert_eq!(req("GET", &u(pq), &h).await.cs(), "HIT");
+    }
+    assert_eq!(seen.count(), 2);
+    // Stored: only-if-cached is answered from the cache.
+    let hit = req("GET", &u("/k?a=1&b=2"), &oic).await;
+    assert_eq!((hit.status, hit.cs(), hit.body.as_str()), (200, "HIT", "/k?b=2&a=1 #0"));
+
+    // A key that is not 32 hex digits: 400.
+    let bad = client()
+        .post(format!("http://{admin}/cache/purge"))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "key": "xyz" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // By key (the query sorted, as in the key): that response only.
+    let key = default_key("shop.example", "/k?a=1&b=2");
+    let r = purge(&admin, serde_json::json!({ "key": key })).await;
+    assert_eq!(r["caches"][0]["cache"], "proxy-cache@route:r", "{r}");
+    let gone = req("GET", &u("/k?b=2&a=1"), &oic).await;
+    assert_eq!(gone.status, 504, "purged: {}", gone.body);
+    assert_eq!(req("GET", &u("/other"), &h).await.cs(), "HIT", "another key stays");
+    assert_eq!(req("GET", &u("/k?b=2&a=1"), &h).await.cs(), "MISS");
+    assert_eq!(seen.count(), 3);
+    drop(p);
+}
+
+/// Revalidation answered with a 304 for another representation (its `ETag` differs from the
+/// stored one): the stored response is dropped and the request is sent again without
+/// validators; the full response is served and stored.
+#[tokio::test]
+async fn refetch_after_a_304_for_another_representation() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            if req.headers().contains_key("if-none-match") {
+                return (304, fields(&[("etag", "\"v2\""), ("cache-control", "max-age=60")]), whole(""));
+            }
+            if n == 0 {
+                return (200, fields(&[("etag", "\"v1\""), ("cache-control", "max-age=1")]), whole("one"));
+            }
+            (200, fields(&[("etag", "\"v2\""), ("cache-control", "max-age=60")]), whole("two"))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let u = format!("{}/doc", gw.url("main"));
+    assert_eq!(get(&u).await.body, "one");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&u).await;
+    assert_eq!((r.status, r.body.as_str(), r.h("etag")), (200, "two", "\"v2\""));
+    assert_eq!(seen.count(), 3);
+    let sent = seen.0.lock().unwrap().clone();
+    assert_eq!(sent[1].2.get("if-none-match").unwrap(), "\"v1\"", "the revalidation");
+    assert!(sent[2].2.get("if-none-match").is_none(), "the refetch has no validators");
+    let again = get(&u).await;
+    assert_eq!((again.cs(), again.body.as_str()), ("HIT", "two"));
+    assert_eq!(seen.count(), 3);
+}
+
+const CONSUMERS: &str = "consumers:\n  - username: alice\n    credentials:\n      - { type: key-auth, id: alice-key, key: alice-secret-key }\n  - username: bob\n    credentials:\n      - { type: key-auth, id: bob-key, key: bob-secret-key-1 }\n";
+
+/// The key options: `query_allow` (only these parameters count), `headers` (their values
+/// count), `consumer` (each authenticated consumer has its own entries); `bypass` (neither
+/// served from nor stored in the cache). Authentication runs first: an unauthenticated request
+/// is refused, never served from the cache.
+#[tokio::test]
+async fn key_options_and_bypass() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            let h = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+            let body = format!("{} {} {} #{n}", req.uri(), h("x-tenant"), h("x-consumer-username"));
+            (200, fields(&[("cache-control", "max-age=300")]), whole(body))
+        }),
+    )
+    .await;
+    let yaml = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{CONSUMERS}services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: key-auth\n    route: r\n  - plugin: proxy-cache\n    route: r\n    config: {{ key: {{ query_allow: [id], headers: [x-tenant], consumer: true }}, bypass: [{{ header: x-no-cache }}] }}\n",
+        up.addr
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let u = |pq: &str| format!("{}{pq}", gw.url("main"));
+    let alice = |t: &'static str| [("apikey", "alice-secret-key"), ("x-tenant", t)];
+    let bob = [("apikey", "bob-secret-key-1"), ("x-tenant", "a")];
+
+    let first = req("GET", &u("/k?id=1&utm=x"), &alice("a")).await;
+    assert_eq!((first.cs(), first.body.as_str()), ("MISS", "/k?id=1&utm=x a alice #0"));
+    // Other parameters than `id` do not count.
+    let same = req("GET", &u("/k?utm=y&id=1"), &alice("a")).await;
+    assert_eq!((same.cs(), same.body.as_str()), ("HIT", "/k?id=1&utm=x a alice #0"));
+    // `id` counts; so does the tenant field; so does the consumer.
+    assert_eq!(req("GET", &u("/k?id=2"), &alice("a")).await.cs(), "MISS");
+    assert_eq!(req("GET", &u("/k?id=1"), &alice("b")).await.cs(), "MISS");
+    let b = req("GET", &u("/k?id=1"), &bob).await;
+    assert_eq!((b.cs(), b.body.as_str()), ("MISS", "/k?id=1 a bob #3"));
+    assert_eq!(req("GET", &u("/k?id=1"), &bob).await.body, "/k?id=1 a bob #3");
+    assert_eq!(seen.count(), 4);
+    // Bypass: upstream, and the stored response is neither used nor replaced.
+    let mut fb = alice("a").to_vec();
+    fb.push(("x-no-cache", "1"));
+    let by = req("GET", &u("/k?id=1"), &fb).await;
+    assert_eq!((by.cs(), by.body.as_str()), ("BYPASS", "/k?id=1 a alice #4"));
+    let after = req("GET", &u("/k?id=1"), &alice("a")).await;
+    assert_eq!((after.cs(), after.body.as_str()), ("HIT", "/k?id=1&utm=x a alice #0"));
+    // Unauthenticated: refused before the cache.
+    assert_eq!(req("GET", &u("/k?id=1"), &[("x-tenant", "a")]).await.status, 401);
+    assert_eq!(seen.count(), 5);
+}
+
+/// Heuristic freshness is off by default (a response with only `Last-Modified` is revalidated
+/// on every request) and on when configured (fresh for a share of its age, up to `max`).
+#[tokio::test]
+async fn heuristic_freshness_off_by_default_on_when_configured() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|_req, n| {
+            let lm = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(36_000));
+            (200, vec![("last-modified", lm)], whole(format!("#{n}")))
+        }),
+    )
+    .await;
+    let off = gateway_with(up.addr, "{}", "").await;
+    let u = format!("{}/h", off.url("main"));
+    assert_eq!(get(&u).await.cs(), "MISS");
+    let again = get(&u).await;
+    assert_eq!((again.cs(), again.body.as_str()), ("EXPIRED", "#1"));
+    assert!(seen.last().contains_key("if-modified-since"), "revalidated with its Last-Modified");
+    assert_eq!(seen.count(), 2);
+
+    // 10 % of 10 hours: fresh for an hour.
+    let on = gateway_with(up.addr, "{ heuristic: { percent: 10, max: 1d } }", "").await;
+    let u = format!("{}/h", on.url("main"));
+    assert_eq!(get(&u).await.cs(), "MISS");
+    let hit = get(&u).await;
+    assert_eq!((hit.cs(), hit.body.as_str()), ("HIT", "#2"));
+    assert_eq!(seen.count(), 3);
+    // Capped by `max`: one second, then stale.
+    let capped = gateway_with(up.addr, "{ heuristic: { percent: 10, max: 1s } }", "").await;
+    let u = format!("{}/h", capped.url("main"));
+    assert_eq!(get(&u).await.cs(), "MISS");
+    assert_eq!(get(&u).await.cs(), "HIT");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(get(&u).await.cs(), "EXPIRED");
+    assert_eq!(seen.count(), 5);
+}
+
+/// HTTP/2 clients (h2c, prior knowledge): a stored response, and a coalesced waiter that
+/// streams the response another request is fetching, chunk by chunk as it arrives.
+#[tokio::test]
+async fn http2_clients_cached_and_streaming() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(move |req, n| {
+            if req.uri().path() == "/stored" {
+                return (200, fields(&[("cache-control", "max-age=60")]), whole(format!("stored #{n}")));
+            }
+            let rx = rx.lock().unwrap().take().expect("one request upstream");
+            (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let u = |p: &str| format!("{}{p}", gw.url("main"));
+    for cs in ["MISS", "HIT"] {
+        let r = h2.get(u("/stored")).send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.headers()["x-cache-status"], cs);
+        assert_eq!(r.text().await.unwrap(), "stored #0");
+    }
+
+    // The leader (HTTP/1.1) is upstream; the HTTP/2 client waits for it and streams.
+    // (The same host as the HTTP/2 requests' authority: the same key.)
+    let mut leader = Responses::connect(gw.addr("main")).await;
+    leader.send(format!("GET /s HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr("main")).as_bytes()).await;
+    let t0 = Instant::now();
+    while seen.count() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the leader never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(Bytes::from_static(b"first,")).unwrap();
+    let mut w = h2.get(u("/s")).send().await.unwrap();
+    assert_eq!(w.version(), reqwest::Version::HTTP_2);
+    assert_eq!(w.headers()["x-cache-status"], "HIT", "a coalesced waiter");
+    assert_eq!(&w.chunk().await.unwrap().unwrap()[..], b"first,", "before the upstream sent more");
+    tx.send(Bytes::from_static(b"second")).unwrap();
+    assert_eq!(&w.chunk().await.unwrap().unwrap()[..], b"second");
+    drop(tx);
+    // The end (an empty DATA frame with END_STREAM may carry it).
+    let mut rest = Vec::new();
+    while let Some(c) = w.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    assert!(rest.is_empty(), "{rest:?}");
+    let l = leader.next(false).await;
+    assert_eq!(&l.body[..], b"first,second");
+    let r = h2.get(u("/s")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache-status"], "HIT");
+    assert_eq!(r.text().await.unwrap(), "first,second");
+    assert_eq!(seen.count(), 2);
+}
+
+/// `PURGE` runs after the route's access plugins: key-auth refuses an unauthenticated one and
+/// nothing is purged; an authenticated one purges.
+#[tokio::test]
+async fn purge_method_restricted_by_key_auth() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|_req, n| (200, fields(&[("cache-control", "max-age=60")]), whole(format!("#{n}")))),
+    )
+    .await;
+    let yaml = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{CONSUMERS}services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: key-auth\n    route: r\n  - plugin: proxy-cache\n    route: r\n    config: {{ purge_method: true }}\n",
+        up.addr
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let u = format!("{}/p", gw.url("main"));
+    let key = [("apikey", "alice-secret-key")];
+    assert_eq!(req("GET", &u, &key).await.cs(), "MISS");
+    assert_eq!(req("GET", &u, &key).await.cs(), "HIT");
+    for fields in [&[][..], &[("apikey", "wrong-key-wrong-key")][..]] {
+        let p = req("PURGE", &u, fields).await;
+        assert_eq!(p.status, 401, "{}", p.body);
+    }
+    let still = req("GET", &u, &key).await;
+    assert_eq!((still.cs(), still.body.as_str()), ("HIT", "#0"), "nothing purged");
+    let p = req("PURGE", &u, &key).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(req("GET", &u, &key).await.cs(), "MISS");
+    assert_eq!(seen.count(), 2);
+}
+
+/// The rest of a chunked body, from the next chunk-size line to the last chunk.
+async fn chunked_rest(c: &mut Responses) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let size = c.line().await;
+        let size = usize::from_str_radix(std::str::from_utf8(&size).unwrap(), 16).unwrap();
+        if size == 0 {
+            assert_eq!(c.line().await, b"", "no trailers");
+            return body;
+        }
+        body.extend(c.take(size).await);
+        assert_eq!(c.line().await, b"", "chunk data ends with CRLF");
+    }
+}
+
+/// The leader's client leaves mid-body: the fill goes on without it; the requests that wait
+/// for it get the whole response, and it is stored.
+#[tokio::test]
+async fn leader_client_leaving_does_not_stop_the_fill() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(move |_req, _n| {
+            let rx = rx.lock().unwrap().take().expect("one request upstream");
+            (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
+        }),
+    )
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let addr = gw.addr("main");
+    let mut leader = Responses::connect(addr).await;
+    leader.send(b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    tx.send(Bytes::from_static(b"part0,")).unwrap();
+    while !leader.line().await.is_empty() {}
+    assert_eq!(leader.line().await, b"6");
+    assert_eq!(leader.take(3).await, b"par", "the leader read a few bytes");
+    // Waiters join while the body streams.
+    let mut waiters = Vec::new();
+    for _ in 0..3 {
+        let mut c = Responses::connect(addr).await;
+        c.send(b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        while !c.line().await.is_empty() {}
+        assert_eq!(c.line().await, b"6");
+        assert_eq!(c.take(8).await, b"part0,\r\n");
+        waiters.push(c);
+    }
+    drop(leader);
+    let mut expected = b"part0,".to_vec();
+    for i in 1..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let chunk = format!("part{i},");
+        expected.extend_from_slice(chunk.as_bytes());
+        tx.send(Bytes::from(chunk)).unwrap();
+    }
+    drop(tx);
+    for mut c in waiters {
+        let mut body = b"part0,".to_vec();
+        body.extend(chunked_rest(&mut c).await);
+        assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected));
+    }
+    let later = req("GET", &format!("{}/d", gw.url("main")), &[("host", "a")]).await;
+    assert_eq!((later.cs(), later.body.as_bytes()), ("HIT", &expected[..]));
+    assert_eq!(seen.count(), 1);
+}
+
+/// Without a Redis tier, two gateway processes sharing the real PostgreSQL store: a purge
+/// sent to one node's Admin API reaches the other node's memory tier through the store's
+/// notification channel (LISTEN/NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_reaches_other_nodes_through_the_postgres_store() {
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(|req, n| {
+            let f = fields(&[("cache-control", "max-age=300"), ("surrogate-key", "items")]);
+            (200, f, whole(format!("{} #{n}", req.uri().path())))
+        }),
+    )
+    .await;
+    let db = crate::admin::PgDb::create("cache").await;
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.yaml");
+    crate::binary::write(&seed, &node_config(up.addr, "{}", "", ""));
+    let url = db.url();
+    let (mut a, proxy_a) = crate::binary::Proc::start_args(
+        &["--store", &url, "--config", seed.to_str().unwrap()],
+        &[("GATEHOUSE_NODE_ID", "node-a")],
+    )
+    .await;
+    let (mut b, proxy_b) =
+        crate::binary::Proc::start_args(&["--store", &url], &[("GATEHOUSE_NODE_ID", "node-b")]).await;
+    let admin_a = a.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let admin_b = b.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let h = [("host", "shop.example")];
+    let at = |p: std::net::SocketAddr, path: &str| format!("http://{p}{path}");
+    // Each node fills its own memory tier.
+    for p in [proxy_a, proxy_b] {
+        for path in ["/x", "/y"] {
+            assert_eq!(req("GET", &at(p, path), &h).await.cs(), "MISS");
+            assert_eq!(req("GET", &at(p, path), &h).await.cs(), "HIT");
+        }
+    }
+    assert_eq!(seen.count(), 4);
+    // By URL on node A: node B misses.
+    let r = purge(&admin_a, serde_json::json!({ "url": "http://shop.example/x" })).await;
+    assert_eq!(r["caches"][0]["delivered"], serde_json::Value::Null, "{r}");
+    assert_eq!(once_purged(&at(proxy_b, "/x"), &h).await, "MISS");
+    assert_eq!(req("GET", &at(proxy_b, "/y"), &h).await.cs(), "HIT", "only that URL");
+    // By tag on node B: node A misses both.
+    purge(&admin_b, serde_json::json!({ "tag": "items" })).await;
+    assert_eq!(once_purged(&at(proxy_a, "/y"), &h).await, "MISS");
+    assert_eq!(req("GET", &at(proxy_a, "/x"), &h).await.cs(), "MISS");
+    drop((a, b));
+    db.drop_db().await;
+}
+
+/// A purge that lands while a response is still streaming from the upstream (after its fill
+/// started, before it is stored) is not overtaken by the fill: the response is stored neither
+/// in memory nor on Redis, so the next request misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_during_a_fill_is_not_overtaken_by_it() {
+    let chans: Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>> = Arc::default();
+    let c2 = chans.clone();
+    let (up, seen) = origin(
+        Duration::ZERO,
+        Arc::new(move |_req, _n| {
+            let f = fields(&[("cache-control", "max-age=300"), ("surrogate-key", "t1")]);
+            (200, f, Body::Chunks(c2.lock().unwrap().remove(0)))
+        }),
+    )
+    .await;
+    let prefix = format!("gh:cache:test:{}:{}", std::process::id(), fastrand::u64(..));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = format!(
+        "{{ redis: {{ url: \"redis://127.0.0.1:6379\", prefix: \"{prefix}\", timeout: 100ms, backoff: 200ms }} }}"
+    );
+    let (p, proxy, admin) = node(&dir, "gw.yaml", &node_config(up.addr, &cache, "", "")).await;
+    let h = [("host", "shop.example")];
+    let purges = [
+        serde_json::json!({ "url": "http://shop.example/f" }),
+        serde_json::json!({ "prefix": "http://shop.example/f" }),
+        serde_json::json!({ "tag": "t1" }),
+        serde_json::json!({ "key": default_key("shop.example", "/f") }),
+        serde_json::json!({ "all": true }),
+    ];
+    for (i, body) in purges.iter().enumerate() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        chans.lock().unwrap().push(rx);
+        let mut c = Responses::connect(proxy).await;
+        c.send(b"GET /f HTTP/1.1\r\nHost: shop.example\r\n\r\n").await;
+        tx.send(Bytes::from_static(b"old,")).unwrap();
+        while !c.line().await.is_empty() {}
+        assert_eq!(c.line().await, b"4");
+        // The fill has started: the purge lands now, before the response ended.
+        purge(&admin, body.clone()).await;
+        tx.send(Bytes::from_static(b"rest")).unwrap();
+        drop(tx);
+        assert_eq!(c.take(6).await, b"old,\r\n");
+        assert_eq!(chunked_rest(&mut c).await, b"rest");
+        // Give the background Redis write its time, then look.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let out = tokio::process::Command::new("redis-cli")
+            .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}:e:*")])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "purge {body}: not written to redis");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        chans.lock().unwrap().push(rx);
+        tx.send(Bytes::from_static(b"new")).unwrap();
+        drop(tx);
+        let after = req("GET", &format!("http://{proxy}/f"), &h).await;
+        assert_eq!((after.cs(), after.body.as_str()), ("MISS", "new"), "purge {body}");
+        assert_eq!(seen.count(), 2 * (i + 1));
+        // Stored now: emptied for the next round.
+        purge(&admin, serde_json::json!({ "all": true })).await;
+    }
+    drop(p);
+}

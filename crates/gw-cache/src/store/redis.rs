@@ -8,6 +8,9 @@
 //! - `P:h:<host>`: a sorted set of `<url> <key hex>`, scored by storage expiry (expired
 //!   members are pruned on every write);
 //! - `P:t:<tag>`: a sorted set of `<key hex>`, scored the same way;
+//! - `P:purgeseq`: the number of the last purge; `P:purges`: the last purges, scored by their
+//!   number: the write script refuses a response whose fill started (read the number) before a
+//!   purge that covers it;
 //! - channel `P:purge`: purge messages.
 //!
 //! Failure handling: every command has a timeout; after a failure Redis is skipped for a
@@ -49,9 +52,33 @@ pub struct RedisTierOptions {
     pub ca_pem: Option<Vec<u8>>,
 }
 
+/// How long the purge log is kept after the last purge (ms).
+const PURGE_LOG_KEEP_MS: u64 = 10 * 60 * 1000;
+/// How many purges the log keeps; a fill older than the oldest is not written.
+const PURGE_LOG_MAX: u64 = 10_000;
+
 const WRITE_LUA: &str = r#"
--- KEYS[1] entry hash, KEYS[2] host index, KEYS[3..] tag indexes.
--- ARGV: field, blob, ttl_ms, now_ms, expires_ms, url member, key hex.
+-- KEYS[1] entry hash, KEYS[2] host index, KEYS[3] purge log, KEYS[4..] tag indexes.
+-- ARGV: field, blob, ttl_ms, now_ms, expires_ms, url member, key hex, the purge number when
+-- the fill started, url, max log length, tags...
+-- A purge numbered after the fill started that covers this response refuses the write.
+local since = tonumber(ARGV[8])
+local url = ARGV[9]
+local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+if oldest[2] and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[10]) and tonumber(oldest[2]) > since + 1 then
+  return 0
+end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. since, '+inf')) do
+  local p = string.match(m, '^%S+ (.*)$') or ''
+  local kind, arg = string.match(p, '^(%S+) ?(.*)$')
+  if kind == 'all' then return 0 end
+  if kind == 'url' and arg == url then return 0 end
+  if kind == 'prefix' and string.sub(url, 1, #arg) == arg then return 0 end
+  if kind == 'key' and arg == ARGV[7] then return 0 end
+  if kind == 'tag' then
+    for i = 11, #ARGV do if ARGV[i] == arg then return 0 end end
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local ttl = tonumber(ARGV[3])
 local function extend(k)
@@ -66,8 +93,17 @@ local function idx(k, member)
   extend(k)
 end
 idx(KEYS[2], ARGV[6])
-for i = 3, #KEYS do idx(KEYS[i], ARGV[7]) end
+for i = 4, #KEYS do idx(KEYS[i], ARGV[7]) end
 return 1
+"#;
+
+const LOG_PURGE_LUA: &str = r#"
+-- KEYS[1] purge log, KEYS[2] purge number; ARGV: purge message, keep ms, max log length.
+local n = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], n, n .. ' ' .. ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -1 - tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return n
 "#;
 
 /// The shared tier.
@@ -79,6 +115,7 @@ pub struct RedisTier {
     epoch: Instant,
     down_until: AtomicU64,
     write: Script,
+    log_purge: Script,
 }
 
 /// Escape glob characters for `MATCH`.
@@ -118,6 +155,7 @@ impl RedisTier {
             epoch: Instant::now(),
             down_until: AtomicU64::new(0),
             write: Script::new(WRITE_LUA),
+            log_purge: Script::new(LOG_PURGE_LUA),
         })
     }
 
@@ -196,32 +234,62 @@ impl RedisTier {
         format!("{}:t:{tag}", self.opts.prefix)
     }
 
+    fn purge_log_key(&self) -> String {
+        format!("{}:purges", self.opts.prefix)
+    }
+
+    fn purge_seq_key(&self) -> String {
+        format!("{}:purgeseq", self.opts.prefix)
+    }
+
+    /// Record a purge ([`crate::Purge::encode`]'s form) in the purge log, before it removes
+    /// anything: from then on, writes of fills that started before it (that read a lower
+    /// number) and that it covers are refused. Returns its number.
+    pub async fn log_purge(&self, msg: &str) -> Result<u64, Unavailable> {
+        let mut inv = self.log_purge.prepare_invoke();
+        inv.key(self.purge_log_key()).key(self.purge_seq_key()).arg(msg).arg(PURGE_LOG_KEEP_MS).arg(PURGE_LOG_MAX);
+        self.guarded(async |c| inv.invoke_async(c).await).await
+    }
+
+    /// The number of the last purge (what a fill that did not read Redis starts from).
+    pub async fn purge_seq(&self) -> Result<u64, Unavailable> {
+        let k = self.purge_seq_key();
+        let n: Option<u64> = self.guarded(async |c| redis::cmd("GET").arg(&k).query_async(c).await).await?;
+        Ok(n.unwrap_or(0))
+    }
+
     /// The pub/sub channel of purges.
     pub fn channel(&self) -> String {
         format!("{}:purge", self.opts.prefix)
     }
 
-    /// The variants stored under a key that are still within their storage time.
-    pub async fn get(&self, rules: &Rules, key: u128, now_ms: u64) -> Result<Vec<Stored>, Unavailable> {
+    /// The variants stored under a key that are still within their storage time, and the
+    /// number of the last purge (read after them, in the same round trip).
+    pub async fn get(&self, rules: &Rules, key: u128, now_ms: u64) -> Result<(Vec<Stored>, u64), Unavailable> {
         let k = self.entry_key(&format!("{key:032x}"));
-        let fields: Vec<(String, Vec<u8>)> =
-            self.guarded(async |c| redis::cmd("HGETALL").arg(&k).query_async(c).await).await?;
-        Ok(fields
+        let seq = self.purge_seq_key();
+        let (fields, n): (Vec<(String, Vec<u8>)>, Option<u64>) = self
+            .guarded(async |c| redis::pipe().cmd("HGETALL").arg(&k).cmd("GET").arg(&seq).query_async(c).await)
+            .await?;
+        let list = fields
             .iter()
             .filter_map(|(_, blob)| Stored::decode(rules, blob))
             .filter(|s| s.expires_ms > now_ms)
-            .collect())
+            .collect();
+        Ok((list, n.unwrap_or(0)))
     }
 
-    /// Write a variant (skipped when its body is above the tier's size cap).
-    pub async fn put(&self, key: u128, s: &Stored, now_ms: u64) -> Result<bool, Unavailable> {
+    /// Write a variant (skipped when its body is above the tier's size cap). `since`: the
+    /// purge number when its fill started ([`RedisTier::get`], [`RedisTier::purge_seq`]): a
+    /// later purge that covers it refuses the write (`Ok(false)`).
+    pub async fn put(&self, key: u128, s: &Stored, now_ms: u64, since: u64) -> Result<bool, Unavailable> {
         if s.body_len() > self.opts.max_object_size || s.expires_ms <= now_ms {
             return Ok(false);
         }
         let hex = format!("{key:032x}");
         let host = url_host(&s.url).unwrap_or("");
         let mut inv = self.write.prepare_invoke();
-        inv.key(self.entry_key(&hex)).key(self.host_key(host));
+        inv.key(self.entry_key(&hex)).key(self.host_key(host)).key(self.purge_log_key());
         for t in &s.tags {
             inv.key(self.tag_key(t));
         }
@@ -231,9 +299,15 @@ impl RedisTier {
             .arg(now_ms)
             .arg(s.expires_ms)
             .arg(format!("{} {hex}", s.url))
-            .arg(&hex);
-        let _: i64 = self.guarded(async |c| inv.invoke_async(c).await).await?;
-        Ok(true)
+            .arg(&hex)
+            .arg(since)
+            .arg(&s.url)
+            .arg(PURGE_LOG_MAX);
+        for t in &s.tags {
+            inv.arg(t);
+        }
+        let written: i64 = self.guarded(async |c| inv.invoke_async(c).await).await?;
+        Ok(written == 1)
     }
 
     /// Delete one key's entry.
@@ -321,6 +395,9 @@ impl RedisTier {
                         .await
                 })
                 .await?;
+            // The purge log and number stay: they protect this purge from the writes in flight.
+            let (log, seq) = (self.purge_log_key(), self.purge_seq_key());
+            let keys: Vec<String> = keys.into_iter().filter(|k| *k != log && *k != seq).collect();
             if !keys.is_empty() {
                 let n: u64 = self.guarded(async |c| redis::cmd("UNLINK").arg(&keys).query_async(c).await).await?;
                 removed += n;
