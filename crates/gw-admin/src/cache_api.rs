@@ -9,7 +9,9 @@
 //!   a primary key as shown by `Cache-Status`-less tooling) or `{"all": true}`; optionally
 //!   `"cache": "<instance name>"` to purge one cache only. The memory tier of this node is
 //!   always purged; with a Redis tier the purge removes the shared copies and is published to
-//!   every node (`delivered` counts the nodes that received it, this one included).
+//!   every node (`delivered` counts the nodes that received it, this one included); without
+//!   one, in store mode on PostgreSQL, it is sent to every node through the store's
+//!   notification channel (`"relayed": true`).
 
 use std::sync::Arc;
 
@@ -85,6 +87,9 @@ pub(crate) async fn purge(
         };
         let r = r.map_err(|e| bad(&e.to_string()))?;
         let mut one = json!({ "cache": c.instance, "redis_removed": r.redis_removed, "delivered": r.delivered });
+        if r.relayed {
+            one["relayed"] = Value::Bool(true);
+        }
         if let Some(e) = r.redis_error {
             one["redis_error"] = Value::String(e);
         }

@@ -62,7 +62,8 @@ fn purge_result_schema() -> Value {
             "cache": { "type": "string" },
             "redis_removed": { "type": ["integer", "null"], "description": "keys removed from Redis (null: no Redis tier, or it failed)" },
             "delivered": { "type": ["integer", "null"], "description": "nodes that received the purge message, this one included (null: not published)" },
-            "redis_error": { "type": "string", "description": "why Redis could not be purged (this node's memory was purged anyway)" }
+            "redis_error": { "type": "string", "description": "why Redis could not be purged (this node's memory was purged anyway)" },
+            "relayed": { "type": "boolean", "description": "without a Redis tier: sent to the other nodes through the PostgreSQL config store's notification channel (absent: this node only)" }
         }, "required": ["cache", "redis_removed", "delivered"] } } },
         "required": ["caches"]
     })

@@ -161,6 +161,9 @@ pub struct PurgeReport {
     pub redis_error: Option<String>,
     /// Nodes that received the purge message (`None` when not published).
     pub delivered: Option<u64>,
+    /// Without a Redis tier: the purge was handed to the relay to the other nodes (the config
+    /// store's notification channel), which sends it in the background.
+    pub relayed: bool,
 }
 
 /// A purge request that cannot be understood.
@@ -278,8 +281,9 @@ struct Inner {
     relay: std::sync::OnceLock<Relay>,
 }
 
-/// Sends a purge message to the other nodes (see [`Cache::set_relay`]).
-pub type Relay = Arc<dyn Fn(&str) + Send + Sync>;
+/// Sends a purge message to the other nodes (see [`Cache::set_relay`]); returns whether it
+/// took it (`false`: this node has no way to reach the others).
+pub type Relay = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -631,10 +635,8 @@ impl Cache {
         let inner = &self.inner;
         self.purge_memory(&p);
         let Some(r) = &inner.redis else {
-            if let Some(relay) = inner.relay.get() {
-                relay(&p.encode());
-            }
-            return PurgeReport { redis_removed: None, redis_error: None, delivered: None };
+            let relayed = inner.relay.get().is_some_and(|relay| relay(&p.encode()));
+            return PurgeReport { redis_removed: None, redis_error: None, delivered: None, relayed };
         };
         // Recorded before anything is removed: a write of a fill that started before it is
         // refused from now on (the write script checks the log), so it cannot overtake it.
@@ -651,7 +653,7 @@ impl Cache {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(e.to_string()),
             _ => None,
         };
-        PurgeReport { redis_removed: removed.ok(), redis_error: error, delivered: delivered.ok() }
+        PurgeReport { redis_removed: removed.ok(), redis_error: error, delivered: delivered.ok(), relayed: false }
     }
 }
 
@@ -1078,5 +1080,41 @@ impl Waiter {
             h.insert(n, v);
         }
         WaitOutcome::Stream { status, headers: h, body }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::sample;
+
+    /// A purge numbered after a fill's start covers the responses it names (URL, prefix, tag,
+    /// key, all), not others; forgotten purges (too old, too many) raise the floor below
+    /// which fills are refused.
+    #[test]
+    fn purge_log_orders_purges_and_fills() {
+        let s = sample("https://h.example/a/1", "x", "max-age=60", 1000);
+        let mut log = PurgeLog::default();
+        log.add(1, 1000, Purge::Url("https://h.example/b".into()));
+        assert!(!log.purged_since(0, 7, &s), "another URL");
+        log.add(2, 1000, Purge::Prefix("https://h.example/a/".into()));
+        assert!(log.purged_since(1, 7, &s), "a later prefix purge");
+        assert!(!log.purged_since(2, 7, &s), "the fill started after it");
+        log.add(3, 1000, Purge::Key(7));
+        assert!(log.purged_since(2, 7, &s) && !log.purged_since(2, 8, &s));
+        log.add(4, 1000, Purge::Tag("t".into()));
+        assert!(!log.purged_since(3, 7, &s), "untagged");
+        log.add(5, 1000, Purge::All);
+        assert!(log.purged_since(4, 9, &s));
+        // Ten minutes later the old ones are forgotten: fills from before them are refused.
+        log.add(6, 1000 + PURGE_LOG_KEEP_MS + 1, Purge::Url("https://h.example/z".into()));
+        assert_eq!((log.entries.len(), log.floor), (1, 5));
+        assert!(log.purged_since(4, 9, &s) && !log.purged_since(5, 9, &s));
+        let mut full = PurgeLog::default();
+        for n in 1..=(PURGE_LOG_MAX as u64 + 1) {
+            full.add(n, 1000, Purge::Tag("t".into()));
+        }
+        assert_eq!((full.entries.len(), full.floor), (PURGE_LOG_MAX, 1));
+        assert!(full.purged_since(0, 9, &s) && !full.purged_since(1, 9, &s));
     }
 }

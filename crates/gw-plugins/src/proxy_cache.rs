@@ -105,8 +105,12 @@ fn slot(instance: &str, opts: CacheOptions, clock: Arc<dyn gw_core::Clock>) -> R
     let name = instance.to_string();
     cache.set_relay(Arc::new(move |msg: &str| {
         let p = peers().read().ok().and_then(|g| g.clone());
-        if let Some(p) = p {
-            p(&name, msg);
+        match p {
+            Some(p) => {
+                p(&name, msg);
+                true
+            }
+            None => false,
         }
     }));
     let s = Arc::new(CacheSlot { instance: instance.to_string(), cache });

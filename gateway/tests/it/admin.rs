@@ -390,18 +390,7 @@ async fn postgres_two_nodes() {
     tokio::spawn(conn);
     c.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
     let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    let dir = tempfile::tempdir().unwrap();
-    let seed = dir.path().join("seed.yaml");
-    crate::binary::write(&seed, &seed_yaml("127.0.0.1:0"));
-    let (mut a, _) = crate::binary::Proc::start_args(
-        &["--store", &url, "--config", seed.to_str().unwrap()],
-        &[("GATEHOUSE_NODE_ID", "node-a")],
-    )
-    .await;
-    let (mut b, proxy_b) =
-        crate::binary::Proc::start_args(&["--store", &url], &[("GATEHOUSE_NODE_ID", "node-b")]).await;
-    let admin_a = a.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
-    let admin_b = b.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let (_dir, [(a, _, admin_a), (mut b, proxy_b, admin_b)]) = two_store_nodes(&url, &seed_yaml("127.0.0.1:0")).await;
     assert_eq!(client().get(format!("http://{proxy_b}/fresh")).send().await.unwrap().status(), 404);
 
     let t0 = Instant::now();
@@ -717,6 +706,27 @@ async fn embedded_store_patches_and_keeps_the_last_versions() {
     let doc = json!({"routes": routes}).to_string();
     s.commit(doc.clone(), "after reopen".into()).await.unwrap();
     assert_eq!(s.get(total + 1).await.unwrap().unwrap().document, doc);
+}
+
+/// Two gateway processes (`node-a`, seeded with `seed`, and `node-b`) sharing the store at
+/// `url`, each with its Admin API: the process, its proxy address and its Admin API address
+/// (and the folder of the seed file, to keep while they run).
+pub(crate) async fn two_store_nodes(
+    url: &str,
+    seed: &str,
+) -> (tempfile::TempDir, [(crate::binary::Proc, std::net::SocketAddr, String); 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seed.yaml");
+    crate::binary::write(&file, seed);
+    let (mut a, proxy_a) = crate::binary::Proc::start_args(
+        &["--store", url, "--config", file.to_str().unwrap()],
+        &[("GATEHOUSE_NODE_ID", "node-a")],
+    )
+    .await;
+    let (mut b, proxy_b) = crate::binary::Proc::start_args(&["--store", url], &[("GATEHOUSE_NODE_ID", "node-b")]).await;
+    let admin_a = a.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let admin_b = b.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    (dir, [(a, proxy_a, admin_a), (b, proxy_b, admin_b)])
 }
 
 /// A database of its own on the real PostgreSQL (127.0.0.1:5432), dropped by [`PgDb::drop_db`].

@@ -1117,19 +1117,8 @@ async fn purge_reaches_other_nodes_through_the_postgres_store() {
     )
     .await;
     let db = crate::admin::PgDb::create("cache").await;
-    let dir = tempfile::tempdir().unwrap();
-    let seed = dir.path().join("seed.yaml");
-    crate::binary::write(&seed, &node_config(up.addr, "{}", "", ""));
-    let url = db.url();
-    let (mut a, proxy_a) = crate::binary::Proc::start_args(
-        &["--store", &url, "--config", seed.to_str().unwrap()],
-        &[("GATEHOUSE_NODE_ID", "node-a")],
-    )
-    .await;
-    let (mut b, proxy_b) =
-        crate::binary::Proc::start_args(&["--store", &url], &[("GATEHOUSE_NODE_ID", "node-b")]).await;
-    let admin_a = a.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
-    let admin_b = b.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let (_dir, [(a, proxy_a, admin_a), (b, proxy_b, admin_b)]) =
+        crate::admin::two_store_nodes(&db.url(), &node_config(up.addr, "{}", "", "")).await;
     let h = [("host", "shop.example")];
     let at = |p: std::net::SocketAddr, path: &str| format!("http://{p}{path}");
     // Each node fills its own memory tier.
@@ -1143,6 +1132,7 @@ async fn purge_reaches_other_nodes_through_the_postgres_store() {
     // By URL on node A: node B misses.
     let r = purge(&admin_a, serde_json::json!({ "url": "http://shop.example/x" })).await;
     assert_eq!(r["caches"][0]["delivered"], serde_json::Value::Null, "{r}");
+    assert_eq!(r["caches"][0]["relayed"], true, "{r}");
     assert_eq!(once_purged(&at(proxy_b, "/x"), &h).await, "MISS");
     assert_eq!(req("GET", &at(proxy_b, "/y"), &h).await.cs(), "HIT", "only that URL");
     // By tag on node B: node A misses both.
