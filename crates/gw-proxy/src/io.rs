@@ -22,6 +22,8 @@ pub(crate) struct StallIo {
     inner: UpstreamStream,
     write_timeout: WriteTimeout,
     stall: Option<Pin<Box<Sleep>>>,
+    /// Set for an HTTP/2 connection that waits for the peer's SETTINGS (`pool`).
+    first: Option<Box<FirstFrame>>,
 }
 
 /// The transport under a [`StallIo`].
@@ -32,7 +34,13 @@ pub(crate) enum UpstreamStream {
 
 impl StallIo {
     pub(crate) fn new(inner: UpstreamStream, write_timeout: WriteTimeout) -> Self {
-        StallIo { inner, write_timeout, stall: None }
+        StallIo { inner, write_timeout, stall: None, first: None }
+    }
+
+    /// Notify `applied` once the peer's first HTTP/2 frame has been read and processed (see
+    /// [`FirstFrame`]).
+    pub(crate) fn tell_first_frame(&mut self, applied: Arc<tokio::sync::Notify>) {
+        self.first = Some(Box::new(FirstFrame { head: [0; 3], read: 0, complete: false, applied }));
     }
 
     /// A write's result through the stall timer: a write that stays pending past the write
@@ -54,10 +62,53 @@ impl StallIo {
 
 impl AsyncRead for StallIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
+        if self.first.as_mut().is_some_and(|f| f.told()) {
+            self.first = None;
+        }
+        let before = buf.filled().len();
+        let r = match &mut self.inner {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if let Some(f) = &mut self.first {
+            f.count(&buf.filled()[before..]);
         }
+        r
+    }
+}
+
+/// Tells when the peer's first HTTP/2 frame (its SETTINGS, RFC 9113 §3.4) has been read and
+/// applied: at the first read after the one that completed the frame (9-byte header, then its
+/// length). h2 processes every frame it has read, and applies a received SETTINGS as it
+/// acknowledges it, before it reads again.
+pub(crate) struct FirstFrame {
+    /// The frame's 24-bit length, as read so far.
+    head: [u8; 3],
+    /// Bytes read so far, counted until the frame is complete.
+    read: usize,
+    complete: bool,
+    applied: Arc<tokio::sync::Notify>,
+}
+
+impl FirstFrame {
+    /// Before a read: once the frame is complete, notify and say so (the watch is then done).
+    fn told(&self) -> bool {
+        if self.complete {
+            self.applied.notify_one();
+        }
+        self.complete
+    }
+
+    /// Bytes just read.
+    fn count(&mut self, new: &[u8]) {
+        for &b in new {
+            if let Some(h) = self.head.get_mut(self.read) {
+                *h = b;
+            }
+            self.read += 1;
+        }
+        let len = u32::from_be_bytes([0, self.head[0], self.head[1], self.head[2]]) as usize;
+        self.complete = self.read >= 9 + len;
     }
 }
 

@@ -41,6 +41,32 @@ pub(crate) fn set_worker_index(i: usize) {
     WORKER.with(|w| w.set(i));
 }
 
+/// Flow-control window of each upstream HTTP/2 stream: the response bytes the upstream may
+/// send ahead of a client that reads slowly, per request.
+pub(crate) const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// Flow-control window of the shared upstream HTTP/2 connection. Fixed and large rather than
+/// hyper's adaptive window, which starts at 64 KiB: h2 (0.4.16 on) closes a connection with
+/// `GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames"` when the small (< 256 bytes) DATA frames
+/// received but not yet read by the application cost more than its data-frame budget, and that
+/// budget is half the connection window. Every request on the shared connection then fails. A
+/// gRPC unary answer is one small DATA frame (about 240 bytes of budget until it is read), so
+/// with the adaptive window about 140 answers waiting for their clients (a busy gateway, or
+/// clients that read slowly) took the connection down. With 16 MiB the budget is 8 MiB, about
+/// 34,000 unread small frames; a stream holds at most `H2_STREAM_WINDOW` of them.
+pub(crate) const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// The upstream HTTP/2 client's settings, with this connection window.
+fn h2_client(connection_window: u32) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(connection_window);
+    b
+}
+
 // === Endpoint ===
 
 impl ConnHome for Endpoint {
@@ -175,11 +201,7 @@ impl Endpoint {
         }
         let start = Instant::now();
         let (io, timeout) = self.connect(connect_timeout, wt).await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .adaptive_window(true)
+        let (sender, conn) = h2_client(H2_CONNECTION_WINDOW)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
@@ -204,6 +226,47 @@ impl Endpoint {
         let mut conn = H1Conn::new(io, write_timeout, new_read_timer());
         conn.poolable = false;
         Ok(Box::new(conn))
+    }
+
+    /// A new HTTP/2 connection for one extended CONNECT tunnel (RFC 8441, `upgrade`); never
+    /// shared, so a long-lived WebSocket neither shares flow control with requests nor keeps a
+    /// pooled connection from being replaced. Resolves once the upstream's first frame (its
+    /// SETTINGS, RFC 9113 §3.4) was read and applied, with whether it sent
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1`: a client must not send an extended CONNECT before
+    /// (RFC 8441 §3). The sender keeps the connection open; drop it when the tunnel ends.
+    pub(crate) async fn connect_h2_tunnel(
+        self: &Arc<Self>,
+        connect_timeout: Duration,
+    ) -> Result<(http2::SendRequest<RequestBody>, bool), Error> {
+        let (mut io, _) = self.connect(connect_timeout, 60_000).await?;
+        let applied = Arc::new(tokio::sync::Notify::new());
+        io.tell_first_frame(applied.clone());
+        let (sender, conn) = h2_client(H2_STREAM_WINDOW)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.connect_error(ErrorKind::UpstreamProtocol, e))?;
+        let (tell, settings) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut conn = Box::pin(conn);
+            tokio::select! {
+                // Ended before its first frame: `tell` is dropped.
+                _ = conn.as_mut() => return,
+                () = applied.notified() => {
+                    let _ = tell.send(conn.is_extended_connect_protocol_enabled());
+                }
+            }
+            let _ = conn.await;
+        });
+        let enabled = tokio::time::timeout(connect_timeout, settings).await.map_err(|_| {
+            Error::new(
+                ErrorKind::ConnectTimeout,
+                format!("{} sent no HTTP/2 SETTINGS within {connect_timeout:?}", self.authority),
+            )
+        })?;
+        let enabled = enabled.map_err(|_| {
+            Error::new(ErrorKind::UpstreamProtocol, format!("{} closed the HTTP/2 connection", self.authority))
+        })?;
+        Ok((sender, enabled))
     }
 
     /// Put an HTTP/1.1 connection back after an exchange ended cleanly.

@@ -1,5 +1,6 @@
-//! Protocol upgrades (WebSocket): the handshake is proxied on a dedicated upstream connection
-//! by the gateway's own HTTP/1.1 client (`h1::upgrade`);
+//! Protocol upgrades (WebSocket): the handshake is proxied on a dedicated upstream connection,
+//! by the gateway's own HTTP/1.1 client (`h1::upgrade`) or, to an HTTP/2 upstream, as an
+//! extended CONNECT (RFC 8441) through hyper's client;
 //! after `101 Switching Protocols` both sides are spliced together in a tracked task, which a
 //! configuration reload does not touch and a graceful shutdown waits for. The request's log
 //! phase moves to the tunnel ([`TunnelLog`]): the access log line is written when the tunnel
@@ -27,6 +28,7 @@ use crate::body::{End, Ended, Finish, ResponseBody};
 use crate::fault::BoxError;
 use crate::forwarding;
 use crate::h1::UpgradeAnswer;
+use crate::pool::Endpoint;
 use crate::runtime::{RouteRt, ServiceRt, UpstreamRt};
 
 /// The client's side of an upgrade: resolves to its connection once `101` was sent.
@@ -54,7 +56,26 @@ impl ClientUpgrade {
     }
 }
 
-/// Forward an upgrade request and, on 101, splice the two connections.
+/// What the upstream answered an upgrade (HTTP/1.1) or extended CONNECT (HTTP/2).
+enum Opened {
+    /// Switched (`101`) or connected (`200`): the response head and the tunnel's upstream side,
+    /// with what must live as long as the tunnel (the HTTP/2 connection's sender).
+    Tunnel(http::response::Parts, Box<dyn crate::io::UpgradeIo>, Option<Box<dyn Send>>),
+    /// Refused: relayed as an ordinary response.
+    Refused(Response<ResponseBody>),
+}
+
+/// Forward an upgrade request and, on `101` (or `200` to an extended CONNECT), splice the two
+/// connections.
+///
+/// Four ways, by the client's and the upstream's HTTP version:
+/// - HTTP/1.1 client, HTTP/1.1 upstream: the handshake passes through (the client's
+///   `Sec-WebSocket-Key`; the client checks the accept).
+/// - HTTP/2 client (extended CONNECT, RFC 8441), HTTP/1.1 upstream: sent as an HTTP/1.1
+///   upgrade with a key of the gateway's; the upstream's `Sec-WebSocket-Accept` must match it.
+/// - Either client, HTTP/2 upstream (`h2c`, `grpc`, `h2`): sent as an extended CONNECT on a
+///   connection of its own, once the upstream announced `SETTINGS_ENABLE_CONNECT_PROTOCOL`;
+///   an HTTP/1.1 client gets `101` with the accept of its own key.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     head: RequestHead,
@@ -73,49 +94,51 @@ pub(crate) async fn forward(
     })?;
     let endpoint = upstream.endpoints[sel.index].clone();
     cx.upstream_addr = Some(endpoint.authority.clone());
-    let inflight = sel.target.begin();
-    let conn = endpoint.connect_upgradable(service.timeouts.connect).await?;
-    let mut head = head;
-    // RFC 8441: an HTTP/2 extended CONNECT is sent upstream as an HTTP/1.1 upgrade (a GET with
-    // `Upgrade`; a WebSocket gets the `Sec-WebSocket-Key` HTTP/2 does not carry), and the
-    // upstream's `101` is answered `200`.
-    let extended = head.method == http::Method::CONNECT;
-    if extended {
-        head.method = http::Method::GET;
-        if protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
-            head.headers.insert(http::HeaderName::from_static("sec-websocket-key"), websocket_key());
-        }
-    }
-    head.version = Version::HTTP_11;
-    head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    head.headers.insert(header::UPGRADE, protocol);
     let host = if route.route.preserve_host { cx.host.as_str() } else { &*endpoint.authority };
     if host.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(Error::new(ErrorKind::BadRequest, "invalid Host"));
     }
+    // The client's side: an HTTP/2 extended CONNECT, or an HTTP/1.1 upgrade.
+    let extended = head.method == http::Method::CONNECT;
+    let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+    let h2_upstream = endpoint.spec.protocol.is_http2();
+    // An HTTP/1.1 client's WebSocket bridged to an extended CONNECT is answered by the gateway,
+    // with the accept of the client's key.
+    let client_accept = match (h2_upstream && !extended && websocket, head.headers.get(SEC_WEBSOCKET_KEY)) {
+        (false, _) => None,
+        (true, Some(key)) => Some(websocket_accept(key.as_bytes())),
+        (true, None) => return Err(Error::new(ErrorKind::BadRequest, "WebSocket upgrade without Sec-WebSocket-Key")),
+    };
+    let inflight = sel.target.begin();
     let start = Instant::now();
-    let answer = crate::h1::upgrade(conn, &endpoint, &head, host.as_bytes(), service.timeouts.read)
-        .await
-        .map_err(|e| e.with_retry(Retry::Never))?;
+    let opened = if h2_upstream {
+        Box::pin(extended_connect(head, &protocol, &endpoint, host, service)).await?
+    } else {
+        Box::pin(upgrade_h1(head, protocol.clone(), extended && websocket, &endpoint, host, service)).await?
+    };
     cx.upstream_latency = Some(start.elapsed());
-    let (mut parts, up) = match answer {
-        UpgradeAnswer::Switched(parts, up) => (parts, up),
-        UpgradeAnswer::Refused(parts, body) => {
-            // The upstream refused the upgrade: relay its answer as a normal response.
+    let (mut parts, up, keep) = match opened {
+        Opened::Tunnel(parts, up, keep) => (parts, up, keep),
+        Opened::Refused(resp) => {
             inflight.finish(Outcome::Success, start.elapsed(), Instant::now());
-            let body = crate::body::UpstreamBody::new(
-                crate::body::UpstreamInner::H1(body),
-                service.timeouts.read,
-                Box::new(|_| {}),
-            );
-            return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+            return Ok(resp);
         }
     };
     if extended {
+        // RFC 8441 §5: the tunnel is the CONNECT stream; 200, no upgrade fields.
         forwarding::strip_hop_by_hop(&mut parts.headers, false);
-        parts.headers.remove(http::HeaderName::from_static("sec-websocket-accept"));
+        parts.headers.remove(SEC_WEBSOCKET_ACCEPT);
         parts.status = http::StatusCode::OK;
         parts.version = Version::HTTP_2;
+    } else if h2_upstream {
+        forwarding::strip_hop_by_hop(&mut parts.headers, false);
+        parts.status = http::StatusCode::SWITCHING_PROTOCOLS;
+        parts.version = Version::HTTP_11;
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+        if let Some(accept) = client_accept {
+            parts.headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+        }
     } else {
         forwarding::strip_hop_by_hop(&mut parts.headers, true);
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -124,6 +147,8 @@ pub(crate) async fn forward(
     let log = TunnelLog::default();
     parts.extensions.insert(log.clone());
     tasks.spawn(async move {
+        // The upstream HTTP/2 connection of an extended CONNECT lives as long as the tunnel.
+        let _keep = keep;
         // Logs the session when the tunnel ends, also when the gateway's shutdown drops it.
         let mut session = Session { log, stats: Arc::default(), end: End::ClientGone };
         let d = match downstream.wait().await {
@@ -144,11 +169,157 @@ pub(crate) async fn forward(
     Ok(Response::from_parts(parts, ResponseBody::empty()))
 }
 
+const SEC_WEBSOCKET_KEY: http::HeaderName = http::HeaderName::from_static("sec-websocket-key");
+const SEC_WEBSOCKET_ACCEPT: http::HeaderName = http::HeaderName::from_static("sec-websocket-accept");
+
+/// The upgrade on a dedicated HTTP/1.1 connection (`h1::upgrade`). `own_key`: the request
+/// came as an extended CONNECT (HTTP/2 carries no key), so the gateway sends a key of its own
+/// and the upstream's `101` must carry its accept (RFC 6455 §4.1), or the upgrade fails with 502
+/// and nothing is bridged.
+async fn upgrade_h1(
+    mut head: RequestHead,
+    protocol: HeaderValue,
+    own_key: bool,
+    endpoint: &Arc<Endpoint>,
+    host: &str,
+    service: &ServiceRt,
+) -> Result<Opened, Error> {
+    let conn = endpoint.connect_upgradable(service.timeouts.connect).await?;
+    // RFC 8441: an HTTP/2 extended CONNECT is sent upstream as an HTTP/1.1 upgrade (a GET with
+    // `Upgrade`), and the upstream's `101` is answered `200`.
+    let key = own_key.then(websocket_key);
+    if head.method == http::Method::CONNECT {
+        head.method = http::Method::GET;
+    }
+    if let Some(k) = &key {
+        head.headers.insert(SEC_WEBSOCKET_KEY, k.clone());
+    }
+    head.version = Version::HTTP_11;
+    head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    head.headers.insert(header::UPGRADE, protocol);
+    let answer = crate::h1::upgrade(conn, endpoint, &head, host.as_bytes(), service.timeouts.read)
+        .await
+        .map_err(|e| e.with_retry(Retry::Never))?;
+    match answer {
+        UpgradeAnswer::Switched(parts, up) => {
+            if let Some(k) = key {
+                let accept = parts.headers.get(SEC_WEBSOCKET_ACCEPT);
+                if accept.map(HeaderValue::as_bytes) != Some(websocket_accept(k.as_bytes()).as_bytes()) {
+                    let got = accept.map_or_else(|| "none".to_string(), |a| format!("{:?}", a));
+                    return Err(Error::new(
+                        ErrorKind::UpstreamProtocol,
+                        format!(
+                            "{} switched to WebSocket with a wrong Sec-WebSocket-Accept ({got}) for the gateway's key",
+                            endpoint.authority
+                        ),
+                    )
+                    .with_public_field("detail", "the upstream's Sec-WebSocket-Accept does not match the key sent"));
+                }
+            }
+            Ok(Opened::Tunnel(parts, Box::new(up), None))
+        }
+        UpgradeAnswer::Refused(parts, body) => {
+            let body = crate::body::UpstreamBody::new(
+                crate::body::UpstreamInner::H1(body),
+                service.timeouts.read,
+                Box::new(|_| {}),
+            );
+            Ok(Opened::Refused(Response::from_parts(parts, ResponseBody::upstream(body))))
+        }
+    }
+}
+
+/// The upgrade as an extended CONNECT (RFC 8441) on an HTTP/2 connection of its own
+/// (`Endpoint::connect_h2_tunnel`): `:protocol` is the upgrade's protocol, the fields that
+/// belong to HTTP/1.1's handshake (`Sec-WebSocket-Key`, `Upgrade`, `Connection`, `Host`) are
+/// not sent. An upstream without `SETTINGS_ENABLE_CONNECT_PROTOCOL` is a 502; a `2xx` opens the
+/// tunnel; any other answer is relayed.
+async fn extended_connect(
+    head: RequestHead,
+    protocol: &HeaderValue,
+    endpoint: &Arc<Endpoint>,
+    host: &str,
+    service: &ServiceRt,
+) -> Result<Opened, Error> {
+    let authority = &endpoint.authority;
+    let proto = protocol.to_str().map_err(|_| Error::new(ErrorKind::BadRequest, "upgrade protocol is not a token"))?;
+    let scheme = if endpoint.spec.protocol.is_tls() { "https" } else { "http" };
+    let uri: http::Uri = format!("{scheme}://{host}{}", head.uri.path_and_query().map_or("/", |pq| pq.as_str()))
+        .parse()
+        .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))?;
+    let mut headers = head.headers;
+    for h in [SEC_WEBSOCKET_KEY, header::UPGRADE, header::CONNECTION, header::HOST, header::CONTENT_LENGTH] {
+        headers.remove(h);
+    }
+    let (mut sender, enabled) =
+        endpoint.connect_h2_tunnel(service.timeouts.connect).await.map_err(|e| e.with_retry(Retry::Never))?;
+    if !enabled {
+        return Err(Error::new(
+            ErrorKind::UpstreamProtocol,
+            format!(
+                "{authority} does not accept extended CONNECT (no SETTINGS_ENABLE_CONNECT_PROTOCOL): cannot open a {proto} tunnel over HTTP/2"
+            ),
+        )
+        .with_public_field(
+            "detail",
+            "the upstream speaks HTTP/2 without extended CONNECT (no SETTINGS_ENABLE_CONNECT_PROTOCOL)",
+        ));
+    }
+    let mut req = Request::new(crate::body::RequestBody::Empty);
+    *req.method_mut() = http::Method::CONNECT;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_2;
+    *req.headers_mut() = headers;
+    req.extensions_mut().insert(hyper::ext::Protocol::from(proto));
+    let read = service.timeouts.read;
+    let mut resp = match tokio::time::timeout(read, sender.send_request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return Err(
+                Error::new(ErrorKind::UpstreamProtocol, format!("extended CONNECT to {authority}")).with_cause(e)
+            );
+        }
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::UpstreamTimeout,
+                format!("{authority} did not answer the extended CONNECT within {read:?}"),
+            ));
+        }
+    };
+    if !resp.status().is_success() {
+        let (parts, body) = resp.into_parts();
+        // The body is read on the tunnel's connection: it stays open until the body ends.
+        let body = crate::body::UpstreamBody::new(
+            crate::body::UpstreamInner::Hyper(body),
+            read,
+            Box::new(move |_| drop(sender)),
+        );
+        return Ok(Opened::Refused(Response::from_parts(parts, ResponseBody::upstream(body))));
+    }
+    let up = hyper::upgrade::on(&mut resp).await.map_err(|e| {
+        Error::new(ErrorKind::UpstreamProtocol, format!("extended CONNECT to {authority}")).with_cause(e)
+    })?;
+    let (parts, _) = resp.into_parts();
+    Ok(Opened::Tunnel(parts, Box::new(TokioIo::new(up)), Some(Box::new(sender))))
+}
+
 /// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1; a nonce, not a secret).
 fn websocket_key() -> HeaderValue {
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_be_bytes());
     HeaderValue::from_str(&key).unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+/// The `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2): base64 of the SHA-1 of the key and
+/// the protocol's GUID.
+fn websocket_accept(key: &[u8]) -> HeaderValue {
+    use aws_lc_rs::digest;
+    use base64::Engine as _;
+    let mut sha1 = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+    sha1.update(key);
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha1.finish().as_ref());
+    HeaderValue::from_str(&accept).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Where a `101` response leaves its log phase for the tunnel it opened (a response extension
@@ -273,5 +444,11 @@ mod key_tests {
             assert_eq!(k.len(), 24);
             assert_eq!(base64::engine::general_purpose::STANDARD.decode(k.as_bytes()).unwrap().len(), 16);
         }
+    }
+
+    /// RFC 6455 §1.3's example handshake.
+    #[test]
+    fn websocket_accept_of_the_rfc_example() {
+        assert_eq!(super::websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }

@@ -4,14 +4,12 @@
 //! attributes, propagation to upstreams and through two gateways, sampling, per-route off and
 //! a dead collector.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::support::*;
 
@@ -28,15 +26,7 @@ struct Receiver {
 impl Receiver {
     async fn start() -> Receiver {
         let script = format!("{}/tests/python/otlp_receiver.py", env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 with grpcio and opentelemetry-proto (tests/python/requirements.txt)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (child, mut lines) = piped(&[&script]);
         let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
             .await
             .expect("receiver started")

@@ -43,16 +43,7 @@ async fn websocket_passes_through_and_survives_reload() {
         ))
     };
     let gw = TestGateway::start(&yaml(""), &[]).await;
-    let mut client = Command::new("python3")
-        .arg(script("ws_client.py"))
-        .arg(format!("ws://{}/ws", gw.addr("main")))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(client.stdout.take().unwrap()).lines();
+    let (mut client, mut out) = piped(&[&script("ws_client.py"), &format!("ws://{}/ws", gw.addr("main"))]);
     let line = tokio::time::timeout(Duration::from_secs(20), out.next_line()).await.expect("ready").unwrap();
     assert_eq!(line.as_deref(), Some("ready"));
     gw.reload(&yaml("  - name: other\n    service: ws\n    paths: [\"/other\"]\n"), &[]).await.unwrap();
@@ -63,14 +54,19 @@ async fn websocket_passes_through_and_survives_reload() {
     assert!(client.wait().await.unwrap().success());
 }
 
+/// A gateway with a route for `/test.Echo/*` to the gRPC server on `port`.
+async fn grpc_gateway(port: u16) -> TestGateway {
+    gateway(&format!(
+        "services:\n  - name: grpc\n    url: grpc://127.0.0.1:{port}\nroutes:\n  - name: grpc\n    service: grpc\n    paths: [\"/test.Echo/*\"]\n"
+    ))
+    .await
+}
+
 /// gRPC over h2c passes through with messages, trailers, status codes and server streaming.
 #[tokio::test]
 async fn grpc_passes_through_with_trailers() {
     let (_server, port) = python_server(&[&script("grpc_echo.py"), "server"]).await;
-    let gw = gateway(&format!(
-        "services:\n  - name: grpc\n    url: grpc://127.0.0.1:{port}\nroutes:\n  - name: grpc\n    service: grpc\n    paths: [\"/test.Echo/*\"]\n"
-    ))
-    .await;
+    let gw = grpc_gateway(port).await;
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         Command::new("python3").arg(script("grpc_echo.py")).arg("client").arg(gw.addr("main").to_string()).output(),
@@ -80,4 +76,34 @@ async fn grpc_passes_through_with_trailers() {
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+/// Many concurrent gRPC calls on the shared upstream HTTP/2 connection, while messages wait
+/// unread: 80 server-streaming calls of 200 messages each from a client that reads slowly (`h2`,
+/// 8 connections, initial window 0: the gateway holds 16,000 small DATA frames unread), and 500
+/// concurrent unary grpcio calls over 5 connections, all to grpcio. Every call succeeds. (With
+/// hyper's adaptive window, h2's budget for unread small DATA frames was half a window that
+/// starts at 64 KiB: h2 closed the shared connection with GOAWAY `too_many_data_frames` after a
+/// few hundred, failing every call on it.)
+#[tokio::test]
+async fn grpc_many_concurrent_calls_on_one_upstream_connection() {
+    let (_server, port) = python_server(&[&script("grpc_echo.py"), "server"]).await;
+    let gw = grpc_gateway(port).await;
+    let addr = gw.addr("main");
+    let (mut held, mut out) =
+        piped(&[&script("grpc_load.py"), "held", "127.0.0.1", &addr.port().to_string(), "10", "8", "200"]);
+    let line = tokio::time::timeout(Duration::from_secs(60), out.next_line()).await.expect("held").unwrap();
+    assert_eq!(line.as_deref(), Some(r#"{"held": 80}"#));
+    // The answers reach the gateway while their client reads nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let r = crate::translation::python_json(&[&script("grpc_load.py"), "many", &addr.to_string(), "500", "5"]).await;
+    assert_eq!(r["ok"], 500, "{r}");
+
+    held.stdin.take().unwrap().write_all(b"go\n").await.unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(60), out.next_line()).await.expect("answers").unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(line.as_deref().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(r, serde_json::json!({"ok": 80, "failed": 0, "statuses": {"0": 80}}));
+    assert!(held.wait().await.unwrap().success());
 }

@@ -167,3 +167,21 @@ impl Responses {
         matches!(tokio::time::timeout(Duration::from_secs(3), self.s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
     }
 }
+
+/// A Python script talking over its standard input and output (with `tests/python/
+/// requirements.txt` installed): the child and its output lines.
+pub(crate) fn piped(
+    args: &[&str],
+) -> (tokio::process::Child, tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("python3")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 (tests/python/requirements.txt)");
+    let out = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    (child, out)
+}

@@ -19,6 +19,16 @@ pub(crate) fn script(name: &str) -> String {
     format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Run a Python script with `args` to its end (60 s at most); it must succeed: the JSON of its
+/// last line.
+pub(crate) async fn python_json(args: &[&str]) -> serde_json::Value {
+    let run = Command::new("python3").args(args).kill_on_drop(true).output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the script finished").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+}
+
 pub(crate) fn proto_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/proto")
 }

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::support::*;
-use crate::translation::{proto_dir, python_server, script};
+use crate::translation::{proto_dir, python_json, python_server, script};
 
 /// Run `grpc_web_client.js` (the `grpc-web` npm package under Node): its JSON line.
 async fn grpc_web_node(base: &str, mode: &str, check: &str) -> Value {
@@ -560,6 +560,101 @@ async fn websocket_over_http2_extended_connect() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null);
     assert_eq!(r["status"], 404, "{stdout}");
+}
+
+/// Run `ws_h2_client.py` (Python `h2`, RFC 8441) against `path` on the gateway: its JSON line.
+async fn ws_h2_client(addr: std::net::SocketAddr, path: &str) -> Value {
+    python_json(&[&script("ws_h2_client.py"), "127.0.0.1", &addr.port().to_string(), path]).await
+}
+
+/// Run `ws_h1_client.py` (the `websockets` library over HTTP/1.1): its JSON line.
+async fn ws_h1_client(url: &str) -> Value {
+    python_json(&[&script("ws_h1_client.py"), url]).await
+}
+
+/// RFC 8441 to an HTTP/1.1 upstream: the gateway sends a `Sec-WebSocket-Key` of its own, so it
+/// checks the upstream's `Sec-WebSocket-Accept` (RFC 6455 §4.1). A `101` with a wrong accept,
+/// or none, is a 502 with a JSON body to the HTTP/2 client, and nothing is bridged (the bytes
+/// the upstream wrote after its `101` never reach the client).
+#[tokio::test]
+async fn websocket_over_http2_checks_the_upstreams_accept() {
+    let up = crate::upstream_h1::Scripted::start(|_, req| {
+        let first = req.lines().next().unwrap_or("");
+        let accept = if first.starts_with("GET /wrong ") {
+            "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        } else {
+            ""
+        };
+        crate::upstream_h1::keep(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{accept}\r\nTUNNELLED"
+            )
+            .as_bytes(),
+        )
+    })
+    .await;
+    let gw = gateway(&format!(
+        "services:\n  - name: ws\n    url: http://{}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: ws\n    service: ws\n",
+        up.addr
+    ))
+    .await;
+    for (i, path) in ["/wrong", "/missing"].into_iter().enumerate() {
+        let r = ws_h2_client(gw.addr("main"), path).await;
+        assert_eq!(r["status"], 502, "{path}: {r}");
+        assert!(!r["body"].as_str().unwrap_or("").contains("TUNNELLED"), "{path}: {r}");
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {r}"));
+        assert_eq!(body["error"], "upstream_protocol_error", "{path}: {body}");
+        assert!(body["detail"].as_str().is_some_and(|m| m.contains("Sec-WebSocket-Accept")), "{path}: {body}");
+        // The upstream got a key of the gateway's (HTTP/2 has none), new for each upgrade.
+        let sent = up.request(i).to_ascii_lowercase();
+        assert!(sent.contains("\r\nsec-websocket-key: ") && !sent.contains("dghlihnhbxbszsbub25jzq=="), "{sent}");
+    }
+}
+
+/// WebSocket to an HTTP/2 upstream that supports RFC 8441 (Hypercorn, h2c): sent as an
+/// extended CONNECT, from an HTTP/2 client (Python `h2`, extended CONNECT) and from an
+/// HTTP/1.1 client (`websockets`, Upgrade; the gateway answers `101` with the accept of the
+/// client's key, which the library checks). Text, a 70,000-byte binary message and a close are
+/// echoed; Hypercorn says the WebSocket came over HTTP/2. A refusal (403) is relayed; an
+/// upstream without SETTINGS_ENABLE_CONNECT_PROTOCOL (hyper's default server) is a 502 naming it.
+#[tokio::test]
+async fn websocket_to_an_http2_upstream_by_extended_connect() {
+    let (_server, port) = python_server(&[&script("ws_h2_echo_server.py")]).await;
+    let plain = Upstream::start(Behavior::Echo("plain-h2")).await;
+    let gw = gateway(&format!(
+        "services:\n  - name: ws\n    url: h2c://127.0.0.1:{port}\n  - name: plain\n    url: h2c://{}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: ws\n    service: ws\n    paths: [\"/ws\", \"/refused\"]\n  - name: plain\n    service: plain\n    paths: [\"/plain\"]\n",
+        plain.addr
+    ))
+    .await;
+    let addr = gw.addr("main");
+
+    let r = ws_h2_client(addr, "/ws").await;
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["headers"]["x-http-version"], "2", "{r}");
+    assert_eq!(r["headers"]["x-upstream"], "hypercorn", "{r}");
+    assert_eq!(r["text"], json!({"opcode": 1, "payload": "hello over h2"}));
+    assert_eq!(r["binary"], json!({"opcode": 2, "len": 70000, "same": true}));
+    assert_eq!(r["close"], json!({"opcode": 8, "code": 1000}));
+
+    let r = ws_h1_client(&format!("ws://{addr}/ws")).await;
+    assert_eq!(r["headers"]["x-http-version"], "2", "{r}");
+    assert_eq!(r["headers"]["upgrade"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("websocket"), "{r}");
+    assert_eq!(r["text"], "hello over h1");
+    assert_eq!(r["binary"], json!({"len": 70000, "same": true}));
+    assert_eq!(r["close"], 1000);
+
+    // Refused by the upstream: relayed.
+    assert_eq!(ws_h2_client(addr, "/refused").await["status"], 403);
+    assert_eq!(ws_h1_client(&format!("ws://{addr}/refused")).await, json!({"refused": 403}));
+
+    // An HTTP/2 upstream that does not announce extended CONNECT.
+    let r = ws_h2_client(addr, "/plain").await;
+    assert_eq!(r["status"], 502, "{r}");
+    let body: Value = serde_json::from_str(r["body"].as_str().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {r}"));
+    assert_eq!(body["error"], "upstream_protocol_error", "{body}");
+    assert!(body["detail"].as_str().is_some_and(|m| m.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL")), "{body}");
+    assert_eq!(ws_h1_client(&format!("ws://{addr}/plain")).await, json!({"refused": 502}));
+    assert_eq!(plain.hits(), 0);
 }
 
 /// An upstream that answers without gRPC (HTTP 503, no `grpc-status`): a gRPC-Web client gets

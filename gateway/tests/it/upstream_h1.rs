@@ -15,14 +15,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::*;
 
 /// What the scripted upstream does after reading a request.
-struct Reply {
+pub(crate) struct Reply {
     bytes: Vec<u8>,
     close: bool,
     /// Write one byte at a time.
     trickle: bool,
 }
 
-fn keep(bytes: &[u8]) -> Reply {
+pub(crate) fn keep(bytes: &[u8]) -> Reply {
     Reply { bytes: bytes.to_vec(), close: false, trickle: false }
 }
 
@@ -34,14 +34,14 @@ type Script = Arc<dyn Fn(usize, &str) -> Reply + Send + Sync>;
 
 /// A raw TCP upstream: reads each request (head, and a body framed by Content-Length or
 /// chunked), records it, and writes what the script says for request number `n` (from 0).
-struct Scripted {
-    addr: std::net::SocketAddr,
+pub(crate) struct Scripted {
+    pub(crate) addr: std::net::SocketAddr,
     conns: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Scripted {
-    async fn start(script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static) -> Scripted {
+    pub(crate) async fn start(script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static) -> Scripted {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let conns = Arc::new(AtomicUsize::new(0));
@@ -61,7 +61,7 @@ impl Scripted {
         self.conns.load(Ordering::SeqCst)
     }
 
-    fn request(&self, i: usize) -> String {
+    pub(crate) fn request(&self, i: usize) -> String {
         self.requests.lock().unwrap()[i].clone()
     }
 }

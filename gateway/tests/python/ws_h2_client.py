@@ -5,7 +5,7 @@ waits for the server's SETTINGS_ENABLE_CONNECT_PROTOCOL, opens an extended CONNE
   ws_h2_client.py HOST PORT PATH
 
 Prints one JSON line: the server's ENABLE_CONNECT_PROTOCOL setting, the CONNECT's response
-status and headers, the echoes of a text frame and of a 70000-byte binary frame (lengths and
+status and headers (and body, when it is not 200), the echoes of a text frame and of a 70000-byte binary frame (lengths and
 whether they match), and the close code the server answered a close with. Exits 1 with a
 message on stderr when something did not happen (a timeout, a reset, a refused CONNECT).
 """
@@ -133,6 +133,10 @@ def main():
     result = {"settings_enable_connect_protocol": state["settings"], "status": state["status"],
               "headers": state["headers"]}
     if state["status"] != 200:
+        # A refusal: its body, to its end.
+        while not state["ended"] and state["reset"] is None:
+            pump()
+        result["body"] = state["data"].decode(errors="replace")
         print(json.dumps(result), flush=True)
         return
 
