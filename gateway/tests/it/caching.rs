@@ -1206,3 +1206,59 @@ async fn purge_during_a_fill_is_not_overtaken_by_it() {
     }
     drop(p);
 }
+
+/// Two gateway processes sharing the real Redis: a purge sent to node two while node one is
+/// still receiving a response (its fill started before the purge) is not overtaken by node
+/// one's store: neither Redis nor either node serves the purged response afterwards, whether
+/// the purge message reached node one before its fill ended or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_on_one_node_during_a_fill_on_another() {
+    let chans: Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>> = Arc::default();
+    let c2 = chans.clone();
+    let (up, _seen) = origin(
+        Duration::ZERO,
+        Arc::new(move |_req, _n| {
+            let rx = c2.lock().unwrap().pop();
+            match rx {
+                Some(rx) => (200, fields(&[("cache-control", "max-age=300")]), Body::Chunks(rx)),
+                None => (200, fields(&[("cache-control", "max-age=300")]), whole("new")),
+            }
+        }),
+    )
+    .await;
+    let prefix = format!("gh:cache:test:{}:{}", std::process::id(), fastrand::u64(..));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    crate::binary::write(&file, &redis_config(up.addr, "redis://127.0.0.1:6379", &prefix, true));
+    let f = file.to_str().unwrap();
+    let (one, proxy_one) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
+    let (mut two, proxy_two) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
+    let admin_two = two.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    chans.lock().unwrap().push(rx);
+    let mut c = Responses::connect(proxy_one).await;
+    c.send(b"GET /f HTTP/1.1\r\nHost: shop.example\r\n\r\n").await;
+    tx.send(Bytes::from_static(b"old,")).unwrap();
+    while !c.line().await.is_empty() {}
+    assert_eq!(c.line().await, b"4");
+    assert_eq!(c.take(6).await, b"old,\r\n");
+    // Node one's fill has started; the purge goes to node two.
+    purge(&admin_two, serde_json::json!({ "url": "http://shop.example/f" })).await;
+    tx.send(Bytes::from_static(b"rest")).unwrap();
+    drop(tx);
+    assert_eq!(chunked_rest(&mut c).await, b"rest");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}:e:*")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "not written to redis");
+    let h = [("host", "shop.example")];
+    for p in [proxy_two, proxy_one] {
+        let g = req("GET", &format!("http://{p}/f"), &h).await;
+        assert_eq!(g.body, "new", "{p}: {}", g.cs());
+    }
+    drop((one, two));
+}
