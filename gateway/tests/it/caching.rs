@@ -1060,48 +1060,64 @@ async fn chunked_rest(c: &mut Responses) -> Vec<u8> {
 /// for it get the whole response, and it is stored.
 #[tokio::test]
 async fn leader_client_leaving_does_not_stop_the_fill() {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let rx = Arc::new(Mutex::new(Some(rx)));
+    let chans: Chans = Arc::default();
+    let c2 = chans.clone();
     let (up, seen) = instant(move |_req, _n| {
-        let rx = rx.lock().unwrap().take().expect("one request upstream");
+        let rx = c2.lock().unwrap().pop().expect("one request upstream per path");
         (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
     })
     .await;
     let gw = gateway_with(up.addr, "{}", "").await;
     let addr = gw.addr("main");
-    let mut leader = Responses::connect(addr).await;
-    leader.send(b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    tx.send(Bytes::from_static(b"part0,")).unwrap();
-    while !leader.line().await.is_empty() {}
-    assert_eq!(leader.line().await, b"6");
-    assert_eq!(leader.take(3).await, b"par", "the leader read a few bytes");
-    // Waiters join while the body streams.
-    let mut waiters = Vec::new();
-    for _ in 0..3 {
-        let mut c = Responses::connect(addr).await;
-        c.send(b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n").await;
-        while !c.line().await.is_empty() {}
-        assert_eq!(c.line().await, b"6");
-        assert_eq!(c.take(8).await, b"part0,\r\n");
-        waiters.push(c);
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    // The leader leaves by closing its HTTP/1.1 connection, then by resetting its HTTP/2
+    // stream (dropping the response).
+    for (n, over_h2) in [(1, false), (2, true)] {
+        let path = format!("/d{n}");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        chans.lock().unwrap().push(rx);
+        tx.send(Bytes::from_static(b"part0,")).unwrap();
+        let leader: Box<dyn std::any::Any + Send> = if over_h2 {
+            let mut r = h2.get(format!("http://{addr}{path}")).send().await.unwrap();
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"part0,");
+            Box::new(r)
+        } else {
+            let mut c = Responses::connect(addr).await;
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
+            while !c.line().await.is_empty() {}
+            assert_eq!(c.line().await, b"6");
+            assert_eq!(c.take(3).await, b"par", "the leader read a few bytes");
+            Box::new(c)
+        };
+        // Waiters join while the body streams.
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let mut c = Responses::connect(addr).await;
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
+            while !c.line().await.is_empty() {}
+            assert_eq!(c.line().await, b"6");
+            assert_eq!(c.take(8).await, b"part0,\r\n");
+            waiters.push(c);
+        }
+        drop(leader);
+        let mut expected = b"part0,".to_vec();
+        for i in 1..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let chunk = format!("part{i},");
+            expected.extend_from_slice(chunk.as_bytes());
+            tx.send(Bytes::from(chunk)).unwrap();
+        }
+        drop(tx);
+        for mut c in waiters {
+            let mut body = b"part0,".to_vec();
+            body.extend(chunked_rest(&mut c).await);
+            assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected), "h2 leader: {over_h2}");
+        }
+        let later = get(&format!("http://{addr}{path}")).await;
+        assert_eq!((later.cs(), later.body.as_bytes()), ("HIT", &expected[..]), "h2 leader: {over_h2}");
+        assert_eq!(seen.count(), n);
     }
-    drop(leader);
-    let mut expected = b"part0,".to_vec();
-    for i in 1..6 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let chunk = format!("part{i},");
-        expected.extend_from_slice(chunk.as_bytes());
-        tx.send(Bytes::from(chunk)).unwrap();
-    }
-    drop(tx);
-    for mut c in waiters {
-        let mut body = b"part0,".to_vec();
-        body.extend(chunked_rest(&mut c).await);
-        assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected));
-    }
-    let later = req("GET", &format!("{}/d", gw.url("main")), &[("host", "a")]).await;
-    assert_eq!((later.cs(), later.body.as_bytes()), ("HIT", &expected[..]));
-    assert_eq!(seen.count(), 1);
 }
 
 /// Without a Redis tier, two gateway processes sharing the real PostgreSQL store: a purge
