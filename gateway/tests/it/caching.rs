@@ -578,16 +578,21 @@ async fn once_purged(url: &str, fields: &[(&str, &str)]) -> String {
     }
 }
 
+/// The entries the shared Redis holds under `prefix`.
+async fn redis_entries(prefix: &str) -> Vec<String> {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}:e:*")])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
 /// Wait (at most 5 s) until Redis holds at least `n` entries under `prefix`.
 async fn in_redis(prefix: &str, n: usize) {
     let t0 = Instant::now();
     loop {
-        let out = tokio::process::Command::new("redis-cli")
-            .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}:e:*")])
-            .output()
-            .await
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).lines().count() >= n {
+        if redis_entries(prefix).await.len() >= n {
             return;
         }
         assert!(t0.elapsed() < Duration::from_secs(5), "fewer than {n} entries written to redis");
@@ -607,6 +612,24 @@ async fn purge(admin: &str, body: serde_json::Value) -> serde_json::Value {
     r.json().await.unwrap()
 }
 
+/// Two gateway processes with the Admin API sharing the real Redis under a prefix of their
+/// own: the prefix, the folder of their configuration file (to keep while they run) and, for
+/// each, the process, its proxy address and its Admin API address.
+async fn two_redis_nodes(
+    upstream: std::net::SocketAddr,
+) -> (String, tempfile::TempDir, [(crate::binary::Proc, std::net::SocketAddr, String); 2]) {
+    let prefix = format!("gh:cache:test:{}:{}", std::process::id(), fastrand::u64(..));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    crate::binary::write(&file, &redis_config(upstream, "redis://127.0.0.1:6379", &prefix, true));
+    let f = file.to_str().unwrap();
+    let (mut one, proxy_one) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
+    let (mut two, proxy_two) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
+    let admin_one = one.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let admin_two = two.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    (prefix, dir, [(one, proxy_one, admin_one), (two, proxy_two, admin_two)])
+}
+
 /// Two gateway processes share the real Redis (a prefix of their own): a response stored by
 /// one is a hit on the other; purges by URL, prefix, tag and all on one node's Admin API
 /// reach the other node (its memory tier too, through Redis pub/sub).
@@ -620,15 +643,7 @@ async fn purge_across_two_gateway_processes() {
         }),
     )
     .await;
-    let prefix = format!("gh:cache:test:{}:{}", std::process::id(), fastrand::u64(..));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gw.yaml");
-    crate::binary::write(&file, &redis_config(up.addr, "redis://127.0.0.1:6379", &prefix, true));
-    let f = file.to_str().unwrap();
-    let (mut one, proxy_one) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
-    let (mut two, proxy_two) = crate::binary::Proc::start_args(&["--config", f], &[]).await;
-    let admin_one = one.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
-    let admin_two = two.json_line("admin API listening").await["addr"].as_str().unwrap().to_string();
+    let (prefix, _dir, [(one, proxy_one, admin_one), (two, proxy_two, admin_two)]) = two_redis_nodes(up.addr).await;
     let at = |p: std::net::SocketAddr, path: &str| format!("http://{p}{path}");
     let h = [("host", "shop.example")];
 
@@ -746,6 +761,13 @@ async fn redis_stopped_while_serving() {
     assert_eq!(seen.count(), 2);
 }
 
+/// An origin that answers at once (see [`origin`]).
+async fn instant(
+    script: impl Fn(&Request<hyper::body::Incoming>, usize) -> Answer + Send + Sync + 'static,
+) -> (Upstream, Seen) {
+    origin(Duration::ZERO, Arc::new(script)).await
+}
+
 /// A gateway process (the binary) with the Admin API, one route `r` to `upstream` with
 /// `proxy-cache` configured with `cache` (YAML flow mapping) and, before it, the plugins of
 /// `plugins` (YAML list items); `top` adds top-level sections (consumers).
@@ -784,11 +806,9 @@ fn default_key(host: &str, pq: &str) -> String {
 /// from the cache when it can be, else with 504 and nothing sent upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_by_key_and_only_if_cached() {
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(|req, n| (200, fields(&[("cache-control", "max-age=300")]), whole(format!("{} #{n}", req.uri())))),
-    )
-    .await;
+    let (up, seen) =
+        instant(|req, n| (200, fields(&[("cache-control", "max-age=300")]), whole(format!("{} #{n}", req.uri()))))
+            .await;
     let dir = tempfile::tempdir().unwrap();
     let (p, proxy, admin) = node(&dir, "gw.yaml", &node_config(up.addr, "{}", "", "")).await;
     let h = [("host", "shop.example")];
@@ -834,18 +854,15 @@ async fn purge_by_key_and_only_if_cached() {
 /// validators; the full response is served and stored.
 #[tokio::test]
 async fn refetch_after_a_304_for_another_representation() {
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(|req, n| {
-            if req.headers().contains_key("if-none-match") {
-                return (304, fields(&[("etag", "\"v2\""), ("cache-control", "max-age=60")]), whole(""));
-            }
-            if n == 0 {
-                return (200, fields(&[("etag", "\"v1\""), ("cache-control", "max-age=1")]), whole("one"));
-            }
-            (200, fields(&[("etag", "\"v2\""), ("cache-control", "max-age=60")]), whole("two"))
-        }),
-    )
+    let (up, seen) = instant(|req, n| {
+        if req.headers().contains_key("if-none-match") {
+            return (304, fields(&[("etag", "\"v2\""), ("cache-control", "max-age=60")]), whole(""));
+        }
+        if n == 0 {
+            return (200, fields(&[("etag", "\"v1\""), ("cache-control", "max-age=1")]), whole("one"));
+        }
+        (200, fields(&[("etag", "\"v2\""), ("cache-control", "max-age=60")]), whole("two"))
+    })
     .await;
     let gw = gateway_with(up.addr, "{}", "").await;
     let u = format!("{}/doc", gw.url("main"));
@@ -870,14 +887,11 @@ const CONSUMERS: &str = "consumers:\n  - username: alice\n    credentials:\n    
 /// is refused, never served from the cache.
 #[tokio::test]
 async fn key_options_and_bypass() {
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(|req, n| {
-            let h = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-            let body = format!("{} {} {} #{n}", req.uri(), h("x-tenant"), h("x-consumer-username"));
-            (200, fields(&[("cache-control", "max-age=300")]), whole(body))
-        }),
-    )
+    let (up, seen) = instant(|req, n| {
+        let h = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+        let body = format!("{} {} {} #{n}", req.uri(), h("x-tenant"), h("x-consumer-username"));
+        (200, fields(&[("cache-control", "max-age=300")]), whole(body))
+    })
     .await;
     let yaml = format!(
         "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{CONSUMERS}services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: key-auth\n    route: r\n  - plugin: proxy-cache\n    route: r\n    config: {{ key: {{ query_allow: [id], headers: [x-tenant], consumer: true }}, bypass: [{{ header: x-no-cache }}] }}\n",
@@ -916,13 +930,10 @@ async fn key_options_and_bypass() {
 /// on every request) and on when configured (fresh for a share of its age, up to `max`).
 #[tokio::test]
 async fn heuristic_freshness_off_by_default_on_when_configured() {
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(|_req, n| {
-            let lm = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(36_000));
-            (200, vec![("last-modified", lm)], whole(format!("#{n}")))
-        }),
-    )
+    let (up, seen) = instant(|_req, n| {
+        let lm = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(36_000));
+        (200, vec![("last-modified", lm)], whole(format!("#{n}")))
+    })
     .await;
     let off = gateway_with(up.addr, "{}", "").await;
     let u = format!("{}/h", off.url("main"));
@@ -955,16 +966,13 @@ async fn heuristic_freshness_off_by_default_on_when_configured() {
 async fn http2_clients_cached_and_streaming() {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let rx = Arc::new(Mutex::new(Some(rx)));
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(move |req, n| {
-            if req.uri().path() == "/stored" {
-                return (200, fields(&[("cache-control", "max-age=60")]), whole(format!("stored #{n}")));
-            }
-            let rx = rx.lock().unwrap().take().expect("one request upstream");
-            (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
-        }),
-    )
+    let (up, seen) = instant(move |req, n| {
+        if req.uri().path() == "/stored" {
+            return (200, fields(&[("cache-control", "max-age=60")]), whole(format!("stored #{n}")));
+        }
+        let rx = rx.lock().unwrap().take().expect("one request upstream");
+        (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
+    })
     .await;
     let gw = gateway_with(up.addr, "{}", "").await;
     let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
@@ -1011,11 +1019,7 @@ async fn http2_clients_cached_and_streaming() {
 /// nothing is purged; an authenticated one purges.
 #[tokio::test]
 async fn purge_method_restricted_by_key_auth() {
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(|_req, n| (200, fields(&[("cache-control", "max-age=60")]), whole(format!("#{n}")))),
-    )
-    .await;
+    let (up, seen) = instant(|_req, n| (200, fields(&[("cache-control", "max-age=60")]), whole(format!("#{n}")))).await;
     let yaml = format!(
         "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{CONSUMERS}services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: key-auth\n    route: r\n  - plugin: proxy-cache\n    route: r\n    config: {{ purge_method: true }}\n",
         up.addr
@@ -1056,51 +1060,64 @@ async fn chunked_rest(c: &mut Responses) -> Vec<u8> {
 /// for it get the whole response, and it is stored.
 #[tokio::test]
 async fn leader_client_leaving_does_not_stop_the_fill() {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let rx = Arc::new(Mutex::new(Some(rx)));
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(move |_req, _n| {
-            let rx = rx.lock().unwrap().take().expect("one request upstream");
-            (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
-        }),
-    )
+    let chans: Chans = Arc::default();
+    let c2 = chans.clone();
+    let (up, seen) = instant(move |_req, _n| {
+        let rx = c2.lock().unwrap().pop().expect("one request upstream per path");
+        (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
+    })
     .await;
     let gw = gateway_with(up.addr, "{}", "").await;
     let addr = gw.addr("main");
-    let mut leader = Responses::connect(addr).await;
-    leader.send(b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    tx.send(Bytes::from_static(b"part0,")).unwrap();
-    while !leader.line().await.is_empty() {}
-    assert_eq!(leader.line().await, b"6");
-    assert_eq!(leader.take(3).await, b"par", "the leader read a few bytes");
-    // Waiters join while the body streams.
-    let mut waiters = Vec::new();
-    for _ in 0..3 {
-        let mut c = Responses::connect(addr).await;
-        c.send(b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n").await;
-        while !c.line().await.is_empty() {}
-        assert_eq!(c.line().await, b"6");
-        assert_eq!(c.take(8).await, b"part0,\r\n");
-        waiters.push(c);
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    // The leader leaves by closing its HTTP/1.1 connection, then by resetting its HTTP/2
+    // stream (dropping the response).
+    for (n, over_h2) in [(1, false), (2, true)] {
+        let path = format!("/d{n}");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        chans.lock().unwrap().push(rx);
+        tx.send(Bytes::from_static(b"part0,")).unwrap();
+        let leader: Box<dyn std::any::Any + Send> = if over_h2 {
+            let mut r = h2.get(format!("http://{addr}{path}")).send().await.unwrap();
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"part0,");
+            Box::new(r)
+        } else {
+            let mut c = Responses::connect(addr).await;
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
+            while !c.line().await.is_empty() {}
+            assert_eq!(c.line().await, b"6");
+            assert_eq!(c.take(3).await, b"par", "the leader read a few bytes");
+            Box::new(c)
+        };
+        // Waiters join while the body streams.
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let mut c = Responses::connect(addr).await;
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
+            while !c.line().await.is_empty() {}
+            assert_eq!(c.line().await, b"6");
+            assert_eq!(c.take(8).await, b"part0,\r\n");
+            waiters.push(c);
+        }
+        drop(leader);
+        let mut expected = b"part0,".to_vec();
+        for i in 1..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let chunk = format!("part{i},");
+            expected.extend_from_slice(chunk.as_bytes());
+            tx.send(Bytes::from(chunk)).unwrap();
+        }
+        drop(tx);
+        for mut c in waiters {
+            let mut body = b"part0,".to_vec();
+            body.extend(chunked_rest(&mut c).await);
+            assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected), "h2 leader: {over_h2}");
+        }
+        let later = get(&format!("http://{addr}{path}")).await;
+        assert_eq!((later.cs(), later.body.as_bytes()), ("HIT", &expected[..]), "h2 leader: {over_h2}");
+        assert_eq!(seen.count(), n);
     }
-    drop(leader);
-    let mut expected = b"part0,".to_vec();
-    for i in 1..6 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let chunk = format!("part{i},");
-        expected.extend_from_slice(chunk.as_bytes());
-        tx.send(Bytes::from(chunk)).unwrap();
-    }
-    drop(tx);
-    for mut c in waiters {
-        let mut body = b"part0,".to_vec();
-        body.extend(chunked_rest(&mut c).await);
-        assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected));
-    }
-    let later = req("GET", &format!("{}/d", gw.url("main")), &[("host", "a")]).await;
-    assert_eq!((later.cs(), later.body.as_bytes()), ("HIT", &expected[..]));
-    assert_eq!(seen.count(), 1);
 }
 
 /// Without a Redis tier, two gateway processes sharing the real PostgreSQL store: a purge
@@ -1108,13 +1125,10 @@ async fn leader_client_leaving_does_not_stop_the_fill() {
 /// notification channel (LISTEN/NOTIFY).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_reaches_other_nodes_through_the_postgres_store() {
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(|req, n| {
-            let f = fields(&[("cache-control", "max-age=300"), ("surrogate-key", "items")]);
-            (200, f, whole(format!("{} #{n}", req.uri().path())))
-        }),
-    )
+    let (up, seen) = instant(|req, n| {
+        let f = fields(&[("cache-control", "max-age=300"), ("surrogate-key", "items")]);
+        (200, f, whole(format!("{} #{n}", req.uri().path())))
+    })
     .await;
     let db = crate::admin::PgDb::create("cache").await;
     let (_dir, [(a, proxy_a, admin_a), (b, proxy_b, admin_b)]) =
@@ -1148,15 +1162,12 @@ async fn purge_reaches_other_nodes_through_the_postgres_store() {
 /// in memory nor on Redis, so the next request misses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_during_a_fill_is_not_overtaken_by_it() {
-    let chans: Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>> = Arc::default();
+    let chans: Chans = Arc::default();
     let c2 = chans.clone();
-    let (up, seen) = origin(
-        Duration::ZERO,
-        Arc::new(move |_req, _n| {
-            let f = fields(&[("cache-control", "max-age=300"), ("surrogate-key", "t1")]);
-            (200, f, Body::Chunks(c2.lock().unwrap().remove(0)))
-        }),
-    )
+    let (up, seen) = instant(move |_req, _n| {
+        let f = fields(&[("cache-control", "max-age=300"), ("surrogate-key", "t1")]);
+        (200, f, Body::Chunks(c2.lock().unwrap().remove(0)))
+    })
     .await;
     let prefix = format!("gh:cache:test:{}:{}", std::process::id(), fastrand::u64(..));
     let dir = tempfile::tempdir().unwrap();
@@ -1173,27 +1184,8 @@ async fn purge_during_a_fill_is_not_overtaken_by_it() {
         serde_json::json!({ "all": true }),
     ];
     for (i, body) in purges.iter().enumerate() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-        chans.lock().unwrap().push(rx);
-        let mut c = Responses::connect(proxy).await;
-        c.send(b"GET /f HTTP/1.1\r\nHost: shop.example\r\n\r\n").await;
-        tx.send(Bytes::from_static(b"old,")).unwrap();
-        while !c.line().await.is_empty() {}
-        assert_eq!(c.line().await, b"4");
-        // The fill has started: the purge lands now, before the response ended.
-        purge(&admin, body.clone()).await;
-        tx.send(Bytes::from_static(b"rest")).unwrap();
-        drop(tx);
-        assert_eq!(c.take(6).await, b"old,\r\n");
-        assert_eq!(chunked_rest(&mut c).await, b"rest");
-        // Give the background Redis write its time, then look.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let out = tokio::process::Command::new("redis-cli")
-            .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}:e:*")])
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "purge {body}: not written to redis");
+        let left = purge_mid_fill(proxy, &chans, &admin, body.clone(), &prefix).await;
+        assert!(left.is_empty(), "purge {body}: not written to redis: {left:?}");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
         chans.lock().unwrap().push(rx);
         tx.send(Bytes::from_static(b"new")).unwrap();
@@ -1205,4 +1197,65 @@ async fn purge_during_a_fill_is_not_overtaken_by_it() {
         purge(&admin, serde_json::json!({ "all": true })).await;
     }
     drop(p);
+}
+
+/// Where an origin takes the body of each response from (one channel a request).
+type Chans = Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>>;
+
+/// A GET of `/f` (host `shop.example`) to `proxy`, whose response (from the next channel of
+/// `chans`) streams `old,` and, once `purge` was sent to the Admin API at `admin`, `rest`; when
+/// the client has it all and the background Redis write had its time: the entries Redis holds
+/// under `prefix`.
+async fn purge_mid_fill(
+    proxy: std::net::SocketAddr,
+    chans: &Chans,
+    admin: &str,
+    purge_body: serde_json::Value,
+    prefix: &str,
+) -> Vec<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    chans.lock().unwrap().push(rx);
+    let mut c = Responses::connect(proxy).await;
+    c.send(b"GET /f HTTP/1.1\r\nHost: shop.example\r\n\r\n").await;
+    tx.send(Bytes::from_static(b"old,")).unwrap();
+    while !c.line().await.is_empty() {}
+    assert_eq!(c.line().await, b"4");
+    assert_eq!(c.take(6).await, b"old,\r\n");
+    // The fill has started: the purge lands now, before the response ended.
+    purge(admin, purge_body).await;
+    tx.send(Bytes::from_static(b"rest")).unwrap();
+    drop(tx);
+    assert_eq!(chunked_rest(&mut c).await, b"rest");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis_entries(prefix).await
+}
+
+/// Two gateway processes sharing the real Redis: a purge sent to node two while node one is
+/// still receiving a response (its fill started before the purge) is not overtaken by node
+/// one's store: neither Redis nor either node serves the purged response afterwards, whether
+/// the purge message reached node one before its fill ended or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_on_one_node_during_a_fill_on_another() {
+    let chans: Chans = Arc::default();
+    let c2 = chans.clone();
+    let (up, _seen) = instant(move |_req, _n| {
+        let rx = c2.lock().unwrap().pop();
+        match rx {
+            Some(rx) => (200, fields(&[("cache-control", "max-age=300")]), Body::Chunks(rx)),
+            None => (200, fields(&[("cache-control", "max-age=300")]), whole("new")),
+        }
+    })
+    .await;
+    let (prefix, _dir, [(one, proxy_one, _), (two, proxy_two, admin_two)]) = two_redis_nodes(up.addr).await;
+
+    // Node one's fill starts; the purge goes to node two.
+    let purge_url = serde_json::json!({ "url": "http://shop.example/f" });
+    let left = purge_mid_fill(proxy_one, &chans, &admin_two, purge_url, &prefix).await;
+    assert!(left.is_empty(), "not written to redis: {left:?}");
+    let h = [("host", "shop.example")];
+    for p in [proxy_two, proxy_one] {
+        let g = req("GET", &format!("http://{p}/f"), &h).await;
+        assert_eq!(g.body, "new", "{p}: {}", g.cs());
+    }
+    drop((one, two));
 }
