@@ -15,7 +15,9 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Version};
+
+use crate::head::Response;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
@@ -141,7 +143,7 @@ pub(crate) async fn forward(
         session.end = session.stats.end();
         inflight.finish(Outcome::Success, latency, Instant::now());
     });
-    Ok(Response::from_parts(parts, ResponseBody::empty()))
+    Ok(Response::from_parts(parts.into(), ResponseBody::empty()))
 }
 
 /// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1; a nonce, not a secret).
