@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Response, Version};
+use http::{HeaderMap, Version};
+
+use crate::head::Response;
 use http_body::Body as _;
 
 use gw_aggregate::{CallReport, CallRequest, CallResponse, Caller, ClientRequest, Outcome, Plan, Target};

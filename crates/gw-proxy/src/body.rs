@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 use crate::fault::{
     BodyFault, BodyTooLarge, BoxError, ClientBodyError, DownstreamBodyError, UpstreamReadTimeout, body_error_kind,
 };
-use crate::wire::response::RawFields;
+use crate::head::Response;
 
 use bytes::Bytes;
 use gw_error::ErrorKind;
-use http::{HeaderMap, HeaderName, Response};
+use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
@@ -554,22 +554,6 @@ impl ResponseBody {
         gw_core::Body::from_source(EngineBody(self))
     }
 
-    /// The upstream response's header fields, when still kept as bytes ([`RawFields`]).
-    pub(crate) fn raw_fields(&self) -> Option<&RawFields> {
-        match &self.kind {
-            Kind::Upstream(UpstreamBody { inner: UpstreamInner::H1(b), .. }) => b.raw.as_ref(),
-            _ => None,
-        }
-    }
-
-    /// Take the fields kept as bytes (the caller puts them into the map or writes them out).
-    pub(crate) fn take_raw_fields(&mut self) -> Option<RawFields> {
-        match &mut self.kind {
-            Kind::Upstream(UpstreamBody { inner: UpstreamInner::H1(b), .. }) => b.raw.take(),
-            _ => None,
-        }
-    }
-
     pub(crate) fn set_finish(&mut self, f: Box<dyn Finish>) {
         self.finish = Some(f);
     }
@@ -593,10 +577,6 @@ impl ResponseBody {
 }
 
 impl crate::h1server::Outgoing for ResponseBody {
-    fn take_raw_fields(&mut self) -> Option<RawFields> {
-        ResponseBody::take_raw_fields(self)
-    }
-
     fn error_response(&mut self) -> Option<Response<Self>> {
         ResponseBody::error_response(self)
     }

@@ -217,11 +217,9 @@ async fn call(
     let resp =
         crate::pipeline::forward(&mut req, body, None, None, upstream, *protocol, svc, preserve_host, tracing, &mut cx)
             .await?;
-    let mut resp = resp;
-    crate::pipeline::full_headers(&mut resp);
     let (parts, body) = resp.into_parts();
     Ok(Exchanged {
-        head: ResponseHead::new(parts.status, parts.version, parts.headers),
+        head: ResponseHead::new(parts.status, parts.version, parts.fields.into_map()),
         body: body.into_core(),
         target: cx.upstream_addr,
         latency: cx.upstream_latency,

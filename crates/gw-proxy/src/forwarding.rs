@@ -306,16 +306,30 @@ pub(crate) fn request_id(headers: &HeaderMap, name: &HeaderName) -> HeaderValue 
 
 /// 128 random bits as 32 lowercase hex digits.
 pub(crate) fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
     let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    for i in 0..16 {
-        out[i] = HEX[((a >> (i * 4)) & 0xf) as usize];
-        out[16 + i] = HEX[((b >> (i * 4)) & 0xf) as usize];
+    for (i, half) in [a as u32, (a >> 32) as u32, b as u32, (b >> 32) as u32].into_iter().enumerate() {
+        out[i * 8..i * 8 + 8].copy_from_slice(&hex8(half));
     }
     // Only hex digits: always a valid header value. An owned array: one allocation, shared by
     // the copies sent upstream and back (a copied slice would be copied again when first shared).
     HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The eight nibbles of `x` as lowercase hex digits, most significant first, computed eight at
+/// a time in one `u64` (a per-digit table lookup costs about ten times as many instructions).
+fn hex8(x: u32) -> [u8; 8] {
+    // Each nibble into a byte of its own: the most significant nibble in the lowest byte.
+    let mut n = u64::from(x.swap_bytes());
+    n = (n | (n << 16)) & 0x0000_ffff_0000_ffff;
+    n = (n | (n << 8)) & 0x00ff_00ff_00ff_00ff;
+    // Byte k holds the byte (hi nibble, lo nibble) of x's k-th byte: split them in order.
+    let hi = (n >> 4) & 0x000f_000f_000f_000f;
+    let lo = n & 0x000f_000f_000f_000f;
+    let n = hi | (lo << 8);
+    // Digits 0-9 become '0'-'9', 10-15 become 'a'-'f' (the bytes with 6 added carry into bit 4).
+    let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (n + 0x3030_3030_3030_3030 + letters * u64::from(b'a' - b'0' - 10)).to_le_bytes()
 }
 
 #[cfg(test)]
@@ -408,6 +422,17 @@ mod tests {
     }
 
     /// Request ids are kept when sane and generated otherwise.
+    #[test]
+    fn hex_digits() {
+        for x in [0u32, 1, 0x0123_4567, 0x89ab_cdef, 0xdead_beef, u32::MAX, 0xa0b0_c0d0] {
+            assert_eq!(std::str::from_utf8(&hex8(x)).unwrap(), format!("{x:08x}"));
+        }
+        for _ in 0..1000 {
+            let x = fastrand::u32(..);
+            assert_eq!(std::str::from_utf8(&hex8(x)).unwrap(), format!("{x:08x}"));
+        }
+    }
+
     #[test]
     fn request_ids() {
         let name = HeaderName::from_static("x-request-id");

@@ -124,7 +124,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
         Ok(Some(h)) => {
             let mut headers = h.parts.headers;
             let raw_lines = h.raw.map(|r| {
-                let lines = r.lines().to_vec();
+                let lines = r.lines().0.to_vec();
                 r.merge_into(&mut headers);
                 lines
             });
@@ -245,11 +245,7 @@ impl Body for Whole {
 }
 
 impl h1server::Outgoing for Whole {
-    fn take_raw_fields(&mut self) -> Option<response::RawFields> {
-        None
-    }
-
-    fn error_response(&mut self) -> Option<Response<Self>> {
+    fn error_response(&mut self) -> Option<crate::head::Response<Self>> {
         None
     }
 }
@@ -289,7 +285,7 @@ where
 {
     let svc = move |req: Request<RequestBody>, _facts| {
         let fut = svc(req);
-        async move { fut.await.map(|b| Whole(Some(b))) }
+        async move { crate::head::Response::from(fut.await.map(|b| Whole(Some(b)))) }
     };
     h1server::Connection::new(io, ConnState::new(), request::Settings { max_head, max_fields }, svc)
 }

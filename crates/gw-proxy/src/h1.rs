@@ -50,10 +50,11 @@ use gw_core::RequestHead;
 use gw_error::{Error, ErrorKind, Retry};
 
 use crate::fault::{BoxError, client_body_failure};
+use crate::head::Head;
 use crate::io::{MIN_READ, ReadTimer, StallIo, Upgraded, WriteTimeout, poll_fill};
 use crate::wire::framing::{Framing, Step, next_frame, put_num};
 use crate::wire::put_field;
-use crate::wire::response::{MAX_FIELDS, MAX_HEAD, Malformed, RawFields, parse_head};
+use crate::wire::response::{MAX_FIELDS, MAX_HEAD, Malformed, parse_head};
 
 /// A request body the client can send: any HTTP body of bytes, plus what the client needs to
 /// know of it to write it in one go and hand it back for a retry (the data plane's
@@ -401,7 +402,7 @@ pub(crate) async fn exchange<E: ConnHome, B: Outgoing>(
     host: &[u8],
     mut body: B,
     read: Duration,
-) -> Result<(http::response::Parts, H1Body), Failed<B>> {
+) -> Result<(Head, H1Body), Failed<B>> {
     // A buffered body goes out with the head in one write; a copy (shared bytes) is kept to
     // hand back if nothing could be sent.
     let full = body.take_whole();
@@ -483,7 +484,6 @@ pub(crate) async fn exchange<E: ConnHome, B: Outgoing>(
             // whole upload, say). The answer stands; the connection is not reused.
             let writer: Option<Box<dyn Unsent>> = if write_done { None } else { Some(Box::new(w)) };
             let mut body = H1Body {
-                raw: h.raw,
                 conn: Some(conn),
                 framing: h.framing,
                 writer,
@@ -493,7 +493,7 @@ pub(crate) async fn exchange<E: ConnHome, B: Outgoing>(
             if matches!(body.framing, Framing::Done) {
                 body.end();
             }
-            Ok((h.parts, body))
+            Ok((Head::parsed(h.parts, h.raw), body))
         }
         Err(read_err) => {
             // The upstream gave up on a client that has sent nothing for a while: the stall is
@@ -610,7 +610,7 @@ pub(crate) enum UpgradeAnswer {
     /// and the connection, now a tunnel; bytes the upstream sent after the head come first.
     Switched(http::response::Parts, Upgraded),
     /// Any other final status: an ordinary response, whose connection is not reused.
-    Refused(http::response::Parts, H1Body),
+    Refused(Head, H1Body),
 }
 
 /// Send an upgrade request (no body; its `Connection` and `Upgrade` fields in `head`) on a
@@ -652,7 +652,6 @@ pub(crate) async fn upgrade<E: ConnHome>(
                 Peek::Final => {
                     if let Some(h) = parse_head(&mut conn.buf, &mut conn.ranges, &head.method).map_err(malformed)? {
                         let mut body = H1Body {
-                            raw: h.raw,
                             conn: Some(conn),
                             framing: h.framing,
                             writer: None,
@@ -662,7 +661,7 @@ pub(crate) async fn upgrade<E: ConnHome>(
                         if matches!(body.framing, Framing::Done) {
                             body.end();
                         }
-                        return Ok(UpgradeAnswer::Refused(h.parts, body));
+                        return Ok(UpgradeAnswer::Refused(Head::parsed(h.parts, h.raw), body));
                     }
                 }
                 Peek::More => {}
@@ -724,8 +723,6 @@ impl<B: Outgoing> Unsent for Writer<B> {
 /// writing the request body if the upstream answered before reading all of it (full-duplex
 /// upstreams), and returns the connection to its pool when the exchange ended cleanly.
 pub(crate) struct H1Body {
-    /// The response's header fields when kept as bytes (see [`RawFields`]).
-    pub(crate) raw: Option<RawFields>,
     conn: Option<Box<H1Conn>>,
     framing: Framing,
     writer: Option<Box<dyn Unsent>>,

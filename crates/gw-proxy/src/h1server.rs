@@ -54,26 +54,24 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::conn::ConnState;
 use crate::fault::{BodyFault, BoxError, ClientBodyError};
+use crate::head::{Fields, Response};
 use crate::io::{MIN_READ, Upgraded, poll_fill};
 use crate::wire::HeadFacts;
 use crate::wire::framing::{Framing, Step, next_frame, put_num};
 use crate::wire::request::{Head, Refused, Settings, parse_request};
-use crate::wire::response::RawFields;
 
-/// A response body the server can send: any HTTP body of bytes, plus the response's fields
-/// when they travel as bytes ([`RawFields`]) rather than in the head's map, and the error
-/// response to send instead when the body fails before its first byte (the data plane's
-/// `body::ResponseBody`; the server does not depend on it).
+/// A response body the server can send: any HTTP body of bytes, plus the error response to
+/// send instead when the body fails before its first byte (the data plane's
+/// `body::ResponseBody`; the server does not depend on it). The response's fields come with
+/// its head ([`crate::head::Fields`]), never with the body.
 pub(crate) trait Outgoing: Body<Data = Bytes, Error = BoxError> + Send + Unpin + Sized {
-    /// The response's fields kept as bytes, taken out (written as they are).
-    fn take_raw_fields(&mut self) -> Option<RawFields>;
     /// When the body failed before its first frame: the response to send instead.
     fn error_response(&mut self) -> Option<Response<Self>>;
 }
@@ -285,13 +283,12 @@ struct ReqInfo {
 /// Encode a response head into `out` and choose the body's framing; may clear `keep_alive`.
 fn encode_response_head(
     out: &mut Vec<u8>,
-    parts: &http::response::Parts,
-    raw: Option<&RawFields>,
+    status: StatusCode,
+    fields: &Fields,
     exact: Option<u64>,
     req: &ReqInfo,
     keep_alive: &mut bool,
 ) -> Out {
-    let status = parts.status;
     let code = status.as_u16();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -300,10 +297,12 @@ fn encode_response_head(
     out.extend_from_slice(b"\r\n");
     let bodiless_status = (100..200).contains(&code) || code == 204;
     let (mut declared, mut close, mut date) = (None::<u64>, false, false);
+    let (raw, map) = fields.wire();
     if let Some(raw) = raw {
         // Upstream fields kept as bytes (hop-by-hop ones already left out) come first, as
         // they would from the map.
-        out.extend_from_slice(raw.lines());
+        let (upstream, added) = raw.lines();
+        out.extend_from_slice(upstream);
         date = raw.date;
         // As from the map: the upstream's length is passed on (also for HEAD and 304).
         if !bodiless_status && let Some(n) = raw.content_length {
@@ -312,8 +311,10 @@ fn encode_response_head(
             put_u64(out, n);
             out.extend_from_slice(b"\r\n");
         }
+        // Then the fields the gateway set (they would follow the upstream's in the map too).
+        out.extend_from_slice(added);
     }
-    for (name, value) in &parts.headers {
+    for (name, value) in map {
         if name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -875,7 +876,6 @@ where
 
         // === response ===
         let (mut parts, mut body) = resp.into_parts();
-        let mut raw = body.take_raw_fields();
         if c.pending_out() == 0 {
             c.wbuf.clear();
             c.wpos = 0;
@@ -883,7 +883,7 @@ where
         let mut exact = body.size_hint().exact();
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(tx) = upgrade_tx.take() {
-                encode_response_head(&mut c.wbuf, &parts, raw.as_ref(), exact, &info, &mut keep_alive);
+                encode_response_head(&mut c.wbuf, parts.status, &parts.fields, exact, &info, &mut keep_alive);
                 drop(parts);
                 // The (empty) body is read to its end: the log phase records a complete response.
                 while let Some(Ok(_)) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {}
@@ -921,7 +921,7 @@ where
         let (head_at, head_offset) = (c.wbuf.len(), c.flushed + (c.wbuf.len() - c.wpos) as u64);
         let mut sent = Err(BodyFailed);
         for attempt in 0..2 {
-            let framing = encode_response_head(&mut c.wbuf, &parts, raw.as_ref(), exact, &info, &mut keep_alive);
+            let framing = encode_response_head(&mut c.wbuf, parts.status, &parts.fields, exact, &info, &mut keep_alive);
             // The body is polled even when none of it is sent (HEAD, 204, 304): reading it to
             // its end is what tells the log phase the response was complete.
             let mut sending = Sending { framing, trailers_ok: trailers, done: false, discarded: 0 };
@@ -934,8 +934,7 @@ where
             // own fault), as nginx does when its upstream fails before the head is sent.
             let Some(r) = body.error_response() else { break };
             c.wbuf.truncate(head_at);
-            let (p, b) = r.into_parts();
-            (parts, body, raw) = (p, b, None);
+            (parts, body) = r.into_parts();
             exact = body.size_hint().exact();
             if reader.as_ref().is_some_and(|r| r.broken) {
                 keep_alive = false;
@@ -969,6 +968,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::response::RawFields;
     use http::HeaderName;
 
     /// Upstream fields kept as bytes are written as they are, before the map's; their
@@ -982,16 +982,14 @@ mod tests {
                 cl,
                 date,
             );
-            let mut r = Response::new(());
-            *r.status_mut() = StatusCode::from_u16(status).unwrap();
-            r.headers_mut().insert("x-request-id", HeaderValue::from_static("r1"));
-            let (parts, ()) = r.into_parts();
+            let mut fields = Fields::parsed(Some(raw), http::HeaderMap::new());
+            fields.insert(HeaderName::from_static("x-request-id"), HeaderValue::from_static("r1"));
             let mut out = Vec::new();
             let mut ka = true;
             let f = encode_response_head(
                 &mut out,
-                &parts,
-                Some(&raw),
+                StatusCode::from_u16(status).unwrap(),
+                &fields,
                 cl,
                 &ReqInfo { head, version: Version::HTTP_11 },
                 &mut ka,
@@ -1021,15 +1019,14 @@ mod tests {
     #[test]
     fn response_framing() {
         let enc = |status: u16, fields: &[(&str, &'static str)], exact: Option<u64>, head: bool, v: Version| {
-            let mut r = Response::new(());
-            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            let mut map = Fields::default();
             for (k, val) in fields {
-                r.headers_mut().append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_static(val));
+                map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_static(val));
             }
-            let (parts, ()) = r.into_parts();
             let mut out = Vec::new();
             let mut ka = true;
-            let f = encode_response_head(&mut out, &parts, None, exact, &ReqInfo { head, version: v }, &mut ka);
+            let status = StatusCode::from_u16(status).unwrap();
+            let f = encode_response_head(&mut out, status, &map, exact, &ReqInfo { head, version: v }, &mut ka);
             (f, String::from_utf8(out).unwrap(), ka)
         };
         let (f, s, ka) = enc(200, &[("content-length", "5")], Some(5), false, Version::HTTP_11);

@@ -17,7 +17,10 @@
 //! HTTP/2 clients are served by hyper) ─► `pipeline` (the phases) ─►
 //! `chain` (which plugins) ─► `pool` (upstream connections) ─► `h1` (the gateway's own
 //! HTTP/1.1 upstream client; HTTP/2 uses hyper's) ─► `body` (streaming both ways,
-//! the log phase; gateway-owned bodies and body filters adapted to the engine's). `exchange`
+//! the log phase; gateway-owned bodies and body filters adapted to the engine's). Responses
+//! travel as `head::Response`: a head whose fields have one owner, `head::Fields` (an
+//! upstream's fields kept as the bytes received on the plain HTTP/1.1 path, moved into a map
+//! the first time anything reads or edits them), and a body that carries no fields. `exchange`
 //! gives plugins side calls (`gw_core::Upstreams`) through the same `pipeline::forward` as
 //! proxied traffic. `runtime` compiles a configuration into what all of these read.
 //!
@@ -25,7 +28,7 @@
 //!
 //! | layer | modules | what belongs there |
 //! | --- | --- | --- |
-//! | pure, no IO | [`wire`] (`wire::request`, `wire::response`, `wire::framing`), `fault`, `forwarding`, `h2guard`, `chain` | parsing and encoding rules, body error types, forwarding fields, plugin chains: unit-tested and fuzzed on their own |
+//! | pure, no IO | [`wire`] (`wire::request`, `wire::response`, `wire::framing`), `head`, `fault`, `forwarding`, `h2guard`, `chain` | parsing and encoding rules, the response head with its fields' one owner (`head::Fields`), body error types, forwarding fields, plugin chains: unit-tested and fuzzed on their own |
 //! | IO helpers | `io`, `conn`, `tls` | sockets with stall limits, timers, reads, upgraded sockets, TLS |
 //! | HTTP/1.1 engines | `h1` (client), `h1server` (server) | connections, generic over the body types (`h1::Outgoing`, `h1server::Outgoing`) |
 //! | bodies | `body` | the data plane's request and response bodies over both engines |
@@ -47,6 +50,7 @@ pub mod fuzzing;
 mod h1;
 mod h1server;
 mod h2guard;
+mod head;
 mod health;
 mod introspect;
 mod io;

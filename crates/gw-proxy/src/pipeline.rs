@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
@@ -34,6 +34,7 @@ use crate::conn::ConnState;
 use crate::fault::BodyTooLarge;
 use crate::forwarding::{self, ConnForwarding};
 use crate::h1;
+use crate::head::{Fields, Head, Response};
 use crate::pool::Conn;
 use crate::runtime::{RouteRt, Runtime, ServiceRt, ServiceRtKind, UpstreamRt};
 use crate::state::DataPlane;
@@ -76,7 +77,6 @@ pub(crate) async fn serve(
     shared: Arc<DataPlane>,
 ) -> Response<ResponseBody> {
     conn.state.request_started();
-    let h2 = facts.is_none();
     let rt = shared.runtime.load_full();
     let request_id = forwarding::request_id(req.headers(), &rt.gateway.request_id_header);
     let mut cx = Ctx::new(conn.peer, conn.listener.clone(), conn.tls, request_id);
@@ -103,7 +103,7 @@ pub(crate) async fn serve(
         Box::new(LogPhase { cx, p, rt, conn, shared, status: 0, responded: false, tunnel_opened: None, logged: false });
     let l = &mut *log;
     let (cx, p) = (&mut l.cx, &mut l.p);
-    let resp = match handle(req, facts, &l.conn, &l.shared, &l.rt, cx, p).await {
+    let mut resp = match handle(req, facts, &l.conn, &l.shared, &l.rt, cx, p).await {
         Ok(r) => r,
         Err(e) => {
             p.error = Some(e.kind().code());
@@ -128,11 +128,7 @@ pub(crate) async fn serve(
             r
         }
     };
-    let mut resp = finish(resp, log);
-    if h2 {
-        // hyper's HTTP/2 server writes the map only.
-        full_headers(&mut resp);
-    }
+    finish(&mut resp, log);
     resp
 }
 
@@ -422,7 +418,7 @@ async fn handle(
             }
         }
     };
-    let resp = if p.chain.has_upstream_response() {
+    let mut resp = if p.chain.has_upstream_response() {
         Box::pin(upstream_response_phase(resp, &p.chain, cx, p.method == Method::HEAD)).await?
     } else {
         resp
@@ -430,7 +426,8 @@ async fn handle(
     // `response_phase` inlined for the common case: no ready future for the response to be
     // moved through (each move is a copy of the response head).
     if p.chain.response.is_empty() {
-        Ok(add_response_headers(resp, cx))
+        add_response_headers(&mut resp, cx);
+        Ok(resp)
     } else {
         Ok(Box::pin(run_response_plugins(resp, &p.chain, cx)).await)
     }
@@ -506,10 +503,27 @@ fn check_path(method: &Method, path: &str) -> Result<(), Error> {
         return Err(Error::new(ErrorKind::BadRequest, "path must start with '/'"));
     }
     let bad = |why: &'static str| Err(Error::new(ErrorKind::BadRequest, why));
-    if path.contains('\\') {
+    // One pass over the bytes for the three checks (the path of most requests has no `%`).
+    let (mut backslash, mut percent, mut dot_segment) = (false, false, false);
+    let mut segment = 0;
+    let is_dots = |s: &[u8]| s == b"." || s == b"..";
+    let bytes = path.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' => backslash = true,
+            b'%' => percent = true,
+            b'/' => {
+                dot_segment |= is_dots(&bytes[segment..i]);
+                segment = i + 1;
+            }
+            _ => {}
+        }
+    }
+    dot_segment |= is_dots(&bytes[segment..]);
+    if backslash {
         return bad("backslash in path");
     }
-    if path.contains('%') {
+    if percent {
         let lower = path.to_ascii_lowercase();
         if lower.contains("%00") {
             return bad("encoded NUL in path");
@@ -525,7 +539,7 @@ fn check_path(method: &Method, path: &str) -> Result<(), Error> {
             }
         }
     }
-    if path.split('/').any(|s| s == "." || s == "..") {
+    if dot_segment {
         return bad("dot segment in path");
     }
     Ok(())
@@ -563,8 +577,8 @@ fn strip_port(h: &str) -> &str {
     if let Some(rest) = h.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    match h.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+    match h.bytes().rposition(|b| b == b':') {
+        Some(i) if h.as_bytes()[i + 1..].iter().all(u8::is_ascii_digit) => &h[..i],
         _ => h,
     }
 }
@@ -1271,7 +1285,7 @@ async fn attempt_h2(
             // (The HTTP/1.1 client leaves hop-by-hop fields out as it parses.)
             let (mut parts, body) = resp.into_parts();
             forwarding::strip_hop_by_hop(&mut parts.headers, false);
-            Ok(Response::from_parts(parts, UpstreamInner::Hyper(body)))
+            Ok(Response::from_parts(parts.into(), UpstreamInner::Hyper(body)))
         }
         Err(mut e) => {
             let unsent = e.take_message().map(|m| m.into_body());
@@ -1294,14 +1308,13 @@ async fn attempt_h2(
 use std::error::Error as _;
 
 async fn upstream_response_phase(
-    mut resp: Response<ResponseBody>,
+    resp: Response<ResponseBody>,
     chain: &Chain,
     cx: &mut Ctx,
     head_request: bool,
 ) -> Result<Response<ResponseBody>, Error> {
-    full_headers(&mut resp);
     let (parts, body) = resp.into_parts();
-    let mut rh = ResponseHead::new(parts.status, parts.version, parts.headers);
+    let mut rh = ResponseHead::new(parts.status, parts.version, parts.fields.into_map());
     for pl in &chain.upstream_response {
         if let Flow::Respond(r) = pl.upstream_response(&mut rh, cx).await? {
             // The upstream's body is dropped unread.
@@ -1362,12 +1375,13 @@ async fn upstream_response_phase(
             Some(t) => ResponseBody::core(gw_core::Body::full_with_trailers(bytes, Some(t))),
         }
     };
-    let mut r = Response::new(body);
-    *r.status_mut() = rh.status;
-    *r.version_mut() = parts.version;
-    *r.headers_mut() = rh.headers;
-    *r.extensions_mut() = parts.extensions;
-    Ok(r)
+    let head = Head {
+        status: rh.status,
+        version: parts.version,
+        fields: Fields::from_map(rh.headers),
+        extensions: parts.extensions,
+    };
+    Ok(Response::from_parts(head, body))
 }
 
 /// The response phase runs for every response, including errors and plugin replies; its own
@@ -1380,38 +1394,40 @@ fn response_phase<'a>(
 ) -> impl Future<Output = Response<ResponseBody>> + 'a {
     use futures_util::future::Either;
     if chain.response.is_empty() {
-        Either::Left(std::future::ready(add_response_headers(resp, cx)))
+        let mut resp = resp;
+        add_response_headers(&mut resp, cx);
+        Either::Left(std::future::ready(resp))
     } else {
         Either::Right(Box::pin(run_response_plugins(resp, chain, cx)))
     }
 }
 
-async fn run_response_plugins(mut resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
-    full_headers(&mut resp);
+async fn run_response_plugins(resp: Response<ResponseBody>, chain: &Chain, cx: &mut Ctx) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
-    let mut rh = ResponseHead::new(parts.status, parts.version, std::mem::take(&mut parts.headers));
+    let mut rh = ResponseHead::new(parts.status, parts.version, std::mem::take(&mut parts.fields).into_map());
     for pl in &chain.response {
         if let Err(e) = pl.response(&mut rh, cx).await {
             tracing::warn!(plugin = pl.name(), error = %e, "response phase failed");
         }
     }
     parts.status = rh.status;
-    parts.headers = rh.headers;
-    add_response_headers(Response::from_parts(parts, body), cx)
+    parts.fields = Fields::from_map(rh.headers);
+    let mut resp = Response::from_parts(parts, body);
+    add_response_headers(&mut resp, cx);
+    resp
 }
 
 /// Headers set for the final response by whatever ran before (e.g. rate-limit headers).
-fn add_response_headers(mut resp: Response<ResponseBody>, cx: &mut Ctx) -> Response<ResponseBody> {
+fn add_response_headers(resp: &mut Response<ResponseBody>, cx: &mut Ctx) {
     if !cx.response_headers.is_empty() {
-        // `insert` replaces upstream fields of the same name: they must be in the map.
-        let headers = full_headers(&mut resp);
+        // Each replaces the upstream's fields of its name.
+        let fields = resp.fields_mut();
         for (k, v) in cx.response_headers.drain() {
             if let Some(k) = k {
-                headers.insert(k, v);
+                fields.insert(k, v);
             }
         }
     }
-    resp
 }
 
 /// The single mapping from an error to what the client sees: status, stable code and a safe
@@ -1458,32 +1474,19 @@ fn reply_response(mut r: Reply, cx: &Ctx) -> Response<ResponseBody> {
             if len > 0 && k == header::CONTENT_LENGTH {
                 continue;
             }
-            resp.headers_mut().append(k, v);
+            resp.fields_mut().append(k, v);
         }
     }
     resp
 }
 
-/// The response's header map with every field in it: upstream fields still kept as bytes
-/// (`wire::response::RawFields`, the plain HTTP/1.1 path) are moved into it first. Whatever reads or edits
-/// response headers goes through here; appending new fields does not need to.
-pub(crate) fn full_headers(resp: &mut Response<ResponseBody>) -> &mut http::HeaderMap {
-    if let Some(raw) = resp.body_mut().take_raw_fields() {
-        raw.merge_into(resp.headers_mut());
-    }
-    resp.headers_mut()
-}
-
 /// Attach the request id and the log phase to the response. A `101` (or the `200` of an
 /// HTTP/2 extended CONNECT) that opened a tunnel
 /// hands the log phase to the tunnel, which runs it when it closes.
-fn finish(mut resp: Response<ResponseBody>, mut log: Box<LogPhase>) -> Response<ResponseBody> {
+fn finish(resp: &mut Response<ResponseBody>, mut log: Box<LogPhase>) {
     let name = &log.rt.gateway.request_id_header;
     // The gateway's request id replaces one the upstream sent.
-    if resp.body().raw_fields().is_some_and(|r| r.contains(name)) {
-        full_headers(&mut resp);
-    }
-    resp.headers_mut().insert(name.clone(), log.cx.request_id.clone());
+    resp.fields_mut().insert(name.clone(), log.cx.request_id.clone());
     log.status = resp.status().as_u16();
     log.responded = true;
     // A tunnel answers `101` (HTTP/1.1) or `200` (an HTTP/2 extended CONNECT).
@@ -1492,10 +1495,9 @@ fn finish(mut resp: Response<ResponseBody>, mut log: Box<LogPhase>) -> Response<
     {
         log.tunnel_opened = Some(gw_core::tick::now());
         tunnel.put(log);
-        return resp;
+        return;
     }
     resp.body_mut().set_finish(log);
-    resp
 }
 
 /// The log phase, run when the response body ends or is dropped (or a tunnel closes).
@@ -1710,10 +1712,13 @@ mod tests {
     #[test]
     fn path_checks() {
         let get = Method::GET;
-        for ok in ["/", "/a/b", "/a.b/c..d", "/%41", "/a%2fb"] {
+        for ok in ["/", "/a/b", "/a.b/c..d", "/%41", "/a%2fb", "/...", "/.a/a.", "/a/b/", "//"] {
             assert!(check_path(&get, ok).is_ok(), "{ok}");
         }
-        for bad in ["/a/../b", "/a/./b", "/..", "/a/%2e%2e/b", "/a/.%2E/b", "/a\\b", "/a%5c..", "/x%00", "a/b"] {
+        for bad in ["/a/../b", "/a/./b", "/..", "/a/%2e%2e/b", "/a/.%2E/b", "/a\\b", "/a%5c..", "/x%00", "a/b"]
+            .into_iter()
+            .chain(["/.", "/a/.", "/a/..", "/./a", "//..", "/a/b\\", "/%2E"])
+        {
             assert!(check_path(&get, bad).is_err(), "{bad}");
         }
         assert!(check_path(&Method::OPTIONS, "*").is_ok());
@@ -1725,5 +1730,7 @@ mod tests {
         assert_eq!(strip_port("a.example:8080"), "a.example");
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(strip_port("a.example"), "a.example");
+        assert_eq!(strip_port("a.example:"), "a.example");
+        assert_eq!(strip_port("a:b"), "a:b");
     }
 }

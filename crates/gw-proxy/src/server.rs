@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
+
+use crate::head::Response;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -772,7 +774,7 @@ async fn serve_http<I>(
     if h2 {
         let svc = service_fn(move |req: Request<Incoming>| {
             let f = pipeline::serve(req.map(ClientBody::Hyper), None, info.clone(), svc_dp.clone());
-            async move { Ok::<_, std::convert::Infallible>(f.await) }
+            async move { Ok::<_, std::convert::Infallible>(f.await.into_http()) }
         });
         // Client stream resets are limited per connection (rapid reset): see `h2guard`.
         let io = H2Guard::new(io, limits.http2_max_resets, limits.http2_reset_window, shared.metrics.clone());

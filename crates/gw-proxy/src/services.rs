@@ -1,8 +1,10 @@
 //! Built-in services that answer without an upstream: `echo` and `static`.
 
 use bytes::Bytes;
+use http::StatusCode;
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+
+use crate::head::Response;
 use http_body::Body;
 use http_body_util::BodyExt;
 

@@ -16,7 +16,9 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Version};
+
+use crate::head::Response;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
@@ -166,7 +168,7 @@ pub(crate) async fn forward(
         session.end = session.stats.end();
         inflight.finish(Outcome::Success, latency, Instant::now());
     });
-    Ok(Response::from_parts(parts, ResponseBody::empty()))
+    Ok(Response::from_parts(parts.into(), ResponseBody::empty()))
 }
 
 const SEC_WEBSOCKET_KEY: http::HeaderName = http::HeaderName::from_static("sec-websocket-key");

@@ -74,11 +74,14 @@ fn field_kind(name: &[u8]) -> FieldKind {
 /// On the plain proxy path nothing does: the HTTP/1.1 server writes these lines out as they
 /// are, which spares a header map per response (names parsed and looked up, values validated a
 /// second time, hashing, dropping), about 2,000 instructions for a response of five fields.
-/// Plugins, HTTP/2 clients and header edits see the fields in the map
-/// (`pipeline::full_headers`). The bytes were validated by the parser with the rules the map
-/// applies (token names; values without control bytes other than tab).
+/// Plugins, HTTP/2 clients and header edits see the fields in the map (the response head's
+/// `head::Fields` moves them there). The bytes were validated by the parser with the rules the
+/// map applies (token names; values without control bytes other than tab). Fields the gateway
+/// sets on the plain path (its request id) may follow as lines of their own ([`RawFields::push`]).
 pub(crate) struct RawFields {
     lines: Vec<u8>,
+    /// Where the lines the gateway added begin (`lines.len()` when there are none).
+    added: usize,
     /// `Content-Length`, folded (the server writes the framing itself).
     pub(crate) content_length: Option<u64>,
     /// The upstream sent a `Date` (among the lines).
@@ -88,18 +91,24 @@ pub(crate) struct RawFields {
 impl RawFields {
     #[cfg(test)]
     pub(crate) fn from_lines(lines: &[u8], content_length: Option<u64>, date: bool) -> RawFields {
-        RawFields { lines: lines.to_vec(), content_length, date }
+        RawFields { lines: lines.to_vec(), added: lines.len(), content_length, date }
     }
 
-    /// The lines, each ending in CRLF.
-    pub(crate) fn lines(&self) -> &[u8] {
-        &self.lines
+    /// The lines, each ending in CRLF: the upstream's, then those the gateway added.
+    pub(crate) fn lines(&self) -> (&[u8], &[u8]) {
+        self.lines.split_at(self.added)
+    }
+
+    /// Add a field as a line after the others. Not for the fields the encoder reads
+    /// (`Content-Length`, `Transfer-Encoding`, `Connection`, `Date`): those go in the map.
+    pub(crate) fn push(&mut self, name: &HeaderName, value: &HeaderValue) {
+        super::put_field(&mut self.lines, name, value);
     }
 
     /// `(name, value)` of each line (lines are found with `memchr`: this also runs on the plain
     /// path, for the request-id check).
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut rest = &self.lines[..];
+    fn fields(lines: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest = lines;
         std::iter::from_fn(move || {
             loop {
                 let end = memchr::memchr(b'\n', rest)?;
@@ -116,20 +125,26 @@ impl RawFields {
     /// Whether a field of this name is among the lines.
     pub(crate) fn contains(&self, name: &HeaderName) -> bool {
         let name = name.as_str().as_bytes();
-        self.fields().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        Self::fields(&self.lines).any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
-    /// Put the fields into `map`, before the ones it already holds.
+    /// Put the fields into `map`, before the ones it already holds: the upstream's, its
+    /// `Content-Length`, then the lines the gateway added (the order the encoder writes).
     pub(crate) fn merge_into(self, map: &mut HeaderMap) {
         let added = std::mem::replace(map, HeaderMap::with_capacity(map.len() + 8));
-        for (n, v) in self.fields() {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
-                map.append(n, v);
+        let put = |map: &mut HeaderMap, lines: &[u8]| {
+            for (n, v) in Self::fields(lines) {
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
+                    map.append(n, v);
+                }
             }
-        }
+        };
+        let (upstream, pushed) = self.lines();
+        put(map, upstream);
         if let Some(l) = self.content_length {
             map.append(header::CONTENT_LENGTH, HeaderValue::from(l));
         }
+        put(map, pushed);
         let mut last: Option<HeaderName> = None;
         for (k, v) in added {
             if k.is_some() {
@@ -225,7 +240,8 @@ pub(crate) fn parse_head(
         let (mut length, mut chunked) = (None::<u64>, false);
         let (mut close, mut keep_alive_token, mut date) = (false, false, false);
         let mut named: Vec<HeaderName> = Vec::new();
-        let mut lines = Vec::with_capacity(len);
+        // (Room for a line the gateway adds, its request id, without growing.)
+        let mut lines = Vec::with_capacity(len + 64);
         for &[ns, nl, vs, vl] in ranges.iter() {
             let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
             let v = &head[vs..vs + vl];
@@ -272,7 +288,7 @@ pub(crate) fn parse_head(
         }
         let mut headers = HeaderMap::new();
         let raw = if named.is_empty() {
-            Some(RawFields { lines, content_length: length, date })
+            Some(RawFields { added: lines.len(), lines, content_length: length, date })
         } else {
             // Room for the fields the gateway adds (request id, plugin headers) without growing.
             headers.reserve(ranges.len() + 2);
@@ -380,7 +396,7 @@ mod tests {
             &Method::GET,
         );
         let Ok(Some(h)) = raw else { panic!("head expected") };
-        let r = h.raw.as_ref().map(|r| (r.lines().to_vec(), r.content_length, r.date));
+        let r = h.raw.as_ref().map(|r| (r.lines().0.to_vec(), r.content_length, r.date));
         assert_eq!(
             r,
             Some((
