@@ -296,7 +296,7 @@ async fn extended_connect(
             read,
             Box::new(move |_| drop(sender)),
         );
-        return Ok(Opened::Refused(Response::from_parts(parts, ResponseBody::upstream(body))));
+        return Ok(Opened::Refused(Response::from_parts(parts.into(), ResponseBody::upstream(body))));
     }
     let up = hyper::upgrade::on(&mut resp).await.map_err(|e| {
         Error::new(ErrorKind::UpstreamProtocol, format!("extended CONNECT to {authority}")).with_cause(e)
