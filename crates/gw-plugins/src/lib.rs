@@ -40,6 +40,7 @@ mod transformer;
 mod util;
 
 pub use directory::Directory;
+pub use limits::redis_store;
 pub use proxy_cache::{CacheSlot, caches};
 pub use quota::quota_counters;
 
