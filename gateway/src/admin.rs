@@ -182,7 +182,7 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
         let admin_tls = config.gateway.admin_tls.clone();
         // Nodes of a cluster share the stored document: the node id comes from the environment.
         let node_id = std::env::var("GATEHOUSE_NODE_ID").unwrap_or_else(|_| config.gateway.node_id.clone());
-        let usage_store = match open_usage_store(spec, &node_id).await {
+        let usage_store = match open_usage_store(spec, &config, &node_id).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -241,11 +241,18 @@ pub(crate) fn run_with_store(spec: &str, seed: Option<&Path>) -> ExitCode {
     })
 }
 
-/// The usage store beside the configuration store: `usage.redb` in the embedded store's
-/// directory, or the same PostgreSQL database (tables `gatehouse_usage`,
-/// `gatehouse_quota_counters`).
-async fn open_usage_store(spec: &str, node_id: &str) -> Result<Arc<dyn gw_observability::UsageBackend>, String> {
+/// The usage store: the Redis of `gateway.redis` with `gateway.usage.store: redis`, else beside
+/// the configuration store: `usage.redb` in the embedded store's directory, or the same
+/// PostgreSQL database (tables `gatehouse_usage`, `gatehouse_quota_counters`).
+async fn open_usage_store(
+    spec: &str,
+    config: &gw_config::model::Config,
+    node_id: &str,
+) -> Result<Arc<dyn gw_observability::UsageBackend>, String> {
     use gw_admin::usage_store::{EmbeddedUsage, PgUsage};
+    if let Some(r) = gw_admin::usage_store::redis_usage(config, node_id)? {
+        return Ok(r);
+    }
     if let Some(dir) = spec.strip_prefix("embedded:") {
         return Ok(Arc::new(EmbeddedUsage::open(Path::new(dir)).map_err(|e| e.to_string())?));
     }

@@ -212,7 +212,16 @@ fn run(path: &Path, watch: bool) -> ExitCode {
     };
     rt.block_on(async move {
         let shutdown_timeout = config.gateway.shutdown_timeout;
+        let node_id = std::env::var("GATEHOUSE_NODE_ID").unwrap_or_else(|_| config.gateway.node_id.clone());
+        let redis_usage = match gw_admin::usage_store::redis_usage(&config, &node_id) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let usage_store: Option<std::sync::Arc<dyn gw_observability::UsageBackend>> = match &config.gateway.usage.path {
+            _ if redis_usage.is_some() => redis_usage,
             Some(dir) => match gw_admin::usage_store::EmbeddedUsage::open(dir) {
                 Ok(s) => Some(std::sync::Arc::new(s)),
                 Err(e) => {

@@ -472,7 +472,7 @@ pub fn document() -> Value {
                     "from": { "type": "string" },
                     "to": { "type": "string" },
                     "granularity": { "type": "string" },
-                    "store": { "type": "string", "enum": ["memory", "embedded", "postgres"] }
+                    "store": { "type": "string", "enum": ["memory", "embedded", "postgres", "redis"] }
                 },
                 "required": ["data", "total", "offset", "next", "from", "to", "granularity", "store"]
             });

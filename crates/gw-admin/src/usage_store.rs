@@ -9,6 +9,7 @@
 //!   (`requests = requests + EXCLUDED.requests`), so every node's traffic sums into one figure.
 //!   Quota counters are stored per node (`node_id`): a `policy: local` quota counts per node.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,6 +365,212 @@ impl UsageBackend for PgUsage {
             })
         })
         .await
+    }
+}
+
+/// The Redis usage store of `config` (`gateway.usage.store: redis`, on the Redis of
+/// `gateway.redis`, which the rate limiters share), or `None` when it names none.
+pub fn redis_usage(config: &gw_config::model::Config, node_id: &str) -> Result<Option<Arc<dyn UsageBackend>>, String> {
+    let u = &config.gateway.usage;
+    if u.store != gw_config::model::UsageStore::Redis {
+        return Ok(None);
+    }
+    let store = gw_plugins::redis_store(config).map_err(|e| format!("gateway.usage.store: {e}"))?;
+    Ok(Some(Arc::new(RedisUsage::new(store, &u.key_prefix, node_id))))
+}
+
+/// Usage in the gateway's Redis (`gateway.usage.store: redis`), shared by every node.
+///
+/// Keys (all under the hash tag `{<prefix>}`, so one Redis Cluster slot and one `MULTI`):
+/// - `{P}:u:<span>:<bucket ms>`: a hash per bucket; fields `r`, `i`, `o` (requests, bytes in,
+///   bytes out) followed by the JSON array `[consumer, route, outcome]`, added to with
+///   `HINCRBY` (every node's deltas sum into one figure);
+/// - `{P}:b:<span>`: a sorted set of the buckets written (score: the bucket), for reads and
+///   retention;
+/// - `{P}:q:<node id>`: this node's quota counters, fields `<period start ms>|<name>`, a stored
+///   count only ever raised.
+///
+/// A batch is one `MULTI`/`EXEC` transaction: applied whole or not at all.
+pub struct RedisUsage {
+    store: Arc<gw_ratelimit::RedisStore>,
+    /// The hash tag (the configured prefix).
+    tag: String,
+    node_id: String,
+}
+
+/// Raise stored quota counters: `KEYS[1]` the node's hash, `ARGV` field and count pairs.
+const RAISE_LUA: &str = r#"
+for i = 1, #ARGV, 2 do
+  local old = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > old then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"#;
+
+/// Delete quota counters of periods before `ARGV[1]`: `KEYS[1]` the node's hash.
+const PRUNE_QUOTAS_LUA: &str = r#"
+local all = redis.call('HKEYS', KEYS[1])
+for _, f in ipairs(all) do
+  local start = tonumber(string.match(f, '^(%d+)|'))
+  if start == nil or start < tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], f) end
+end
+return 1
+"#;
+
+impl RedisUsage {
+    /// Usage under `prefix` in the Redis of `store`; `node_id` keys this node's quota counters.
+    /// Connects on the first use (a gateway starts while Redis is down; writes are kept until
+    /// it answers).
+    pub fn new(store: Arc<gw_ratelimit::RedisStore>, prefix: &str, node_id: &str) -> RedisUsage {
+        RedisUsage { store, tag: prefix.to_string(), node_id: node_id.to_string() }
+    }
+
+    fn bucket_key(&self, span: Span, bucket_ms: u64) -> String {
+        format!("{{{}}}:u:{}:{bucket_ms}", self.tag, span.code())
+    }
+
+    fn index_key(&self, span: Span) -> String {
+        format!("{{{}}}:b:{}", self.tag, span.code())
+    }
+
+    fn quota_key(&self) -> String {
+        format!("{{{}}}:q:{}", self.tag, self.node_id)
+    }
+
+    async fn query<T: gw_ratelimit::redis::FromRedisValue>(
+        &self,
+        p: &gw_ratelimit::redis::Pipeline,
+    ) -> Result<T, String> {
+        self.store.query_pipeline(&self.tag, p).await.map_err(|e| format!("usage store: {e}"))
+    }
+
+    /// The buckets of `span` with `from_ms <= bucket < to_ms` that were written.
+    async fn buckets(&self, span: Span, from_ms: u64, to_ms: u64) -> Result<Vec<u64>, String> {
+        if from_ms >= to_ms {
+            return Ok(Vec::new());
+        }
+        let mut p = gw_ratelimit::redis::pipe();
+        p.cmd("ZRANGEBYSCORE").arg(self.index_key(span)).arg(from_ms).arg(format!("({to_ms}"));
+        let (members,): (Vec<u64>,) = self.query(&p).await?;
+        Ok(members)
+    }
+}
+
+/// The hash field of a row's counter `kind` (`r`, `i` or `o`).
+fn usage_field(kind: char, consumer: &str, route: &str, outcome: Outcome) -> String {
+    let mut f = String::with_capacity(consumer.len() + route.len() + 24);
+    f.push(kind);
+    f.push_str(&serde_json::Value::from(vec![consumer, route, outcome.name()]).to_string());
+    f
+}
+
+#[async_trait]
+impl UsageBackend for RedisUsage {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn write(&self, rows: &[UsageRow], quotas: &[QuotaCount]) -> Result<(), String> {
+        let mut p = gw_ratelimit::redis::pipe();
+        p.atomic();
+        let mut indexed = std::collections::BTreeSet::new();
+        for r in rows {
+            let key = self.bucket_key(r.span, r.bucket_ms);
+            for (kind, n) in [('r', r.requests), ('i', r.bytes_in), ('o', r.bytes_out)] {
+                if n > 0 || kind == 'r' {
+                    p.cmd("HINCRBY").arg(&key).arg(usage_field(kind, &r.consumer, &r.route, r.outcome)).arg(n).ignore();
+                }
+            }
+            if indexed.insert((r.span.code(), r.bucket_ms)) {
+                p.cmd("ZADD").arg(self.index_key(r.span)).arg(r.bucket_ms).arg(r.bucket_ms).ignore();
+            }
+        }
+        if !quotas.is_empty() {
+            // EVAL (not EVALSHA): inside MULTI a missing script cannot be loaded on the way.
+            p.cmd("EVAL").arg(RAISE_LUA).arg(1).arg(self.quota_key());
+            for q in quotas {
+                p.arg(format!("{}|{}", q.period_start_ms, q.name)).arg(q.count);
+            }
+            p.ignore();
+        }
+        if rows.is_empty() && quotas.is_empty() {
+            return Ok(());
+        }
+        let () = self.query(&p).await?;
+        Ok(())
+    }
+
+    async fn read(&self, span: Span, from_ms: u64, to_ms: u64, filter: &UsageFilter) -> Result<Vec<UsageRow>, String> {
+        let buckets = self.buckets(span, from_ms, to_ms).await?;
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut p = gw_ratelimit::redis::pipe();
+        for b in &buckets {
+            p.cmd("HGETALL").arg(self.bucket_key(span, *b));
+        }
+        let hashes: Vec<std::collections::HashMap<String, u64>> = self.query(&p).await?;
+        let mut out = Vec::new();
+        for (bucket_ms, fields) in buckets.into_iter().zip(hashes) {
+            let mut rows: BTreeMap<(String, String, Outcome), UsageRow> = BTreeMap::new();
+            for (field, n) in fields {
+                let Some((kind, rest)) = field.split_at_checked(1) else { continue };
+                let Ok(serde_json::Value::Array(parts)) = serde_json::from_str::<serde_json::Value>(rest) else {
+                    continue;
+                };
+                let [Some(consumer), Some(route), Some(outcome)] =
+                    [0, 1, 2].map(|i| parts.get(i).and_then(|v| v.as_str()))
+                else {
+                    continue;
+                };
+                let Some(outcome) = Outcome::parse(outcome) else { continue };
+                let row = rows.entry((consumer.to_string(), route.to_string(), outcome)).or_insert_with(|| UsageRow {
+                    span,
+                    bucket_ms,
+                    consumer: consumer.to_string(),
+                    route: route.to_string(),
+                    outcome,
+                    requests: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                });
+                match kind {
+                    "r" => row.requests += n,
+                    "i" => row.bytes_in += n,
+                    "o" => row.bytes_out += n,
+                    _ => {}
+                }
+            }
+            out.extend(rows.into_values().filter(|r| filter.matches(r)));
+        }
+        Ok(out)
+    }
+
+    async fn quotas(&self, since_ms: u64) -> Result<Vec<QuotaCount>, String> {
+        let mut p = gw_ratelimit::redis::pipe();
+        p.cmd("HGETALL").arg(self.quota_key());
+        let (fields,): (std::collections::HashMap<String, u64>,) = self.query(&p).await?;
+        Ok(fields
+            .into_iter()
+            .filter_map(|(field, count)| {
+                let (start, name) = field.split_once('|')?;
+                let start: u64 = start.parse().ok()?;
+                (start >= since_ms).then(|| QuotaCount { name: name.to_string(), period_start_ms: start, count })
+            })
+            .collect())
+    }
+
+    async fn prune(&self, span: Span, before_ms: u64, quotas_before_ms: u64) -> Result<(), String> {
+        let old = self.buckets(span, 0, before_ms).await?;
+        let mut p = gw_ratelimit::redis::pipe();
+        p.atomic();
+        for b in &old {
+            p.cmd("DEL").arg(self.bucket_key(span, *b)).ignore();
+        }
+        p.cmd("ZREMRANGEBYSCORE").arg(self.index_key(span)).arg("-inf").arg(format!("({before_ms}")).ignore();
+        p.cmd("EVAL").arg(PRUNE_QUOTAS_LUA).arg(1).arg(self.quota_key()).arg(quotas_before_ms).ignore();
+        let () = self.query(&p).await?;
+        Ok(())
     }
 }
 

@@ -223,6 +223,15 @@ pub struct FileUsage {
     /// `--store` (the store keeps them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// `redis`: keep usage and local quota counters in the Redis of `gateway.redis`, shared by
+    /// every node (in file mode and with `--store`). Unset: the configuration store's (with
+    /// `--store`), else `path`, else memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// With `store: redis`: the prefix of the usage keys (default `gh:usage`; the keys are
+    /// `{<prefix>}:...`, one Redis Cluster slot). Nodes that report one figure share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
 }
 
 /// Admin API listener settings (`gateway.admin`).

@@ -124,7 +124,26 @@ pub struct UsageSettings {
     pub minute_retention: Duration,
     /// File mode: directory of `usage.redb` (`None`: in memory only).
     pub path: Option<PathBuf>,
+    /// Where usage and local quota counters are kept when not in the configuration store's
+    /// default place.
+    pub store: UsageStore,
+    /// Prefix of the usage keys in Redis (`store: redis`).
+    pub key_prefix: String,
 }
+
+/// The usage store chosen in `gateway.usage.store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsageStore {
+    /// The configuration store's (embedded or PostgreSQL with `--store`), else
+    /// `gateway.usage.path`, else memory.
+    #[default]
+    Default,
+    /// The Redis of `gateway.redis` (shared by every node).
+    Redis,
+}
+
+/// Default prefix of usage keys in Redis.
+pub const DEFAULT_USAGE_PREFIX: &str = "gh:usage";
 
 impl Default for UsageSettings {
     fn default() -> Self {
@@ -133,6 +152,8 @@ impl Default for UsageSettings {
             retention: Duration::from_secs(400 * 86_400),
             minute_retention: Duration::from_secs(2 * 86_400),
             path: None,
+            store: UsageStore::Default,
+            key_prefix: DEFAULT_USAGE_PREFIX.to_string(),
         }
     }
 }

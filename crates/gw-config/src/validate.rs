@@ -389,7 +389,34 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
             retention: dur(&u.retention, d.retention),
             minute_retention: dur(&u.minute_retention, d.minute_retention),
             path: u.path.as_deref().map(|p| v.resolve(p)),
+            store: match u.store.as_deref() {
+                None => UsageStore::Default,
+                Some("redis") => UsageStore::Redis,
+                Some(other) => {
+                    v.err(up.join("store"), format!("unknown usage store {other:?} (expected `redis`)"));
+                    UsageStore::Default
+                }
+            },
+            key_prefix: u.key_prefix.clone().unwrap_or_else(|| DEFAULT_USAGE_PREFIX.to_string()),
         };
+        if s.store == UsageStore::Redis {
+            match &g.redis {
+                None => v.err(up.join("store"), "`redis` needs `gateway.redis` to be configured"),
+                // A batch is one MULTI/EXEC transaction, which a cluster pipeline cannot carry.
+                Some(r) if r.cluster_urls.is_some() => {
+                    v.err(up.join("store"), "`redis` needs a single Redis (`gateway.redis.url`), not a Redis Cluster");
+                }
+                Some(_) => {}
+            }
+            if u.path.is_some() {
+                v.err(up.join("path"), "not used with `store: redis` (Redis keeps the counters)");
+            }
+        } else if u.key_prefix.is_some() {
+            v.err(up.join("key_prefix"), "only used with `store: redis`");
+        }
+        if u.key_prefix.as_deref().is_some_and(|p| p.is_empty() || p.contains(['{', '}'])) {
+            v.err(up.join("key_prefix"), "must not be empty or contain `{` or `}`");
+        }
         if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&s.flush_interval) {
             v.err(up.join("flush_interval"), "must be between 100ms and 60s");
         }
@@ -1727,6 +1754,33 @@ mod tests {
         assert!(parse_host_port("host").is_err());
         assert!(parse_host_port("host:0").is_err());
         assert!(parse_host_port("bad host:80").is_err());
+    }
+
+    /// `gateway.usage.store: redis` needs a single Redis; its prefix has no braces; the other
+    /// stores take no prefix.
+    #[test]
+    fn usage_store_on_redis() {
+        let check = |gateway: &str| {
+            let file = crate::parse_yaml(&format!("gateway:\n{gateway}"), "gw.yaml", Default::default()).unwrap();
+            validate(&file, &ValidateOptions::default())
+                .map(|c| (c.gateway.usage.store, c.gateway.usage.key_prefix.clone()))
+                .map_err(|errs| errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>())
+        };
+        let redis = "  redis: { url: \"redis://127.0.0.1:6379\" }\n";
+        assert_eq!(
+            check(&format!("{redis}  usage: {{ store: redis, key_prefix: \"t-1\" }}\n")),
+            Ok((UsageStore::Redis, "t-1".to_string()))
+        );
+        assert_eq!(check(&format!("{redis}  usage: {{ store: redis }}\n")).unwrap().1, DEFAULT_USAGE_PREFIX);
+        assert!(check("  usage: { store: redis }\n").unwrap_err()[0].starts_with("gateway.usage.store: `redis` needs"));
+        let cluster = "  redis: { cluster_urls: [\"redis://127.0.0.1:7000\"] }\n  usage: { store: redis }\n";
+        assert!(check(cluster).unwrap_err()[0].contains("not a Redis Cluster"));
+        assert!(
+            check(&format!("{redis}  usage: {{ store: mongo }}\n")).unwrap_err()[0].contains("unknown usage store")
+        );
+        assert!(check(&format!("{redis}  usage: {{ store: redis, key_prefix: \"a{{b}}\" }}\n")).is_err());
+        assert!(check("  usage: { key_prefix: p }\n").unwrap_err()[0].contains("only used with `store: redis`"));
+        assert!(check(&format!("{redis}  usage: {{ store: redis, path: u }}\n")).is_err());
     }
 
     /// Relative paths kept in the model (Redis CA, Admin API TLS, a file access log) are

@@ -76,6 +76,8 @@ pub enum AttrValue {
     Int(i64),
     /// A boolean.
     Bool(bool),
+    /// A floating-point number.
+    Float(f64),
 }
 
 impl From<&'static str> for AttrValue {
@@ -93,6 +95,12 @@ impl From<String> for AttrValue {
 impl From<i64> for AttrValue {
     fn from(v: i64) -> Self {
         AttrValue::Int(v)
+    }
+}
+
+impl From<f64> for AttrValue {
+    fn from(v: f64) -> Self {
+        AttrValue::Float(v)
     }
 }
 
@@ -123,6 +131,8 @@ pub struct SpanRecord {
     pub attributes: Vec<(&'static str, AttrValue)>,
     /// Set when the operation failed (the span's status is then `Error` with this message).
     pub error: Option<String>,
+    /// The client's `tracestate`, kept in the span's context.
+    pub tracestate: Option<HeaderValue>,
 }
 
 /// A span being timed ([`TraceParent::child`]); recorded by [`ChildSpan::end`], forgotten if
@@ -178,6 +188,7 @@ impl TraceParent {
                 end: now,
                 attributes: Vec::new(),
                 error: None,
+                tracestate: self.tracestate.clone(),
             },
             started: Instant::now(),
             sink: sink.clone(),
@@ -228,6 +239,29 @@ pub fn traceparent_value(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) 
         v[54] = b'1';
     }
     v
+}
+
+/// A whole HTTP/1.1 `traceparent` field line (`traceparent: <value>\r\n`), as the proxy's
+/// HTTP/1.1 client writes it: the value is [`TraceparentField::value`].
+#[derive(Debug, Clone, Copy)]
+pub struct TraceparentField(pub [u8; 70]);
+
+impl TraceparentField {
+    /// The line of a span's context.
+    pub fn new(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> TraceparentField {
+        let mut f = *b"traceparent: 00-00000000000000000000000000000000-0000000000000000-00\r\n";
+        hex_into(&mut f[16..48], trace_id);
+        hex_into(&mut f[49..65], span_id);
+        if sampled {
+            f[67] = b'1';
+        }
+        TraceparentField(f)
+    }
+
+    /// The field's value (55 bytes).
+    pub fn value(&self) -> &[u8] {
+        &self.0[13..68]
+    }
 }
 
 /// Write a trace context (a span's ids, the sampling flag, a `tracestate` to pass on) into
@@ -324,6 +358,17 @@ pub struct AttemptReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The HTTP/1.1 field line holds the same value as `traceparent_value`.
+    #[test]
+    fn traceparent_field_line() {
+        let (t, s) = ([0x4b; 16], [0x0f; 8]);
+        for sampled in [true, false] {
+            let f = TraceparentField::new(&t, &s, sampled);
+            assert_eq!(f.value(), &traceparent_value(&t, &s, sampled)[..]);
+            assert!(f.0.starts_with(b"traceparent: 00-4b4b") && f.0.ends_with(b"\r\n"));
+        }
+    }
 
     /// Each format writes its headers and replaces the client's (B3 removes both forms).
     #[test]

@@ -14,7 +14,8 @@ pub use access_log::{AccessLog, AccessLogLine, AccessLogTarget, Rfc3339, rfc3339
 mod sampler;
 
 pub use metrics::{
-    CIRCUIT_STATES, CacheCounter, Format, Metrics, RetryCounter, RouteMetrics, TargetHealthLabels, to_prometheus_text,
+    CIRCUIT_STATES, CacheCounter, Format, Metrics, RetryCounter, RouteMetrics, Sample, TargetHealthLabels,
+    parse_sample, sample_label, to_prometheus_text,
 };
 pub use sampler::{LogSampler, Sampled};
 pub use usage::{

@@ -6,8 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -26,32 +25,135 @@ struct RouteLabels {
     service: String,
 }
 
-/// The exemplar of a request latency: the trace of a sampled request.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TraceLabels {
-    trace_id: String,
+/// Upper bounds of the latency buckets, in seconds (`+Inf` follows).
+const LATENCY_BOUNDS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Latency buckets, `+Inf` included.
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS.len() + 1;
+
+/// A latency histogram (requests, upstream responses) that can carry exemplars: per bucket, the
+/// trace id of the last sampled request that fell in it. Lock-free when counting; the exemplar
+/// slots are allocated and locked only when a sampled request is recorded, so every series can
+/// have exemplars (those that existed before tracing was turned on included) and the requests
+/// that are not sampled cost the same as without tracing. `prometheus_client` cannot encode an
+/// exemplar it did not record itself: [`Metrics::encode`] adds them to the bucket lines.
+#[derive(Clone, Debug, Default)]
+struct Latency(Arc<LatencyInner>);
+
+#[derive(Debug, Default)]
+struct LatencyInner {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    /// The sum of the observations, as `f64` bits.
+    sum: AtomicU64,
+    exemplars: std::sync::OnceLock<Mutex<[Option<Exemplar>; LATENCY_BUCKETS]>>,
 }
 
-/// A request latency histogram: with exemplars (the trace id of a sampled request, per
-/// bucket) when tracing was on as its series was created, plain otherwise (one lock per
-/// observation rather than two).
-#[derive(Clone, Debug)]
-enum Latency {
-    Plain(Histogram),
-    Exemplars(HistogramWithExemplars<TraceLabels>),
+/// An exemplar: the trace of a sampled request, its value and when it was recorded.
+#[derive(Debug, Clone, Copy)]
+struct Exemplar {
+    trace_id: [u8; 16],
+    value: f64,
+    at: SystemTime,
 }
 
 impl Latency {
     fn observe(&self, v: f64, trace_id: Option<&[u8; 16]>) {
-        match self {
-            Latency::Plain(h) => h.observe(v),
-            Latency::Exemplars(h) => {
-                let ex = trace_id.map(|t| TraceLabels { trace_id: hex(t) });
-                let at = ex.as_ref().map(|_| SystemTime::now());
-                h.observe(v, ex, at);
+        let i = LATENCY_BOUNDS.iter().position(|b| v <= *b).unwrap_or(LATENCY_BOUNDS.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let mut cur = self.0.sum.load(Ordering::Relaxed);
+        loop {
+            let new = (f64::from_bits(cur) + v).to_bits();
+            match self.0.sum.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => cur = now,
             }
         }
+        if let Some(t) = trace_id {
+            self.exemplar(i, v, t);
+        }
     }
+
+    #[cold]
+    fn exemplar(&self, bucket: usize, value: f64, trace_id: &[u8; 16]) {
+        EXEMPLARS_SEEN.store(true, Ordering::Relaxed);
+        let slots = self.0.exemplars.get_or_init(|| Mutex::new([None; LATENCY_BUCKETS]));
+        if let Ok(mut s) = slots.lock() {
+            s[bucket] = Some(Exemplar { trace_id: *trace_id, value, at: SystemTime::now() });
+        }
+    }
+
+    /// The exemplars, by bucket (none when no sampled request was recorded).
+    fn exemplars(&self) -> Option<[Option<Exemplar>; LATENCY_BUCKETS]> {
+        self.0.exemplars.get().and_then(|m| m.lock().ok().map(|s| *s))
+    }
+
+    /// (sum, count, buckets as `prometheus_client` encodes them: bound and count per bucket,
+    /// `+Inf` as `f64::MAX`). The count is the buckets' total, so a reading is consistent.
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let counts = self.0.buckets.each_ref().map(|b| b.load(Ordering::Relaxed));
+        let bounds = LATENCY_BOUNDS.iter().copied().chain([f64::MAX]);
+        (f64::from_bits(self.0.sum.load(Ordering::Relaxed)), counts.iter().sum(), bounds.zip(counts).collect())
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.snapshot();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Set once any latency series has recorded an exemplar.
+static EXEMPLARS_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// The latency families whose exemplars [`Metrics::encode`] adds to the exposition.
+const EXEMPLAR_FAMILIES: [&str; 2] =
+    ["gatehouse_http_request_duration_seconds_bucket", "gatehouse_upstream_duration_seconds_bucket"];
+
+/// Add the exemplars of `families` (in [`EXEMPLAR_FAMILIES`] order) to their bucket lines of
+/// the OpenMetrics text `om`: ` # {trace_id="<hex>"} <value> <timestamp>`, as OpenMetrics
+/// writes them.
+fn add_exemplars(om: &str, families: [&Family<RouteLabels, Latency>; 2]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(om.len() + 4096);
+    for line in om.lines() {
+        out.push_str(line);
+        if let Some(f) = EXEMPLAR_FAMILIES.iter().position(|n| line.strip_prefix(n).is_some_and(|r| r.starts_with('{')))
+            && let Some((_, labels, _)) = parse_sample(line)
+            && let (Some(route), Some(service), Some(le)) =
+                (sample_label(&labels, "route"), sample_label(&labels, "service"), sample_label(&labels, "le"))
+        {
+            let bucket = match le {
+                "+Inf" => Some(LATENCY_BOUNDS.len()),
+                le => le.parse::<f64>().ok().and_then(|le| LATENCY_BOUNDS.iter().position(|b| *b == le)),
+            };
+            let key = RouteLabels { route: route.to_string(), service: service.to_string() };
+            let ex = families[f].get(&key).and_then(|h| h.exemplars());
+            if let (Some(b), Some(ex)) = (bucket, ex)
+                && let Some(e) = ex[b]
+            {
+                let at = e.at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                let _ = write!(
+                    out,
+                    " # {{trace_id=\"{}\"}} {} {}.{:03}",
+                    hex(&e.trace_id),
+                    e.value,
+                    at.as_secs(),
+                    at.subsec_millis()
+                );
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -63,35 +165,81 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-impl TypedMetric for Latency {
-    const TYPE: MetricType = MetricType::Histogram;
-}
+/// A sample: metric name, labels, value.
+pub type Sample<'a> = (&'a str, Vec<(&'a str, String)>, f64);
 
-impl EncodeMetric for Latency {
-    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        match self {
-            Latency::Plain(h) => h.encode(encoder),
-            Latency::Exemplars(h) => h.encode(encoder),
+/// One sample line of a text exposition: `name{a="x",b="y"} value` (labels optional; an
+/// exemplar or a timestamp after the value is ignored).
+pub fn parse_sample(line: &str) -> Option<Sample<'_>> {
+    if line.starts_with('#') || line.is_empty() {
+        return None;
+    }
+    let (name, rest, labels) = match line.find('{') {
+        Some(i) => {
+            let name = &line[..i];
+            let body = &line[i + 1..];
+            let mut labels = Vec::new();
+            let mut s = body;
+            loop {
+                s = s.trim_start_matches(',');
+                if let Some(r) = s.strip_prefix('}') {
+                    s = r;
+                    break;
+                }
+                let eq = s.find('=')?;
+                let key = &s[..eq];
+                let after = s[eq + 1..].strip_prefix('"')?;
+                // The value ends at the first quote not escaped.
+                let bytes = after.as_bytes();
+                let mut j = 0;
+                while j < bytes.len() {
+                    match bytes[j] {
+                        b'\\' => j += 2,
+                        b'"' => break,
+                        _ => j += 1,
+                    }
+                }
+                let raw = after.get(..j)?;
+                labels.push((key, unescape_label(raw)));
+                s = after.get(j + 1..)?;
+            }
+            (name, s, labels)
         }
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
+        None => {
+            let sp = line.find(' ')?;
+            (&line[..sp], &line[sp..], Vec::new())
+        }
+    };
+    let value = rest.split_whitespace().next()?;
+    let v = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some((name, labels, v))
 }
 
-/// Builds request latency series, with exemplars while tracing is on.
-#[derive(Clone, Debug, Default)]
-struct LatencyCtor(Arc<AtomicBool>);
+/// The value of label `key` of a parsed sample.
+pub fn sample_label<'a>(labels: &'a [(&str, String)], key: &str) -> Option<&'a str> {
+    labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+}
 
-impl MetricConstructor<Latency> for LatencyCtor {
-    fn new_metric(&self) -> Latency {
-        if self.0.load(Ordering::Relaxed) {
-            Latency::Exemplars(HistogramWithExemplars::new(latency_buckets()))
+/// A label value as written in the text formats, unescaped (`\\`, `\"`, `\n`).
+fn unescape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(o) => out.push(o),
+                None => {}
+            }
         } else {
-            Latency::Plain(Histogram::new(latency_buckets()))
+            out.push(c);
         }
     }
+    out
 }
 
 /// Labels of per-target upstream health.
@@ -171,7 +319,7 @@ pub const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0].into_iter()
+    LATENCY_BOUNDS.into_iter()
 }
 
 /// Every metric of the gateway. One per process; cheap to share in an `Arc`.
@@ -179,10 +327,8 @@ pub struct Metrics {
     /// The registry is only locked to encode `/metrics` and to register new families.
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<RouteLabels, Latency, LatencyCtor>,
-    /// Whether new request latency series carry exemplars (tracing on).
-    exemplars: Arc<AtomicBool>,
-    upstream_latency: Family<RouteLabels, Histogram>,
+    latency: Family<RouteLabels, Latency>,
+    upstream_latency: Family<RouteLabels, Latency>,
     no_route: Counter,
     errors: Family<CodeLabels, Counter>,
     active_connections: Gauge,
@@ -227,14 +373,14 @@ impl RetryCounter {
 pub struct RouteMetrics {
     by_class: [Counter; 6],
     latency: Latency,
-    upstream_latency: Histogram,
+    upstream_latency: Latency,
     auth_refusals: Counter,
     authz_refusals: Counter,
 }
 
 impl RouteMetrics {
     /// Record a finished request; `trace_id`: the trace of a sampled request, kept as the
-    /// latency's exemplar (when the series has exemplars, see [`Metrics::set_exemplars`]).
+    /// exemplar of both latencies (shown in the OpenMetrics exposition).
     pub fn record(&self, status: u16, total: Duration, upstream: Option<Duration>, trace_id: Option<&[u8; 16]>) {
         let class = match status {
             100..=199 => 0,
@@ -247,7 +393,7 @@ impl RouteMetrics {
         self.by_class[class].inc();
         self.latency.observe(total.as_secs_f64(), trace_id);
         if let Some(u) = upstream {
-            self.upstream_latency.observe(u.as_secs_f64());
+            self.upstream_latency.observe(u.as_secs_f64(), trace_id);
         }
     }
 
@@ -276,11 +422,9 @@ impl Metrics {
         let mut r = Registry::with_prefix("gatehouse");
         let requests = Family::<RequestLabels, Counter>::default();
         r.register("http_requests", "Requests by route, service and status class", requests.clone());
-        let exemplars = Arc::new(AtomicBool::new(false));
-        let latency = Family::new_with_constructor(LatencyCtor(exemplars.clone()));
+        let latency = Family::<RouteLabels, Latency>::default();
         r.register("http_request_duration_seconds", "Total request latency seen by the gateway", latency.clone());
-        let upstream_latency =
-            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let upstream_latency = Family::<RouteLabels, Latency>::default();
         r.register(
             "upstream_duration_seconds",
             "Time from sending the upstream request to its response head",
@@ -407,7 +551,6 @@ impl Metrics {
             registry: Mutex::new(r),
             requests,
             latency,
-            exemplars,
             upstream_latency,
             no_route,
             errors,
@@ -429,12 +572,6 @@ impl Metrics {
             auth_refusals,
             authz_refusals,
         }
-    }
-
-    /// Whether request latency series created from now on carry exemplars (the server turns
-    /// this on with tracing, before it builds the routes' series; a series keeps its kind).
-    pub fn set_exemplars(&self, on: bool) {
-        self.exemplars.store(on, Ordering::Relaxed);
     }
 
     /// Handles for one route.
@@ -621,13 +758,19 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text of every metric.
+    /// The OpenMetrics text of every metric, with the latency histograms' exemplars.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         if let Ok(r) = self.registry.lock() {
             let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         }
-        out
+        // Until a latency series of the process has held an exemplar (tracing sampled a
+        // request), the exposition is left as `prometheus_client` wrote it.
+        if EXEMPLARS_SEEN.load(Ordering::Relaxed) {
+            add_exemplars(&out, [&self.latency, &self.upstream_latency])
+        } else {
+            out
+        }
     }
 
     /// Every metric in `format`, with the Content-Type to send it with.
@@ -778,6 +921,45 @@ mod tests {
     use super::*;
 
     /// What Prometheus sends gets OpenMetrics; text/plain, `*/*` or nothing get text 0.0.4.
+    /// Every latency series can carry exemplars (the request's and the upstream's): a series
+    /// that counted requests without a trace gets one from the first sampled request, on the
+    /// bucket it fell in, in the OpenMetrics text only; the counts are unchanged by it.
+    #[test]
+    fn latency_exemplars_on_existing_series() {
+        let m = Metrics::new();
+        let r = m.route("users", "s");
+        // The bucket line of `family` at `le`, for route `users`.
+        let line = |om: &str, family: &str, le: &str| -> String {
+            om.lines()
+                .find(|l| {
+                    parse_sample(l).is_some_and(|(n, labels, _)| {
+                        n == format!("gatehouse_{family}_bucket")
+                            && sample_label(&labels, "route") == Some("users")
+                            && sample_label(&labels, "le") == Some(le)
+                    })
+                })
+                .unwrap_or_else(|| panic!("{family} {le}: {om}"))
+                .to_string()
+        };
+        r.record(200, Duration::from_millis(3), Some(Duration::from_millis(2)), None);
+        let plain = m.encode();
+        assert!(line(&plain, "http_request_duration_seconds", "0.005").ends_with("} 1"), "{plain}");
+        assert!(!plain.contains("trace_id"), "{plain}");
+        let t = [0xab; 16];
+        r.record(200, Duration::from_millis(30), Some(Duration::from_millis(20)), Some(&t));
+        let om = m.encode();
+        let ex = |v: &str| format!("# {{trace_id=\"{}\"}} {v} ", "ab".repeat(16));
+        let at_50ms = line(&om, "http_request_duration_seconds", "0.05");
+        assert!(at_50ms.contains(&format!("}} 2 {}", ex("0.03"))), "{om}");
+        assert!(!line(&om, "http_request_duration_seconds", "0.005").contains("trace_id"), "{om}");
+        assert!(line(&om, "upstream_duration_seconds", "0.025").contains(&ex("0.02")), "{om}");
+        assert!(
+            om.lines().any(|l| l.starts_with("gatehouse_http_request_duration_seconds_count{") && l.ends_with("} 2")),
+            "{om}"
+        );
+        assert!(!to_prometheus_text(&om).contains("trace_id"));
+    }
+
     #[test]
     fn negotiation() {
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";

@@ -33,7 +33,9 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLink
 use tokio::sync::mpsc;
 
 pub use gw_config::model::{OtlpProtocol, Propagation, Tracing as Settings};
-use gw_core::{AttemptOutcome, AttemptReport, ConnectionUse, ErrorKind, SpanRecord, TraceFormat, TraceParent};
+use gw_core::{
+    AttemptOutcome, AttemptReport, AttrValue, ConnectionUse, ErrorKind, SpanRecord, TraceFormat, TraceParent,
+};
 use gw_observability::Metrics;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -140,12 +142,18 @@ impl Tracing {
                 None => (None, None, None),
             },
         };
-        // Parent-based; a new trace (or a B3 parent that did not decide) by the ratio.
-        let sampled = decided.unwrap_or_else(|| self.always || rng.u64(..) < self.threshold);
         let trace_id = match parent {
             Some(p) => p.trace_id,
             None => nonzero(|| rng.u128(..)).to_be_bytes(),
         };
+        // Parent-based; a new trace (or a B3 parent that did not decide) by the ratio, drawn
+        // from the trace id's random low 64 bits (as OpenTelemetry's `TraceIdRatioBased`
+        // does), so every node that decides a trace decides it alike.
+        let sampled = decided.unwrap_or_else(|| {
+            let mut low = [0u8; 8];
+            low.copy_from_slice(&trace_id[8..]);
+            self.always || u64::from_be_bytes(low) < self.threshold
+        });
         let span_id = nonzero(|| rng.u64(..)).to_be_bytes();
         let sink = if sampled { Some(self.queue.clone() as Arc<dyn gw_core::SpanSink>) } else { None };
         let tp = TraceParent { trace_id, span_id, sampled, format: self.format, tracestate, sink };
@@ -156,16 +164,15 @@ impl Tracing {
     /// is sampled), named after the method. Its context goes upstream ([`Tracing::inject_span`]).
     pub fn client_span(&self, parent: &TraceParent, method: &str, target: &str, attempt: u32) -> ClientSpan {
         let (host, port) = split_authority(target);
-        let mut attrs = vec![
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("server.address", host.to_string()),
-            KeyValue::new("gatehouse.attempt", i64::from(attempt)),
-        ];
+        let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(10);
+        attrs.push(("http.request.method", AttrValue::from(method.to_string())));
+        attrs.push(("server.address", AttrValue::from(host.to_string())));
+        attrs.push(("gatehouse.attempt", AttrValue::Int(i64::from(attempt))));
         if let Some(p) = port {
-            attrs.push(KeyValue::new("server.port", i64::from(p)));
+            attrs.push(("server.port", AttrValue::Int(i64::from(p))));
         }
         if attempt > 0 {
-            attrs.push(KeyValue::new("http.request.resend_count", i64::from(attempt)));
+            attrs.push(("http.request.resend_count", AttrValue::Int(i64::from(attempt))));
         }
         ClientSpan {
             trace_id: parent.trace_id,
@@ -175,7 +182,8 @@ impl Tracing {
             start: SystemTime::now(),
             attrs,
             tracestate: parent.tracestate.clone(),
-            queue: self.queue.clone(),
+            // The request's sink: its spans are held with the others while they are.
+            sink: parent.sink.clone().unwrap_or_else(|| self.queue.clone() as Arc<dyn gw_core::SpanSink>),
         }
     }
 
@@ -327,9 +335,9 @@ pub struct ClientSpan {
     parent_span_id: [u8; 8],
     name: String,
     start: SystemTime,
-    attrs: Vec<KeyValue>,
+    attrs: Vec<(&'static str, AttrValue)>,
     tracestate: Option<HeaderValue>,
-    queue: Arc<Queue>,
+    sink: Arc<dyn gw_core::SpanSink>,
 }
 
 impl ClientSpan {
@@ -340,48 +348,110 @@ impl ClientSpan {
 
     /// Record the attempt's report and end the span.
     pub fn finish(mut self, r: &AttemptReport) {
-        self.attrs.push(KeyValue::new(
-            "gatehouse.connection",
-            match r.connection {
-                Some(ConnectionUse::New) => "new",
-                Some(ConnectionUse::Reused) => "reused",
-                None => "none",
-            },
-        ));
+        let connection = match r.connection {
+            Some(ConnectionUse::New) => "new",
+            Some(ConnectionUse::Reused) => "reused",
+            None => "none",
+        };
+        self.attrs.push(("gatehouse.connection", AttrValue::from(connection)));
         if let Some(c) = r.connect_time {
-            self.attrs.push(KeyValue::new("gatehouse.connect_time_ms", c.as_secs_f64() * 1000.0));
+            self.attrs.push(("gatehouse.connect_time_ms", AttrValue::Float(c.as_secs_f64() * 1000.0)));
         }
-        let mut status = Status::Unset;
+        let mut error = None;
         match r.outcome {
             AttemptOutcome::Status(s) => {
-                self.attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
+                self.attrs.push(("http.response.status_code", AttrValue::Int(i64::from(s))));
                 if s >= 400 {
-                    self.attrs.push(KeyValue::new("error.type", s.to_string()));
-                    status = Status::error("");
+                    self.attrs.push(("error.type", AttrValue::from(s.to_string())));
+                    error = Some(String::new());
                 }
             }
             AttemptOutcome::Failed(kind) => {
-                self.attrs.push(KeyValue::new("error.type", kind.code()));
-                status = Status::error(kind.code());
+                self.attrs.push(("error.type", AttrValue::from(kind.code())));
+                error = Some(kind.code().to_string());
             }
         }
-        let end = self.start + r.duration;
-        self.queue.push(SpanData {
-            span_context: span_context(self.trace_id, self.span_id, self.tracestate.as_ref()),
-            parent_span_id: SpanId::from_bytes(self.parent_span_id),
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Client,
+        self.sink.record(SpanRecord {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
             name: Cow::Owned(self.name),
-            start_time: self.start,
-            end_time: end,
+            kind: gw_core::SpanKind::Client,
+            start: self.start,
+            end: self.start + r.duration,
             attributes: self.attrs,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: self.queue.scope.clone(),
+            error,
+            tracestate: self.tracestate,
         });
     }
+}
+
+/// The spans of a sampled request recorded before its route is known (side calls of global
+/// `pre_route` plugins), held until it is: passed on to the export queue when the request
+/// stays traced, dropped when its route turns tracing off (so that no span is exported under a
+/// server span that is not). Every span of such a request goes through it.
+#[derive(Debug)]
+pub struct HeldSpans {
+    to: Arc<dyn gw_core::SpanSink>,
+    state: std::sync::Mutex<Held>,
+}
+
+#[derive(Debug)]
+enum Held {
+    Holding(Vec<SpanRecord>),
+    Pass,
+    Drop,
+}
+
+impl HeldSpans {
+    /// Pass on the spans held, and those recorded from now on.
+    pub fn release(&self) {
+        let held = match self.state.lock() {
+            Ok(mut s) => match std::mem::replace(&mut *s, Held::Pass) {
+                Held::Holding(v) => v,
+                // Dropped stays dropped.
+                Held::Drop => {
+                    *s = Held::Drop;
+                    return;
+                }
+                Held::Pass => return,
+            },
+            Err(_) => return,
+        };
+        for s in held {
+            self.to.record(s);
+        }
+    }
+
+    /// Drop the spans held, and those recorded from now on.
+    pub fn discard(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = Held::Drop;
+        }
+    }
+}
+
+impl gw_core::SpanSink for HeldSpans {
+    fn record(&self, span: SpanRecord) {
+        let Ok(mut s) = self.state.lock() else { return };
+        match &mut *s {
+            Held::Holding(v) => v.push(span),
+            Held::Drop => {}
+            Held::Pass => {
+                drop(s);
+                self.to.record(span);
+            }
+        }
+    }
+}
+
+/// Hold the spans of a sampled `parent` until [`HeldSpans::release`] or
+/// [`HeldSpans::discard`] (nothing for a request that is not recorded).
+pub fn hold_spans(parent: &mut TraceParent) -> Option<Arc<HeldSpans>> {
+    let to = parent.sink.take()?;
+    let held = Arc::new(HeldSpans { to, state: std::sync::Mutex::new(Held::Holding(Vec::new())) });
+    parent.sink = Some(held.clone());
+    Some(held)
 }
 
 /// The export queue: a finished span goes in without waiting; a full queue drops it and
@@ -421,6 +491,7 @@ impl gw_core::SpanSink for Queue {
                     gw_core::AttrValue::Str(s) => Value::from(s),
                     gw_core::AttrValue::Int(i) => Value::I64(i),
                     gw_core::AttrValue::Bool(b) => Value::Bool(b),
+                    gw_core::AttrValue::Float(f) => Value::F64(f),
                 };
                 KeyValue::new(k, v)
             })
@@ -430,7 +501,7 @@ impl gw_core::SpanSink for Queue {
             gw_core::SpanKind::Internal => SpanKind::Internal,
         };
         self.push(SpanData {
-            span_context: span_context(s.trace_id, s.span_id, None),
+            span_context: span_context(s.trace_id, s.span_id, s.tracestate.as_ref()),
             parent_span_id: SpanId::from_bytes(s.parent_span_id),
             parent_span_is_remote: false,
             span_kind: kind,
@@ -491,6 +562,11 @@ fn hex_array<const N: usize>(s: &[u8], upper_ok: bool) -> Option<[u8; N]> {
 /// zero; version `ff` is invalid; a later version may carry more fields after a `-`. With it,
 /// the client's `tracestate` (several fields joined) when it is valid.
 fn extract_w3c(h: &HeaderMap) -> Option<(Parent, Option<HeaderValue>)> {
+    // Most requests have no `traceparent` and a handful of fields: looking at their names is
+    // cheaper than hashing one (the hashed lookup follows when it is there).
+    if h.keys_len() <= 32 && !h.keys().any(|k| *k == TRACEPARENT) {
+        return None;
+    }
     let mut values = h.get_all(&TRACEPARENT).iter();
     let v = values.next()?.as_bytes().trim_ascii();
     if values.next().is_some() {

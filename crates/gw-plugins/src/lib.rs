@@ -40,6 +40,7 @@ mod transformer;
 mod util;
 
 pub use directory::Directory;
+pub use limits::redis_store;
 pub use proxy_cache::{CacheSlot, PurgePeers, apply_peer_purge, caches, set_purge_peers};
 pub use quota::quota_counters;
 

@@ -126,8 +126,9 @@ pub(crate) fn local_store(identity: &str, max_keys: u64, idle: Duration) -> Arc<
     STORES.get(format!("{identity}|{max_keys}|{}", idle.as_millis()), || LocalStore::new(max_keys, idle))
 }
 
-/// The process-wide Redis store for the gateway's `redis` settings.
-pub(crate) fn redis_store(cfg: &Config) -> Result<Arc<RedisStore>, String> {
+/// The process-wide Redis store for the gateway's `redis` settings (the rate limiters', the
+/// quotas' and the usage store's).
+pub fn redis_store(cfg: &Config) -> Result<Arc<RedisStore>, String> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<RedisStore>>>> = OnceLock::new();
     let r = cfg.gateway.redis.as_ref().ok_or("policy `redis` needs `gateway.redis` to be configured")?;
     let urls: Vec<String> = r.urls.iter().map(|u| u.expose().to_string()).collect();

@@ -56,6 +56,9 @@ use crate::wire::framing::{Framing, Step, next_frame, put_num};
 use crate::wire::put_field;
 use crate::wire::response::{MAX_FIELDS, MAX_HEAD, Malformed, parse_head};
 
+/// The field the proxy's `traceparent` line replaces.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// A request body the client can send: any HTTP body of bytes, plus what the client needs to
 /// know of it to write it in one go and hand it back for a retry (the data plane's
 /// `body::RequestBody`; the client does not depend on it).
@@ -308,7 +311,8 @@ fn encode_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
 /// Encode the request head into `out`. The request's own framing fields are replaced by the
 /// body's: the gateway decides how the body is framed upstream. `forwarding_block`, when
 /// given, replaces the request's forwarding fields (see `ConnForwarding::untrusted_block`);
-/// `traceparent`, when given, replaces the request's `traceparent` field.
+/// `traceparent`, when given (a whole field line, `traceparent: ...\r\n`), replaces the
+/// request's `traceparent` field.
 fn encode_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
@@ -330,7 +334,7 @@ fn encode_head(
             || name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || (forwarding_block.is_some() && crate::forwarding::is_forwarding_field(name))
-            || (traceparent.is_some() && name.as_str() == "traceparent")
+            || (traceparent.is_some() && *name == TRACEPARENT)
         {
             continue;
         }
@@ -340,9 +344,7 @@ fn encode_head(
         out.extend_from_slice(block);
     }
     if let Some(tp) = traceparent {
-        out.extend_from_slice(b"traceparent: ");
         out.extend_from_slice(tp);
-        out.extend_from_slice(b"\r\n");
     }
     let framing = match length {
         Some(0) => {

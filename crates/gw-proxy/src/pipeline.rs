@@ -86,6 +86,12 @@ pub(crate) async fn serve(
     // Tracing: the client's trace context, the sampling decision and the server span's id,
     // before any plugin runs (nothing at all when tracing is off).
     let trace = rt.tracing.as_ref().map(|t| begin_trace(t, &req, &mut cx));
+    // Spans of side calls made before the route is known wait for it (a route may turn
+    // tracing off).
+    let held = match &mut cx.trace {
+        Some(tp) if tp.sampled && !rt.global_chain.pre_route.is_empty() => gw_otel::hold_spans(tp),
+        _ => None,
+    };
     let p = Pending {
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -96,6 +102,7 @@ pub(crate) async fn serve(
         error: None,
         failure: None,
         trace,
+        held,
     };
     // The log phase's state is allocated once, up front, and the request works on it in
     // place: the context is never moved into the response body at the end.
@@ -159,6 +166,9 @@ struct Pending {
     /// The request's trace (tracing on, and the route does not turn it off); its context is
     /// `Ctx::trace`.
     trace: Option<gw_otel::ServerTrace>,
+    /// The spans of a sampled request with global `pre_route` plugins, held until its route is
+    /// known.
+    held: Option<Arc<gw_otel::HeldSpans>>,
 }
 
 async fn handle(
@@ -211,6 +221,8 @@ async fn handle(
     p.chain = route.chain.clone();
     if p.trace.is_some() && !route.route.tracing {
         untrace(cx, p);
+    } else if let Some(h) = &p.held {
+        h.release();
     }
     if !p.chain.is_empty() {
         cx.upstreams = Some(upstreams_for(shared, cx));
@@ -446,6 +458,9 @@ fn begin_trace(t: &gw_otel::Tracing, req: &Request<ClientBody>, cx: &mut Ctx) ->
 #[cold]
 fn untrace(cx: &mut Ctx, p: &mut Pending) {
     p.trace = None;
+    if let Some(h) = p.held.take() {
+        h.discard();
+    }
     cx.trace = None;
     cx.record_attempts = false;
 }
@@ -868,7 +883,7 @@ pub(crate) async fn forward(
     // upstream; an unsampled one sends its server span's context (not sampled) as it is. A
     // W3C `traceparent` is written by the HTTP/1.1 encoder from a fixed buffer (`traceparent`
     // below), not put in the header map.
-    let mut traceparent: Option<[u8; 55]> = None;
+    let mut traceparent: Option<gw_core::trace::TraceparentField> = None;
     let traced = match (tracing, &cx.trace) {
         (tr, Some(parent)) => trace_head(tr, parent, &mut head.headers, &mut traceparent),
         _ => None,
@@ -913,7 +928,7 @@ pub(crate) async fn forward(
                 let s = tr.client_span(parent, head.method.as_str(), &endpoint.authority, attempt);
                 if parent.format == gw_core::TraceFormat::W3c {
                     let (trace_id, span_id) = s.ids();
-                    traceparent = Some(gw_core::trace::traceparent_value(trace_id, span_id, true));
+                    traceparent = Some(gw_core::trace::TraceparentField::new(trace_id, span_id, true));
                 } else {
                     tr.inject_span(&s, &mut head.headers);
                 }
@@ -1043,7 +1058,7 @@ fn trace_head<'t>(
     tracing: Option<&'t gw_otel::Tracing>,
     parent: &gw_core::TraceParent,
     headers: &mut HeaderMap,
-    traceparent: &mut Option<[u8; 55]>,
+    traceparent: &mut Option<gw_core::trace::TraceparentField>,
 ) -> Option<&'t gw_otel::Tracing> {
     if parent.format != gw_core::TraceFormat::W3c {
         if parent.sampled && tracing.is_some() {
@@ -1058,7 +1073,7 @@ fn trace_head<'t>(
     if parent.sampled && tracing.is_some() {
         return tracing;
     }
-    *traceparent = Some(gw_core::trace::traceparent_value(&parent.trace_id, &parent.span_id, parent.sampled));
+    *traceparent = Some(gw_core::trace::TraceparentField::new(&parent.trace_id, &parent.span_id, parent.sampled));
     None
 }
 
@@ -1143,7 +1158,7 @@ async fn attempt(
     head: &RequestHead,
     body: RequestBody,
     forwarding_block: Option<&[u8]>,
-    traceparent: Option<&[u8; 55]>,
+    traceparent: Option<&gw_core::trace::TraceparentField>,
     host: Option<&str>,
     protocol: UpstreamProtocol,
     connect: Duration,
@@ -1163,7 +1178,7 @@ async fn attempt(
             if host.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err((Error::new(ErrorKind::BadRequest, "invalid Host"), None));
             }
-            let tp = traceparent.map(|v| &v[..]);
+            let tp = traceparent.map(|v| &v.0[..]);
             let (parts, body) = h1::exchange(conn, endpoint, head, forwarding_block, tp, host, body, read).await?;
             Ok(Response::from_parts(parts, UpstreamInner::H1(body)))
         }
@@ -1230,7 +1245,7 @@ async fn attempt_h2(
     body: RequestBody,
     host: Option<&str>,
     protocol: UpstreamProtocol,
-    traceparent: Option<&[u8; 55]>,
+    traceparent: Option<&gw_core::trace::TraceparentField>,
     read: Duration,
     sent: Option<&Arc<SentSignal>>,
 ) -> SendResult {
@@ -1239,7 +1254,7 @@ async fn attempt_h2(
         Err(e) => return Err((e, None)),
     };
     if let Some(tp) = traceparent
-        && let Ok(v) = HeaderValue::from_bytes(tp)
+        && let Ok(v) = HeaderValue::from_bytes(tp.value())
     {
         req.headers_mut().insert(HeaderName::from_static("traceparent"), v);
     }
@@ -1559,6 +1574,9 @@ impl LogPhase {
     fn record(&mut self, ended: Ended) {
         self.logged = true;
         let trace = self.p.trace.take();
+        if let Some(h) = self.p.held.take() {
+            h.release();
+        }
         let LogPhase { cx, p, rt, conn, shared, status, tunnel_opened, .. } = &*self;
         let (status, at) = (*status, ended.at);
         conn.state.request_finished_at(tokio::time::Instant::from_std(at));

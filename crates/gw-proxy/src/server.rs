@@ -238,8 +238,6 @@ impl Gateway {
             .worker_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
             .max(1);
-        // Request latency series get exemplars (trace ids) when tracing is on.
-        metrics.set_exemplars(config.gateway.tracing.is_some());
         let mut rt = Runtime::compile(config.clone(), None, &metrics, &clock, &extra_plugins, worker_count)
             .map_err(StartError)?;
         let access_log = if config.gateway.access_log.enabled {
@@ -381,7 +379,6 @@ impl Gateway {
         let workers = self.shared.worker_count;
         let clock = self.shared.clock.clone();
         let extra = self.shared.extra_plugins.clone();
-        self.shared.metrics.set_exemplars(config.gateway.tracing.is_some());
         let compiled =
             tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics, &clock, &extra, workers))
                 .await

@@ -28,6 +28,8 @@ mod redis_store;
 pub use batched::{BatchedStore, SyncFailureHook};
 pub use local::LocalStore;
 pub use period_counters::{PeriodCount, PeriodCounters};
+/// The Redis client the stores use (for pipelines sent through [`RedisStore::query_pipeline`]).
+pub use redis;
 pub use redis_store::{RedisConfig, RedisStore, StoreError};
 
 /// How requests are counted.

@@ -563,6 +563,21 @@ impl RedisStore {
         out
     }
 
+    /// Send `p` (whose keys all carry the hash tag `tag`, so that they live in one Redis Cluster
+    /// slot) with the store's timeout and back-off: for other users of the gateway's Redis
+    /// (the usage store).
+    pub async fn query_pipeline<T: redis::FromRedisValue>(
+        &self,
+        tag: &str,
+        p: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let dest = match self.target {
+            Target::Single(_) => Dest::Any,
+            Target::Cluster(_) => Dest::Slot(key_slot(tag.as_bytes())),
+        };
+        self.guarded(dest, async |c| p.query_async(c).await).await
+    }
+
     /// Check and count one request for `key` against every limit, atomically across nodes.
     pub async fn check(
         &self,

@@ -649,6 +649,44 @@ async fn tracestate_and_pre_route_side_calls() {
     assert!(parents.iter().all(|p| *p == parents[0]), "all under the server span: {parents:?}");
 }
 
+/// On a route with `tracing: false`, the side call a global `pre_route` plugin made before the
+/// route was known is not exported either (its parent, the server span, is not): no span of
+/// that trace reaches the collector, while the same call on a traced route is exported under
+/// its server span.
+#[tokio::test]
+async fn pre_route_spans_follow_a_route_without_tracing() {
+    let recv = Receiver::start().await;
+    let seen: Seen = Arc::default();
+    let profiles = Upstream::start(recorder(&seen, "profiles")).await;
+    let up = Upstream::start(recorder(&seen, "main")).await;
+    let body = format!(
+        "services:\n  - name: s\n    url: http://{}\n  - name: profiles\n    url: http://{}\nroutes:\n  - name: quiet\n    service: s\n    paths: [\"/quiet\"]\n    tracing: false\n  - name: r\n    service: s\n    paths: [\"/r\"]\n",
+        up.authority(),
+        profiles.authority()
+    );
+    let gw =
+        TestGateway::start_with_plugins(&traced(&recv.tracing("grpc", ""), &body), vec![Arc::new(PreRouteCall)]).await;
+    let quiet = "77777777777777777777777777777777";
+    let tp = format!("00-{quiet}-{CLIENT_SPAN}-01");
+    let (s, _) = get_with(&format!("{}/quiet", gw.url("main")), &[("traceparent", &tp)]).await;
+    assert_eq!(s, 200);
+    let calls = std::mem::take(&mut *seen.lock().unwrap());
+    let names: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["profiles", "main"], "the pre-route call was made");
+    assert_eq!(calls[1].1, tp, "the untraced route's upstream gets the client's context as sent");
+
+    // A traced request after it: once its spans (server, pre-route call, proxied call) are in,
+    // the collector would have the earlier ones too.
+    let (s, _) = get_with(&format!("{}/r", gw.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200);
+    let spans = recv.trace(CLIENT_TRACE, 3).await;
+    let server = kind(&spans, "SPAN_KIND_SERVER")[0];
+    assert!(kind(&spans, "SPAN_KIND_CLIENT").iter().all(|c| c["parent_span_id"] == server["span_id"]), "{spans:#?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stray: Vec<Value> = recv.spans().await.into_iter().filter(|s| s["trace_id"] == quiet).collect();
+    assert!(stray.is_empty(), "spans exported for a route without tracing: {stray:#?}");
+}
+
 /// The tracing settings follow a configuration reload: ratio, endpoint, on and off, and a
 /// route's `tracing` flag, without a restart.
 #[tokio::test]
@@ -748,6 +786,49 @@ async fn latency_exemplars_name_sampled_traces() {
     assert!(ct.starts_with("text/plain"), "{ct}");
     assert!(text.contains("gatehouse_http_request_duration_seconds_bucket"));
     assert!(!text.contains("trace_id="), "no exemplars in the Prometheus format");
+}
+
+/// A route whose latency series existed before a reload turned tracing on gets exemplars
+/// from the next sampled request, on the request latency and the upstream latency histograms,
+/// and keeps the counts of the requests before it.
+#[tokio::test]
+async fn exemplars_after_a_reload_turns_tracing_on() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let off = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n{}",
+        one_service(&up.authority())
+    );
+    let gw = TestGateway::start(&off, &[]).await;
+    let url = format!("{}/users/1", gw.url("main"));
+    assert_eq!(get_with(&url, &[]).await.0, 200);
+    gw.reload(&traced(&recv.tracing("grpc", ", sample_ratio: 1.0"), &one_service(&up.authority())), &[]).await.unwrap();
+    let (s, v) = get_with(&url, &[]).await;
+    assert_eq!(s, 200);
+    let (trace, _, flags) = parse_tp(&v["headers"]["traceparent"]);
+    assert_eq!(flags, "01");
+    recv.trace(&trace, 2).await;
+    let om = client()
+        .get(format!("{}/metrics", gw.status_url()))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let wanted = format!("# {{trace_id=\"{trace}\"}}");
+    for family in ["gatehouse_http_request_duration_seconds_bucket", "gatehouse_upstream_duration_seconds_bucket"] {
+        let line = om
+            .lines()
+            .find(|l| l.starts_with(family) && l.contains(&wanted))
+            .unwrap_or_else(|| panic!("no exemplar with trace {trace} in {family}:\n{om}"));
+        assert!(line.contains("route=\"users\""), "{line}");
+    }
+    assert!(
+        om.lines().any(|l| l.starts_with("gatehouse_http_request_duration_seconds_count{") && l.ends_with(" 2")),
+        "both requests counted in one series: {om}"
+    );
 }
 
 /// Plugins' own IO is traced: the rate limiter's and the quota's Redis calls (`policy:

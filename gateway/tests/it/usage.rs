@@ -89,6 +89,56 @@ fn expect(pairs: &[(&str, &str, u64)]) -> BTreeMap<(String, String), u64> {
     pairs.iter().map(|(c, o, n)| ((c.to_string(), o.to_string()), *n)).collect()
 }
 
+/// Node `admin`'s monthly usage, polled until it equals `want` (5 s at most): what it last
+/// reported, and the store it named.
+async fn wait_for_total(
+    admin: &str,
+    want: &BTreeMap<(String, String), u64>,
+) -> (BTreeMap<(String, String), u64>, Value) {
+    let t0 = Instant::now();
+    loop {
+        let (s, body) = admin_get(admin, "/usage?granularity=month").await;
+        assert_eq!(s, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let seen = totals(&v);
+        if seen == *want || t0.elapsed() > Duration::from_secs(5) {
+            println!("usage: the cluster's traffic reported after {:?}", t0.elapsed());
+            return (seen, v["store"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The daily CSV export of node `admin`: requests per (consumer, outcome), and the bytes in and
+/// out of the served records.
+async fn csv_totals(admin: &str) -> (BTreeMap<(String, String), u64>, (u64, u64)) {
+    let r = client()
+        .get(format!("http://{admin}/usage/export?granularity=day"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(r.headers()["content-disposition"].to_str().unwrap().contains("attachment"));
+    let csv = r.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("period,start,consumer,route,outcome,requests,bytes_in,bytes_out"));
+    let mut from_csv = BTreeMap::new();
+    let mut served = (0, 0);
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        assert_eq!(f.len(), 8, "{l}");
+        assert_eq!(f[3], "orders");
+        *from_csv.entry((f[2].to_string(), f[4].to_string())).or_insert(0u64) += f[5].parse::<u64>().unwrap();
+        if f[4] == "served" {
+            served.0 += f[6].parse::<u64>().unwrap();
+            served.1 += f[7].parse::<u64>().unwrap();
+        }
+    }
+    (from_csv, served)
+}
+
 /// Restarted gracefully, a gateway keeps its usage figures and its local quota counters: a
 /// monthly quota of 5 used 3 times before the restart allows 2 more after it, and the usage
 /// report still shows the requests made before it, the refused one as refused. In file mode
@@ -169,19 +219,9 @@ async fn two_nodes_on_postgres_report_one_total() {
     let want = expect(&[("-", "auth_failed", 2), ("alice", "refused", 2), ("alice", "served", 11)]);
 
     // Node B writes every 200 ms: within a few seconds node A reports both nodes' traffic.
-    let t0 = Instant::now();
-    let mut seen = BTreeMap::new();
-    while t0.elapsed() < Duration::from_secs(5) {
-        let (s, body) = admin_get(&a.admin, "/usage?granularity=month").await;
-        assert_eq!(s, 200, "{body}");
-        seen = totals(&serde_json::from_str(&body).unwrap());
-        if seen == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (seen, store) = wait_for_total(&a.admin, &want).await;
     assert_eq!(seen, want, "one total for the cluster");
-    println!("usage: both nodes' traffic reported by node A after {:?}", t0.elapsed());
+    assert_eq!(store, "postgres");
     // And it stays exact (nothing written twice).
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (_, body) = admin_get(&b.admin, "/usage?granularity=day").await;
@@ -207,31 +247,9 @@ async fn two_nodes_on_postgres_report_one_total() {
     assert_eq!(s, 400);
 
     // CSV export: the header, one line per record, the same totals.
-    let r = client()
-        .get(format!("http://{}/usage/export?granularity=day", b.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
-    assert!(r.headers()["content-disposition"].to_str().unwrap().contains("attachment"));
-    let csv = r.text().await.unwrap();
-    let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("period,start,consumer,route,outcome,requests,bytes_in,bytes_out"));
-    let mut from_csv = BTreeMap::new();
-    let mut served_bytes_out = 0;
-    for l in lines {
-        let f: Vec<&str> = l.split(',').collect();
-        assert_eq!(f.len(), 8, "{l}");
-        assert_eq!(f[3], "orders");
-        *from_csv.entry((f[2].to_string(), f[4].to_string())).or_insert(0u64) += f[5].parse::<u64>().unwrap();
-        if f[4] == "served" {
-            served_bytes_out += f[7].parse::<u64>().unwrap();
-        }
-    }
-    assert_eq!(from_csv, want, "{csv}");
-    assert!(served_bytes_out > 0, "{csv}");
+    let (from_csv, (_, served_bytes_out)) = csv_totals(&b.admin).await;
+    assert_eq!(from_csv, want);
+    assert!(served_bytes_out > 0);
     let (s, body) = admin_get(&b.admin, "/usage/export?format=json&granularity=month").await;
     assert_eq!(s, 200);
     assert_eq!(totals(&serde_json::from_str(&body).unwrap()), want, "{body}");
@@ -278,4 +296,69 @@ async fn crash_loses_at_most_one_flush_interval() {
     assert_eq!(v["usage"][0]["requests"].as_u64(), Some(3), "{v}");
     assert_eq!(send(n.proxy, ALICE, 3).await, [200, 200, 429], "the quota continues from the stored count");
     stop(n).await;
+}
+
+/// Usage on the real Redis (`gateway.usage.store: redis`, a key prefix of its own): two nodes
+/// in file mode report one total equal to the requests sent, on either node and in the CSV and
+/// JSON exports; local quotas count per node (`GATEHOUSE_NODE_ID`) and a node restarted keeps
+/// its quota count and the cluster's usage.
+#[tokio::test]
+async fn two_nodes_on_redis_report_one_total() {
+    let prefix = unique("gh-usage-test");
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("  usage: {{ store: redis, key_prefix: \"{prefix}\", flush_interval: 200ms }}\n");
+    let cfg = dir.path().join("gatehouse.yaml");
+    crate::binary::write(&cfg, &config(&extra, "local", 6, &unique("per-node")));
+    let args = ["--config", cfg.to_str().unwrap()];
+    let a = start(&args, &[("GATEHOUSE_NODE_ID", "node-a")]).await;
+    let b = start(&args, &[("GATEHOUSE_NODE_ID", "node-b")]).await;
+
+    // Node A: 8 requests, the quota of 6 refuses 2; node B: 5 served, 2 wrong keys.
+    assert_eq!(send(a.proxy, ALICE, 8).await, [200, 200, 200, 200, 200, 200, 429, 429]);
+    assert_eq!(send(b.proxy, ALICE, 5).await, [200; 5]);
+    assert_eq!(send(b.proxy, "wrong-key-000", 2).await, [401, 401]);
+    let want = expect(&[("-", "auth_failed", 2), ("alice", "refused", 2), ("alice", "served", 11)]);
+
+    let (seen, store) = wait_for_total(&a.admin, &want).await;
+    assert_eq!(seen, want, "one total for the cluster");
+    assert_eq!(store, "redis");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, body) = admin_get(&b.admin, "/usage?granularity=minute").await;
+    assert_eq!(totals(&serde_json::from_str(&body).unwrap()), want, "node B reports the same figure, per minute too");
+
+    // The exports match the traffic: 11 bodies `payload-0` ... (9 bytes each) were served.
+    let (from_csv, served) = csv_totals(&b.admin).await;
+    assert_eq!(from_csv, want);
+    assert_eq!(served.0, 11 * 9);
+    assert!(served.1 > 0);
+    let (s, body) = admin_get(&a.admin, "/usage/export?format=json&granularity=month").await;
+    assert_eq!(s, 200);
+    assert_eq!(totals(&serde_json::from_str(&body).unwrap()), want, "{body}");
+
+    // Node A restarted gracefully: its quota count and the cluster's usage are kept in Redis.
+    stop(a).await;
+    let a = start(&args, &[("GATEHOUSE_NODE_ID", "node-a")]).await;
+    assert_eq!(send(a.proxy, ALICE, 1).await, [429], "node A's quota count was restored from Redis");
+    assert_eq!(send(b.proxy, ALICE, 2).await, [200, 429], "node B counts its own");
+    stop(a).await;
+    stop(b).await;
+    let want = expect(&[("-", "auth_failed", 2), ("alice", "refused", 4), ("alice", "served", 12)]);
+    // Both stopped: a third node (reading only) reports everything both wrote on the way out.
+    let c = start(&args, &[("GATEHOUSE_NODE_ID", "node-c")]).await;
+    let (_, body) = admin_get(&c.admin, "/usage?granularity=month").await;
+    assert_eq!(totals(&serde_json::from_str(&body).unwrap()), want, "{body}");
+    stop(c).await;
+
+    // The figures are in Redis under the prefix (and are removed here).
+    let scan = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "--scan", "--pattern", &format!("{{{prefix}}}:*")])
+        .output()
+        .expect("redis-cli");
+    let keys: Vec<String> = String::from_utf8(scan.stdout).unwrap().lines().map(str::to_string).collect();
+    for k in ["q:node-a", "q:node-b", "b:m", "b:h"] {
+        assert!(keys.contains(&format!("{{{prefix}}}:{k}")), "{k} in {keys:?}");
+    }
+    let del =
+        std::process::Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", "6379", "DEL"]).args(&keys).output();
+    assert!(del.is_ok_and(|o| o.status.success()));
 }

@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use gw_observability::{parse_sample as parse_line, sample_label as label};
+
 /// Readings kept: one per second, so a minute of history.
 pub(crate) const KEEP: usize = 61;
 /// Window of request rates and error rates, in seconds.
@@ -48,81 +50,6 @@ pub(crate) struct Reading {
     pub(crate) connections: i64,
     /// Every route together.
     pub(crate) all: RouteReading,
-}
-
-fn unescape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let mut it = v.chars();
-    while let Some(c) = it.next() {
-        if c == '\\' {
-            match it.next() {
-                Some('n') => out.push('\n'),
-                Some(o) => out.push(o),
-                None => {}
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A sample: metric name, labels, value.
-type Sample<'a> = (&'a str, Vec<(&'a str, String)>, f64);
-
-/// One sample line: `name{a="x",b="y"} value` (labels optional; a timestamp after the value is
-/// ignored).
-fn parse_line(line: &str) -> Option<Sample<'_>> {
-    if line.starts_with('#') || line.is_empty() {
-        return None;
-    }
-    let (name, rest, labels) = match line.find('{') {
-        Some(i) => {
-            let name = &line[..i];
-            let body = &line[i + 1..];
-            let mut labels = Vec::new();
-            let mut s = body;
-            loop {
-                s = s.trim_start_matches(',');
-                if let Some(r) = s.strip_prefix('}') {
-                    s = r;
-                    break;
-                }
-                let eq = s.find('=')?;
-                let key = &s[..eq];
-                let after = s[eq + 1..].strip_prefix('"')?;
-                // The value ends at the first quote not escaped.
-                let bytes = after.as_bytes();
-                let mut j = 0;
-                while j < bytes.len() {
-                    match bytes[j] {
-                        b'\\' => j += 2,
-                        b'"' => break,
-                        _ => j += 1,
-                    }
-                }
-                let raw = after.get(..j)?;
-                labels.push((key, unescape(raw)));
-                s = after.get(j + 1..)?;
-            }
-            (name, s, labels)
-        }
-        None => {
-            let sp = line.find(' ')?;
-            (&line[..sp], &line[sp..], Vec::new())
-        }
-    };
-    let value = rest.split_whitespace().next()?;
-    let v = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
-    };
-    Some((name, labels, v))
-}
-
-fn label<'a>(labels: &'a [(&str, String)], key: &str) -> Option<&'a str> {
-    labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
 }
 
 fn count(v: f64) -> u64 {
