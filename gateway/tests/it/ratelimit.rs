@@ -481,13 +481,7 @@ async fn batched_mode_two_processes() {
 /// redis-server of our own with a certificate generated here.
 #[tokio::test]
 async fn redis_over_tls() {
-    let ca = gw_test_util::TestCa::new("redis-ca");
-    let srv = ca.server(&["localhost"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, ca_file) = (dir.path().join("r.crt"), dir.path().join("r.key"), dir.path().join("ca.pem"));
-    std::fs::write(&cert, &srv.cert_pem).unwrap();
-    std::fs::write(&key, &srv.key_pem).unwrap();
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (_dir, cert, key, ca_file) = localhost_tls_files("redis-ca");
     let port = free_port();
     let child = std::process::Command::new("redis-server")
         .args([

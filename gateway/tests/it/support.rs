@@ -185,3 +185,18 @@ pub(crate) fn piped(
     let out = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     (child, out)
 }
+
+/// A certificate for `localhost` from a new test CA, as files in a new temporary directory
+/// (kept while the first value lives): the certificate, its key and the CA's PEM.
+pub(crate) fn localhost_tls_files(
+    ca: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca = gw_test_util::TestCa::new(ca);
+    let srv = ca.server(&["localhost"]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (cert, key, ca_file) = (dir.path().join("s.crt"), dir.path().join("s.key"), dir.path().join("ca.pem"));
+    std::fs::write(&cert, &srv.cert_pem).expect("write the certificate");
+    std::fs::write(&key, &srv.key_pem).expect("write the key");
+    std::fs::write(&ca_file, ca.pem()).expect("write the CA");
+    (dir, cert, key, ca_file)
+}

@@ -657,6 +657,30 @@ async fn websocket_to_an_http2_upstream_by_extended_connect() {
     assert_eq!(plain.hits(), 0);
 }
 
+/// The same over TLS: Hypercorn with a certificate of a test CA, ALPN `h2`; the service is
+/// `h2://` with that CA. An HTTP/2 client's and an HTTP/1.1 client's WebSocket both reach it
+/// as an extended CONNECT over HTTP/2.
+#[tokio::test]
+async fn websocket_to_an_http2_upstream_over_tls() {
+    let (_dir, cert, key, ca_file) = localhost_tls_files("ws-ca");
+    let (_server, port) =
+        python_server(&[&script("ws_h2_echo_server.py"), cert.to_str().unwrap(), key.to_str().unwrap()]).await;
+    let gw = gateway(&format!(
+        "services:\n  - name: ws\n    url: h2://localhost:{port}\n    tls: {{ ca_file: \"{}\" }}\nroutes:\n  - name: ws\n    service: ws\n    paths: [\"/ws\"]\n",
+        ca_file.display()
+    ))
+    .await;
+    let addr = gw.addr("main");
+    let r = ws_h2_client(addr, "/ws").await;
+    assert_eq!((r["status"].clone(), r["headers"]["x-http-version"].clone()), (json!(200), json!("2")), "{r}");
+    assert_eq!(r["binary"], json!({"opcode": 2, "len": 70000, "same": true}));
+    assert_eq!(r["close"], json!({"opcode": 8, "code": 1000}));
+    let r = ws_h1_client(&format!("ws://{addr}/ws")).await;
+    assert_eq!(r["headers"]["x-http-version"], "2", "{r}");
+    assert_eq!(r["text"], "hello over h1");
+    assert_eq!(r["binary"], json!({"len": 70000, "same": true}));
+}
+
 /// An upstream that answers without gRPC (HTTP 503, no `grpc-status`): a gRPC-Web client gets
 /// a trailers-only answer with UNAVAILABLE (gRPC's HTTP mapping), a REST client the JSON
 /// `google.rpc.Status` with 503; neither gets the upstream's body.

@@ -1,7 +1,9 @@
 """A WebSocket echo server that accepts WebSockets over HTTP/2 (RFC 8441): a tiny ASGI app on
 Hypercorn, which announces SETTINGS_ENABLE_CONNECT_PROTOCOL on its HTTP/2 connections (h2c by
-prior knowledge here; HTTP/1.1 upgrades too). Listens on an ephemeral loopback port, prints the
-port, serves until killed.
+prior knowledge, or TLS with ALPN h2 when given a certificate and key; HTTP/1.1 upgrades too).
+Listens on an ephemeral loopback port, prints the port, serves until killed.
+
+  ws_h2_echo_server.py [CERT_FILE KEY_FILE]
 
   /ws     echoes every message; its accept carries `x-http-version` (the version the
           WebSocket came over: "2" for an extended CONNECT) and `x-upstream: hypercorn`
@@ -9,6 +11,7 @@ port, serves until killed.
 """
 import asyncio
 import socket
+import sys
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -56,6 +59,8 @@ def main():
     config.accesslog = None
     config.errorlog = "-"
     config.loglevel = "WARNING"
+    if len(sys.argv) == 3:
+        config.certfile, config.keyfile = sys.argv[1], sys.argv[2]
     print(sock.getsockname()[1], flush=True)
     asyncio.run(serve(app, config))
 
