@@ -851,7 +851,7 @@ impl AdminState {
                 return Err(if entity.is_some() { e.name_entities(&next) } else { e });
             }
         };
-        let validated = applied.done - applied.apply;
+        let validated = applied.done.saturating_sub(applied.apply);
         match txn.commit(document, hash, comment.to_string()).await {
             Ok(v) => {
                 tracing::info!(
@@ -859,7 +859,7 @@ impl AdminState {
                     change = comment,
                     validate_ms = validated.as_secs_f64() * 1000.0,
                     apply_ms = applied.apply.as_secs_f64() * 1000.0,
-                    store_ms = (t0.elapsed() - applied.done).as_secs_f64() * 1000.0,
+                    store_ms = t0.elapsed().saturating_sub(applied.done).as_secs_f64() * 1000.0,
                     incremental = applied.incremental,
                     "configuration changed"
                 );
@@ -912,7 +912,7 @@ impl AdminState {
                         .apply_route_change(config, change)
                         .await
                         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
-                    return Ok(Applied { done: t0.elapsed(), apply: t1.elapsed(), incremental: true });
+                    return Ok(Applied::at(t0, t1, true));
                 }
                 Ok(None) => {}
             }
@@ -928,7 +928,7 @@ impl AdminState {
         }
         let t1 = Instant::now();
         self.gw.reload(config).await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
-        Ok(Applied { done: t0.elapsed(), apply: t1.elapsed(), incremental: false })
+        Ok(Applied::at(t0, t1, false))
     }
 }
 
@@ -940,6 +940,15 @@ struct Applied {
     apply: std::time::Duration,
     /// Only the changed route was validated and compiled.
     incremental: bool,
+}
+
+impl Applied {
+    /// Both times from one reading of the clock, so that `apply <= done` always holds (two
+    /// readings could be taken out of order by a preemption, and the subtraction overflowed).
+    fn at(t0: Instant, t1: Instant, incremental: bool) -> Applied {
+        let now = Instant::now();
+        Applied { done: now.saturating_duration_since(t0), apply: now.saturating_duration_since(t1), incremental }
+    }
 }
 
 // === the whole configuration ===
