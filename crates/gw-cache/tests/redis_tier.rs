@@ -389,9 +389,10 @@ impl OwnRedis {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server: {e}"));
+        let own = OwnRedis(child, port);
         for _ in 0..250 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return OwnRedis(child, port);
+                return own;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
