@@ -241,12 +241,16 @@ impl Purges {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Number a purge, remember it and apply it to the memory tier, under the log's lock (a
-    /// fill storing at the same time either sees the purge or is removed by it).
+    /// Number a purge and remember it (under the log's lock), then apply it to the memory tier
+    /// (without the lock: a scan of the whole tier must not hold up every fill). A fill that
+    /// stores after the purge is logged and started before it is refused by the log check; one
+    /// that stored before it is logged is removed by the scan.
     fn apply(&self, now: u64, p: &Purge, m: &MemoryTier) {
-        let mut log = self.lock();
-        let n = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        log.add(n, now, p.clone());
+        {
+            let mut log = self.lock();
+            let n = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+            log.add(n, now, p.clone());
+        }
         p.apply_local(m);
     }
 
@@ -648,6 +652,10 @@ impl Cache {
             Purge::Key(k) => r.remove_key(*k).await,
             Purge::All => r.remove_all().await,
         };
+        // Again, now that Redis no longer holds what it covers: a lookup on this node during
+        // the removal may have copied a covered entry from Redis into memory (its fill number
+        // was already past the first one). The other nodes get the purge after this.
+        self.purge_memory(&p);
         let delivered = r.publish(&format!("{} {}", inner.node, p.encode())).await;
         let error = match (&logged, &removed, &delivered) {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(e.to_string()),

@@ -358,6 +358,13 @@ async fn purge_log_refuses_writes_that_a_later_purge_covers() {
     }
     // Purging everything keeps the log: the number goes on.
     assert_eq!(tier.purge_seq().await.unwrap_or_else(|e| panic!("{e}")), 5);
+    // Once the log expired (10 minutes after the last purge) what a purge covered is no longer
+    // known: a fill that started before the last purge is refused, one after it is written.
+    let mut c = raw().await;
+    let _: () = redis::cmd("DEL").arg(format!("{p}:purges")).query_async(&mut c).await.unwrap_or(());
+    assert!(!tier.put(kb, &b, now, 4).await.unwrap_or_else(|e| panic!("{e}")), "log expired: before");
+    assert!(tier.put(kb, &b, now, 5).await.unwrap_or_else(|e| panic!("{e}")), "log expired: after");
+    tier.remove_all().await.unwrap_or_else(|e| panic!("{e}"));
     let mut c = raw().await;
     let _: () = redis::cmd("DEL")
         .arg(format!("{p}:purges"))
@@ -365,4 +372,82 @@ async fn purge_log_refuses_writes_that_a_later_purge_covers() {
         .query_async(&mut c)
         .await
         .unwrap_or(());
+}
+
+/// A redis-server of this test's own (the test pauses its writes; never the shared one).
+struct OwnRedis(std::process::Child, u16);
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server: {e}"));
+        let own = OwnRedis(child, port);
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return own;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on {port}");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The node that runs a purge does not keep what a lookup copied from Redis into its memory
+/// while the purge was removing it from Redis: Redis writes are paused, so the purge waits
+/// (memory already purged, Redis not yet); a lookup on the same node then reads the entry
+/// from Redis and keeps it in memory. Once the purge returns, that copy is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_is_not_undone_by_a_lookup_on_the_same_node() {
+    let own = OwnRedis::start();
+    let url = format!("redis://127.0.0.1:{}/", own.1);
+    let p = prefix("window");
+    let opts = CacheOptions {
+        redis: Some(RedisTierOptions {
+            url: url.clone(),
+            prefix: p.clone(),
+            timeout: Duration::from_secs(5),
+            backoff: Duration::from_millis(300),
+            max_object_size: 1 << 20,
+            ca_pem: None,
+        }),
+        ..CacheOptions::default()
+    };
+    let a = Cache::new(opts, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+    let none = HeaderMap::new();
+    fill(&a, "/w/1", &none, &[CC], "old").await;
+    assert_eq!(look(&a, "/w/1", &none).await, "HIT old");
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("WRITE").query_async(&mut c).await.unwrap_or(());
+    let purging = {
+        let a = a.clone();
+        tokio::spawn(async move { a.purge_url("https://api.example.com/w/1").await })
+    };
+    // The purge has cleared memory and waits on Redis; this lookup reads Redis (reads are not
+    // paused, but they queue behind the purge's first command on the shared connection, so
+    // they run before its removal).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = look(&a, "/w/1", &none).await;
+    let r = purging.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((r.redis_error, r.redis_removed), (None, Some(1)), "the purge reached Redis");
+    assert_eq!(during, "HIT old", "the lookup ran inside the purge's window");
+    assert_eq!(look(&a, "/w/1", &none).await, "MISS", "purged, and not put back");
 }

@@ -35,6 +35,55 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+// === Drains ===
+
+/// Bodies read to their end in the background after their client left (see
+/// [`ResponseBody::core_detachable`]): at most `max` at once per gateway, each for at most
+/// `deadline` in all, spawned into the gateway's task tracker (awaited on shutdown, within
+/// its timeout). When `max` are running, an abandoned body is dropped, as a body nobody needs
+/// is: a client cannot make the gateway download without bound by asking for many URLs and
+/// leaving.
+#[derive(Clone)]
+pub(crate) struct Drains(Arc<DrainsInner>);
+
+struct DrainsInner {
+    permits: Arc<tokio::sync::Semaphore>,
+    deadline: Duration,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Drains {
+    /// At most this many bodies read after their client left, per gateway.
+    pub(crate) const MAX: usize = 64;
+    /// The longest a body is read after its client left.
+    pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
+
+    pub(crate) fn new(max: usize, deadline: Duration, tasks: tokio_util::task::TaskTracker) -> Drains {
+        Drains(Arc::new(DrainsInner { permits: Arc::new(tokio::sync::Semaphore::new(max)), deadline, tasks }))
+    }
+
+    /// Read `rest` to its end in the background; `false` (and `rest` dropped) when `max`
+    /// are running or there is no runtime.
+    pub(crate) fn spawn(&self, rest: gw_core::Body) -> bool {
+        let Ok(permit) = self.0.permits.clone().try_acquire_owned() else {
+            tracing::debug!("detached body reads at their limit: dropping an abandoned body");
+            return false;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
+        let deadline = self.0.deadline;
+        self.0.tasks.spawn_on(
+            async move {
+                if tokio::time::timeout(deadline, rest.drain()).await.is_err() {
+                    tracing::debug!(?deadline, "detached body read past its deadline: dropped");
+                }
+                drop(permit);
+            },
+            &rt,
+        );
+        true
+    }
+}
+
 // === ClientBody ===
 
 /// A request body as the downstream server delivers it.
@@ -505,8 +554,8 @@ enum Kind {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
     /// A gateway-owned body: filtered, or whole with trailers (boxed: rare, and the plain
-    /// path's body stays small).
-    Core(Box<gw_core::Body>),
+    /// path's body stays small), with where to read its rest if the client leaves.
+    Core(Box<gw_core::Body>, Option<Drains>),
 }
 
 /// The body sent to the client.
@@ -543,7 +592,13 @@ impl ResponseBody {
 
     /// A gateway-owned body (filtered, or whole with trailers).
     pub(crate) fn core(b: gw_core::Body) -> Self {
-        Self::new(Kind::Core(Box::new(b)))
+        Self::new(Kind::Core(Box::new(b), None))
+    }
+
+    /// A gateway-owned body whose rest, if the client leaves before its end and a filter
+    /// still needs it ([`gw_core::BodyFilter::reads_rest`]), is read through `drains`.
+    pub(crate) fn core_detachable(b: gw_core::Body, drains: &Drains) -> Self {
+        Self::new(Kind::Core(Box::new(b), Some(drains.clone())))
     }
 
     /// This body as a gateway-owned one (its frames and failures adapted), for body filters
@@ -586,12 +641,11 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // Abandoned before its end (the client left): a filter that still needs the rest (a
         // cache fill others stream from) gets it read in the background, within the upstream
-        // read timeout.
-        if let Kind::Core(b) = &mut self.kind
+        // read timeout and the drains' bounds (else it is dropped here).
+        if let Kind::Core(b, Some(drains)) = &mut self.kind
             && let Some(rest) = b.detach()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            rt.spawn(rest.drain());
+            drains.spawn(rest);
         }
         if self.finish.is_none() {
             return;
@@ -618,7 +672,7 @@ impl Body for ResponseBody {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
-            Kind::Core(b) => b.poll_frame(cx).map(|f| {
+            Kind::Core(b, _) => b.poll_frame(cx).map(|f| {
                 f.map(|r| match r {
                     Ok(gw_core::Frame::Data(d)) => Ok(Frame::data(d)),
                     Ok(gw_core::Frame::Trailers(t)) => Ok(Frame::trailers(t)),
@@ -661,7 +715,7 @@ impl Body for ResponseBody {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b) => b.is_end_stream(),
-            Kind::Core(b) => b.is_end(),
+            Kind::Core(b, _) => b.is_end(),
         }
     }
 
@@ -670,7 +724,7 @@ impl Body for ResponseBody {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b) => b.size_hint(),
-            Kind::Core(_) => SizeHint::default(),
+            Kind::Core(..) => SizeHint::default(),
         }
     }
 }
@@ -695,5 +749,54 @@ impl gw_core::body::FrameSource for EngineBody {
 
     fn is_end(&self) -> bool {
         self.0.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A body that never ends (an upstream that stalls); records when it is dropped.
+    struct Stalled(Arc<AtomicBool>);
+
+    impl gw_core::body::FrameSource for Stalled {
+        fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<gw_error::Result<gw_core::Frame>>> {
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Stalled {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn stalled() -> (gw_core::Body, Arc<AtomicBool>) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        (gw_core::Body::from_source(Stalled(dropped.clone())), dropped)
+    }
+
+    /// Detached reads are bounded in number (past it, the body is dropped at once) and in
+    /// time (past the deadline, the body is dropped and its place freed), and run in the
+    /// tracker the gateway awaits on shutdown.
+    #[tokio::test]
+    async fn detached_reads_are_bounded() {
+        let tasks = tokio_util::task::TaskTracker::new();
+        let drains = Drains::new(2, Duration::from_millis(200), tasks.clone());
+        let (a, a_dropped) = stalled();
+        let (b, _) = stalled();
+        let (c, c_dropped) = stalled();
+        assert!(drains.spawn(a));
+        assert!(drains.spawn(b));
+        assert_eq!(tasks.len(), 2, "in the gateway's tracker");
+        assert!(!drains.spawn(c), "a third is refused");
+        assert!(c_dropped.load(Ordering::SeqCst), "and dropped");
+        assert!(!a_dropped.load(Ordering::SeqCst), "the first is still being read");
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.unwrap_or_else(|_| panic!("no deadline"));
+        assert!(a_dropped.load(Ordering::SeqCst), "dropped at the deadline");
+        let (d, _) = stalled();
+        assert!(drains.spawn(d), "places freed");
     }
 }

@@ -431,7 +431,7 @@ async fn handle(
         }
     };
     let mut resp = if p.chain.has_upstream_response() {
-        Box::pin(upstream_response_phase(resp, &p.chain, cx, p.method == Method::HEAD)).await?
+        Box::pin(upstream_response_phase(resp, &p.chain, cx, p.method == Method::HEAD, &shared.drains)).await?
     } else {
         resp
     };
@@ -1327,6 +1327,7 @@ async fn upstream_response_phase(
     chain: &Chain,
     cx: &mut Ctx,
     head_request: bool,
+    drains: &crate::body::Drains,
 ) -> Result<Response<ResponseBody>, Error> {
     let (parts, body) = resp.into_parts();
     let mut rh = ResponseHead::new(parts.status, parts.version, parts.fields.into_map());
@@ -1355,7 +1356,7 @@ async fn upstream_response_phase(
         if !filters.iter().all(|f| f.keeps_length()) {
             rh.headers.remove(header::CONTENT_LENGTH);
         }
-        ResponseBody::core(body.into_core().filtered(filters))
+        ResponseBody::core_detachable(body.into_core().filtered(filters), drains)
     };
     let wanted: Vec<&crate::runtime::PluginRef> = if chain.response_body.is_empty() || bodiless {
         Vec::new()

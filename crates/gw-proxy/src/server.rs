@@ -252,6 +252,7 @@ impl Gateway {
         };
         rt.tracing = tracer(config.gateway.tracing.as_ref(), None, &metrics).map_err(StartError)?;
         let (shutdown, _) = watch::channel(false);
+        let tasks = TaskTracker::new();
         let dp = Arc::new_cyclic(|weak| DataPlane {
             upstreams: gw_core::Upstreams::new(Arc::new(crate::exchange::GatewayExchange::new(
                 weak.clone(),
@@ -264,7 +265,8 @@ impl Gateway {
             clock,
             access_log,
             refusal_log: LogSampler::new(REFUSALS_SAMPLED, Duration::from_secs(1)),
-            tasks: TaskTracker::new(),
+            tasks: tasks.clone(),
+            drains: crate::body::Drains::new(crate::body::Drains::MAX, crate::body::Drains::DEADLINE, tasks),
             aborting: AtomicBool::new(false),
         });
         let shared = Arc::new(Shared {

@@ -28,6 +28,9 @@ pub(crate) struct DataPlane {
     pub(crate) refusal_log: LogSampler,
     /// Connection tasks and upgraded tunnels, awaited on shutdown.
     pub(crate) tasks: TaskTracker,
+    /// Response bodies read on after their client left (a cache fill needs the rest): bounded,
+    /// in `tasks`.
+    pub(crate) drains: crate::body::Drains,
     /// The shutdown timeout ran out: what is still running is being dropped.
     pub(crate) aborting: AtomicBool,
 }

@@ -1192,7 +1192,7 @@ async fn purge_during_a_fill_is_not_overtaken_by_it() {
         drop(tx);
         let after = req("GET", &format!("http://{proxy}/f"), &h).await;
         assert_eq!((after.cs(), after.body.as_str()), ("MISS", "new"), "purge {body}");
-        assert_eq!(seen.count(), 2 * (i + 1));
+        assert_eq!(seen.count(), 3 * (i + 1), "the purged fill, the control fill, the miss");
         // Stored now: emptied for the next round.
         purge(&admin, serde_json::json!({ "all": true })).await;
     }
@@ -1204,8 +1204,9 @@ type Chans = Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>>;
 
 /// A GET of `/f` (host `shop.example`) to `proxy`, whose response (from the next channel of
 /// `chans`) streams `old,` and, once `purge` was sent to the Admin API at `admin`, `rest`; when
-/// the client has it all and the background Redis write had its time: the entries Redis holds
-/// under `prefix`.
+/// the client has it all, a control GET of `/g` (the next channel: `ctl`), and once `/g` is on
+/// Redis (its write went after `/f`'s, on the same connection): the entries Redis holds under
+/// `prefix`, `/g`'s left out.
 async fn purge_mid_fill(
     proxy: std::net::SocketAddr,
     chans: &Chans,
@@ -1226,8 +1227,23 @@ async fn purge_mid_fill(
     tx.send(Bytes::from_static(b"rest")).unwrap();
     drop(tx);
     assert_eq!(chunked_rest(&mut c).await, b"rest");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    redis_entries(prefix).await
+    // The control fill starts after `/f`'s ended (and its Redis write was sent).
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    chans.lock().unwrap().push(rx);
+    tx.send(Bytes::from_static(b"ctl")).unwrap();
+    drop(tx);
+    let g = req("GET", &format!("http://{proxy}/g"), &[("host", "shop.example")]).await;
+    assert_eq!(g.body, "ctl");
+    let control = format!("{prefix}:e:{}", default_key("shop.example", "/g"));
+    let t0 = Instant::now();
+    loop {
+        let entries = redis_entries(prefix).await;
+        if entries.contains(&control) {
+            return entries.into_iter().filter(|e| *e != control).collect();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "the control fill was not written to Redis: {entries:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Two gateway processes sharing the real Redis: a purge sent to node two while node one is

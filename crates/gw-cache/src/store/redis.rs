@@ -58,12 +58,18 @@ const PURGE_LOG_KEEP_MS: u64 = 10 * 60 * 1000;
 const PURGE_LOG_MAX: u64 = 10_000;
 
 const WRITE_LUA: &str = r#"
--- KEYS[1] entry hash, KEYS[2] host index, KEYS[3] purge log, KEYS[4..] tag indexes.
+-- KEYS[1] entry hash, KEYS[2] host index, KEYS[3] purge log, KEYS[4] purge number,
+-- KEYS[5..] tag indexes.
 -- ARGV: field, blob, ttl_ms, now_ms, expires_ms, url member, key hex, the purge number when
 -- the fill started, url, max log length, tags...
 -- A purge numbered after the fill started that covers this response refuses the write.
 local since = tonumber(ARGV[8])
 local url = ARGV[9]
+-- The log expired (no purge for a while) but a purge came after the fill started: what it
+-- covered is no longer known, so the write is refused.
+if redis.call('EXISTS', KEYS[3]) == 0 and since < tonumber(redis.call('GET', KEYS[4]) or '0') then
+  return 0
+end
 local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if oldest[2] and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[10]) and tonumber(oldest[2]) > since + 1 then
   return 0
@@ -93,7 +99,7 @@ local function idx(k, member)
   extend(k)
 end
 idx(KEYS[2], ARGV[6])
-for i = 4, #KEYS do idx(KEYS[i], ARGV[7]) end
+for i = 5, #KEYS do idx(KEYS[i], ARGV[7]) end
 return 1
 "#;
 
@@ -289,7 +295,7 @@ impl RedisTier {
         let hex = format!("{key:032x}");
         let host = url_host(&s.url).unwrap_or("");
         let mut inv = self.write.prepare_invoke();
-        inv.key(self.entry_key(&hex)).key(self.host_key(host)).key(self.purge_log_key());
+        inv.key(self.entry_key(&hex)).key(self.host_key(host)).key(self.purge_log_key()).key(self.purge_seq_key());
         for t in &s.tags {
             inv.key(self.tag_key(t));
         }
