@@ -588,14 +588,14 @@ async fn redis_entries(prefix: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
-/// Wait (at most 5 s) until Redis holds at least `n` entries under `prefix`.
+/// Wait (at most 15 s: the writes are made in the background, and a loaded machine has been seen to take over 5 s) until Redis holds at least `n` entries under `prefix`.
 async fn in_redis(prefix: &str, n: usize) {
     let t0 = Instant::now();
     loop {
         if redis_entries(prefix).await.len() >= n {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "fewer than {n} entries written to redis");
+        assert!(t0.elapsed() < Duration::from_secs(15), "fewer than {n} entries written to redis");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
