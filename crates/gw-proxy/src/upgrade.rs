@@ -105,12 +105,10 @@ pub(crate) async fn forward(
     let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
     let h2_upstream = endpoint.spec.protocol.is_http2();
     // An HTTP/1.1 client's WebSocket bridged to an extended CONNECT is answered by the gateway,
-    // with the accept of the client's key.
-    let client_accept = match (h2_upstream && !extended && websocket, head.headers.get(SEC_WEBSOCKET_KEY)) {
-        (false, _) => None,
-        (true, Some(key)) => Some(websocket_accept(key.as_bytes())),
-        (true, None) => return Err(Error::new(ErrorKind::BadRequest, "WebSocket upgrade without Sec-WebSocket-Key")),
-    };
+    // with the accept of the client's key: the gateway is the WebSocket server of that
+    // handshake, so it checks it (RFC 6455 §4.2.1) before anything goes upstream.
+    let client_accept =
+        if h2_upstream && !extended { Some(check_client_handshake(&head.headers, &protocol)?) } else { None };
     let inflight = sel.target.begin();
     let start = Instant::now();
     let opened = if h2_upstream {
@@ -173,6 +171,7 @@ pub(crate) async fn forward(
 
 const SEC_WEBSOCKET_KEY: http::HeaderName = http::HeaderName::from_static("sec-websocket-key");
 const SEC_WEBSOCKET_ACCEPT: http::HeaderName = http::HeaderName::from_static("sec-websocket-accept");
+const SEC_WEBSOCKET_VERSION: http::HeaderName = http::HeaderName::from_static("sec-websocket-version");
 
 /// The upgrade on a dedicated HTTP/1.1 connection (`h1::upgrade`). `own_key`: the request
 /// came as an extended CONNECT (HTTP/2 carries no key), so the gateway sends a key of its own
@@ -205,18 +204,7 @@ async fn upgrade_h1(
     match answer {
         UpgradeAnswer::Switched(parts, up) => {
             if let Some(k) = key {
-                let accept = parts.headers.get(SEC_WEBSOCKET_ACCEPT);
-                if accept.map(HeaderValue::as_bytes) != Some(websocket_accept(k.as_bytes()).as_bytes()) {
-                    let got = accept.map_or_else(|| "none".to_string(), |a| format!("{:?}", a));
-                    return Err(Error::new(
-                        ErrorKind::UpstreamProtocol,
-                        format!(
-                            "{} switched to WebSocket with a wrong Sec-WebSocket-Accept ({got}) for the gateway's key",
-                            endpoint.authority
-                        ),
-                    )
-                    .with_public_field("detail", "the upstream's Sec-WebSocket-Accept does not match the key sent"));
-                }
+                check_upstream_switch(&parts.headers, &k, &endpoint.authority)?;
             }
             Ok(Opened::Tunnel(parts, Box::new(up), None))
         }
@@ -229,6 +217,60 @@ async fn upgrade_h1(
             Ok(Opened::Refused(Response::from_parts(parts, ResponseBody::upstream(body))))
         }
     }
+}
+
+/// The upstream's `101` to an upgrade with the gateway's own key (RFC 6455 §4.1): exactly one
+/// `Sec-WebSocket-Accept`, the accept of `key`; `Upgrade` exactly `websocket` (any case);
+/// `Connection` with the `upgrade` token. Anything else is a 502 and nothing is bridged.
+fn check_upstream_switch(headers: &http::HeaderMap, key: &HeaderValue, authority: &str) -> Result<(), Error> {
+    let fail = |what: String, detail: &'static str| {
+        Error::new(ErrorKind::UpstreamProtocol, format!("{authority} switched to WebSocket {what}"))
+            .with_public_field("detail", detail)
+    };
+    let mut accepts = headers.get_all(SEC_WEBSOCKET_ACCEPT).iter();
+    match (accepts.next(), accepts.next()) {
+        (Some(a), None) if a.as_bytes() == websocket_accept(key.as_bytes()).as_bytes() => {}
+        (None, _) => {
+            return Err(fail(
+                "without Sec-WebSocket-Accept".into(),
+                "the upstream's Sec-WebSocket-Accept does not match the key sent (none)",
+            ));
+        }
+        (Some(a), None) => {
+            return Err(fail(
+                format!("with a wrong Sec-WebSocket-Accept ({a:?}) for the gateway's key"),
+                "the upstream's Sec-WebSocket-Accept does not match the key sent",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(fail(
+                "with more than one Sec-WebSocket-Accept".into(),
+                "the upstream sent more than one Sec-WebSocket-Accept",
+            ));
+        }
+    }
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    match (upgrades.next(), upgrades.next()) {
+        (Some(u), None) if u.as_bytes().eq_ignore_ascii_case(b"websocket") => {}
+        _ => {
+            return Err(fail(
+                format!("with Upgrade {:?}", headers.get_all(header::UPGRADE).iter().collect::<Vec<_>>()),
+                "the upstream's 101 does not carry Upgrade: websocket",
+            ));
+        }
+    }
+    let upgrade_token = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+    if !upgrade_token {
+        return Err(fail(
+            "without the upgrade token in Connection".into(),
+            "the upstream's 101 does not carry Connection: upgrade",
+        ));
+    }
+    Ok(())
 }
 
 /// The upgrade as an extended CONNECT (RFC 8441) on an HTTP/2 connection of its own
@@ -303,6 +345,34 @@ async fn extended_connect(
     })?;
     let (parts, _) = resp.into_parts();
     Ok(Opened::Tunnel(parts, Box::new(TokioIo::new(up)), Some(Box::new(sender))))
+}
+
+/// The handshake of an HTTP/1.1 client's WebSocket that the gateway answers itself (bridged to
+/// an extended CONNECT, RFC 8441): `Upgrade` is exactly one `websocket` token (it becomes
+/// `:protocol`), `Sec-WebSocket-Version` is `13` and `Sec-WebSocket-Key` is one field, base64 of
+/// exactly 16 bytes (RFC 6455 §4.2.1). The accept of that key, or a 400.
+fn check_client_handshake(headers: &http::HeaderMap, protocol: &HeaderValue) -> Result<HeaderValue, Error> {
+    use base64::Engine as _;
+    let bad = |detail: &str| {
+        Error::new(ErrorKind::BadRequest, format!("WebSocket handshake: {detail}")).with_public_field("detail", detail)
+    };
+    if headers.get_all(header::UPGRADE).iter().count() != 1 || !protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return Err(bad("Upgrade must be exactly one \"websocket\" token to reach an HTTP/2 upstream"));
+    }
+    let mut versions = headers.get_all(SEC_WEBSOCKET_VERSION).iter();
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if v.as_bytes() == b"13" => {}
+        _ => return Err(bad("Sec-WebSocket-Version must be 13")),
+    }
+    let mut keys = headers.get_all(SEC_WEBSOCKET_KEY).iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) => k,
+        _ => return Err(bad("Sec-WebSocket-Key must be one field")),
+    };
+    match base64::engine::general_purpose::STANDARD.decode(key.as_bytes()) {
+        Ok(nonce) if nonce.len() == 16 => Ok(websocket_accept(key.as_bytes())),
+        _ => Err(bad("Sec-WebSocket-Key must be base64 of 16 bytes")),
+    }
 }
 
 /// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1; a nonce, not a secret).

@@ -1,7 +1,7 @@
 //! WebSocket and gRPC pass-through with third-party clients (Python `websockets`, `grpcio`).
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -87,15 +87,28 @@ async fn grpc_passes_through_with_trailers() {
 /// few hundred, failing every call on it.)
 #[tokio::test]
 async fn grpc_many_concurrent_calls_on_one_upstream_connection() {
-    let (_server, port) = python_server(&[&script("grpc_echo.py"), "server"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let streamed = dir.path().join("streamed");
+    let (_server, port) = python_server(&[&script("grpc_echo.py"), "server", streamed.to_str().unwrap()]).await;
     let gw = grpc_gateway(port).await;
     let addr = gw.addr("main");
     let (mut held, mut out) =
         piped(&[&script("grpc_load.py"), "held", "127.0.0.1", &addr.port().to_string(), "10", "8", "200"]);
     let line = tokio::time::timeout(Duration::from_secs(60), out.next_line()).await.expect("held").unwrap();
     assert_eq!(line.as_deref(), Some(r#"{"held": 80}"#));
-    // The answers reach the gateway while their client reads nothing.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The answers reach the gateway while their client reads nothing: wait until the server
+    // has handed every message of the 80 calls to its transport (the gateway's upstream window
+    // takes them all), then a moment for the last bytes to cross loopback.
+    let waiting = Instant::now();
+    while std::fs::read_to_string(&streamed).unwrap_or_default() != "80" {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the server finished {:?} of 80 streams",
+            std::fs::read_to_string(&streamed).ok()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     let r = crate::translation::python_json(&[&script("grpc_load.py"), "many", &addr.to_string(), "500", "5"]).await;
     assert_eq!(r["ok"], 500, "{r}");

@@ -580,16 +580,31 @@ async fn ws_h1_client(url: &str) -> Value {
 async fn websocket_over_http2_checks_the_upstreams_accept() {
     let up = crate::upstream_h1::Scripted::start(|_, req| {
         let first = req.lines().next().unwrap_or("");
-        let accept = if first.starts_with("GET /wrong ") {
-            "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
-        } else {
-            ""
+        // The right accept for the gateway's key.
+        let key =
+            req.lines().find_map(|l| l.strip_prefix("sec-websocket-key: ").or(l.strip_prefix("Sec-WebSocket-Key: ")));
+        let right = key.map_or_else(String::new, |k| {
+            let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+            h.update(k.trim().as_bytes());
+            h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+            base64::engine::general_purpose::STANDARD.encode(h.finish().as_ref())
+        });
+        let right = format!("Sec-WebSocket-Accept: {right}\r\n");
+        let (upgrade, connection, accept) = match first.split(' ').nth(1).unwrap_or("") {
+            "/wrong" => (
+                "Upgrade: websocket\r\n",
+                "Connection: Upgrade\r\n",
+                "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n".to_string(),
+            ),
+            "/missing" => ("Upgrade: websocket\r\n", "Connection: Upgrade\r\n", String::new()),
+            "/twice" => ("Upgrade: websocket\r\n", "Connection: Upgrade\r\n", format!("{right}{right}")),
+            "/no-upgrade" => ("", "Connection: Upgrade\r\n", right),
+            "/other-upgrade" => ("Upgrade: h2c\r\n", "Connection: Upgrade\r\n", right),
+            "/no-connection" => ("Upgrade: websocket\r\n", "", right),
+            _ => ("Upgrade: WebSocket\r\n", "Connection: keep-alive, Upgrade\r\n", right),
         };
         crate::upstream_h1::keep(
-            format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{accept}\r\nTUNNELLED"
-            )
-            .as_bytes(),
+            format!("HTTP/1.1 101 Switching Protocols\r\n{upgrade}{connection}{accept}\r\nTUNNELLED").as_bytes(),
         )
     })
     .await;
@@ -598,13 +613,22 @@ async fn websocket_over_http2_checks_the_upstreams_accept() {
         up.addr
     ))
     .await;
-    for (i, path) in ["/wrong", "/missing"].into_iter().enumerate() {
+    let cases = [
+        ("/wrong", "Sec-WebSocket-Accept"),
+        ("/missing", "Sec-WebSocket-Accept"),
+        ("/twice", "more than one Sec-WebSocket-Accept"),
+        // Refused by the HTTP/1.1 client already (a malformed 101), without a detail.
+        ("/no-upgrade", ""),
+        ("/other-upgrade", "Upgrade: websocket"),
+        ("/no-connection", "Connection: upgrade"),
+    ];
+    for (i, (path, detail)) in cases.into_iter().enumerate() {
         let r = ws_h2_client(gw.addr("main"), path).await;
         assert_eq!(r["status"], 502, "{path}: {r}");
         assert!(!r["body"].as_str().unwrap_or("").contains("TUNNELLED"), "{path}: {r}");
         let body: Value = serde_json::from_str(r["body"].as_str().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {r}"));
         assert_eq!(body["error"], "upstream_protocol_error", "{path}: {body}");
-        assert!(body["detail"].as_str().is_some_and(|m| m.contains("Sec-WebSocket-Accept")), "{path}: {body}");
+        assert!(detail.is_empty() || body["detail"].as_str().is_some_and(|m| m.contains(detail)), "{path}: {body}");
         // The upstream got a key of the gateway's (HTTP/2 has none), new for each upgrade.
         let sent = up.request(i).to_ascii_lowercase();
         assert!(sent.contains("\r\nsec-websocket-key: ") && !sent.contains("dghlihnhbxbszsbub25jzq=="), "{sent}");
@@ -655,6 +679,81 @@ async fn websocket_to_an_http2_upstream_by_extended_connect() {
     assert!(body["detail"].as_str().is_some_and(|m| m.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL")), "{body}");
     assert_eq!(ws_h1_client(&format!("ws://{addr}/plain")).await, json!({"refused": 502}));
     assert_eq!(plain.hits(), 0);
+}
+
+/// A raw HTTP/1.1 request on a new connection: the status, the head (lower case) and the body
+/// (by Content-Length; none for a `101`).
+async fn raw_h1(addr: std::net::SocketAddr, req: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let head = text[..end].to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if n == 0 || text.len() >= end + 4 + len || head.starts_with("http/1.1 101") {
+                    let status = head[9..12].parse().unwrap();
+                    return (status, head, text[end + 4..].to_string());
+                }
+            }
+            assert!(n > 0, "closed early: {text}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read).await.expect("answer")
+}
+
+/// An HTTP/1.1 client's WebSocket bridged to an HTTP/2 upstream (Hypercorn) is answered by the
+/// gateway, so the gateway checks its handshake (RFC 6455 §4.2.1): a key that is not base64 of
+/// 16 bytes, none, two, a version other than 13, or an `Upgrade` that is not exactly
+/// `websocket` is a JSON 400 and no handshake reaches the upstream. A good one gets `101` with
+/// the accept of its key (RFC 6455 §1.3's example).
+#[tokio::test]
+async fn websocket_bridge_to_http2_checks_the_clients_handshake() {
+    let (_server, port) = python_server(&[&script("ws_h2_echo_server.py")]).await;
+    let gw = gateway(&format!(
+        "services:\n  - name: ws\n    url: h2c://127.0.0.1:{port}\nroutes:\n  - name: ws\n    service: ws\n    paths: [\"/ws\"]\n"
+    ))
+    .await;
+    let addr = gw.addr("main");
+    let req = |upgrade: &str, fields: &str| {
+        format!("GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\n{fields}\r\n")
+    };
+    let good_key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let v13 = "Sec-WebSocket-Version: 13\r\n";
+    let bad = [
+        req("websocket", &format!("Sec-WebSocket-Key: c2hvcnQ=\r\n{v13}")),
+        req("websocket", &format!("Sec-WebSocket-Key: not base64 at all!!!!!!=\r\n{v13}")),
+        req("websocket", &format!("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n{v13}")),
+        req("websocket", v13),
+        req("websocket", &format!("{good_key}{good_key}{v13}")),
+        req("websocket", &format!("{good_key}Sec-WebSocket-Version: 8\r\n")),
+        req("websocket", good_key),
+        req("websocket, foo", &format!("{good_key}{v13}")),
+        req("foo", &format!("{good_key}{v13}")),
+    ];
+    for r in &bad {
+        let (status, head, body) = raw_h1(addr, r).await;
+        assert_eq!(status, 400, "{r}\n{head}\n{body}");
+        assert!(head.contains("content-type: application/json"), "{r}\n{head}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(body["error"], "bad_request", "{r}\n{body}");
+    }
+    let seen = || async { reqwest::get(format!("http://127.0.0.1:{port}/seen")).await.unwrap().text().await.unwrap() };
+    assert_eq!(seen().await, "0", "a refused handshake reached the upstream");
+
+    let (status, head, _) = raw_h1(addr, &req("WebSocket", &format!("{good_key}{v13}"))).await;
+    assert_eq!(status, 101, "{head}");
+    assert!(head.lines().any(|l| l == "sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    assert_eq!(seen().await, "1");
 }
 
 /// The same over TLS: Hypercorn with a certificate of a test CA, ALPN `h2`; the service is

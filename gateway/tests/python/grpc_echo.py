@@ -1,11 +1,14 @@
 """gRPC over the gateway with the real grpcio stack, without generated code (raw-bytes methods).
 
-  grpc_echo.py server          -> prints its port, serves until killed
+  grpc_echo.py server [FILE]   -> prints its port, serves until killed; with FILE, writes there
+                                  how many /test.Echo/Stream calls have sent all their messages
   grpc_echo.py client HOST:PORT -> runs the checks, prints 'ok'
 
 Methods: /test.Echo/Unary (echo + trailing metadata), /test.Echo/Fail (NOT_FOUND with details),
 /test.Echo/Stream (server streaming of N messages)."""
+import os
 import sys
+import threading
 from concurrent import futures
 
 import grpc
@@ -22,10 +25,21 @@ def fail(request, context):
     context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
 
 
+STREAMED = {"file": None, "count": 0, "lock": threading.Lock()}
+
+
 def stream(request, context):
     n = int(request.decode())
     for i in range(n):
         yield f"msg-{i}".encode()
+    # Asked for the next message, so the last one was handed to the transport.
+    if STREAMED["file"]:
+        with STREAMED["lock"]:
+            STREAMED["count"] += 1
+            tmp = STREAMED["file"] + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(STREAMED["count"]))
+            os.replace(tmp, STREAMED["file"])
 
 
 def server():
@@ -63,4 +77,8 @@ def client(target):
 
 
 if __name__ == "__main__":
-    server() if sys.argv[1] == "server" else client(sys.argv[2])
+    if sys.argv[1] == "server":
+        STREAMED["file"] = sys.argv[2] if len(sys.argv) > 2 else None
+        server()
+    else:
+        client(sys.argv[2])

@@ -7,6 +7,7 @@ Listens on an ephemeral loopback port, prints the port, serves until killed.
 
   /ws     echoes every message; its accept carries `x-http-version` (the version the
           WebSocket came over: "2" for an extended CONNECT) and `x-upstream: hypercorn`
+  /seen   plain HTTP: how many WebSocket handshakes (any path) reached the server, as text
   other   a WebSocket is refused (403); plain HTTP gets 404
 """
 import asyncio
@@ -15,6 +16,8 @@ import sys
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+
+SEEN = 0
 
 
 async def app(scope, receive, send):
@@ -27,6 +30,8 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     elif scope["type"] == "websocket":
+        global SEEN
+        SEEN += 1
         await receive()  # websocket.connect
         if scope["path"] != "/ws":
             await send({"type": "websocket.close", "code": 1008})
@@ -43,6 +48,9 @@ async def app(scope, receive, send):
                 await send({"type": "websocket.send", "bytes": msg["bytes"]})
             else:
                 await send({"type": "websocket.send", "text": msg.get("text") or ""})
+    elif scope["path"] == "/seen":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": str(SEEN).encode()})
     else:
         await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"no such path"})
