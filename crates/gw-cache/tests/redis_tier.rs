@@ -429,25 +429,35 @@ async fn purge_is_not_undone_by_a_lookup_on_the_same_node() {
     };
     let a = Cache::new(opts, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
     let none = HeaderMap::new();
-    fill(&a, "/w/1", &none, &[CC], "old").await;
-    assert_eq!(look(&a, "/w/1", &none).await, "HIT old");
     let mut c = redis::Client::open(url.as_str())
         .unwrap_or_else(|e| panic!("{e}"))
         .get_multiplexed_async_connection()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("WRITE").query_async(&mut c).await.unwrap_or(());
-    let purging = {
-        let a = a.clone();
-        tokio::spawn(async move { a.purge_url("https://api.example.com/w/1").await })
-    };
-    // The purge has cleared memory and waits on Redis; this lookup reads Redis (reads are not
-    // paused, but they queue behind the purge's first command on the shared connection, so
-    // they run before its removal).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let during = look(&a, "/w/1", &none).await;
-    let r = purging.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((r.redis_error, r.redis_removed), (None, Some(1)), "the purge reached Redis");
-    assert_eq!(during, "HIT old", "the lookup ran inside the purge's window");
-    assert_eq!(look(&a, "/w/1", &none).await, "MISS", "purged, and not put back");
+    // On a loaded machine the lookup can miss the purge's window (the purge not yet waiting,
+    // or already done): such a round proves nothing, so it is tried again, at most 5 times.
+    // Every round checks that the purged response is not left in memory.
+    let mut in_window = 0;
+    for _ in 0..5 {
+        fill(&a, "/w/1", &none, &[CC], "old").await;
+        assert_eq!(look(&a, "/w/1", &none).await, "HIT old");
+        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(2000).arg("WRITE").query_async(&mut c).await.unwrap_or(());
+        let purging = {
+            let a = a.clone();
+            tokio::spawn(async move { a.purge_url("https://api.example.com/w/1").await })
+        };
+        // The purge has cleared memory and waits on Redis; this lookup reads Redis (reads are
+        // not paused, but they queue behind the purge's first command on the shared
+        // connection, so they run before its removal).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let during = look(&a, "/w/1", &none).await;
+        let r = purging.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r.redis_error, r.redis_removed), (None, Some(1)), "the purge reached Redis");
+        assert_eq!(look(&a, "/w/1", &none).await, "MISS", "purged, and not put back");
+        if during == "HIT old" {
+            in_window += 1;
+            break;
+        }
+    }
+    assert_eq!(in_window, 1, "no lookup ran inside the purge's window in 5 rounds");
 }
