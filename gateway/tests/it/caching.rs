@@ -531,17 +531,10 @@ async fn metrics_and_access_log() {
         .unwrap();
     assert!(bytes > 5, "{bytes}");
     assert!(m.contains("gatehouse_cache_evictions_total{cache=\"proxy-cache@route:r\"} 0"), "{m}");
-    let mut lines = Vec::new();
-    for _ in 0..100 {
-        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
-        if lines.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let caches: Vec<String> = lines
+    let caches: Vec<String> = crate::framing::log_lines(&log, 3)
+        .await
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["cache"].as_str().unwrap_or("").to_string())
+        .map(|v| v["cache"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(caches, ["MISS", "HIT", "HIT"]);
 }
