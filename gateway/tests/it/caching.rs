@@ -88,22 +88,22 @@ async fn gateway_with(upstream: std::net::SocketAddr, cache: &str, extra: &str) 
     TestGateway::start(&yaml, &[]).await
 }
 
-struct Got {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
+pub(crate) struct Got {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Got {
-    fn h(&self, n: &str) -> &str {
+    pub(crate) fn h(&self, n: &str) -> &str {
         self.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
-    fn cs(&self) -> &str {
+    pub(crate) fn cs(&self) -> &str {
         self.h("x-cache-status")
     }
 }
 
-async fn req(method: &str, url: &str, fields: &[(&str, &str)]) -> Got {
+pub(crate) async fn req(method: &str, url: &str, fields: &[(&str, &str)]) -> Got {
     let mut r = client().request(method.parse().unwrap(), url);
     for (k, v) in fields {
         r = r.header(*k, *v);
@@ -572,7 +572,7 @@ async fn once_purged(url: &str, fields: &[(&str, &str)]) -> String {
 }
 
 /// The entries the shared Redis holds under `prefix`.
-async fn redis_entries(prefix: &str) -> Vec<String> {
+pub(crate) async fn redis_entries(prefix: &str) -> Vec<String> {
     let out = tokio::process::Command::new("redis-cli")
         .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}:e:*")])
         .output()
@@ -582,7 +582,7 @@ async fn redis_entries(prefix: &str) -> Vec<String> {
 }
 
 /// Wait (at most 15 s: the writes are made in the background, and a loaded machine has been seen to take over 5 s) until Redis holds at least `n` entries under `prefix`.
-async fn in_redis(prefix: &str, n: usize) {
+pub(crate) async fn in_redis(prefix: &str, n: usize) {
     let t0 = Instant::now();
     loop {
         if redis_entries(prefix).await.len() >= n {

@@ -9,6 +9,7 @@ mod aggregate;
 mod binary;
 mod body_filters;
 mod caching;
+mod caching_rfc9111;
 mod config;
 mod dashboard;
 mod downstream_h1;
