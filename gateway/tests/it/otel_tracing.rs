@@ -994,12 +994,15 @@ async fn server_span_consumer_and_refusal_error_type() {
     assert_eq!(spans[0]["attributes"]["error.type"], "no_route", "{:#}", spans[0]);
 }
 
+/// (path, traceparent) of each request an upstream received.
+type Calls = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
 /// Active health checks carry no trace context, while the proxied requests to the same targets,
 /// made at the same time, do.
 #[tokio::test]
 async fn health_checks_carry_no_trace_context() {
     let recv = Receiver::start().await;
-    let calls: Arc<std::sync::Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let calls: Calls = Arc::default();
     let record = calls.clone();
     let up = Upstream::start(Behavior::Custom(Arc::new(move |req| {
         let tp = req.headers().get("traceparent").map(|v| v.to_str().unwrap().to_string());
