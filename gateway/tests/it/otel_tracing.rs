@@ -898,3 +898,141 @@ async fn get_profiles(cx: &gw_core::Ctx, path: &'static str) -> gw_core::Result<
     r.body.collect(1 << 16).await?;
     Ok(gw_core::Flow::Continue)
 }
+
+/// The calls of an aggregate service carry the request's trace: each call (one to a named
+/// service, one to a URL) gets an attempt span under the request's server span, and each
+/// backend sees a `traceparent` of the client's trace whose parent is its own call's span.
+#[tokio::test]
+async fn aggregation_calls_are_traced() {
+    let recv = Receiver::start().await;
+    let seen: Seen = Arc::default();
+    let users = Upstream::start(recorder(&seen, "users")).await;
+    let news = Upstream::start(recorder(&seen, "news")).await;
+    let body = format!(
+        "services:\n  - name: users\n    url: http://{}\n  - name: home\n    type: aggregate\n    aggregate:\n      timeout: 2s\n      calls:\n        - name: user\n          service: users\n          path: /users/1\n          group: user\n        - name: news\n          url: http://{}\n          path: /news\n          group: news\nroutes:\n  - name: home\n    service: home\n    paths: [\"/home\"]\n",
+        users.authority(),
+        news.authority()
+    );
+    let gw = TestGateway::start(&traced(&recv.tracing("grpc", ""), &body), &[]).await;
+    let (s, v) = get_with(&format!("{}/home", gw.url("main")), &[("traceparent", &traceparent(true))]).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["user"].is_object() && v["news"].is_object(), "both calls merged: {v}");
+    let spans = recv.trace(CLIENT_TRACE, 3).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let server = kind(&spans, "SPAN_KIND_SERVER");
+    assert_eq!(server.len(), 1, "{spans:#?}");
+    let server = server[0];
+    assert_eq!(server["parent_span_id"], CLIENT_SPAN);
+    assert_eq!(server["attributes"]["gatehouse.route"], "home");
+    let clients = kind(&spans, "SPAN_KIND_CLIENT");
+    assert_eq!(clients.len(), 2, "one attempt span per call: {spans:#?}");
+    for c in &clients {
+        assert_eq!(c["parent_span_id"], server["span_id"], "{c:#}");
+    }
+    let calls = std::mem::take(&mut *seen.lock().unwrap());
+    let mut names: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["news", "users"]);
+    let mut parents = Vec::new();
+    for (name, tp, _) in &calls {
+        let (trace, parent, flags) = parse_tp(&Value::String(tp.clone()));
+        assert_eq!((trace.as_str(), flags.as_str()), (CLIENT_TRACE, "01"), "{name}");
+        let span = clients
+            .iter()
+            .find(|c| c["span_id"] == parent.as_str())
+            .unwrap_or_else(|| panic!("{name}'s parent {parent} is not an attempt span: {spans:#?}"));
+        let port = span["attributes"]["server.port"].as_i64().unwrap();
+        let backend = if name == "users" { &users } else { &news };
+        assert_eq!(format!("127.0.0.1:{port}"), backend.authority(), "{name}'s span names its target");
+        parents.push(parent);
+    }
+    assert_ne!(parents[0], parents[1], "each call has its own span");
+}
+
+/// The server span names the consumer a request was authenticated as; a request a plugin
+/// refused for want of credentials (401, an answer rather than a failure) is traced with its
+/// status, no consumer, no `error.type` and the span status unset (the HTTP semantic
+/// conventions leave 4xx server spans so), while a 404 of the gateway's own (`no_route`) has
+/// its error code.
+#[tokio::test]
+async fn server_span_consumer_and_refusal_error_type() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let body = format!(
+        "services:\n  - name: s\n    url: http://{}\nroutes:\n  - name: locked\n    service: s\n    paths: [\"/locked\"]\nplugins:\n  - plugin: key-auth\n    route: locked\nconsumers:\n  - username: alice\n    credentials: [{{ type: key-auth, key: alice-trace-key }}]\n",
+        up.authority()
+    );
+    let gw = TestGateway::start(&traced(&recv.tracing("grpc", ""), &body), &[]).await;
+    let (s, _) = get_with(
+        &format!("{}/locked", gw.url("main")),
+        &[("traceparent", &traceparent(true)), ("x-api-key", "alice-trace-key")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let refused_trace = "55555555555555555555555555555555";
+    let tp = format!("00-{refused_trace}-{CLIENT_SPAN}-01");
+    let (s, _) = get_with(&format!("{}/locked", gw.url("main")), &[("traceparent", &tp)]).await;
+    assert_eq!(s, 401);
+
+    let spans = recv.trace(CLIENT_TRACE, 2).await;
+    let server = kind(&spans, "SPAN_KIND_SERVER")[0];
+    assert_eq!(server["attributes"]["gatehouse.consumer"], "alice", "{server:#}");
+    assert!(server["attributes"].get("error.type").is_none(), "{server:#}");
+    let refused = recv.trace(refused_trace, 1).await;
+    assert_eq!(refused.len(), 1, "refused before any upstream call: {refused:#?}");
+    let at = &refused[0]["attributes"];
+    assert_eq!(at["http.response.status_code"], 401, "{at}");
+    assert_eq!(at["gatehouse.route"], "locked", "{at}");
+    assert!(at.get("error.type").is_none(), "a refusal is not an error: {at}");
+    assert_eq!(refused[0]["status"], "STATUS_CODE_UNSET", "{:#}", refused[0]);
+    assert!(at.get("gatehouse.consumer").is_none(), "no consumer: {at}");
+    let nowhere = "66666666666666666666666666666666";
+    let tp = format!("00-{nowhere}-{CLIENT_SPAN}-01");
+    let (s, _) = get_with(&format!("{}/nowhere", gw.url("main")), &[("traceparent", &tp)]).await;
+    assert_eq!(s, 404);
+    let spans = recv.trace(nowhere, 1).await;
+    assert_eq!(spans[0]["attributes"]["error.type"], "no_route", "{:#}", spans[0]);
+}
+
+/// (path, traceparent) of each request an upstream received.
+type Calls = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// Active health checks carry no trace context, while the proxied requests to the same targets,
+/// made at the same time, do.
+#[tokio::test]
+async fn health_checks_carry_no_trace_context() {
+    let recv = Receiver::start().await;
+    let calls: Calls = Arc::default();
+    let record = calls.clone();
+    let up = Upstream::start(Behavior::Custom(Arc::new(move |req| {
+        let tp = req.headers().get("traceparent").map(|v| v.to_str().unwrap().to_string());
+        record.lock().unwrap().push((req.uri().path().to_string(), tp));
+        Box::pin(async move { gw_test_util::echo("up", req).await })
+    })))
+    .await;
+    let body = format!(
+        "upstreams:\n  - name: u\n    targets: [{{ address: \"{}\" }}]\n    health_checks:\n      active: {{ path: /health, interval: 50ms, timeout: 500ms }}\nservices:\n  - name: s\n    upstream: u\nroutes:\n  - name: users\n    service: s\n    paths: [\"/users/{{id}}\"]\n",
+        up.authority()
+    );
+    // Ratio 1: every request is traced, a client's context or not.
+    let gw = TestGateway::start(&traced(&recv.tracing("grpc", ", sample_ratio: 1.0"), &body), &[]).await;
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while t0.elapsed() < Duration::from_millis(600) {
+        let (s, _) =
+            get_with(&format!("{}/users/{sent}", gw.url("main")), &[("traceparent", &traceparent(true))]).await;
+        assert_eq!(s, 200);
+        sent += 1;
+        let (s, _) = get_with(&format!("{}/users/{sent}", gw.url("main")), &[]).await;
+        assert_eq!(s, 200);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = calls.lock().unwrap().clone();
+    let (probes, proxied): (Vec<_>, Vec<_>) = calls.iter().partition(|(path, _)| path == "/health");
+    assert!(probes.len() >= 5, "{} health checks in 600 ms: {calls:?}", probes.len());
+    assert_eq!(proxied.len(), sent);
+    assert!(proxied.iter().all(|(_, tp)| tp.is_some()), "every proxied request is traced: {proxied:?}");
+    let traced: Vec<_> = probes.iter().filter(|(_, tp)| tp.is_some()).collect();
+    assert!(traced.is_empty(), "health checks with a trace context: {traced:?}");
+}

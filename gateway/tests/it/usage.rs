@@ -2,7 +2,9 @@
 //! usage and quota counters survive a graceful restart (file mode with `gateway.usage.path`,
 //! the embedded store, and `policy: redis` on the real Redis); two nodes on the real PostgreSQL
 //! report one total equal to the requests sent; the CSV and JSON exports match the traffic;
-//! refused requests are counted as refused, not as usage.
+//! refused requests (quota and rate-limit 429s) are counted as refused, not as usage, and a dead
+//! upstream's 502s as upstream errors; the dashboard's usage panel on either node shows the
+//! cluster's figures.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -226,6 +228,21 @@ async fn two_nodes_on_postgres_report_one_total() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (_, body) = admin_get(&b.admin, "/usage?granularity=day").await;
     assert_eq!(totals(&serde_json::from_str(&body).unwrap()), want, "node B reports the same figure");
+    // The dashboard's usage panel on either node: the cluster's figures too.
+    for node in [&a, &b] {
+        let (s, body) = admin_get(&node.admin, "/dashboard/api/usage?period=month").await;
+        assert_eq!(s, 200, "{body}");
+        let p: Value = serde_json::from_str(&body).unwrap();
+        let t = &p["totals"];
+        assert_eq!(
+            [&t["served"], &t["refused"], &t["auth_failed"], &t["upstream_error"], &t["requests"]],
+            [11, 2, 2, 0, 15],
+            "{p}"
+        );
+        assert_eq!(p["store"], "postgres");
+        let alice = p["rows"].as_array().unwrap().iter().find(|r| r["consumer"] == "alice").cloned().unwrap();
+        assert_eq!((alice["route"].as_str(), alice["served"].as_u64()), (Some("orders"), Some(11)), "{p}");
+    }
 
     // Paging: one record per page, all of them.
     let mut offset = Some(0u64);
@@ -361,4 +378,74 @@ async fn two_nodes_on_redis_report_one_total() {
     let del =
         std::process::Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", "6379", "DEL"]).args(&keys).output();
     assert!(del.is_ok_and(|o| o.status.success()));
+}
+
+/// Outcomes through real sockets: a route whose upstream is down gives `upstream_error` rows
+/// (the client got a 502 with the JSON error body), and the 429s of a `rate-limiting` plugin
+/// give `refused` rows, apart from the served ones; per route, on `GET /usage` and in the CSV
+/// export.
+#[tokio::test]
+async fn dead_upstream_and_rate_limit_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gatehouse.yaml");
+    let yaml = format!(
+        "gateway:\n  access_log: {{ enabled: false }}\n  admin:\n    listen: 127.0.0.1:0\n    tokens:\n      - {{ name: ops, token_hash: \"{}\" }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: echo\n    type: echo\n  - name: down\n    url: http://127.0.0.1:1\nroutes:\n  - name: dead\n    service: down\n    paths: [\"/dead\"]\n  - name: limited\n    service: echo\n    paths: [\"/limited\"]\nplugins:\n  - plugin: key-auth\n  - plugin: rate-limiting\n    route: limited\n    config: {{ hour: 2 }}\nconsumers:\n  - username: alice\n    credentials: [{{ type: key-auth, key: {ALICE} }}]\n",
+        sha(ADMIN_TOKEN)
+    );
+    crate::binary::write(&cfg, &yaml);
+    let n = start(&["--config", cfg.to_str().unwrap()], &[]).await;
+    let c = client();
+    for _ in 0..3 {
+        let r = c.get(format!("http://{}/dead", n.proxy)).header("x-api-key", ALICE).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "upstream_connect_failed", "{v}");
+    }
+    let (mut served, mut refused) = (0u64, 0u64);
+    for i in 0..5 {
+        let r = c
+            .post(format!("http://{}/limited", n.proxy))
+            .header("x-api-key", ALICE)
+            .body(format!("payload-{i}"))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => served += 1,
+            429 => refused += 1,
+            s => panic!("{s}"),
+        }
+    }
+    assert!(refused >= 1, "2 an hour, at most 4 across an hour's boundary");
+    let want: BTreeMap<(String, String), u64> = [
+        (("dead".to_string(), "upstream_error".to_string()), 3),
+        (("limited".to_string(), "served".to_string()), served),
+        (("limited".to_string(), "refused".to_string()), refused),
+    ]
+    .into_iter()
+    .collect();
+    let by_route = |v: &Value| -> BTreeMap<(String, String), u64> {
+        let mut m = BTreeMap::new();
+        for r in v["data"].as_array().unwrap_or_else(|| panic!("{v}")) {
+            assert_eq!(r["consumer"], "alice", "{r}");
+            let k = (r["route"].as_str().unwrap().to_string(), r["outcome"].as_str().unwrap().to_string());
+            *m.entry(k).or_default() += r["requests"].as_u64().unwrap();
+        }
+        m
+    };
+    let (s, body) = admin_get(&n.admin, "/usage?granularity=month").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(by_route(&serde_json::from_str(&body).unwrap()), want, "{body}");
+    let (s, body) = admin_get(&n.admin, "/usage?outcome=upstream_error").await;
+    assert_eq!(s, 200);
+    assert_eq!(by_route(&serde_json::from_str(&body).unwrap()).values().sum::<u64>(), 3, "{body}");
+    let (s, csv) = admin_get(&n.admin, "/usage/export?granularity=hour").await;
+    assert_eq!(s, 200);
+    let mut from_csv: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for l in csv.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        *from_csv.entry((f[3].to_string(), f[4].to_string())).or_default() += f[5].parse::<u64>().unwrap();
+    }
+    assert_eq!(from_csv, want, "{csv}");
+    stop(n).await;
 }

@@ -6,11 +6,17 @@
 //
 // Environment: DASHBOARD_URL (http://127.0.0.1:PORT/dashboard/), DASHBOARD_TOKEN (valid),
 // DASHBOARD_SECRETS (comma-separated strings that must never appear in the page),
-// ARTIFACTS (directory for screenshots), CHROMIUM (default /usr/bin/chromium).
+// ARTIFACTS (directory for screenshots), CHROMIUM (default /usr/bin/chromium), PROXY_URL
+// (http://127.0.0.1:PORT, the gateway's proxy listener) and CAROL_KEY (the key of consumer
+// carol, whose traffic this script drives itself for the usage panel).
 //
 // Checks: the login form refuses a wrong token; a valid token signs in; the numbers move while
 // traffic flows, without a page load; upstream health, refusals, consumers and recent errors
-// show; the configuration is searchable and shows no secret; signing out forgets the token.
+// show, and the circuit of the upstream answering 500 shows open; the usage panel shows exactly
+// the requests this script sent for carol (served, refused by the rate limit, upstream errors),
+// live without a reload, for each period, and its CSV export has the same figures; the page has
+// no horizontal overflow at 1366x768; the configuration is searchable and shows no secret;
+// signing out forgets the token.
 // Any JavaScript error or console error fails the run (the one 401 the wrong token causes
 // is the only console message allowed, and only during that step). Prints one JSON line.
 'use strict';
@@ -25,8 +31,10 @@ const TOKEN = process.env.DASHBOARD_TOKEN;
 const SECRETS = (process.env.DASHBOARD_SECRETS || '').split(',').filter(Boolean);
 const ARTIFACTS = process.env.ARTIFACTS || path.join(os.tmpdir(), 'dashboard-artifacts');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-if (!URL || !TOKEN) {
-  console.error('DASHBOARD_URL and DASHBOARD_TOKEN are required');
+const PROXY = process.env.PROXY_URL;
+const CAROL_KEY = process.env.CAROL_KEY;
+if (!URL || !TOKEN || !PROXY || !CAROL_KEY) {
+  console.error('DASHBOARD_URL, DASHBOARD_TOKEN, PROXY_URL and CAROL_KEY are required');
   process.exit(2);
 }
 fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -67,6 +75,7 @@ const num = (text) => {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
+    acceptDownloads: true,
     viewport: { width: 1366, height: 768 },
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
@@ -90,6 +99,11 @@ const num = (text) => {
     return file;
   };
   const result = { screenshots: [], samples: [] };
+  // The page is no wider than the window (a laptop's 1366x768).
+  const noOverflow = async (where) => {
+    const w = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth }));
+    check(w.scroll <= w.inner, `${where}: the page is ${w.scroll} px wide in a ${w.inner} px window`);
+  };
   try {
     step('open the page');
     const resp = await page.goto(URL, { waitUntil: 'load' });
@@ -156,8 +170,93 @@ const num = (text) => {
     const quota = await page.textContent('#consumers-table tr[data-consumer="alice"]');
     check(/per day/.test(quota), `alice's quota: ${quota}`);
     await waitFor('a failed request in recent errors', async () => (await page.textContent('#errors')).includes('request failed'), 15000);
+    await page.waitForSelector('[data-upstream="failing"] .badge.circuit.open', { timeout: 20000 });
+    const circuit = await page.textContent('[data-upstream="failing"] .badge.circuit');
+    check(circuit === 'circuit open', `the failing upstream's circuit: ${circuit}`);
+    check(await page.isVisible('[data-upstream="backend"] .badge.circuit.closed'), 'the backend circuit is not shown closed');
     await page.evaluate(() => window.scrollTo(0, 0));
+    await noOverflow('dashboard');
     result.screenshots.push(await shot('03-dashboard'));
+
+    step('usage panel: the requests driven for carol, exactly, live');
+    await page.waitForSelector('#usage-card[data-period="hour"]', { timeout: 10000 });
+    check(await page.$$eval('#usage-table tr[data-consumer="carol"]', (r) => r.length) === 0, 'carol has usage before any request');
+    // Drive carol's traffic from here: POSTs to `metered` (2 an hour allowed, then 429) and
+    // GETs to `metered-broken` (a dead upstream: 5xx).
+    const want = { metered: { served: 0, refused: 0, auth_failed: 0, upstream_error: 0 }, 'metered-broken': { served: 0, refused: 0, auth_failed: 0, upstream_error: 0 } };
+    let bodyBytes = 0;
+    for (let i = 0; i < 5; i++) {
+      const body = 'carol-browser-' + i;
+      const r = await fetch(PROXY + '/metered', { method: 'POST', headers: { 'x-api-key': CAROL_KEY }, body });
+      await r.arrayBuffer();
+      check(r.status === 200 || r.status === 429, `metered: ${r.status}`);
+      // Bytes in: the bodies of the requests served (a refused request's body is not read).
+      if (r.status === 200) bodyBytes += body.length;
+      want.metered[r.status === 200 ? 'served' : 'refused'] += 1;
+    }
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(PROXY + '/metered-broken', { headers: { 'x-api-key': CAROL_KEY } });
+      await r.arrayBuffer();
+      check(r.status >= 500, `metered-broken: ${r.status}`);
+      want['metered-broken'].upstream_error += 1;
+    }
+    check(want.metered.refused >= 1, `the rate limit refused nothing: ${JSON.stringify(want)}`);
+    const readUsage = () => page.evaluate(() => {
+      const out = {};
+      for (const tr of document.querySelectorAll('#usage-table tr[data-consumer="carol"]')) {
+        const v = {};
+        for (const td of tr.querySelectorAll('td[data-value]')) v[td.classList[1]] = Number(td.dataset.value);
+        out[tr.dataset.route] = v;
+      }
+      return out;
+    });
+    const same = (seen) => ['metered', 'metered-broken'].every((route) => seen[route]
+      && ['served', 'refused', 'auth_failed', 'upstream_error'].every((o) => seen[route][o] === want[route][o])
+      && seen[route].total === Object.values(want[route]).reduce((a, b) => a + b, 0));
+    const seen = await waitFor('the usage panel to show carol\'s requests', async () => {
+      const u = await readUsage();
+      return same(u) ? u : null;
+    }, 20000);
+    check(seen.metered.bytes_in === bodyBytes, `bytes in: ${seen.metered.bytes_in}, sent ${bodyBytes}`);
+    check(seen.metered.bytes_out > 0, 'no bytes out');
+    check(await page.evaluate(() => window.__sameDocument) === 'yes', 'the page was reloaded');
+    result.usage = { want, seen, bodyBytes };
+    await noOverflow('usage panel');
+    {
+      const file = path.join(ARTIFACTS, '05-usage.png');
+      await page.locator('#usage-card').screenshot({ path: file });
+      result.screenshots.push(file);
+    }
+
+    step('usage panel: today by hour, this month by day, and the CSV export');
+    for (const period of ['day', 'month']) {
+      await page.click(`#usage-periods button[data-period="${period}"]`);
+      await page.waitForSelector(`#usage-card[data-period="${period}"]`, { timeout: 10000 });
+      await waitFor(`carol's requests in the ${period} view`, async () => same(await readUsage()), 10000);
+      const bars = await page.$$eval('#usage-chart rect', (r) => r.length);
+      check(bars > 0, `no bar in the ${period} chart`);
+    }
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 10000 }), page.click('#usage-export')]);
+    const csvFile = path.join(ARTIFACTS, 'usage-export.csv');
+    await download.saveAs(csvFile);
+    const lines = fs.readFileSync(csvFile, 'utf8').trim().split('\n');
+    check(lines[0] === 'period,start,consumer,route,outcome,requests,bytes_in,bytes_out', `CSV header: ${lines[0]}`);
+    const fromCsv = { metered: { served: 0, refused: 0, auth_failed: 0, upstream_error: 0, bytes_in: 0 }, 'metered-broken': { served: 0, refused: 0, auth_failed: 0, upstream_error: 0, bytes_in: 0 } };
+    for (const l of lines.slice(1)) {
+      const f = l.split(',');
+      if (f[2] !== 'carol') continue;
+      fromCsv[f[3]][f[4]] += Number(f[5]);
+      fromCsv[f[3]].bytes_in += Number(f[6]);
+    }
+    for (const route of ['metered', 'metered-broken']) {
+      for (const o of ['served', 'refused', 'auth_failed', 'upstream_error']) {
+        check(fromCsv[route][o] === want[route][o], `CSV ${route} ${o}: ${fromCsv[route][o]}, want ${want[route][o]}`);
+      }
+    }
+    check(fromCsv.metered.bytes_in === bodyBytes, `CSV bytes in: ${fromCsv.metered.bytes_in}`);
+    result.usage.csv = fromCsv;
+    await page.click('#usage-periods button[data-period="hour"]');
+    await page.waitForSelector('#usage-card[data-period="hour"]', { timeout: 10000 });
 
     step('search the configuration');
     await page.waitForSelector('#config-results details.entity', { timeout: 10000 });

@@ -10,11 +10,16 @@
 //!   sends it as a header, also for the live stream: `/dashboard/api/stream` is
 //!   `text/event-stream` read with `fetch` (an `EventSource` cannot send headers), so the token
 //!   never appears in a URL or a log line.
+//! - The usage panel (`/dashboard/api/usage?period=hour|day|month`) reads the usage store
+//!   through the same report as the Admin API's `GET /usage` ([`usage`]): in a cluster, every
+//!   node's figures. Each update carries a stamp of the store's figures; the page reads the
+//!   panel again when the stamp changes.
 //! - Numbers come from the gateway's Prometheus registry, read once per second while someone
 //!   watches ([`sample`]); nothing is added on the request path.
 
 pub mod recent;
 mod sample;
+mod usage;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -70,6 +75,7 @@ pub(crate) fn router(state: &Arc<AdminState>) -> Router<Arc<AdminState>> {
         .route("/dashboard/api/snapshot", get(snapshot))
         .route("/dashboard/api/stream", get(stream))
         .route("/dashboard/api/config", get(config))
+        .route("/dashboard/api/usage", get(usage_panel))
         .layer(Extension(dash))
         .layer(middleware::from_fn(security_headers))
 }
@@ -110,6 +116,9 @@ struct Dash {
     /// Requests per consumer and UTC day (days since the epoch) over the last 35 days, from the
     /// usage store (all outcomes but refused ones), refreshed by the sampler.
     usage_days: Mutex<Vec<(String, u32, u64)>>,
+    /// Requests of every outcome in the usage store over the same 35 days: changes when the
+    /// usage panel has new figures.
+    usage_stamp: AtomicU64,
 }
 
 impl Dash {
@@ -124,6 +133,7 @@ impl Dash {
             sampler: AtomicBool::new(false),
             streams: AtomicUsize::new(0),
             usage_days: Mutex::new(Vec::new()),
+            usage_stamp: AtomicU64::new(0),
         }
     }
 
@@ -158,7 +168,11 @@ impl Dash {
             q.iter().cloned().collect()
         };
         let usage_days = self.usage_days.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let view: Arc<str> = Arc::from(view(&self.gw, state, &readings, &usage_days).to_string());
+        let mut view = view(&self.gw, state, &readings, &usage_days);
+        if let Some(v) = view.as_object_mut() {
+            v.insert("usage_stamp".into(), json!(self.usage_stamp.load(Ordering::Relaxed)));
+        }
+        let view: Arc<str> = Arc::from(view.to_string());
         self.latest.send_replace(view.clone());
         view
     }
@@ -207,6 +221,7 @@ impl Dash {
         let Ok(records) = self.gw.usage_report(gw_observability::Granularity::Day, from, now + 1, &filter).await else {
             return;
         };
+        self.usage_stamp.store(records.iter().map(|r| r.requests).sum(), Ordering::Relaxed);
         let rows: Vec<(String, u32, u64)> = records
             .into_iter()
             .filter(|r| r.outcome != gw_observability::Outcome::Refused)
@@ -304,6 +319,32 @@ async fn config(State(s): State<Arc<AdminState>>, Extension(d): Extension<Arc<Da
         kinds.insert(kind.key().to_string(), Value::Array(list));
     }
     json_response(&json!({ "version": cur.version, "hash": cur.hash, "entities": kinds }).to_string())
+}
+
+#[derive(serde::Deserialize)]
+struct UsageQuery {
+    period: Option<String>,
+}
+
+/// `GET /dashboard/api/usage?period=hour|day|month` (default `hour`): the usage panel, from the
+/// usage store (see [`usage`]).
+async fn usage_panel(
+    State(s): State<Arc<AdminState>>,
+    Extension(d): Extension<Arc<Dash>>,
+    q: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, crate::api::ApiError> {
+    d.viewed();
+    let invalid = |m: String| crate::api::ApiError::new(StatusCode::BAD_REQUEST, "invalid", m);
+    let axum::extract::Query(q) = q.map_err(|e| invalid(e.to_string()))?;
+    let period = usage::Period::parse(q.period.as_deref().unwrap_or("hour"))
+        .ok_or_else(|| invalid("period: hour, day or month".into()))?;
+    let now = s.gw.now_ms();
+    let (from, to) = period.range(now);
+    let records =
+        s.gw.usage_report(period.granularity(), from, to, &gw_observability::UsageFilter::default())
+            .await
+            .map_err(|e| crate::api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e))?;
+    Ok(json_response(&usage::panel(period, now, &records, s.gw.usage_store_kind()).to_string()))
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -606,5 +647,6 @@ mod tests {
         assert!(!is_public("/dashboard/api/snapshot"));
         assert!(!is_public("/dashboard/api/stream"));
         assert!(!is_public("/dashboard/api/config"));
+        assert!(!is_public("/dashboard/api/usage"));
     }
 }

@@ -5,7 +5,8 @@
 (function () {
   const TOKEN_KEY = 'gatehouse.dashboard.token';
   const $ = (id) => document.getElementById(id);
-  const state = { token: null, ctrl: null, config: null, configVersion: null, kind: 'all', retry: 1000, last: null };
+  const state = { token: null, ctrl: null, config: null, configVersion: null, kind: 'all', retry: 1000, last: null,
+    usage: { period: 'hour', stamp: null, loading: false, again: false, data: null } };
 
   function el(tag, props, ...children) {
     const e = document.createElement(tag);
@@ -29,6 +30,13 @@
   const fmtPct = (x) => (x === null || x === undefined) ? '–' : (x * 100).toFixed(x < 0.1 ? 2 : 1) + '%';
   const fmtMs = (x) => (x === null || x === undefined) ? '–' : (x >= 1000 ? (x / 1000).toFixed(2) + ' s' : x >= 10 ? x.toFixed(0) + ' ms' : x.toFixed(1) + ' ms');
   const fmtInt = (x) => (x === null || x === undefined) ? '–' : Number(x).toLocaleString('en-US');
+  function fmtBytes(x) {
+    if (x === null || x === undefined) return '–';
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let i = 0, v = Number(x);
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return (i === 0 ? String(v) : v.toFixed(v >= 100 ? 0 : 1)) + ' ' + units[i];
+  }
   function fmtUptime(s) {
     const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
     return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m ${s % 60}s`;
@@ -94,6 +102,8 @@
     state.token = null;
     state.config = null;
     state.configVersion = null;
+    state.usage.stamp = null;
+    state.usage.data = null;
     sessionStorage.removeItem(TOKEN_KEY);
     $('token').value = '';
     showLogin(null);
@@ -198,6 +208,11 @@
     renderConsumers(s.consumers);
     renderRefusals(s.refusals);
     renderErrors(s.errors);
+    // The usage store has new figures (or the panel was never read): read the panel again.
+    if (s.usage_stamp !== undefined && s.usage_stamp !== state.usage.stamp) {
+      state.usage.stamp = s.usage_stamp;
+      loadUsage();
+    }
     if (state.configVersion !== null && (s.config.version !== state.configVersion.version || s.config.hash !== state.configVersion.hash)) {
       loadConfig();
     }
@@ -304,6 +319,114 @@
     }
   }
 
+  // === usage: by consumer and route over a period, from the usage store ===
+  const OUTCOMES = ['served', 'refused', 'auth_failed', 'upstream_error'];
+
+  async function loadUsage() {
+    const u = state.usage;
+    if (!state.token) return;
+    if (u.loading) { u.again = true; return; }
+    u.loading = true;
+    const period = u.period;
+    try {
+      const res = await api('api/usage?period=' + encodeURIComponent(period));
+      if (res.status === 401) { signOut(); showLogin('The token is no longer valid.'); return; }
+      if (!res.ok) {
+        $('usage-note').textContent = 'usage store: HTTP ' + res.status;
+        return;
+      }
+      const data = await res.json();
+      if (data.period === u.period && state.token) renderUsage(data);
+    } catch (e) {
+      $('usage-note').textContent = 'usage: ' + e.message;
+    } finally {
+      u.loading = false;
+      if (u.again || u.period !== period) { u.again = false; loadUsage(); }
+    }
+  }
+
+  function renderUsage(d) {
+    state.usage.data = d;
+    const card = $('usage-card');
+    card.dataset.period = d.period;
+    card.dataset.loaded = String(Date.now());
+    const when = { hour: 'last hour, by minute', day: 'today (UTC), by hour', month: 'this month (UTC), by day' }[d.period];
+    $('usage-range').textContent = when + ' · ' + d.from.replace('T', ' ').replace(':00Z', ' UTC') + ' – '
+      + d.to.replace('T', ' ').replace(':00Z', ' UTC') + ' · store: ' + d.store;
+    for (const box of document.querySelectorAll('#usage-totals > div')) {
+      const k = box.dataset.outcome;
+      const v = d.totals[k];
+      const b = box.querySelector('b');
+      b.textContent = k.startsWith('bytes') ? fmtBytes(v) : fmtInt(v);
+      b.dataset.value = String(v);
+    }
+    renderUsageChart(d.series);
+    const num = (cls, v, text) => el('td', { class: 'num ' + cls + (v > 0 && cls === 'upstream_error' ? ' bad-cell' : v > 0 && cls === 'refused' ? ' warn-cell' : ''), 'data-value': String(v), title: String(v), text: text });
+    const rows = d.rows.map((r) => el('tr', { 'data-consumer': r.consumer, 'data-route': r.route },
+      el('td', { text: r.consumer === '-' ? '(none)' : r.consumer, class: r.consumer === '-' ? 'muted' : null }), el('td', { text: r.route }),
+      ...OUTCOMES.map((o) => num(o, r[o], fmtInt(r[o]))),
+      num('total', r.requests, fmtInt(r.requests)),
+      num('bytes_in', r.bytes_in, fmtBytes(r.bytes_in)), num('bytes_out', r.bytes_out, fmtBytes(r.bytes_out))));
+    fill(document.querySelector('#usage-table tbody'), rows, 9);
+    $('usage-note').textContent = d.rows_total > d.rows.length ? 'the ' + d.rows.length + ' busiest of ' + d.rows_total + ' consumer and route pairs shown; the export has them all' : '';
+  }
+
+  function renderUsageChart(series) {
+    const svg = $('usage-chart');
+    const NS = 'http://www.w3.org/2000/svg';
+    const w = 600, h = 80;
+    const max = Math.max(1, ...series.map((b) => b.requests));
+    const bw = w / Math.max(1, series.length);
+    svg.replaceChildren();
+    series.forEach((b, i) => {
+      let y = h;
+      for (const o of OUTCOMES) {
+        if (!b[o]) continue;
+        const bh = ((h - 4) * b[o]) / max;
+        y -= bh;
+        const r = document.createElementNS(NS, 'rect');
+        r.setAttribute('class', o);
+        r.setAttribute('x', (i * bw + bw * 0.1).toFixed(2));
+        r.setAttribute('width', (bw * 0.8).toFixed(2));
+        r.setAttribute('y', y.toFixed(2));
+        r.setAttribute('height', bh.toFixed(2));
+        const t = document.createElementNS(NS, 'title');
+        t.textContent = b.label + ': ' + b[o] + ' ' + o.replace('_', ' ');
+        r.append(t);
+        svg.append(r);
+      }
+    });
+    $('usage-axis-from').textContent = series.length ? series[0].label : '';
+    $('usage-axis-to').textContent = series.length ? series[series.length - 1].label : '';
+    $('usage-axis-max').textContent = 'max ' + fmtInt(max) + ' per bucket';
+  }
+
+  function choosePeriod(p) {
+    state.usage.period = p;
+    for (const b of document.querySelectorAll('#usage-periods button')) b.setAttribute('aria-selected', String(b.dataset.period === p));
+    loadUsage();
+  }
+
+  // The export needs the token as a header: fetched, then saved from a blob.
+  async function exportUsage() {
+    const d = state.usage.data;
+    if (!d) return;
+    try {
+      const res = await api(d.export.csv);
+      if (res.status === 401) { signOut(); showLogin('The token is no longer valid.'); return; }
+      if (!res.ok) { $('usage-note').textContent = 'export: HTTP ' + res.status; return; }
+      const blob = await res.blob();
+      const m = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') || '');
+      const a = el('a', { href: URL.createObjectURL(blob), download: m ? m[1] : 'usage.csv' });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (e) {
+      $('usage-note').textContent = 'export: ' + e.message;
+    }
+  }
+
   // === configuration: browse and search ===
   const KINDS = ['routes', 'services', 'upstreams', 'plugins', 'consumers', 'listeners', 'certificates'];
 
@@ -405,6 +528,8 @@
       signIn(t);
     });
     $('logout').addEventListener('click', signOut);
+    for (const b of document.querySelectorAll('#usage-periods button')) b.addEventListener('click', () => choosePeriod(b.dataset.period));
+    $('usage-export').addEventListener('click', exportUsage);
     let pending = null;
     $('config-search').addEventListener('input', () => {
       clearTimeout(pending);
