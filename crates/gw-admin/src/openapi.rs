@@ -38,18 +38,29 @@ pub const ENDPOINTS: &[(&str, &str, &str, u16)] = &[
 
 /// The body of `POST /cache/purge`.
 fn purge_body_schema() -> Value {
-    let s = |d: &str| json!({ "type": "string", "minLength": 1, "description": d });
+    // One value, or a list of them (purged together; without a Redis tier they reach the
+    // other nodes in one notification).
+    let one_or_many = |item: Value, d: &str| {
+        json!({
+            "description": d,
+            "oneOf": [
+                item.clone(),
+                { "type": "array", "minItems": 1, "maxItems": crate::cache_api::MAX_PURGE_ITEMS, "items": item }
+            ]
+        })
+    };
+    let s = json!({ "type": "string", "minLength": 1 });
     json!({
         "type": "object",
         "additionalProperties": false,
-        "description": "exactly one of url, prefix, tag, key, all",
+        "description": "exactly one of url, prefix, tag, key, all; url, prefix, tag and key take one value or a list",
         "properties": {
-            "url": s("absolute http(s) URL: every stored response of it (all variants; the query normalised like keys)"),
-            "prefix": s("absolute http(s) URL prefix (`https://host/path`): every stored response whose URL starts with it"),
-            "tag": s("a surrogate key of the `Surrogate-Key` or `Cache-Tag` response fields"),
-            "key": { "type": "string", "pattern": "^[0-9a-fA-F]{32}$", "description": "a primary cache key (32 hex digits)" },
+            "url": one_or_many(s.clone(), "absolute http(s) URL: every stored response of it (all variants; the query normalised like keys)"),
+            "prefix": one_or_many(s.clone(), "absolute http(s) URL prefix (`https://host/path`): every stored response whose URL starts with it"),
+            "tag": one_or_many(s.clone(), "a surrogate key of the `Surrogate-Key` or `Cache-Tag` response fields (no control characters)"),
+            "key": one_or_many(json!({ "type": "string", "pattern": "^[0-9a-fA-F]{32}$" }), "a primary cache key (32 hex digits), as `Cache-Status` shows it with `cache_status_key: true`"),
             "all": { "type": "boolean", "const": true, "description": "everything" },
-            "cache": s("only the proxy-cache instance of this name")
+            "cache": { "type": "string", "minLength": 1, "description": "only the proxy-cache instance of this name" }
         }
     })
 }
@@ -60,10 +71,11 @@ fn purge_result_schema() -> Value {
         "type": "object",
         "properties": { "caches": { "type": "array", "items": { "type": "object", "properties": {
             "cache": { "type": "string" },
-            "redis_removed": { "type": ["integer", "null"], "description": "keys removed from Redis (null: no Redis tier, or it failed)" },
-            "delivered": { "type": ["integer", "null"], "description": "nodes that received the purge message, this one included (null: not published)" },
+            "redis_removed": { "type": ["integer", "null"], "description": "entries removed from Redis (null: no Redis tier, or Redis failed)" },
+            "delivered": { "type": ["integer", "null"], "description": "with a Redis tier: what Redis PUBLISH answered for the purge message, the number of subscriber connections that received it: one per proxy-cache using this Redis tier (same prefix) on every running node, this one included; for a list, the least over its messages (null: no Redis tier, or not published)" },
             "redis_error": { "type": "string", "description": "why Redis could not be purged (this node's memory was purged anyway)" },
-            "relayed": { "type": "boolean", "description": "without a Redis tier: sent to the other nodes through the PostgreSQL config store's notification channel (absent: this node only)" }
+            "relayed": { "type": "boolean", "description": "without a Redis tier, in store mode on PostgreSQL: true once PostgreSQL accepted the notification (committed; every node listening then receives it; PostgreSQL does not say how many do); false when sending it failed (see relay_error; the other nodes keep their copies until they expire). Absent: no relay (a Redis tier, or a file / embedded store: this node only)" },
+            "relay_error": { "type": "string", "description": "why the relay failed (with relayed: false)" }
         }, "required": ["cache", "redis_removed", "delivered"] } } },
         "required": ["caches"]
     })

@@ -579,13 +579,32 @@ const MIGRATIONS: &[(i32, &str)] = &[
             PRIMARY KEY (node_id, name, period_start)
         )",
     ),
+    (
+        5,
+        "CREATE TABLE IF NOT EXISTS gatehouse_cache_purges (
+            id BIGSERIAL PRIMARY KEY,
+            cache TEXT NOT NULL,
+            msg TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        )",
+    ),
 ];
 
 /// The notification channel.
 const CHANNEL: &str = "gatehouse_config";
 
-/// The notification channel of response-cache purges: `<sender>\n<cache>\n<purge>`.
+/// The notification channel of response-cache purges: `<sender>\n<cache>\n<purge>`, or
+/// `<sender>\n<cache>\n@<id>` for a purge too long for a notification, stored in
+/// `gatehouse_cache_purges` under that id.
 const PURGE_CHANNEL: &str = "gatehouse_cache_purge";
+
+/// The longest notification payload sent as such (PostgreSQL refuses one of 8000 bytes or
+/// more); a longer purge is stored in `gatehouse_cache_purges` and its id notified.
+const PURGE_INLINE_MAX: usize = 7900;
+
+/// How long a stored purge is kept for the nodes to read (they read it when notified; a node
+/// that was not listening then empties its caches anyway).
+const PURGE_KEEP_MS: u64 = 10 * 60 * 1000;
 
 /// The advisory lock that serializes writers (every node, every version of this code).
 const WRITE_LOCK: i64 = 7246;
@@ -801,6 +820,42 @@ pub(crate) async fn migrate(c: &tokio_postgres::Client) -> Result<(), tokio_post
     Ok(())
 }
 
+/// A purge stored in `gatehouse_cache_purges` under `id` (notified by another node): read and
+/// handed on; when it cannot be read, the caches are emptied (what it purged is gone anyway).
+async fn stored_purge(
+    store: std::sync::Weak<PgStore>,
+    id: Option<i64>,
+    purge_tx: tokio::sync::broadcast::Sender<PurgeNotice>,
+) {
+    let Some(s) = store.upgrade() else { return };
+    let read = match id {
+        None => Err(StoreError::Invalid("a purge notification with a malformed id".into())),
+        Some(id) => {
+            s.with(|c| {
+                Box::pin(async move {
+                    let row =
+                        c.query_opt("SELECT cache, msg FROM gatehouse_cache_purges WHERE id = $1", &[&id]).await?;
+                    Ok(row.map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
+                })
+            })
+            .await
+        }
+    };
+    match read {
+        Ok(Some((cache, msg))) => {
+            let _ = purge_tx.send(PurgeNotice::Purge { cache, msg });
+        }
+        Ok(None) => {
+            tracing::warn!(id, "stored cache purge no longer stored: emptying the caches instead");
+            let _ = purge_tx.send(PurgeNotice::Missed);
+        }
+        Err(e) => {
+            tracing::warn!(id, error = %e, "stored cache purge not readable: emptying the caches instead");
+            let _ = purge_tx.send(PurgeNotice::Missed);
+        }
+    }
+}
+
 /// Listen for change notifications; resync periodically; reconnect when the connection drops
 /// or stops answering (every step bounded by [`STORE_TIMEOUT`]).
 async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
@@ -812,6 +867,7 @@ async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
         let tx = s.latest_tx.clone();
         let (purge_tx, me) = (s.purge_tx.clone(), s.sender.clone());
         let purge_tx_missed = purge_tx.clone();
+        let weak = store.clone();
         drop(s);
         let connected = tokio::time::timeout(STORE_TIMEOUT, cfg.connect(tokio_postgres::NoTls)).await;
         let (client, mut conn) = match connected {
@@ -840,7 +896,15 @@ async fn listen(store: std::sync::Weak<PgStore>, resync: Duration) {
                             if let (Some(from), Some(cache), Some(msg)) = (parts.next(), parts.next(), parts.next())
                                 && from != me
                             {
-                                let _ = purge_tx.send(PurgeNotice::Purge { cache: cache.into(), msg: msg.into() });
+                                match msg.strip_prefix('@').map(str::parse::<i64>) {
+                                    None => {
+                                        let _ =
+                                            purge_tx.send(PurgeNotice::Purge { cache: cache.into(), msg: msg.into() });
+                                    }
+                                    Some(id) => {
+                                        tokio::spawn(stored_purge(weak.clone(), id.ok(), purge_tx.clone()));
+                                    }
+                                }
                             }
                         }
                         std::task::Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(n)))) => {
@@ -1159,10 +1223,34 @@ impl ConfigStore for PgStore {
             return Err(StoreError::Invalid(format!("cache name {cache:?} has a line break")));
         }
         let payload = format!("{}\n{cache}\n{msg}", self.sender);
+        if payload.len() <= PURGE_INLINE_MAX {
+            self.with(|c| {
+                let payload = payload.clone();
+                Box::pin(async move {
+                    c.execute("SELECT pg_notify($1, $2)", &[&PURGE_CHANNEL, &payload]).await?;
+                    Ok(())
+                })
+            })
+            .await?;
+            return Ok(true);
+        }
+        // Too long for a notification: stored, and its id notified, in one statement (one
+        // transaction: the notification goes out when the row is there). Old ones are pruned.
+        let head = format!("{}\n{cache}\n@", self.sender);
+        let now = now_ms() as i64;
+        let old = now - PURGE_KEEP_MS as i64;
+        let (cache, msg) = (cache.to_string(), msg.to_string());
         self.with(|c| {
-            let payload = payload.clone();
+            let (head, cache, msg) = (head.clone(), cache.clone(), msg.clone());
             Box::pin(async move {
-                c.execute("SELECT pg_notify($1, $2)", &[&PURGE_CHANNEL, &payload]).await?;
+                c.execute(
+                    "WITH gone AS (DELETE FROM gatehouse_cache_purges WHERE created_ms < $5), \
+                     ins AS (INSERT INTO gatehouse_cache_purges (cache, msg, created_ms) VALUES ($3, $4, $6) \
+                     RETURNING id) \
+                     SELECT pg_notify($1, $2 || ins.id::text) FROM ins",
+                    &[&PURGE_CHANNEL, &head, &cache, &msg, &old, &now],
+                )
+                .await?;
                 Ok(())
             })
         })

@@ -19,11 +19,17 @@ pub fn spawn(state: Arc<AdminState>, every: Duration) -> tokio::task::JoinHandle
             let st = store.clone();
             gw_plugins::set_purge_peers(Some(Arc::new(move |cache: &str, msg: &str| {
                 let (st, cache, msg) = (st.clone(), cache.to_string(), msg.to_string());
-                tokio::spawn(async move {
-                    if let Err(e) = st.notify_purge(&cache, &msg).await {
+                // Sent by a task of its own: it goes on when the caller stops waiting.
+                let sending = tokio::spawn(async move {
+                    let r = st.notify_purge(&cache, &msg).await;
+                    if let Err(e) = &r {
                         tracing::warn!(cache = %cache, error = %e, "cache purge not sent to the other nodes");
                     }
+                    r.map(|_| ()).map_err(|e| e.to_string())
                 });
+                let done: gw_cache::RelaySend =
+                    Box::pin(async move { sending.await.unwrap_or_else(|e| Err(format!("purge relay task: {e}"))) });
+                done
             })));
         }
         let mut tick = tokio::time::interval(every);

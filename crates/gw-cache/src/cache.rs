@@ -159,11 +159,28 @@ pub struct PurgeReport {
     /// Why Redis could not be purged (the memory tier of this node was purged anyway; other
     /// nodes keep their copies until they expire).
     pub redis_error: Option<String>,
-    /// Nodes that received the purge message (`None` when not published).
+    /// With a Redis tier: what Redis `PUBLISH` answered for the purge message, the number of
+    /// subscriber connections that received it: one per cache using this Redis tier (its
+    /// `prefix`) on every running node, this one included (`None` when not published; for a
+    /// purge of several items, the least of their messages).
     pub delivered: Option<u64>,
-    /// Without a Redis tier: the purge was handed to the relay to the other nodes (the config
-    /// store's notification channel), which sends it in the background.
-    pub relayed: bool,
+    /// Without a Redis tier, what the relay to the other nodes (the config store's
+    /// notification channel) did with it.
+    pub relay: RelayOutcome,
+}
+
+/// What the relay of a purge without a Redis tier did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RelayOutcome {
+    /// No relay (a Redis tier, or no way to reach other nodes): this node only.
+    #[default]
+    None,
+    /// The relay sent it: every node listening at that moment receives it.
+    Sent,
+    /// Handed to the relay, which goes on in the background (not waited for).
+    Pending,
+    /// The relay failed (why): other nodes keep their copies until they expire.
+    Failed(String),
 }
 
 /// A purge request that cannot be understood.
@@ -175,6 +192,9 @@ pub enum PurgeError {
     /// Not 32 hex digits.
     #[error("not a cache key (32 hex digits): {0}")]
     InvalidKey(String),
+    /// Empty, or with a control character.
+    #[error("not a surrogate key (empty, or a control character): {0:?}")]
+    InvalidTag(String),
 }
 
 /// Counters of the cache.
@@ -285,9 +305,13 @@ struct Inner {
     relay: std::sync::OnceLock<Relay>,
 }
 
-/// Sends a purge message to the other nodes (see [`Cache::set_relay`]); returns whether it
-/// took it (`false`: this node has no way to reach the others).
-pub type Relay = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Sends a purge message to the other nodes (see [`Cache::set_relay`]): `None` when this node
+/// has no way to reach the others, else the sending, which goes on whether or not the future
+/// is awaited, and resolves to its outcome.
+pub type Relay = Arc<dyn Fn(&str) -> Option<RelaySend> + Send + Sync>;
+
+/// A relay's sending of a purge (see [`Relay`]).
+pub type RelaySend = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -364,10 +388,14 @@ impl Cache {
 
     /// A purge message from another node ([`Purge::encode`]'s form): applied to this node's
     /// memory tier. Returns whether it was understood.
+    /// A message of several purges has one per line.
     pub fn apply_remote(&self, msg: &str) -> bool {
-        let Some(p) = Purge::decode(msg) else { return false };
-        self.purge_memory(&p);
-        true
+        let mut any = false;
+        for p in msg.split('\n').filter_map(Purge::decode) {
+            self.purge_memory(&p);
+            any = true;
+        }
+        any
     }
 
     /// Purge this node's memory tier, remembering the purge for the fills in flight.
@@ -448,29 +476,33 @@ impl Cache {
         let Some(stored) = found else {
             if req_cc.only_if_cached {
                 return Lookup::GatewayTimeout {
-                    header: self.status_field(CacheStatus::Miss, StatusDetail::default()),
+                    header: self.status_field(CacheStatus::Miss, StatusDetail::keyed(key.hash)),
                 };
             }
-            let detail = StatusDetail { vary_miss, ..StatusDetail::default() };
+            let detail = StatusDetail { vary_miss, ..StatusDetail::keyed(key.hash) };
             if head_only || partial {
                 return match inner.flights.get(key.hash) {
-                    Some(f) if head_only && inner.opts.coalesce => Lookup::Wait(self.waiter(f, req, head_only)),
+                    Some(f) if head_only && inner.opts.coalesce => {
+                        Lookup::Wait(self.waiter(f, key.hash, req, head_only))
+                    }
                     _ => self.forward(CacheStatus::Miss, detail),
                 };
             }
             return self.lead_or_wait(key, Mode::Miss { vary_miss }, req, req_cc, now);
         };
         if req.headers.contains_key(AUTHORIZATION) && !policy::shareable_with_authorization(&stored.cc) {
-            return self.forward(CacheStatus::Bypass, StatusDetail::default());
+            return self.forward(CacheStatus::Bypass, StatusDetail::keyed(key.hash));
         }
         let age = stored.age(now);
         match policy::reuse(&inner.opts.rules, &req_cc, &stored.cc, age) {
-            Reuse::Fresh => Lookup::Hit(self.hit(&stored, now, req.headers, head_only, CacheStatus::Hit, false)),
+            Reuse::Fresh => {
+                Lookup::Hit(self.hit(&stored, key.hash, now, req.headers, head_only, CacheStatus::Hit, false))
+            }
             Reuse::StaleAccepted => {
-                Lookup::Hit(self.hit(&stored, now, req.headers, head_only, CacheStatus::Stale, false))
+                Lookup::Hit(self.hit(&stored, key.hash, now, req.headers, head_only, CacheStatus::Stale, false))
             }
             Reuse::StaleWhileRevalidate => {
-                let hit = self.hit(&stored, now, req.headers, head_only, CacheStatus::Stale, false);
+                let hit = self.hit(&stored, key.hash, now, req.headers, head_only, CacheStatus::Stale, false);
                 // A HEAD or a range request cannot refresh a stored GET (its response has no
                 // full body); the next GET will.
                 let can_refresh = !head_only && !partial;
@@ -483,19 +515,19 @@ impl Cache {
             Reuse::Revalidate { stale_if_error } => {
                 if req_cc.only_if_cached {
                     return Lookup::GatewayTimeout {
-                        header: self.status_field(CacheStatus::Expired, StatusDetail::default()),
+                        header: self.status_field(CacheStatus::Expired, StatusDetail::keyed(key.hash)),
                     };
                 }
                 if head_only || partial {
-                    return self.forward(CacheStatus::Expired, StatusDetail::default());
+                    return self.forward(CacheStatus::Expired, StatusDetail::keyed(key.hash));
                 }
                 self.lead_or_wait(key, Mode::Revalidate { stored, stale_if_error }, req, req_cc, now)
             }
         }
     }
 
-    fn waiter(&self, flight: Arc<Flight>, req: &CacheRequest<'_>, head_only: bool) -> Waiter {
-        Waiter { cache: self.clone(), flight, req_headers: req.headers.clone(), head_only }
+    fn waiter(&self, flight: Arc<Flight>, key: u128, req: &CacheRequest<'_>, head_only: bool) -> Waiter {
+        Waiter { cache: self.clone(), flight, key, req_headers: req.headers.clone(), head_only }
     }
 
     fn lead_or_wait(&self, key: CacheKey, mode: Mode, req: &CacheRequest<'_>, req_cc: RequestCc, now: u64) -> Lookup {
@@ -506,7 +538,7 @@ impl Cache {
         }
         match self.inner.flights.join(key.hash) {
             Joined::Lead(f) => wrap(self.fill(key, f, true, mode, req, req_cc, now)),
-            Joined::Wait(f) => Lookup::Wait(self.waiter(f, req, false)),
+            Joined::Wait(f) => Lookup::Wait(self.waiter(f, key.hash, req, false)),
         }
     }
 
@@ -578,9 +610,19 @@ impl Cache {
 
     /// The response for a stored entry: a 304 when the client's condition is met, else the
     /// stored response (without body for `HEAD`), with `Age` and the status field.
-    fn hit(&self, s: &Stored, now: u64, req: &HeaderMap, head_only: bool, status: CacheStatus, collapsed: bool) -> Hit {
+    #[allow(clippy::too_many_arguments)]
+    fn hit(
+        &self,
+        s: &Stored,
+        key: u128,
+        now: u64,
+        req: &HeaderMap,
+        head_only: bool,
+        status: CacheStatus,
+        collapsed: bool,
+    ) -> Hit {
         let age = s.age(now);
-        let detail = StatusDetail { ttl: Some(age.ttl_secs()), collapsed, ..StatusDetail::default() };
+        let detail = StatusDetail { ttl: Some(age.ttl_secs()), collapsed, ..StatusDetail::keyed(key) };
         let not_modified = conditional::not_modified(req, &s.headers, s.response_ms);
         let (code, mut h, body) = if not_modified {
             (StatusCode::NOT_MODIFIED, conditional::not_modified_headers(&s.headers), Vec::new())
@@ -607,40 +649,106 @@ impl Cache {
             resp,
             &self.inner.opts.key.query,
         );
-        for u in &urls {
-            self.purge(Purge::Url(u.clone())).await;
+        let n = urls.len();
+        if n > 0 {
+            // The relay is not waited for on the request path.
+            self.purge_all_of(urls.into_iter().map(Purge::Url).collect(), false).await;
         }
-        urls.len()
+        n
     }
 
     /// Purge every stored response of an absolute URL (its query normalised as in keys).
     pub async fn purge_url(&self, url: &str) -> Result<PurgeReport, PurgeError> {
-        let (scheme, host, pq) = split_url(url)?;
-        Ok(self.purge(Purge::Url(normalised_url(&scheme, &host, &pq, &self.inner.opts.key.query))).await)
+        Ok(self.purge(self.url_purge(url)?).await)
     }
 
     /// Purge every stored response whose URL starts with `prefix` (`scheme://host/path...`).
     pub async fn purge_prefix(&self, prefix: &str) -> Result<PurgeReport, PurgeError> {
-        let (scheme, host, pq) = split_url(prefix)?;
-        let host = normalise_host(&scheme, &host);
-        Ok(self.purge(Purge::Prefix(format!("{scheme}://{host}{pq}"))).await)
+        Ok(self.purge(Self::prefix_purge(prefix)?).await)
     }
 
     /// Purge by cache key (32 hex digits, as [`CacheKey::hex`]).
     pub async fn purge_key(&self, hex: &str) -> Result<PurgeReport, PurgeError> {
+        Ok(self.purge(Self::key_purge(hex)?).await)
+    }
+
+    /// The purge of an absolute URL (see [`Cache::purge_url`]).
+    pub fn url_purge(&self, url: &str) -> Result<Purge, PurgeError> {
+        let (scheme, host, pq) = split_url(url)?;
+        Ok(Purge::Url(normalised_url(&scheme, &host, &pq, &self.inner.opts.key.query)))
+    }
+
+    /// The purge of a URL prefix (see [`Cache::purge_prefix`]).
+    pub fn prefix_purge(prefix: &str) -> Result<Purge, PurgeError> {
+        let (scheme, host, pq) = split_url(prefix)?;
+        let host = normalise_host(&scheme, &host);
+        Ok(Purge::Prefix(format!("{scheme}://{host}{pq}")))
+    }
+
+    /// The purge of a cache key (see [`Cache::purge_key`]).
+    pub fn key_purge(hex: &str) -> Result<Purge, PurgeError> {
         let k = (hex.len() == 32).then(|| u128::from_str_radix(hex, 16).ok()).flatten();
-        let k = k.ok_or_else(|| PurgeError::InvalidKey(hex.into()))?;
-        Ok(self.purge(Purge::Key(k)).await)
+        Ok(Purge::Key(k.ok_or_else(|| PurgeError::InvalidKey(hex.into()))?))
+    }
+
+    /// The purge of a surrogate key (tag); one with a control character (a line break) is
+    /// refused: no stored tag has one, and purge messages are lines.
+    pub fn tag_purge(tag: &str) -> Result<Purge, PurgeError> {
+        if tag.is_empty() || tag.chars().any(char::is_control) {
+            return Err(PurgeError::InvalidTag(tag.into()));
+        }
+        Ok(Purge::Tag(tag.into()))
     }
 
     /// Purge here, on Redis, and on every node (through Redis pub/sub). The memory tier of
     /// this node is always purged; Redis failures are reported, not raised.
     pub async fn purge(&self, p: Purge) -> PurgeReport {
+        self.purge_all_of(vec![p], true).await
+    }
+
+    /// Several purges at once: here, on Redis and on every node. Without a Redis tier they
+    /// reach the other nodes in one relay message (a line each); with one, each is published.
+    /// `wait_relay`: wait for the relay's outcome (else it is [`RelayOutcome::Pending`]).
+    pub async fn purge_all_of(&self, ps: Vec<Purge>, wait_relay: bool) -> PurgeReport {
+        let inner = &self.inner;
+        if inner.redis.is_none() {
+            for p in &ps {
+                self.purge_memory(p);
+            }
+            let msg: Vec<String> = ps.iter().map(Purge::encode).collect();
+            let relay = match inner.relay.get().and_then(|relay| relay(&msg.join("\n"))) {
+                None => RelayOutcome::None,
+                Some(_) if !wait_relay => RelayOutcome::Pending,
+                Some(f) => match f.await {
+                    Ok(()) => RelayOutcome::Sent,
+                    Err(e) => RelayOutcome::Failed(e),
+                },
+            };
+            return PurgeReport { redis_removed: None, redis_error: None, delivered: None, relay };
+        }
+        let mut all =
+            PurgeReport { redis_removed: Some(0), redis_error: None, delivered: None, relay: RelayOutcome::None };
+        for p in ps {
+            let r = self.purge_redis(p).await;
+            all.redis_removed = all.redis_removed.zip(r.redis_removed).map(|(a, b)| a + b);
+            all.delivered = match (all.delivered, r.delivered) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (None, b) => b,
+                (a, None) => a,
+            };
+            if all.redis_error.is_none() {
+                all.redis_error = r.redis_error;
+            }
+        }
+        all
+    }
+
+    /// One purge with a Redis tier (see [`Cache::purge`]).
+    async fn purge_redis(&self, p: Purge) -> PurgeReport {
         let inner = &self.inner;
         self.purge_memory(&p);
         let Some(r) = &inner.redis else {
-            let relayed = inner.relay.get().is_some_and(|relay| relay(&p.encode()));
-            return PurgeReport { redis_removed: None, redis_error: None, delivered: None, relayed };
+            return PurgeReport { redis_removed: None, redis_error: None, delivered: None, relay: RelayOutcome::None };
         };
         // Recorded before anything is removed: a write of a fill that started before it is
         // refused from now on (the write script checks the log), so it cannot overtake it.
@@ -661,7 +769,12 @@ impl Cache {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(e.to_string()),
             _ => None,
         };
-        PurgeReport { redis_removed: removed.ok(), redis_error: error, delivered: delivered.ok(), relayed: false }
+        PurgeReport {
+            redis_removed: removed.ok(),
+            redis_error: error,
+            delivered: delivered.ok(),
+            relay: RelayOutcome::None,
+        }
     }
 }
 
@@ -777,7 +890,7 @@ impl Fill {
     }
 
     fn field(&self, status: CacheStatus, detail: StatusDetail) -> Option<Field> {
-        self.cache.status_field(status, detail)
+        self.cache.status_field(status, StatusDetail { key: Some(self.key.hash), ..detail })
     }
 
     /// The upstream response head arrived.
@@ -814,8 +927,15 @@ impl Fill {
                 parts.response_ms = now;
                 let updated = Arc::new(Stored::new(&inner.opts.rules, parts));
                 let head_only = self.method == Method::HEAD;
-                let mut hit =
-                    self.cache.hit(&updated, now, &self.req_headers, head_only, CacheStatus::Revalidated, false);
+                let mut hit = self.cache.hit(
+                    &updated,
+                    self.key.hash,
+                    now,
+                    &self.req_headers,
+                    head_only,
+                    CacheStatus::Revalidated,
+                    false,
+                );
                 // Fields kept out of storage still reach this client.
                 for f in &strip {
                     for v in resp.get_all(f.as_str()) {
@@ -848,6 +968,7 @@ impl Fill {
                 let head_only = self.method == Method::HEAD;
                 return Upstream::Replace(self.cache.hit(
                     &stored,
+                    self.key.hash,
                     now,
                     &self.req_headers,
                     head_only,
@@ -957,6 +1078,7 @@ impl Fill {
                 ok.then(|| {
                     self.cache.hit(
                         stored,
+                        self.key.hash,
                         now,
                         &self.req_headers,
                         self.method == Method::HEAD,
@@ -1032,6 +1154,8 @@ fn shared_head(s: &Stored) -> SharedHead {
 pub struct Waiter {
     cache: Cache,
     flight: Arc<Flight>,
+    /// The primary key (for `Cache-Status`'s `key`).
+    key: u128,
     req_headers: HeaderMap,
     head_only: bool,
 }
@@ -1059,8 +1183,9 @@ impl Waiter {
     /// Wait (at most `coalesce_wait`) for the head of the response being fetched.
     pub async fn wait(self) -> WaitOutcome {
         let inner = &self.cache.inner;
-        let go =
-            || WaitOutcome::GoUpstream { header: self.cache.status_field(CacheStatus::Miss, StatusDetail::default()) };
+        let go = || WaitOutcome::GoUpstream {
+            header: self.cache.status_field(CacheStatus::Miss, StatusDetail::keyed(self.key)),
+        };
         let Waited::Head(b) = wait_head(self.flight.clone(), inner.opts.coalesce_wait).await else {
             return go();
         };
@@ -1083,7 +1208,7 @@ impl Waiter {
         }
         headers::set_age(&mut h, policy::age_value(&head.headers) * 1000);
         if let Some((n, v)) =
-            self.cache.status_field(CacheStatus::Hit, StatusDetail { collapsed: true, ..StatusDetail::default() })
+            self.cache.status_field(CacheStatus::Hit, StatusDetail { collapsed: true, ..StatusDetail::keyed(self.key) })
         {
             h.insert(n, v);
         }

@@ -39,7 +39,8 @@ pub mod vary;
 mod cache;
 
 pub use cache::{
-    Cache, Field, Fill, Hit, Lookup, Purge, PurgeError, PurgeReport, Relay, Stats, Upstream, WaitOutcome, Waiter,
+    Cache, Field, Fill, Hit, Lookup, Purge, PurgeError, PurgeReport, Relay, RelayOutcome, RelaySend, Stats, Upstream,
+    WaitOutcome, Waiter,
 };
 pub use coalesce::{Aborted, SharedBody};
 pub use key::{CacheKey, CacheRequest, KeyOptions, QueryMode};

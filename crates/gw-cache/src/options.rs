@@ -138,7 +138,9 @@ impl CacheOptions {
         };
         let status_header = match c.cache_status {
             CacheStatusFormat::Off => None,
-            CacheStatusFormat::Rfc9211 => Some(StatusHeader { rfc9211: true, ..StatusHeader::default() }),
+            CacheStatusFormat::Rfc9211 => {
+                Some(StatusHeader { rfc9211: true, key: c.cache_status_key, ..StatusHeader::default() })
+            }
             CacheStatusFormat::Simple => Some(StatusHeader {
                 name: match &c.cache_status_header {
                     Some(h) => HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())

@@ -50,6 +50,15 @@ pub struct StatusDetail {
     pub fwd_method: bool,
     /// The status the upstream answered with, when forwarded.
     pub fwd_status: Option<u16>,
+    /// The request's primary key (shown as `key` when [`StatusHeader::key`] is set).
+    pub key: Option<u128>,
+}
+
+impl StatusDetail {
+    /// No detail but the primary key.
+    pub fn keyed(key: u128) -> StatusDetail {
+        StatusDetail { key: Some(key), ..StatusDetail::default() }
+    }
 }
 
 /// How the status is shown.
@@ -61,11 +70,19 @@ pub struct StatusHeader {
     pub rfc9211: bool,
     /// The cache's name in `Cache-Status` (default `gatehouse`).
     pub cache_name: String,
+    /// Add the `key` parameter (the primary key as 32 hex digits, what a purge by key names)
+    /// to `Cache-Status` (default `false`).
+    pub key: bool,
 }
 
 impl Default for StatusHeader {
     fn default() -> Self {
-        StatusHeader { name: HeaderName::from_static("x-cache-status"), rfc9211: false, cache_name: "gatehouse".into() }
+        StatusHeader {
+            name: HeaderName::from_static("x-cache-status"),
+            rfc9211: false,
+            cache_name: "gatehouse".into(),
+            key: false,
+        }
     }
 }
 
@@ -96,6 +113,10 @@ pub fn rfc9211_value(cache_name: &str, status: CacheStatus, d: StatusDetail) -> 
     if d.stored {
         s.push_str("; stored");
     }
+    if let Some(k) = d.key {
+        // An sf-string: hex digits need no escaping.
+        s.push_str(&format!("; key=\"{k:032x}\""));
+    }
     s
 }
 
@@ -103,6 +124,7 @@ impl StatusHeader {
     /// The field to add to a response.
     pub fn field(&self, status: CacheStatus, d: StatusDetail) -> (HeaderName, HeaderValue) {
         if self.rfc9211 {
+            let d = StatusDetail { key: if self.key { d.key } else { None }, ..d };
             let v = rfc9211_value(&self.cache_name, status, d);
             let v = HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("gatehouse"));
             (HeaderName::from_static("cache-status"), v)
@@ -168,5 +190,11 @@ mod tests {
         );
         let h = StatusHeader { rfc9211: true, ..StatusHeader::default() };
         assert_eq!(h.field(CacheStatus::Bypass, StatusDetail::default()).0.as_str(), "cache-status");
+        // The key only when asked for.
+        let d = StatusDetail { ttl: Some(30), ..StatusDetail::keyed(0xab) };
+        assert_eq!(h.field(CacheStatus::Hit, d).1, "gatehouse; hit; ttl=30");
+        let h = StatusHeader { key: true, ..h };
+        assert_eq!(h.field(CacheStatus::Hit, d).1, "gatehouse; hit; ttl=30; key=\"000000000000000000000000000000ab\"");
+        assert_eq!(h.field(CacheStatus::Bypass, StatusDetail::default()).1, "gatehouse; fwd=bypass");
     }
 }

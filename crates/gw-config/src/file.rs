@@ -352,6 +352,15 @@ pub struct FileLimits {
     /// Window of `http2_max_resets`. Default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2_reset_window: Option<Dur>,
+    /// Most upstream response bodies read to their end in the background after their client
+    /// left (so that a `proxy-cache` fill completes), per process; past it an abandoned body
+    /// is dropped. Default 64; 0 = never read in the background; at most 100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_detached_reads: Option<usize>,
+    /// Longest one such background read lasts in all, then the body is dropped. Default `60s`;
+    /// 1ms to 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detached_read_timeout: Option<Dur>,
 }
 
 // === listeners ===

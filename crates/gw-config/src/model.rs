@@ -228,6 +228,10 @@ pub struct Limits {
     pub http2_max_resets: u32,
     /// Window of `http2_max_resets`.
     pub http2_reset_window: Duration,
+    /// Most response bodies read in the background after their client left (cache fills).
+    pub max_detached_reads: usize,
+    /// Longest such a background read lasts.
+    pub detached_read_timeout: Duration,
 }
 
 /// A listener.

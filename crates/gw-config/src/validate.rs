@@ -319,7 +319,15 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
         max_concurrent_streams,
         http2_max_resets: l.http2_max_resets.unwrap_or(200),
         http2_reset_window: dur(&l.http2_reset_window, Duration::from_secs(10)),
+        max_detached_reads: l.max_detached_reads.unwrap_or(64),
+        detached_read_timeout: dur(&l.detached_read_timeout, Duration::from_secs(60)),
     };
+    if limits.max_detached_reads > 100_000 {
+        v.err(lp.join("max_detached_reads"), "must be at most 100000");
+    }
+    if !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&limits.detached_read_timeout) {
+        v.err(lp.join("detached_read_timeout"), "must be between 1ms and 1h");
+    }
     if limits.http2_max_resets == 0 {
         v.err(lp.join("http2_max_resets"), "must be at least 1");
     }

@@ -37,8 +37,8 @@ pub use gw_error::{Error, ErrorKind, OrErr, Result, Retry, Side};
 pub use head::{RequestHead, ResponseHead};
 pub use plugin::{AuthOutcome, Hooks, Plugin, Stage, priority};
 pub use trace::{
-    AttemptOutcome, AttemptReport, AttrValue, ChildSpan, ConnectionUse, SpanKind, SpanRecord, SpanSink, TraceFormat,
-    TraceParent,
+    AttemptOutcome, AttemptReport, AttrValue, BackgroundSpans, BackgroundTracer, ChildSpan, ConnectionUse, SpanKind,
+    SpanRecord, SpanSink, TraceFormat, TraceParent,
 };
 
 /// Applied by [`macro@plugin`]; re-exported so plugin crates need no `async-trait` of their own.

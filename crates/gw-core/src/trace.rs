@@ -117,7 +117,8 @@ pub struct SpanRecord {
     pub trace_id: [u8; 16],
     /// This span's id.
     pub span_id: [u8; 8],
-    /// The parent (the request's server span).
+    /// The parent (the request's server span); all zero for the root of a trace
+    /// ([`BackgroundSpans::root`]).
     pub parent_span_id: [u8; 8],
     /// Name (`redis EVALSHA`).
     pub name: Cow<'static, str>,
@@ -155,6 +156,85 @@ impl ChildSpan {
         self.record.end = self.record.start + self.started.elapsed();
         self.record.error = error;
         self.sink.record(self.record);
+    }
+}
+
+/// Spans of the gateway's own background work, outside any request (a rate limiter's batched
+/// Redis sync): each is the root of a trace of its own, sampled with the gateway's ratio, and
+/// goes to the gateway's tracer. Gateway-owned: `gw-otel` provides the tracer, the gateway
+/// sets it here (and again when a reload changes it), and plugins hold this handle.
+#[derive(Clone, Default)]
+pub struct BackgroundSpans(Arc<std::sync::RwLock<Option<BackgroundTracer>>>);
+
+impl std::fmt::Debug for BackgroundSpans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = self.0.read().map(|g| g.is_some()).unwrap_or(false);
+        f.debug_struct("BackgroundSpans").field("on", &on).finish()
+    }
+}
+
+/// The tracer of background spans: where they go and the share of them recorded.
+#[derive(Clone, Debug)]
+pub struct BackgroundTracer {
+    sink: Arc<dyn SpanSink>,
+    /// A span is recorded when a random `u64` is at most this.
+    threshold: u64,
+}
+
+impl BackgroundTracer {
+    /// Spans to `sink`, a share `sample_ratio` (0 to 1) of them.
+    pub fn new(sink: Arc<dyn SpanSink>, sample_ratio: f64) -> BackgroundTracer {
+        // `as` saturates: 1.0 gives u64::MAX (always), 0 gives 0 (a 2^-64 chance).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let threshold = (sample_ratio.clamp(0.0, 1.0) * (u64::MAX as f64)) as u64;
+        BackgroundTracer { sink, threshold: if sample_ratio <= 0.0 { 0 } else { threshold } }
+    }
+}
+
+impl BackgroundSpans {
+    /// The tracer to use from now on (`None`: tracing off, no span).
+    pub fn set(&self, tracer: Option<BackgroundTracer>) {
+        if let Ok(mut g) = self.0.write() {
+            *g = tracer;
+        }
+    }
+
+    /// Start the root span of a new trace (`None` when tracing is off or the trace is not
+    /// sampled); record it with [`ChildSpan::end`].
+    pub fn root(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Option<ChildSpan> {
+        let t = self.0.read().ok()?.clone()?;
+        if t.threshold == 0 || (t.threshold != u64::MAX && fastrand::u64(..) > t.threshold) {
+            return None;
+        }
+        let trace_id = loop {
+            let v = fastrand::u128(..);
+            if v != 0 {
+                break v.to_be_bytes();
+            }
+        };
+        let span_id = loop {
+            let v = fastrand::u64(..);
+            if v != 0 {
+                break v.to_be_bytes();
+            }
+        };
+        let now = SystemTime::now();
+        Some(ChildSpan {
+            record: SpanRecord {
+                trace_id,
+                span_id,
+                parent_span_id: [0; 8],
+                name: name.into(),
+                kind,
+                start: now,
+                end: now,
+                attributes: Vec::new(),
+                error: None,
+                tracestate: None,
+            },
+            started: Instant::now(),
+            sink: t.sink,
+        })
     }
 }
 

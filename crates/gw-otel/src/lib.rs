@@ -265,6 +265,12 @@ impl Tracing {
         matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
     }
 
+    /// The tracer of the gateway's background work (root spans of their own traces, sampled
+    /// with `sample_ratio`), for [`gw_core::BackgroundSpans::set`].
+    pub fn background(&self) -> gw_core::BackgroundTracer {
+        gw_core::BackgroundTracer::new(self.queue.clone(), self.settings.sample_ratio)
+    }
+
     /// Stop recording spans (those already queued stay there for [`Tracing::flush`]).
     pub fn shutdown(&self) {
         self.queue.closed.store(true, std::sync::atomic::Ordering::Relaxed);

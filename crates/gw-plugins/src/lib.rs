@@ -55,6 +55,8 @@ pub struct BuildEnv<'a> {
     pub directory: Arc<Directory>,
     /// Wall clock for counters per period (injectable in tests).
     pub clock: Arc<dyn gw_core::Clock>,
+    /// The gateway's tracer for work outside requests (background tasks' spans).
+    pub spans: gw_core::BackgroundSpans,
 }
 
 /// Build the plugin instance described by `config`. `instance` is its stable name: plugins

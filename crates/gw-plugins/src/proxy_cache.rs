@@ -65,8 +65,9 @@ pub fn caches() -> Vec<Arc<CacheSlot>> {
 }
 
 /// Carries a purge of a cache without a Redis tier to the other nodes: called with the cache's
-/// instance name and the purge message (`gw_cache::Purge::encode`).
-pub type PurgePeers = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// instance name and the purge message (`gw_cache::Purge::encode`, a line per purge); returns
+/// the sending, which goes on whether or not it is awaited (see [`gw_cache::RelaySend`]).
+pub type PurgePeers = Arc<dyn Fn(&str, &str) -> gw_cache::RelaySend + Send + Sync>;
 
 fn peers() -> &'static std::sync::RwLock<Option<PurgePeers>> {
     static P: OnceLock<std::sync::RwLock<Option<PurgePeers>>> = OnceLock::new();
@@ -105,13 +106,7 @@ fn slot(instance: &str, opts: CacheOptions, clock: Arc<dyn gw_core::Clock>) -> R
     let name = instance.to_string();
     cache.set_relay(Arc::new(move |msg: &str| {
         let p = peers().read().ok().and_then(|g| g.clone());
-        match p {
-            Some(p) => {
-                p(&name, msg);
-                true
-            }
-            None => false,
-        }
+        p.map(|p| p(&name, msg))
     }));
     let s = Arc::new(CacheSlot { instance: instance.to_string(), cache });
     m.insert(id, Arc::downgrade(&s));

@@ -70,7 +70,8 @@ impl RateLimiting {
                             c.max_keys.unwrap_or(100_000),
                             Duration::from_millis(longest.saturating_mul(2)),
                         )
-                        .on_sync_failure(Arc::new(move || metrics.plugin_event("rate_limiting_sync_failed"))),
+                        .on_sync_failure(Arc::new(move || metrics.plugin_event("rate_limiting_sync_failed")))
+                        .with_spans(env.spans.clone(), instance),
                     )
                 }
                 None => Store::Redis(redis_store(env.config)?),

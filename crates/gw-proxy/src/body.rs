@@ -47,36 +47,63 @@ use tokio::time::Sleep;
 pub(crate) struct Drains(Arc<DrainsInner>);
 
 struct DrainsInner {
-    permits: Arc<tokio::sync::Semaphore>,
-    deadline: Duration,
+    /// Reads running now.
+    running: std::sync::atomic::AtomicUsize,
+    /// `gateway.limits.max_detached_reads` (a reload changes it for reads started after it).
+    max: std::sync::atomic::AtomicUsize,
+    /// `gateway.limits.detached_read_timeout`, in milliseconds.
+    deadline_ms: std::sync::atomic::AtomicU64,
     tasks: tokio_util::task::TaskTracker,
 }
 
-impl Drains {
-    /// At most this many bodies read after their client left, per gateway.
-    pub(crate) const MAX: usize = 64;
-    /// The longest a body is read after its client left.
-    pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
+/// A place among the running reads, given back when dropped.
+struct DrainSlot(Arc<DrainsInner>);
 
+impl Drop for DrainSlot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Drains {
     pub(crate) fn new(max: usize, deadline: Duration, tasks: tokio_util::task::TaskTracker) -> Drains {
-        Drains(Arc::new(DrainsInner { permits: Arc::new(tokio::sync::Semaphore::new(max)), deadline, tasks }))
+        let d = Drains(Arc::new(DrainsInner {
+            running: std::sync::atomic::AtomicUsize::new(0),
+            max: std::sync::atomic::AtomicUsize::new(max),
+            deadline_ms: std::sync::atomic::AtomicU64::new(0),
+            tasks,
+        }));
+        d.set_limits(max, deadline);
+        d
+    }
+
+    /// New bounds (a configuration reload): reads already running keep their deadline; with a
+    /// lower `max`, no read starts until fewer than `max` run.
+    pub(crate) fn set_limits(&self, max: usize, deadline: Duration) {
+        use std::sync::atomic::Ordering;
+        self.0.max.store(max, Ordering::Release);
+        self.0.deadline_ms.store(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX), Ordering::Release);
     }
 
     /// Read `rest` to its end in the background; `false` (and `rest` dropped) when `max`
     /// are running or there is no runtime.
     pub(crate) fn spawn(&self, rest: gw_core::Body) -> bool {
-        let Ok(permit) = self.0.permits.clone().try_acquire_owned() else {
-            tracing::debug!("detached body reads at their limit: dropping an abandoned body");
+        use std::sync::atomic::Ordering;
+        let max = self.0.max.load(Ordering::Acquire);
+        let taken = self.0.running.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        if taken.is_err() {
+            tracing::debug!(max, "detached body reads at their limit: dropping an abandoned body");
             return false;
-        };
+        }
+        let slot = DrainSlot(self.0.clone());
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
-        let deadline = self.0.deadline;
+        let deadline = Duration::from_millis(self.0.deadline_ms.load(Ordering::Acquire));
         self.0.tasks.spawn_on(
             async move {
                 if tokio::time::timeout(deadline, rest.drain()).await.is_err() {
                     tracing::debug!(?deadline, "detached body read past its deadline: dropped");
                 }
-                drop(permit);
+                drop(slot);
             },
             &rt,
         );
@@ -798,5 +825,10 @@ mod tests {
         assert!(a_dropped.load(Ordering::SeqCst), "dropped at the deadline");
         let (d, _) = stalled();
         assert!(drains.spawn(d), "places freed");
+        // New limits apply to the reads that start after them.
+        drains.set_limits(0, Duration::from_millis(200));
+        let (e, e_dropped) = stalled();
+        assert!(!drains.spawn(e), "none allowed");
+        assert!(e_dropped.load(Ordering::SeqCst));
     }
 }

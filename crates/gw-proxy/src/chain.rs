@@ -160,9 +160,10 @@ impl Plugins {
         metrics: &Arc<Metrics>,
         clock: &Arc<dyn gw_core::Clock>,
         extra: &[PluginRef],
+        spans: &gw_core::BackgroundSpans,
     ) -> Result<Plugins, String> {
         let directory = Arc::new(gw_plugins::Directory::new(cfg)?);
-        let env = gw_plugins::BuildEnv { config: cfg, metrics, directory, clock: clock.clone() };
+        let env = gw_plugins::BuildEnv { config: cfg, metrics, directory, clock: clock.clone(), spans: spans.clone() };
         let built = cfg
             .plugins
             .iter()

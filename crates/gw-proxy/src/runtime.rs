@@ -121,6 +121,7 @@ impl Runtime {
         clock: &Arc<dyn gw_core::Clock>,
         extra: &[PluginRef],
         workers: usize,
+        spans: &gw_core::BackgroundSpans,
     ) -> Result<Runtime, String> {
         let cfg = &*config;
         let mut listeners = rustc_hash::FxHashMap::default();
@@ -238,7 +239,7 @@ impl Runtime {
             }
         }
 
-        let plugins = Plugins::build(cfg, metrics, clock, extra)?;
+        let plugins = Plugins::build(cfg, metrics, clock, extra, spans)?;
         // Per-route metric handles of the previous runtime, reused by (route, service) name.
         let prev_metrics: HashMap<(&str, &str), &RouteMetrics> = previous
             .map(|p| p.routes.iter().map(|r| ((&*r.info.name, &*r.info.service), &r.metrics)).collect())
@@ -550,5 +551,6 @@ pub(crate) fn circuit_label(state: gw_upstream::CircuitState) -> &'static str {
 pub fn check(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let clock: Arc<dyn gw_core::Clock> = Arc::new(gw_core::SystemClock);
-    Runtime::compile(Arc::new(config), None, &metrics, &clock, &[], 1).map(|_| ())
+    let spans = gw_core::BackgroundSpans::default();
+    Runtime::compile(Arc::new(config), None, &metrics, &clock, &[], 1, &spans).map(|_| ())
 }

@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     pub(crate) dp: Arc<DataPlane>,
     /// Global plugins the embedding program added (they outlive reloads).
     pub(crate) extra_plugins: Arc<[Arc<dyn gw_core::Plugin>]>,
+    /// The tracer of background work (plugins' spans outside requests), following
+    /// `gateway.tracing` across reloads.
+    pub(crate) spans: gw_core::BackgroundSpans,
     /// Where usage and local quota counters are written.
     pub(crate) usage_sync: crate::usage_sync::UsageSync,
     shutdown: watch::Sender<bool>,
@@ -238,7 +241,8 @@ impl Gateway {
             .worker_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
             .max(1);
-        let mut rt = Runtime::compile(config.clone(), None, &metrics, &clock, &extra_plugins, worker_count)
+        let spans = gw_core::BackgroundSpans::default();
+        let mut rt = Runtime::compile(config.clone(), None, &metrics, &clock, &extra_plugins, worker_count, &spans)
             .map_err(StartError)?;
         let access_log = if config.gateway.access_log.enabled {
             let target = match &config.gateway.access_log.target {
@@ -251,6 +255,7 @@ impl Gateway {
             None
         };
         rt.tracing = tracer(config.gateway.tracing.as_ref(), None, &metrics).map_err(StartError)?;
+        spans.set(rt.tracing.as_ref().map(|t| t.background()));
         let (shutdown, _) = watch::channel(false);
         let tasks = TaskTracker::new();
         let dp = Arc::new_cyclic(|weak| DataPlane {
@@ -266,13 +271,18 @@ impl Gateway {
             access_log,
             refusal_log: LogSampler::new(REFUSALS_SAMPLED, Duration::from_secs(1)),
             tasks: tasks.clone(),
-            drains: crate::body::Drains::new(crate::body::Drains::MAX, crate::body::Drains::DEADLINE, tasks),
+            drains: crate::body::Drains::new(
+                config.gateway.limits.max_detached_reads,
+                config.gateway.limits.detached_read_timeout,
+                tasks,
+            ),
             aborting: AtomicBool::new(false),
         });
         let shared = Arc::new(Shared {
             dp,
             usage_sync: crate::usage_sync::UsageSync::new(usage_store.unwrap_or_else(crate::usage_sync::memory)),
             extra_plugins,
+            spans,
             shutdown,
             draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
@@ -381,11 +391,13 @@ impl Gateway {
         let workers = self.shared.worker_count;
         let clock = self.shared.clock.clone();
         let extra = self.shared.extra_plugins.clone();
-        let compiled =
-            tokio::task::spawn_blocking(move || Runtime::compile(cfg, Some(&old), &metrics, &clock, &extra, workers))
-                .await
-                .map_err(|e| format!("compile task failed: {e}"))
-                .and_then(|r| r);
+        let spans = self.shared.spans.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            Runtime::compile(cfg, Some(&old), &metrics, &clock, &extra, workers, &spans)
+        })
+        .await
+        .map_err(|e| format!("compile task failed: {e}"))
+        .and_then(|r| r);
         let mut rt = match compiled {
             Ok(rt) => rt,
             Err(e) => {
@@ -407,6 +419,9 @@ impl Gateway {
             return Err(e);
         }
         self.shared.runtime.store(Arc::new(rt));
+        let l = &config.gateway.limits;
+        self.shared.drains.set_limits(l.max_detached_reads, l.detached_read_timeout);
+        self.shared.spans.set(self.shared.runtime.load().tracing.as_ref().map(|t| t.background()));
         self.restart_health();
         self.shared.metrics.reload(true);
         tracing::info!(hash = %config.hash, routes = config.routes.len(), "configuration reloaded");

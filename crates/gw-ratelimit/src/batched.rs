@@ -46,6 +46,9 @@ struct Inner {
     dirty: Mutex<Vec<Arc<Cell>>>,
     interval: Duration,
     on_failure: Option<SyncFailureHook>,
+    /// Where a span per synchronisation goes (the gateway's tracer), and the instance name it
+    /// carries.
+    spans: Option<(gw_core::BackgroundSpans, String)>,
     /// Failed rounds not yet reported in a warning, and when the last warning was logged.
     unreported: AtomicU64,
     last_warn: Mutex<Option<Instant>>,
@@ -71,6 +74,7 @@ impl BatchedStore {
                 dirty: Mutex::new(Vec::new()),
                 interval,
                 on_failure: None,
+                spans: None,
                 unreported: AtomicU64::new(0),
                 last_warn: Mutex::new(None),
             }),
@@ -84,6 +88,16 @@ impl BatchedStore {
     pub fn on_sync_failure(mut self, hook: SyncFailureHook) -> BatchedStore {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.on_failure = Some(hook);
+        }
+        self
+    }
+
+    /// Record a span per synchronisation round with keys to send (the root of a trace of its
+    /// own: it belongs to no request) through `spans`, the gateway's tracer (nothing while
+    /// tracing is off); `instance` is the plugin instance's name (set before the first check).
+    pub fn with_spans(mut self, spans: gw_core::BackgroundSpans, instance: &str) -> BatchedStore {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.spans = Some((spans, instance.to_string()));
         }
         self
     }
@@ -220,6 +234,14 @@ impl Inner {
                 prev_key: c.prev_key.clone(),
             });
         }
+        let span = self.spans.as_ref().and_then(|(s, instance)| {
+            let mut span = s.root("rate-limiting sync", gw_core::SpanKind::Client)?;
+            span.set("db.system.name", "redis");
+            span.set("gatehouse.plugin", "rate-limiting");
+            span.set("gatehouse.plugin.instance", instance.clone());
+            span.set("gatehouse.ratelimit.sync.keys", i64::try_from(items.len()).unwrap_or(i64::MAX));
+            Some(span)
+        });
         let answers = self.redis.add_and_read(&items).await;
         let mut failed: Option<Arc<crate::StoreError>> = None;
         let mut failed_cells = 0usize;
@@ -245,6 +267,25 @@ impl Inner {
                     }
                 }
             }
+        }
+        if let Some(mut span) = span {
+            let outcome = match failed_cells {
+                0 => "ok",
+                n if n == cells.len() => "failed",
+                _ => "partial",
+            };
+            span.set("gatehouse.redis.outcome", outcome);
+            span.set("gatehouse.ratelimit.sync.failed_keys", i64::try_from(failed_cells).unwrap_or(i64::MAX));
+            if let Some(e) = &failed {
+                span.set(
+                    "error.type",
+                    match **e {
+                        crate::StoreError::Unavailable(_) => "redis_unavailable",
+                        crate::StoreError::Config(_) => "redis_config",
+                    },
+                );
+            }
+            span.end(failed.as_ref().map(|e| e.to_string()));
         }
         if let Some(e) = failed {
             if let Some(h) = &self.on_failure {

@@ -842,6 +842,51 @@ async fn purge_by_key_and_only_if_cached() {
     drop(p);
 }
 
+/// `cache_status_key: true` adds RFC 9211's `key` parameter to `Cache-Status`: the primary key
+/// in the form the Admin API's purge by key takes, so an operator can purge exactly what a
+/// response came from. Off by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_status_key_names_what_a_purge_by_key_removes() {
+    let (up, seen) =
+        instant(|req, n| (200, fields(&[("cache-control", "max-age=300")]), whole(format!("{} #{n}", req.uri()))))
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = "{ cache_status: rfc9211, cache_status_key: true }";
+    let (p, proxy, admin) = node(&dir, "gw.yaml", &node_config(up.addr, cache, "", "")).await;
+    let u = |pq: &str| format!("http://{proxy}{pq}");
+    let h = [("host", "shop.example")];
+    let key_of = |g: &Got| -> String {
+        let cs = g.h("cache-status");
+        let k = cs.split("; ").find_map(|p| p.strip_prefix("key=")).unwrap_or_else(|| panic!("no key: {cs}"));
+        k.strip_prefix('"').and_then(|k| k.strip_suffix('"')).unwrap_or_else(|| panic!("not an sf-string: {cs}")).into()
+    };
+    let miss = req("GET", &u("/k?b=2&a=1"), &h).await;
+    assert!(miss.h("cache-status").contains("fwd=uri-miss"), "{}", miss.h("cache-status"));
+    let key = key_of(&miss);
+    assert_eq!(key, default_key("shop.example", "/k?a=1&b=2"), "the primary key, as 32 hex digits");
+    let hit = req("GET", &u("/k?a=1&b=2"), &h).await;
+    assert!(hit.h("cache-status").starts_with("gatehouse; hit"), "{}", hit.h("cache-status"));
+    assert_eq!(key_of(&hit), key, "the same key on a hit");
+    req("GET", &u("/other"), &h).await;
+    let other = req("GET", &u("/other"), &h).await;
+    assert!(other.h("cache-status").contains("hit"), "{}", other.h("cache-status"));
+    assert_ne!(key_of(&other), key);
+    // The key taken from the response purges that response through the Admin API.
+    let r = purge(&admin, serde_json::json!({ "key": key })).await;
+    assert_eq!(r["caches"][0]["cache"], "proxy-cache@route:r", "{r}");
+    let after = req("GET", &u("/k?b=2&a=1"), &h).await;
+    assert!(after.h("cache-status").contains("fwd=uri-miss"), "purged: {}", after.h("cache-status"));
+    assert!(req("GET", &u("/other"), &h).await.h("cache-status").contains("hit"), "another key stays");
+    assert_eq!(seen.count(), 3);
+    drop(p);
+
+    // Off by default: no key.
+    let (p, proxy, _admin) = node(&dir, "off.yaml", &node_config(up.addr, "{ cache_status: rfc9211 }", "", "")).await;
+    let g = req("GET", &format!("http://{proxy}/k"), &h).await;
+    assert!(!g.h("cache-status").contains("key="), "{}", g.h("cache-status"));
+    drop(p);
+}
+
 /// Revalidation answered with a 304 for another representation (its `ETag` differs from the
 /// stored one): the stored response is dropped and the request is sent again without
 /// validators; the full response is served and stored.
@@ -1034,6 +1079,37 @@ async fn purge_method_restricted_by_key_auth() {
     assert_eq!(seen.count(), 2);
 }
 
+/// `PURGE` is restricted by ip-restriction like any request of the route: from an allowed
+/// address it purges; from a denied one (the client bound to another loopback address) it gets
+/// the plugin's 403 and nothing is purged.
+#[tokio::test]
+async fn purge_method_restricted_by_ip_restriction() {
+    let (up, seen) = instant(|_req, n| (200, fields(&[("cache-control", "max-age=60")]), whole(format!("#{n}")))).await;
+    let yaml = format!(
+        "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\nplugins:\n  - plugin: ip-restriction\n    route: r\n    config: {{ allow: [127.0.0.1/32], deny: [127.0.0.2/32] }}\n  - plugin: proxy-cache\n    route: r\n    config: {{ purge_method: true }}\n",
+        up.addr
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let u = format!("{}/p", gw.url("main"));
+    let from =
+        |ip: [u8; 4]| reqwest::Client::builder().no_proxy().local_address(std::net::IpAddr::from(ip)).build().unwrap();
+    let (allowed, denied) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let send = |c: &reqwest::Client, m: &str| c.request(m.parse().unwrap(), &u).send();
+    let cs = |r: &reqwest::Response| r.headers().get("x-cache-status").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(cs(&send(&allowed, "GET").await.unwrap()).as_deref(), Some("MISS"));
+    assert_eq!(cs(&send(&allowed, "GET").await.unwrap()).as_deref(), Some("HIT"));
+    let refused = send(&denied, "PURGE").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("your IP address is not allowed"));
+    let still = send(&allowed, "GET").await.unwrap();
+    assert_eq!(cs(&still).as_deref(), Some("HIT"), "nothing purged");
+    assert_eq!(still.text().await.unwrap(), "#0");
+    let p = send(&allowed, "PURGE").await.unwrap();
+    assert_eq!(p.status(), 200);
+    assert_eq!(cs(&send(&allowed, "GET").await.unwrap()).as_deref(), Some("MISS"));
+    assert_eq!(seen.count(), 2, "PURGE never reaches the upstream");
+}
+
 /// The rest of a chunked body, from the next chunk-size line to the last chunk.
 async fn chunked_rest(c: &mut Responses) -> Vec<u8> {
     let mut body = Vec::new();
@@ -1113,6 +1189,58 @@ async fn leader_client_leaving_does_not_stop_the_fill() {
     }
 }
 
+/// The bounds of background body reads come from `gateway.limits`: with the defaults, a body
+/// whose client left is read to its end (1.2 s here) and stored; with
+/// `detached_read_timeout: 300ms` it is dropped at that deadline, and with
+/// `max_detached_reads: 0` at once: its fill is aborted, nothing is stored, the next request
+/// misses.
+#[tokio::test]
+async fn detached_read_limits_are_configurable() {
+    let chans: Chans = Arc::default();
+    let c2 = chans.clone();
+    let (up, seen) = instant(move |_req, _n| {
+        let rx = c2.lock().unwrap().pop().expect("one request upstream per case");
+        (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
+    })
+    .await;
+    let cases = [
+        ("", "HIT"),
+        ("  limits: { detached_read_timeout: 300ms }\n", "MISS"),
+        ("  limits: { max_detached_reads: 0 }\n", "MISS"),
+    ];
+    for (n, (limits, want)) in cases.into_iter().enumerate() {
+        let gw = gateway_with(up.addr, "{}", limits).await;
+        let addr = gw.addr("main");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        chans.lock().unwrap().push(rx);
+        tx.send(Bytes::from_static(b"part0,")).unwrap();
+        let mut c = Responses::connect(addr).await;
+        // A path per case: gateways in one process share a cache of the same name and options.
+        let path = format!("/d{n}");
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
+        while !c.line().await.is_empty() {}
+        assert_eq!(c.line().await, b"6");
+        drop(c);
+        for i in 1..=12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tx.send(Bytes::from(format!("part{i},")));
+        }
+        drop(tx);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A request that misses gets an empty body (a closed channel).
+        let before = seen.count();
+        chans.lock().unwrap().push(tokio::sync::mpsc::unbounded_channel::<Bytes>().1);
+        let later = get(&format!("http://{addr}{path}")).await;
+        assert_eq!(later.cs(), want, "case {n}: limits {limits:?}");
+        if want == "HIT" {
+            assert!(later.body.ends_with("part12,"), "{}", later.body);
+            assert_eq!(seen.count(), before);
+        } else {
+            assert_eq!(seen.count(), before + 1);
+        }
+    }
+}
+
 /// Without a Redis tier, two gateway processes sharing the real PostgreSQL store: a purge
 /// sent to one node's Admin API reaches the other node's memory tier through the store's
 /// notification channel (LISTEN/NOTIFY).
@@ -1147,6 +1275,57 @@ async fn purge_reaches_other_nodes_through_the_postgres_store() {
     assert_eq!(once_purged(&at(proxy_a, "/y"), &h).await, "MISS");
     assert_eq!(req("GET", &at(proxy_a, "/x"), &h).await.cs(), "MISS");
     drop((a, b));
+    db.drop_db().await;
+}
+
+/// A purge whose message is longer than PostgreSQL's 8,000-byte notification limit (400 URLs
+/// in one Admin API request) still reaches the other node: it is stored in the database and
+/// its id notified. The answer says what the relay did: `relayed: true` once PostgreSQL took
+/// the notification; when it failed (the table of stored purges dropped), `relayed: false` and
+/// the reason, and the other node keeps its copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_purges_reach_other_nodes_through_the_postgres_store() {
+    let (up, seen) = instant(|req, n| {
+        (200, fields(&[("cache-control", "max-age=300")]), whole(format!("{} #{n}", req.uri().path())))
+    })
+    .await;
+    let db = crate::admin::PgDb::create("bigpurge").await;
+    let (_dir, [(a, _proxy_a, admin_a), (b, proxy_b, _admin_b)]) =
+        crate::admin::two_store_nodes(&db.url(), &node_config(up.addr, "{}", "", "")).await;
+    let h = [("host", "shop.example")];
+    let at = |path: &str| format!("http://{proxy_b}{path}");
+    for path in ["/big/1", "/big/399", "/keep"] {
+        assert_eq!(req("GET", &at(path), &h).await.cs(), "MISS");
+        assert_eq!(req("GET", &at(path), &h).await.cs(), "HIT");
+    }
+    let urls: Vec<String> = (0..400).map(|i| format!("http://shop.example/big/{i}")).collect();
+    let size: usize = urls.iter().map(|u| u.len() + 5).sum();
+    assert!(size > 8000, "{size}");
+    let r = purge(&admin_a, serde_json::json!({ "url": urls })).await;
+    assert_eq!(r["caches"][0]["relayed"], true, "{r}");
+    assert!(r["caches"][0].get("relay_error").is_none(), "{r}");
+    assert_eq!(once_purged(&at("/big/1"), &h).await, "MISS");
+    assert_eq!(req("GET", &at("/big/399"), &h).await.cs(), "MISS");
+    assert_eq!(req("GET", &at("/keep"), &h).await.cs(), "HIT", "only those URLs");
+    assert_eq!(seen.count(), 5);
+
+    // The relay fails: the answer says so (and why); the other node keeps its copies.
+    let (c, conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute("DROP TABLE gatehouse_cache_purges").await.unwrap();
+    let mut urls = urls;
+    urls.push("http://shop.example/keep".into());
+    let r = purge(&admin_a, serde_json::json!({ "url": urls })).await;
+    assert_eq!(r["caches"][0]["relayed"], false, "{r}");
+    assert!(r["caches"][0]["relay_error"].as_str().unwrap_or("").contains("gatehouse_cache_purges"), "{r}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(req("GET", &at("/keep"), &h).await.cs(), "HIT", "not purged on the other node");
+    // A short one still goes through.
+    let r = purge(&admin_a, serde_json::json!({ "url": ["http://shop.example/keep"] })).await;
+    assert_eq!(r["caches"][0]["relayed"], true, "{r}");
+    assert_eq!(once_purged(&at("/keep"), &h).await, "MISS");
+    drop((a, b));
+    drop(c);
     db.drop_db().await;
 }
 

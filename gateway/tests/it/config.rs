@@ -183,6 +183,21 @@ async fn validate_errors_name_file_line_and_key() {
             format!("{QUIET}plugins:\n  - config:\n      minute: lots\n    plugin: rate-limiting\n"),
             ":7:7: plugins[0].config.minute: invalid type: string \"lots\"",
         ),
+        (
+            "detached-max.yaml",
+            format!("{QUIET}  limits:\n    max_detached_reads: 200000\n"),
+            ":6:5: gateway.limits.max_detached_reads: must be at most 100000",
+        ),
+        (
+            "detached-timeout.yaml",
+            format!("{QUIET}  limits:\n    detached_read_timeout: 0s\n"),
+            ":6:5: gateway.limits.detached_read_timeout: must be between 1ms and 1h",
+        ),
+        (
+            "detached-type.yaml",
+            format!("{QUIET}  limits:\n    max_detached_reads: lots\n"),
+            ":6:5: gateway.limits.max_detached_reads: invalid type: string \"lots\"",
+        ),
         // Found only when compiling: located at the plugin it names.
         (
             "compile.yaml",

@@ -1036,3 +1036,98 @@ async fn health_checks_carry_no_trace_context() {
     let traced: Vec<_> = probes.iter().filter(|(_, tp)| tp.is_some()).collect();
     assert!(traced.is_empty(), "health checks with a trace context: {traced:?}");
 }
+
+/// The rate limiter's batched Redis sync (`sync_interval`) runs outside any request: each round
+/// that has counts to send is the root span of a trace of its own (no parent, no request span
+/// in it), a CLIENT span with the number of keys, Redis's outcome and, when Redis fails,
+/// `error.type` and an error status; exported through the gateway's tracer. With tracing off
+/// (`enabled: false`, same receiver) there is none.
+#[tokio::test]
+async fn batched_rate_limit_sync_is_traced() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let yaml = |redis: &str, tracing: &str, instance: &str| {
+        format!(
+            "gateway:\n  status_listener: 127.0.0.1:0\n  access_log: {{ enabled: false }}\n  redis: {{ url: \"{redis}\", timeout: 200ms }}\n  tracing: {tracing}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\nservices:\n  - name: s\n    url: http://{}\nroutes:\n  - name: r\n    service: s\n    paths: [\"/r\"]\nplugins:\n  - plugin: rate-limiting\n    name: {instance}\n    config: {{ second: 1000, minute: 1000, policy: redis, sync_interval: 100ms, failure_mode: open }}\n",
+            up.authority()
+        )
+    };
+    // The sync spans of one plugin instance, once `n` have arrived (panics after 10 s).
+    let syncs = |instance: String, n: usize| {
+        let recv = &recv;
+        async move {
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                let all = recv.spans().await;
+                let mine: Vec<Value> = all
+                    .iter()
+                    .filter(|s| s["attributes"]["gatehouse.plugin.instance"] == instance.as_str())
+                    .cloned()
+                    .collect();
+                if mine.len() >= n {
+                    return (mine, all);
+                }
+                assert!(Instant::now() < until, "{} of {n} sync spans of {instance}", mine.len());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // The real Redis.
+    let ok = format!("rl-sync-ok-{id}");
+    let gw = TestGateway::start(&yaml("redis://127.0.0.1:6379/", &recv.tracing("grpc", ""), &ok), &[]).await;
+    for _ in 0..5 {
+        let (s, _) = get_with(&format!("{}/r", gw.url("main")), &[]).await;
+        assert_eq!(s, 200);
+    }
+    let (mine, all) = syncs(ok.clone(), 1).await;
+    for s in &mine {
+        assert_eq!(s["name"], "rate-limiting sync", "{s:#}");
+        assert_eq!(s["kind"], "SPAN_KIND_CLIENT");
+        assert_eq!(s["parent_span_id"], "", "a root span: {s:#}");
+        assert_eq!(s["attributes"]["db.system.name"], "redis");
+        assert_eq!(s["attributes"]["gatehouse.plugin"], "rate-limiting");
+        assert_eq!(s["attributes"]["gatehouse.ratelimit.sync.keys"], 2, "a second and a minute counter: {s:#}");
+        assert_eq!(s["attributes"]["gatehouse.ratelimit.sync.failed_keys"], 0);
+        assert_eq!(s["attributes"]["gatehouse.redis.outcome"], "ok");
+        assert!(s["attributes"].get("error.type").is_none(), "{s:#}");
+        assert_eq!(s["status"], "STATUS_CODE_UNSET", "{s:#}");
+        assert!(s["end_ns"].as_u64() >= s["start_ns"].as_u64());
+        let same_trace = all.iter().filter(|o| o["trace_id"] == s["trace_id"]).count();
+        assert_eq!(same_trace, 1, "a trace of its own (no request span in it): {s:#}");
+    }
+    // The requests' own server spans are there too, in other traces.
+    assert!(all.iter().any(|s| s["kind"] == "SPAN_KIND_SERVER"));
+    drop(gw);
+
+    // Redis down (a closed port), failing open: the sync fails, and its span says so.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let down = format!("rl-sync-down-{id}");
+    let redis = format!("redis://127.0.0.1:{dead_port}/");
+    let gw = TestGateway::start(&yaml(&redis, &recv.tracing("grpc", ""), &down), &[]).await;
+    let (s, _) = get_with(&format!("{}/r", gw.url("main")), &[]).await;
+    assert_eq!(s, 200, "failing open");
+    let (mine, _) = syncs(down, 1).await;
+    let s = &mine[0];
+    assert_eq!(s["attributes"]["gatehouse.redis.outcome"], "failed", "{s:#}");
+    assert_eq!(s["attributes"]["gatehouse.ratelimit.sync.failed_keys"], 2);
+    assert_eq!(s["attributes"]["error.type"], "redis_unavailable", "{s:#}");
+    assert_eq!(s["status"], "STATUS_CODE_ERROR", "{s:#}");
+    assert!(!s["status_message"].as_str().unwrap().is_empty(), "{s:#}");
+    drop(gw);
+
+    // Tracing off: no sync span.
+    let off = format!("rl-sync-off-{id}");
+    let tracing_off = recv.tracing("grpc", ", sample_ratio: 1.0").replace("enabled: true", "enabled: false");
+    let gw = TestGateway::start(&yaml("redis://127.0.0.1:6379/", &tracing_off, &off), &[]).await;
+    for _ in 0..5 {
+        let (s, _) = get_with(&format!("{}/r", gw.url("main")), &[]).await;
+        assert_eq!(s, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let n = recv.spans().await.iter().filter(|s| s["attributes"]["gatehouse.plugin.instance"] == off.as_str()).count();
+    assert_eq!(n, 0);
+}

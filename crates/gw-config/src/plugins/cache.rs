@@ -165,6 +165,11 @@ pub struct ProxyCache {
     /// Header of the simple form. Default `x-cache-status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_status_header: Option<String>,
+    /// Add RFC 9211's `key` parameter to `Cache-Status`: the primary cache key as 32 hex
+    /// digits, the form `POST /cache/purge {"key": ...}` accepts. Default `false` (it shows how
+    /// responses are keyed); only with `cache_status: rfc9211`.
+    #[serde(default)]
+    pub cache_status_key: bool,
     /// Accept the `PURGE` method on cached URLs. Default `false`.
     #[serde(default)]
     pub purge_method: bool,
@@ -253,6 +258,9 @@ impl PluginSchema for ProxyCache {
                 return Err(SchemaError::new("cache_status_header", "only applies with `cache_status: simple`"));
             }
         }
+        if self.cache_status_key && self.cache_status != CacheStatusFormat::Rfc9211 {
+            return Err(SchemaError::new("cache_status_key", "only applies with `cache_status: rfc9211`"));
+        }
         if let Some(w) = &self.coalesce_wait {
             if !self.coalesce {
                 return Err(SchemaError::new("coalesce_wait", "only applies with `coalesce: true`"));
@@ -339,6 +347,7 @@ redis: { url: "redis://127.0.0.1:6379/0", prefix: "gh:cache:api", max_object_siz
         let d = parse("{}").unwrap_or_else(|e| panic!("{e}"));
         assert!(d.coalesce && d.key.scheme && d.key.host && d.redis.is_none() && d.heuristic.is_none());
         assert!(parse("cache_status: rfc9211").is_ok());
+        assert!(parse("cache_status: rfc9211\ncache_status_key: true").is_ok_and(|c| c.cache_status_key));
     }
 
     /// Registered: a configuration may name it.
@@ -363,6 +372,7 @@ redis: { url: "redis://127.0.0.1:6379/0", prefix: "gh:cache:api", max_object_siz
             ("heuristic: { max: 0s }", "heuristic.max"),
             ("cache_status: rfc9211\ncache_status_header: x-c", "cache_status_header"),
             ("coalesce: false\ncoalesce_wait: 1s", "coalesce_wait"),
+            ("cache_status_key: true", "cache_status_key"),
             ("bypass: [{ header: 'a b' }]", "bypass[0].header"),
             ("redis: { url: 'http://x' }", "redis.url"),
             ("redis: { prefix: 'a*' }", "redis.prefix"),
