@@ -1242,7 +1242,12 @@ mod tests {
 
     /// Serve `request` with one response (`make` builds it) through a [`Trickle`]; returns
     /// what the client received, without the `date` line, and the vectored writes made.
-    fn serve(request: &str, max: usize, stall: bool, make: impl Fn() -> Response<Frames> + Send + 'static) -> (Vec<u8>, usize) {
+    fn serve(
+        request: &str,
+        max: usize,
+        stall: bool,
+        make: impl Fn() -> Response<Frames> + Send + 'static,
+    ) -> (Vec<u8>, usize) {
         let out = Arc::new(Mutex::new(Vec::new()));
         let vectored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let io = Trickle {
@@ -1343,7 +1348,11 @@ mod tests {
         let (got, _) = serve(GET, usize::MAX, false, || {
             let f = vec![Ok(Frame::data(data(20_000, 1))), Err("upstream closed".into())];
             let mut b = Frames::new(f, Some(40_000));
-            b.error = Some(Box::new(response(502, &[("content-length", "3")], Frames::new(vec![Ok(Frame::data(Bytes::from_static(b"bad")))], Some(3)))));
+            b.error = Some(Box::new(response(
+                502,
+                &[("content-length", "3")],
+                Frames::new(vec![Ok(Frame::data(Bytes::from_static(b"bad")))], Some(3)),
+            )));
             response(200, &[("content-length", "40000")], b)
         });
         assert_eq!(

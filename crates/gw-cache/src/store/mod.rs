@@ -290,7 +290,8 @@ pub(crate) mod tests {
     #[test]
     fn body_chunks_are_joined() {
         let mut parts = sample("http://h/a", "", "max-age=60", 1_700_000_000_000).parts();
-        parts.body = vec![Bytes::from_static(b"abc"), Bytes::new(), Bytes::from_static(b"de"), Bytes::from_static(b"f")];
+        parts.body =
+            vec![Bytes::from_static(b"abc"), Bytes::new(), Bytes::from_static(b"de"), Bytes::from_static(b"f")];
         let s = Stored::new(&Rules::default(), parts.clone());
         assert_eq!(s.body, vec![Bytes::from_static(b"abcdef")]);
         assert_eq!(s.body_len(), 6);
