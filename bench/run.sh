@@ -163,7 +163,7 @@ instructions() {
   h2load --h1 -c10 -n2000 "$url" >/dev/null
   callgrind_control -z "$GW_PID" >/dev/null
   local out; out=$(h2load --h1 -c10 -n"$n" "$url")
-  grep -q "$n succeeded" <<<"$out" || { log "not every request succeeded: $(grep '^requests:' <<<"$out")"; exit 1; }
+  grep -q "$n succeeded" <<<"$out" || { log "not every request succeeded: $(grep -E '^(requests|status codes):' <<<"$out")"; exit 1; }
   callgrind_control -d "$GW_PID" >/dev/null
   sleep 1
   kill -9 "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true
@@ -312,6 +312,7 @@ ratelimit() {
 CUP=18183
 start_cache_upstream() { # the cache benchmarks' upstream on $CUP: /small (99 B), /big (64 KiB)
   head -c 65536 /dev/zero | tr '\0' 'x' >"$TMP/big.txt"
+  chmod 755 "$TMP" # nginx workers run unprivileged: they read the body file
   nginx_conf cup "server { listen 127.0.0.1:$CUP backlog=4096; root $TMP; location = /small { default_type text/plain; add_header Cache-Control \"max-age=3600\"; return 200 \"$BODY\"; } location = /big { default_type text/plain; add_header Cache-Control \"max-age=3600\"; try_files /big.txt =404; } }" >"$TMP/cup.conf"
   taskset -c 0 nginx -p "$TMP" -c "$TMP/cup.conf" & PIDS+=($!)
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CUP/small" && break; sleep 0.1; done
@@ -320,7 +321,7 @@ start_cache_upstream() { # the cache benchmarks' upstream on $CUP: /small (99 B)
 # Instructions per cache hit (callgrind, user space; see instructions), 99 B and 64 KiB bodies.
 cache_instructions() {
   start_cache_upstream
-  for path in /small /big; do
+  for path in ${CACHE_PATHS:-/small /big}; do
     INSTR_UP_PORT=$CUP INSTR_PATH=$path INSTR_CONFIG=$ROOT/bench/gateway-cache.yaml instructions
   done
 }
