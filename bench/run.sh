@@ -13,6 +13,7 @@
 #   bench/run.sh aggregate  # one proxied call vs an aggregate of three; latency vs three sequential calls
 #   bench/run.sh tracing-instructions  # the same three, instructions per request (callgrind)
 #   bench/run.sh cache      # cache hits: Gatehouse proxy-cache vs nginx proxy_cache, 99 B and 64 KiB
+#   bench/run.sh cache-instructions  # instructions per cache hit, 99 B and 64 KiB (callgrind)
 #   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
 #   bench/run.sh grpc       # h2load: gRPC pass-through vs gRPC-Web (binary, text) vs transcoded REST, one upstream
 #   bench/run.sh instructions  # user-space instructions per proxied request (callgrind; repeatable)
@@ -149,19 +150,20 @@ routes() {
 # VM, the same binary gives the same count within a fraction of a percent, so code changes are
 # compared with it. 2,000 warm-up requests, then counting starts (callgrind_control -z), 20,000
 # requests through h2load --h1 -c10, a dump, and the total divided by the request count.
+# INSTR_UP_PORT and INSTR_PATH: another upstream and path (cache-instructions).
 instructions() {
-  local n=${REQUESTS:-20000}
+  local n=${REQUESTS:-20000} up=${INSTR_UP_PORT:-$UP_PORT} url="http://127.0.0.1:$GW_PORT${INSTR_PATH:-/}"
   log "instructions: callgrind, $n requests (h2load --h1 -c10); the gateway runs about 50x slower under valgrind"
-  start_upstream
-  GATEWAY_ADDR=127.0.0.1:$GW_PORT UPSTREAM_ADDR=127.0.0.1:$UP_PORT valgrind --tool=callgrind \
+  [[ -n ${INSTR_UP_PORT:-} ]] || start_upstream
+  GATEWAY_ADDR=127.0.0.1:$GW_PORT UPSTREAM_ADDR=127.0.0.1:$up valgrind --tool=callgrind \
     --callgrind-out-file="$TMP/cg.out" "$BIN" run --no-watch --config "${INSTR_CONFIG:-$ROOT/bench/gateway-plain.yaml}" \
     >/dev/null 2>"$TMP/gw.err" &
   GW_PID=$!; PIDS+=($GW_PID)
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/" && break; sleep 0.1; done
-  h2load --h1 -c10 -n2000 "http://127.0.0.1:$GW_PORT/" >/dev/null
+  h2load --h1 -c10 -n2000 "$url" >/dev/null
   callgrind_control -z "$GW_PID" >/dev/null
-  local out; out=$(h2load --h1 -c10 -n"$n" "http://127.0.0.1:$GW_PORT/")
-  grep -q "$n succeeded" <<<"$out" || { log "not every request succeeded: $(grep '^requests:' <<<"$out")"; exit 1; }
+  local out; out=$(h2load --h1 -c10 -n"$n" "$url")
+  grep -q "$n succeeded" <<<"$out" || { log "not every request succeeded: $(grep -E '^(requests|status codes):' <<<"$out")"; exit 1; }
   callgrind_control -d "$GW_PID" >/dev/null
   sleep 1
   kill -9 "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true
@@ -173,9 +175,9 @@ instructions() {
   if [[ -n ${CG_KEEP:-} ]]; then cp "$f" "$CG_KEEP"; fi
   rm -f "$f"
   printf '
-Instructions per proxied request (callgrind, user space, %s requests, %s)
+Instructions per proxied request (callgrind, user space, %s requests, %s%s)
 %d
-' "$n" "$(basename "${INSTR_CONFIG:-gateway-plain.yaml}")" "$((total / n))"
+' "$n" "$(basename "${INSTR_CONFIG:-gateway-plain.yaml}")" "${INSTR_PATH:+ $INSTR_PATH}" "$((total / n))"
 }
 
 memory() {
@@ -307,13 +309,27 @@ ratelimit() {
 # keys zone, files in the page cache), each alone on CPU 1, on the same 99-byte body and a
 # 64 KiB one that the upstream marks `Cache-Control: max-age=3600`. wrk -t1 on CPU 0; the
 # upstream (on CPU 0) is asked once per size and proxy; alternating runs, median req/s and p99.
+CUP=18183
+start_cache_upstream() { # the cache benchmarks' upstream on $CUP: /small (99 B), /big (64 KiB)
+  head -c 65536 /dev/zero | tr '\0' 'x' >"$TMP/big.txt"
+  chmod 755 "$TMP" # nginx workers run unprivileged: they read the body file
+  nginx_conf cup "server { listen 127.0.0.1:$CUP backlog=4096; root $TMP; location = /small { default_type text/plain; add_header Cache-Control \"max-age=3600\"; return 200 \"$BODY\"; } location = /big { default_type text/plain; add_header Cache-Control \"max-age=3600\"; try_files /big.txt =404; } }" >"$TMP/cup.conf"
+  taskset -c 0 nginx -p "$TMP" -c "$TMP/cup.conf" & PIDS+=($!)
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CUP/small" && break; sleep 0.1; done
+}
+
+# Instructions per cache hit (callgrind, user space; see instructions), 99 B and 64 KiB bodies.
+cache_instructions() {
+  start_cache_upstream
+  for path in ${CACHE_PATHS:-/small /big}; do
+    INSTR_UP_PORT=$CUP INSTR_PATH=$path INSTR_CONFIG=$ROOT/bench/gateway-cache.yaml instructions
+  done
+}
+
 cache() {
   log "cache: proxy-cache vs nginx proxy_cache, hits (wrk -c$CONNS, ${DURATION}s x $REPEATS)"
-  local cup=18183
-  head -c 65536 /dev/zero | tr '\0' 'x' >"$TMP/big.txt"
-  nginx_conf cup "server { listen 127.0.0.1:$cup backlog=4096; root $TMP; location = /small { default_type text/plain; add_header Cache-Control \"max-age=3600\"; return 200 \"$BODY\"; } location = /big { default_type text/plain; add_header Cache-Control \"max-age=3600\"; try_files /big.txt =404; } }" >"$TMP/cup.conf"
-  taskset -c 0 nginx -p "$TMP" -c "$TMP/cup.conf" & PIDS+=($!)
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$cup/small" && break; sleep 0.1; done
+  local cup=$CUP
+  start_cache_upstream
   # nginx workers run unprivileged: they read the body file and write the cache files.
   mkdir -p "$TMP/ngcache"; chmod 755 "$TMP"; chmod 777 "$TMP/ngcache"
   nginx_conf ngc "proxy_cache_path $TMP/ngcache levels=1:2 keys_zone=c:10m max_size=256m inactive=60m use_temp_path=off;
@@ -487,6 +503,7 @@ case $WHAT in
   ratelimit) ratelimit ;;
   admin) admin ;;
   cache) cache ;;
+  cache-instructions) cache_instructions ;;
   instructions) instructions ;;
   grpc) grpc ;;
   all) http1; http2; routes; memory; plugins; tracing; aggregate; ratelimit; admin ;;

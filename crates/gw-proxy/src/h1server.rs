@@ -5,7 +5,9 @@
 //! body, and a response encoder that re-derives what the gateway already knows. Here one async
 //! function per connection reads a head, parses it with `httparse` (field values share the read
 //! buffer), calls the pipeline, and encodes the response head and body into one write buffer:
-//! a small proxied response leaves in one `write`.
+//! a small proxied response leaves in one `write`. Body frames of [`QUEUE_MIN`] bytes or more
+//! are not copied: they are queued beside the buffer, in order with it, and leave with it in
+//! one vectored write (a large cached response: head and body in one `writev`).
 //!
 //! Request framing is strict; anything a front proxy and an upstream could read two ways is
 //! refused before it reaches the pipeline, and the connection is closed after the refusal:
@@ -45,6 +47,7 @@
 //! read, to the upgrade's [`OnUpgrade`]. An upgrade request with a body, or for `h2c` alone, is
 //! served as an ordinary request (its `Upgrade` ignored).
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -78,6 +81,11 @@ pub(crate) trait Outgoing: Body<Data = Bytes, Error = BoxError> + Send + Unpin +
 
 /// Response bytes buffered before they are written out.
 const HIGH_WATER: usize = 64 * 1024;
+/// Body frames at least this large are queued as they are instead of copied into the write
+/// buffer (smaller ones are cheaper to copy than to write as one more slice).
+const QUEUE_MIN: usize = 8 * 1024;
+/// Slices given to one vectored write at most.
+const MAX_IOV: usize = 16;
 /// Buffers larger than this are released between requests.
 const KEEP: usize = 64 * 1024;
 /// A response body to `HEAD` is discarded up to this many bytes, then dropped.
@@ -441,6 +449,12 @@ struct Conn<I> {
     wbuf: Vec<u8>,
     /// Bytes of `wbuf` already written.
     wpos: usize,
+    /// Large body frames written without copying, in order with `wbuf` (see [`Queued`]).
+    queued: VecDeque<Queued>,
+    /// Bytes of the first queued frame already written.
+    qpos: usize,
+    /// Bytes of the queued frames not written yet.
+    qlen: usize,
     /// Bytes written to the connection so far.
     flushed: u64,
     ranges: Vec<[u32; 4]>,
@@ -448,6 +462,45 @@ struct Conn<I> {
     scanned: usize,
     read_size: usize,
     settings: Settings,
+}
+
+/// A body frame queued after `wbuf[..at]`: the bytes to write are `wbuf[wpos..q0.at]`,
+/// `q0.data[qpos..]`, `wbuf[q0.at..q1.at]`, `q1.data`, ..., `wbuf[qn.at..]`.
+struct Queued {
+    at: usize,
+    data: Bytes,
+}
+
+/// The slices of what is still to be written, in order, as many as fit in `iov` (empty
+/// slices left out); returns how many were set.
+fn out_slices<'a>(
+    wbuf: &'a [u8],
+    wpos: usize,
+    queued: &'a VecDeque<Queued>,
+    qpos: usize,
+    iov: &mut [io::IoSlice<'a>],
+) -> usize {
+    let mut k = 0;
+    let mut from = wpos;
+    let mut skip = qpos;
+    for q in queued {
+        if k + 2 > iov.len() {
+            return k;
+        }
+        if q.at > from {
+            iov[k] = io::IoSlice::new(&wbuf[from..q.at]);
+            k += 1;
+        }
+        iov[k] = io::IoSlice::new(&q.data[skip..]);
+        k += 1;
+        skip = 0;
+        from = q.at;
+    }
+    if k < iov.len() && wbuf.len() > from {
+        iov[k] = io::IoSlice::new(&wbuf[from..]);
+        k += 1;
+    }
+    k
 }
 
 /// Why the connection stopped reading heads.
@@ -465,14 +518,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         poll_fill(&mut self.io, &mut self.rbuf, &mut self.read_size, cx)
     }
 
-    /// Write out what `wbuf` holds.
+    /// Write out what `wbuf` and the queued frames hold.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.wpos < self.wbuf.len() {
-            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?;
+        while self.pending_out() > 0 {
+            let n = if self.queued.is_empty() {
+                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?
+            } else {
+                let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
+                let k = out_slices(&self.wbuf, self.wpos, &self.queued, self.qpos, &mut iov);
+                std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..k]))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.wpos += n;
+            self.advance_out(n);
             self.flushed += n as u64;
         }
         self.wbuf.clear();
@@ -480,8 +539,50 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         Poll::Ready(Ok(()))
     }
 
+    /// Count `n` more bytes as written, in the order of [`out_slices`].
+    fn advance_out(&mut self, mut n: usize) {
+        while n > 0 {
+            let end = self.queued.front().map_or(self.wbuf.len(), |q| q.at);
+            let k = n.min(end - self.wpos);
+            self.wpos += k;
+            n -= k;
+            let Some(q) = self.queued.front() else { break };
+            if n == 0 {
+                break;
+            }
+            let k = n.min(q.data.len() - self.qpos);
+            self.qpos += k;
+            self.qlen -= k;
+            n -= k;
+            if self.qpos == q.data.len() {
+                self.queued.pop_front();
+                self.qpos = 0;
+            }
+        }
+    }
+
     fn pending_out(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.wbuf.len() - self.wpos + self.qlen
+    }
+
+    /// Append body bytes to what is to be written: copied when small, else queued.
+    fn put_data(&mut self, data: Bytes) {
+        if data.len() < QUEUE_MIN {
+            self.wbuf.extend_from_slice(&data);
+        } else {
+            self.qlen += data.len();
+            self.queued.push_back(Queued { at: self.wbuf.len(), data });
+        }
+    }
+
+    /// Drop what was put after `wbuf[..at]` (nothing of it written yet).
+    fn truncate_out(&mut self, at: usize) {
+        while self.queued.back().is_some_and(|q| q.at > at) {
+            if let Some(q) = self.queued.pop_back() {
+                self.qlen -= q.data.len();
+            }
+        }
+        self.wbuf.truncate(at);
     }
 
     /// Whether the unparsed bytes could hold a complete head: a line end followed by an empty
@@ -675,17 +776,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                         return Err(BodyFailed);
                     }
                     *left -= data.len() as u64;
-                    self.wbuf.extend_from_slice(&data);
+                    self.put_data(data);
                 }
                 Out::Chunked => {
                     if !data.is_empty() {
                         put_num(&mut self.wbuf, data.len() as u64, 16);
                         self.wbuf.extend_from_slice(b"\r\n");
-                        self.wbuf.extend_from_slice(&data);
+                        self.put_data(data);
                         self.wbuf.extend_from_slice(b"\r\n");
                     }
                 }
-                Out::Close => self.wbuf.extend_from_slice(&data),
+                Out::Close => self.put_data(data),
             },
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers()
@@ -796,6 +897,9 @@ where
         rbuf: BytesMut::new(),
         wbuf: Vec::new(),
         wpos: 0,
+        queued: VecDeque::new(),
+        qpos: 0,
+        qlen: 0,
         flushed: 0,
         ranges: Vec::new(),
         scanned: 0,
@@ -918,7 +1022,7 @@ where
         }
         // Where this response starts on the wire (bytes written before it, and its offset in
         // the write buffer): nothing of it is written yet while `c.flushed` has not passed it.
-        let (head_at, head_offset) = (c.wbuf.len(), c.flushed + (c.wbuf.len() - c.wpos) as u64);
+        let (head_at, head_offset) = (c.wbuf.len(), c.flushed + c.pending_out() as u64);
         let mut sent = Err(BodyFailed);
         for attempt in 0..2 {
             let framing = encode_response_head(&mut c.wbuf, parts.status, &parts.fields, exact, &info, &mut keep_alive);
@@ -933,7 +1037,7 @@ where
             // closed right after its head): an error response instead (502, or the client's
             // own fault), as nginx does when its upstream fails before the head is sent.
             let Some(r) = body.error_response() else { break };
-            c.wbuf.truncate(head_at);
+            c.truncate_out(head_at);
             (parts, body) = r.into_parts();
             exact = body.size_hint().exact();
             if reader.as_ref().is_some_and(|r| r.broken) {
@@ -1013,6 +1117,248 @@ mod tests {
         let (f, s, _) = enc(200, None, true, false);
         assert_eq!(f, Out::Chunked);
         assert!(s.contains("Server: up\r\n") && s.ends_with("transfer-encoding: chunked\r\n\r\n"), "{s}");
+    }
+
+    // === Writing: queued (uncopied) frames and partial writes ===
+
+    /// A client connection in memory: it sends `input` then closes its side; it takes at most
+    /// `max` bytes per write (vectored or not), and with `stall` every other write is
+    /// `Pending` first (woken at once).
+    struct Trickle {
+        input: Vec<u8>,
+        rpos: usize,
+        out: Arc<Mutex<Vec<u8>>>,
+        max: usize,
+        stall: bool,
+        flip: bool,
+        vectored: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Trickle {
+        fn take(&mut self, cx: &mut Context<'_>) -> Option<usize> {
+            if self.stall {
+                self.flip = !self.flip;
+                if self.flip {
+                    cx.waker().wake_by_ref();
+                    return None;
+                }
+            }
+            Some(self.max)
+        }
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = buf.remaining().min(self.input.len() - self.rpos);
+            let from = self.rpos;
+            buf.put_slice(&self.input[from..from + n]);
+            self.rpos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let Some(max) = self.take(cx) else { return Poll::Pending };
+            let n = max.min(buf.len());
+            self.out.lock().unwrap().extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let Some(mut left) = self.take(cx) else { return Poll::Pending };
+            self.vectored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut out = self.out.lock().unwrap();
+            let mut n = 0;
+            for b in bufs {
+                let k = left.min(b.len());
+                out.extend_from_slice(&b[..k]);
+                n += k;
+                left -= k;
+                if left == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A response body of given frames (an `Err` fails it), with its error response.
+    struct Frames {
+        frames: std::collections::VecDeque<Result<Frame<Bytes>, BoxError>>,
+        exact: Option<u64>,
+        error: Option<Box<Response<Frames>>>,
+    }
+
+    impl Frames {
+        fn new(frames: Vec<Result<Frame<Bytes>, BoxError>>, exact: Option<u64>) -> Self {
+            Frames { frames: frames.into(), exact, error: None }
+        }
+    }
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.frames.pop_front())
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.exact.map_or_else(SizeHint::default, SizeHint::with_exact)
+        }
+    }
+
+    impl Outgoing for Frames {
+        fn error_response(&mut self) -> Option<Response<Self>> {
+            self.error.take().map(|r| *r)
+        }
+    }
+
+    /// Bytes that differ from one position to the next (a reordering shows).
+    fn data(len: usize, seed: u8) -> Bytes {
+        (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect::<Vec<u8>>().into()
+    }
+
+    /// Serve `request` with one response (`make` builds it) through a [`Trickle`]; returns
+    /// what the client received, without the `date` line, and the vectored writes made.
+    fn serve(
+        request: &str,
+        max: usize,
+        stall: bool,
+        make: impl Fn() -> Response<Frames> + Send + 'static,
+    ) -> (Vec<u8>, usize) {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let vectored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = Trickle {
+            input: request.as_bytes().to_vec(),
+            rpos: 0,
+            out: out.clone(),
+            max,
+            stall,
+            flip: false,
+            vectored: vectored.clone(),
+        };
+        let svc = move |_req: Request<Option<ReqBody>>, _facts| std::future::ready(make());
+        let conn = Connection::new(io, ConnState::new(), Settings { max_head: 8192, max_fields: 64 }, svc);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(conn).unwrap();
+        let got = out.lock().unwrap().clone();
+        let at = got.windows(6).position(|w| w == b"date: ").expect("a date line");
+        let end = at + got[at..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        let mut without = got[..at].to_vec();
+        without.extend_from_slice(&got[end..]);
+        (without, vectored.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn response(status: u16, fields: &[(&'static str, &str)], body: Frames) -> Response<Frames> {
+        let mut r = Response::new(body);
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (k, v) in fields {
+            r.fields_mut().append(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+        }
+        r
+    }
+
+    const GET: &str = "GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n";
+
+    /// Large frames (queued, not copied) and small ones (copied) leave in order, whatever the
+    /// writes take at a time: a byte, a few, across the head, the frames and the framing.
+    #[test]
+    fn large_frames_with_partial_writes_content_length() {
+        let parts = [data(20_000, 1), data(100, 2), data(70_000, 3), data(QUEUE_MIN, 4), data(QUEUE_MIN - 1, 5)];
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        let mut want = format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n").into_bytes();
+        for p in &parts {
+            want.extend_from_slice(p);
+        }
+        for (max, stall) in [(1, false), (7, true), (1000, false), (8192, true), (20_050, false), (usize::MAX, true)] {
+            let frames = parts.clone();
+            let (got, vectored) = serve(GET, max, stall, move || {
+                let f = frames.iter().map(|b| Ok(Frame::data(b.clone()))).collect();
+                response(200, &[("content-length", &total.to_string())], Frames::new(f, Some(total as u64)))
+            });
+            assert!(got == want, "max {max}: {} bytes received, {} expected", got.len(), want.len());
+            assert!(vectored > 0, "max {max}: the queued frames went out in vectored writes");
+        }
+    }
+
+    /// Chunked framing around queued frames (size line, data, CRLF), then trailers; and a body
+    /// until close (HTTP/1.0).
+    #[test]
+    fn large_frames_with_partial_writes_chunked_and_close() {
+        let parts = [data(9_000, 1), data(10, 2), data(30_000, 3), data(65_536, 4)];
+        let mut want = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+        for p in &parts {
+            want.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
+            want.extend_from_slice(p);
+            want.extend_from_slice(b"\r\n");
+        }
+        want.extend_from_slice(b"0\r\nx-t: 1\r\n\r\n");
+        let req = "GET / HTTP/1.1\r\nhost: a\r\nte: trailers\r\nconnection: close\r\n\r\n";
+        for (max, stall) in [(1, true), (5, false), (4096, true), (9_001, false), (usize::MAX, false)] {
+            let frames = parts.clone();
+            let (got, _) = serve(req, max, stall, move || {
+                let mut f: Vec<_> = frames.iter().map(|b| Ok(Frame::data(b.clone()))).collect();
+                let mut t = http::HeaderMap::new();
+                t.insert("x-t", HeaderValue::from_static("1"));
+                f.push(Ok(Frame::trailers(t)));
+                response(200, &[], Frames::new(f, None))
+            });
+            assert!(got == want, "chunked, max {max}: got {:?}", String::from_utf8_lossy(&got[..got.len().min(200)]));
+        }
+        let mut want = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
+        for p in &parts {
+            want.extend_from_slice(p);
+        }
+        for max in [3, 10_000] {
+            let frames = parts.clone();
+            let (got, _) = serve("GET / HTTP/1.0\r\n\r\n", max, true, move || {
+                let f = frames.iter().map(|b| Ok(Frame::data(b.clone()))).collect();
+                response(200, &[], Frames::new(f, None))
+            });
+            assert!(got == want, "until close, max {max}: {} bytes received, {} expected", got.len(), want.len());
+        }
+    }
+
+    /// A body that fails before any of the response was written, after a large frame was
+    /// queued: the error response replaces the whole response (the queued frame too).
+    #[test]
+    fn error_response_drops_queued_frames() {
+        let (got, _) = serve(GET, usize::MAX, false, || {
+            let f = vec![Ok(Frame::data(data(20_000, 1))), Err("upstream closed".into())];
+            let mut b = Frames::new(f, Some(40_000));
+            b.error = Some(Box::new(response(
+                502,
+                &[("content-length", "3")],
+                Frames::new(vec![Ok(Frame::data(Bytes::from_static(b"bad")))], Some(3)),
+            )));
+            response(200, &[("content-length", "40000")], b)
+        });
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbad"
+        );
     }
 
     /// The response head: framing chosen from the field, the exact size, or the version.

@@ -434,6 +434,64 @@ async fn large_responses_stream_through_uncached() {
     assert_eq!(seen.count(), 4, "neither is stored");
 }
 
+/// A large response, arriving in chunks of several sizes: the miss streams it chunked, the
+/// hits send it whole with its length (one stored chunk, written without a copy), byte for
+/// byte, on a keep-alive connection and pipelined after a `HEAD`; an HTTP/1.0 client gets it
+/// too.
+#[tokio::test]
+async fn large_response_stored_and_served_whole() {
+    let sizes = [10_000usize, 1, 40_000, 150_000, 8_191];
+    let mut body = Vec::new();
+    for (i, n) in sizes.iter().enumerate() {
+        body.extend((0..*n).map(|j| (j % 251) as u8 ^ (i as u8 * 37)));
+    }
+    let chunks: Vec<Bytes> = {
+        let mut at = 0;
+        sizes
+            .iter()
+            .map(|n| {
+                at += n;
+                Bytes::copy_from_slice(&body[at - n..at])
+            })
+            .collect()
+    };
+    let (up, seen) = instant(move |_req, _n| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        for c in &chunks {
+            tx.send(c.clone()).unwrap();
+        }
+        (200, fields(&[("cache-control", "max-age=60")]), Body::Chunks(rx))
+    })
+    .await;
+    let gw = gateway_with(up.addr, "{}", "").await;
+    let mut c = Responses::connect(gw.addr("main")).await;
+    c.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let miss = c.next(false).await;
+    assert!(
+        miss.head.contains("x-cache-status: miss") && miss.head.contains("transfer-encoding: chunked"),
+        "{}",
+        miss.head
+    );
+    assert!(miss.body == body, "the miss: {} bytes, {} sent upstream", miss.body.len(), body.len());
+    c.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let hit = c.next(false).await;
+    assert!(hit.head.contains("x-cache-status: hit"), "{}", hit.head);
+    assert!(hit.head.contains(&format!("content-length: {}\n", body.len())), "{}", hit.head);
+    assert!(hit.body == body, "the hit: {} bytes, {} stored", hit.body.len(), body.len());
+    c.send(b"HEAD /big HTTP/1.1\r\nHost: a\r\n\r\nGET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /big HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let head = c.next(true).await;
+    assert!(head.head.contains("x-cache-status: hit"), "{}", head.head);
+    for _ in 0..2 {
+        let hit = c.next(false).await;
+        assert!(hit.body == body, "a pipelined hit: {} bytes", hit.body.len());
+    }
+    let mut old = Responses::connect(gw.addr("main")).await;
+    old.send(b"GET /big HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    let r = old.next(false).await;
+    assert!(r.head.contains("x-cache-status: hit") && r.body == body, "HTTP/1.0: {} bytes; {}", r.body.len(), r.head);
+    assert_eq!(seen.count(), 1);
+}
+
 /// An unsafe method that succeeds invalidates its target and the same-origin `Location` and
 /// `Content-Location` of its response.
 #[tokio::test]

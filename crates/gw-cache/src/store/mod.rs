@@ -22,7 +22,8 @@ pub struct Stored {
     pub status: StatusCode,
     /// Header fields as stored.
     pub headers: HeaderMap,
-    /// Body chunks as received.
+    /// The body: one chunk (none when empty), joined at store time so that a hit is sent as
+    /// one frame (see [`Stored::new`]).
     pub body: Vec<Bytes>,
     /// When the request that fetched it was sent, ms since the epoch.
     pub request_ms: u64,
@@ -65,8 +66,24 @@ pub struct StoredParts {
     pub tags: Vec<String>,
 }
 
+/// The chunks of a body as one (none when it is empty): a stored response is read many times
+/// and written once, and one frame is cheaper to send than many; the chunks as received may
+/// also hold on to larger read buffers.
+fn joined(mut chunks: Vec<Bytes>) -> Vec<Bytes> {
+    chunks.retain(|c| !c.is_empty());
+    if chunks.len() <= 1 {
+        return chunks;
+    }
+    let mut all = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in &chunks {
+        all.extend_from_slice(c);
+    }
+    vec![Bytes::from(all)]
+}
+
 impl Stored {
-    /// Build a stored response, deriving freshness, age and storage expiry with `rules`.
+    /// Build a stored response, deriving freshness, age and storage expiry with `rules`; the
+    /// body's chunks are joined into one.
     pub fn new(rules: &Rules, p: StoredParts) -> Stored {
         let cc = ResponseCc::parse(&p.headers);
         let lifetime_ms = policy::freshness_lifetime_ms(rules, p.status, &p.headers, &cc, p.response_ms);
@@ -76,7 +93,7 @@ impl Stored {
         Stored {
             status: p.status,
             headers: p.headers,
-            body: p.body,
+            body: joined(p.body),
             request_ms: p.request_ms,
             response_ms: p.response_ms,
             secondary: p.secondary,
@@ -266,6 +283,25 @@ pub(crate) mod tests {
                 tags: vec!["t1".into(), "t2".into()],
             },
         )
+    }
+
+    /// A body received in several chunks is stored as one (a hit is one frame); an empty one
+    /// as none.
+    #[test]
+    fn body_chunks_are_joined() {
+        let mut parts = sample("http://h/a", "", "max-age=60", 1_700_000_000_000).parts();
+        parts.body =
+            vec![Bytes::from_static(b"abc"), Bytes::new(), Bytes::from_static(b"de"), Bytes::from_static(b"f")];
+        let s = Stored::new(&Rules::default(), parts.clone());
+        assert_eq!(s.body, vec![Bytes::from_static(b"abcdef")]);
+        assert_eq!(s.body_len(), 6);
+        parts.body = vec![Bytes::new(), Bytes::new()];
+        assert!(Stored::new(&Rules::default(), parts.clone()).body.is_empty());
+        let one = Bytes::from(vec![7u8; 100]);
+        parts.body = vec![one.clone()];
+        let s = Stored::new(&Rules::default(), parts);
+        assert_eq!(s.body.len(), 1);
+        assert_eq!(s.body[0].as_ptr(), one.as_ptr(), "a single chunk is kept, not copied");
     }
 
     #[test]
