@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::str::FromStr as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -95,13 +96,23 @@ impl Tracing {
         }
         .map_err(|e| format!("tracing exporter: {e}"))?;
         exporter.set_resource(&resource);
-        let (tx, rx) = mpsc::channel(s.queue_size);
+        let pending = Arc::new(Pending {
+            spans: std::sync::Mutex::new(Vec::with_capacity(s.batch_size)),
+            capacity: s.queue_size,
+            batch: s.batch_size,
+            wake: tokio::sync::Notify::new(),
+            done: AtomicBool::new(false),
+        });
         let (flush, flush_rx) = mpsc::channel(4);
         let scope = InstrumentationScope::builder("gatehouse").with_version(env!("CARGO_PKG_VERSION")).build();
-        let queue =
-            Arc::new(Queue { tx, metrics: metrics.clone(), scope, closed: std::sync::atomic::AtomicBool::new(false) });
+        let queue = Arc::new(Queue {
+            pending: pending.clone(),
+            metrics: metrics.clone(),
+            scope,
+            closed: AtomicBool::new(false),
+        });
         let export = Export { exporter, batch: s.batch_size, timeout: s.export_timeout, metrics };
-        tokio::spawn(export_loop(rx, flush_rx, export, s.export_interval));
+        tokio::spawn(export_loop(pending, flush_rx, export, s.export_interval));
         let format = match s.propagation {
             Propagation::W3c => TraceFormat::W3c,
             Propagation::B3 => TraceFormat::B3,
@@ -267,7 +278,7 @@ impl Tracing {
 
     /// Stop recording spans (those already queued stay there for [`Tracing::flush`]).
     pub fn shutdown(&self) {
-        self.queue.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.queue.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -456,27 +467,85 @@ pub fn hold_spans(parent: &mut TraceParent) -> Option<Arc<HeldSpans>> {
 
 /// The export queue: a finished span goes in without waiting; a full queue drops it and
 /// counts it. Also the sink of plugins' spans ([`gw_core::SpanSink`]).
+///
+/// Putting a span in takes an uncontended lock and, only for the first span of a batch and
+/// for the span that fills one, a wake-up of the export task: the export task runs about
+/// once per batch, not once per span (each wake-up of it is a cross-thread wake of another
+/// runtime's worker).
 struct Queue {
-    tx: mpsc::Sender<SpanData>,
+    pending: Arc<Pending>,
     metrics: Arc<Metrics>,
     scope: InstrumentationScope,
     /// Set on shutdown: spans are no longer taken.
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
+}
+
+/// The spans waiting for export, shared by the request path and the export task.
+struct Pending {
+    spans: std::sync::Mutex<Vec<SpanData>>,
+    /// `queue_size`: spans beyond it are dropped (and counted).
+    capacity: usize,
+    /// `batch_size`: a full batch is exported at once.
+    batch: usize,
+    /// Wakes the export task: a batch started (first span in an empty queue), a batch is
+    /// full, or the tracer is gone.
+    wake: tokio::sync::Notify,
+    /// The tracer is gone (its last user ended): export what is left and stop.
+    done: AtomicBool,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.spans.lock().map_or(0, |q| q.len())
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Everything queued (the queue starts again empty, room for a batch allocated here,
+    /// off the request path).
+    fn take(&self) -> Vec<SpanData> {
+        let fresh = Vec::with_capacity(self.batch);
+        match self.spans.lock() {
+            Ok(mut q) if !q.is_empty() => std::mem::replace(&mut *q, fresh),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("capacity", &self.tx.max_capacity()).finish()
+        f.debug_struct("Queue").field("capacity", &self.pending.capacity).finish()
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.pending.done.store(true, Ordering::Release);
+        self.pending.wake.notify_one();
     }
 }
 
 impl Queue {
     fn push(&self, span: SpanData) {
-        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.closed.load(Ordering::Relaxed) {
             return;
         }
-        if self.tx.try_send(span).is_err() {
-            self.metrics.spans_dropped(1);
+        let p = &*self.pending;
+        let queued = match p.spans.lock() {
+            Ok(mut q) if q.len() < p.capacity => {
+                q.push(span);
+                q.len()
+            }
+            // Full (or a panic poisoned the lock): the span is dropped, after the lock.
+            _ => {
+                self.metrics.spans_dropped(1);
+                return;
+            }
+        };
+        if queued == 1 || queued == p.batch {
+            p.wake.notify_one();
         }
     }
 }
@@ -674,15 +743,23 @@ struct Export {
 }
 
 impl Export {
-    /// Export `spans` (emptied); a batch the collector does not take within the timeout is
-    /// dropped and counted.
-    async fn send(&self, spans: &mut Vec<SpanData>) {
+    /// Export `spans` in batches of at most `batch`.
+    async fn send_all(&self, mut spans: Vec<SpanData>) {
+        while spans.len() > self.batch {
+            let rest = spans.split_off(self.batch);
+            self.send(std::mem::replace(&mut spans, rest)).await;
+        }
+        self.send(spans).await;
+    }
+
+    /// Export one batch; a batch the collector does not take within the timeout is dropped
+    /// and counted.
+    async fn send(&self, spans: Vec<SpanData>) {
         if spans.is_empty() {
             return;
         }
         let n = spans.len() as u64;
-        let out = std::mem::replace(spans, Vec::with_capacity(self.batch));
-        match tokio::time::timeout(self.timeout, self.exporter.export(out)).await {
+        match tokio::time::timeout(self.timeout, self.exporter.export(spans)).await {
             Ok(Ok(())) => self.metrics.spans_exported(n),
             Ok(Err(e)) => {
                 self.metrics.spans_dropped(n);
@@ -696,51 +773,56 @@ impl Export {
     }
 }
 
-/// Export queued spans in batches: `batch` spans, or what arrived within `interval` of the
-/// first of a batch; on a flush request, everything queued at once.
+/// Export queued spans in batches: a batch goes when it has `batch` spans or `interval` after
+/// its first span arrived, whichever comes first; on a flush request, everything queued at
+/// once. Idle (nothing queued) the task waits without a timer.
 async fn export_loop(
-    mut rx: mpsc::Receiver<SpanData>,
+    pending: Arc<Pending>,
     mut flush: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
     export: Export,
     interval: Duration,
 ) {
-    let mut spans = Vec::with_capacity(export.batch);
-    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut flush_open = true;
     loop {
-        let timer = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+        let mut reply = None;
+        if pending.len() == 0 {
+            if pending.is_done() {
+                break;
             }
-        };
-        tokio::select! {
-            s = rx.recv() => {
-                let Some(s) = s else { break };
-                spans.push(s);
-                deadline.get_or_insert_with(|| tokio::time::Instant::now() + interval);
-                if spans.len() >= export.batch {
-                    export.send(&mut spans).await;
-                    deadline = None;
-                }
+            tokio::select! {
+                () = pending.wake.notified() => {}
+                r = flush.recv(), if flush_open => match r {
+                    Some(done) => reply = Some(done),
+                    None => flush_open = false,
+                },
             }
-            () = timer => {
-                export.send(&mut spans).await;
-                deadline = None;
-            }
-            Some(done) = flush.recv() => {
-                while let Ok(s) = rx.try_recv() {
-                    spans.push(s);
-                    if spans.len() >= export.batch {
-                        export.send(&mut spans).await;
-                    }
-                }
-                export.send(&mut spans).await;
-                deadline = None;
-                let _ = done.send(());
+            if reply.is_none() && pending.len() == 0 {
+                continue;
             }
         }
+        if reply.is_none() {
+            // A batch has started: wait for it to fill, or for the interval to pass.
+            let sleep = tokio::time::sleep(interval);
+            tokio::pin!(sleep);
+            while pending.len() < pending.batch && !pending.is_done() {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    () = pending.wake.notified() => {}
+                    r = flush.recv(), if flush_open => match r {
+                        Some(done) => {
+                            reply = Some(done);
+                            break;
+                        }
+                        None => flush_open = false,
+                    },
+                }
+            }
+        }
+        export.send_all(pending.take()).await;
+        if let Some(done) = reply {
+            let _ = done.send(());
+        }
     }
-    export.send(&mut spans).await;
 }
 
 #[cfg(test)]
