@@ -176,7 +176,7 @@ impl Tracing {
     pub fn client_span(&self, parent: &TraceParent, method: &str, target: &str, attempt: u32) -> ClientSpan {
         let (host, port) = split_authority(target);
         let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(10);
-        attrs.push(("http.request.method", AttrValue::from(method.to_string())));
+        attrs.push(("http.request.method", AttrValue::Str(static_or_owned(method))));
         attrs.push(("server.address", AttrValue::from(host.to_string())));
         attrs.push(("gatehouse.attempt", AttrValue::Int(i64::from(attempt))));
         if let Some(p) = port {
@@ -189,7 +189,7 @@ impl Tracing {
             trace_id: parent.trace_id,
             span_id: nonzero(|| fastrand::u64(..)).to_be_bytes(),
             parent_span_id: parent.span_id,
-            name: method.to_string(),
+            name: static_or_owned(method),
             start: SystemTime::now(),
             attrs,
             tracestate: parent.tracestate.clone(),
@@ -220,25 +220,30 @@ impl Tracing {
             Some(p) => format!("{} {p}", f.method),
             None => f.method.to_string(),
         };
-        let mut attrs = vec![
-            KeyValue::new("http.request.method", f.method.to_string()),
+        // Values the gateway already shares (route and service names) or that are one of a
+        // few constants (method, scheme, protocol) are not copied: the exporter clones each
+        // batch, and a shared or static string clones without an allocation.
+        let mut attrs = Vec::with_capacity(14);
+        attrs.extend([
+            KeyValue::new("http.request.method", static_or_owned(f.method)),
             KeyValue::new("url.path", f.path.to_string()),
-            KeyValue::new("url.scheme", f.scheme.to_string()),
+            KeyValue::new("url.scheme", static_or_owned(f.scheme)),
             KeyValue::new("http.response.status_code", i64::from(f.status)),
             KeyValue::new("server.address", f.host.to_string()),
             KeyValue::new("client.address", f.client_ip.to_string()),
-            KeyValue::new("network.protocol.version", f.protocol_version.to_string()),
+            KeyValue::new("network.protocol.version", static_or_owned(f.protocol_version)),
             KeyValue::new("gatehouse.request_id", f.request_id.to_string()),
-        ];
-        for (k, v) in [
-            ("http.route", f.route_pattern),
-            ("gatehouse.route", f.route),
-            ("gatehouse.service", f.service),
-            ("gatehouse.consumer", f.consumer),
-        ] {
+        ]);
+        if let Some(p) = f.route_pattern {
+            attrs.push(KeyValue::new("http.route", p.to_string()));
+        }
+        for (k, v) in [("gatehouse.route", f.route), ("gatehouse.service", f.service)] {
             if let Some(v) = v {
-                attrs.push(KeyValue::new(k, v.to_string()));
+                attrs.push(KeyValue::new(k, v.clone()));
             }
+        }
+        if let Some(c) = f.consumer {
+            attrs.push(KeyValue::new("gatehouse.consumer", c.to_string()));
         }
         if let Some(e) = f.error {
             attrs.push(KeyValue::new("error.type", e.code()));
@@ -289,6 +294,18 @@ pub struct ServerTrace {
     parent_span_id: Option<[u8; 8]>,
 }
 
+/// `s` without a copy when it is one of the usual methods, schemes or protocol versions.
+fn static_or_owned(s: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 16] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "http", "https", "1.0", "1.1",
+        "2", "3", "0.9",
+    ];
+    match KNOWN.iter().find(|k| **k == s) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(s.to_string()),
+    }
+}
+
 /// A random id that is not zero (W3C: all-zero ids are invalid).
 fn nonzero<T: PartialEq + Default>(mut draw: impl FnMut() -> T) -> T {
     loop {
@@ -315,9 +332,9 @@ pub struct ServerFacts<'a> {
     /// `http.route`: the matched route's path pattern (its name when it has several).
     pub route_pattern: Option<&'a str>,
     /// Route name.
-    pub route: Option<&'a str>,
+    pub route: Option<&'a Arc<str>>,
     /// Service name.
-    pub service: Option<&'a str>,
+    pub service: Option<&'a Arc<str>>,
     /// Consumer user name.
     pub consumer: Option<&'a str>,
     /// Host the request was sent to.
@@ -344,7 +361,7 @@ pub struct ClientSpan {
     trace_id: [u8; 16],
     span_id: [u8; 8],
     parent_span_id: [u8; 8],
-    name: String,
+    name: Cow<'static, str>,
     start: SystemTime,
     attrs: Vec<(&'static str, AttrValue)>,
     tracestate: Option<HeaderValue>,
@@ -386,7 +403,7 @@ impl ClientSpan {
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent_span_id: self.parent_span_id,
-            name: Cow::Owned(self.name),
+            name: self.name,
             kind: gw_core::SpanKind::Client,
             start: self.start,
             end: self.start + r.duration,
