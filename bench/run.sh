@@ -11,7 +11,8 @@
 #   bench/run.sh ratelimit  # plain proxy vs rate limiting, local and on Redis
 #   bench/run.sh tracing    # plain proxy vs OpenTelemetry tracing at ratio 1.0 and 0.01
 #   bench/run.sh aggregate  # one proxied call vs an aggregate of three; latency vs three sequential calls
-#   bench/run.sh tracing-instructions  # the same three, instructions per request (callgrind)
+#   bench/run.sh tracing-instructions  # the same three, instructions per request (callgrind;
+#                                      # real-time-sized export batches, CG_REALTIME=0: 1 s interval)
 #   bench/run.sh cache      # cache hits: Gatehouse proxy-cache vs nginx proxy_cache, 99 B and 64 KiB
 #   bench/run.sh admin      # route changes through the Admin API on 10,000 routes, under load (vs reads)
 #   bench/run.sh grpc       # h2load: gRPC pass-through vs gRPC-Web (binary, text) vs transcoded REST, one upstream
@@ -153,7 +154,7 @@ instructions() {
   local n=${REQUESTS:-20000}
   log "instructions: callgrind, $n requests (h2load --h1 -c10); the gateway runs about 50x slower under valgrind"
   start_upstream
-  GATEWAY_ADDR=127.0.0.1:$GW_PORT UPSTREAM_ADDR=127.0.0.1:$UP_PORT valgrind --tool=callgrind \
+  GATEWAY_ADDR=127.0.0.1:$GW_PORT UPSTREAM_ADDR=127.0.0.1:$UP_PORT valgrind --tool=callgrind ${CG_ARGS:-} \
     --callgrind-out-file="$TMP/cg.out" "$BIN" run --no-watch --config "${INSTR_CONFIG:-$ROOT/bench/gateway-plain.yaml}" \
     >/dev/null 2>"$TMP/gw.err" &
   GW_PID=$!; PIDS+=($GW_PID)
@@ -170,13 +171,20 @@ instructions() {
   callgrind_control -d "$GW_PID" >/dev/null
   sleep 1
   kill -9 "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true
-  local f total
-  f=$(ls "$TMP"/cg.out.* | head -1)
+  local f total=0 t
   rm -f "$TMP"/cg.out
-  total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
-  # CG_KEEP=path keeps the callgrind profile (for `callgrind_annotate` per function).
-  if [[ -n ${CG_KEEP:-} ]]; then cp "$f" "$CG_KEEP"; fi
-  rm -f "$f"
+  # One profile, or one per thread with CG_ARGS=--separate-threads=yes: their sum.
+  for f in "$TMP"/cg.out.*; do
+    t=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    t=${t//[^0-9]/}
+    total=$((total + ${t:-0}))
+    # CG_KEEP=path keeps the callgrind profile (for `callgrind_annotate` per function); per
+    # thread, path.<thread>.
+    if [[ -n ${CG_KEEP:-} ]]; then
+      case $f in *-[0-9]*) cp "$f" "$CG_KEEP.${f##*-}" ;; *) cp "$f" "$CG_KEEP" ;; esac
+    fi
+    rm -f "$f"
+  done
   printf '
 Instructions per proxied request (callgrind, user space, %s requests, %s)
 %d
