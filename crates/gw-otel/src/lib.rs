@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::str::FromStr as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -95,13 +96,23 @@ impl Tracing {
         }
         .map_err(|e| format!("tracing exporter: {e}"))?;
         exporter.set_resource(&resource);
-        let (tx, rx) = mpsc::channel(s.queue_size);
+        let pending = Arc::new(Pending {
+            spans: std::sync::Mutex::new(Vec::with_capacity(s.batch_size)),
+            capacity: s.queue_size,
+            batch: s.batch_size,
+            wake: tokio::sync::Notify::new(),
+            done: AtomicBool::new(false),
+        });
         let (flush, flush_rx) = mpsc::channel(4);
         let scope = InstrumentationScope::builder("gatehouse").with_version(env!("CARGO_PKG_VERSION")).build();
-        let queue =
-            Arc::new(Queue { tx, metrics: metrics.clone(), scope, closed: std::sync::atomic::AtomicBool::new(false) });
+        let queue = Arc::new(Queue {
+            pending: pending.clone(),
+            metrics: metrics.clone(),
+            scope,
+            closed: AtomicBool::new(false),
+        });
         let export = Export { exporter, batch: s.batch_size, timeout: s.export_timeout, metrics };
-        tokio::spawn(export_loop(rx, flush_rx, export, s.export_interval));
+        tokio::spawn(export_loop(pending, flush_rx, export, s.export_interval));
         let format = match s.propagation {
             Propagation::W3c => TraceFormat::W3c,
             Propagation::B3 => TraceFormat::B3,
@@ -165,7 +176,7 @@ impl Tracing {
     pub fn client_span(&self, parent: &TraceParent, method: &str, target: &str, attempt: u32) -> ClientSpan {
         let (host, port) = split_authority(target);
         let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(10);
-        attrs.push(("http.request.method", AttrValue::from(method.to_string())));
+        attrs.push(("http.request.method", AttrValue::Str(static_or_owned(method))));
         attrs.push(("server.address", AttrValue::from(host.to_string())));
         attrs.push(("gatehouse.attempt", AttrValue::Int(i64::from(attempt))));
         if let Some(p) = port {
@@ -178,7 +189,7 @@ impl Tracing {
             trace_id: parent.trace_id,
             span_id: nonzero(|| fastrand::u64(..)).to_be_bytes(),
             parent_span_id: parent.span_id,
-            name: method.to_string(),
+            name: static_or_owned(method),
             start: SystemTime::now(),
             attrs,
             tracestate: parent.tracestate.clone(),
@@ -209,25 +220,30 @@ impl Tracing {
             Some(p) => format!("{} {p}", f.method),
             None => f.method.to_string(),
         };
-        let mut attrs = vec![
-            KeyValue::new("http.request.method", f.method.to_string()),
+        // Values the gateway already shares (route and service names) or that are one of a
+        // few constants (method, scheme, protocol) are not copied: the exporter clones each
+        // batch, and a shared or static string clones without an allocation.
+        let mut attrs = Vec::with_capacity(14);
+        attrs.extend([
+            KeyValue::new("http.request.method", static_or_owned(f.method)),
             KeyValue::new("url.path", f.path.to_string()),
-            KeyValue::new("url.scheme", f.scheme.to_string()),
+            KeyValue::new("url.scheme", static_or_owned(f.scheme)),
             KeyValue::new("http.response.status_code", i64::from(f.status)),
             KeyValue::new("server.address", f.host.to_string()),
             KeyValue::new("client.address", f.client_ip.to_string()),
-            KeyValue::new("network.protocol.version", f.protocol_version.to_string()),
+            KeyValue::new("network.protocol.version", static_or_owned(f.protocol_version)),
             KeyValue::new("gatehouse.request_id", f.request_id.to_string()),
-        ];
-        for (k, v) in [
-            ("http.route", f.route_pattern),
-            ("gatehouse.route", f.route),
-            ("gatehouse.service", f.service),
-            ("gatehouse.consumer", f.consumer),
-        ] {
+        ]);
+        if let Some(p) = f.route_pattern {
+            attrs.push(KeyValue::new("http.route", p.to_string()));
+        }
+        for (k, v) in [("gatehouse.route", f.route), ("gatehouse.service", f.service)] {
             if let Some(v) = v {
-                attrs.push(KeyValue::new(k, v.to_string()));
+                attrs.push(KeyValue::new(k, v.clone()));
             }
+        }
+        if let Some(c) = f.consumer {
+            attrs.push(KeyValue::new("gatehouse.consumer", c.to_string()));
         }
         if let Some(e) = f.error {
             attrs.push(KeyValue::new("error.type", e.code()));
@@ -273,7 +289,7 @@ impl Tracing {
 
     /// Stop recording spans (those already queued stay there for [`Tracing::flush`]).
     pub fn shutdown(&self) {
-        self.queue.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.queue.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -282,6 +298,18 @@ impl Tracing {
 pub struct ServerTrace {
     /// The client's span (the server span's remote parent).
     parent_span_id: Option<[u8; 8]>,
+}
+
+/// `s` without a copy when it is one of the usual methods, schemes or protocol versions.
+fn static_or_owned(s: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 16] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "http", "https", "1.0", "1.1",
+        "2", "3", "0.9",
+    ];
+    match KNOWN.iter().find(|k| **k == s) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(s.to_string()),
+    }
 }
 
 /// A random id that is not zero (W3C: all-zero ids are invalid).
@@ -310,9 +338,9 @@ pub struct ServerFacts<'a> {
     /// `http.route`: the matched route's path pattern (its name when it has several).
     pub route_pattern: Option<&'a str>,
     /// Route name.
-    pub route: Option<&'a str>,
+    pub route: Option<&'a Arc<str>>,
     /// Service name.
-    pub service: Option<&'a str>,
+    pub service: Option<&'a Arc<str>>,
     /// Consumer user name.
     pub consumer: Option<&'a str>,
     /// Host the request was sent to.
@@ -339,7 +367,7 @@ pub struct ClientSpan {
     trace_id: [u8; 16],
     span_id: [u8; 8],
     parent_span_id: [u8; 8],
-    name: String,
+    name: Cow<'static, str>,
     start: SystemTime,
     attrs: Vec<(&'static str, AttrValue)>,
     tracestate: Option<HeaderValue>,
@@ -381,7 +409,7 @@ impl ClientSpan {
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent_span_id: self.parent_span_id,
-            name: Cow::Owned(self.name),
+            name: self.name,
             kind: gw_core::SpanKind::Client,
             start: self.start,
             end: self.start + r.duration,
@@ -462,27 +490,85 @@ pub fn hold_spans(parent: &mut TraceParent) -> Option<Arc<HeldSpans>> {
 
 /// The export queue: a finished span goes in without waiting; a full queue drops it and
 /// counts it. Also the sink of plugins' spans ([`gw_core::SpanSink`]).
+///
+/// Putting a span in takes an uncontended lock and, only for the first span of a batch and
+/// for the span that fills one, a wake-up of the export task: the export task runs about
+/// once per batch, not once per span (each wake-up of it is a cross-thread wake of another
+/// runtime's worker).
 struct Queue {
-    tx: mpsc::Sender<SpanData>,
+    pending: Arc<Pending>,
     metrics: Arc<Metrics>,
     scope: InstrumentationScope,
     /// Set on shutdown: spans are no longer taken.
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
+}
+
+/// The spans waiting for export, shared by the request path and the export task.
+struct Pending {
+    spans: std::sync::Mutex<Vec<SpanData>>,
+    /// `queue_size`: spans beyond it are dropped (and counted).
+    capacity: usize,
+    /// `batch_size`: a full batch is exported at once.
+    batch: usize,
+    /// Wakes the export task: a batch started (first span in an empty queue), a batch is
+    /// full, or the tracer is gone.
+    wake: tokio::sync::Notify,
+    /// The tracer is gone (its last user ended): export what is left and stop.
+    done: AtomicBool,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.spans.lock().map_or(0, |q| q.len())
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Everything queued (the queue starts again empty, room for a batch allocated here,
+    /// off the request path).
+    fn take(&self) -> Vec<SpanData> {
+        let fresh = Vec::with_capacity(self.batch);
+        match self.spans.lock() {
+            Ok(mut q) if !q.is_empty() => std::mem::replace(&mut *q, fresh),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("capacity", &self.tx.max_capacity()).finish()
+        f.debug_struct("Queue").field("capacity", &self.pending.capacity).finish()
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.pending.done.store(true, Ordering::Release);
+        self.pending.wake.notify_one();
     }
 }
 
 impl Queue {
     fn push(&self, span: SpanData) {
-        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.closed.load(Ordering::Relaxed) {
             return;
         }
-        if self.tx.try_send(span).is_err() {
-            self.metrics.spans_dropped(1);
+        let p = &*self.pending;
+        let queued = match p.spans.lock() {
+            Ok(mut q) if q.len() < p.capacity => {
+                q.push(span);
+                q.len()
+            }
+            // Full (or a panic poisoned the lock): the span is dropped, after the lock.
+            _ => {
+                self.metrics.spans_dropped(1);
+                return;
+            }
+        };
+        if queued == 1 || queued == p.batch {
+            p.wake.notify_one();
         }
     }
 }
@@ -680,15 +766,23 @@ struct Export {
 }
 
 impl Export {
-    /// Export `spans` (emptied); a batch the collector does not take within the timeout is
-    /// dropped and counted.
-    async fn send(&self, spans: &mut Vec<SpanData>) {
+    /// Export `spans` in batches of at most `batch`.
+    async fn send_all(&self, mut spans: Vec<SpanData>) {
+        while spans.len() > self.batch {
+            let rest = spans.split_off(self.batch);
+            self.send(std::mem::replace(&mut spans, rest)).await;
+        }
+        self.send(spans).await;
+    }
+
+    /// Export one batch; a batch the collector does not take within the timeout is dropped
+    /// and counted.
+    async fn send(&self, spans: Vec<SpanData>) {
         if spans.is_empty() {
             return;
         }
         let n = spans.len() as u64;
-        let out = std::mem::replace(spans, Vec::with_capacity(self.batch));
-        match tokio::time::timeout(self.timeout, self.exporter.export(out)).await {
+        match tokio::time::timeout(self.timeout, self.exporter.export(spans)).await {
             Ok(Ok(())) => self.metrics.spans_exported(n),
             Ok(Err(e)) => {
                 self.metrics.spans_dropped(n);
@@ -702,51 +796,56 @@ impl Export {
     }
 }
 
-/// Export queued spans in batches: `batch` spans, or what arrived within `interval` of the
-/// first of a batch; on a flush request, everything queued at once.
+/// Export queued spans in batches: a batch goes when it has `batch` spans or `interval` after
+/// its first span arrived, whichever comes first; on a flush request, everything queued at
+/// once. Idle (nothing queued) the task waits without a timer.
 async fn export_loop(
-    mut rx: mpsc::Receiver<SpanData>,
+    pending: Arc<Pending>,
     mut flush: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
     export: Export,
     interval: Duration,
 ) {
-    let mut spans = Vec::with_capacity(export.batch);
-    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut flush_open = true;
     loop {
-        let timer = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+        let mut reply = None;
+        if pending.len() == 0 {
+            if pending.is_done() {
+                break;
             }
-        };
-        tokio::select! {
-            s = rx.recv() => {
-                let Some(s) = s else { break };
-                spans.push(s);
-                deadline.get_or_insert_with(|| tokio::time::Instant::now() + interval);
-                if spans.len() >= export.batch {
-                    export.send(&mut spans).await;
-                    deadline = None;
-                }
+            tokio::select! {
+                () = pending.wake.notified() => {}
+                r = flush.recv(), if flush_open => match r {
+                    Some(done) => reply = Some(done),
+                    None => flush_open = false,
+                },
             }
-            () = timer => {
-                export.send(&mut spans).await;
-                deadline = None;
-            }
-            Some(done) = flush.recv() => {
-                while let Ok(s) = rx.try_recv() {
-                    spans.push(s);
-                    if spans.len() >= export.batch {
-                        export.send(&mut spans).await;
-                    }
-                }
-                export.send(&mut spans).await;
-                deadline = None;
-                let _ = done.send(());
+            if reply.is_none() && pending.len() == 0 {
+                continue;
             }
         }
+        if reply.is_none() {
+            // A batch has started: wait for it to fill, or for the interval to pass.
+            let sleep = tokio::time::sleep(interval);
+            tokio::pin!(sleep);
+            while pending.len() < pending.batch && !pending.is_done() {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    () = pending.wake.notified() => {}
+                    r = flush.recv(), if flush_open => match r {
+                        Some(done) => {
+                            reply = Some(done);
+                            break;
+                        }
+                        None => flush_open = false,
+                    },
+                }
+            }
+        }
+        export.send_all(pending.take()).await;
+        if let Some(done) = reply {
+            let _ = done.send(());
+        }
     }
-    export.send(&mut spans).await;
 }
 
 #[cfg(test)]

@@ -551,6 +551,59 @@ async fn shutdown_exports_queued_spans() {
     assert_eq!(spans.len(), 2, "{spans:#?}");
 }
 
+/// Batching: a full batch (`batch_size` spans) is exported at once, in one export request,
+/// without waiting for the interval; a batch that does not fill goes `export_interval` after
+/// its first span, again in one request. Sampled requests only; the unsampled ones in
+/// between put nothing in the queue.
+#[tokio::test]
+async fn spans_are_exported_in_batches_by_size_and_interval() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let tracing = format!(
+        "{{ enabled: true, endpoint: \"http://127.0.0.1:{}\", export_interval: 4s, batch_size: 10, sample_ratio: 0.0 }}",
+        recv.grpc
+    );
+    let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
+    let exports = || async {
+        let (_, _, v) = get_json(&format!("http://127.0.0.1:{}/exports", recv.http)).await;
+        v["grpc"].as_u64().unwrap()
+    };
+    let sampled = traceparent(true);
+    // Five sampled requests (a server and a client span each) fill the batch of ten; the
+    // unsampled ones between them add nothing.
+    let t0 = Instant::now();
+    for i in 0..5 {
+        let (s, _) = get_with(&format!("{}/users/{i}", gw.url("main")), &[("traceparent", &sampled)]).await;
+        assert_eq!(s, 200);
+        let (s, _) = get_with(&format!("{}/users/u{i}", gw.url("main")), &[]).await;
+        assert_eq!(s, 200);
+    }
+    let spans = recv.trace(CLIENT_TRACE, 10).await;
+    let full_after = t0.elapsed();
+    assert_eq!(spans.len(), 10, "{spans:#?}");
+    assert!(full_after < Duration::from_secs(3), "a full batch waited for the interval: {full_after:?}");
+    assert_eq!(exports().await, 1, "ten spans, one export request");
+
+    // One more sampled request: its two spans wait for the interval (4 s after the first).
+    let t1 = Instant::now();
+    let (s, _) = get_with(&format!("{}/users/9", gw.url("main")), &[("traceparent", &sampled)]).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(recv.spans().await.len(), 10, "a batch of two went before the interval");
+    let until = t1 + Duration::from_secs(4) + Duration::from_secs(6);
+    loop {
+        if recv.spans().await.len() == 12 {
+            break;
+        }
+        assert!(Instant::now() < until, "the last two spans did not arrive within the interval");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(t1.elapsed() >= Duration::from_millis(3500), "exported after {:?}, before the interval", t1.elapsed());
+    assert_eq!(exports().await, 2, "the last two spans in one export request");
+    assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 12.0);
+    assert_eq!(metric(&gw, "gatehouse_tracing_spans_dropped_total").await, 0.0);
+}
+
 /// A global plugin whose `pre_route` phase makes a side call (to `profiles`), before the
 /// request is routed.
 struct PreRouteCall;
