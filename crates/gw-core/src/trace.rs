@@ -146,6 +146,41 @@ pub struct ChildSpan {
 }
 
 impl ChildSpan {
+    /// A span of trace `trace_id` under `parent_span_id` (all zeros: a root), with a new span
+    /// id (never all zeros), started now.
+    fn open(
+        trace_id: [u8; 16],
+        parent_span_id: [u8; 8],
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        tracestate: Option<HeaderValue>,
+        sink: Arc<dyn SpanSink>,
+    ) -> Self {
+        let span_id = loop {
+            let v = fastrand::u64(..);
+            if v != 0 {
+                break v.to_be_bytes();
+            }
+        };
+        let now = SystemTime::now();
+        ChildSpan {
+            record: SpanRecord {
+                trace_id,
+                span_id,
+                parent_span_id,
+                name,
+                kind,
+                start: now,
+                end: now,
+                attributes: Vec::new(),
+                error: None,
+                tracestate,
+            },
+            started: Instant::now(),
+            sink,
+        }
+    }
+
     /// Add an attribute.
     pub fn set(&mut self, key: &'static str, value: impl Into<AttrValue>) {
         self.record.attributes.push((key, value.into()));
@@ -212,29 +247,7 @@ impl BackgroundSpans {
                 break v.to_be_bytes();
             }
         };
-        let span_id = loop {
-            let v = fastrand::u64(..);
-            if v != 0 {
-                break v.to_be_bytes();
-            }
-        };
-        let now = SystemTime::now();
-        Some(ChildSpan {
-            record: SpanRecord {
-                trace_id,
-                span_id,
-                parent_span_id: [0; 8],
-                name: name.into(),
-                kind,
-                start: now,
-                end: now,
-                attributes: Vec::new(),
-                error: None,
-                tracestate: None,
-            },
-            started: Instant::now(),
-            sink: t.sink,
-        })
+        Some(ChildSpan::open(trace_id, [0; 8], name.into(), kind, None, t.sink))
     }
 }
 
@@ -250,29 +263,7 @@ impl TraceParent {
     /// `gatehouse.route` and `gatehouse.consumer` (see [`ChildSpan::set`]).
     pub fn child(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Option<ChildSpan> {
         let sink = self.sink.as_ref()?;
-        let span_id = loop {
-            let id = fastrand::u64(..);
-            if id != 0 {
-                break id.to_be_bytes();
-            }
-        };
-        let now = SystemTime::now();
-        Some(ChildSpan {
-            record: SpanRecord {
-                trace_id: self.trace_id,
-                span_id,
-                parent_span_id: self.span_id,
-                name: name.into(),
-                kind,
-                start: now,
-                end: now,
-                attributes: Vec::new(),
-                error: None,
-                tracestate: self.tracestate.clone(),
-            },
-            started: Instant::now(),
-            sink: sink.clone(),
-        })
+        Some(ChildSpan::open(self.trace_id, self.span_id, name.into(), kind, self.tracestate.clone(), sink.clone()))
     }
 
     /// The trace id as 32 lowercase hex digits.
