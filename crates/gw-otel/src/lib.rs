@@ -11,9 +11,10 @@
 //!   the parent's decision (parent-based), and everything under a request follows the
 //!   request's. An unsampled request costs a header lookup, three random numbers and the
 //!   `traceparent` it sends upstream: no allocation, no span.
-//! - Spans are built by the gateway as OpenTelemetry [`SpanData`] and exported with OTLP (gRPC
-//!   through tonic, or HTTP/protobuf through a hyper client) by a task off the request path:
-//!   ending a span only puts it in a bounded queue. A full queue or a failed export drops spans
+//! - Spans are kept in the gateway's own record and exported with OTLP, as the official
+//!   protobuf types (`opentelemetry-proto`), over gRPC (tonic) or HTTP/protobuf (hyper's
+//!   client), by a task off the request path ([`export`]): ending a span only puts it in a
+//!   bounded queue. A full queue or a failed export drops spans
 //!   and counts them (`gatehouse_tracing_spans_dropped_total`); nothing waits for the collector.
 //!
 //! The pipeline (`gw-proxy`) holds the spans; plugins see only [`gw_core::TraceParent`] and the
@@ -22,15 +23,10 @@
 use std::borrow::Cow;
 use std::str::FromStr as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue, Value};
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use opentelemetry::trace::TraceState;
 use tokio::sync::mpsc;
 
 pub use gw_config::model::{OtlpProtocol, Propagation, Tracing as Settings};
@@ -38,6 +34,10 @@ use gw_core::{
     AttemptOutcome, AttemptReport, AttrValue, ConnectionUse, ErrorKind, SpanRecord, TraceFormat, TraceParent,
 };
 use gw_observability::Metrics;
+
+mod export;
+mod otlp;
+use export::{Finished, Kind, Queue};
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -53,7 +53,7 @@ static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 /// last request using it has ended.
 pub struct Tracing {
     queue: Arc<Queue>,
-    flush: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+    flush: mpsc::Sender<export::FlushRequest>,
     propagation: Propagation,
     format: TraceFormat,
     /// A new trace is sampled when a random `u64` is below this (`u64::MAX`: always, with
@@ -75,44 +75,7 @@ impl std::fmt::Debug for Tracing {
 impl Tracing {
     /// Build the exporter and start the export task (call inside a Tokio runtime).
     pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Arc<Tracing>, String> {
-        let resource = Resource::builder_empty().with_service_name(s.service_name.clone()).build();
-        let mut exporter = match s.protocol {
-            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(s.endpoint.clone())
-                .with_timeout(s.export_timeout)
-                .build(),
-            OtlpProtocol::Http => {
-                // hyper's client (already in the data plane) rather than reqwest.
-                let client = opentelemetry_http::hyper::HyperClient::with_default_connector(s.export_timeout, None);
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_http_client(client)
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(s.endpoint.clone())
-                    .with_timeout(s.export_timeout)
-                    .build()
-            }
-        }
-        .map_err(|e| format!("tracing exporter: {e}"))?;
-        exporter.set_resource(&resource);
-        let pending = Arc::new(Pending {
-            spans: std::sync::Mutex::new(Vec::with_capacity(s.batch_size)),
-            capacity: s.queue_size,
-            batch: s.batch_size,
-            wake: tokio::sync::Notify::new(),
-            done: AtomicBool::new(false),
-        });
-        let (flush, flush_rx) = mpsc::channel(4);
-        let scope = InstrumentationScope::builder("gatehouse").with_version(env!("CARGO_PKG_VERSION")).build();
-        let queue = Arc::new(Queue {
-            pending: pending.clone(),
-            metrics: metrics.clone(),
-            scope,
-            closed: AtomicBool::new(false),
-        });
-        let export = Export { exporter, batch: s.batch_size, timeout: s.export_timeout, metrics };
-        tokio::spawn(export_loop(pending, flush_rx, export, s.export_interval));
+        let (queue, flush) = export::start(s, metrics)?;
         let format = match s.propagation {
             Propagation::W3c => TraceFormat::W3c,
             Propagation::B3 => TraceFormat::B3,
@@ -220,54 +183,49 @@ impl Tracing {
             Some(p) => format!("{} {p}", f.method),
             None => f.method.to_string(),
         };
-        // Values the gateway already shares (route and service names) or that are one of a
-        // few constants (method, scheme, protocol) are not copied: the exporter clones each
-        // batch, and a shared or static string clones without an allocation.
-        let mut attrs = Vec::with_capacity(14);
+        let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(14);
         attrs.extend([
-            KeyValue::new("http.request.method", static_or_owned(f.method)),
-            KeyValue::new("url.path", f.path.to_string()),
-            KeyValue::new("url.scheme", static_or_owned(f.scheme)),
-            KeyValue::new("http.response.status_code", i64::from(f.status)),
-            KeyValue::new("server.address", f.host.to_string()),
-            KeyValue::new("client.address", f.client_ip.to_string()),
-            KeyValue::new("network.protocol.version", static_or_owned(f.protocol_version)),
-            KeyValue::new("gatehouse.request_id", f.request_id.to_string()),
+            ("http.request.method", AttrValue::Str(static_or_owned(f.method))),
+            ("url.path", AttrValue::from(f.path.to_string())),
+            ("url.scheme", AttrValue::Str(static_or_owned(f.scheme))),
+            ("http.response.status_code", AttrValue::Int(i64::from(f.status))),
+            ("server.address", AttrValue::from(f.host.to_string())),
+            ("client.address", AttrValue::from(f.client_ip.to_string())),
+            ("network.protocol.version", AttrValue::Str(static_or_owned(f.protocol_version))),
+            ("gatehouse.request_id", AttrValue::from(f.request_id.to_string())),
         ]);
         if let Some(p) = f.route_pattern {
-            attrs.push(KeyValue::new("http.route", p.to_string()));
+            attrs.push(("http.route", AttrValue::from(p.to_string())));
         }
         for (k, v) in [("gatehouse.route", f.route), ("gatehouse.service", f.service)] {
             if let Some(v) = v {
-                attrs.push(KeyValue::new(k, v.clone()));
+                attrs.push((k, AttrValue::from(v.to_string())));
             }
         }
         if let Some(c) = f.consumer {
-            attrs.push(KeyValue::new("gatehouse.consumer", c.to_string()));
+            attrs.push(("gatehouse.consumer", AttrValue::from(c.to_string())));
         }
         if let Some(e) = f.error {
-            attrs.push(KeyValue::new("error.type", e.code()));
+            attrs.push(("error.type", AttrValue::from(e.code())));
         } else if f.status >= 500 {
-            attrs.push(KeyValue::new("error.type", f.status.to_string()));
+            attrs.push(("error.type", AttrValue::from(f.status.to_string())));
         }
-        let status = if f.status >= 500 { Status::error(f.error.map_or("", |e| e.code())) } else { Status::Unset };
+        let error = (f.status >= 500).then(|| Cow::Borrowed(f.error.map_or("", |e| e.code())));
         // Wall-clock times from the monotonic ones.
         let end = SystemTime::now() - f.ended.elapsed();
         let start = end - f.ended.saturating_duration_since(started);
-        self.queue.push(SpanData {
-            span_context: span_context(parent.trace_id, parent.span_id, parent.tracestate.as_ref()),
-            parent_span_id: tr.parent_span_id.map_or(SpanId::INVALID, SpanId::from_bytes),
-            parent_span_is_remote: tr.parent_span_id.is_some(),
-            span_kind: SpanKind::Server,
+        self.queue.push(Finished {
+            trace_id: parent.trace_id,
+            span_id: parent.span_id,
+            parent_span_id: tr.parent_span_id.unwrap_or([0; 8]),
+            remote_parent: tr.parent_span_id.is_some(),
+            kind: Kind::Server,
             name: Cow::Owned(name),
-            start_time: start,
-            end_time: end,
+            start,
+            end,
             attributes: attrs,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: self.queue.scope.clone(),
+            error,
+            tracestate: parent.tracestate.clone(),
         });
     }
 
@@ -289,7 +247,7 @@ impl Tracing {
 
     /// Stop recording spans (those already queued stay there for [`Tracing::flush`]).
     pub fn shutdown(&self) {
-        self.queue.closed.store(true, Ordering::Relaxed);
+        self.queue.close();
     }
 }
 
@@ -320,12 +278,6 @@ fn nonzero<T: PartialEq + Default>(mut draw: impl FnMut() -> T) -> T {
             return id;
         }
     }
-}
-
-fn span_context(trace_id: [u8; 16], span_id: [u8; 8], tracestate: Option<&HeaderValue>) -> SpanContext {
-    let state =
-        tracestate.and_then(|v| v.to_str().ok()).and_then(|v| TraceState::from_str(v).ok()).unwrap_or(TraceState::NONE);
-    SpanContext::new(TraceId::from_bytes(trace_id), SpanId::from_bytes(span_id), TraceFlags::SAMPLED, false, state)
 }
 
 /// What the server span records when the request ends.
@@ -488,128 +440,6 @@ pub fn hold_spans(parent: &mut TraceParent) -> Option<Arc<HeldSpans>> {
     Some(held)
 }
 
-/// The export queue: a finished span goes in without waiting; a full queue drops it and
-/// counts it. Also the sink of plugins' spans ([`gw_core::SpanSink`]).
-///
-/// Putting a span in takes an uncontended lock and, only for the first span of a batch and
-/// for the span that fills one, a wake-up of the export task: the export task runs about
-/// once per batch, not once per span (each wake-up of it is a cross-thread wake of another
-/// runtime's worker).
-struct Queue {
-    pending: Arc<Pending>,
-    metrics: Arc<Metrics>,
-    scope: InstrumentationScope,
-    /// Set on shutdown: spans are no longer taken.
-    closed: AtomicBool,
-}
-
-/// The spans waiting for export, shared by the request path and the export task.
-struct Pending {
-    spans: std::sync::Mutex<Vec<SpanData>>,
-    /// `queue_size`: spans beyond it are dropped (and counted).
-    capacity: usize,
-    /// `batch_size`: a full batch is exported at once.
-    batch: usize,
-    /// Wakes the export task: a batch started (first span in an empty queue), a batch is
-    /// full, or the tracer is gone.
-    wake: tokio::sync::Notify,
-    /// The tracer is gone (its last user ended): export what is left and stop.
-    done: AtomicBool,
-}
-
-impl Pending {
-    fn len(&self) -> usize {
-        self.spans.lock().map_or(0, |q| q.len())
-    }
-
-    fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
-    }
-
-    /// Everything queued (the queue starts again empty, room for a batch allocated here,
-    /// off the request path).
-    fn take(&self) -> Vec<SpanData> {
-        let fresh = Vec::with_capacity(self.batch);
-        match self.spans.lock() {
-            Ok(mut q) if !q.is_empty() => std::mem::replace(&mut *q, fresh),
-            _ => Vec::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("capacity", &self.pending.capacity).finish()
-    }
-}
-
-impl Drop for Queue {
-    fn drop(&mut self) {
-        self.pending.done.store(true, Ordering::Release);
-        self.pending.wake.notify_one();
-    }
-}
-
-impl Queue {
-    fn push(&self, span: SpanData) {
-        if self.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        let p = &*self.pending;
-        let queued = match p.spans.lock() {
-            Ok(mut q) if q.len() < p.capacity => {
-                q.push(span);
-                q.len()
-            }
-            // Full (or a panic poisoned the lock): the span is dropped, after the lock.
-            _ => {
-                self.metrics.spans_dropped(1);
-                return;
-            }
-        };
-        if queued == 1 || queued == p.batch {
-            p.wake.notify_one();
-        }
-    }
-}
-
-impl gw_core::SpanSink for Queue {
-    fn record(&self, s: SpanRecord) {
-        let attributes = s
-            .attributes
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    gw_core::AttrValue::Str(s) => Value::from(s),
-                    gw_core::AttrValue::Int(i) => Value::I64(i),
-                    gw_core::AttrValue::Bool(b) => Value::Bool(b),
-                    gw_core::AttrValue::Float(f) => Value::F64(f),
-                };
-                KeyValue::new(k, v)
-            })
-            .collect();
-        let kind = match s.kind {
-            gw_core::SpanKind::Client => SpanKind::Client,
-            gw_core::SpanKind::Internal => SpanKind::Internal,
-        };
-        self.push(SpanData {
-            span_context: span_context(s.trace_id, s.span_id, s.tracestate.as_ref()),
-            parent_span_id: SpanId::from_bytes(s.parent_span_id),
-            parent_span_is_remote: false,
-            span_kind: kind,
-            name: s.name,
-            start_time: s.start,
-            end_time: s.end,
-            attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: s.error.map_or(Status::Unset, Status::error),
-            instrumentation_scope: self.scope.clone(),
-        });
-    }
-}
-
 fn split_authority(a: &str) -> (&str, Option<u16>) {
     match a.rsplit_once(':') {
         Some((h, p))
@@ -755,97 +585,6 @@ fn extract_b3(h: &HeaderMap) -> Option<(Parent, bool)> {
         (trace, span, sampled)
     };
     Some((Parent { trace_id, span_id, sampled: sampled == Some(true) }, sampled.is_some()))
-}
-
-/// The exporter and what an export may take.
-struct Export {
-    exporter: opentelemetry_otlp::SpanExporter,
-    batch: usize,
-    timeout: Duration,
-    metrics: Arc<Metrics>,
-}
-
-impl Export {
-    /// Export `spans` in batches of at most `batch`.
-    async fn send_all(&self, mut spans: Vec<SpanData>) {
-        while spans.len() > self.batch {
-            let rest = spans.split_off(self.batch);
-            self.send(std::mem::replace(&mut spans, rest)).await;
-        }
-        self.send(spans).await;
-    }
-
-    /// Export one batch; a batch the collector does not take within the timeout is dropped
-    /// and counted.
-    async fn send(&self, spans: Vec<SpanData>) {
-        if spans.is_empty() {
-            return;
-        }
-        let n = spans.len() as u64;
-        match tokio::time::timeout(self.timeout, self.exporter.export(spans)).await {
-            Ok(Ok(())) => self.metrics.spans_exported(n),
-            Ok(Err(e)) => {
-                self.metrics.spans_dropped(n);
-                tracing::debug!(error = %e, spans = n, "trace export failed");
-            }
-            Err(_) => {
-                self.metrics.spans_dropped(n);
-                tracing::debug!(spans = n, "trace export timed out");
-            }
-        }
-    }
-}
-
-/// Export queued spans in batches: a batch goes when it has `batch` spans or `interval` after
-/// its first span arrived, whichever comes first; on a flush request, everything queued at
-/// once. Idle (nothing queued) the task waits without a timer.
-async fn export_loop(
-    pending: Arc<Pending>,
-    mut flush: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
-    export: Export,
-    interval: Duration,
-) {
-    let mut flush_open = true;
-    loop {
-        let mut reply = None;
-        if pending.len() == 0 {
-            if pending.is_done() {
-                break;
-            }
-            tokio::select! {
-                () = pending.wake.notified() => {}
-                r = flush.recv(), if flush_open => match r {
-                    Some(done) => reply = Some(done),
-                    None => flush_open = false,
-                },
-            }
-            if reply.is_none() && pending.len() == 0 {
-                continue;
-            }
-        }
-        if reply.is_none() {
-            // A batch has started: wait for it to fill, or for the interval to pass.
-            let sleep = tokio::time::sleep(interval);
-            tokio::pin!(sleep);
-            while pending.len() < pending.batch && !pending.is_done() {
-                tokio::select! {
-                    () = &mut sleep => break,
-                    () = pending.wake.notified() => {}
-                    r = flush.recv(), if flush_open => match r {
-                        Some(done) => {
-                            reply = Some(done);
-                            break;
-                        }
-                        None => flush_open = false,
-                    },
-                }
-            }
-        }
-        export.send_all(pending.take()).await;
-        if let Some(done) = reply {
-            let _ = done.send(());
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1184,3 +1184,83 @@ async fn batched_rate_limit_sync_is_traced() {
     let n = recv.spans().await.iter().filter(|s| s["attributes"]["gatehouse.plugin.instance"] == off.as_str()).count();
     assert_eq!(n, 0);
 }
+
+/// Export failures, over both transports, against the real receiver: a transient failure
+/// (gRPC `UNAVAILABLE`, HTTP 503) is tried again and the spans arrive, counted once as
+/// exported; a permanent one (`INVALID_ARGUMENT`, HTTP 400) is not tried again and its spans
+/// are counted as dropped; spans the collector rejects in a partial success are counted as
+/// dropped, the rest as exported.
+#[tokio::test]
+async fn export_failures_are_retried_or_counted() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let faults = |json: &'static str| {
+        let url = format!("http://127.0.0.1:{}/faults", recv.http);
+        async move {
+            let r = client().post(url).body(json).send().await.unwrap();
+            assert_eq!(r.status(), 204);
+        }
+    };
+    let exports = || async {
+        let (_, _, v) = get_json(&format!("http://127.0.0.1:{}/exports", recv.http)).await;
+        v
+    };
+    for (n, via) in ["grpc", "http"].into_iter().enumerate() {
+        let gw = TestGateway::start(&traced(&recv.tracing(via, ""), &one_service(&up.authority())), &[]).await;
+        let send = |trace: String| {
+            let url = format!("{}/users/1", gw.url("main"));
+            async move {
+                let tp = format!("00-{trace}-{CLIENT_SPAN}-01");
+                let (s, _) = get_with(&url, &[("traceparent", &tp)]).await;
+                assert_eq!(s, 200);
+            }
+        };
+        let wait_for = |name: &'static str, want: f64| {
+            let gw = &gw;
+            async move {
+                let until = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let v = metric(gw, name).await;
+                    if v == want {
+                        return;
+                    }
+                    assert!(Instant::now() < until, "{via}: {name} is {v}, not {want}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+
+        // Transient: two failures, then the spans (server and attempt) arrive.
+        faults(r#"{"fail": 2, "retryable": true}"#).await;
+        let trace = format!("{:032x}", 0xa000 + n);
+        send(trace.clone()).await;
+        let spans = recv.trace(&trace, 2).await;
+        assert_eq!(spans.len(), 2, "{via}: {spans:#?}");
+        assert!(spans.iter().all(|s| s["via"] == via));
+        wait_for("gatehouse_tracing_spans_exported_total", 2.0).await;
+        assert_eq!(metric(&gw, "gatehouse_tracing_spans_dropped_total").await, 0.0, "{via}");
+        let e = exports().await;
+        assert_eq!(e[format!("failed_{via}")], 2, "{via}: {e}");
+        assert_eq!(e[via], 1, "{via}: {e}");
+
+        // Permanent: one attempt, the batch dropped and counted.
+        faults(r#"{"fail": 1, "retryable": false}"#).await;
+        let trace = format!("{:032x}", 0xb000 + n);
+        send(trace.clone()).await;
+        wait_for("gatehouse_tracing_spans_dropped_total", 2.0).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let e = exports().await;
+        assert_eq!(e[format!("failed_{via}")], 3, "{via}: not tried again: {e}");
+        assert_eq!(e[via], 1, "{via}: {e}");
+        assert!(recv.spans().await.iter().all(|s| s["trace_id"] != trace.as_str()), "{via}");
+        assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 2.0, "{via}");
+
+        // Partial success: one of the two spans rejected.
+        faults(r#"{"reject": 1}"#).await;
+        let trace = format!("{:032x}", 0xc000 + n);
+        send(trace.clone()).await;
+        wait_for("gatehouse_tracing_spans_dropped_total", 3.0).await;
+        wait_for("gatehouse_tracing_spans_exported_total", 3.0).await;
+        assert_eq!(recv.trace(&trace, 1).await.len(), 1, "{via}");
+    }
+}

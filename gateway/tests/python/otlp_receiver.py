@@ -5,7 +5,12 @@ protobuf bodies, decoded with the official OpenTelemetry protobuf definitions
 Prints "<grpc port> <http port>" on its first line. On the HTTP port:
   POST /v1/traces   an ExportTraceServiceRequest (application/x-protobuf)
   GET  /spans       every span received so far, as JSON (a list, in arrival order)
-  GET  /exports     how many export requests arrived, per transport
+  GET  /exports     how many export requests arrived, per transport (`failed_<transport>`: how
+                    many of them were answered with an injected failure)
+  POST /faults      {"fail": N, "retryable": true|false, "reject": K}: the next N exports fail
+                    (gRPC UNAVAILABLE or INVALID_ARGUMENT; HTTP 503 or 400) and are not
+                    recorded; the next export taken reports K of its spans rejected
+                    (`partial_success`) and records the rest
 Runs until stdin closes (the test that started it ends) or it is killed.
 
 With --discard (the benchmark's collector), gRPC exports are taken as raw bytes and only
@@ -24,7 +29,21 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 LOCK = threading.Lock()
 SPANS = []
-EXPORTS = {"grpc": 0, "http": 0}
+EXPORTS = {"grpc": 0, "http": 0, "failed_grpc": 0, "failed_http": 0}
+FAULTS = {"fail": 0, "retryable": True, "reject": 0}
+
+
+def fault(via):
+    """The injected outcome of the next export: ("fail", retryable), ("reject", k) or None."""
+    with LOCK:
+        if FAULTS["fail"] > 0:
+            FAULTS["fail"] -= 1
+            EXPORTS["failed_" + via] += 1
+            return ("fail", FAULTS["retryable"])
+        if FAULTS["reject"] > 0:
+            k, FAULTS["reject"] = FAULTS["reject"], 0
+            return ("reject", k)
+    return None
 
 
 def any_value(v):
@@ -44,7 +63,7 @@ def any_value(v):
     return None
 
 
-def record(req, via):
+def record(req, via, reject=0):
     out = []
     for rs in req.resource_spans:
         resource = {a.key: any_value(a.value) for a in rs.resource.attributes}
@@ -69,14 +88,27 @@ def record(req, via):
                     }
                 )
     with LOCK:
-        SPANS.extend(out)
+        SPANS.extend(out[reject:])
         EXPORTS[via] += 1
+
+
+def response(reject):
+    resp = trace_service_pb2.ExportTraceServiceResponse()
+    if reject:
+        resp.partial_success.rejected_spans = reject
+        resp.partial_success.error_message = "rejected by the test"
+    return resp
 
 
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request, context):
-        record(request, "grpc")
-        return trace_service_pb2.ExportTraceServiceResponse()
+        f = fault("grpc")
+        if f and f[0] == "fail":
+            code = grpc.StatusCode.UNAVAILABLE if f[1] else grpc.StatusCode.INVALID_ARGUMENT
+            context.abort(code, "injected by the test")
+        reject = f[1] if f else 0
+        record(request, "grpc", reject)
+        return response(reject)
 
 
 class Http(BaseHTTPRequestHandler):
@@ -95,15 +127,22 @@ class Http(BaseHTTPRequestHandler):
     def do_POST(self):
         n = int(self.headers.get("content-length", "0"))
         body = self.rfile.read(n)
+        if self.path == "/faults":
+            with LOCK:
+                FAULTS.update(json.loads(body))
+            return self.reply(204, b"", "text/plain")
         if self.path != "/v1/traces":
             return self.reply(404, b"", "text/plain")
         if self.headers.get("content-type") != "application/x-protobuf":
             return self.reply(415, b"", "text/plain")
         req = trace_service_pb2.ExportTraceServiceRequest()
         req.ParseFromString(body)
-        record(req, "http")
-        resp = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-        self.reply(200, resp, "application/x-protobuf")
+        f = fault("http")
+        if f and f[0] == "fail":
+            return self.reply(503 if f[1] else 400, b"injected by the test", "text/plain")
+        reject = f[1] if f else 0
+        record(req, "http", reject)
+        self.reply(200, response(reject).SerializeToString(), "application/x-protobuf")
 
     def do_GET(self):
         with LOCK:

@@ -1,0 +1,467 @@
+//! The export side of tracing: the bounded queue finished spans wait in, the task that sends
+//! them in batches, and the OTLP request built from them with the official protobuf types
+//! (`opentelemetry-proto`): OTLP/gRPC over tonic, or OTLP/HTTP (protobuf bodies) over hyper's
+//! client (`opentelemetry-http`).
+//!
+//! The gateway keeps its spans in its own type ([`Finished`]) and turns a batch into one
+//! `ExportTraceServiceRequest`, encoded once: the SDK's exporter (`opentelemetry-otlp`) cloned
+//! every batch for its retries and converted each span from the SDK's `SpanData`, which cost
+//! about 18,000 instructions per exported span (docs/benchmarks.md). Retries here resend the
+//! encoded bytes.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use gw_core::{AttrValue, SpanRecord};
+use gw_observability::Metrics;
+use http::HeaderValue;
+use opentelemetry_http::HttpClient as _;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::otlp::Origin;
+use crate::{OtlpProtocol, Settings};
+
+/// What a span is (OTLP's span kinds the gateway uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Server,
+    Client,
+    Internal,
+}
+
+/// A finished span waiting for export: the gateway's own record, turned into OTLP's `Span` by
+/// the export task (off the request path).
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) span_id: [u8; 8],
+    /// All zero: the root of its trace.
+    pub(crate) parent_span_id: [u8; 8],
+    /// The parent span is another process's (the client's).
+    pub(crate) remote_parent: bool,
+    pub(crate) kind: Kind,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    pub(crate) attributes: Vec<(&'static str, AttrValue)>,
+    /// A failed span: status `Error` with this message.
+    pub(crate) error: Option<Cow<'static, str>>,
+    /// The client's `tracestate` (validated when it was read).
+    pub(crate) tracestate: Option<HeaderValue>,
+}
+
+impl From<SpanRecord> for Finished {
+    fn from(s: SpanRecord) -> Finished {
+        Finished {
+            trace_id: s.trace_id,
+            span_id: s.span_id,
+            parent_span_id: s.parent_span_id,
+            remote_parent: false,
+            kind: match s.kind {
+                gw_core::SpanKind::Client => Kind::Client,
+                gw_core::SpanKind::Internal => Kind::Internal,
+            },
+            name: s.name,
+            start: s.start,
+            end: s.end,
+            attributes: s.attributes,
+            error: s.error.map(Cow::Owned),
+            tracestate: s.tracestate,
+        }
+    }
+}
+
+/// The export queue: a finished span goes in without waiting; a full queue drops it and
+/// counts it. Also the sink of plugins' spans ([`gw_core::SpanSink`]).
+///
+/// Putting a span in takes an uncontended lock and, only for the first span of a batch and
+/// for the span that fills one, a wake-up of the export task: the export task runs about
+/// once per batch, not once per span (each wake-up of it is a cross-thread wake of another
+/// runtime's worker).
+pub(crate) struct Queue {
+    pending: Arc<Pending>,
+    metrics: Arc<Metrics>,
+    /// Set on shutdown: spans are no longer taken.
+    closed: AtomicBool,
+}
+
+/// The spans waiting for export, shared by the request path and the export task.
+struct Pending {
+    spans: std::sync::Mutex<Vec<Finished>>,
+    /// `queue_size`: spans beyond it are dropped (and counted).
+    capacity: usize,
+    /// `batch_size`: a full batch is exported at once.
+    batch: usize,
+    /// Wakes the export task: a batch started (first span in an empty queue), a batch is
+    /// full, or the tracer is gone.
+    wake: tokio::sync::Notify,
+    /// The tracer is gone (its last user ended): export what is left and stop.
+    done: AtomicBool,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.spans.lock().map_or(0, |q| q.len())
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Everything queued (the queue starts again empty, room for a batch allocated here,
+    /// off the request path).
+    fn take(&self) -> Vec<Finished> {
+        let fresh = Vec::with_capacity(self.batch);
+        match self.spans.lock() {
+            Ok(mut q) if !q.is_empty() => std::mem::replace(&mut *q, fresh),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("capacity", &self.pending.capacity).finish()
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.pending.done.store(true, Ordering::Release);
+        self.pending.wake.notify_one();
+    }
+}
+
+impl Queue {
+    /// Stop taking spans (those queued stay for a flush).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn push(&self, span: Finished) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let p = &*self.pending;
+        let queued = match p.spans.lock() {
+            Ok(mut q) if q.len() < p.capacity => {
+                q.push(span);
+                q.len()
+            }
+            // Full (or a panic poisoned the lock): the span is dropped, after the lock.
+            _ => {
+                self.metrics.spans_dropped(1);
+                return;
+            }
+        };
+        if queued == 1 || queued == p.batch {
+            p.wake.notify_one();
+        }
+    }
+}
+
+impl gw_core::SpanSink for Queue {
+    fn record(&self, s: SpanRecord) {
+        self.push(Finished::from(s));
+    }
+}
+
+/// A flush request: the export task answers once everything queued before it is sent.
+pub(crate) type FlushRequest = oneshot::Sender<()>;
+
+/// Start the export task on the current Tokio runtime: the queue spans go into, and the
+/// channel of flush requests.
+pub(crate) fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<(Arc<Queue>, mpsc::Sender<FlushRequest>), String> {
+    let transport = Transport::new(s)?;
+    let pending = Arc::new(Pending {
+        spans: std::sync::Mutex::new(Vec::with_capacity(s.batch_size)),
+        capacity: s.queue_size,
+        batch: s.batch_size,
+        wake: tokio::sync::Notify::new(),
+        done: AtomicBool::new(false),
+    });
+    let (flush, flush_rx) = mpsc::channel(4);
+    let queue = Arc::new(Queue { pending: pending.clone(), metrics: metrics.clone(), closed: AtomicBool::new(false) });
+    let export = Export {
+        transport,
+        origin: Origin::new(&s.service_name),
+        batch: s.batch_size,
+        timeout: s.export_timeout,
+        metrics,
+    };
+    tokio::spawn(export_loop(pending, flush_rx, export, s.export_interval));
+    Ok((queue, flush))
+}
+
+/// The gRPC method spans are exported with.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// How export requests reach the collector.
+enum Transport {
+    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
+    Http { client: Box<opentelemetry_http::hyper::HyperClient>, uri: http::Uri },
+}
+
+impl Transport {
+    fn new(s: &Settings) -> Result<Transport, String> {
+        match s.protocol {
+            OtlpProtocol::Grpc => {
+                let endpoint = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
+                    .map_err(|e| format!("tracing endpoint {}: {e}", s.endpoint))?;
+                // Connects on first use (and again after a failure), never at start.
+                let channel = endpoint.timeout(s.export_timeout).connect_lazy();
+                Ok(Transport::Grpc(tonic::client::Grpc::new(channel)))
+            }
+            OtlpProtocol::Http => {
+                let uri = s.endpoint.parse().map_err(|e| format!("tracing endpoint {}: {e}", s.endpoint))?;
+                // hyper's client (already in the data plane) rather than reqwest.
+                let client = opentelemetry_http::hyper::HyperClient::with_default_connector(s.export_timeout, None);
+                Ok(Transport::Http { client: Box::new(client), uri })
+            }
+        }
+    }
+
+    /// Send one encoded request: the spans the collector rejected (partial success), or why
+    /// it failed and whether trying again may help.
+    async fn send(&self, body: Bytes) -> Result<u64, Failure> {
+        let response = match self {
+            Transport::Grpc(grpc) => {
+                let mut grpc = grpc.clone();
+                grpc.ready().await.map_err(|e| Failure { retry: true, message: e.to_string() })?;
+                let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+                match grpc.unary(tonic::Request::new(body), path, Encoded).await {
+                    Ok(r) => r.into_inner(),
+                    Err(status) => return Err(Failure::grpc(&status)),
+                }
+            }
+            Transport::Http { client, uri } => {
+                let mut req = http::Request::new(body);
+                *req.method_mut() = http::Method::POST;
+                *req.uri_mut() = uri.clone();
+                req.headers_mut()
+                    .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+                let resp = client.send_bytes(req).await.map_err(|e| Failure { retry: true, message: e.to_string() })?;
+                let status = resp.status();
+                if !status.is_success() {
+                    // OTLP/HTTP: these are worth another try, other errors are not.
+                    let retry = matches!(status.as_u16(), 429 | 502 | 503 | 504);
+                    return Err(Failure { retry, message: format!("collector answered {status}") });
+                }
+                ExportTraceServiceResponse::decode(resp.into_body()).unwrap_or_default()
+            }
+        };
+        let rejected = response.partial_success.map_or(0, |p| p.rejected_spans);
+        Ok(u64::try_from(rejected).unwrap_or(0))
+    }
+}
+
+/// A failed export.
+#[derive(Debug)]
+struct Failure {
+    /// The failure is transient (OTLP's retryable gRPC codes and HTTP statuses).
+    retry: bool,
+    message: String,
+}
+
+impl Failure {
+    fn grpc(s: &tonic::Status) -> Failure {
+        use tonic::Code;
+        let retry = matches!(
+            s.code(),
+            Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unavailable
+                | Code::DataLoss
+        );
+        Failure { retry, message: format!("{:?}: {}", s.code(), s.message()) }
+    }
+}
+
+/// tonic codec of an export: the request is already encoded (sent as is, and again on a
+/// retry), the response is decoded with prost.
+#[derive(Debug, Clone, Copy)]
+struct Encoded;
+
+impl tonic::codec::Codec for Encoded {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = Encoded;
+    type Decoder = Encoded;
+
+    fn encoder(&mut self) -> Encoded {
+        Encoded
+    }
+
+    fn decoder(&mut self) -> Encoded {
+        Encoded
+    }
+}
+
+impl tonic::codec::Encoder for Encoded {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Encoded {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        let len = src.remaining();
+        ExportTraceServiceResponse::decode(src.take(len))
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("export response: {e}")))
+    }
+}
+
+/// The transport, what an export may take, and the spans' origin.
+struct Export {
+    transport: Transport,
+    origin: Origin,
+    batch: usize,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Export {
+    /// Export `spans` in batches of at most `batch`.
+    async fn send_all(&self, mut spans: Vec<Finished>) {
+        while spans.len() > self.batch {
+            let rest = spans.split_off(self.batch);
+            self.send(std::mem::replace(&mut spans, rest)).await;
+        }
+        self.send(spans).await;
+    }
+
+    /// Export one batch, trying again after a transient failure (100 ms, then twice as long
+    /// each time) while `export_timeout` allows; a batch the collector did not take in that
+    /// time is dropped and counted.
+    async fn send(&self, spans: Vec<Finished>) {
+        if spans.is_empty() {
+            return;
+        }
+        let n = spans.len() as u64;
+        let body = self.origin.encode(&spans);
+        drop(spans);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(100);
+        let failure = loop {
+            match tokio::time::timeout_at(deadline, self.transport.send(body.clone())).await {
+                Ok(Ok(rejected)) => {
+                    let rejected = rejected.min(n);
+                    self.metrics.spans_exported(n - rejected);
+                    if rejected > 0 {
+                        self.metrics.spans_dropped(rejected);
+                        tracing::debug!(rejected, spans = n, "the collector rejected spans");
+                    }
+                    return;
+                }
+                Ok(Err(f)) if f.retry && tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %f.message, spans = n, "trace export failed, trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Ok(Err(f)) => break f.message,
+                Err(_) => break "timed out".to_string(),
+            }
+        };
+        self.metrics.spans_dropped(n);
+        tracing::debug!(error = %failure, spans = n, "trace export failed");
+    }
+}
+
+/// Export queued spans in batches: a batch goes when it has `batch` spans or `interval` after
+/// its first span arrived, whichever comes first; on a flush request, everything queued at
+/// once. Idle (nothing queued) the task waits without a timer.
+async fn export_loop(
+    pending: Arc<Pending>,
+    mut flush: mpsc::Receiver<FlushRequest>,
+    export: Export,
+    interval: Duration,
+) {
+    let mut flush_open = true;
+    loop {
+        let mut reply = None;
+        if pending.len() == 0 {
+            if pending.is_done() {
+                break;
+            }
+            tokio::select! {
+                () = pending.wake.notified() => {}
+                r = flush.recv(), if flush_open => match r {
+                    Some(done) => reply = Some(done),
+                    None => flush_open = false,
+                },
+            }
+            if reply.is_none() && pending.len() == 0 {
+                continue;
+            }
+        }
+        if reply.is_none() {
+            // A batch has started: wait for it to fill, or for the interval to pass.
+            let sleep = tokio::time::sleep(interval);
+            tokio::pin!(sleep);
+            while pending.len() < pending.batch && !pending.is_done() {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    () = pending.wake.notified() => {}
+                    r = flush.recv(), if flush_open => match r {
+                        Some(done) => {
+                            reply = Some(done);
+                            break;
+                        }
+                        None => flush_open = false,
+                    },
+                }
+            }
+        }
+        export.send_all(pending.take()).await;
+        if let Some(done) = reply {
+            let _ = done.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plugins' records keep their kind, error, parent and tracestate; their parent is local.
+    #[test]
+    fn plugin_records() {
+        let start = SystemTime::now();
+        let f = Finished::from(SpanRecord {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: [3; 8],
+            name: Cow::Borrowed("redis EVALSHA"),
+            kind: gw_core::SpanKind::Client,
+            start,
+            end: start,
+            attributes: vec![("db.system.name", AttrValue::from("redis"))],
+            error: Some("connection refused".into()),
+            tracestate: Some(HeaderValue::from_static("a=1")),
+        });
+        assert_eq!(f.kind, Kind::Client);
+        assert_eq!((f.trace_id, f.span_id, f.parent_span_id), ([1; 16], [2; 8], [3; 8]));
+        assert!(!f.remote_parent);
+        assert_eq!(f.error.as_deref(), Some("connection refused"));
+        assert_eq!(f.tracestate.unwrap(), "a=1");
+        assert_eq!(f.attributes, vec![("db.system.name", AttrValue::from("redis"))]);
+    }
+}
