@@ -312,26 +312,37 @@ pub fn traceparent_value(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) 
     v
 }
 
-/// A whole HTTP/1.1 `traceparent` field line (`traceparent: <value>\r\n`), as the proxy's
-/// HTTP/1.1 client writes it: the value is [`TraceparentField::value`].
-#[derive(Debug, Clone, Copy)]
-pub struct TraceparentField(pub [u8; 70]);
+/// The context an upstream request's W3C `traceparent` carries (a span's ids and the sampling
+/// flag), kept as is until the request is encoded: the proxy's HTTP/1.1 client writes the whole
+/// field line straight into the request head ([`Traceparent::write_line`]), with no value
+/// built or copied before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traceparent {
+    /// Trace id.
+    pub trace_id: [u8; 16],
+    /// The parent span's id (the span of the call that carries it).
+    pub span_id: [u8; 8],
+    /// The sampled flag.
+    pub sampled: bool,
+}
 
-impl TraceparentField {
-    /// The line of a span's context.
-    pub fn new(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> TraceparentField {
-        let mut f = *b"traceparent: 00-00000000000000000000000000000000-0000000000000000-00\r\n";
-        hex_into(&mut f[16..48], trace_id);
-        hex_into(&mut f[49..65], span_id);
-        if sampled {
-            f[67] = b'1';
+impl Traceparent {
+    /// Append the HTTP/1.1 field line `traceparent: <value>\r\n` to `out`.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        const LINE: &[u8; 70] = b"traceparent: 00-00000000000000000000000000000000-0000000000000000-00\r\n";
+        let at = out.len();
+        out.extend_from_slice(LINE);
+        let line = &mut out[at..];
+        hex_into(&mut line[16..48], &self.trace_id);
+        hex_into(&mut line[49..65], &self.span_id);
+        if self.sampled {
+            line[67] = b'1';
         }
-        TraceparentField(f)
     }
 
     /// The field's value (55 bytes).
-    pub fn value(&self) -> &[u8] {
-        &self.0[13..68]
+    pub fn value(&self) -> [u8; 55] {
+        traceparent_value(&self.trace_id, &self.span_id, self.sampled)
     }
 }
 
@@ -430,14 +441,21 @@ pub struct AttemptReport {
 mod tests {
     use super::*;
 
-    /// The HTTP/1.1 field line holds the same value as `traceparent_value`.
+    /// The HTTP/1.1 field line holds the same value as `traceparent_value`, appended after
+    /// what the buffer held.
     #[test]
     fn traceparent_field_line() {
-        let (t, s) = ([0x4b; 16], [0x0f; 8]);
+        let (trace_id, span_id) = ([0x4b; 16], [0x0f; 8]);
         for sampled in [true, false] {
-            let f = TraceparentField::new(&t, &s, sampled);
-            assert_eq!(f.value(), &traceparent_value(&t, &s, sampled)[..]);
-            assert!(f.0.starts_with(b"traceparent: 00-4b4b") && f.0.ends_with(b"\r\n"));
+            let tp = Traceparent { trace_id, span_id, sampled };
+            let mut out = b"GET / HTTP/1.1\r\n".to_vec();
+            tp.write_line(&mut out);
+            let line = &out[16..];
+            assert_eq!(&line[13..68], &traceparent_value(&trace_id, &span_id, sampled)[..]);
+            assert_eq!(&tp.value()[..], &line[13..68]);
+            assert!(line.starts_with(b"traceparent: 00-4b4b") && line.ends_with(b"\r\n") && line.len() == 70);
+            assert_eq!(&line[49..65], b"0f0f0f0f0f0f0f0f");
+            assert_eq!(&line[65..68], if sampled { b"-01" } else { b"-00" });
         }
     }
 

@@ -311,13 +311,13 @@ fn encode_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
 /// Encode the request head into `out`. The request's own framing fields are replaced by the
 /// body's: the gateway decides how the body is framed upstream. `forwarding_block`, when
 /// given, replaces the request's forwarding fields (see `ConnForwarding::untrusted_block`);
-/// `traceparent`, when given (a whole field line, `traceparent: ...\r\n`), replaces the
-/// request's `traceparent` field.
+/// `traceparent`, when given, replaces the request's `traceparent` field (its line is written
+/// straight from the ids).
 fn encode_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
     forwarding_block: Option<&[u8]>,
-    traceparent: Option<&[u8]>,
+    traceparent: Option<&gw_core::trace::Traceparent>,
     host: &[u8],
     length: Option<u64>,
 ) -> ReqFraming {
@@ -344,7 +344,7 @@ fn encode_head(
         out.extend_from_slice(block);
     }
     if let Some(tp) = traceparent {
-        out.extend_from_slice(tp);
+        tp.write_line(out);
     }
     let framing = match length {
         Some(0) => {
@@ -400,7 +400,7 @@ pub(crate) async fn exchange<E: ConnHome, B: Outgoing>(
     endpoint: &Arc<E>,
     head: &RequestHead,
     forwarding_block: Option<&[u8]>,
-    traceparent: Option<&[u8]>,
+    traceparent: Option<&gw_core::trace::Traceparent>,
     host: &[u8],
     mut body: B,
     read: Duration,

@@ -881,9 +881,9 @@ pub(crate) async fn forward(
     let t = &service.timeouts;
     // A traced request: each attempt of a sampled one gets a client span whose context goes
     // upstream; an unsampled one sends its server span's context (not sampled) as it is. A
-    // W3C `traceparent` is written by the HTTP/1.1 encoder from a fixed buffer (`traceparent`
-    // below), not put in the header map.
-    let mut traceparent: Option<gw_core::trace::TraceparentField> = None;
+    // W3C `traceparent` is written by the HTTP/1.1 encoder straight from the ids
+    // (`traceparent` below), not put in the header map.
+    let mut traceparent: Option<gw_core::trace::Traceparent> = None;
     let traced = match (tracing, &cx.trace) {
         (tr, Some(parent)) => trace_head(tr, parent, &mut head.headers, &mut traceparent),
         _ => None,
@@ -928,7 +928,8 @@ pub(crate) async fn forward(
                 let s = tr.client_span(parent, head.method.as_str(), &endpoint.authority, attempt);
                 if parent.format == gw_core::TraceFormat::W3c {
                     let (trace_id, span_id) = s.ids();
-                    traceparent = Some(gw_core::trace::TraceparentField::new(trace_id, span_id, true));
+                    traceparent =
+                        Some(gw_core::trace::Traceparent { trace_id: *trace_id, span_id: *span_id, sampled: true });
                 } else {
                     tr.inject_span(&s, &mut head.headers);
                 }
@@ -1058,7 +1059,7 @@ fn trace_head<'t>(
     tracing: Option<&'t gw_otel::Tracing>,
     parent: &gw_core::TraceParent,
     headers: &mut HeaderMap,
-    traceparent: &mut Option<gw_core::trace::TraceparentField>,
+    traceparent: &mut Option<gw_core::trace::Traceparent>,
 ) -> Option<&'t gw_otel::Tracing> {
     if parent.format != gw_core::TraceFormat::W3c {
         if parent.sampled && tracing.is_some() {
@@ -1073,7 +1074,11 @@ fn trace_head<'t>(
     if parent.sampled && tracing.is_some() {
         return tracing;
     }
-    *traceparent = Some(gw_core::trace::TraceparentField::new(&parent.trace_id, &parent.span_id, parent.sampled));
+    *traceparent = Some(gw_core::trace::Traceparent {
+        trace_id: parent.trace_id,
+        span_id: parent.span_id,
+        sampled: parent.sampled,
+    });
     None
 }
 
@@ -1158,7 +1163,7 @@ async fn attempt(
     head: &RequestHead,
     body: RequestBody,
     forwarding_block: Option<&[u8]>,
-    traceparent: Option<&gw_core::trace::TraceparentField>,
+    traceparent: Option<&gw_core::trace::Traceparent>,
     host: Option<&str>,
     protocol: UpstreamProtocol,
     connect: Duration,
@@ -1178,8 +1183,8 @@ async fn attempt(
             if host.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err((Error::new(ErrorKind::BadRequest, "invalid Host"), None));
             }
-            let tp = traceparent.map(|v| &v.0[..]);
-            let (parts, body) = h1::exchange(conn, endpoint, head, forwarding_block, tp, host, body, read).await?;
+            let (parts, body) =
+                h1::exchange(conn, endpoint, head, forwarding_block, traceparent, host, body, read).await?;
             Ok(Response::from_parts(parts, UpstreamInner::H1(body)))
         }
         // Boxed: its timers and hyper's futures would otherwise make every request's future
@@ -1245,7 +1250,7 @@ async fn attempt_h2(
     body: RequestBody,
     host: Option<&str>,
     protocol: UpstreamProtocol,
-    traceparent: Option<&gw_core::trace::TraceparentField>,
+    traceparent: Option<&gw_core::trace::Traceparent>,
     read: Duration,
     sent: Option<&Arc<SentSignal>>,
 ) -> SendResult {
@@ -1254,7 +1259,7 @@ async fn attempt_h2(
         Err(e) => return Err((e, None)),
     };
     if let Some(tp) = traceparent
-        && let Ok(v) = HeaderValue::from_bytes(tp.value())
+        && let Ok(v) = HeaderValue::from_bytes(&tp.value())
     {
         req.headers_mut().insert(HeaderName::from_static("traceparent"), v);
     }
@@ -1630,15 +1635,11 @@ impl LogPhase {
                 shared.usage.record(shared.clock.now_ms(), c, &r.info.name, outcome, bytes_received, ended.bytes_sent);
             }
         }
-        let trace_ids = match (trace, rt.tracing.as_deref(), &cx.trace) {
-            (Some(tr), Some(t), Some(parent)) => {
-                if parent.sampled {
-                    finish_trace(&tr, parent, t, cx, p, route, status, failure.map(Error::kind), at);
-                }
-                Some((parent.trace_id, parent.span_id))
-            }
-            _ => None,
-        };
+        if let (Some(tr), Some(t), Some(parent)) = (&trace, rt.tracing.as_deref(), &cx.trace)
+            && parent.sampled
+        {
+            finish_trace(tr, parent, t, cx, p, route, status, failure.map(Error::kind), at);
+        }
         let entry = LogEntry { status, bytes_sent: ended.bytes_sent, bytes_received, latency, error, failure };
         for pl in &p.chain.log {
             pl.log(cx, &entry);
@@ -1647,7 +1648,11 @@ impl LogPhase {
             && let Some(al) = &shared.access_log
         {
             let started_wall = SystemTime::now() - latency;
-            let trace_hex = trace_ids.map(|(t, s)| (gw_core::trace::hex(&t), gw_core::trace::hex(&s)));
+            // The trace and span ids of a traced request (a route without tracing has none).
+            let trace_hex = match (&trace, &cx.trace) {
+                (Some(_), Some(parent)) => Some((parent.trace_id_hex(), parent.span_id_hex())),
+                _ => None,
+            };
             let line = AccessLogLine {
                 time: Rfc3339(started_wall),
                 request_id: cx.request_id.to_str().unwrap_or(""),
