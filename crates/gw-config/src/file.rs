@@ -198,9 +198,18 @@ pub struct FileTracing {
     /// Longest wait before a partial batch is exported. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_interval: Option<Dur>,
-    /// Time allowed for one export. Default `10s`.
+    /// Time allowed for one export, its retries included. Default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_timeout: Option<Dur>,
+    /// TLS towards an `https://` endpoint, as a service's `tls` (`ca_file`, `verify`, `sni`,
+    /// `client_cert_file` and `client_key_file` for mutual TLS). Default for `https://`: the
+    /// system's roots, verified. Only with an `https://` endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<FileUpstreamTls>,
+    /// Headers sent with every export (gRPC metadata, or HTTP headers), such as a collector's
+    /// API key; write the value as `${ENV_VAR}` to keep it out of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, Secret>>,
 }
 
 /// Usage analytics settings (`gateway.usage`).

@@ -89,8 +89,12 @@ pub struct Tracing {
     pub batch_size: usize,
     /// Longest wait before a partial batch goes out.
     pub export_interval: Duration,
-    /// Time allowed for one export.
+    /// Time allowed for one export, its retries included.
     pub export_timeout: Duration,
+    /// TLS towards the collector (an `https://` endpoint).
+    pub tls: Option<UpstreamTls>,
+    /// Headers sent with every export.
+    pub headers: Vec<(HeaderName, Secret)>,
 }
 
 /// OTLP transport.
@@ -462,7 +466,7 @@ impl UpstreamProtocol {
 }
 
 /// Upstream TLS.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
     /// Verify the certificate.
     pub verify: bool,

@@ -459,6 +459,10 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
 }
 
 /// `gateway.tracing`: `None` when disabled (the other keys are checked either way).
+/// Fields of an export request that the exporter writes itself (not `tracing.headers`).
+const RESERVED_EXPORT_HEADERS: [&str; 8] =
+    ["host", "content-type", "content-length", "transfer-encoding", "te", "connection", "user-agent", "upgrade"];
+
 fn tracing_settings(v: &mut V, t: Option<&FileTracing>, base: &KeyPath) -> Option<Tracing> {
     let t = t?;
     let tp = base.join("tracing");
@@ -525,7 +529,32 @@ fn tracing_settings(v: &mut V, t: Option<&FileTracing>, base: &KeyPath) -> Optio
     if !(Duration::from_millis(100)..=Duration::from_secs(120)).contains(&export_timeout) {
         v.err(tp.join("export_timeout"), "must be between 100ms and 120s");
     }
+    let tls = match (&t.tls, endpoint.starts_with("https://")) {
+        (tls, true) => Some(upstream_tls(v, &tls.clone().unwrap_or_default(), &tp.join("tls"))),
+        (Some(_), false) => {
+            v.err(tp.join("tls"), "`tls` needs an https:// endpoint");
+            None
+        }
+        (None, false) => None,
+    };
+    let mut headers = Vec::new();
+    for (name, value) in t.headers.iter().flatten() {
+        let hp = tp.join("headers").join(name.as_str());
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) if RESERVED_EXPORT_HEADERS.contains(&n.as_str()) || n.as_str().starts_with("grpc-") => {
+                v.err(hp, "is set by the exporter itself");
+            }
+            // The value is not shown: it may be a secret.
+            Ok(_) if http::HeaderValue::from_str(value.expose()).is_err() => {
+                v.err(hp, "the value is not a valid header value (visible ASCII and spaces)");
+            }
+            Ok(n) => headers.push((n, value.clone())),
+            Err(_) => v.err(hp, "is not a valid header name"),
+        }
+    }
     t.enabled.unwrap_or(false).then_some(Tracing {
+        tls,
+        headers,
         endpoint,
         protocol,
         sample_ratio,
@@ -1141,6 +1170,30 @@ fn static_response(v: &mut V, p: &KeyPath, r: Option<&FileStaticResponse>) -> Op
     Some(StaticResponse { status, body: r.body.clone().unwrap_or_default(), headers })
 }
 
+/// TLS towards an upstream (or the tracing collector): the CA bundle and client certificate
+/// read, the SNI checked.
+fn upstream_tls(v: &mut V, t: &FileUpstreamTls, tp: &KeyPath) -> UpstreamTls {
+    let ca_pem = t.ca_file.as_ref().and_then(|f| v.read_file(tp.join("ca_file"), f));
+    let client_cert = match (&t.client_cert_file, &t.client_key_file) {
+        (Some(c), Some(k)) => {
+            let c = v.read_file(tp.join("client_cert_file"), c);
+            let k = v.read_file(tp.join("client_key_file"), k);
+            c.zip(k).map(|(c, k)| (c, Secret(String::from_utf8_lossy(&k).into_owned())))
+        }
+        (None, None) => None,
+        _ => {
+            v.err(tp.clone(), "give both client_cert_file and client_key_file");
+            None
+        }
+    };
+    if let Some(sni) = &t.sni
+        && let Err(e) = check_host(sni)
+    {
+        v.err(tp.join("sni"), e);
+    }
+    UpstreamTls { verify: t.verify.unwrap_or(true), ca_pem, sni: t.sni.clone(), client_cert }
+}
+
 fn proxy_target(
     v: &mut V,
     p: &KeyPath,
@@ -1238,27 +1291,7 @@ fn proxy_target(
     }
     let protocol = protocol.unwrap_or(UpstreamProtocol::Http1);
     let tls = if protocol.is_tls() {
-        let t = s.tls.clone().unwrap_or_default();
-        let tp = p.join("tls");
-        let ca_pem = t.ca_file.as_ref().and_then(|f| v.read_file(tp.join("ca_file"), f));
-        let client_cert = match (&t.client_cert_file, &t.client_key_file) {
-            (Some(c), Some(k)) => {
-                let c = v.read_file(tp.join("client_cert_file"), c);
-                let k = v.read_file(tp.join("client_key_file"), k);
-                c.zip(k).map(|(c, k)| (c, Secret(String::from_utf8_lossy(&k).into_owned())))
-            }
-            (None, None) => None,
-            _ => {
-                v.err(tp.clone(), "give both client_cert_file and client_key_file");
-                None
-            }
-        };
-        if let Some(sni) = &t.sni
-            && let Err(e) = check_host(sni)
-        {
-            v.err(tp.join("sni"), e);
-        }
-        Some(UpstreamTls { verify: t.verify.unwrap_or(true), ca_pem, sni: t.sni.clone(), client_cert })
+        Some(upstream_tls(v, &s.tls.clone().unwrap_or_default(), &p.join("tls")))
     } else {
         if s.tls.is_some() {
             v.err(p.join("tls"), "`tls` needs a TLS protocol (https, h2, grpcs)");

@@ -18,7 +18,7 @@ use bytes::{Buf as _, BufMut as _, Bytes};
 use gw_core::{AttrValue, SpanRecord};
 use gw_observability::Metrics;
 use http::HeaderValue;
-use opentelemetry_http::HttpClient as _;
+use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
@@ -175,9 +175,13 @@ impl gw_core::SpanSink for Queue {
 pub(crate) type FlushRequest = oneshot::Sender<()>;
 
 /// Start the export task on the current Tokio runtime: the queue spans go into, and the
-/// channel of flush requests.
-pub(crate) fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<(Arc<Queue>, mpsc::Sender<FlushRequest>), String> {
-    let transport = Transport::new(s)?;
+/// channel of flush requests. `tls`: the client configuration for an `https://` endpoint.
+pub(crate) fn start(
+    s: &Settings,
+    metrics: Arc<Metrics>,
+    tls: Option<&rustls::ClientConfig>,
+) -> Result<(Arc<Queue>, mpsc::Sender<FlushRequest>), String> {
+    let transport = Transport::new(s, tls)?;
     let pending = Arc::new(Pending {
         spans: std::sync::Mutex::new(Vec::with_capacity(s.batch_size)),
         capacity: s.queue_size,
@@ -201,48 +205,100 @@ pub(crate) fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<(Arc<Queue>, 
 /// The gRPC method spans are exported with.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// How export requests reach the collector.
-enum Transport {
+/// How export requests reach the collector, and the headers each one carries.
+struct Transport {
+    kind: TransportKind,
+    headers: http::HeaderMap,
+}
+
+enum TransportKind {
     Grpc(tonic::client::Grpc<tonic::transport::Channel>),
-    Http { client: Box<opentelemetry_http::hyper::HyperClient>, uri: http::Uri },
+    Http { client: Arc<dyn opentelemetry_http::HttpClient>, uri: http::Uri },
+}
+
+/// A TLS connector for `https://` endpoints (hyper-rustls over hyper's TCP connector), with
+/// the gateway's client configuration; `sni` overrides the name verified.
+fn tls_connector(
+    tls: &rustls::ClientConfig,
+    sni: Option<&str>,
+    http2: bool,
+) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, String> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    // hyper-rustls sets the ALPN protocols itself.
+    let mut cfg = tls.clone();
+    cfg.alpn_protocols.clear();
+    let mut b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_only();
+    if let Some(name) = sni {
+        let name =
+            rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| format!("tracing tls.sni: {e}"))?;
+        b = b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    Ok(if http2 { b.enable_http2().wrap_connector(tcp) } else { b.enable_http1().wrap_connector(tcp) })
 }
 
 impl Transport {
-    fn new(s: &Settings) -> Result<Transport, String> {
-        match s.protocol {
+    fn new(s: &Settings, tls: Option<&rustls::ClientConfig>) -> Result<Transport, String> {
+        let sni = s.tls.as_ref().and_then(|t| t.sni.as_deref());
+        let kind = match s.protocol {
             OtlpProtocol::Grpc => {
                 let endpoint = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
-                    .map_err(|e| format!("tracing endpoint {}: {e}", s.endpoint))?;
+                    .map_err(|e| format!("tracing endpoint {}: {e}", s.endpoint))?
+                    .timeout(s.export_timeout);
                 // Connects on first use (and again after a failure), never at start.
-                let channel = endpoint.timeout(s.export_timeout).connect_lazy();
-                Ok(Transport::Grpc(tonic::client::Grpc::new(channel)))
+                let channel = match tls {
+                    Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls, sni, true)?),
+                    None => endpoint.connect_lazy(),
+                };
+                TransportKind::Grpc(tonic::client::Grpc::new(channel))
             }
             OtlpProtocol::Http => {
                 let uri = s.endpoint.parse().map_err(|e| format!("tracing endpoint {}: {e}", s.endpoint))?;
                 // hyper's client (already in the data plane) rather than reqwest.
-                let client = opentelemetry_http::hyper::HyperClient::with_default_connector(s.export_timeout, None);
-                Ok(Transport::Http { client: Box::new(client), uri })
+                let client: Arc<dyn opentelemetry_http::HttpClient> = match tls {
+                    Some(tls) => Arc::new(opentelemetry_http::hyper::HyperClient::new(
+                        tls_connector(tls, sni, false)?,
+                        s.export_timeout,
+                        None,
+                    )),
+                    None => {
+                        Arc::new(opentelemetry_http::hyper::HyperClient::with_default_connector(s.export_timeout, None))
+                    }
+                };
+                TransportKind::Http { client, uri }
             }
+        };
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &s.headers {
+            let mut v =
+                HeaderValue::from_str(value.expose()).map_err(|_| format!("tracing header {name}: invalid value"))?;
+            v.set_sensitive(true);
+            headers.append(name.clone(), v);
         }
+        Ok(Transport { kind, headers })
     }
 
     /// Send one encoded request: the spans the collector rejected (partial success), or why
     /// it failed and whether trying again may help.
     async fn send(&self, body: Bytes) -> Result<u64, Failure> {
-        let response = match self {
-            Transport::Grpc(grpc) => {
+        let response = match &self.kind {
+            TransportKind::Grpc(grpc) => {
                 let mut grpc = grpc.clone();
                 grpc.ready().await.map_err(|e| Failure { retry: true, message: e.to_string() })?;
                 let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-                match grpc.unary(tonic::Request::new(body), path, Encoded).await {
+                let metadata = tonic::metadata::MetadataMap::from_headers(self.headers.clone());
+                let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), body);
+                match grpc.unary(request, path, Encoded).await {
                     Ok(r) => r.into_inner(),
                     Err(status) => return Err(Failure::grpc(&status)),
                 }
             }
-            Transport::Http { client, uri } => {
+            TransportKind::Http { client, uri } => {
                 let mut req = http::Request::new(body);
                 *req.method_mut() = http::Method::POST;
                 *req.uri_mut() = uri.clone();
+                req.headers_mut().clone_from(&self.headers);
                 req.headers_mut()
                     .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
                 let resp = client.send_bytes(req).await.map_err(|e| Failure { retry: true, message: e.to_string() })?;

@@ -73,9 +73,15 @@ impl std::fmt::Debug for Tracing {
 }
 
 impl Tracing {
-    /// Build the exporter and start the export task (call inside a Tokio runtime).
-    pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Arc<Tracing>, String> {
-        let (queue, flush) = export::start(s, metrics)?;
+    /// Build the exporter and start the export task (call inside a Tokio runtime). `tls`: the
+    /// TLS client configuration for an `https://` endpoint (built by the gateway from
+    /// `tracing.tls`, as for upstreams).
+    pub fn start(
+        s: &Settings,
+        metrics: Arc<Metrics>,
+        tls: Option<&rustls::ClientConfig>,
+    ) -> Result<Arc<Tracing>, String> {
+        let (queue, flush) = export::start(s, metrics, tls)?;
         let format = match s.propagation {
             Propagation::W3c => TraceFormat::W3c,
             Propagation::B3 => TraceFormat::B3,

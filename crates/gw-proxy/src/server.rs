@@ -568,7 +568,13 @@ fn tracer(
     match (settings, current) {
         (None, _) => Ok(None),
         (Some(s), Some(t)) if t.settings() == s => Ok(Some(t.clone())),
-        (Some(s), _) => gw_otel::Tracing::start(s, metrics.clone()).map(Some),
+        (Some(s), _) => {
+            let tls = match &s.tls {
+                Some(t) => Some(crate::tls::client_config(t, false).map_err(|e| format!("gateway.tracing.tls: {e}"))?),
+                None => None,
+            };
+            gw_otel::Tracing::start(s, metrics.clone(), tls.as_deref()).map(Some)
+        }
     }
 }
 

@@ -198,6 +198,23 @@ async fn validate_errors_name_file_line_and_key() {
             format!("{QUIET}  limits:\n    max_detached_reads: lots\n"),
             ":6:5: gateway.limits.max_detached_reads: invalid type: string \"lots\"",
         ),
+        (
+            "tracing-tls.yaml",
+            format!(
+                "{QUIET}  tracing:\n    enabled: true\n    endpoint: http://127.0.0.1:4317\n    tls: {{ verify: false }}\n"
+            ),
+            ":8:5: gateway.tracing.tls: `tls` needs an https:// endpoint",
+        ),
+        (
+            "tracing-header.yaml",
+            format!("{QUIET}  tracing:\n    enabled: true\n    headers:\n      content-type: text/plain\n"),
+            ":8:7: gateway.tracing.headers.content-type: is set by the exporter itself",
+        ),
+        (
+            "tracing-header-value.yaml",
+            format!("{QUIET}  tracing:\n    enabled: true\n    headers:\n      x-api-key: \"sec\\x01ret\"\n"),
+            ":8:7: gateway.tracing.headers.x-api-key: the value is not a valid header value",
+        ),
         // Found only when compiling: located at the plugin it names.
         (
             "compile.yaml",

@@ -25,8 +25,15 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
+        Receiver::start_with(&[]).await
+    }
+
+    /// With more command-line arguments (`--tls CERT KEY`).
+    async fn start_with(args: &[&str]) -> Receiver {
         let script = format!("{}/tests/python/otlp_receiver.py", env!("CARGO_MANIFEST_DIR"));
-        let (child, mut lines) = piped(&[&script]);
+        let mut all = vec![script.as_str()];
+        all.extend_from_slice(args);
+        let (child, mut lines) = piped(&all);
         let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
             .await
             .expect("receiver started")
@@ -1262,5 +1269,88 @@ async fn export_failures_are_retried_or_counted() {
         wait_for("gatehouse_tracing_spans_dropped_total", 3.0).await;
         wait_for("gatehouse_tracing_spans_exported_total", 3.0).await;
         assert_eq!(recv.trace(&trace, 1).await.len(), 1, "{via}");
+    }
+}
+
+/// An `https://` collector, over both transports: the gateway verifies its certificate against
+/// `tls.ca_file` under the name `tls.sni` (the receiver's certificate names `otel.test`, the
+/// endpoint is an IP address), and every export carries `headers` (gRPC metadata or HTTP
+/// headers). The same collector with the system's roots (no `ca_file`) is not trusted: the
+/// spans are dropped and counted, none arrives.
+#[tokio::test]
+async fn export_over_tls_with_headers() {
+    let ca = gw_test_util::TestCa::new("otel-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = ca.server(&["otel.test"]);
+    let (cert, key, ca_file) = (dir.path().join("r.crt"), dir.path().join("r.key"), dir.path().join("ca.pem"));
+    std::fs::write(&cert, &srv.cert_pem).unwrap();
+    std::fs::write(&key, &srv.key_pem).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let recv = Receiver::start_with(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]).await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    // The receiver's own pages are HTTPS too.
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .resolve("otel.test", ([127, 0, 0, 1], recv.http).into())
+        .build()
+        .unwrap();
+    let page = |path: &'static str| {
+        let https = https.clone();
+        let url = format!("https://otel.test:{}{path}", recv.http);
+        async move { https.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    for (n, via) in ["grpc", "http"].into_iter().enumerate() {
+        let port = if via == "grpc" { recv.grpc } else { recv.http };
+        let tracing = format!(
+            "{{ enabled: true, protocol: {via}, endpoint: \"https://127.0.0.1:{port}\", export_interval: 50ms, tls: {{ ca_file: \"{}\", sni: otel.test }}, headers: {{ x-api-key: secret-{via} }} }}",
+            ca_file.display()
+        );
+        let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
+        let trace = format!("{:032x}", 0xd000 + n);
+        let (s, _) = get_with(
+            &format!("{}/users/1", gw.url("main")),
+            &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))],
+        )
+        .await;
+        assert_eq!(s, 200);
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans = page("/spans").await;
+            let got = spans.as_array().unwrap().iter().filter(|s| s["trace_id"] == trace.as_str()).count();
+            if got == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "{via}: {got} of 2 spans over TLS; dropped {}",
+                metric(&gw, "gatehouse_tracing_spans_dropped_total").await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let e = page("/exports").await;
+        assert_eq!(e[format!("headers_{via}")]["x-api-key"], format!("secret-{via}"), "{via}: {e}");
+        assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 2.0, "{via}");
+
+        // Without the CA: the certificate is not trusted, nothing is exported.
+        let untrusted = format!(
+            "{{ enabled: true, protocol: {via}, endpoint: \"https://127.0.0.1:{port}\", export_interval: 50ms, export_timeout: 1s, tls: {{ sni: otel.test }} }}"
+        );
+        let gw = TestGateway::start(&traced(&untrusted, &one_service(&up.authority())), &[]).await;
+        let trace = format!("{:032x}", 0xe000 + n);
+        let (s, _) = get_with(
+            &format!("{}/users/1", gw.url("main")),
+            &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))],
+        )
+        .await;
+        assert_eq!(s, 200);
+        let until = Instant::now() + Duration::from_secs(10);
+        while metric(&gw, "gatehouse_tracing_spans_dropped_total").await < 2.0 {
+            assert!(Instant::now() < until, "{via}: the untrusted collector's spans are not counted as dropped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 0.0, "{via}");
+        let spans = page("/spans").await;
+        assert!(spans.as_array().unwrap().iter().all(|s| s["trace_id"] != trace.as_str()), "{via}");
     }
 }

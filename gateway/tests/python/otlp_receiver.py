@@ -13,11 +13,16 @@ Prints "<grpc port> <http port>" on its first line. On the HTTP port:
                     (`partial_success`) and records the rest
 Runs until stdin closes (the test that started it ends) or it is killed.
 
+With --tls CERT KEY both ports take TLS only (gRPC over TLS, HTTPS), with that certificate.
+GET /exports also reports the `x-*` headers (gRPC metadata) of the last export per transport,
+under `headers_<transport>`.
+
 With --discard (the benchmark's collector), gRPC exports are taken as raw bytes and only
 counted (requests and bytes in GET /exports): no decoding, so the collector costs little CPU.
 """
 
 import json
+import ssl
 import sys
 import threading
 from concurrent import futures
@@ -100,8 +105,14 @@ def response(reject):
     return resp
 
 
+def keep_headers(via, pairs):
+    with LOCK:
+        EXPORTS["headers_" + via] = {k.lower(): v for k, v in pairs if k.lower().startswith("x-")}
+
+
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request, context):
+        keep_headers("grpc", context.invocation_metadata())
         f = fault("grpc")
         if f and f[0] == "fail":
             code = grpc.StatusCode.UNAVAILABLE if f[1] else grpc.StatusCode.INVALID_ARGUMENT
@@ -137,6 +148,7 @@ class Http(BaseHTTPRequestHandler):
             return self.reply(415, b"", "text/plain")
         req = trace_service_pb2.ExportTraceServiceRequest()
         req.ParseFromString(body)
+        keep_headers("http", self.headers.items())
         f = fault("http")
         if f and f[0] == "fail":
             return self.reply(503 if f[1] else 400, b"injected by the test", "text/plain")
@@ -171,9 +183,22 @@ def main():
         )
     else:
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
-    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    tls = None
+    if "--tls" in sys.argv:
+        i = sys.argv.index("--tls")
+        tls = (sys.argv[i + 1], sys.argv[i + 2])
+    if tls:
+        with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        grpc_port = server.add_secure_port("127.0.0.1:0", creds)
+    else:
+        grpc_port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     http = ThreadingHTTPServer(("127.0.0.1", 0), Http)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls[0], tls[1])
+        http.socket = ctx.wrap_socket(http.socket, server_side=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     print(f"{grpc_port} {http.server_address[1]}", flush=True)
     # Until the test that started us goes away (or, detached from stdin, until killed).
