@@ -1,13 +1,13 @@
 //! The export side of tracing: the bounded queue finished spans wait in, the task that sends
-//! them in batches, and the OTLP request built from them with the official protobuf types
-//! (`opentelemetry-proto`): OTLP/gRPC over tonic, or OTLP/HTTP (protobuf bodies) over hyper's
-//! client (`opentelemetry-http`).
+//! them in batches, and the transports: OTLP/gRPC over tonic, or OTLP/HTTP (protobuf bodies)
+//! over hyper's client (`opentelemetry-http`), both over TLS (hyper-rustls) for an `https://`
+//! endpoint.
 //!
-//! The gateway keeps its spans in its own type ([`Finished`]) and turns a batch into one
-//! `ExportTraceServiceRequest`, encoded once: the SDK's exporter (`opentelemetry-otlp`) cloned
-//! every batch for its retries and converted each span from the SDK's `SpanData`, which cost
-//! about 18,000 instructions per exported span (docs/benchmarks.md). Retries here resend the
-//! encoded bytes.
+//! The gateway keeps its spans in its own type ([`Finished`]) and writes a batch as one
+//! `ExportTraceServiceRequest` ([`crate::otlp`]), encoded once: the SDK's exporter
+//! (`opentelemetry-otlp`) cloned every batch for its retries and converted each span from the
+//! SDK's `SpanData`, which cost about 18,000 instructions per exported span
+//! (docs/benchmarks.md). Retries here resend the encoded bytes.
 
 use std::borrow::Cow;
 use std::sync::Arc;

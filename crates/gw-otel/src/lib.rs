@@ -11,11 +11,12 @@
 //!   the parent's decision (parent-based), and everything under a request follows the
 //!   request's. An unsampled request costs a header lookup, three random numbers and the
 //!   `traceparent` it sends upstream: no allocation, no span.
-//! - Spans are kept in the gateway's own record and exported with OTLP, as the official
-//!   protobuf types (`opentelemetry-proto`), over gRPC (tonic) or HTTP/protobuf (hyper's
-//!   client), by a task off the request path ([`export`]): ending a span only puts it in a
-//!   bounded queue. A full queue or a failed export drops spans
-//!   and counts them (`gatehouse_tracing_spans_dropped_total`); nothing waits for the collector.
+//! - Spans are kept in the gateway's own record and exported with OTLP (the protobuf wire
+//!   format of the official definitions, written by `otlp.rs`) over gRPC (tonic) or
+//!   HTTP/protobuf (hyper's client), in clear text or TLS, by a task off the request path
+//!   (`export.rs`): ending a span only puts it in a bounded queue. A full queue or a failed
+//!   export drops spans and counts them (`gatehouse_tracing_spans_dropped_total`); nothing
+//!   waits for the collector.
 //!
 //! The pipeline (`gw-proxy`) holds the spans; plugins see only [`gw_core::TraceParent`] and the
 //! gateway-owned [`gw_core::AttemptReport`]s.
