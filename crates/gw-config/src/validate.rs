@@ -458,11 +458,24 @@ fn gateway(v: &mut V, g: Option<&FileGateway>) -> Gateway {
     }
 }
 
-/// `gateway.tracing`: `None` when disabled (the other keys are checked either way).
-/// Fields of an export request that the exporter writes itself (not `tracing.headers`).
-const RESERVED_EXPORT_HEADERS: [&str; 8] =
-    ["host", "content-type", "content-length", "transfer-encoding", "te", "connection", "user-agent", "upgrade"];
+/// Fields of an export request that the exporter writes itself, or that would change how the
+/// body is read or the connection kept (not `tracing.headers`).
+const RESERVED_EXPORT_HEADERS: [&str; 12] = [
+    "host",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "te",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "user-agent",
+    "upgrade",
+    "authority",
+];
 
+/// `gateway.tracing`: `None` when disabled (the other keys are checked either way).
 fn tracing_settings(v: &mut V, t: Option<&FileTracing>, base: &KeyPath) -> Option<Tracing> {
     let t = t?;
     let tp = base.join("tracing");
@@ -484,15 +497,20 @@ fn tracing_settings(v: &mut V, t: Option<&FileTracing>, base: &KeyPath) -> Optio
                 .parse::<http::Uri>()
                 .ok()
                 .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+            // The scheme as parsed (lowercase: `HTTPS://` is `https://`, and takes TLS).
+            let e = match (&ok, e.find("://")) {
+                (Some(u), Some(at)) => format!("{}{}", u.scheme_str().unwrap_or_default(), &e[at..]),
+                _ => e.to_string(),
+            };
             match ok {
                 None => {
                     v.err(tp.join("endpoint"), format!("{e:?} is not an http:// or https:// URL"));
-                    e.to_string()
+                    e
                 }
                 Some(u) if protocol == OtlpProtocol::Http && matches!(u.path(), "" | "/") => {
                     format!("{}/v1/traces", e.trim_end_matches('/'))
                 }
-                Some(_) => e.to_string(),
+                Some(_) => e,
             }
         }
     };
@@ -537,12 +555,18 @@ fn tracing_settings(v: &mut V, t: Option<&FileTracing>, base: &KeyPath) -> Optio
         }
         (None, false) => None,
     };
-    let mut headers = Vec::new();
+    let mut headers: Vec<(HeaderName, Secret)> = Vec::new();
     for (name, value) in t.headers.iter().flatten() {
         let hp = tp.join("headers").join(name.as_str());
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(n) if RESERVED_EXPORT_HEADERS.contains(&n.as_str()) || n.as_str().starts_with("grpc-") => {
                 v.err(hp, "is set by the exporter itself");
+            }
+            Ok(n) if n.as_str().ends_with("-bin") => {
+                v.err(hp, "binary gRPC metadata (`-bin`) is not supported");
+            }
+            Ok(n) if headers.iter().any(|(h, _)| *h == n) => {
+                v.err(hp, "is given twice (header names are case-insensitive)");
             }
             // The value is not shown: it may be a secret.
             Ok(_) if http::HeaderValue::from_str(value.expose()).is_err() => {

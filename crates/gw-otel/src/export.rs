@@ -202,6 +202,9 @@ pub(crate) fn start(
     Ok((queue, flush))
 }
 
+/// The exporter's `user-agent`.
+const USER_AGENT: &str = concat!("gatehouse/", env!("CARGO_PKG_VERSION"));
+
 /// The gRPC method spans are exported with.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -240,11 +243,16 @@ fn tls_connector(
 
 impl Transport {
     fn new(s: &Settings, tls: Option<&rustls::ClientConfig>) -> Result<Transport, String> {
+        if tls.is_none() && s.endpoint.starts_with("https://") {
+            return Err(format!("tracing endpoint {}: https needs TLS settings", s.endpoint));
+        }
         let sni = s.tls.as_ref().and_then(|t| t.sni.as_deref());
         let kind = match s.protocol {
             OtlpProtocol::Grpc => {
                 let endpoint = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
                     .map_err(|e| format!("tracing endpoint {}: {e}", s.endpoint))?
+                    .user_agent(USER_AGENT)
+                    .map_err(|e| format!("tracing: {e}"))?
                     .timeout(s.export_timeout);
                 // Connects on first use (and again after a failure), never at start.
                 let channel = match tls {
@@ -285,7 +293,7 @@ impl Transport {
         let response = match &self.kind {
             TransportKind::Grpc(grpc) => {
                 let mut grpc = grpc.clone();
-                grpc.ready().await.map_err(|e| Failure { retry: true, message: e.to_string() })?;
+                grpc.ready().await.map_err(|e| Failure::connection(&e))?;
                 let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
                 let metadata = tonic::metadata::MetadataMap::from_headers(self.headers.clone());
                 let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), body);
@@ -299,9 +307,10 @@ impl Transport {
                 *req.method_mut() = http::Method::POST;
                 *req.uri_mut() = uri.clone();
                 req.headers_mut().clone_from(&self.headers);
+                req.headers_mut().insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
                 req.headers_mut()
                     .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
-                let resp = client.send_bytes(req).await.map_err(|e| Failure { retry: true, message: e.to_string() })?;
+                let resp = client.send_bytes(req).await.map_err(|e| Failure::connection(&*e))?;
                 let status = resp.status();
                 if !status.is_success() {
                     // OTLP/HTTP: these are worth another try, other errors are not.
@@ -324,9 +333,34 @@ struct Failure {
     message: String,
 }
 
+/// Whether `e` (or what caused it) is a TLS error: a certificate the gateway does not trust, a
+/// handshake the collector refused. Trying again will not help.
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // An `io::Error`'s `source` skips the error it wraps: look at that one.
+        next = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
 impl Failure {
+    /// A connection (or TLS handshake) that failed: transient, unless TLS refused it.
+    fn connection(e: &(dyn std::error::Error + 'static)) -> Failure {
+        Failure { retry: !is_tls_error(e), message: error_chain(e) }
+    }
+
     fn grpc(s: &tonic::Status) -> Failure {
         use tonic::Code;
+        if is_tls_error(s) {
+            return Failure { retry: false, message: error_chain(s) };
+        }
         let retry = matches!(
             s.code(),
             Code::Cancelled
@@ -338,6 +372,18 @@ impl Failure {
         );
         Failure { retry, message: format!("{:?}: {}", s.code(), s.message()) }
     }
+}
+
+/// `e` and its causes, for the log.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        next = c.source();
+    }
+    out
 }
 
 /// tonic codec of an export: the request is already encoded (sent as is, and again on a
@@ -395,19 +441,21 @@ struct Export {
 }
 
 impl Export {
-    /// Export `spans` in batches of at most `batch`.
-    async fn send_all(&self, mut spans: Vec<Finished>) {
+    /// Export `spans` in batches of at most `batch` (`retry`: try a batch again after a
+    /// transient failure; not when flushing at shutdown, which has a deadline of its own).
+    async fn send_all(&self, mut spans: Vec<Finished>, retry: bool) {
         while spans.len() > self.batch {
             let rest = spans.split_off(self.batch);
-            self.send(std::mem::replace(&mut spans, rest)).await;
+            self.send(std::mem::replace(&mut spans, rest), retry).await;
         }
-        self.send(spans).await;
+        self.send(spans, retry).await;
     }
 
-    /// Export one batch, trying again after a transient failure (100 ms, then twice as long
-    /// each time) while `export_timeout` allows; a batch the collector did not take in that
-    /// time is dropped and counted.
-    async fn send(&self, spans: Vec<Finished>) {
+    /// Export one batch, trying again after a transient failure (after about 100 ms, then
+    /// twice as long each time, with jitter so that a cluster's nodes do not retry in step)
+    /// while `export_timeout` allows; a batch the collector did not take in that time is
+    /// dropped and counted.
+    async fn send(&self, spans: Vec<Finished>, retry: bool) {
         if spans.is_empty() {
             return;
         }
@@ -427,9 +475,13 @@ impl Export {
                     }
                     return;
                 }
-                Ok(Err(f)) if f.retry && tokio::time::Instant::now() + backoff < deadline => {
+                Ok(Err(f))
+                    if retry
+                        && f.retry
+                        && tokio::time::Instant::now() + backoff + Duration::from_millis(50) < deadline =>
+                {
                     tracing::debug!(error = %f.message, spans = n, "trace export failed, trying again");
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
                     backoff *= 2;
                 }
                 Ok(Err(f)) => break f.message,
@@ -486,7 +538,8 @@ async fn export_loop(
                 }
             }
         }
-        export.send_all(pending.take()).await;
+        // Flushing at shutdown: one attempt per batch (the flush has its own deadline).
+        export.send_all(pending.take(), reply.is_none() && !pending.is_done()).await;
         if let Some(done) = reply {
             let _ = done.send(());
         }

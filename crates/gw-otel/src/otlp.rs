@@ -89,8 +89,10 @@ fn kind_number(k: Kind) -> u64 {
     }
 }
 
+/// The span's `tracestate` (a protobuf `string`: not written unless it is UTF-8, which the
+/// gateway's own values are; a plugin could set another).
 fn tracestate(s: &Finished) -> &[u8] {
-    s.tracestate.as_ref().map_or(&[][..], |v| v.as_bytes())
+    s.tracestate.as_ref().and_then(|v| v.to_str().ok()).map_or(&[][..], str::as_bytes)
 }
 
 /// `Status`: message (2) and code (3: `Error` is 2; `Unset`, 0, is not written).

@@ -215,6 +215,16 @@ async fn validate_errors_name_file_line_and_key() {
             format!("{QUIET}  tracing:\n    enabled: true\n    headers:\n      x-api-key: \"sec\\x01ret\"\n"),
             ":8:7: gateway.tracing.headers.x-api-key: the value is not a valid header value",
         ),
+        (
+            "tracing-header-twice.yaml",
+            format!("{QUIET}  tracing:\n    enabled: true\n    headers:\n      X-Key: a\n      x-key: b\n"),
+            ":9:7: gateway.tracing.headers.x-key: is given twice (header names are case-insensitive)",
+        ),
+        (
+            "tracing-header-bin.yaml",
+            format!("{QUIET}  tracing:\n    enabled: true\n    headers:\n      x-token-bin: YWJj\n"),
+            ":8:7: gateway.tracing.headers.x-token-bin: binary gRPC metadata (`-bin`) is not supported",
+        ),
         // Found only when compiling: located at the plugin it names.
         (
             "compile.yaml",

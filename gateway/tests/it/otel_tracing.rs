@@ -1213,7 +1213,13 @@ async fn export_failures_are_retried_or_counted() {
         v
     };
     for (n, via) in ["grpc", "http"].into_iter().enumerate() {
-        let gw = TestGateway::start(&traced(&recv.tracing(via, ""), &one_service(&up.authority())), &[]).await;
+        // A request's two spans (server and attempt) are one batch: it is exported when full,
+        // so each request is exactly one export request.
+        let port = if via == "grpc" { recv.grpc } else { recv.http };
+        let tracing = format!(
+            "{{ enabled: true, protocol: {via}, endpoint: \"http://127.0.0.1:{port}\", batch_size: 2, export_interval: 5s }}"
+        );
+        let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
         let send = |trace: String| {
             let url = format!("{}/users/1", gw.url("main"));
             async move {
@@ -1274,9 +1280,11 @@ async fn export_failures_are_retried_or_counted() {
 
 /// An `https://` collector, over both transports: the gateway verifies its certificate against
 /// `tls.ca_file` under the name `tls.sni` (the receiver's certificate names `otel.test`, the
-/// endpoint is an IP address), and every export carries `headers` (gRPC metadata or HTTP
-/// headers). The same collector with the system's roots (no `ca_file`) is not trusted: the
-/// spans are dropped and counted, none arrives.
+/// endpoint is an IP address; the gRPC one is written `HTTPS://`, which is https too), and
+/// every export carries `headers` (gRPC metadata or HTTP headers) and the gateway's
+/// `user-agent`. The same collector with the system's roots (no `ca_file`) is not trusted: the
+/// spans are dropped and counted at once (a certificate error is not tried again), none
+/// arrives.
 #[tokio::test]
 async fn export_over_tls_with_headers() {
     let ca = gw_test_util::TestCa::new("otel-ca");
@@ -1301,9 +1309,9 @@ async fn export_over_tls_with_headers() {
         async move { https.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
     };
     for (n, via) in ["grpc", "http"].into_iter().enumerate() {
-        let port = if via == "grpc" { recv.grpc } else { recv.http };
+        let (port, scheme) = if via == "grpc" { (recv.grpc, "HTTPS") } else { (recv.http, "https") };
         let tracing = format!(
-            "{{ enabled: true, protocol: {via}, endpoint: \"https://127.0.0.1:{port}\", export_interval: 50ms, tls: {{ ca_file: \"{}\", sni: otel.test }}, headers: {{ x-api-key: secret-{via} }} }}",
+            "{{ enabled: true, protocol: {via}, endpoint: \"{scheme}://127.0.0.1:{port}\", export_interval: 50ms, tls: {{ ca_file: \"{}\", sni: otel.test }}, headers: {{ x-api-key: secret-{via} }} }}",
             ca_file.display()
         );
         let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
@@ -1330,11 +1338,13 @@ async fn export_over_tls_with_headers() {
         }
         let e = page("/exports").await;
         assert_eq!(e[format!("headers_{via}")]["x-api-key"], format!("secret-{via}"), "{via}: {e}");
+        let agent = e[format!("headers_{via}")]["user-agent"].as_str().unwrap_or_default().to_string();
+        assert!(agent.starts_with("gatehouse/"), "{via}: user-agent {agent:?}");
         assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 2.0, "{via}");
 
         // Without the CA: the certificate is not trusted, nothing is exported.
         let untrusted = format!(
-            "{{ enabled: true, protocol: {via}, endpoint: \"https://127.0.0.1:{port}\", export_interval: 50ms, export_timeout: 1s, tls: {{ sni: otel.test }} }}"
+            "{{ enabled: true, protocol: {via}, endpoint: \"https://127.0.0.1:{port}\", export_interval: 50ms, export_timeout: 10s, tls: {{ sni: otel.test }} }}"
         );
         let gw = TestGateway::start(&traced(&untrusted, &one_service(&up.authority())), &[]).await;
         let trace = format!("{:032x}", 0xe000 + n);
@@ -1344,9 +1354,10 @@ async fn export_over_tls_with_headers() {
         )
         .await;
         assert_eq!(s, 200);
-        let until = Instant::now() + Duration::from_secs(10);
+        // Retried, the batch would be dropped only after about 6 s of backoff.
+        let until = Instant::now() + Duration::from_secs(3);
         while metric(&gw, "gatehouse_tracing_spans_dropped_total").await < 2.0 {
-            assert!(Instant::now() < until, "{via}: the untrusted collector's spans are not counted as dropped");
+            assert!(Instant::now() < until, "{via}: the untrusted collector's spans are not dropped at once");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 0.0, "{via}");

@@ -14,7 +14,8 @@ Prints "<grpc port> <http port>" on its first line. On the HTTP port:
 Runs until stdin closes (the test that started it ends) or it is killed.
 
 With --tls CERT KEY both ports take TLS only (gRPC over TLS, HTTPS), with that certificate.
-GET /exports also reports the `x-*` headers (gRPC metadata) of the last export per transport,
+GET /exports also reports the `x-*` and `user-agent` headers (gRPC metadata) of the last export
+per transport,
 under `headers_<transport>`.
 
 With --discard (the benchmark's collector), gRPC exports are taken as raw bytes and only
@@ -107,7 +108,9 @@ def response(reject):
 
 def keep_headers(via, pairs):
     with LOCK:
-        EXPORTS["headers_" + via] = {k.lower(): v for k, v in pairs if k.lower().startswith("x-")}
+        EXPORTS["headers_" + via] = {
+            k.lower(): v for k, v in pairs if k.lower().startswith("x-") or k.lower() == "user-agent"
+        }
 
 
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
