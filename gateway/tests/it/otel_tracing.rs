@@ -1287,19 +1287,14 @@ async fn export_failures_are_retried_or_counted() {
 /// arrives.
 #[tokio::test]
 async fn export_over_tls_with_headers() {
-    let ca = gw_test_util::TestCa::new("otel-ca");
-    let dir = tempfile::tempdir().unwrap();
-    let srv = ca.server(&["otel.test"]);
-    let (cert, key, ca_file) = (dir.path().join("r.crt"), dir.path().join("r.key"), dir.path().join("ca.pem"));
-    std::fs::write(&cert, &srv.cert_pem).unwrap();
-    std::fs::write(&key, &srv.key_pem).unwrap();
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (_dir, cert, key, ca_file) = tls_files("otel-ca", "otel.test");
+    let ca_pem = std::fs::read(&ca_file).unwrap();
     let recv = Receiver::start_with(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]).await;
     let up = Upstream::start(Behavior::Echo("up")).await;
     // The receiver's own pages are HTTPS too.
     let https = reqwest::Client::builder()
         .no_proxy()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
         .resolve("otel.test", ([127, 0, 0, 1], recv.http).into())
         .build()
         .unwrap();

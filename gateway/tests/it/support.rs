@@ -191,8 +191,16 @@ pub(crate) fn piped(
 pub(crate) fn localhost_tls_files(
     ca: &str,
 ) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    tls_files(ca, "localhost")
+}
+
+/// The same for the DNS name `name`.
+pub(crate) fn tls_files(
+    ca: &str,
+    name: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let ca = gw_test_util::TestCa::new(ca);
-    let srv = ca.server(&["localhost"]);
+    let srv = ca.server(&[name]);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (cert, key, ca_file) = (dir.path().join("s.crt"), dir.path().join("s.key"), dir.path().join("ca.pem"));
     std::fs::write(&cert, &srv.cert_pem).expect("write the certificate");
