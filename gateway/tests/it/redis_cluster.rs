@@ -172,10 +172,12 @@ async fn batched_and_atomic_limits_on_a_cluster_with_a_dead_master() {
     let b = TestGateway::start(&cfg, &[]).await;
     let c = client();
 
-    // Batched: 4 client keys (several hash slots, so that one synchronisation spans masters),
-    // each driven by 2 clients per gateway, 150 requests per client: 300 tries per key and
-    // gateway, so that a gateway that never learns the other's counts admits 250 on its own.
-    let keys: Vec<String> = (0..4).map(|k| format!("b-{id}-{k}")).collect();
+    // Batched: 8 client keys (several hash slots, so that one synchronisation spans masters:
+    // the slots follow from hashes of the keys, and with 4 keys all of them sat on one of the
+    // 3 masters in about 1 run in 27; with 8, about 1 in 2,000), each driven by 2 clients per
+    // gateway, 150 requests per client: 300 tries per key and gateway, so that a gateway that
+    // never learns the other's counts admits 250 on its own.
+    let keys: Vec<String> = (0..8).map(|k| format!("b-{id}-{k}")).collect();
     let started = Instant::now();
     let batched = join_all(keys.iter().flat_map(|k| {
         [a.url("main"), a.url("main"), b.url("main"), b.url("main")].into_iter().map(|base| {
