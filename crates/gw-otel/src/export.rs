@@ -315,7 +315,8 @@ impl Transport {
                 if !status.is_success() {
                     // OTLP/HTTP: these are worth another try, other errors are not.
                     let retry = matches!(status.as_u16(), 429 | 502 | 503 | 504);
-                    return Err(Failure { retry, message: format!("collector answered {status}") });
+                    let delay = if retry { retry_after(resp.headers()) } else { None };
+                    return Err(Failure { retry, message: format!("collector answered {status}"), delay });
                 }
                 ExportTraceServiceResponse::decode(resp.into_body()).unwrap_or_default()
             }
@@ -331,6 +332,18 @@ struct Failure {
     /// The failure is transient (OTLP's retryable gRPC codes and HTTP statuses).
     retry: bool,
     message: String,
+    /// How long the collector asked the exporter to wait before trying again (HTTP
+    /// `Retry-After`, gRPC `RetryInfo`).
+    delay: Option<Duration>,
+}
+
+/// An HTTP `Retry-After`: seconds, or a date.
+fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
+    let v = h.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    match v.parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(v).ok().map(|t| t.duration_since(SystemTime::now()).unwrap_or_default()),
+    }
 }
 
 /// Whether `e` (or what caused it) is a TLS error: a certificate the gateway does not trust, a
@@ -353,13 +366,13 @@ fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
 impl Failure {
     /// A connection (or TLS handshake) that failed: transient, unless TLS refused it.
     fn connection(e: &(dyn std::error::Error + 'static)) -> Failure {
-        Failure { retry: !is_tls_error(e), message: error_chain(e) }
+        Failure { retry: !is_tls_error(e), message: error_chain(e), delay: None }
     }
 
     fn grpc(s: &tonic::Status) -> Failure {
         use tonic::Code;
         if is_tls_error(s) {
-            return Failure { retry: false, message: error_chain(s) };
+            return Failure { retry: false, message: error_chain(s), delay: None };
         }
         let retry = matches!(
             s.code(),
@@ -370,7 +383,11 @@ impl Failure {
                 | Code::Unavailable
                 | Code::DataLoss
         );
-        Failure { retry, message: format!("{:?}: {}", s.code(), s.message()) }
+        // The collector's `RetryInfo` sets the wait; with one, RESOURCE_EXHAUSTED is worth
+        // another try too (OTLP: the server says it can take the data later).
+        let delay = tonic_types::StatusExt::get_details_retry_info(s).and_then(|r| r.retry_delay);
+        let retry = retry || (s.code() == Code::ResourceExhausted && delay.is_some());
+        Failure { retry, message: format!("{:?}: {}", s.code(), s.message()), delay }
     }
 }
 
@@ -475,13 +492,17 @@ impl Export {
                     }
                     return;
                 }
+                // The collector's own delay when it gave one, else the backoff (jittered);
+                // only when the try after it still fits in `export_timeout`.
                 Ok(Err(f))
                     if retry
                         && f.retry
-                        && tokio::time::Instant::now() + backoff + Duration::from_millis(50) < deadline =>
+                        && tokio::time::Instant::now() + f.delay.unwrap_or(backoff) + Duration::from_millis(50)
+                            < deadline =>
                 {
                     tracing::debug!(error = %f.message, spans = n, "trace export failed, trying again");
-                    tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+                    let wait = f.delay.unwrap_or_else(|| backoff.mul_f64(0.5 + fastrand::f64() / 2.0));
+                    tokio::time::sleep(wait).await;
                     backoff *= 2;
                 }
                 Ok(Err(f)) => break f.message,

@@ -1360,3 +1360,94 @@ async fn export_over_tls_with_headers() {
         assert!(spans.as_array().unwrap().iter().all(|s| s["trace_id"] != trace.as_str()), "{via}");
     }
 }
+
+/// The collector's own delay, over both transports: a failure that asks for a wait (gRPC
+/// `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo` of 1.5 s; HTTP 429 with `Retry-After: 1`)
+/// is tried again after that wait, not after the usual 100 ms backoff; a wait longer than
+/// `export_timeout` allows drops the batch at once, without a second try; and (gRPC)
+/// `RESOURCE_EXHAUSTED` without `RetryInfo` is not tried again.
+#[tokio::test]
+async fn export_retries_honour_the_collectors_delay() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let faults = |json: &'static str| {
+        let url = format!("http://127.0.0.1:{}/faults", recv.http);
+        async move {
+            let r = client().post(url).body(json).send().await.unwrap();
+            assert_eq!(r.status(), 204);
+        }
+    };
+    let exports = || async {
+        let (_, _, v) = get_json(&format!("http://127.0.0.1:{}/exports", recv.http)).await;
+        v
+    };
+    for (n, via) in ["grpc", "http"].into_iter().enumerate() {
+        let port = if via == "grpc" { recv.grpc } else { recv.http };
+        let tracing = format!(
+            "{{ enabled: true, protocol: {via}, endpoint: \"http://127.0.0.1:{port}\", batch_size: 2, export_interval: 5s, export_timeout: 5s }}"
+        );
+        let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
+        let send = |trace: String| {
+            let url = format!("{}/users/1", gw.url("main"));
+            async move {
+                let (s, _) = get_with(&url, &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))]).await;
+                assert_eq!(s, 200);
+            }
+        };
+        let attempts = |e: &Value| -> Vec<f64> {
+            e[format!("times_{via}")]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default()
+        };
+
+        // Asked to wait: the second try comes after the wait.
+        faults(if via == "grpc" {
+            r#"{"fail": 1, "exhausted": true, "retry_after": 1.5}"#
+        } else {
+            r#"{"fail": 1, "exhausted": true, "retry_after": 1}"#
+        })
+        .await;
+        let trace = format!("{:032x}", 0xf000 + n);
+        send(trace.clone()).await;
+        assert_eq!(recv.trace(&trace, 2).await.len(), 2, "{via}");
+        let times = attempts(&exports().await);
+        assert_eq!(times.len(), 2, "{via}: {times:?}");
+        let gap = times[1] - times[0];
+        let want = if via == "grpc" { 1.5 } else { 1.0 };
+        assert!(gap >= want - 0.1, "{via}: tried again after {gap:.3} s, before the {want} s asked for");
+
+        // A wait beyond export_timeout (5 s): dropped at once, one try.
+        faults(r#"{"fail": 1, "exhausted": true, "retry_after": 30}"#).await;
+        let trace = format!("{:032x}", 0xf100 + n);
+        let started = Instant::now();
+        send(trace.clone()).await;
+        while metric(&gw, "gatehouse_tracing_spans_dropped_total").await < 2.0 {
+            assert!(started.elapsed() < Duration::from_secs(3), "{via}: not dropped at once");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(attempts(&exports().await).len(), 3, "{via}: tried again");
+
+        if via == "grpc" {
+            // RESOURCE_EXHAUSTED without RetryInfo: not tried again.
+            faults(r#"{"fail": 1, "exhausted": true, "retry_after": null}"#).await;
+            let trace = format!("{:032x}", 0xf200 + n);
+            send(trace.clone()).await;
+            let started = Instant::now();
+            while metric(&gw, "gatehouse_tracing_spans_dropped_total").await < 4.0 {
+                assert!(started.elapsed() < Duration::from_secs(3), "grpc: not dropped at once");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(attempts(&exports().await).len(), 4, "grpc: RESOURCE_EXHAUSTED without RetryInfo tried again");
+        }
+        assert!(
+            recv.spans()
+                .await
+                .iter()
+                .all(|s| !s["trace_id"].as_str().unwrap_or("").starts_with("0000000000000000000000000000f1"))
+        );
+        faults(r#"{"exhausted": false, "retry_after": null}"#).await;
+    }
+}

@@ -10,7 +10,12 @@ Prints "<grpc port> <http port>" on its first line. On the HTTP port:
   POST /faults      {"fail": N, "retryable": true|false, "reject": K}: the next N exports fail
                     (gRPC UNAVAILABLE or INVALID_ARGUMENT; HTTP 503 or 400) and are not
                     recorded; the next export taken reports K of its spans rejected
-                    (`partial_success`) and records the rest
+                    (`partial_success`) and records the rest. With "exhausted": true the
+                    failures are gRPC RESOURCE_EXHAUSTED (HTTP 429); with "retry_after": S
+                    they ask for S seconds before the next try (gRPC: a google.rpc.RetryInfo
+                    in `grpc-status-details-bin`; HTTP: `Retry-After`, whole seconds)
+  GET  /exports also gives `times_<transport>`: when each export attempt arrived (seconds,
+                    monotonic clock), failed ones included
 Runs until stdin closes (the test that started it ends) or it is killed.
 
 With --tls CERT KEY both ports take TLS only (gRPC over TLS, HTTPS), with that certificate.
@@ -22,10 +27,12 @@ With --discard (the benchmark's collector), gRPC exports are taken as raw bytes 
 counted (requests and bytes in GET /exports): no decoding, so the collector costs little CPU.
 """
 
+import collections
 import json
 import ssl
 import sys
 import threading
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -36,12 +43,39 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 LOCK = threading.Lock()
 SPANS = []
 EXPORTS = {"grpc": 0, "http": 0, "failed_grpc": 0, "failed_http": 0}
-FAULTS = {"fail": 0, "retryable": True, "reject": 0}
+FAULTS = {"fail": 0, "retryable": True, "reject": 0, "exhausted": False, "retry_after": None}
+
+
+def _varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | 0x80 if n else b])
+        if not n:
+            return out
+
+
+def _field(tag, data):
+    return _varint(tag << 3 | 2) + _varint(len(data)) + data
+
+
+def status_details(code, message, retry_after):
+    """A google.rpc.Status holding a google.rpc.RetryInfo, encoded by hand (the field numbers of
+    google/rpc/status.proto, error_details.proto and protobuf's Duration)."""
+    secs, nanos = int(retry_after), int(round((retry_after % 1) * 1e9))
+    duration = (_varint(1 << 3) + _varint(secs) if secs else b"") + (_varint(2 << 3) + _varint(nanos) if nanos else b"")
+    any_ = _field(1, b"type.googleapis.com/google.rpc.RetryInfo") + _field(2, _field(1, duration))
+    return _varint(1 << 3) + _varint(code) + _field(2, message.encode()) + _field(3, any_)
+
+
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    pass
 
 
 def fault(via):
     """The injected outcome of the next export: ("fail", retryable), ("reject", k) or None."""
     with LOCK:
+        EXPORTS.setdefault("times_" + via, []).append(time.monotonic())
         if FAULTS["fail"] > 0:
             FAULTS["fail"] -= 1
             EXPORTS["failed_" + via] += 1
@@ -119,6 +153,13 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         f = fault("grpc")
         if f and f[0] == "fail":
             code = grpc.StatusCode.UNAVAILABLE if f[1] else grpc.StatusCode.INVALID_ARGUMENT
+            if FAULTS["exhausted"]:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            if FAULTS["retry_after"] is not None:
+                details = status_details(code.value[0], "injected by the test", FAULTS["retry_after"])
+                context.abort_with_status(
+                    _Status(code, "injected by the test", (("grpc-status-details-bin", details),))
+                )
             context.abort(code, "injected by the test")
         reject = f[1] if f else 0
         record(request, "grpc", reject)
@@ -131,8 +172,10 @@ class Http(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def reply(self, status, body, ctype):
+    def reply(self, status, body, ctype, extra=None):
         self.send_response(status)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         self.send_header("content-type", ctype)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -154,7 +197,10 @@ class Http(BaseHTTPRequestHandler):
         keep_headers("http", self.headers.items())
         f = fault("http")
         if f and f[0] == "fail":
-            return self.reply(503 if f[1] else 400, b"injected by the test", "text/plain")
+            status = 429 if FAULTS["exhausted"] else 503 if f[1] else 400
+            after = FAULTS["retry_after"]
+            extra = {"retry-after": str(int(after))} if after is not None else {}
+            return self.reply(status, b"injected by the test", "text/plain", extra)
         reject = f[1] if f else 0
         record(req, "http", reject)
         self.reply(200, response(reject).SerializeToString(), "application/x-protobuf")
