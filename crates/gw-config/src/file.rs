@@ -210,6 +210,9 @@ pub struct FileTracing {
     /// API key; write the value as `${ENV_VAR}` to keep it out of the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, Secret>>,
+    /// Compression of export requests: `none` (default) or `gzip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
 }
 
 /// Usage analytics settings (`gateway.usage`).

@@ -95,6 +95,8 @@ pub struct Tracing {
     pub tls: Option<UpstreamTls>,
     /// Headers sent with every export.
     pub headers: Vec<(HeaderName, Secret)>,
+    /// Export requests gzip-compressed.
+    pub gzip: bool,
 }
 
 /// OTLP transport.

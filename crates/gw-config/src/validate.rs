@@ -527,6 +527,14 @@ fn tracing_settings(v: &mut V, t: Option<&FileTracing>, base: &KeyPath) -> Optio
             Propagation::W3c
         }
     };
+    let gzip = match t.compression.as_deref() {
+        None | Some("none") => false,
+        Some("gzip") => true,
+        Some(o) => {
+            v.err(tp.join("compression"), format!("{o:?}: use none or gzip"));
+            false
+        }
+    };
     let service_name = t.service_name.clone().unwrap_or_else(|| "gatehouse".to_string());
     if service_name.is_empty() {
         v.err(tp.join("service_name"), "empty service name");
@@ -579,6 +587,7 @@ fn tracing_settings(v: &mut V, t: Option<&FileTracing>, base: &KeyPath) -> Optio
     t.enabled.unwrap_or(false).then_some(Tracing {
         tls,
         headers,
+        gzip,
         endpoint,
         protocol,
         sample_ratio,

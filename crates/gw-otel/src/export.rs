@@ -202,6 +202,13 @@ pub(crate) fn start(
     Ok((queue, flush))
 }
 
+/// An export request's bytes, and whether they are gzip-compressed (an HTTP body).
+#[derive(Clone)]
+struct Outgoing {
+    body: Bytes,
+    gzip: bool,
+}
+
 /// The exporter's `user-agent`.
 const USER_AGENT: &str = concat!("gatehouse/", env!("CARGO_PKG_VERSION"));
 
@@ -212,6 +219,8 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 struct Transport {
     kind: TransportKind,
     headers: http::HeaderMap,
+    /// Requests gzip-compressed (`tracing.compression: gzip`).
+    gzip: bool,
 }
 
 enum TransportKind {
@@ -259,7 +268,12 @@ impl Transport {
                     Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls, sni, true)?),
                     None => endpoint.connect_lazy(),
                 };
-                TransportKind::Grpc(tonic::client::Grpc::new(channel))
+                let grpc = tonic::client::Grpc::new(channel);
+                TransportKind::Grpc(if s.gzip {
+                    grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip)
+                } else {
+                    grpc
+                })
             }
             OtlpProtocol::Http => {
                 let uri = s.endpoint.parse().map_err(|e| format!("tracing endpoint {}: {e}", s.endpoint))?;
@@ -284,12 +298,27 @@ impl Transport {
             v.set_sensitive(true);
             headers.append(name.clone(), v);
         }
-        Ok(Transport { kind, headers })
+        Ok(Transport { kind, headers, gzip: s.gzip })
+    }
+
+    /// An encoded request as it goes out (and again on a retry): gzip-compressed over HTTP when
+    /// configured (over gRPC, tonic compresses the message).
+    fn prepare(&self, body: Bytes) -> Outgoing {
+        if !self.gzip || !matches!(self.kind, TransportKind::Http { .. }) {
+            return Outgoing { body, gzip: false };
+        }
+        let mut z = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+        match std::io::Write::write_all(&mut z, &body).and_then(|()| z.finish()) {
+            Ok(v) => Outgoing { body: Bytes::from(v), gzip: true },
+            // Writing to memory does not fail; were it to, the request goes uncompressed.
+            Err(_) => Outgoing { body, gzip: false },
+        }
     }
 
     /// Send one encoded request: the spans the collector rejected (partial success), or why
     /// it failed and whether trying again may help.
-    async fn send(&self, body: Bytes) -> Result<u64, Failure> {
+    async fn send(&self, out: Outgoing) -> Result<u64, Failure> {
+        let Outgoing { body, gzip } = out;
         let response = match &self.kind {
             TransportKind::Grpc(grpc) => {
                 let mut grpc = grpc.clone();
@@ -308,6 +337,9 @@ impl Transport {
                 *req.uri_mut() = uri.clone();
                 req.headers_mut().clone_from(&self.headers);
                 req.headers_mut().insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+                if gzip {
+                    req.headers_mut().insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
                 req.headers_mut()
                     .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
                 let resp = client.send_bytes(req).await.map_err(|e| Failure::connection(&*e))?;
@@ -477,7 +509,7 @@ impl Export {
             return;
         }
         let n = spans.len() as u64;
-        let body = self.origin.encode(&spans);
+        let body = self.transport.prepare(self.origin.encode(&spans));
         drop(spans);
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(100);

@@ -225,6 +225,11 @@ async fn validate_errors_name_file_line_and_key() {
             format!("{QUIET}  tracing:\n    enabled: true\n    headers:\n      x-token-bin: YWJj\n"),
             ":8:7: gateway.tracing.headers.x-token-bin: binary gRPC metadata (`-bin`) is not supported",
         ),
+        (
+            "tracing-compression.yaml",
+            format!("{QUIET}  tracing:\n    enabled: true\n    compression: zstd\n"),
+            ":7:5: gateway.tracing.compression: \"zstd\": use none or gzip",
+        ),
         // Found only when compiling: located at the plugin it names.
         (
             "compile.yaml",

@@ -1451,3 +1451,83 @@ async fn export_retries_honour_the_collectors_delay() {
         faults(r#"{"exhausted": false, "retry_after": null}"#).await;
     }
 }
+
+/// A TCP relay to `to` that counts the bytes clients send through it (what goes on the wire).
+async fn counting_relay(to: u16) -> (u16, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = l.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { return };
+                let (mut ri, mut wi) = inbound.split();
+                let (mut ro, mut wo) = outbound.split();
+                let up = async {
+                    let mut buf = vec![0u8; 16384];
+                    loop {
+                        let n = match tokio::io::AsyncReadExt::read(&mut ri, &mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        counter.fetch_add(n, Ordering::SeqCst);
+                        if tokio::io::AsyncWriteExt::write_all(&mut wo, &buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut wo).await;
+                };
+                let down = tokio::io::copy(&mut ro, &mut wi);
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    (port, sent)
+}
+
+/// `compression: gzip`, over both transports: the export requests are gzip-compressed (gRPC
+/// message compression; HTTP `content-encoding: gzip`) and the receiver, decompressing them,
+/// gets every span whole. Through a relay that counts the bytes on the wire, a span with a
+/// 4,000-byte repetitive path takes a fraction of the bytes it takes uncompressed.
+#[tokio::test]
+async fn gzip_compressed_exports() {
+    let recv = Receiver::start().await;
+    let up = Upstream::start(Behavior::Echo("up")).await;
+    let path = format!("/users/{}", "a".repeat(4000));
+    for (n, via) in ["grpc", "http"].into_iter().enumerate() {
+        let port = if via == "grpc" { recv.grpc } else { recv.http };
+        let mut wire = Vec::new();
+        for (m, compression) in ["none", "gzip"].into_iter().enumerate() {
+            let (relay, sent) = counting_relay(port).await;
+            let tracing = format!(
+                "{{ enabled: true, protocol: {via}, endpoint: \"http://127.0.0.1:{relay}\", export_interval: 50ms, compression: {compression} }}"
+            );
+            let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
+            let trace = format!("{:032x}", 0xa100 + 2 * n + m);
+            let (s, _) = get_with(
+                &format!("{}{path}", gw.url("main")),
+                &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))],
+            )
+            .await;
+            assert_eq!(s, 200);
+            let spans = recv.trace(&trace, 2).await;
+            let server = kind(&spans, "SPAN_KIND_SERVER");
+            assert_eq!(server.len(), 1, "{via} {compression}: {spans:#?}");
+            assert_eq!(server[0]["attributes"]["url.path"], path.as_str(), "{via} {compression}");
+            if via == "http" {
+                let (_, _, e) = get_json(&format!("http://127.0.0.1:{}/exports", recv.http)).await;
+                let want = if compression == "gzip" { Value::from("gzip") } else { Value::Null };
+                assert_eq!(e["headers_http"]["content-encoding"], want, "{e}");
+            }
+            wire.push(sent.load(Ordering::SeqCst));
+        }
+        assert!(
+            wire[0] > 4000 && wire[1] * 3 < wire[0],
+            "{via}: {} bytes on the wire uncompressed, {} with gzip",
+            wire[0],
+            wire[1]
+        );
+    }
+}

@@ -19,8 +19,8 @@ Prints "<grpc port> <http port>" on its first line. On the HTTP port:
 Runs until stdin closes (the test that started it ends) or it is killed.
 
 With --tls CERT KEY both ports take TLS only (gRPC over TLS, HTTPS), with that certificate.
-GET /exports also reports the `x-*` and `user-agent` headers (gRPC metadata) of the last export
-per transport,
+GET /exports also reports the `x-*`, `user-agent` and encoding headers (gRPC metadata) of the
+last export per transport (gzip bodies are taken on both ports),
 under `headers_<transport>`.
 
 With --discard (the benchmark's collector), gRPC exports are taken as raw bytes and only
@@ -28,6 +28,7 @@ counted (requests and bytes in GET /exports): no decoding, so the collector cost
 """
 
 import collections
+import gzip
 import json
 import ssl
 import sys
@@ -143,7 +144,9 @@ def response(reject):
 def keep_headers(via, pairs):
     with LOCK:
         EXPORTS["headers_" + via] = {
-            k.lower(): v for k, v in pairs if k.lower().startswith("x-") or k.lower() == "user-agent"
+            k.lower(): v
+            for k, v in pairs
+            if k.lower().startswith("x-") or k.lower() in ("user-agent", "content-encoding", "grpc-encoding")
         }
 
 
@@ -192,6 +195,8 @@ class Http(BaseHTTPRequestHandler):
             return self.reply(404, b"", "text/plain")
         if self.headers.get("content-type") != "application/x-protobuf":
             return self.reply(415, b"", "text/plain")
+        if self.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
         req = trace_service_pb2.ExportTraceServiceRequest()
         req.ParseFromString(body)
         keep_headers("http", self.headers.items())
