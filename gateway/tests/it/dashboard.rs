@@ -457,6 +457,49 @@ async fn dashboard_usage_panel_matches_the_traffic_and_the_export() {
     assert_eq!(stamp(10).await, 10);
     let p = usage_panel(&g.admin, "hour").await;
     assert_eq!((p["rows"][0]["consumer"].as_str(), p["rows"][0]["requests"].as_u64()), (Some("carol"), Some(7)), "{p}");
+
+    // One consumer's usage: alice's request is in the whole panel, not in carol's; a consumer
+    // without usage has an empty panel, and its export link asks for it alone.
+    let r = c.get(format!("http://{}/private", g.proxy)).header("x-api-key", ALICE_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(stamp(11).await, 11);
+    let all = usage_panel(&g.admin, "hour").await;
+    assert_eq!(all["totals"]["requests"], 11, "{all}");
+    assert!(all["consumer"].is_null());
+    let of = |p: &Value, who: &str| -> u64 {
+        p["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["consumer"] == who)
+            .map(|r| r["requests"].as_u64().unwrap())
+            .sum()
+    };
+    let carols = of(&all, "carol");
+    assert!(carols >= 9 && of(&all, "alice") == 1, "{all}");
+    let carol = usage_panel(&g.admin, "hour&consumer=carol").await;
+    assert_eq!(carol["consumer"], "carol");
+    assert_eq!(carol["totals"]["requests"], carols, "{carol}");
+    assert!(carol["rows"].as_array().unwrap().iter().all(|r| r["consumer"] == "carol"), "{carol}");
+    assert_eq!(
+        carol["series"].as_array().unwrap().iter().map(|b| b["requests"].as_u64().unwrap()).sum::<u64>(),
+        carols
+    );
+    let alice = usage_panel(&g.admin, "hour&consumer=alice").await;
+    assert_eq!((alice["totals"]["requests"].as_u64(), alice["rows"][0]["route"].as_str()), (Some(1), Some("private")));
+    let nobody = usage_panel(&g.admin, "hour&consumer=no%20body").await;
+    assert_eq!((nobody["consumer"].as_str(), nobody["totals"]["requests"].as_u64()), (Some("no body"), Some(0)));
+    assert_eq!(nobody["rows"], serde_json::json!([]));
+    let link = nobody["export"]["csv"].as_str().unwrap();
+    assert!(link.ends_with("&consumer=no%20body"), "{link}");
+    let csv =
+        c.get(url(link.strip_prefix("..").unwrap())).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    assert_eq!(csv.trim().lines().count(), 1, "only the header: {csv}");
+    let link = carol["export"]["csv"].as_str().unwrap();
+    let csv =
+        c.get(url(link.strip_prefix("..").unwrap())).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|l| l.split(',').nth(2) == Some("carol")), "{csv}");
     drop(g.proc);
 }
 

@@ -258,6 +258,28 @@ const num = (text) => {
     await page.click('#usage-periods button[data-period="hour"]');
     await page.waitForSelector('#usage-card[data-period="hour"]', { timeout: 10000 });
 
+    step('usage panel: one consumer (click the name), then every consumer again');
+    const consumersShown = () => page.$$eval('#usage-table tr[data-consumer]', (r) => [...new Set(r.map((x) => x.dataset.consumer))].sort());
+    await waitFor('other consumers beside carol in the usage panel', async () => {
+      const c = await consumersShown();
+      return c.includes('carol') && c.length > 1 ? c : null;
+    }, 10000);
+    await page.click('#usage-table button[data-filter-consumer="carol"]');
+    await page.waitForSelector('#usage-card[data-consumer="carol"]', { timeout: 10000 });
+    check(JSON.stringify(await consumersShown()) === '["carol"]', `filtered rows: ${await consumersShown()}`);
+    check(same(await readUsage()), 'carol\'s figures changed under the filter');
+    check(await page.isVisible('#usage-consumer'), 'no sign of the consumer filter');
+    const carolTotal = await page.$$eval('#usage-totals > div', (boxes) => boxes
+      .filter((d) => ['served', 'refused', 'auth_failed', 'upstream_error'].includes(d.dataset.outcome))
+      .reduce((a, d) => a + Number(d.querySelector('b').dataset.value), 0));
+    const wantTotal = Object.values(want).reduce((a, r) => a + Object.values(r).reduce((x, y) => x + y, 0), 0);
+    check(carolTotal === wantTotal, `carol's total under the filter: ${carolTotal}, want ${wantTotal}`);
+    result.usage.filtered = { total: carolTotal };
+    await page.click('#usage-consumer');
+    await page.waitForSelector('#usage-card[data-consumer=""]', { timeout: 10000 });
+    check(!(await page.isVisible('#usage-consumer')), 'the consumer filter is still shown');
+    check((await consumersShown()).length > 1, 'every consumer is not shown again');
+
     step('search the configuration');
     await page.waitForSelector('#config-results details.entity', { timeout: 10000 });
     const all = await page.$$eval('#config-results details.entity', (d) => d.length);

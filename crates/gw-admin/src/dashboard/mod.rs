@@ -324,10 +324,12 @@ async fn config(State(s): State<Arc<AdminState>>, Extension(d): Extension<Arc<Da
 #[derive(serde::Deserialize)]
 struct UsageQuery {
     period: Option<String>,
+    consumer: Option<String>,
 }
 
-/// `GET /dashboard/api/usage?period=hour|day|month` (default `hour`): the usage panel, from the
-/// usage store (see [`usage`]).
+/// `GET /dashboard/api/usage?period=hour|day|month` (default `hour`), optionally
+/// `&consumer=<name>` (one consumer's usage; `-` for requests without one): the usage panel,
+/// from the usage store (see [`usage`]).
 async fn usage_panel(
     State(s): State<Arc<AdminState>>,
     Extension(d): Extension<Arc<Dash>>,
@@ -340,11 +342,14 @@ async fn usage_panel(
         .ok_or_else(|| invalid("period: hour, day or month".into()))?;
     let now = s.gw.now_ms();
     let (from, to) = period.range(now);
+    let consumer = q.consumer.filter(|c| !c.is_empty());
+    let filter = gw_observability::UsageFilter { consumer: consumer.clone(), ..Default::default() };
     let records =
-        s.gw.usage_report(period.granularity(), from, to, &gw_observability::UsageFilter::default())
+        s.gw.usage_report(period.granularity(), from, to, &filter)
             .await
             .map_err(|e| crate::api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e))?;
-    Ok(json_response(&usage::panel(period, now, &records, s.gw.usage_store_kind()).to_string()))
+    let panel = usage::panel(period, now, &records, s.gw.usage_store_kind(), consumer.as_deref());
+    Ok(json_response(&panel.to_string()))
 }
 
 fn round(x: f64, digits: i32) -> f64 {

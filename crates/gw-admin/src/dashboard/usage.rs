@@ -126,9 +126,29 @@ fn obj(pairs: &[(&str, Value)]) -> serde_json::Map<String, Value> {
     pairs.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect()
 }
 
+/// `s` as a URL query value (RFC 3986 unreserved characters kept, every other byte `%XX`).
+fn query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The panel for `period` from the records of its range (see [`Period::range`]), reported by
-/// the usage store at `granularity()`.
-pub(crate) fn panel(period: Period, now_ms: u64, records: &[UsageRecord], store: &str) -> Value {
+/// the usage store at `granularity()`; `consumer`: the records are that consumer's only (the
+/// export links say so too).
+pub(crate) fn panel(
+    period: Period,
+    now_ms: u64,
+    records: &[UsageRecord],
+    store: &str,
+    consumer: Option<&str>,
+) -> Value {
     let (from, to) = period.range(now_ms);
     let mut rows: BTreeMap<(&str, &str), Counts> = BTreeMap::new();
     let mut totals = Counts::default();
@@ -158,9 +178,14 @@ pub(crate) fn panel(period: Period, now_ms: u64, records: &[UsageRecord], store:
         .into_iter()
         .map(|(t, n)| n.json(obj(&[("start", json!(instant(t))), ("label", json!(period.granularity().label(t)))])))
         .collect();
-    let query = format!("granularity={}&from={}&to={}", period.granularity_name(), instant(from), instant(to));
+    let mut query = format!("granularity={}&from={}&to={}", period.granularity_name(), instant(from), instant(to));
+    if let Some(c) = consumer {
+        query.push_str("&consumer=");
+        query.push_str(&query_value(c));
+    }
     json!({
         "period": period.name(),
+        "consumer": consumer,
         "granularity": period.granularity_name(),
         "from": instant(from),
         "to": instant(to),
@@ -222,7 +247,7 @@ mod tests {
             rec(m, "bob", "orders", Outcome::UpstreamError, 1),
             rec(m, "-", "orders", Outcome::AuthFailed, 4),
         ];
-        let p = panel(Period::Hour, NOW, &records, "embedded");
+        let p = panel(Period::Hour, NOW, &records, "embedded", None);
         assert_eq!(p["rows_total"], 3);
         let alice = &p["rows"][0];
         assert_eq!((alice["consumer"].as_str(), alice["route"].as_str()), (Some("alice"), Some("orders")));
@@ -242,8 +267,22 @@ mod tests {
             p["export"]["csv"],
             "../usage/export?granularity=minute&from=2026-12-05T12:06:00Z&to=2026-12-05T13:06:00Z"
         );
-        let month = panel(Period::Month, NOW, &[], "memory");
+        assert!(p["consumer"].is_null());
+        let month = panel(Period::Month, NOW, &[], "memory", None);
         assert_eq!(month["series"].as_array().unwrap().len(), 5, "December 1st to 5th");
         assert_eq!(month["totals"]["requests"], 0);
+    }
+
+    /// One consumer's panel names it, and its export links ask for that consumer only, the
+    /// name written as a query value.
+    #[test]
+    fn consumer_panel_links_its_export() {
+        let p = panel(Period::Hour, NOW, &[], "memory", Some("ann & co/é"));
+        assert_eq!(p["consumer"], "ann & co/é");
+        assert_eq!(
+            p["export"]["csv"],
+            "../usage/export?granularity=minute&from=2026-12-05T12:06:00Z&to=2026-12-05T13:06:00Z&consumer=ann%20%26%20co%2F%C3%A9"
+        );
+        assert!(p["export"]["json"].as_str().unwrap().ends_with("&consumer=ann%20%26%20co%2F%C3%A9&format=json"));
     }
 }

@@ -6,7 +6,7 @@
   const TOKEN_KEY = 'gatehouse.dashboard.token';
   const $ = (id) => document.getElementById(id);
   const state = { token: null, ctrl: null, config: null, configVersion: null, kind: 'all', retry: 1000, last: null,
-    usage: { period: 'hour', stamp: null, loading: false, again: false, data: null } };
+    usage: { period: 'hour', consumer: null, stamp: null, loading: false, again: false, data: null } };
 
   function el(tag, props, ...children) {
     const e = document.createElement(tag);
@@ -104,6 +104,7 @@
     state.configVersion = null;
     state.usage.stamp = null;
     state.usage.data = null;
+    state.usage.consumer = null;
     sessionStorage.removeItem(TOKEN_KEY);
     $('token').value = '';
     showLogin(null);
@@ -328,20 +329,21 @@
     if (u.loading) { u.again = true; return; }
     u.loading = true;
     const period = u.period;
+    const consumer = u.consumer;
     try {
-      const res = await api('api/usage?period=' + encodeURIComponent(period));
+      const res = await api('api/usage?period=' + encodeURIComponent(period) + (consumer === null ? '' : '&consumer=' + encodeURIComponent(consumer)));
       if (res.status === 401) { signOut(); showLogin('The token is no longer valid.'); return; }
       if (!res.ok) {
         $('usage-note').textContent = 'usage store: HTTP ' + res.status;
         return;
       }
       const data = await res.json();
-      if (data.period === u.period && state.token) renderUsage(data);
+      if (data.period === u.period && data.consumer === u.consumer && state.token) renderUsage(data);
     } catch (e) {
       $('usage-note').textContent = 'usage: ' + e.message;
     } finally {
       u.loading = false;
-      if (u.again || u.period !== period) { u.again = false; loadUsage(); }
+      if (u.again || u.period !== period || u.consumer !== consumer) { u.again = false; loadUsage(); }
     }
   }
 
@@ -349,6 +351,10 @@
     state.usage.data = d;
     const card = $('usage-card');
     card.dataset.period = d.period;
+    card.dataset.consumer = d.consumer === null ? '' : d.consumer;
+    const chip = $('usage-consumer');
+    chip.hidden = d.consumer === null;
+    chip.querySelector('b').textContent = d.consumer === '-' ? '(none)' : (d.consumer || '');
     card.dataset.loaded = String(Date.now());
     const when = { hour: 'last hour, by minute', day: 'today (UTC), by hour', month: 'this month (UTC), by day' }[d.period];
     $('usage-range').textContent = when + ' · ' + d.from.replace('T', ' ').replace(':00Z', ' UTC') + ' – '
@@ -363,7 +369,7 @@
     renderUsageChart(d.series);
     const num = (cls, v, text) => el('td', { class: 'num ' + cls + (v > 0 && cls === 'upstream_error' ? ' bad-cell' : v > 0 && cls === 'refused' ? ' warn-cell' : ''), 'data-value': String(v), title: String(v), text: text });
     const rows = d.rows.map((r) => el('tr', { 'data-consumer': r.consumer, 'data-route': r.route },
-      el('td', { text: r.consumer === '-' ? '(none)' : r.consumer, class: r.consumer === '-' ? 'muted' : null }), el('td', { text: r.route }),
+      el('td', null, el('button', { type: 'button', class: 'link' + (r.consumer === '-' ? ' muted' : ''), 'data-filter-consumer': r.consumer, title: 'Show this consumer only', text: r.consumer === '-' ? '(none)' : r.consumer })), el('td', { text: r.route }),
       ...OUTCOMES.map((o) => num(o, r[o], fmtInt(r[o]))),
       num('total', r.requests, fmtInt(r.requests)),
       num('bytes_in', r.bytes_in, fmtBytes(r.bytes_in)), num('bytes_out', r.bytes_out, fmtBytes(r.bytes_out))));
@@ -399,6 +405,12 @@
     $('usage-axis-from').textContent = series.length ? series[0].label : '';
     $('usage-axis-to').textContent = series.length ? series[series.length - 1].label : '';
     $('usage-axis-max').textContent = 'max ' + fmtInt(max) + ' per bucket';
+  }
+
+  // One consumer's usage (null: every consumer's), for the period shown.
+  function chooseConsumer(c) {
+    state.usage.consumer = c;
+    loadUsage();
   }
 
   function choosePeriod(p) {
@@ -530,6 +542,11 @@
     $('logout').addEventListener('click', signOut);
     for (const b of document.querySelectorAll('#usage-periods button')) b.addEventListener('click', () => choosePeriod(b.dataset.period));
     $('usage-export').addEventListener('click', exportUsage);
+    $('usage-consumer').addEventListener('click', () => chooseConsumer(null));
+    document.querySelector('#usage-table tbody').addEventListener('click', (ev) => {
+      const b = ev.target.closest('button[data-filter-consumer]');
+      if (b) chooseConsumer(b.dataset.filterConsumer);
+    });
     let pending = null;
     $('config-search').addEventListener('input', () => {
       clearTimeout(pending);
