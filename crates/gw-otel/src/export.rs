@@ -369,6 +369,19 @@ struct Failure {
     delay: Option<Duration>,
 }
 
+/// The wait before the next try: the backoff with jitter (`jitter` in 0..1: 50% to 100% of
+/// it), or the collector's delay when it asked for a longer one (plus up to 10%, so that a
+/// cluster's nodes do not come back at the same instant). A delay is at least the backoff (a
+/// zero or past one does not make the exporter hammer the collector) and at most an hour (no
+/// arithmetic overflows, whatever the collector sends; `export_timeout` is shorter anyway).
+fn retry_wait(delay: Option<Duration>, backoff: Duration, jitter: f64) -> Duration {
+    let backoff = backoff.mul_f64(0.5 + jitter / 2.0);
+    match delay {
+        Some(d) => d.min(Duration::from_secs(3600)).mul_f64(1.0 + jitter / 10.0).max(backoff),
+        None => backoff,
+    }
+}
+
 /// An HTTP `Retry-After`: seconds, or a date.
 fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
     let v = h.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
@@ -524,20 +537,17 @@ impl Export {
                     }
                     return;
                 }
-                // The collector's own delay when it gave one, else the backoff (jittered);
-                // only when the try after it still fits in `export_timeout`.
-                Ok(Err(f))
-                    if retry
-                        && f.retry
-                        && tokio::time::Instant::now() + f.delay.unwrap_or(backoff) + Duration::from_millis(50)
-                            < deadline =>
-                {
+                // Only when the try after the wait still fits in `export_timeout`.
+                Ok(Err(f)) => {
+                    let wait = retry_wait(f.delay, backoff, fastrand::f64());
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if !(retry && f.retry && wait + Duration::from_millis(50) < left) {
+                        break f.message;
+                    }
                     tracing::debug!(error = %f.message, spans = n, "trace export failed, trying again");
-                    let wait = f.delay.unwrap_or_else(|| backoff.mul_f64(0.5 + fastrand::f64() / 2.0));
                     tokio::time::sleep(wait).await;
                     backoff *= 2;
                 }
-                Ok(Err(f)) => break f.message,
                 Err(_) => break "timed out".to_string(),
             }
         };
@@ -602,6 +612,40 @@ async fn export_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The wait before a retry: the jittered backoff, or the collector's delay when longer; a
+    /// zero, past or absurd delay neither hammers the collector nor overflows.
+    #[test]
+    fn retry_waits() {
+        let b = Duration::from_millis(100);
+        assert_eq!(retry_wait(None, b, 0.0), Duration::from_millis(50));
+        assert_eq!(retry_wait(None, b, 1.0), b);
+        assert_eq!(retry_wait(Some(Duration::from_secs(2)), b, 0.0), Duration::from_secs(2));
+        assert_eq!(retry_wait(Some(Duration::from_secs(2)), b, 1.0), Duration::from_millis(2200));
+        assert_eq!(
+            retry_wait(Some(Duration::ZERO), b, 0.0),
+            Duration::from_millis(50),
+            "a zero delay waits the backoff"
+        );
+        assert_eq!(retry_wait(Some(Duration::MAX), b, 1.0), Duration::from_secs(3960));
+        let mut h = http::HeaderMap::new();
+        for (v, want) in [
+            ("7", Some(Duration::from_secs(7))),
+            ("18446744073709551615", Some(Duration::from_secs(u64::MAX))),
+            ("99999999999999999999", None),
+            ("Thu, 01 Jan 1970 00:00:00 GMT", Some(Duration::ZERO)),
+            ("soon", None),
+        ] {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static(v));
+            assert_eq!(retry_after(&h), want, "{v}");
+        }
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120))).unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(110) && d <= Duration::from_secs(120), "{d:?}");
+    }
 
     /// Plugins' records keep their kind, error, parent and tracestate; their parent is local.
     #[test]
