@@ -1284,7 +1284,7 @@ async fn export_failures_are_retried_or_counted() {
 /// every export carries `headers` (gRPC metadata or HTTP headers) and the gateway's
 /// `user-agent`. The same collector with the system's roots (no `ca_file`) is not trusted: the
 /// spans are dropped and counted at once (a certificate error is not tried again), none
-/// arrives.
+/// arrives; with `verify: false` they arrive.
 #[tokio::test]
 async fn export_over_tls_with_headers() {
     let (_dir, cert, key, ca_file) = tls_files("otel-ca", "otel.test");
@@ -1358,6 +1358,24 @@ async fn export_over_tls_with_headers() {
         assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 0.0, "{via}");
         let spans = page("/spans").await;
         assert!(spans.as_array().unwrap().iter().all(|s| s["trace_id"] != trace.as_str()), "{via}");
+
+        // `verify: false`: the same untrusted certificate is taken.
+        let unverified = format!(
+            "{{ enabled: true, protocol: {via}, endpoint: \"https://127.0.0.1:{port}\", export_interval: 50ms, tls: {{ verify: false }} }}"
+        );
+        let gw = TestGateway::start(&traced(&unverified, &one_service(&up.authority())), &[]).await;
+        let trace = format!("{:032x}", 0xe100 + n);
+        let (s, _) = get_with(
+            &format!("{}/users/1", gw.url("main")),
+            &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))],
+        )
+        .await;
+        assert_eq!(s, 200);
+        let until = Instant::now() + Duration::from_secs(10);
+        while page("/spans").await.as_array().unwrap().iter().filter(|s| s["trace_id"] == trace.as_str()).count() < 2 {
+            assert!(Instant::now() < until, "{via}: nothing exported with verify: false");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
