@@ -61,6 +61,17 @@ impl Receiver {
         }
     }
 
+    /// Inject faults into the next exports (`POST /faults`, see the receiver).
+    async fn faults(&self, json: &'static str) {
+        let r = client().post(format!("http://127.0.0.1:{}/faults", self.http)).body(json).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    /// `GET /exports`: export requests per transport, injected failures, headers, attempt times.
+    async fn exports(&self) -> Value {
+        get_json(&format!("http://127.0.0.1:{}/exports", self.http)).await.2
+    }
+
     /// `gateway.tracing` for this receiver.
     fn tracing(&self, protocol: &str, extra: &str) -> String {
         let port = if protocol == "grpc" { self.grpc } else { self.http };
@@ -95,6 +106,14 @@ async fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     let r = b.send().await.expect("request");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A request to `gw`'s `/users/1` in trace `trace` (sampled, the client span its parent),
+/// answered 200.
+async fn send_traced(gw: &TestGateway, trace: &str) {
+    let tp = format!("00-{trace}-{CLIENT_SPAN}-01");
+    let (s, _) = get_with(&format!("{}/users/1", gw.url("main")), &[("traceparent", &tp)]).await;
+    assert_eq!(s, 200);
 }
 
 /// `traceparent` → (trace id, parent span id, flags).
@@ -571,10 +590,6 @@ async fn spans_are_exported_in_batches_by_size_and_interval() {
         recv.grpc
     );
     let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
-    let exports = || async {
-        let (_, _, v) = get_json(&format!("http://127.0.0.1:{}/exports", recv.http)).await;
-        v["grpc"].as_u64().unwrap()
-    };
     let sampled = traceparent(true);
     // Five sampled requests (a server and a client span each) fill the batch of ten; the
     // unsampled ones between them add nothing.
@@ -589,7 +604,7 @@ async fn spans_are_exported_in_batches_by_size_and_interval() {
     let full_after = t0.elapsed();
     assert_eq!(spans.len(), 10, "{spans:#?}");
     assert!(full_after < Duration::from_secs(3), "a full batch waited for the interval: {full_after:?}");
-    assert_eq!(exports().await, 1, "ten spans, one export request");
+    assert_eq!(recv.exports().await["grpc"], 1, "ten spans, one export request");
 
     // One more sampled request: its two spans wait for the interval (4 s after the first).
     let t1 = Instant::now();
@@ -606,7 +621,7 @@ async fn spans_are_exported_in_batches_by_size_and_interval() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(t1.elapsed() >= Duration::from_millis(3500), "exported after {:?}, before the interval", t1.elapsed());
-    assert_eq!(exports().await, 2, "the last two spans in one export request");
+    assert_eq!(recv.exports().await["grpc"], 2, "the last two spans in one export request");
     assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 12.0);
     assert_eq!(metric(&gw, "gatehouse_tracing_spans_dropped_total").await, 0.0);
 }
@@ -1201,17 +1216,6 @@ async fn batched_rate_limit_sync_is_traced() {
 async fn export_failures_are_retried_or_counted() {
     let recv = Receiver::start().await;
     let up = Upstream::start(Behavior::Echo("up")).await;
-    let faults = |json: &'static str| {
-        let url = format!("http://127.0.0.1:{}/faults", recv.http);
-        async move {
-            let r = client().post(url).body(json).send().await.unwrap();
-            assert_eq!(r.status(), 204);
-        }
-    };
-    let exports = || async {
-        let (_, _, v) = get_json(&format!("http://127.0.0.1:{}/exports", recv.http)).await;
-        v
-    };
     for (n, via) in ["grpc", "http"].into_iter().enumerate() {
         // A request's two spans (server and attempt) are one batch: it is exported when full,
         // so each request is exactly one export request.
@@ -1220,14 +1224,6 @@ async fn export_failures_are_retried_or_counted() {
             "{{ enabled: true, protocol: {via}, endpoint: \"http://127.0.0.1:{port}\", batch_size: 2, export_interval: 5s }}"
         );
         let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
-        let send = |trace: String| {
-            let url = format!("{}/users/1", gw.url("main"));
-            async move {
-                let tp = format!("00-{trace}-{CLIENT_SPAN}-01");
-                let (s, _) = get_with(&url, &[("traceparent", &tp)]).await;
-                assert_eq!(s, 200);
-            }
-        };
         let wait_for = |name: &'static str, want: f64| {
             let gw = &gw;
             async move {
@@ -1244,34 +1240,34 @@ async fn export_failures_are_retried_or_counted() {
         };
 
         // Transient: two failures, then the spans (server and attempt) arrive.
-        faults(r#"{"fail": 2, "retryable": true}"#).await;
+        recv.faults(r#"{"fail": 2, "retryable": true}"#).await;
         let trace = format!("{:032x}", 0xa000 + n);
-        send(trace.clone()).await;
+        send_traced(&gw, &trace).await;
         let spans = recv.trace(&trace, 2).await;
         assert_eq!(spans.len(), 2, "{via}: {spans:#?}");
         assert!(spans.iter().all(|s| s["via"] == via));
         wait_for("gatehouse_tracing_spans_exported_total", 2.0).await;
         assert_eq!(metric(&gw, "gatehouse_tracing_spans_dropped_total").await, 0.0, "{via}");
-        let e = exports().await;
+        let e = recv.exports().await;
         assert_eq!(e[format!("failed_{via}")], 2, "{via}: {e}");
         assert_eq!(e[via], 1, "{via}: {e}");
 
         // Permanent: one attempt, the batch dropped and counted.
-        faults(r#"{"fail": 1, "retryable": false}"#).await;
+        recv.faults(r#"{"fail": 1, "retryable": false}"#).await;
         let trace = format!("{:032x}", 0xb000 + n);
-        send(trace.clone()).await;
+        send_traced(&gw, &trace).await;
         wait_for("gatehouse_tracing_spans_dropped_total", 2.0).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let e = exports().await;
+        let e = recv.exports().await;
         assert_eq!(e[format!("failed_{via}")], 3, "{via}: not tried again: {e}");
         assert_eq!(e[via], 1, "{via}: {e}");
         assert!(recv.spans().await.iter().all(|s| s["trace_id"] != trace.as_str()), "{via}");
         assert_eq!(metric(&gw, "gatehouse_tracing_spans_exported_total").await, 2.0, "{via}");
 
         // Partial success: one of the two spans rejected.
-        faults(r#"{"reject": 1}"#).await;
+        recv.faults(r#"{"reject": 1}"#).await;
         let trace = format!("{:032x}", 0xc000 + n);
-        send(trace.clone()).await;
+        send_traced(&gw, &trace).await;
         wait_for("gatehouse_tracing_spans_dropped_total", 3.0).await;
         wait_for("gatehouse_tracing_spans_exported_total", 3.0).await;
         assert_eq!(recv.trace(&trace, 1).await.len(), 1, "{via}");
@@ -1311,12 +1307,7 @@ async fn export_over_tls_with_headers() {
         );
         let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
         let trace = format!("{:032x}", 0xd000 + n);
-        let (s, _) = get_with(
-            &format!("{}/users/1", gw.url("main")),
-            &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))],
-        )
-        .await;
-        assert_eq!(s, 200);
+        send_traced(&gw, &trace).await;
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let spans = page("/spans").await;
@@ -1343,12 +1334,7 @@ async fn export_over_tls_with_headers() {
         );
         let gw = TestGateway::start(&traced(&untrusted, &one_service(&up.authority())), &[]).await;
         let trace = format!("{:032x}", 0xe000 + n);
-        let (s, _) = get_with(
-            &format!("{}/users/1", gw.url("main")),
-            &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))],
-        )
-        .await;
-        assert_eq!(s, 200);
+        send_traced(&gw, &trace).await;
         // Retried, the batch would be dropped only after about 6 s of backoff.
         let until = Instant::now() + Duration::from_secs(3);
         while metric(&gw, "gatehouse_tracing_spans_dropped_total").await < 2.0 {
@@ -1365,12 +1351,7 @@ async fn export_over_tls_with_headers() {
         );
         let gw = TestGateway::start(&traced(&unverified, &one_service(&up.authority())), &[]).await;
         let trace = format!("{:032x}", 0xe100 + n);
-        let (s, _) = get_with(
-            &format!("{}/users/1", gw.url("main")),
-            &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))],
-        )
-        .await;
-        assert_eq!(s, 200);
+        send_traced(&gw, &trace).await;
         let until = Instant::now() + Duration::from_secs(10);
         while page("/spans").await.as_array().unwrap().iter().filter(|s| s["trace_id"] == trace.as_str()).count() < 2 {
             assert!(Instant::now() < until, "{via}: nothing exported with verify: false");
@@ -1388,30 +1369,12 @@ async fn export_over_tls_with_headers() {
 async fn export_retries_honour_the_collectors_delay() {
     let recv = Receiver::start().await;
     let up = Upstream::start(Behavior::Echo("up")).await;
-    let faults = |json: &'static str| {
-        let url = format!("http://127.0.0.1:{}/faults", recv.http);
-        async move {
-            let r = client().post(url).body(json).send().await.unwrap();
-            assert_eq!(r.status(), 204);
-        }
-    };
-    let exports = || async {
-        let (_, _, v) = get_json(&format!("http://127.0.0.1:{}/exports", recv.http)).await;
-        v
-    };
     for (n, via) in ["grpc", "http"].into_iter().enumerate() {
         let port = if via == "grpc" { recv.grpc } else { recv.http };
         let tracing = format!(
             "{{ enabled: true, protocol: {via}, endpoint: \"http://127.0.0.1:{port}\", batch_size: 2, export_interval: 5s, export_timeout: 5s }}"
         );
         let gw = TestGateway::start(&traced(&tracing, &one_service(&up.authority())), &[]).await;
-        let send = |trace: String| {
-            let url = format!("{}/users/1", gw.url("main"));
-            async move {
-                let (s, _) = get_with(&url, &[("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01"))]).await;
-                assert_eq!(s, 200);
-            }
-        };
         let attempts = |e: &Value| -> Vec<f64> {
             e[format!("times_{via}")]
                 .as_array()
@@ -1420,45 +1383,49 @@ async fn export_retries_honour_the_collectors_delay() {
         };
 
         // Asked to wait: the second try comes after the wait.
-        faults(if via == "grpc" {
+        recv.faults(if via == "grpc" {
             r#"{"fail": 1, "exhausted": true, "retry_after": 1.5}"#
         } else {
             r#"{"fail": 1, "exhausted": true, "retry_after": 1}"#
         })
         .await;
         let trace = format!("{:032x}", 0xf000 + n);
-        send(trace.clone()).await;
+        send_traced(&gw, &trace).await;
         assert_eq!(recv.trace(&trace, 2).await.len(), 2, "{via}");
-        let times = attempts(&exports().await);
+        let times = attempts(&recv.exports().await);
         assert_eq!(times.len(), 2, "{via}: {times:?}");
         let gap = times[1] - times[0];
         let want = if via == "grpc" { 1.5 } else { 1.0 };
         assert!(gap >= want - 0.1, "{via}: tried again after {gap:.3} s, before the {want} s asked for");
 
         // A wait beyond export_timeout (5 s): dropped at once, one try.
-        faults(r#"{"fail": 1, "exhausted": true, "retry_after": 30}"#).await;
+        recv.faults(r#"{"fail": 1, "exhausted": true, "retry_after": 30}"#).await;
         let trace = format!("{:032x}", 0xf100 + n);
         let started = Instant::now();
-        send(trace.clone()).await;
+        send_traced(&gw, &trace).await;
         while metric(&gw, "gatehouse_tracing_spans_dropped_total").await < 2.0 {
             assert!(started.elapsed() < Duration::from_secs(3), "{via}: not dropped at once");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(attempts(&exports().await).len(), 3, "{via}: tried again");
+        assert_eq!(attempts(&recv.exports().await).len(), 3, "{via}: tried again");
 
         if via == "grpc" {
             // RESOURCE_EXHAUSTED without RetryInfo: not tried again.
-            faults(r#"{"fail": 1, "exhausted": true, "retry_after": null}"#).await;
+            recv.faults(r#"{"fail": 1, "exhausted": true, "retry_after": null}"#).await;
             let trace = format!("{:032x}", 0xf200 + n);
-            send(trace.clone()).await;
+            send_traced(&gw, &trace).await;
             let started = Instant::now();
             while metric(&gw, "gatehouse_tracing_spans_dropped_total").await < 4.0 {
                 assert!(started.elapsed() < Duration::from_secs(3), "grpc: not dropped at once");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            assert_eq!(attempts(&exports().await).len(), 4, "grpc: RESOURCE_EXHAUSTED without RetryInfo tried again");
+            assert_eq!(
+                attempts(&recv.exports().await).len(),
+                4,
+                "grpc: RESOURCE_EXHAUSTED without RetryInfo tried again"
+            );
         }
         assert!(
             recv.spans()
@@ -1466,7 +1433,7 @@ async fn export_retries_honour_the_collectors_delay() {
                 .iter()
                 .all(|s| !s["trace_id"].as_str().unwrap_or("").starts_with("0000000000000000000000000000f1"))
         );
-        faults(r#"{"exhausted": false, "retry_after": null}"#).await;
+        recv.faults(r#"{"exhausted": false, "retry_after": null}"#).await;
     }
 }
 
